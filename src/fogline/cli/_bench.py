@@ -1,0 +1,90 @@
+"""``fogline bench``: latency percentiles, throughput and memory of one model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from fogline.cli._app import app, console, parse_batches
+from fogline.model import (
+    MANIFEST_NAME,
+    Engine,
+    EngineOptions,
+    Manifest,
+    PeakMemory,
+    load_engine,
+    measure,
+)
+
+
+def open_model(
+    path: Path, backend: str, threads: int | None, precision: str | None
+) -> tuple[Engine, str]:
+    """Load a model file, or the model a manifest folder describes (hash checked)."""
+    if path.is_dir() or path.name == MANIFEST_NAME:
+        folder = path if path.is_dir() else path.parent
+        manifest = Manifest.read(folder)
+        model_file = manifest.verify(folder)
+        options = EngineOptions(
+            threads=threads or manifest.engine.threads,
+            precision=precision or manifest.engine.precision,
+        )
+        chosen = manifest.engine.backend if backend == "auto" else backend
+        return load_engine(model_file, backend=chosen, options=options), str(model_file)
+    return load_engine(
+        path, backend=backend, options=EngineOptions(threads=threads, precision=precision)
+    ), str(path)
+
+
+@app.command()
+def bench(
+    model: Path = typer.Argument(
+        ..., help="A .onnx/.tflite/.xml file, or a folder with fogline.yaml."
+    ),
+    batch: str = typer.Option("1,8", "--batch", help="Batch sizes, comma-separated."),
+    threads: int | None = typer.Option(
+        None, min=1, help="Compute threads (default: the runtime's)."
+    ),
+    duration: float = typer.Option(3.0, min=0.01, help="Seconds to measure each batch size."),
+    backend: str = typer.Option("auto", help="auto, onnxruntime, openvino or litert."),
+    precision: str | None = typer.Option(None, help="fp32, fp16, bf16 or int8 (OpenVINO: bf16)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Measure latency (p50/p90/p99), throughput and peak memory after a warm-up."""
+    batches = parse_batches(batch)
+    with PeakMemory() as memory:
+        engine, model_file = open_model(model, backend, threads, precision)
+        results = [measure(engine, batch=b, duration_s=duration) for b in batches]
+    info = {
+        "model": model_file,
+        "backend": engine.backend,
+        "precision": engine.precision,
+        "device": engine.device,
+        "threads": threads,
+        "peak_memory_mb": round(memory.peak_mb, 1),
+        "results": [r.to_dict() for r in results],
+    }
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    table = Table(
+        title=f"{Path(model_file).name} · {engine.backend} · {engine.precision} · "
+        f"{engine.device} · threads {threads or 'auto'}"
+    )
+    for column in ("batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "items/s", "runs"):
+        table.add_column(column, justify="right")
+    for r in results:
+        table.add_row(
+            str(r.batch),
+            f"{r.p50:.3f}",
+            f"{r.p90:.3f}",
+            f"{r.p99:.3f}",
+            f"{r.mean:.3f}",
+            f"{r.throughput:,.1f}",
+            str(r.runs),
+        )
+    console.print(table)
+    console.print(f"peak memory {memory.peak_mb:.0f} MiB (process resident set)")

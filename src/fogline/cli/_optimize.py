@@ -1,0 +1,167 @@
+"""``fogline optimize``: find the fastest variant that keeps the accuracy, here."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fogline.cli._app import app, console, parse_batches
+from fogline.errors import ConfigError
+from fogline.model import load_engine
+from fogline.optimize import (
+    CALIBRATION_METHODS,
+    OptimizeOptions,
+    Report,
+    load_dataset,
+    optimize,
+)
+
+
+class Objective(str, Enum):
+    latency = "latency"
+    throughput = "throughput"
+
+
+def variant_table(report: Report) -> Table:
+    table = Table(title=f"variants of {Path(report.model).name} (selected: {report.selected})")
+    for column in (
+        "variant",
+        "prec",
+        "KiB",
+        "p50 ms",
+        "p99 ms",
+        "items/s",
+        "accuracy",
+        "agree",
+        "max err",
+        "verdict",
+    ):
+        table.add_column(column, justify="left" if column in ("variant", "verdict") else "right")
+    for v in report.variants:
+        if v.status != "ok":
+            table.add_row(
+                v.name, v.precision, "", "", "", "", "", "", "", f"[red]failed: {v.error}[/]"
+            )
+            continue
+        if v.selected:
+            verdict = "[bold green]selected[/]"
+        elif not v.within_budget:
+            verdict = f"[red]{v.budget_reason}[/]"
+        elif v.name == report.baseline:
+            verdict = "baseline"
+        else:
+            verdict = "slower than selected" if v.faster_than_baseline else "not faster"
+        table.add_row(
+            v.name,
+            v.precision,
+            f"{v.size_bytes / 1024:,.0f}",
+            f"{v.p50:.3f}",
+            f"{v.p99:.3f}",
+            f"{v.throughput:,.0f}",
+            "" if v.accuracy is None else f"{v.accuracy:.2f}%",
+            f"{v.agreement.top1:.1f}%" if v.agreement else "",
+            f"{v.agreement.max_abs:.3g}" if v.agreement else "",
+            verdict,
+        )
+    return table
+
+
+def run_optimize(
+    model: Path, calibration: str, evaluation: str | None, out: Path, options: OptimizeOptions
+) -> Report:
+    """Load data, search with a progress bar, print the table; shared with ``demo``."""
+    signature = load_engine(model).signature
+    calib = load_dataset(calibration, signature)
+    evald = load_dataset(evaluation, signature) if evaluation else None
+    with Progress(
+        TextColumn("[bold]optimize[/] {task.description:<28}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def on_step(step: str, done: int, total: int) -> None:
+            bar.update(task, description=step, completed=done, total=total)
+
+        report = optimize(model, calib, evald, out, options, progress=on_step)
+    console.print(variant_table(report))
+    for name, reason in report.skipped.items():
+        console.print(f"[dim]skipped {name}: {reason}[/]")
+    chosen = report.variant(report.selected)
+    console.print(
+        f"selected [bold]{report.selected}[/] ({chosen.engine}, {chosen.precision}): "
+        f"{report.speedup():.2f}x the batch-1 speed of {report.baseline}"
+    )
+    console.print(
+        f"wrote {out / ('model' + Path(chosen.file).suffix)}, "
+        f"{out / 'fogline.yaml'}, {out / 'report.json'}, {out / 'report.html'}"
+    )
+    return report
+
+
+@app.command("optimize")
+def optimize_command(
+    model: Path = typer.Argument(..., help="The FP32 .onnx model."),
+    calibration: str = typer.Option(
+        ..., "--calibration", "-c", help="Calibration data: .npz, image folder, or module:function."
+    ),
+    evaluation: str | None = typer.Option(
+        None, "--eval", "-e", help="Eval data (with labels for accuracy)."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the result to."),
+    max_accuracy_drop: float = typer.Option(
+        1.0, min=0.0, help="Budget in percentage points (accuracy or top-1 agreement with FP32)."
+    ),
+    max_abs_error: float | None = typer.Option(
+        None, min=0.0, help="Also bound the max abs output error."
+    ),
+    threads: int | None = typer.Option(None, min=1, help="Compute threads to measure with."),
+    batch: str = typer.Option("1,8", help="Batch sizes to measure, the first one ranks."),
+    duration: float = typer.Option(1.0, min=0.01, help="Seconds to time each variant per batch."),
+    calibrate: str = typer.Option(
+        ",".join(CALIBRATION_METHODS), help="Static INT8 calibration methods, comma-separated."
+    ),
+    variants: str | None = typer.Option(
+        None, help="Only these variants (glob, comma-separated); ort-fp32 always runs."
+    ),
+    objective: Objective = typer.Option(
+        Objective.latency, help="Rank by batch-1 latency or by throughput at the last batch."
+    ),
+    sensitivity: bool = typer.Option(
+        True, help="Keep sensitive layers in FP32 when INT8 misses the budget."
+    ),
+    keep_variants: bool = typer.Option(True, help="Keep every variant's file in OUT/variants."),
+    name: str | None = typer.Option(None, help="Model name for the manifest."),
+    version: str = typer.Option("1", help="Model version for the manifest."),
+) -> None:
+    """Build and measure variants (FP32, FP16, INT8 dynamic/static, OpenVINO) and keep the
+    fastest one inside the accuracy budget."""
+    methods = tuple(m.strip() for m in calibrate.split(",") if m.strip())
+    unknown = [m for m in methods if m not in CALIBRATION_METHODS]
+    if unknown or not methods:
+        raise ConfigError(
+            f"--calibrate: unknown method(s) {', '.join(unknown) or '(none)'}; "
+            f"use {', '.join(CALIBRATION_METHODS)}"
+        )
+    options = OptimizeOptions(
+        max_accuracy_drop=max_accuracy_drop,
+        max_abs_error=max_abs_error,
+        threads=threads,
+        batches=parse_batches(batch),
+        duration_s=duration,
+        methods=methods,
+        variants=tuple(v.strip() for v in variants.split(",")) if variants else (),
+        objective=objective.value,
+        sensitivity=sensitivity,
+        keep_variants=keep_variants,
+        name=name,
+        version=version,
+    )
+    run_optimize(model, calibration, evaluation, out, options)

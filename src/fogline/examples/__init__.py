@@ -1,0 +1,70 @@
+"""The bundled example: a digits classifier trained on scikit-learn's ``load_digits``.
+
+The model file ships with fogline; the data is built from the copy of the
+digits set that scikit-learn ships, so nothing is ever downloaded. The
+calibration and evaluation functions can be named on the command line as
+``fogline.examples:digits_calibration`` and ``fogline.examples:digits_eval``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from fogline.errors import DataError
+
+_HERE = Path(__file__).parent / "digits"
+TRAIN_SIZE = 1200
+LABELS = [str(i) for i in range(10)]
+#: Pixel values in load_digits run 0..16; the model takes them scaled to 0..1.
+PIXEL_SCALE = 1.0 / 16.0
+
+
+def digits_model_path() -> Path:
+    """Path of the bundled FP32 digits model (``pixels`` [batch,1,8,8] → ``logits`` [batch,10])."""
+    return _HERE / "model.onnx"
+
+
+def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(pixels, labels)`` of the ``train`` or ``eval`` split, shuffled with a fixed seed."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise DataError(
+            "the digits example needs scikit-learn: pip install 'fogline[examples]'"
+        ) from exc
+    data = load_digits()
+    order = np.random.default_rng(0).permutation(len(data.target))
+    pixels = (data.images[order] * PIXEL_SCALE).astype(np.float32)[:, None, :, :]
+    labels = data.target[order].astype(np.int64)
+    if split == "train":
+        return pixels[:TRAIN_SIZE], labels[:TRAIN_SIZE]
+    if split == "eval":
+        return pixels[TRAIN_SIZE:], labels[TRAIN_SIZE:]
+    raise DataError(f"unknown digits split {split!r}; use 'train' or 'eval'")
+
+
+def digits_calibration() -> Iterator[dict[str, np.ndarray]]:
+    """256 training images in batches of 32, for INT8 calibration."""
+    pixels, _ = digits_split("train")
+    for start in range(0, 256, 32):
+        yield {"pixels": pixels[start : start + 32]}
+
+
+def digits_eval() -> Iterator[dict[str, np.ndarray]]:
+    """The held-out images with their labels, in batches of 64."""
+    pixels, labels = digits_split("eval")
+    for start in range(0, len(labels), 64):
+        yield {"pixels": pixels[start : start + 64], "labels": labels[start : start + 64]}
+
+
+__all__ = [
+    "LABELS",
+    "PIXEL_SCALE",
+    "digits_calibration",
+    "digits_eval",
+    "digits_model_path",
+    "digits_split",
+]

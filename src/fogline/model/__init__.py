@@ -1,0 +1,47 @@
+"""Models: the one :class:`Engine` interface, its backends, signatures, manifests.
+
+>>> from fogline.model import load_engine
+>>> from fogline.examples import digits_model_path
+>>> engine = load_engine(digits_model_path())
+>>> engine.signature.input_names
+('pixels',)
+"""
+
+from fogline.model._bench import LatencyStats, PeakMemory, measure, time_calls
+from fogline.model._engine import (
+    BACKENDS,
+    PRECISIONS,
+    Engine,
+    EngineOptions,
+    available_backends,
+    backend_for,
+    load_engine,
+)
+from fogline.model._manifest import MANIFEST_NAME, Manifest, sha256_file
+from fogline.model._onnx_file import load_onnx, onnx_signature
+from fogline.model._signature import Signature, TensorSpec
+from fogline.model._sklearn import sklearn_to_onnx
+from fogline.model._torch import torch_to_onnx
+
+__all__ = [
+    "BACKENDS",
+    "MANIFEST_NAME",
+    "PRECISIONS",
+    "Engine",
+    "EngineOptions",
+    "LatencyStats",
+    "Manifest",
+    "PeakMemory",
+    "Signature",
+    "TensorSpec",
+    "available_backends",
+    "backend_for",
+    "load_engine",
+    "load_onnx",
+    "measure",
+    "onnx_signature",
+    "sha256_file",
+    "sklearn_to_onnx",
+    "time_calls",
+    "torch_to_onnx",
+]

@@ -1,0 +1,148 @@
+"""The one engine interface, and how a backend is picked for a model file.
+
+Everything in fogline that runs a model goes through :class:`Engine`:
+the optimizer's measurements, ``fogline bench``, and later the pipeline,
+the server and the fleet agent's health check. A backend is a class that
+loads one model file and runs batches on it; they are interchangeable.
+
+Concurrency: ``Engine.run`` is called from worker threads; the runtimes
+release the GIL while they compute, and each backend documents whether one
+instance may be shared across threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+
+from fogline.errors import BackendUnavailable, ConfigError
+from fogline.model._signature import Signature
+
+Backend = Literal["onnxruntime", "openvino", "litert"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+
+BACKENDS: tuple[Backend, ...] = ("onnxruntime", "openvino", "litert")
+PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "bf16", "int8")
+GRAPH_OPTIMIZATION = ("disable", "basic", "extended", "all")
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A loaded model that runs a batch.
+
+    ``run`` takes a mapping of input name to array (batch first) and returns
+    the outputs by name. ``backend``, ``precision`` and ``device`` say what
+    actually runs it, e.g. ``onnxruntime``, ``int8``, ``CPUExecutionProvider``.
+    """
+
+    backend: str
+    precision: str
+    device: str
+
+    @property
+    def signature(self) -> Signature: ...
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How to run a model: threads, graph optimization and providers.
+
+    >>> EngineOptions(threads=2).threads
+    2
+    >>> EngineOptions(graph_optimization="fast")
+    Traceback (most recent call last):
+    ...
+    fogline.errors.ConfigError: graph_optimization must be one of disable, basic, extended, all; got 'fast'
+    """
+
+    threads: int | None = None
+    graph_optimization: str = "all"
+    providers: tuple[str, ...] | None = None
+    precision: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be at least 1; got {self.threads}")
+        if self.graph_optimization not in GRAPH_OPTIMIZATION:
+            raise ConfigError(
+                f"graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATION)}; "
+                f"got {self.graph_optimization!r}"
+            )
+        if self.precision is not None and self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}"
+            )
+
+
+def backend_for(path: Path) -> Backend:
+    """The default backend for a model file, by its suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".onnx":
+        return "onnxruntime"
+    if suffix == ".tflite":
+        return "litert"
+    if suffix == ".xml":
+        return "openvino"
+    raise ConfigError(
+        f"{path}: unknown model format {suffix or '(no suffix)'!r}; "
+        "fogline runs .onnx, .tflite and OpenVINO .xml models"
+    )
+
+
+def load_engine(
+    path: str | Path,
+    *,
+    backend: str = "auto",
+    options: EngineOptions | None = None,
+) -> Engine:
+    """Load ``path`` with the given backend (``auto`` picks by file suffix).
+
+    Raises :class:`~fogline.errors.ModelFormatError` for a bad file and
+    :class:`~fogline.errors.BackendUnavailable` when the backend's package is
+    not installed.
+    """
+    path = Path(path)
+    options = options or EngineOptions()
+    chosen = backend_for(path) if backend == "auto" else backend
+    if chosen == "onnxruntime":
+        from fogline.model._onnxruntime import OnnxRuntimeEngine
+
+        return OnnxRuntimeEngine(path, options)
+    if chosen == "openvino":
+        from fogline.model._openvino import OpenVinoEngine
+
+        return OpenVinoEngine(path, options)
+    if chosen == "litert":
+        from fogline.model._litert import LiteRtEngine
+
+        return LiteRtEngine(path, options)
+    raise ConfigError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
+
+
+def available_backends() -> dict[str, bool]:
+    """Which backends can be used on this machine."""
+    import importlib.util
+
+    return {
+        "onnxruntime": importlib.util.find_spec("onnxruntime") is not None,
+        "openvino": importlib.util.find_spec("openvino") is not None,
+        "litert": importlib.util.find_spec("ai_edge_litert") is not None,
+    }
+
+
+def require(module: str, extra: str) -> None:
+    """Raise :class:`BackendUnavailable` with the install hint when ``module`` is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise BackendUnavailable(
+            f"{module} is not installed; install it with: pip install 'fogline[{extra}]'"
+        )

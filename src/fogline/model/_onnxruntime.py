@@ -1,0 +1,128 @@
+"""The ONNX Runtime backend.
+
+Execution providers are chosen from what this onnxruntime build offers, in
+the order TensorRT, CUDA, CoreML, CPU; CPU is always last so every operator
+has a home. One session may be shared by threads: ``InferenceSession.run``
+is thread-safe and releases the GIL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from fogline.errors import ConfigError, ModelFormatError, SignatureMismatch
+from fogline.model._engine import EngineOptions
+from fogline.model._onnx_file import load_onnx, onnx_signature
+from fogline.model._signature import Signature
+
+PREFERRED_PROVIDERS = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CoreMLExecutionProvider",
+    "CPUExecutionProvider",
+)
+_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_INT8_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "MatMulInteger",
+        "ConvInteger",
+        "DynamicQuantizeLinear",
+    }
+)
+
+
+def choose_providers(requested: tuple[str, ...] | None = None) -> list[str]:
+    """The execution providers to use, best first, CPU always included."""
+    available = ort.get_available_providers()
+    if requested:
+        unknown = [p for p in requested if p not in available]
+        if unknown:
+            raise ConfigError(
+                f"execution provider(s) {', '.join(unknown)} are not available in this "
+                f"onnxruntime build; available: {', '.join(available)}"
+            )
+        chosen = list(requested)
+    else:
+        chosen = [p for p in PREFERRED_PROVIDERS if p in available]
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def model_precision(model: onnx.ModelProto) -> str:
+    """Guess the precision a model computes in from its operators and weights."""
+    if any(node.op_type in _INT8_OPS for node in model.graph.node):
+        return "int8"
+    fp16 = sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT16)
+    fp32 = sum(1 for t in model.graph.initializer if t.data_type == onnx.TensorProto.FLOAT)
+    return "fp16" if fp16 > fp32 else "fp32"
+
+
+class OnnxRuntimeEngine:
+    """Run an ``.onnx`` file with ONNX Runtime.
+
+    >>> from fogline.examples import digits_model_path
+    >>> engine = OnnxRuntimeEngine(digits_model_path(), EngineOptions(threads=1))
+    >>> engine.backend, engine.precision, engine.device
+    ('onnxruntime', 'fp32', 'CPUExecutionProvider')
+    >>> out = engine.run(engine.signature.sample_feeds(batch=4))
+    >>> out["logits"].shape
+    (4, 10)
+    """
+
+    backend = "onnxruntime"
+
+    def __init__(self, path: Path, options: EngineOptions | None = None) -> None:
+        options = options or EngineOptions()
+        self.path = Path(path)
+        model = load_onnx(self.path, with_external_data=False)
+        self._signature = onnx_signature(model, self.path)
+        self.precision = options.precision or model_precision(model)
+        del model
+        session_options = ort.SessionOptions()
+        session_options.graph_optimization_level = _LEVELS[options.graph_optimization]
+        if options.threads is not None:
+            session_options.intra_op_num_threads = options.threads
+            session_options.inter_op_num_threads = 1
+        providers = choose_providers(options.providers)
+        try:
+            self._session = ort.InferenceSession(
+                str(self.path), sess_options=session_options, providers=providers
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelFormatError(f"{self.path}: ONNX Runtime cannot load it: {exc}") from exc
+        self.device = self._session.get_providers()[0]
+        self._output_names = list(self._signature.output_names)
+
+    @property
+    def signature(self) -> Signature:
+        return self._signature
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            outputs = self._session.run(self._output_names, inputs)
+        except Exception as exc:
+            # Name the input that does not fit, then fall back to ORT's words.
+            try:
+                self._signature.check_feeds(inputs)
+            except SignatureMismatch as mismatch:
+                raise mismatch from exc
+            raise SignatureMismatch(f"{self.path.name}: cannot run on these inputs: {exc}") from exc
+        return dict(zip(self._output_names, outputs, strict=True))
+
+    def close(self) -> None:
+        self._session = None

@@ -1,0 +1,149 @@
+"""Measuring one variant: speed, memory, accuracy and agreement with FP32."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fogline.model import Engine, PeakMemory, measure
+from fogline.optimize._data import Dataset
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How close a variant's outputs are to the FP32 reference on the same inputs.
+
+    ``top1`` is the share (in %) of rows whose argmax over the last axis of the
+    first output matches; ``max_abs``/``mean_abs`` are over all float outputs.
+    """
+
+    top1: float
+    max_abs: float
+    mean_abs: float
+
+    def to_dict(self) -> dict[str, float]:
+        return {
+            "top1": round(self.top1, 3),
+            "max_abs": float(f"{self.max_abs:.6g}"),
+            "mean_abs": float(f"{self.mean_abs:.6g}"),
+        }
+
+
+#: Max abs error allowed by default when a model's outputs are not class scores.
+DEFAULT_ABS_ERROR = 0.05
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How far a variant may stray from FP32 and still be chosen.
+
+    ``criterion`` is ``accuracy`` (labels exist), ``top1`` (agreement of the
+    argmax of a [batch, classes] output) or ``abs`` (outputs that are not class
+    scores, e.g. detector scores and boxes: only ``max_abs_error`` applies).
+    """
+
+    criterion: str
+    max_drop: float
+    max_abs_error: float | None
+
+    @classmethod
+    def decide(
+        cls,
+        max_drop: float,
+        max_abs_error: float | None,
+        has_labels: bool,
+        reference: Mapping[str, np.ndarray],
+    ) -> Budget:
+        if has_labels:
+            return cls("accuracy", max_drop, max_abs_error)
+        first = _first_float(reference)
+        if first is not None and first.ndim == 2:
+            return cls("top1", max_drop, max_abs_error)
+        return cls("abs", max_drop, DEFAULT_ABS_ERROR if max_abs_error is None else max_abs_error)
+
+
+def run_dataset(engine: Engine, data: Dataset) -> dict[str, np.ndarray]:
+    """Outputs of ``engine`` over every batch of ``data``, concatenated."""
+    parts: dict[str, list[np.ndarray]] = {}
+    for batch in data.batches:
+        for name, value in engine.run(batch).items():
+            parts.setdefault(name, []).append(np.asarray(value))
+    return {name: np.concatenate(values) for name, values in parts.items()}
+
+
+def _first_float(outputs: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    for value in outputs.values():
+        if value.dtype.kind == "f" and value.ndim >= 2:
+            return value
+    return None
+
+
+def agreement(reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> Agreement:
+    ref_values = list(reference.values())
+    out_values = list(outputs.values())
+    diffs = [
+        np.abs(o.astype(np.float64) - r.astype(np.float64))
+        for r, o in zip(ref_values, out_values, strict=False)
+        if r.dtype.kind == "f" and r.shape == o.shape
+    ]
+    max_abs = max((float(d.max()) for d in diffs if d.size), default=0.0)
+    mean_abs = float(np.mean([d.mean() for d in diffs if d.size])) if diffs else 0.0
+    ref, out = _first_float(reference), _first_float(outputs)
+    if ref is None or out is None or ref.shape != out.shape:
+        # Integer outputs (labels) agree when they are equal.
+        pairs = [(r, o) for r, o in zip(ref_values, out_values, strict=False) if r.shape == o.shape]
+        top1 = 100.0 * float(np.mean(pairs[0][0] == pairs[0][1])) if pairs else 0.0
+    else:
+        top1 = 100.0 * float(np.mean(ref.argmax(-1) == out.argmax(-1)))
+    return Agreement(top1, max_abs, mean_abs)
+
+
+def accuracy(outputs: Mapping[str, np.ndarray], labels: np.ndarray | None) -> float | None:
+    """Top-1 accuracy in % when labels exist and the model classifies (a [N, C] output)."""
+    if labels is None:
+        return None
+    scores = _first_float(outputs)
+    if scores is not None and scores.ndim == 2 and len(scores) == len(labels):
+        return 100.0 * float(np.mean(scores.argmax(1) == labels))
+    for value in outputs.values():  # a model that emits the label itself
+        if value.dtype.kind in "iu" and value.shape == labels.shape:
+            return 100.0 * float(np.mean(value == labels))
+    return None
+
+
+def measure_variant(
+    engine: Engine,
+    eval_data: Dataset,
+    *,
+    batches: tuple[int, ...],
+    duration_s: float,
+    memory: PeakMemory,
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Latency at each batch size, throughput, peak memory, and outputs on ``eval_data``."""
+    latency: dict[str, Any] = {}
+    throughput: dict[str, float] = {}
+    with memory:
+        outputs = run_dataset(engine, eval_data)
+        for batch in batches:
+            feeds = _feeds_of_size(eval_data, batch, engine)
+            stats = measure(engine, feeds, batch=batch, duration_s=duration_s)
+            latency[f"batch{batch}"] = {"p50": round(stats.p50, 4), "p99": round(stats.p99, 4)}
+            throughput[f"batch{batch}"] = round(stats.throughput, 1)
+    return {"latency_ms": latency, "throughput": throughput}, outputs
+
+
+def _feeds_of_size(data: Dataset, batch: int, engine: Engine) -> dict[str, np.ndarray]:
+    """``batch`` real items from ``data`` (repeated if it holds fewer)."""
+    first = data.batches[0]
+    feeds: dict[str, np.ndarray] = {}
+    for name in first:
+        joined = np.concatenate([b[name] for b in data.batches])
+        reps = -(-batch // len(joined))
+        feeds[name] = np.ascontiguousarray(np.concatenate([joined] * reps)[:batch])
+    for spec in engine.signature.inputs:
+        if spec.name not in feeds:
+            return engine.signature.sample_feeds(batch)
+    return feeds

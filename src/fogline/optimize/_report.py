@@ -1,0 +1,329 @@
+"""The optimization report: ``report.json`` for tools, ``report.html`` for people.
+
+The HTML page holds the variant table and a plot of accuracy (or agreement
+with FP32) against batch-1 latency, so the trade-off is seen at a glance.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fogline.optimize._measure import Agreement, Budget
+
+if TYPE_CHECKING:
+    from fogline.optimize._search import OptimizeOptions
+
+
+@dataclass
+class VariantResult:
+    """One variant: how it was built and what it measured."""
+
+    name: str
+    engine: str
+    precision: str
+    notes: str = ""
+    status: str = "ok"
+    error: str | None = None
+    file: str = ""
+    size_bytes: int = 0
+    timings: dict[str, Any] = field(default_factory=dict)
+    peak_memory_mb: float = 0.0
+    accuracy: float | None = None
+    accuracy_drop: float | None = None
+    agreement: Agreement | None = None
+    within_budget: bool = False
+    budget_reason: str = ""
+    faster_than_baseline: bool = False
+    selected: bool = False
+    excluded_nodes: list[str] = field(default_factory=list)
+
+    def failed(self, error: str) -> VariantResult:
+        self.status, self.error = "failed", error.strip().splitlines()[0][:500]
+        return self
+
+    @property
+    def p50(self) -> float:
+        return self._first_latency("p50")
+
+    @property
+    def p99(self) -> float:
+        return self._first_latency("p99")
+
+    def _first_latency(self, key: str) -> float:
+        by_batch: dict[str, dict[str, float]] = self.timings.get("latency_ms", {})
+        first = next(iter(by_batch.values()), {})
+        return float(first.get(key, 0.0))
+
+    @property
+    def throughput(self) -> float:
+        values = list(self.timings.get("throughput", {}).values())
+        return float(values[-1]) if values else 0.0
+
+    def judge(self, baseline: VariantResult | None, budget: Budget) -> None:
+        """Decide whether this variant stays inside the accuracy budget."""
+        if baseline is None or baseline is self:
+            self.accuracy_drop = 0.0 if self.accuracy is not None else None
+            self.within_budget, self.budget_reason = True, "baseline"
+            return
+        agree = self.agreement
+        reasons = []
+        if self.accuracy is not None and baseline.accuracy is not None:
+            self.accuracy_drop = round(baseline.accuracy - self.accuracy, 3)
+        if budget.criterion == "accuracy" and self.accuracy_drop is not None:
+            if self.accuracy_drop > budget.max_drop:
+                reasons.append(
+                    f"accuracy drop {self.accuracy_drop:.2f} pt > {budget.max_drop:g} pt"
+                )
+        elif budget.criterion == "top1":
+            drop = 100.0 - agree.top1 if agree else 100.0
+            if drop > budget.max_drop:
+                reasons.append(f"top-1 disagreement {drop:.2f} pt > {budget.max_drop:g} pt")
+        max_abs = budget.max_abs_error
+        if max_abs is not None and (agree is None or agree.max_abs > max_abs):
+            err = agree.max_abs if agree else float("inf")
+            reasons.append(f"max abs error {err:.4g} > {max_abs:g}")
+        self.within_budget = not reasons
+        self.budget_reason = "; ".join(reasons) or "within budget"
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "latency_ms": {"p50": self.p50, "p99": self.p99},
+            "throughput": self.throughput,
+            "accuracy": self.accuracy,
+            "agreement": self.agreement.to_dict() if self.agreement else None,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        latency = dict(self.timings.get("latency_ms", {}))
+        return {
+            "name": self.name,
+            "engine": self.engine,
+            "precision": self.precision,
+            "status": self.status,
+            "error": self.error,
+            "file": self.file,
+            "size_bytes": self.size_bytes,
+            "latency_ms": {"p50": self.p50, "p99": self.p99, **latency},
+            "throughput": self.throughput,
+            "throughput_by_batch": self.timings.get("throughput", {}),
+            "peak_memory_mb": self.peak_memory_mb,
+            "accuracy": None if self.accuracy is None else round(self.accuracy, 3),
+            "accuracy_drop": self.accuracy_drop,
+            "agreement": self.agreement.to_dict() if self.agreement else None,
+            "within_budget": self.within_budget,
+            "budget": self.budget_reason,
+            "faster_than_baseline": self.faster_than_baseline,
+            "selected": self.selected,
+            "excluded_nodes": self.excluded_nodes,
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class Report:
+    """What ``fogline optimize`` found; ``selected`` names the winning variant."""
+
+    model: str
+    selected: str
+    baseline: str
+    variants: list[VariantResult]
+    skipped: dict[str, str]
+    settings: dict[str, Any]
+    machine: dict[str, Any]
+    created: str
+
+    @classmethod
+    def build(
+        cls,
+        model: Path,
+        selected: VariantResult,
+        baseline: VariantResult,
+        results: list[VariantResult],
+        skipped: dict[str, str],
+        options: OptimizeOptions,
+        budget: Budget,
+    ) -> Report:
+        import onnxruntime
+
+        machine = {
+            "cpu": _cpu_name(),
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "onnxruntime": onnxruntime.__version__,
+        }
+        try:
+            import openvino
+
+            machine["openvino"] = openvino.__version__
+        except ImportError:
+            pass
+        settings = {
+            "max_accuracy_drop": options.max_accuracy_drop,
+            "max_abs_error": budget.max_abs_error,
+            "criterion": budget.criterion,
+            "objective": options.objective,
+            "threads": options.threads,
+            "batches": list(options.batches),
+            "calibration_size": options.calibration_size,
+        }
+        return cls(
+            str(model),
+            selected.name,
+            baseline.name,
+            results,
+            skipped,
+            settings,
+            machine,
+            datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+
+    def variant(self, name: str) -> VariantResult:
+        return next(v for v in self.variants if v.name == name)
+
+    def speedup(self) -> float:
+        base, chosen = self.variant(self.baseline), self.variant(self.selected)
+        return base.p50 / chosen.p50 if chosen.p50 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "selected": self.selected,
+            "baseline": self.baseline,
+            "speedup_vs_baseline": round(self.speedup(), 3),
+            "settings": self.settings,
+            "machine": self.machine,
+            "created": self.created,
+            "variants": [v.to_dict() for v in self.variants],
+            "skipped": self.skipped,
+        }
+
+
+def _budget_text(settings: dict[str, Any]) -> str:
+    criterion, drop = settings.get("criterion"), settings.get("max_accuracy_drop")
+    parts = {
+        "accuracy": f"accuracy drop at most {drop} pt on the labelled eval data",
+        "top1": f"top-1 disagreement with FP32 at most {drop} pt",
+        "abs": "outputs close to FP32",
+    }
+    text = parts.get(str(criterion), str(criterion))
+    if settings.get("max_abs_error") is not None:
+        text += f", max abs error at most {settings['max_abs_error']}"
+    return text
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def write_reports(report: Report, folder: Path) -> None:
+    (folder / "report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    (folder / "report.html").write_text(render_html(report))
+
+
+def _plot_svg(report: Report) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "<p><em>Install matplotlib to see the accuracy/latency plot.</em></p>"
+    ok = [v for v in report.variants if v.status == "ok"]
+    use_accuracy = all(v.accuracy is not None for v in ok)
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for v in ok:
+        y = float(v.accuracy or 0.0) if use_accuracy else (v.agreement.top1 if v.agreement else 0.0)
+        colour = "tab:green" if v.selected else ("tab:blue" if v.within_budget else "tab:red")
+        ax.scatter(v.p50, y, s=70 if v.selected else 40, color=colour, zorder=3)
+        ax.annotate(v.name, (v.p50, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("latency p50 at batch 1 (ms)")
+    ax.set_ylabel("accuracy (%)" if use_accuracy else "top-1 agreement with FP32 (%)")
+    ax.set_title("green: selected · blue: within budget · red: outside budget", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    buffer = io.StringIO()
+    fig.savefig(buffer, format="svg")
+    plt.close(fig)
+    svg = buffer.getvalue()
+    return svg[svg.find("<svg") :]
+
+
+def render_html(report: Report) -> str:
+    rows = []
+    for v in report.variants:
+        d = v.to_dict()
+        agree = d["agreement"] or {}
+        cls = "sel" if v.selected else ("bad" if not v.within_budget else "")
+        cells = [
+            v.name + (" ★" if v.selected else ""),
+            v.engine,
+            v.precision,
+            v.status,
+            f"{v.size_bytes / 1024:.0f} KiB" if v.size_bytes else "",
+            f"{v.p50:.3f}" if v.status == "ok" else "",
+            f"{v.p99:.3f}" if v.status == "ok" else "",
+            f"{v.throughput:.1f}" if v.status == "ok" else "",
+            f"{v.peak_memory_mb:.0f}",
+            "" if v.accuracy is None else f"{v.accuracy:.2f}",
+            str(agree.get("top1", "")),
+            str(agree.get("max_abs", "")),
+            v.error or v.budget_reason,
+            v.notes,
+        ]
+        rows.append(
+            f'<tr class="{cls}">'
+            + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
+            + "</tr>"
+        )
+    heads = [
+        "variant",
+        "engine",
+        "precision",
+        "status",
+        "size",
+        "p50 ms (b1)",
+        "p99 ms (b1)",
+        "items/s",
+        "peak MiB",
+        "accuracy %",
+        "top-1 agree %",
+        "max abs err",
+        "verdict",
+        "notes",
+    ]
+    skipped = "".join(
+        f"<li><b>{html.escape(k)}</b>: {html.escape(r)}</li>" for k, r in report.skipped.items()
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>fogline optimize report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.85rem; }}
+td, th {{ border: 1px solid #ccc; padding: 0.3rem 0.5rem; text-align: left; }}
+tr.sel {{ background: #e4f7e4; font-weight: bold; }} tr.bad {{ color: #a33; }}
+</style></head><body>
+<h1>fogline optimize</h1>
+<p>Model <code>{html.escape(report.model)}</code> on {html.escape(str(report.machine["cpu"]))}
+({report.machine["cores"]} cores). Selected <b>{html.escape(report.selected)}</b>:
+{report.speedup():.2f}x the batch-1 speed of {html.escape(report.baseline)}.
+Budget: {html.escape(_budget_text(report.settings))}.</p>
+{_plot_svg(report)}
+<table><tr>{"".join(f"<th>{h}</th>" for h in heads)}</tr>{"".join(rows)}</table>
+<h2>Not built here</h2><ul>{skipped or "<li>none</li>"}</ul>
+<p><small>Created {html.escape(report.created)}.</small></p>
+</body></html>
+"""

@@ -1,0 +1,252 @@
+"""Building candidate variants of a model, each with the runtime's own tooling.
+
+ONNX Runtime's quantization package makes the INT8 variants (dynamic, and
+static QDQ per-channel with MinMax, Entropy or Percentile calibration) and
+its float16 converter the FP16 one; OpenVINO's NNCF makes the OpenVINO INT8
+variant. Nothing here quantizes a tensor by hand.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from fogline.errors import BackendUnavailable, OptimizeError
+from fogline.optimize._data import Dataset
+
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass
+class BuildContext:
+    """What every builder may use: the source model, scratch space, calibration data."""
+
+    source: Path
+    workdir: Path
+    calibration: Dataset
+    _prepared: Path | None = field(default=None, repr=False)
+
+    def prepared(self) -> Path:
+        """The source after ONNX Runtime's quantization pre-processing (built once)."""
+        if self._prepared is None:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            target = self.workdir / "prepared.onnx"
+            try:
+                quant_pre_process(str(self.source), str(target), skip_symbolic_shape=False)
+            except Exception:
+                # Symbolic shape inference fails on some graphs; ONNX's own is enough.
+                quant_pre_process(str(self.source), str(target), skip_symbolic_shape=True)
+            self._prepared = target
+        return self._prepared
+
+
+Builder = Callable[[BuildContext, Path], Path]
+
+
+@dataclass(frozen=True)
+class VariantPlan:
+    """A variant to build: its name, the engine and precision it runs with, and how."""
+
+    name: str
+    engine: str
+    precision: str
+    build: Builder
+    notes: str = ""
+    suffix: str = ".onnx"
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def has_vnni() -> bool:
+    """True when the CPU has VNNI int8 dot products (no u8s8 saturation risk)."""
+    return bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+class _Reader:
+    """Feeds calibration batches to ONNX Runtime's calibrators."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self._batches = dataset.batches
+        self._iter: Iterator[dict[str, np.ndarray]] = iter(self._batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = iter(self._batches)
+
+
+def calibration_reader(dataset: Dataset) -> object:
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class Reader(_Reader, CalibrationDataReader):  # type: ignore[misc]
+        pass
+
+    return Reader(dataset)
+
+
+def build_fp32(ctx: BuildContext, out: Path) -> Path:
+    shutil.copyfile(ctx.source, out)
+    return out
+
+
+def build_fp16(ctx: BuildContext, out: Path) -> Path:
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    converted = OnnxModel(convert_float_to_float16(onnx.load(str(ctx.source)), keep_io_types=True))
+    converted.topological_sort()  # the converter appends its casts out of order
+    onnx.save(converted.model, str(out))
+    return out
+
+
+def build_int8_dynamic(ctx: BuildContext, out: Path) -> Path:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(ctx.prepared()),
+        str(out),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        reduce_range=not has_vnni(),
+    )
+    return out
+
+
+def static_builder(
+    method: str,
+    *,
+    exclude: Sequence[str] = (),
+    op_types: Sequence[str] | None = None,
+) -> Builder:
+    """A builder for static QDQ INT8 with per-channel weights."""
+
+    def build(ctx: BuildContext, out: Path) -> Path:
+        from onnxruntime.quantization import (
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+
+        calibrate = {
+            "minmax": CalibrationMethod.MinMax,
+            "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile,
+        }[method]
+        quantize_static(
+            str(ctx.prepared()),
+            str(out),
+            calibration_reader(ctx.calibration),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            # Without VNNI, ONNX Runtime's u8s8 kernels can saturate; 7-bit weights avoid it.
+            reduce_range=not has_vnni(),
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=calibrate,
+            nodes_to_exclude=list(exclude),
+            op_types_to_quantize=list(op_types) if op_types else None,
+            extra_options={"CalibMaxIntermediateOutputs": 64},
+        )
+        return out
+
+    return build
+
+
+def build_openvino_ir(ctx: BuildContext, out: Path) -> Path:
+    import openvino as ov
+
+    ov.save_model(ov.convert_model(str(ctx.source)), str(out), compress_to_fp16=False)
+    return out
+
+
+def build_openvino_int8(ctx: BuildContext, out: Path) -> Path:
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(str(ctx.source))
+    dataset = nncf.Dataset(list(ctx.calibration.batches))
+    quantized = nncf.quantize(model, dataset, subset_size=ctx.calibration.size)
+    ov.save_model(quantized, str(out), compress_to_fp16=False)
+    return out
+
+
+def openvino_supports(precision: str) -> str | None:
+    """None when this machine can run OpenVINO at ``precision``, else the reason not."""
+    try:
+        from fogline.model._openvino import cpu_capabilities
+
+        caps = cpu_capabilities()
+    except BackendUnavailable as exc:
+        return str(exc)
+    wanted = {"fp32": "FP32", "bf16": "BF16", "int8": "INT8"}[precision]
+    if wanted not in caps:
+        return f"this CPU lacks {wanted} support in OpenVINO (has {', '.join(sorted(caps))})"
+    return None
+
+
+def onnx_plans(methods: Sequence[str] = CALIBRATION_METHODS) -> list[VariantPlan]:
+    """The ONNX Runtime variants, FP32 baseline first."""
+    note = "" if has_vnni() else "7-bit weights (no VNNI)"
+    plans = [
+        VariantPlan("ort-fp32", "onnxruntime", "fp32", build_fp32, "graph optimization: all"),
+        VariantPlan("ort-fp16", "onnxruntime", "fp16", build_fp16, "float16 weights, fp32 I/O"),
+        VariantPlan("ort-int8-dynamic", "onnxruntime", "int8", build_int8_dynamic, note),
+    ]
+    for method in methods:
+        if method not in CALIBRATION_METHODS:
+            raise OptimizeError(
+                f"unknown calibration method {method!r}; use {', '.join(CALIBRATION_METHODS)}"
+            )
+        plans.append(
+            VariantPlan(
+                f"ort-int8-static-{method}",
+                "onnxruntime",
+                "int8",
+                static_builder(method),
+                f"QDQ per-channel, {method}; {note}".strip("; "),
+            )
+        )
+    return plans
+
+
+def openvino_plans() -> tuple[list[VariantPlan], dict[str, str]]:
+    """OpenVINO variants this machine can run, and the reasons for those it cannot."""
+    plans: list[VariantPlan] = []
+    skipped: dict[str, str] = {}
+    for precision, build, suffix in (
+        ("fp32", build_openvino_ir, ".xml"),
+        ("bf16", build_openvino_ir, ".xml"),
+        ("int8", build_openvino_int8, ".xml"),
+    ):
+        name = f"openvino-{precision}"
+        reason = openvino_supports(precision)
+        if reason is None and precision == "int8":
+            import importlib.util
+
+            if importlib.util.find_spec("nncf") is None:
+                reason = "nncf is not installed: pip install 'fogline[openvino]'"
+        if reason is not None:
+            skipped[name] = reason
+            continue
+        notes = "NNCF post-training quantization" if precision == "int8" else ""
+        plans.append(VariantPlan(name, "openvino", precision, build, notes, suffix))
+    return plans, skipped
