@@ -7,7 +7,8 @@ Run with the ``train`` extra installed (``pip install -e '.[train,examples]'``):
 It trains a small CNN on the training split of scikit-learn's bundled
 ``load_digits`` set (nothing is downloaded), reports accuracy on the held-out
 split, and writes ``src/fogline/examples/digits/model.onnx`` with its
-manifest. The committed model was made by this script with its fixed seed.
+manifest, and the PyTorch weights beside it
+(``weights.pt``, for pruning and distillation). The committed model was made by this script with its fixed seed.
 """
 
 from __future__ import annotations
@@ -18,25 +19,8 @@ import torch
 from torch import nn
 
 from fogline.examples import LABELS, PIXEL_SCALE, digits_model_path, digits_split
+from fogline.examples.digits_torch import WEIGHTS, DigitsNet
 from fogline.model import Manifest, load_engine, torch_to_onnx
-
-
-class DigitsNet(nn.Module):
-    """Two 3x3 convolutions, a pooling step, and a two-layer classifier head."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(1, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2),
-        )
-        self.head = nn.Sequential(
-            nn.Flatten(), nn.Linear(64 * 4 * 4, 128), nn.ReLU(), nn.Linear(128, 10)
-        )
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(pixels))
 
 
 def train(epochs: int = 40, seed: int = 0) -> DigitsNet:
@@ -58,6 +42,7 @@ def train(epochs: int = 40, seed: int = 0) -> DigitsNet:
 def main() -> None:
     model = train()
     out = digits_model_path()
+    torch.save(model.state_dict(), WEIGHTS)
     out.parent.mkdir(parents=True, exist_ok=True)
     torch_to_onnx(model, torch.zeros(2, 1, 8, 8), out,
                   input_names=["pixels"], output_names=["logits"])

@@ -7,6 +7,8 @@ status 2; option errors are reported by the CLI library, also with status 2.
 
 from __future__ import annotations
 
+from rich.text import Text
+
 # Importing the command modules registers them on ``app``.
 from fogline.cli import _bench, _demo, _inspect, _optimize  # noqa: F401
 from fogline.cli._app import app, console_err
@@ -18,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="fogline")  # standalone: usage errors exit 2 by themselves
     except FoglineError as exc:
-        console_err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        message = Text("error: ", style="bold red") + Text(str(exc))
+        console_err.print(message, highlight=False, soft_wrap=True)
         return 2
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from fogline.cli._app import app, console
@@ -24,7 +25,7 @@ def inspect(
         table.add_column(column)
     for kind, specs in (("input", sig.inputs), ("output", sig.outputs)):
         for spec in specs:
-            table.add_row(kind, spec.name, spec.dtype, spec.describe_shape())
+            table.add_row(kind, escape(spec.name), spec.dtype, escape(spec.describe_shape()))
     console.print(table)
     opset = ", ".join(f"{k} {v}" for k, v in sig.opset.items()) or "n/a"
     console.print(f"opset: {opset} · producer: {sig.producer or 'n/a'}")

@@ -6,6 +6,7 @@ from enum import Enum
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -44,13 +45,22 @@ def variant_table(report: Report) -> Table:
     for v in report.variants:
         if v.status != "ok":
             table.add_row(
-                v.name, v.precision, "", "", "", "", "", "", "", f"[red]failed: {v.error}[/]"
+                v.name,
+                v.precision,
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                "",
+                f"[red]failed: {escape(v.error or '')}[/]",
             )
             continue
         if v.selected:
             verdict = "[bold green]selected[/]"
         elif not v.within_budget:
-            verdict = f"[red]{v.budget_reason}[/]"
+            verdict = f"[red]{escape(v.budget_reason)}[/]"
         elif v.name == report.baseline:
             verdict = "baseline"
         else:
@@ -93,7 +103,7 @@ def run_optimize(
         report = optimize(model, calib, evald, out, options, progress=on_step)
     console.print(variant_table(report))
     for name, reason in report.skipped.items():
-        console.print(f"[dim]skipped {name}: {reason}[/]")
+        console.print(f"[dim]skipped {name}: {escape(reason)}[/]")
     chosen = report.variant(report.selected)
     console.print(
         f"selected [bold]{report.selected}[/] ({chosen.engine}, {chosen.precision}): "

@@ -10,8 +10,6 @@ not match its file is refused.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fogline.errors import ManifestError
+from fogline.model._atomic import atomic_path
 from fogline.model._engine import BACKENDS, PRECISIONS
 from fogline.model._signature import Signature, TensorSpec
 
@@ -159,14 +158,8 @@ class Manifest(BaseModel):
         """Write ``folder/fogline.yaml`` atomically (temp file, then rename)."""
         target = Path(folder) / MANIFEST_NAME
         text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fogline-", suffix=".yaml")
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(target) as tmp:
+            tmp.write_text(text)
         return target
 
     @classmethod
@@ -176,7 +169,7 @@ class Manifest(BaseModel):
         if path.is_dir():
             path = path / MANIFEST_NAME
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(path.read_bytes())
         except OSError as exc:
             raise ManifestError(f"{path}: cannot read the manifest: {exc}") from exc
         except yaml.YAMLError as exc:

@@ -38,11 +38,11 @@ def load_onnx(path: Path, *, with_external_data: bool = True) -> onnx.ModelProto
     if with_external_data:
         try:
             onnx.load_external_data_for_model(model, str(path.parent))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, onnx.checker.ValidationError) as exc:
             raise ModelFormatError(f"{path}: cannot read external data: {exc}") from exc
     try:
         onnx.checker.check_model(model if with_external_data else str(path))
-    except (onnx.checker.ValidationError, ValueError) as exc:
+    except (onnx.checker.ValidationError, ValueError, OSError) as exc:
         raise ModelFormatError(f"{path}: the ONNX checker rejects the model: {exc}") from exc
     return model
 
@@ -73,12 +73,25 @@ def _check_external_data(model: onnx.ModelProto, path: Path) -> None:
 
 
 def _all_initializers(model: onnx.ModelProto) -> list[onnx.TensorProto]:
-    tensors = list(model.graph.initializer)
-    for node in model.graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                tensors.append(attr.t)
+    """Every tensor in the model, subgraphs (If/Loop/Scan bodies) included."""
+    tensors: list[onnx.TensorProto] = []
+    graphs = [model.graph]
+    while graphs:
+        graph = graphs.pop()
+        tensors.extend(graph.initializer)
+        for node in graph.node:
+            for attr in node.attribute:
+                if attr.HasField("t"):
+                    tensors.append(attr.t)
+                tensors.extend(attr.tensors)
+                if attr.HasField("g"):
+                    graphs.append(attr.g)
+                graphs.extend(attr.graphs)
     return tensors
+
+
+def uses_external_data(model: onnx.ModelProto) -> bool:
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in _all_initializers(model))
 
 
 def _dims(value_info: onnx.ValueInfoProto) -> tuple[Dim, ...]:

@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from fogline.errors import ConfigError, ModelFormatError, SignatureMismatch
 from fogline.model._engine import EngineOptions
-from fogline.model._onnx_file import load_onnx, onnx_signature
+from fogline.model._onnx_file import load_onnx, onnx_signature, uses_external_data
 from fogline.model._signature import Signature
 
 PREFERRED_PROVIDERS = (
@@ -58,9 +58,8 @@ def choose_providers(requested: tuple[str, ...] | None = None) -> list[str]:
         chosen = list(requested)
     else:
         chosen = [p for p in PREFERRED_PROVIDERS if p in available]
-    if "CPUExecutionProvider" not in chosen:
-        chosen.append("CPUExecutionProvider")
-    return chosen
+    cpu = "CPUExecutionProvider"
+    return [p for p in dict.fromkeys(chosen) if p != cpu] + [cpu]
 
 
 def model_precision(model: onnx.ModelProto) -> str:
@@ -92,6 +91,7 @@ class OnnxRuntimeEngine:
         model = load_onnx(self.path, with_external_data=False)
         self._signature = onnx_signature(model, self.path)
         self.precision = options.precision or model_precision(model)
+        has_external = uses_external_data(model)
         del model
         session_options = ort.SessionOptions()
         session_options.graph_optimization_level = _LEVELS[options.graph_optimization]
@@ -99,9 +99,14 @@ class OnnxRuntimeEngine:
             session_options.intra_op_num_threads = options.threads
             session_options.inter_op_num_threads = 1
         providers = choose_providers(options.providers)
+        # ONNX Runtime cannot read some small tensors (e.g. a Reshape's shape) from
+        # external data through a path; a model with external data is handed over whole.
+        source: str | bytes = str(self.path)
+        if has_external:
+            source = load_onnx(self.path).SerializeToString()
         try:
             self._session = ort.InferenceSession(
-                str(self.path), sess_options=session_options, providers=providers
+                source, sess_options=session_options, providers=providers
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelFormatError(f"{self.path}: ONNX Runtime cannot load it: {exc}") from exc

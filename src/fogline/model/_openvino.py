@@ -96,13 +96,14 @@ class OpenVinoEngine:
         return self._signature
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # OpenVINO reuses the last input and casts dtypes silently: check first.
+        self._signature.check_feeds(inputs)
         request = getattr(self._local, "request", None)
         if request is None:
             request = self._local.request = self._compiled.create_infer_request()
         try:
             result = request.infer(dict(inputs))
         except Exception as exc:
-            self._signature.check_feeds(inputs)
             raise SignatureMismatch(f"{self.path.name}: cannot run on these inputs: {exc}") from exc
         return {name: np.asarray(result[i]) for i, name in enumerate(self._names)}
 

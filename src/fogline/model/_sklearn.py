@@ -6,12 +6,11 @@ Classifiers are exported with plain tensor outputs (``label`` and
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from fogline.errors import ModelFormatError
+from fogline.model._atomic import atomic_path
 from fogline.model._engine import require
 
 
@@ -43,11 +42,6 @@ def sklearn_to_onnx(
         raise ModelFormatError(
             f"skl2onnx cannot convert {type(estimator).__name__}: {exc}"
         ) from exc
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".export-", suffix=".onnx")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(onx.SerializeToString())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(onx.SerializeToString())
     return path

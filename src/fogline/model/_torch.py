@@ -8,14 +8,29 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import tempfile
-from collections.abc import Sequence
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from fogline.errors import ModelFormatError
+from fogline.model._atomic import atomic_path
 from fogline.model._engine import require
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter narrates each step on stdout and warns about optional packages."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def torch_to_onnx(
@@ -39,15 +54,12 @@ def torch_to_onnx(
     batch = torch.export.Dim("batch", min=1, max=65536)
     dynamic = tuple({0: batch} for _ in samples)
     module = module.eval()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".export-", suffix=".onnx")
-    os.close(fd)
     try:
-        # The exporter narrates every step on stdout; keep the user's terminal quiet.
-        with contextlib.redirect_stdout(io.StringIO()), torch.no_grad():
+        with atomic_path(path) as tmp, _quiet_exporter(), torch.no_grad():
             torch.onnx.export(
                 module,
                 samples,
-                tmp,
+                str(tmp),
                 input_names=list(input_names),
                 output_names=list(output_names),
                 dynamic_shapes=dynamic,
@@ -55,9 +67,6 @@ def torch_to_onnx(
                 dynamo=True,
                 external_data=False,
             )
-        os.replace(tmp, path)
     except Exception as exc:
         raise ModelFormatError(f"cannot export {type(module).__name__} to ONNX: {exc}") from exc
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path

@@ -17,23 +17,27 @@ class Agreement:
     """How close a variant's outputs are to the FP32 reference on the same inputs.
 
     ``top1`` is the share (in %) of rows whose argmax over the last axis of the
-    first output matches; ``max_abs``/``mean_abs`` are over all float outputs.
+    first output matches; ``max_abs``/``mean_abs`` are over all float outputs;
+    ``max_rel`` is the largest of each output's max abs error divided by the
+    range of that output in FP32 (so scores in 0..1 and boxes in pixels compare).
     """
 
     top1: float
     max_abs: float
     mean_abs: float
+    max_rel: float = 0.0
 
     def to_dict(self) -> dict[str, float]:
         return {
             "top1": round(self.top1, 3),
             "max_abs": float(f"{self.max_abs:.6g}"),
             "mean_abs": float(f"{self.mean_abs:.6g}"),
+            "max_rel": float(f"{self.max_rel:.6g}"),
         }
 
 
-#: Max abs error allowed by default when a model's outputs are not class scores.
-DEFAULT_ABS_ERROR = 0.05
+#: Max error relative to each output's range allowed when outputs are not class scores.
+DEFAULT_REL_ERROR = 0.02
 
 
 @dataclass(frozen=True)
@@ -42,12 +46,14 @@ class Budget:
 
     ``criterion`` is ``accuracy`` (labels exist), ``top1`` (agreement of the
     argmax of a [batch, classes] output) or ``abs`` (outputs that are not class
-    scores, e.g. detector scores and boxes: only ``max_abs_error`` applies).
+    scores, e.g. detector scores and boxes: ``max_rel_error``, and
+    ``max_abs_error`` when given, apply).
     """
 
     criterion: str
     max_drop: float
     max_abs_error: float | None
+    max_rel_error: float | None = None
 
     @classmethod
     def decide(
@@ -62,7 +68,7 @@ class Budget:
         first = _first_float(reference)
         if first is not None and first.ndim == 2:
             return cls("top1", max_drop, max_abs_error)
-        return cls("abs", max_drop, DEFAULT_ABS_ERROR if max_abs_error is None else max_abs_error)
+        return cls("abs", max_drop, max_abs_error, DEFAULT_REL_ERROR)
 
 
 def run_dataset(engine: Engine, data: Dataset) -> dict[str, np.ndarray]:
@@ -98,7 +104,20 @@ def agreement(reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndar
         top1 = 100.0 * float(np.mean(pairs[0][0] == pairs[0][1])) if pairs else 0.0
     else:
         top1 = 100.0 * float(np.mean(ref.argmax(-1) == out.argmax(-1)))
-    return Agreement(top1, max_abs, mean_abs)
+    ranges = [
+        float(r.max() - r.min())
+        for r, o in zip(ref_values, out_values, strict=False)
+        if r.dtype.kind == "f" and r.shape == o.shape and r.size
+    ]
+    max_rel = max(
+        (
+            float(d.max()) / rng if rng > 0 else float(d.max() > 0)
+            for d, rng in zip(diffs, ranges, strict=False)
+            if d.size
+        ),
+        default=0.0,
+    )
+    return Agreement(top1, max_abs, mean_abs, max_rel)
 
 
 def accuracy(outputs: Mapping[str, np.ndarray], labels: np.ndarray | None) -> float | None:

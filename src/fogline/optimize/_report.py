@@ -90,6 +90,10 @@ class VariantResult:
         if max_abs is not None and (agree is None or agree.max_abs > max_abs):
             err = agree.max_abs if agree else float("inf")
             reasons.append(f"max abs error {err:.4g} > {max_abs:g}")
+        max_rel = budget.max_rel_error
+        if max_rel is not None and (agree is None or agree.max_rel > max_rel):
+            err = agree.max_rel if agree else float("inf")
+            reasons.append(f"max error {100 * err:.2f}% of output range > {100 * max_rel:g}%")
         self.within_budget = not reasons
         self.budget_reason = "; ".join(reasons) or "within budget"
 
@@ -168,6 +172,7 @@ class Report:
         settings = {
             "max_accuracy_drop": options.max_accuracy_drop,
             "max_abs_error": budget.max_abs_error,
+            "max_rel_error": budget.max_rel_error,
             "criterion": budget.criterion,
             "objective": options.objective,
             "threads": options.threads,
@@ -214,6 +219,8 @@ def _budget_text(settings: dict[str, Any]) -> str:
         "abs": "outputs close to FP32",
     }
     text = parts.get(str(criterion), str(criterion))
+    if settings.get("max_rel_error") is not None:
+        text += f", max error at most {100 * settings['max_rel_error']:g}% of each output's range"
     if settings.get("max_abs_error") is not None:
         text += f", max abs error at most {settings['max_abs_error']}"
     return text

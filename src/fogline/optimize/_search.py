@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from fogline.model import MANIFEST_NAME, EngineOptions, Manifest, PeakMemory, lo
 from fogline.optimize._data import Dataset
 from fogline.optimize._measure import Budget, accuracy, agreement, measure_variant, run_dataset
 from fogline.optimize._report import Report, VariantResult, write_reports
-from fogline.optimize._sensitivity import rank_sensitive_nodes
+from fogline.optimize._sensitivity import exclusion_set, rank_sensitive_nodes
 from fogline.optimize._variants import (
     CALIBRATION_METHODS,
     BuildContext,
@@ -92,10 +92,15 @@ def optimize(
     out: str | Path,
     options: OptimizeOptions | None = None,
     progress: Progress | None = None,
+    extra_plans: Sequence[VariantPlan] = (),
 ) -> Report:
-    """Search variants of ``model`` and write the selected one to ``out``."""
+    """Search variants of ``model`` and write the selected one to ``out``.
+
+    ``extra_plans`` adds variants built elsewhere (pruning, distillation);
+    they are measured, judged and reported like the built-in ones.
+    """
     options = options or OptimizeOptions()
-    model, out = Path(model), Path(out)
+    model, out = Path(model).resolve(), Path(out).resolve()
     if model.suffix.lower() != ".onnx":
         raise ConfigError(f"{model}: optimize takes an .onnx model (convert others first)")
     parsed = load_onnx(model)  # refuses corrupt and unsafe files before anything is written
@@ -112,6 +117,7 @@ def optimize(
             staging,
             options,
             progress or (lambda _s, _d, _t: None),
+            extra_plans,
         )
         write_reports(report, staging)
         _publish(staging, out)
@@ -129,6 +135,7 @@ def _search(
     staging: Path,
     options: OptimizeOptions,
     progress: Progress,
+    extra_plans: Sequence[VariantPlan],
 ) -> Report:
     work = staging / ".work"
     work.mkdir()
@@ -144,6 +151,7 @@ def _search(
     plans = onnx_plans(options.methods)
     ov_plans, skipped = openvino_plans()
     plans += ov_plans
+    plans += extra_plans
     if options.variants:
         wanted = [p for p in plans if p.name == "ort-fp32" or _matches(p.name, options.variants)]
         skipped.update({p.name: "not selected by --variants" for p in plans if p not in wanted})
@@ -174,17 +182,25 @@ def _search(
 
 
 @contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Silence the chatter of quantization tools (prints, progress bars, log lines)."""
+def quiet(workdir: Path | None = None) -> Iterator[None]:
+    """Silence the chatter of quantization tools (prints, progress bars, log lines).
+
+    With ``workdir``, also run inside it: ONNX Runtime's shape inference and
+    calibrators drop scratch files into the current directory.
+    """
     loggers = [logging.getLogger(n) for n in ("nncf", "onnxruntime", "root")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
     sink = io.StringIO()
+    cwd = os.getcwd()
     try:
+        if workdir is not None:
+            os.chdir(workdir)
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             yield
     finally:
+        os.chdir(cwd)
         for lg, level in zip(loggers, levels, strict=True):
             lg.setLevel(level)
 
@@ -214,8 +230,10 @@ class _Run:
         result = VariantResult(plan.name, plan.engine, plan.precision, notes=plan.notes)
         memory = PeakMemory()
         try:
-            with quiet():
+            with quiet(self.ctx.workdir):
                 plan.build(self.ctx, target)
+            if target.name in self.ctx.notes:
+                result.notes = "; ".join(filter(None, (plan.notes, self.ctx.notes[target.name])))
             engine = load_engine(target, backend=plan.engine, options=self._engine_options(plan))
             timings, outputs = measure_variant(
                 engine,
@@ -269,18 +287,19 @@ class _Run:
             return None
         best = min(statics, key=lambda r: r.agreement.max_abs if r.agreement else float("inf"))
         method = best.name.removeprefix("ort-int8-static-")
-        ranked = rank_sensitive_nodes(
-            self.ctx.prepared(),
-            self.variants_dir / f"{best.name}.onnx",
-            self.ctx.calibration,
-            self.ctx.workdir,
-        )
+        with quiet(self.ctx.workdir):
+            ranked = rank_sensitive_nodes(
+                self.ctx.prepared(),
+                self.variants_dir / f"{best.name}.onnx",
+                self.ctx.calibration,
+                self.ctx.workdir,
+            )
         check = self.eval_data.limit(256)
         count, chosen = 1, None
         while ranked:
-            exclude = [name for name, _ in ranked[:count]]
+            exclude = exclusion_set(ranked, count)
             trial_path = self.ctx.workdir / "mixed-trial.onnx"
-            with quiet():
+            with quiet(self.ctx.workdir):
                 static_builder(method, exclude=exclude)(self.ctx, trial_path)
             engine = load_engine(trial_path, options=EngineOptions(threads=self.options.threads))
             trial = VariantResult("trial", "onnxruntime", "int8")
@@ -289,7 +308,7 @@ class _Run:
             if trial.within_budget:
                 chosen = exclude
                 break
-            if count >= len(ranked) or count >= MAX_EXCLUDED_SHARE * len(ranked):
+            if count >= len(ranked) or count >= max(1.0, MAX_EXCLUDED_SHARE * len(ranked)):
                 break
             count = min(count * 2, len(ranked))
         if chosen is None:

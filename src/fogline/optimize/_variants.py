@@ -30,6 +30,8 @@ class BuildContext:
     source: Path
     workdir: Path
     calibration: Dataset
+    #: Notes a builder adds about what it built, by output file name.
+    notes: dict[str, str] = field(default_factory=dict)
     _prepared: Path | None = field(default=None, repr=False)
 
     def prepared(self) -> Path:

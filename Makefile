@@ -1,0 +1,39 @@
+# Two commands do all the set-up on a machine that has only python3:
+#   make demo   – create .venv, install fogline, optimize the bundled example
+#   make test   – create .venv, install everything, lint, type-check, run the suite
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip
+
+# Stamps re-install when pyproject.toml changes.
+$(VENV)/.demo-stamp: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[examples,openvino]'
+	touch $@
+
+$(VENV)/.dev-stamp: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.demo-stamp
+	$(BIN)/fogline demo
+
+lint: $(VENV)/.dev-stamp
+	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+bench: $(VENV)/.dev-stamp
+	$(BIN)/python benchmarks/bench_optimize.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache
