@@ -36,8 +36,9 @@ from fogline.optimize import Dataset, OptimizeOptions, Report, load_dataset, opt
 PHOTOS = 7  # photo_crops cycles through seven bundled photographs: the classes
 
 
-def interleaved(calls: dict[str, Callable[[], object]], batch: int, rounds: int,
-                seconds: float) -> dict[str, float]:
+def interleaved(
+    calls: dict[str, Callable[[], object]], batch: int, rounds: int, seconds: float
+) -> dict[str, float]:
     """Median items/s of each call, measured in alternating rounds."""
     rates: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
@@ -68,30 +69,51 @@ def build_models(folder: Path, quick: bool) -> dict[str, tuple[Path, Dataset, Da
     mobilenet = mobilenet_v2(num_classes=PHOTOS)
     settle_batchnorm(mobilenet, crops[:64])
     train_head(mobilenet, crops[:n_train], labels[:n_train])
-    mnv2 = torch_to_onnx(mobilenet, crops[:2], folder / "mobilenet_v2.onnx",
-                         input_names=["images"], output_names=["logits"])
+    mnv2 = torch_to_onnx(
+        mobilenet,
+        crops[:2],
+        folder / "mobilenet_v2.onnx",
+        input_names=["images"],
+        output_names=["logits"],
+    )
     x = crops.numpy()
-    mnv2_cal = Dataset("crops", tuple({"images": x[i:i + 8]} for i in range(0, 64, 8)))
-    mnv2_eval = Dataset("crops", tuple({"images": x[i:i + 35]} for i in range(n_train, len(x), 35)),
-                        labels[n_train:].numpy())
+    mnv2_cal = Dataset("crops", tuple({"images": x[i : i + 8]} for i in range(0, 64, 8)))
+    mnv2_eval = Dataset(
+        "crops",
+        tuple({"images": x[i : i + 35]} for i in range(n_train, len(x), 35)),
+        labels[n_train:].numpy(),
+    )
 
     det_images = photo_crops(64 if quick else 96, 320, seed=1)
     detector = yolo_style()
     settle_batchnorm(detector, det_images[:32])
-    det = torch_to_onnx(detector, det_images[:2], folder / "yolo_style.onnx",
-                        input_names=["images"], output_names=["scores", "boxes"])
+    det = torch_to_onnx(
+        detector,
+        det_images[:2],
+        folder / "yolo_style.onnx",
+        input_names=["images"],
+        output_names=["scores", "boxes"],
+    )
     d = det_images.numpy()
-    det_cal = Dataset("crops", tuple({"images": d[i:i + 8]} for i in range(0, 32, 8)))
-    det_eval = Dataset("crops", tuple({"images": d[i:i + 8]} for i in range(32, len(d), 8)))
+    det_cal = Dataset("crops", tuple({"images": d[i : i + 8]} for i in range(0, 32, 8)))
+    det_eval = Dataset("crops", tuple({"images": d[i : i + 8]} for i in range(32, len(d), 8)))
     return {"mobilenet_v2": (mnv2, mnv2_cal, mnv2_eval), "yolo_style": (det, det_cal, det_eval)}
 
 
-def run_optimize(name: str, model: Path, cal: Dataset, ev: Dataset, out: Path,
-                 threads: int, duration: float) -> Report:
+def run_optimize(
+    name: str, model: Path, cal: Dataset, ev: Dataset, out: Path, threads: int, duration: float
+) -> Report:
     started = time.perf_counter()
-    report = optimize(model, cal, ev, out, OptimizeOptions(threads=threads, duration_s=duration),
-                      progress=lambda step, done, total: print(
-                          f"  [{name}] {done}/{total} {step}", file=sys.stderr, flush=True))
+    report = optimize(
+        model,
+        cal,
+        ev,
+        out,
+        OptimizeOptions(threads=threads, duration_s=duration),
+        progress=lambda step, done, total: print(
+            f"  [{name}] {done}/{total} {step}", file=sys.stderr, flush=True
+        ),
+    )
     print(f"  optimize {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return report
 
@@ -104,10 +126,12 @@ def session_call(path: Path, threads: int, feeds: dict[str, np.ndarray]) -> Call
     return lambda: session.run(None, feeds)
 
 
-def engine_call(path: Path, backend: str, precision: str, threads: int,
-                feeds: dict[str, np.ndarray]) -> Callable[[], object]:
-    engine = load_engine(path, backend=backend,
-                         options=EngineOptions(threads=threads, precision=precision))
+def engine_call(
+    path: Path, backend: str, precision: str, threads: int, feeds: dict[str, np.ndarray]
+) -> Callable[[], object]:
+    engine = load_engine(
+        path, backend=backend, options=EngineOptions(threads=threads, precision=precision)
+    )
     return lambda: engine.run(feeds)
 
 
@@ -123,32 +147,51 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         models = build_models(folder, args.quick)
-        reports = {name: run_optimize(name, path, cal, ev, folder / f"out-{name}", threads,
-                                      duration)
-                   for name, (path, cal, ev) in models.items()}
+        reports = {
+            name: run_optimize(name, path, cal, ev, folder / f"out-{name}", threads, duration)
+            for name, (path, cal, ev) in models.items()
+        }
 
         # 1. FP32 against static INT8 at batch 8 (MobileNetV2).
         mnv2 = reports["mobilenet_v2"]
         out = folder / "out-mobilenet_v2"
         fp32 = mnv2.variant("ort-fp32")
-        statics = [v for v in mnv2.variants
-                   if v.name.startswith(("ort-int8-static", "ort-int8-mixed")) and v.status == "ok"]
+        statics = [
+            v
+            for v in mnv2.variants
+            if v.name.startswith(("ort-int8-static", "ort-int8-mixed")) and v.status == "ok"
+        ]
         int8 = max(statics, key=lambda v: v.throughput)
-        batch8 = {"images": np.ascontiguousarray(models["mobilenet_v2"][2].batches[0]["images"][:8])}
-        rates = interleaved({
-            "fp32": engine_call(out / fp32.file, "onnxruntime", "fp32", threads, batch8),
-            "int8": engine_call(out / int8.file, "onnxruntime", "int8", threads, batch8),
-        }, 8, rounds, seconds)
+        batch8 = {
+            "images": np.ascontiguousarray(models["mobilenet_v2"][2].batches[0]["images"][:8])
+        }
+        rates = interleaved(
+            {
+                "fp32": engine_call(out / fp32.file, "onnxruntime", "fp32", threads, batch8),
+                "int8": engine_call(out / int8.file, "onnxruntime", "int8", threads, batch8),
+            },
+            8,
+            rounds,
+            seconds,
+        )
         speedup8 = rates["int8"] / rates["fp32"]
         size_ratio = int8.size_bytes / fp32.size_bytes
-        lines.append(f"MobileNetV2 batch 8, {threads} threads: FP32 {rates['fp32']:.1f} items/s, "
-                     f"{int8.name} {rates['int8']:.1f} items/s -> {speedup8:.2f}x "
-                     f"(target >= 1.6x)")
-        lines.append(f"MobileNetV2 size: FP32 {fp32.size_bytes / 1e6:.2f} MB, INT8 "
-                     f"{int8.size_bytes / 1e6:.2f} MB -> {100 * size_ratio:.0f}% (target <= 30%)")
-        results["int8_vs_fp32_batch8"] = {"fp32": rates["fp32"], "int8": rates["int8"],
-                                          "speedup": speedup8, "size_ratio": size_ratio,
-                                          "variant": int8.name}
+        lines.append(
+            f"MobileNetV2 batch 8, {threads} threads: FP32 {rates['fp32']:.1f} items/s, "
+            f"{int8.name} {rates['int8']:.1f} items/s -> {speedup8:.2f}x "
+            f"(target >= 1.6x)"
+        )
+        lines.append(
+            f"MobileNetV2 size: FP32 {fp32.size_bytes / 1e6:.2f} MB, INT8 "
+            f"{int8.size_bytes / 1e6:.2f} MB -> {100 * size_ratio:.0f}% (target <= 30%)"
+        )
+        results["int8_vs_fp32_batch8"] = {
+            "fp32": rates["fp32"],
+            "int8": rates["int8"],
+            "speedup": speedup8,
+            "size_ratio": size_ratio,
+            "variant": int8.name,
+        }
 
         # 2. The selected variant against ONNX Runtime FP32 at batch 1.
         for name, report in reports.items():
@@ -156,59 +199,92 @@ def main() -> None:
             base = report.variant("ort-fp32")
             out = folder / f"out-{name}"
             one = {"images": np.ascontiguousarray(models[name][2].batches[0]["images"][:1])}
-            rates = interleaved({
-                "fp32": session_call(out / base.file, threads, one),
-                "selected": engine_call(out / chosen.file, chosen.engine, chosen.precision,
-                                        threads, one),
-            }, 1, rounds, seconds)
+            rates = interleaved(
+                {
+                    "fp32": session_call(out / base.file, threads, one),
+                    "selected": engine_call(
+                        out / chosen.file, chosen.engine, chosen.precision, threads, one
+                    ),
+                },
+                1,
+                rounds,
+                seconds,
+            )
             speedup = rates["selected"] / rates["fp32"]
             agree = chosen.agreement.to_dict() if chosen.agreement else {}
-            acc = (f", accuracy {chosen.accuracy:.2f}% vs FP32 {base.accuracy:.2f}%"
-                   if chosen.accuracy is not None and base.accuracy is not None else "")
+            acc = (
+                f", accuracy {chosen.accuracy:.2f}% vs FP32 {base.accuracy:.2f}%"
+                if chosen.accuracy is not None and base.accuracy is not None
+                else ""
+            )
             lines.append(
                 f"{name}: optimize selected {chosen.name}; batch 1 {1000 / rates['selected']:.2f} "
                 f"ms vs ORT FP32 {1000 / rates['fp32']:.2f} ms -> {speedup:.2f}x (target >= 1.5x); "
                 f"top-1 agreement {agree.get('top1')}%, max abs err {agree.get('max_abs')}{acc}"
             )
-            results[f"selected_{name}"] = {"variant": chosen.name, "speedup": speedup,
-                                           "agreement": agree, "accuracy": chosen.accuracy,
-                                           "fp32_accuracy": base.accuracy,
-                                           "criterion": report.settings.get("criterion")}
-            others = ", ".join(f"{v.name} {v.p50:.2f} ms {v.budget_reason}"
-                               for v in report.variants if v.status == "ok")
+            results[f"selected_{name}"] = {
+                "variant": chosen.name,
+                "speedup": speedup,
+                "agreement": agree,
+                "accuracy": chosen.accuracy,
+                "fp32_accuracy": base.accuracy,
+                "criterion": report.settings.get("criterion"),
+            }
+            others = ", ".join(
+                f"{v.name} {v.p50:.2f} ms {v.budget_reason}"
+                for v in report.variants
+                if v.status == "ok"
+            )
             print(f"  {name} variants: {others}", file=sys.stderr)
 
         # 3. Engine.run against a bare InferenceSession.run, batch 1, same file.
         path = folder / "out-mobilenet_v2" / fp32.file
         one = {"images": np.ascontiguousarray(models["mobilenet_v2"][2].batches[0]["images"][:1])}
-        rates = interleaved({
-            "bare": session_call(path, threads, one),
-            "engine": engine_call(path, "onnxruntime", "fp32", threads, one),
-        }, 1, rounds * 2, seconds)
+        rates = interleaved(
+            {
+                "bare": session_call(path, threads, one),
+                "engine": engine_call(path, "onnxruntime", "fp32", threads, one),
+            },
+            1,
+            rounds * 2,
+            seconds,
+        )
         overhead = 100.0 * (rates["bare"] / rates["engine"] - 1.0)
-        lines.append(f"Engine.run overhead vs bare InferenceSession.run, MobileNetV2 batch 1: "
-                     f"{overhead:+.2f}% (target <= 3%)")
+        lines.append(
+            f"Engine.run overhead vs bare InferenceSession.run, MobileNetV2 batch 1: "
+            f"{overhead:+.2f}% (target <= 3%)"
+        )
         results["engine_overhead_pct"] = overhead
 
     # 4. Digits: INT8 accuracy within one point of FP32.
     with tempfile.TemporaryDirectory() as tmp:
         signature = load_engine(digits_model_path()).signature
         report = optimize(
-            digits_model_path(), load_dataset("fogline.examples:digits_calibration", signature),
-            load_dataset("fogline.examples:digits_eval", signature), Path(tmp) / "digits",
+            digits_model_path(),
+            load_dataset("fogline.examples:digits_calibration", signature),
+            load_dataset("fogline.examples:digits_eval", signature),
+            Path(tmp) / "digits",
             OptimizeOptions(threads=threads, duration_s=duration / 2, sensitivity=False),
         )
         base = report.variant("ort-fp32")
-        int8s = [v for v in report.variants if v.precision == "int8" and v.status == "ok"
-                 and v.engine == "onnxruntime"]
+        int8s = [
+            v
+            for v in report.variants
+            if v.precision == "int8" and v.status == "ok" and v.engine == "onnxruntime"
+        ]
         worst = min(int8s, key=lambda v: v.accuracy or 0.0)
         chosen = report.variant(report.selected)
-        lines.append(f"digits: FP32 accuracy {base.accuracy:.2f}%, ONNX Runtime INT8 variants "
-                     f"{min(v.accuracy or 0 for v in int8s):.2f}..{max(v.accuracy or 0 for v in int8s):.2f}% "
-                     f"(worst drop {(base.accuracy or 0) - (worst.accuracy or 0):.2f} pt, target <= 1 pt); "
-                     f"selected {chosen.name} at {chosen.accuracy:.2f}%")
-        results["digits"] = {"fp32": base.accuracy, "int8": {v.name: v.accuracy for v in int8s},
-                             "selected": chosen.name}
+        lines.append(
+            f"digits: FP32 accuracy {base.accuracy:.2f}%, ONNX Runtime INT8 variants "
+            f"{min(v.accuracy or 0 for v in int8s):.2f}..{max(v.accuracy or 0 for v in int8s):.2f}% "
+            f"(worst drop {(base.accuracy or 0) - (worst.accuracy or 0):.2f} pt, target <= 1 pt); "
+            f"selected {chosen.name} at {chosen.accuracy:.2f}%"
+        )
+        results["digits"] = {
+            "fp32": base.accuracy,
+            "int8": {v.name: v.accuracy for v in int8s},
+            "selected": chosen.name,
+        }
 
     print("\n".join(lines))
     print(json.dumps(results, indent=2, default=float), file=sys.stderr)

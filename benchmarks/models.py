@@ -17,8 +17,9 @@ import torch
 from torch import nn
 
 
-def _conv_bn(cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1,
-             act: type[nn.Module] = nn.ReLU6) -> nn.Sequential:
+def _conv_bn(
+    cin: int, cout: int, k: int = 3, s: int = 1, groups: int = 1, act: type[nn.Module] = nn.ReLU6
+) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, k, s, k // 2, groups=groups, bias=False),
         nn.BatchNorm2d(cout),
@@ -48,8 +49,15 @@ class InvertedResidual(nn.Module):
 
 def mobilenet_v2(num_classes: int = 1000) -> nn.Module:
     # (expansion, channels, repeats, first stride), the published MobileNetV2 table.
-    table = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-             (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+    table = [
+        (1, 16, 1, 1),
+        (6, 24, 2, 2),
+        (6, 32, 3, 2),
+        (6, 64, 4, 2),
+        (6, 96, 3, 1),
+        (6, 160, 3, 2),
+        (6, 320, 1, 1),
+    ]
     layers: list[nn.Module] = [_conv_bn(3, 32, 3, 2)]
     cin = 32
     for t, c, n, s in table:
@@ -58,7 +66,10 @@ def mobilenet_v2(num_classes: int = 1000) -> nn.Module:
             cin = c
     layers.append(_conv_bn(cin, 1280, 1))
     return nn.Sequential(
-        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
+        *layers,
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.2),
         nn.Linear(1280, num_classes),
     )
 
@@ -147,8 +158,15 @@ def photo_crops(count: int, size: int, seed: int = 0) -> torch.Tensor:
     import numpy as np
     from skimage import data, transform
 
-    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket(),
-              data.immunohistochemistry(), data.hubble_deep_field(), data.colorwheel()]
+    photos = [
+        data.astronaut(),
+        data.coffee(),
+        data.chelsea(),
+        data.rocket(),
+        data.immunohistochemistry(),
+        data.hubble_deep_field(),
+        data.colorwheel(),
+    ]
     rng = np.random.default_rng(seed)
     mean = np.array([0.485, 0.456, 0.406], dtype=np.float32)
     std = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -158,7 +176,8 @@ def photo_crops(count: int, size: int, seed: int = 0) -> torch.Tensor:
         side = int(rng.integers(min(photo.shape[:2]) // 2, min(photo.shape[:2]) + 1))
         top = int(rng.integers(0, photo.shape[0] - side + 1))
         left = int(rng.integers(0, photo.shape[1] - side + 1))
-        crop = transform.resize(photo[top:top + side, left:left + side], (size, size),
-                                anti_aliasing=True).astype(np.float32)
+        crop = transform.resize(
+            photo[top : top + side, left : left + side], (size, size), anti_aliasing=True
+        ).astype(np.float32)
         crops.append(((crop - mean) / std).transpose(2, 0, 1))
     return torch.from_numpy(np.stack(crops))

@@ -44,14 +44,19 @@ def main() -> None:
     out = digits_model_path()
     torch.save(model.state_dict(), WEIGHTS)
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch_to_onnx(model, torch.zeros(2, 1, 8, 8), out,
-                  input_names=["pixels"], output_names=["logits"])
+    torch_to_onnx(
+        model, torch.zeros(2, 1, 8, 8), out, input_names=["pixels"], output_names=["logits"]
+    )
     engine = load_engine(out)
     pixels, labels = digits_split("eval")
     accuracy = float((engine.run({"pixels": pixels})["logits"].argmax(1) == labels).mean())
     manifest = Manifest.for_model(
-        out, engine.signature, name="digits", version="1",
-        backend=engine.backend, precision=engine.precision,
+        out,
+        engine.signature,
+        name="digits",
+        version="1",
+        backend=engine.backend,
+        precision=engine.precision,
         preprocessing=[{"op": "scale", "factor": PIXEL_SCALE}],
         labels=LABELS,
         metrics={"accuracy": round(100 * accuracy, 2)},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ def fogline(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedP
         text=True,
         cwd=cwd,
         timeout=300,
+        env={**os.environ, "COLUMNS": "200"},  # a wide terminal: table cells stay whole
     )
 
 
@@ -206,3 +208,79 @@ def test_bench_on_a_tampered_model_folder_is_refused(tmp_path, digits_model, cal
     with open(out / "model.onnx", "ab") as fh:
         fh.write(b"x")
     assert_clean_error(fogline("bench", out), "model.onnx", "the manifest says")
+
+
+def test_optimize_from_torch_adds_pruned_variants(tmp_path):
+    out = tmp_path / "out"
+    result = fogline(
+        "optimize",
+        "--from-torch",
+        "fogline.examples.digits_torch:teacher",
+        "--calibration",
+        "fogline.examples:digits_calibration",
+        "--eval",
+        "fogline.examples:digits_eval",
+        "--train",
+        "fogline.examples:digits_train",
+        "--input-names",
+        "pixels",
+        "--output-names",
+        "logits",
+        "--prune",
+        "structured:0.5",
+        "--epochs",
+        "1",
+        "--variants",
+        "torch-prune-*",
+        "--no-sensitivity",
+        "--out",
+        out,
+        *FAST,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    names = {v["name"]: v for v in report["variants"]}
+    assert names["torch-prune-structured-50"]["status"] == "ok"
+    assert names["torch-prune-structured-50"]["accuracy"] > 90
+
+
+def test_distill_command_reports_teacher_and_student(tmp_path):
+    out = tmp_path / "out"
+    result = fogline(
+        "distill",
+        "--teacher",
+        "fogline.examples.digits_torch:teacher",
+        "--student",
+        "fogline.examples.digits_torch:student",
+        "--train",
+        "fogline.examples:digits_train",
+        "--eval",
+        "fogline.examples:digits_eval",
+        "--input-names",
+        "pixels",
+        "--output-names",
+        "logits",
+        "--epochs",
+        "3",
+        "--out",
+        out,
+        *FAST,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert [v["name"] for v in report["variants"]] == ["ort-fp32", "torch-distilled-student"]
+    assert "torch-distilled-student" in result.stdout
+
+
+def test_from_torch_with_a_bad_factory_is_refused(tmp_path):
+    result = fogline(
+        "optimize",
+        "--from-torch",
+        "fogline.examples:nothing_here",
+        "-c",
+        "fogline.examples:digits_calibration",
+        "-o",
+        tmp_path / "out",
+    )
+    assert_clean_error(result, "nothing_here")
+    assert not (tmp_path / "out").exists()

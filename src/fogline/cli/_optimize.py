@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator
 from enum import Enum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -12,14 +16,23 @@ from rich.table import Table
 
 from fogline.cli._app import app, console, parse_batches
 from fogline.errors import ConfigError
-from fogline.model import load_engine
+from fogline.model import Signature, TensorSpec, load_engine
 from fogline.optimize import (
     CALIBRATION_METHODS,
+    Dataset,
     OptimizeOptions,
     Report,
     load_dataset,
     optimize,
 )
+from fogline.optimize._compress import (
+    FitOptions,
+    export,
+    load_torch_factory,
+    parse_prune,
+    prune_plan,
+)
+from fogline.optimize._variants import VariantPlan
 
 
 class Objective(str, Enum):
@@ -80,13 +93,30 @@ def variant_table(report: Report) -> Table:
     return table
 
 
+ExtraPlans = Callable[[Signature, Dataset], list[VariantPlan]]
+
+
 def run_optimize(
-    model: Path, calibration: str, evaluation: str | None, out: Path, options: OptimizeOptions
+    model: Path,
+    calibration: str,
+    evaluation: str | None,
+    out: Path,
+    options: OptimizeOptions,
+    *,
+    train: str | None = None,
+    extra_plans: ExtraPlans | None = None,
 ) -> Report:
-    """Load data, search with a progress bar, print the table; shared with ``demo``."""
+    """Load data, search with a progress bar, print the table; shared with ``demo``.
+
+    ``extra_plans`` builds more variants (pruning, distillation) from the
+    model's signature and the training data (``train``, else the calibration data).
+    """
     signature = load_engine(model).signature
     calib = load_dataset(calibration, signature)
     evald = load_dataset(evaluation, signature) if evaluation else None
+    plans: list[VariantPlan] = []
+    if extra_plans is not None:
+        plans = extra_plans(signature, load_dataset(train, signature) if train else calib)
     with Progress(
         TextColumn("[bold]optimize[/] {task.description:<28}"),
         BarColumn(),
@@ -100,7 +130,7 @@ def run_optimize(
         def on_step(step: str, done: int, total: int) -> None:
             bar.update(task, description=step, completed=done, total=total)
 
-        report = optimize(model, calib, evald, out, options, progress=on_step)
+        report = optimize(model, calib, evald, out, options, progress=on_step, extra_plans=plans)
     console.print(variant_table(report))
     for name, reason in report.skipped.items():
         console.print(f"[dim]skipped {name}: {escape(reason)}[/]")
@@ -118,7 +148,7 @@ def run_optimize(
 
 @app.command("optimize")
 def optimize_command(
-    model: Path = typer.Argument(..., help="The FP32 .onnx model."),
+    model: Path | None = typer.Argument(None, help="The FP32 .onnx model (or use --from-torch)."),
     calibration: str = typer.Option(
         ..., "--calibration", "-c", help="Calibration data: .npz, image folder, or module:function."
     ),
@@ -150,9 +180,26 @@ def optimize_command(
     keep_variants: bool = typer.Option(True, help="Keep every variant's file in OUT/variants."),
     name: str | None = typer.Option(None, help="Model name for the manifest."),
     version: str = typer.Option("1", help="Model version for the manifest."),
+    from_torch: str | None = typer.Option(
+        None, help="Start from a PyTorch model: module:function returning a trained nn.Module."
+    ),
+    prune: str = typer.Option(
+        "magnitude:0.5,structured:0.25",
+        help="With --from-torch: pruning variants as METHOD:AMOUNT (magnitude, structured).",
+    ),
+    train: str | None = typer.Option(
+        None, help="With --from-torch: fine-tuning data (default: the calibration data)."
+    ),
+    epochs: int = typer.Option(3, min=0, help="With --from-torch: fine-tuning epochs."),
+    input_names: str = typer.Option(
+        "input", help="With --from-torch: input names, comma-separated."
+    ),
+    output_names: str = typer.Option(
+        "output", help="With --from-torch: output names, comma-separated."
+    ),
 ) -> None:
-    """Build and measure variants (FP32, FP16, INT8 dynamic/static, OpenVINO) and keep the
-    fastest one inside the accuracy budget."""
+    """Build and measure variants (FP32, FP16, INT8 dynamic/static, OpenVINO, and with
+    --from-torch pruned ones) and keep the fastest one inside the accuracy budget."""
     methods = tuple(m.strip() for m in calibrate.split(",") if m.strip())
     unknown = [m for m in methods if m not in CALIBRATION_METHODS]
     if unknown or not methods:
@@ -160,6 +207,8 @@ def optimize_command(
             f"--calibrate: unknown method(s) {', '.join(unknown) or '(none)'}; "
             f"use {', '.join(CALIBRATION_METHODS)}"
         )
+    if (model is None) == (from_torch is None):
+        raise ConfigError("give either a MODEL file or --from-torch module:function, not both")
     options = OptimizeOptions(
         max_accuracy_drop=max_accuracy_drop,
         max_abs_error=max_abs_error,
@@ -174,4 +223,49 @@ def optimize_command(
         name=name,
         version=version,
     )
-    run_optimize(model, calibration, evaluation, out, options)
+    if model is not None:
+        run_optimize(model, calibration, evaluation, out, options)
+        return
+    assert from_torch is not None
+    pruning = parse_prune(prune)
+    fit_options = FitOptions(epochs=epochs)
+    with torch_baseline(from_torch, calibration, input_names, output_names) as (path, net):
+
+        def plans(signature: Signature, data: Dataset) -> list[VariantPlan]:
+            return [prune_plan(net, m, a, data, signature, fit_options) for m, a in pruning]
+
+        if options.name is None:
+            options.name = from_torch.partition(":")[2]
+        run_optimize(path, calibration, evaluation, out, options, train=train, extra_plans=plans)
+
+
+@contextlib.contextmanager
+def torch_baseline(
+    factory: str, data: str, input_names: str, output_names: str
+) -> Iterator[tuple[Path, Any]]:
+    """Build the PyTorch model and export it to a temporary ONNX file, the FP32 baseline."""
+    net = load_torch_factory(factory)
+    inputs = tuple(n.strip() for n in input_names.split(",") if n.strip())
+    outputs = tuple(n.strip() for n in output_names.split(",") if n.strip())
+    probe = load_dataset(data, _loose_signature(inputs))
+    with tempfile.TemporaryDirectory(prefix="fogline-torch-") as tmp:
+        path = Path(tmp) / f"{factory.partition(':')[2] or 'model'}.onnx"
+        signature = Signature(
+            _loose_signature(inputs).inputs, tuple(TensorSpec(n, "float32", ()) for n in outputs)
+        )
+        export(net, signature, probe, path)
+        yield path, net
+
+
+def _loose_signature(inputs: tuple[str, ...]) -> Signature:
+    """A signature that names the inputs but accepts any float32 shape (to read data first)."""
+    if not inputs:
+        raise ConfigError("--input-names: name at least one input")
+    return Signature(tuple(LooseSpec(n, "float32", ()) for n in inputs), ())
+
+
+class LooseSpec(TensorSpec):
+    """A tensor spec that accepts every shape."""
+
+    def accepts_shape(self, shape: tuple[int, ...]) -> bool:
+        return True

@@ -53,6 +53,13 @@ def digits_calibration() -> Iterator[dict[str, np.ndarray]]:
         yield {"pixels": pixels[start : start + 32]}
 
 
+def digits_train() -> Iterator[dict[str, np.ndarray]]:
+    """The training images with their labels, in batches of 64 (for fine-tuning)."""
+    pixels, labels = digits_split("train")
+    for start in range(0, len(labels), 64):
+        yield {"pixels": pixels[start : start + 64], "labels": labels[start : start + 64]}
+
+
 def digits_eval() -> Iterator[dict[str, np.ndarray]]:
     """The held-out images with their labels, in batches of 64."""
     pixels, labels = digits_split("eval")
@@ -67,4 +74,5 @@ __all__ = [
     "digits_eval",
     "digits_model_path",
     "digits_split",
+    "digits_train",
 ]
