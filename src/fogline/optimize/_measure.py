@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fogline.model import Engine, PeakMemory, measure
+from fogline.model import Engine, measure
 from fogline.optimize._data import Dataset
 
 
@@ -139,18 +139,16 @@ def measure_variant(
     *,
     batches: tuple[int, ...],
     duration_s: float,
-    memory: PeakMemory,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Latency at each batch size, throughput, peak memory, and outputs on ``eval_data``."""
+    """Latency at each batch size, throughput, and outputs on ``eval_data``."""
     latency: dict[str, Any] = {}
     throughput: dict[str, float] = {}
-    with memory:
-        outputs = run_dataset(engine, eval_data)
-        for batch in batches:
-            feeds = _feeds_of_size(eval_data, batch, engine)
-            stats = measure(engine, feeds, batch=batch, duration_s=duration_s)
-            latency[f"batch{batch}"] = {"p50": round(stats.p50, 4), "p99": round(stats.p99, 4)}
-            throughput[f"batch{batch}"] = round(stats.throughput, 1)
+    outputs = run_dataset(engine, eval_data)
+    for batch in batches:
+        feeds = _feeds_of_size(eval_data, batch, engine)
+        stats = measure(engine, feeds, batch=batch, duration_s=duration_s)
+        latency[f"batch{batch}"] = {"p50": round(stats.p50, 4), "p99": round(stats.p99, 4)}
+        throughput[f"batch{batch}"] = round(stats.throughput, 1)
     return {"latency_ms": latency, "throughput": throughput}, outputs
 
 

@@ -36,6 +36,7 @@ class VariantResult:
     size_bytes: int = 0
     timings: dict[str, Any] = field(default_factory=dict)
     peak_memory_mb: float = 0.0
+    memory_growth_mb: float = 0.0
     accuracy: float | None = None
     accuracy_drop: float | None = None
     agreement: Agreement | None = None
@@ -119,6 +120,7 @@ class VariantResult:
             "throughput": self.throughput,
             "throughput_by_batch": self.timings.get("throughput", {}),
             "peak_memory_mb": self.peak_memory_mb,
+            "memory_growth_mb": self.memory_growth_mb,
             "accuracy": None if self.accuracy is None else round(self.accuracy, 3),
             "accuracy_drop": self.accuracy_drop,
             "agreement": self.agreement.to_dict() if self.agreement else None,

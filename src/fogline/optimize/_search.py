@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import gc
 import io
 import logging
 import os
@@ -234,15 +235,18 @@ class _Run:
                 plan.build(self.ctx, target)
             if target.name in self.ctx.notes:
                 result.notes = "; ".join(filter(None, (plan.notes, self.ctx.notes[target.name])))
-            engine = load_engine(target, backend=plan.engine, options=self._engine_options(plan))
-            timings, outputs = measure_variant(
-                engine,
-                self.eval_data,
-                batches=self.options.batches,
-                duration_s=self.options.duration_s,
-                memory=memory,
-            )
-            engine.close()
+            gc.collect()  # what earlier variants left behind must not count against this one
+            with memory:  # loading counts: a runtime may hold two copies of the weights then
+                engine = load_engine(
+                    target, backend=plan.engine, options=self._engine_options(plan)
+                )
+                timings, outputs = measure_variant(
+                    engine,
+                    self.eval_data,
+                    batches=self.options.batches,
+                    duration_s=self.options.duration_s,
+                )
+                engine.close()
         except FoglineError as exc:
             return result.failed(str(exc))
         except Exception as exc:  # a runtime's own error while building or running
@@ -251,6 +255,7 @@ class _Run:
         result.size_bytes = sum(p.stat().st_size for p in _files_of(target))
         result.timings = timings
         result.peak_memory_mb = round(memory.peak_mb, 1)
+        result.memory_growth_mb = round(memory.growth_mb, 1)
         self._score(result, outputs)
         return result
 
