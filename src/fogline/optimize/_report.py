@@ -253,12 +253,20 @@ def _plot_svg(report: Report) -> str:
         return "<p><em>Install matplotlib to see the accuracy/latency plot.</em></p>"
     ok = [v for v in report.variants if v.status == "ok"]
     use_accuracy = all(v.accuracy is not None for v in ok)
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for v in ok:
+    fig, ax = plt.subplots(figsize=(8, 4.6))
+    for index, v in enumerate(ok):
         y = float(v.accuracy or 0.0) if use_accuracy else (v.agreement.top1 if v.agreement else 0.0)
         colour = "tab:green" if v.selected else ("tab:blue" if v.within_budget else "tab:red")
         ax.scatter(v.p50, y, s=70 if v.selected else 40, color=colour, zorder=3)
-        ax.annotate(v.name, (v.p50, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        # Variants often sit on top of each other: stagger their labels.
+        ax.annotate(
+            v.name,
+            (v.p50, y),
+            textcoords="offset points",
+            fontsize=8,
+            xytext=(6, 10 * (index % 5) - 18),
+            arrowprops={"arrowstyle": "-", "lw": 0.4},
+        )
     ax.set_xlabel("latency p50 at batch 1 (ms)")
     ax.set_ylabel("accuracy (%)" if use_accuracy else "top-1 agreement with FP32 (%)")
     ax.set_title("green: selected · blue: within budget · red: outside budget", fontsize=9)
