@@ -41,8 +41,10 @@ def interleaved(
 ) -> dict[str, float]:
     """Median items/s of each call, measured in alternating rounds."""
     rates: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
+    order = list(calls.items())
+    for round_index in range(rounds):
+        # A B, then B A: whoever runs second in a round must not always be the same one.
+        for name, call in order if round_index % 2 == 0 else reversed(order):
             stats = time_calls(call, batch=batch, warmup=3, duration_s=seconds, min_runs=5)
             rates[name].append(stats.throughput)
     return {name: float(np.median(values)) for name, values in rates.items()}

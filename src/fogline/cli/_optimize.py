@@ -32,6 +32,7 @@ from fogline.optimize._compress import (
     parse_prune,
     prune_plan,
 )
+from fogline.optimize._search import NOT_SELECTED
 from fogline.optimize._variants import VariantPlan
 
 
@@ -133,6 +134,8 @@ def run_optimize(
         report = optimize(model, calib, evald, out, options, progress=on_step, extra_plans=plans)
     console.print(variant_table(report))
     for name, reason in report.skipped.items():
+        if reason == NOT_SELECTED:
+            continue  # the user asked for fewer variants; report.json still lists them
         console.print(f"[dim]skipped {name}: {escape(reason)}[/]")
     chosen = report.variant(report.selected)
     console.print(

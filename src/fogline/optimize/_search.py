@@ -43,6 +43,7 @@ from fogline.optimize._variants import (
     static_builder,
 )
 
+NOT_SELECTED = "not selected by --variants"
 #: At most this share of the ranked nodes is kept in FP32 by the sensitivity check.
 MAX_EXCLUDED_SHARE = 0.5
 #: A variant must beat the baseline by this share to replace it; less is noise.
@@ -155,7 +156,7 @@ def _search(
     plans += extra_plans
     if options.variants:
         wanted = [p for p in plans if p.name == "ort-fp32" or _matches(p.name, options.variants)]
-        skipped.update({p.name: "not selected by --variants" for p in plans if p not in wanted})
+        skipped.update({p.name: NOT_SELECTED for p in plans if p not in wanted})
         plans = wanted
     total = len(plans) + (1 if options.sensitivity else 0)
     results: list[VariantResult] = []
