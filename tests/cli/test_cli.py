@@ -284,3 +284,16 @@ def test_from_torch_with_a_bad_factory_is_refused(tmp_path):
     )
     assert_clean_error(result, "nothing_here")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--graph-optimization", "fast"], "graph_optimization must be one of"),
+        (["--provider", "NoSuchExecutionProvider"], "not available in this onnxruntime build"),
+        (["--backend", "tensorflow"], "unknown backend"),
+        (["--batch", "0"], "--batch"),
+    ],
+)
+def test_bench_refuses_unknown_values(digits_model, option, message):
+    assert_clean_error(fogline("bench", digits_model, "--duration", "0.05", *option), message)

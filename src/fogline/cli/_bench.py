@@ -21,9 +21,17 @@ from fogline.model import (
 
 
 def open_model(
-    path: Path, backend: str, threads: int | None, precision: str | None
+    path: Path,
+    backend: str,
+    threads: int | None,
+    precision: str | None,
+    graph_optimization: str | None = None,
+    providers: tuple[str, ...] | None = None,
 ) -> tuple[Engine, str]:
-    """Load a model file, or the model a manifest folder describes (hash checked)."""
+    """Load a model file, or the model a manifest folder describes (hash checked).
+
+    Options given here win over what the manifest says.
+    """
     if path.is_dir() or path.name == MANIFEST_NAME:
         folder = path if path.is_dir() else path.parent
         manifest = Manifest.read(folder)
@@ -31,12 +39,18 @@ def open_model(
         options = EngineOptions(
             threads=threads or manifest.engine.threads,
             precision=precision or manifest.engine.precision,
+            graph_optimization=graph_optimization or manifest.engine.graph_optimization,
+            providers=providers,
         )
         chosen = manifest.engine.backend if backend == "auto" else backend
         return load_engine(model_file, backend=chosen, options=options), str(model_file)
-    return load_engine(
-        path, backend=backend, options=EngineOptions(threads=threads, precision=precision)
-    ), str(path)
+    options = EngineOptions(
+        threads=threads,
+        precision=precision,
+        graph_optimization=graph_optimization or "all",
+        providers=providers,
+    )
+    return load_engine(path, backend=backend, options=options), str(path)
 
 
 @app.command()
@@ -51,18 +65,28 @@ def bench(
     duration: float = typer.Option(3.0, min=0.01, help="Seconds to measure each batch size."),
     backend: str = typer.Option("auto", help="auto, onnxruntime, openvino or litert."),
     precision: str | None = typer.Option(None, help="fp32, fp16, bf16 or int8 (OpenVINO: bf16)."),
+    graph_optimization: str | None = typer.Option(
+        None, help="ONNX Runtime graph optimization: disable, basic, extended or all."
+    ),
+    provider: list[str] | None = typer.Option(
+        None, help="ONNX Runtime execution provider (repeat for several; CPU is always last)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Measure latency (p50/p90/p99), throughput and peak memory after a warm-up."""
     batches = parse_batches(batch)
+    providers = tuple(provider) if provider else None
     with PeakMemory() as memory:
-        engine, model_file = open_model(model, backend, threads, precision)
+        engine, model_file = open_model(
+            model, backend, threads, precision, graph_optimization, providers
+        )
         results = [measure(engine, batch=b, duration_s=duration) for b in batches]
     info = {
         "model": model_file,
         "backend": engine.backend,
         "precision": engine.precision,
         "device": engine.device,
+        "graph_optimization": graph_optimization or "all",
         "threads": threads,
         "peak_memory_mb": round(memory.peak_mb, 1),
         "results": [r.to_dict() for r in results],
