@@ -208,3 +208,20 @@ def test_results_replace_earlier_ones_and_keep_other_files(
     assert json.loads((out / "report.json").read_text())["selected"]
     assert not (out / "variants").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_the_output_folder_has_the_usual_permissions(tmp_path, digits_model, digits_calibration):
+    import os
+
+    out = tmp_path / "out"
+    optimize(
+        digits_model,
+        digits_calibration,
+        None,
+        out,
+        OptimizeOptions(variants=("none",), sensitivity=False, **FAST),
+    )
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out.stat().st_mode & 0o777) == 0o777 & ~umask
+    assert ((out / "model.onnx").stat().st_mode & 0o777) == 0o666 & ~umask

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from fogline.cli._app import app, console, parse_batches
@@ -94,10 +95,13 @@ def bench(
     if as_json:
         print(json.dumps(info, indent=2))
         return
-    table = Table(
-        title=f"{Path(model_file).name} · {engine.backend} · {engine.precision} · "
-        f"{engine.device} · threads {threads or 'auto'}"
+    console.print(
+        f"[bold]{escape(model_file)}[/] · {engine.backend} · {engine.precision} · "
+        f"{engine.device} · threads {threads or 'auto'} · graph optimization "
+        f"{graph_optimization or 'all'}",
+        highlight=False,
     )
+    table = Table()
     for column in ("batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "items/s", "runs"):
         table.add_column(column, justify="right")
     for r in results:

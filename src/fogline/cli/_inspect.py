@@ -20,7 +20,11 @@ def inspect(
     """Show inputs, outputs (dynamic dimensions as names or ?), opset and producer."""
     engine, model_file = open_model(model, backend, None, None)
     sig = engine.signature
-    table = Table(title=f"{model_file} · {engine.backend} · {engine.precision} · {engine.device}")
+    console.print(
+        f"[bold]{escape(model_file)}[/] · {engine.backend} · {engine.precision} · {engine.device}",
+        highlight=False,
+    )
+    table = Table()
     for column in ("", "name", "dtype", "shape"):
         table.add_column(column)
     for kind, specs in (("input", sig.inputs), ("output", sig.outputs)):

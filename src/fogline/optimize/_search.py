@@ -408,6 +408,10 @@ def _source_manifest(model: Path) -> Manifest | None:
 
 def _publish(staging: Path, out: Path) -> None:
     """Move the finished results into ``out``, replacing earlier results of the same names."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for folder in (staging, *(p for p in staging.rglob("*") if p.is_dir())):
+        folder.chmod(0o777 & ~umask)  # mkdtemp makes 0700; give the usual folder mode
     if not out.exists():
         os.replace(staging, out)
         return
