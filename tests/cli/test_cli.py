@@ -65,10 +65,11 @@ def test_optimize_end_to_end(tmp_path, digits_model, calibration_npz):
     assert {v["name"] for v in report["variants"]} >= {"ort-fp32", "ort-int8-static-minmax"}
     assert (out / "model.onnx").is_file() and (out / "fogline.yaml").is_file()
 
-    bench = fogline("bench", out, "--batch", "1,4", "--duration", "0.1", "--json")
+    bench = fogline("bench", out, "--batch", "1,4", "--duration", "0.1", "--no-spin", "--json")
     assert bench.returncode == 0, bench.stderr
     figures = json.loads(bench.stdout)
     assert [r["batch"] for r in figures["results"]] == [1, 4]
+    assert figures["spin"] is False and figures["graph_optimization"] == "all"
     assert figures["backend"] == report_engine(report)
     assert figures["device"] == "CPUExecutionProvider" or figures["backend"] == "openvino"
 

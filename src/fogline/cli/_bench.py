@@ -28,6 +28,7 @@ def open_model(
     precision: str | None,
     graph_optimization: str | None = None,
     providers: tuple[str, ...] | None = None,
+    spin: bool | None = None,
 ) -> tuple[Engine, str]:
     """Load a model file, or the model a manifest folder describes (hash checked).
 
@@ -42,6 +43,7 @@ def open_model(
             precision=precision or manifest.engine.precision,
             graph_optimization=graph_optimization or manifest.engine.graph_optimization,
             providers=providers,
+            spin=spin,
         )
         chosen = manifest.engine.backend if backend == "auto" else backend
         return load_engine(model_file, backend=chosen, options=options), str(model_file)
@@ -50,6 +52,7 @@ def open_model(
         precision=precision,
         graph_optimization=graph_optimization or "all",
         providers=providers,
+        spin=spin,
     )
     return load_engine(path, backend=backend, options=options), str(path)
 
@@ -72,6 +75,9 @@ def bench(
     provider: list[str] | None = typer.Option(
         None, help="ONNX Runtime execution provider (repeat for several; CPU is always last)."
     ),
+    spin: bool | None = typer.Option(
+        None, "--spin/--no-spin", help="Let idle threads spin (ONNX Runtime; default: spin)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Measure latency (p50/p90/p99), throughput and peak memory after a warm-up."""
@@ -79,7 +85,7 @@ def bench(
     providers = tuple(provider) if provider else None
     with PeakMemory() as memory:
         engine, model_file = open_model(
-            model, backend, threads, precision, graph_optimization, providers
+            model, backend, threads, precision, graph_optimization, providers, spin
         )
         results = [measure(engine, batch=b, duration_s=duration) for b in batches]
     info = {
@@ -88,6 +94,7 @@ def bench(
         "precision": engine.precision,
         "device": engine.device,
         "graph_optimization": graph_optimization or "all",
+        "spin": spin,
         "threads": threads,
         "peak_memory_mb": round(memory.peak_mb, 1),
         "results": [r.to_dict() for r in results],

@@ -67,6 +67,9 @@ class EngineOptions:
     graph_optimization: str = "all"
     providers: tuple[str, ...] | None = None
     precision: str | None = None
+    #: Let idle compute threads spin (ONNX Runtime's default). Spinning wins on a
+    #: quiet machine and loses badly when other processes want the same cores.
+    spin: bool | None = None
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:

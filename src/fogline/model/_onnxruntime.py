@@ -98,6 +98,9 @@ class OnnxRuntimeEngine:
         if options.threads is not None:
             session_options.intra_op_num_threads = options.threads
             session_options.inter_op_num_threads = 1
+        if options.spin is not None:
+            flag = "1" if options.spin else "0"
+            session_options.add_session_config_entry("session.intra_op.allow_spinning", flag)
         providers = choose_providers(options.providers)
         # ONNX Runtime cannot read some small tensors (e.g. a Reshape's shape) from
         # external data through a path; a model with external data is handed over whole.
