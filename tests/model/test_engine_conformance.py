@@ -17,7 +17,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fogline.errors import BackendUnavailable, ConfigError, ModelFormatError, SignatureMismatch
+from fogline.errors import (
+    BackendUnavailable,
+    ConfigError,
+    ModelError,
+    ModelFormatError,
+    SignatureMismatch,
+)
 from fogline.model import (
     BACKENDS,
     PRECISIONS,
@@ -131,6 +137,22 @@ def test_run_is_deterministic(engine: Engine):
     # Assert
     for name in engine.signature.output_names:
         np.testing.assert_array_equal(first[name], second[name])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_run_after_close_says_the_engine_is_closed(backend: str, request: pytest.FixtureRequest):
+    # Prepare
+    path: Path = request.getfixturevalue(MODELS[backend])
+    engine = load_engine(path, backend=backend)
+    feeds = engine.signature.sample_feeds(batch=1)
+    engine.run(feeds)
+
+    # Execute
+    engine.close()
+
+    # Assert
+    with pytest.raises(ModelError, match="closed"):
+        engine.run(feeds)
 
 
 # --- ONNX Runtime ----------------------------------------------------------------------------

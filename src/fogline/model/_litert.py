@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fogline.errors import ModelFormatError, SignatureMismatch
+from fogline.errors import ModelError, ModelFormatError, SignatureMismatch
 from fogline.model._engine import EngineOptions, require
 from fogline.model._signature import Dim, Signature, TensorSpec
 
@@ -70,6 +70,8 @@ class LiteRtEngine:
         self._signature.check_feeds(inputs)
         with self._lock:
             interp = self._interpreter
+            if interp is None:
+                raise ModelError(f"{self.path.name}: the engine is closed")
             resized = False
             for detail in self._inputs:
                 array = inputs[detail["name"]]

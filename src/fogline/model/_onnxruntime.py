@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from fogline.errors import ConfigError, ModelFormatError, SignatureMismatch
+from fogline.errors import ConfigError, ModelError, ModelFormatError, SignatureMismatch
 from fogline.model._engine import EngineOptions
 from fogline.model._onnx_file import load_onnx, onnx_signature, uses_external_data
 from fogline.model._signature import Signature
@@ -124,6 +124,8 @@ class OnnxRuntimeEngine:
         try:
             outputs = self._session.run(self._output_names, inputs)
         except Exception as exc:
+            if self._session is None:
+                raise ModelError(f"{self.path.name}: the engine is closed") from None
             # Name the input that does not fit, then fall back to ORT's words.
             try:
                 self._signature.check_feeds(inputs)

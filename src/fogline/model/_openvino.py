@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from fogline.errors import BackendUnavailable, ConfigError, ModelFormatError, SignatureMismatch
+from fogline.errors import (
+    BackendUnavailable,
+    ConfigError,
+    ModelError,
+    ModelFormatError,
+    SignatureMismatch,
+)
 from fogline.model._engine import EngineOptions, require
 from fogline.model._onnx_file import load_onnx, onnx_signature
 from fogline.model._signature import Dim, Signature, TensorSpec
@@ -96,6 +102,8 @@ class OpenVinoEngine:
         return self._signature
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._compiled is None:
+            raise ModelError(f"{self.path.name}: the engine is closed")
         # OpenVINO reuses the last input and casts dtypes silently: check first.
         self._signature.check_feeds(inputs)
         request = getattr(self._local, "request", None)
@@ -109,3 +117,4 @@ class OpenVinoEngine:
 
     def close(self) -> None:
         self._compiled = None
+        self._local = threading.local()  # drop the infer requests of every thread
