@@ -9,7 +9,7 @@ from rich.console import Console
 
 app = typer.Typer(
     name="fogline",
-    help="Edge AI in one system: optimize a model for this device, benchmark it, run it.",
+    help="Edge AI in one system: make a model fit this device, and measure it.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

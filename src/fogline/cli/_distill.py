@@ -9,9 +9,14 @@ import typer
 from fogline.cli._app import app, console, parse_batches
 from fogline.cli._optimize import run_optimize, torch_baseline
 from fogline.model import Signature
-from fogline.optimize import Dataset, OptimizeOptions
-from fogline.optimize._compress import FitOptions, distill_plan, load_torch_factory
-from fogline.optimize._variants import VariantPlan
+from fogline.optimize import (
+    Dataset,
+    FitOptions,
+    OptimizeOptions,
+    VariantPlan,
+    distill_plan,
+    load_torch_factory,
+)
 
 
 @app.command()
@@ -39,8 +44,10 @@ def distill(
     output_names: str = typer.Option("output", help="Output names, comma-separated."),
     name: str | None = typer.Option(None, help="Model name for the manifest."),
 ) -> None:
-    """Distill TEACHER into STUDENT and report both like `optimize` does; the student is
-    selected when it is faster and within the accuracy budget."""
+    """Train a small student from a teacher and keep it if it stays inside the budget.
+
+    Both are measured and reported like `optimize` does.
+    """
     fit_options = FitOptions(
         epochs=epochs, temperature=temperature, alpha=alpha, learning_rate=learning_rate
     )

@@ -19,21 +19,19 @@ from fogline.errors import ConfigError
 from fogline.model import Signature, TensorSpec, load_engine
 from fogline.optimize import (
     CALIBRATION_METHODS,
+    NOT_SELECTED,
     Dataset,
+    FitOptions,
     OptimizeOptions,
     Report,
-    load_dataset,
-    optimize,
-)
-from fogline.optimize._compress import (
-    FitOptions,
+    VariantPlan,
     export,
+    load_dataset,
     load_torch_factory,
+    optimize,
     parse_prune,
     prune_plan,
 )
-from fogline.optimize._search import NOT_SELECTED
-from fogline.optimize._variants import VariantPlan
 
 
 class Objective(str, Enum):
@@ -201,8 +199,11 @@ def optimize_command(
         "output", help="With --from-torch: output names, comma-separated."
     ),
 ) -> None:
-    """Build and measure variants (FP32, FP16, INT8 dynamic/static, OpenVINO, and with
-    --from-torch pruned ones) and keep the fastest one inside the accuracy budget."""
+    """Find the fastest variant of a model that stays inside the accuracy budget.
+
+    Builds and measures FP32, FP16, INT8 dynamic and static, OpenVINO and, with
+    --from-torch, pruned variants, on this machine.
+    """
     methods = tuple(m.strip() for m in calibrate.split(",") if m.strip())
     unknown = [m for m in methods if m not in CALIBRATION_METHODS]
     if unknown or not methods:

@@ -5,22 +5,41 @@
 'latency'
 """
 
+from fogline.optimize._compress import (
+    PRUNE_METHODS,
+    FitOptions,
+    distill_plan,
+    export,
+    load_torch_factory,
+    parse_prune,
+    prune_plan,
+)
 from fogline.optimize._data import Dataset, load_dataset
 from fogline.optimize._measure import Agreement, accuracy, agreement
 from fogline.optimize._report import Report, VariantResult
-from fogline.optimize._search import OptimizeOptions, optimize
-from fogline.optimize._variants import CALIBRATION_METHODS, has_vnni
+from fogline.optimize._search import NOT_SELECTED, OptimizeOptions, optimize
+from fogline.optimize._variants import CALIBRATION_METHODS, BuildContext, VariantPlan, has_vnni
 
 __all__ = [
     "CALIBRATION_METHODS",
+    "NOT_SELECTED",
+    "PRUNE_METHODS",
     "Agreement",
+    "BuildContext",
     "Dataset",
+    "FitOptions",
     "OptimizeOptions",
     "Report",
+    "VariantPlan",
     "VariantResult",
     "accuracy",
     "agreement",
+    "distill_plan",
+    "export",
     "has_vnni",
     "load_dataset",
+    "load_torch_factory",
     "optimize",
+    "parse_prune",
+    "prune_plan",
 ]
