@@ -7,7 +7,7 @@ import pytest
 from fogline.errors import ConfigError
 from fogline.examples.digits_torch import student, teacher
 from fogline.model import load_engine
-from fogline.optimize import OptimizeOptions, load_dataset, optimize
+from fogline.optimize import OptimizeOptions, load_dataset, optimize, quantized
 from fogline.optimize._compress import (
     FitOptions,
     distill_plan,
@@ -35,6 +35,7 @@ def test_pruned_variants_are_smaller_and_keep_accuracy(
         prune_plan(net, "magnitude", 0.5, digits_train, signature, fit),
         prune_plan(net, "structured", 0.5, digits_train, signature, fit),
     ]
+    plans.append(quantized(plans[1]))
     report = optimize(
         digits_model,
         digits_calibration,
@@ -53,6 +54,11 @@ def test_pruned_variants_are_smaller_and_keep_accuracy(
     assert "zero weights" in magnitude.notes and "compressed" in magnitude.notes
     # channels really removed: about a quarter of the weights remain
     assert structured.size_bytes < 0.5 * base.size_bytes
+    # pruning and quantization compound
+    both = report.variant("torch-prune-structured-50-int8")
+    assert both.status == "ok" and both.precision == "int8", both.error
+    assert both.size_bytes < 0.4 * structured.size_bytes
+    assert both.accuracy is not None and both.accuracy >= structured.accuracy - 1.0
     # the original network is untouched by the pruning of its copies
     assert sparsity(net) < 0.01
 

@@ -31,6 +31,7 @@ from fogline.optimize import (
     optimize,
     parse_prune,
     prune_plan,
+    quantized,
 )
 
 
@@ -192,6 +193,9 @@ def optimize_command(
         None, help="With --from-torch: fine-tuning data (default: the calibration data)."
     ),
     epochs: int = typer.Option(3, min=0, help="With --from-torch: fine-tuning epochs."),
+    prune_int8: bool = typer.Option(
+        True, help="With --from-torch: also quantize each pruned model to static INT8."
+    ),
     input_names: str = typer.Option(
         "input", help="With --from-torch: input names, comma-separated."
     ),
@@ -236,7 +240,10 @@ def optimize_command(
     with torch_baseline(from_torch, calibration, input_names, output_names) as (path, net):
 
         def plans(signature: Signature, data: Dataset) -> list[VariantPlan]:
-            return [prune_plan(net, m, a, data, signature, fit_options) for m, a in pruning]
+            pruned = [prune_plan(net, m, a, data, signature, fit_options) for m, a in pruning]
+            if prune_int8:
+                pruned += [quantized(p, methods[0]) for p in pruned]
+            return pruned
 
         if options.name is None:
             options.name = from_torch.partition(":")[2]

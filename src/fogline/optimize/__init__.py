@@ -18,7 +18,13 @@ from fogline.optimize._data import Dataset, load_dataset
 from fogline.optimize._measure import Agreement, accuracy, agreement
 from fogline.optimize._report import Report, VariantResult
 from fogline.optimize._search import NOT_SELECTED, OptimizeOptions, optimize
-from fogline.optimize._variants import CALIBRATION_METHODS, BuildContext, VariantPlan, has_vnni
+from fogline.optimize._variants import (
+    CALIBRATION_METHODS,
+    BuildContext,
+    VariantPlan,
+    has_vnni,
+    quantized,
+)
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -42,4 +48,5 @@ __all__ = [
     "optimize",
     "parse_prune",
     "prune_plan",
+    "quantized",
 ]

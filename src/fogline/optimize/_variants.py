@@ -252,3 +252,23 @@ def openvino_plans() -> tuple[list[VariantPlan], dict[str, str]]:
         notes = "NNCF post-training quantization" if precision == "int8" else ""
         plans.append(VariantPlan(name, "openvino", precision, build, notes, suffix))
     return plans, skipped
+
+
+def quantized(plan: VariantPlan, method: str = "minmax") -> VariantPlan:
+    """``plan`` followed by static INT8: pruning and quantization compound."""
+    builder = static_builder(method)
+
+    def build(ctx: BuildContext, out: Path) -> Path:
+        folder = ctx.workdir / f"{plan.name}-for-int8"
+        folder.mkdir(exist_ok=True)
+        source = plan.build(ctx, folder / "model.onnx")
+        return builder(BuildContext(source, folder, ctx.calibration), out)
+
+    note = "" if has_vnni() else "; 7-bit weights (no VNNI)"
+    return VariantPlan(
+        f"{plan.name}-int8",
+        "onnxruntime",
+        "int8",
+        build,
+        f"{plan.notes}; then static INT8 QDQ per-channel, {method}{note}",
+    )
