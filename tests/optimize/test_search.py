@@ -225,3 +225,32 @@ def test_the_output_folder_has_the_usual_permissions(tmp_path, digits_model, dig
     os.umask(umask)
     assert (out.stat().st_mode & 0o777) == 0o777 & ~umask
     assert ((out / "model.onnx").stat().st_mode & 0o777) == 0o666 & ~umask
+
+
+def test_a_front_runner_that_is_not_faster_when_re_timed_is_passed_over():
+    base = _result("ort-fp32", 10.0, True, 100.0)
+    lucky = _result("lucky", 4.0, True)  # flattered by its one timing
+    real = _result("real", 6.0, True)
+    re_timed = {"lucky": 1.01, "real": 1.6}
+
+    chosen = _select([base, lucky, real], base, OptimizeOptions(), lambda r: re_timed[r.name])
+
+    assert chosen is real
+    assert lucky.confirmed_speedup == pytest.approx(1.01) and not lucky.faster_than_baseline
+    assert real.confirmed_speedup == pytest.approx(1.6)
+
+
+def test_the_baseline_stays_when_no_front_runner_holds_up():
+    base = _result("ort-fp32", 10.0, True, 100.0)
+    fast = _result("fast", 5.0, True)
+    assert _select([base, fast], base, OptimizeOptions(), lambda r: 0.9) is base
+    assert base.selected and not fast.selected
+
+
+def test_the_selected_variant_was_re_timed_in_a_real_search(digits_run):
+    _, report = digits_run
+    chosen = report.variant(report.selected)
+    if chosen.name != report.baseline:
+        assert chosen.confirmed_speedup is not None and chosen.confirmed_speedup >= MIN_SPEEDUP
+    data = report.to_dict()
+    assert all("confirmed_speedup" in v for v in data["variants"])

@@ -76,8 +76,12 @@ def variant_table(report: Report) -> Table:
             verdict = f"[red]{escape(v.budget_reason)}[/]"
         elif v.name == report.baseline:
             verdict = "baseline"
+        elif v.faster_than_baseline:
+            verdict = "slower than selected"
+        elif v.confirmed_speedup is not None:
+            verdict = f"not faster when re-timed ({v.confirmed_speedup:.2f}x)"
         else:
-            verdict = "slower than selected" if v.faster_than_baseline else "not faster"
+            verdict = "not faster"
         table.add_row(
             v.name,
             v.precision,

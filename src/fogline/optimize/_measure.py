@@ -145,14 +145,14 @@ def measure_variant(
     throughput: dict[str, float] = {}
     outputs = run_dataset(engine, eval_data)
     for batch in batches:
-        feeds = _feeds_of_size(eval_data, batch, engine)
+        feeds = feeds_of_size(eval_data, batch, engine)
         stats = measure(engine, feeds, batch=batch, duration_s=duration_s)
         latency[f"batch{batch}"] = {"p50": round(stats.p50, 4), "p99": round(stats.p99, 4)}
         throughput[f"batch{batch}"] = round(stats.throughput, 1)
     return {"latency_ms": latency, "throughput": throughput}, outputs
 
 
-def _feeds_of_size(data: Dataset, batch: int, engine: Engine) -> dict[str, np.ndarray]:
+def feeds_of_size(data: Dataset, batch: int, engine: Engine) -> dict[str, np.ndarray]:
     """``batch`` real items from ``data`` (repeated if it holds fewer)."""
     first = data.batches[0]
     feeds: dict[str, np.ndarray] = {}

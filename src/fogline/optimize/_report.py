@@ -43,6 +43,7 @@ class VariantResult:
     within_budget: bool = False
     budget_reason: str = ""
     faster_than_baseline: bool = False
+    confirmed_speedup: float | None = None
     selected: bool = False
     excluded_nodes: list[str] = field(default_factory=list)
 
@@ -127,6 +128,7 @@ class VariantResult:
             "within_budget": self.within_budget,
             "budget": self.budget_reason,
             "faster_than_baseline": self.faster_than_baseline,
+            "confirmed_speedup": self.confirmed_speedup,
             "selected": self.selected,
             "excluded_nodes": self.excluded_nodes,
             "notes": self.notes,
