@@ -42,13 +42,14 @@ class Objective(str, Enum):
 
 def variant_table(report: Report) -> Table:
     table = Table(title=f"variants of {Path(report.model).name} (selected: {report.selected})")
+    batches = report.settings.get("batches") or [1]
     for column in (
         "variant",
         "prec",
         "KiB",
-        "p50 ms",
-        "p99 ms",
-        "items/s",
+        f"p50 ms b{batches[0]}",
+        f"p99 ms b{batches[0]}",
+        f"items/s b{batches[-1]}",
         "accuracy",
         "agree",
         "max err",
@@ -79,7 +80,7 @@ def variant_table(report: Report) -> Table:
         elif v.faster_than_baseline:
             verdict = "slower than selected"
         elif v.confirmed_speedup is not None:
-            verdict = f"not faster when re-timed ({v.confirmed_speedup:.2f}x)"
+            verdict = f"re-timed: only {v.confirmed_speedup:.2f}x"
         else:
             verdict = "not faster"
         table.add_row(
@@ -143,7 +144,7 @@ def run_optimize(
     chosen = report.variant(report.selected)
     console.print(
         f"selected [bold]{report.selected}[/] ({chosen.engine}, {chosen.precision}): "
-        f"{report.speedup():.2f}x the batch-1 speed of {report.baseline}"
+        f"{report.speedup_text()}"
     )
     console.print(
         f"wrote {out / ('model' + Path(chosen.file).suffix)}, "

@@ -198,8 +198,20 @@ class Report:
         return next(v for v in self.variants if v.name == name)
 
     def speedup(self) -> float:
+        """How much faster the selection is than the baseline, by the search's objective."""
         base, chosen = self.variant(self.baseline), self.variant(self.selected)
+        if self.settings.get("objective") == "throughput":
+            return chosen.throughput / base.throughput if base.throughput else 0.0
         return base.p50 / chosen.p50 if chosen.p50 else 0.0
+
+    def speedup_text(self) -> str:
+        """``"1.52x the batch-1 speed of ort-fp32"`` or the throughput equivalent."""
+        batches = self.settings.get("batches") or [1]
+        if self.settings.get("objective") == "throughput":
+            what = f"the throughput at batch {batches[-1]}"
+        else:
+            what = f"the batch-{batches[0]} speed"
+        return f"{self.speedup():.2f}x {what} of {self.baseline}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -338,7 +350,7 @@ tr.sel {{ background: #e4f7e4; font-weight: bold; }} tr.bad {{ color: #a33; }}
 <h1>fogline optimize</h1>
 <p>Model <code>{html.escape(report.model)}</code> on {html.escape(str(report.machine["cpu"]))}
 ({report.machine["cores"]} cores). Selected <b>{html.escape(report.selected)}</b>:
-{report.speedup():.2f}x the batch-1 speed of {html.escape(report.baseline)}.
+{html.escape(report.speedup_text())}.
 Budget: {html.escape(_budget_text(report.settings))}.</p>
 {_plot_svg(report)}
 <table><tr>{"".join(f"<th>{h}</th>" for h in heads)}</tr>{"".join(rows)}</table>
