@@ -1,8 +1,8 @@
 """The one error tree of fogline.
 
 Every failure that a user can cause or fix is raised as a subclass of
-:class:`FoglineError`. Errors from ONNX, ONNX Runtime, OpenVINO, LiteRT and
-the file system are caught at the boundary where they happen and re-raised
+:class:`FoglineError`. Errors from ONNX, ONNX Runtime, OpenVINO, LiteRT,
+SQLite and the file system are caught at the boundary where they happen and re-raised
 ``from`` the original as the most specific class below, so a caller needs
 only ``except FoglineError`` and the CLI can print one line and exit 2::
 
@@ -11,24 +11,40 @@ only ``except FoglineError`` and the CLI can print one line and exit 2::
     │   ├── ModelFormatError       not a model, truncated, corrupt, unsafe
     │   └── BackendUnavailable     the engine asked for is not installed
     ├── SignatureMismatch          data does not fit the model's inputs
+    ├── BatcherError               the micro-batcher did not compute an item
+    │   ├── Overloaded             the queue is full and the policy is reject
+    │   ├── Dropped                evicted from a full queue by a newer item
+    │   ├── DeadlineExceeded       its deadline passed before its batch ran
+    │   └── NotRunning             the batcher is not started, or is closed
     ├── DataError                  calibration / eval data cannot be read
     ├── ManifestError              a manifest is malformed or disagrees with its model
     ├── ConfigError                an option value is unknown or out of range
-    └── OptimizeError              no variant could be built or measured
+    ├── OptimizeError              no variant could be built or measured
+    └── StoreError                 the results store cannot be opened, read or written
+        ├── StoreFormatError       the file is not SQLite, or not a store this version reads
+        └── OutboxFull             the outbox is at its limit and its policy is "reject"
 """
 
 from __future__ import annotations
 
 __all__ = [
     "BackendUnavailable",
+    "BatcherError",
     "ConfigError",
     "DataError",
+    "DeadlineExceeded",
+    "Dropped",
     "FoglineError",
     "ManifestError",
     "ModelError",
     "ModelFormatError",
+    "NotRunning",
     "OptimizeError",
+    "OutboxFull",
+    "Overloaded",
     "SignatureMismatch",
+    "StoreError",
+    "StoreFormatError",
 ]
 
 
@@ -52,6 +68,26 @@ class SignatureMismatch(FoglineError):
     """Inputs do not match the model's signature (names, dtypes, shapes)."""
 
 
+class BatcherError(FoglineError):
+    """The micro-batcher did not compute an item (it was refused, evicted or expired)."""
+
+
+class Overloaded(BatcherError):
+    """The batcher's queue is full and its overflow policy is ``reject``."""
+
+
+class Dropped(BatcherError):
+    """The item waited in a full queue and was evicted by a newer one (``drop-oldest``)."""
+
+
+class DeadlineExceeded(BatcherError):
+    """The item's deadline passed before its batch ran, so it was not computed."""
+
+
+class NotRunning(BatcherError):
+    """The batcher is not started yet, or was closed before the item ran."""
+
+
 class DataError(FoglineError):
     """Calibration or evaluation data cannot be read or is inconsistent."""
 
@@ -66,3 +102,15 @@ class ConfigError(FoglineError):
 
 class OptimizeError(FoglineError):
     """The optimizer could not build or measure any usable variant."""
+
+
+class StoreError(FoglineError):
+    """The results store cannot be opened, read or written (SQLite failed or it is closed)."""
+
+
+class StoreFormatError(StoreError):
+    """The file is not a SQLite database, or not a fogline store this version can read."""
+
+
+class OutboxFull(StoreError):
+    """The outbox holds its limit of pending messages and its policy is ``"reject"``."""

@@ -7,6 +7,7 @@
 ('pixels',)
 """
 
+from fogline.model._batcher import OVERFLOWS, BatcherStats, BatchPolicy, MicroBatcher
 from fogline.model._bench import LatencyStats, PeakMemory, measure, time_calls
 from fogline.model._engine import (
     BACKENDS,
@@ -26,11 +27,15 @@ from fogline.model._torch import torch_to_onnx
 __all__ = [
     "BACKENDS",
     "MANIFEST_NAME",
+    "OVERFLOWS",
     "PRECISIONS",
+    "BatchPolicy",
+    "BatcherStats",
     "Engine",
     "EngineOptions",
     "LatencyStats",
     "Manifest",
+    "MicroBatcher",
     "PeakMemory",
     "Signature",
     "TensorSpec",

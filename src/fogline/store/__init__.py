@@ -1,0 +1,46 @@
+"""The device's durable results store and outbox: one SQLite file in WAL mode, stdlib only.
+
+A result is durable before :meth:`ResultStore.add` returns; the ``sync`` ones
+are queued in the outbox in the same transaction and delivered at least once
+by an :class:`OutboxSender` over a :class:`Transport`, each under an
+idempotency key that receivers dedupe on.
+
+>>> import pathlib, tempfile
+>>> from fogline.store import JsonlTransport, OutboxSender, Result, ResultStore, read_deduplicated
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> with ResultStore(folder / "results.db") as store:
+...     ids = store.add([Result("cam0", 0, 1.0, "digits", "3", {"label": 4}, sync=True)])
+...     with JsonlTransport(folder / "sent.jsonl") as transport:
+...         OutboxSender(store, transport).deliver_once()
+1
+>>> [m["result"]["outputs"] for m in read_deduplicated(folder / "sent.jsonl")]
+[{'label': 4}]
+"""
+
+from fogline.store._jsonl import JsonlTransport, read_deduplicated
+from fogline.store._outbox import OutboxSender, Transport
+from fogline.store._result import OutboxMessage, Record, Result
+from fogline.store._schema import SCHEMA_VERSION
+from fogline.store._store import (
+    OUTBOX_POLICIES,
+    OutboxPolicy,
+    OutboxStats,
+    ResultStore,
+    Retention,
+)
+
+__all__ = [
+    "OUTBOX_POLICIES",
+    "SCHEMA_VERSION",
+    "JsonlTransport",
+    "OutboxMessage",
+    "OutboxPolicy",
+    "OutboxSender",
+    "OutboxStats",
+    "Record",
+    "Result",
+    "ResultStore",
+    "Retention",
+    "Transport",
+    "read_deduplicated",
+]

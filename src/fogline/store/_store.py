@@ -1,0 +1,366 @@
+"""The device's durable results store and its outbox, in one SQLite file.
+
+Concurrency: one ``sqlite3`` connection per :class:`ResultStore`, shared by
+every thread and serialised by a lock held for the length of each call
+(SQLite writes one transaction at a time anyway). Other processes may open
+the same file: WAL lets them read while this one writes, and writers wait up
+to ``timeout`` seconds for each other.
+
+Durability: the file is in WAL mode with ``synchronous=FULL``, so when
+:meth:`ResultStore.add` returns, its transaction is in the WAL and fsynced —
+it survives a process crash *and* a power loss. (``NORMAL`` would survive a
+crash but could lose the last commits on power loss, which breaks "durable
+before acknowledged".) One fsync per ``add`` call: batch results to go faster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from fogline.errors import ConfigError, OutboxFull, StoreError
+from fogline.store._result import OutboxMessage, Record, Result, outputs_json
+from fogline.store._schema import connect
+
+OutboxPolicy = Literal["drop-oldest", "reject"]
+OUTBOX_POLICIES: tuple[OutboxPolicy, ...] = ("drop-oldest", "reject")
+
+_RESULT_COLUMNS = "id, source, sequence, captured_at, model, model_version, outputs, sync"
+_RESULT_COLUMNS_R = ", ".join("r." + c for c in _RESULT_COLUMNS.split(", "))
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long results are kept: at most ``max_age_s`` old, at most ``max_rows`` of them.
+
+    ``None`` means no limit. Results still waiting in the outbox are kept regardless.
+
+    >>> Retention(max_age_s=7 * 86400, max_rows=1_000_000).max_rows
+    1000000
+    >>> Retention(max_rows=-1)
+    Traceback (most recent call last):
+    ...
+    fogline.errors.ConfigError: retention max_rows must be zero or more, got -1
+    """
+
+    max_age_s: float | None = None
+    max_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_age_s is not None and not self.max_age_s >= 0:
+            raise ConfigError(f"retention max_age_s must be zero or more, got {self.max_age_s}")
+        if self.max_rows is not None and self.max_rows < 0:
+            raise ConfigError(f"retention max_rows must be zero or more, got {self.max_rows}")
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """Outbox counts since the store was created: ``produced = delivered + pending + dropped``."""
+
+    produced: int
+    delivered: int
+    pending: int
+    dropped: int
+
+
+class ResultStore:
+    """Results and their outbox in one SQLite file (WAL); see the module docstring.
+
+    Idempotency keys are random UUIDs (uuid4) drawn when a result is added and
+    stored with its outbox row, so every redelivery carries the same key. They
+    are deliberately not derived from ``source``/``sequence``: a source's
+    sequence restarts at 0 when the device reboots, and a derived key would make
+    receivers discard genuinely new results as duplicates.
+
+    >>> import pathlib, tempfile
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "results.db"
+    >>> with ResultStore(path) as store:
+    ...     ids = store.add([Result("cam0", 0, 1.0, "digits", "3", {"label": 4}, sync=True)])
+    ...     store.get(ids[0]).result.outputs, store.count(), store.stats().pending
+    ({'label': 4}, 1, 1)
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        outbox_limit: int = 100_000,
+        outbox_policy: OutboxPolicy = "drop-oldest",
+        retention: Retention = Retention(),
+        timeout: float = 5.0,
+    ) -> None:
+        if outbox_limit < 1:
+            raise ConfigError(f"outbox_limit must be at least 1, got {outbox_limit}")
+        if outbox_policy not in OUTBOX_POLICIES:
+            raise ConfigError(
+                f"outbox_policy must be one of {', '.join(OUTBOX_POLICIES)}; got {outbox_policy!r}"
+            )
+        self.path = Path(path)
+        self.outbox_limit = outbox_limit
+        self.outbox_policy: OutboxPolicy = outbox_policy
+        self.retention = retention
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = connect(self.path, timeout=timeout)
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; later calls raise :class:`StoreError`. Closing twice is fine."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    @property
+    def closed(self) -> bool:
+        return self._conn is None
+
+    def __enter__(self) -> ResultStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else "open"
+        return f"<ResultStore {str(self.path)!r} {state}>"
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            if self._conn is None:
+                raise StoreError(f"{self.path}: the store is closed")
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: all of it commits, or none of it does."""
+        with self._read() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:  # also when COMMIT itself failed (busy, disk full)
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+    # -- results -------------------------------------------------------------------
+
+    def add(self, results: Iterable[Result]) -> list[int]:
+        """Store ``results`` and queue the ``sync`` ones in the outbox, in one transaction.
+
+        Returns their ids, in order, once the transaction is committed and
+        durable. On any error nothing of the batch is stored. With the policy
+        ``"reject"`` a batch that would overflow the outbox raises
+        :class:`OutboxFull`; with ``"drop-oldest"`` the oldest pending messages
+        are dropped to make room and counted in :meth:`dropped`.
+        """
+        batch = list(results)
+        for index, result in enumerate(batch):
+            if not isinstance(result, Result):
+                raise TypeError(
+                    f"item {index} of the batch is a {type(result).__name__}, not a Result"
+                )
+        if not batch:
+            return []
+        ids: list[int] = []
+        with self._write() as conn:
+            queued = sum(r.sync for r in batch)
+            pending = self._pending_count(conn)
+            if self.outbox_policy == "reject" and pending + queued > self.outbox_limit:
+                raise OutboxFull(
+                    f"{self.path}: the outbox holds {pending} of {self.outbox_limit} messages; "
+                    f"this batch would add {queued} (policy reject: nothing of it was stored)"
+                )
+            for index, result in enumerate(batch):
+                try:
+                    outputs = outputs_json(result.outputs)
+                except (TypeError, ValueError) as exc:
+                    raise StoreError(
+                        f"result {index} of the batch (source {result.source!r}, sequence "
+                        f"{result.sequence}): outputs are not JSON ({exc}); nothing was stored"
+                    ) from exc
+                cursor = conn.execute(
+                    "INSERT INTO results (source, sequence, captured_at, model, model_version,"
+                    " outputs, sync) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        result.source,
+                        result.sequence,
+                        float(result.captured_at),
+                        result.model,
+                        result.model_version,
+                        outputs,
+                        int(result.sync),
+                    ),
+                )
+                assert cursor.lastrowid is not None
+                ids.append(cursor.lastrowid)
+                if result.sync:
+                    conn.execute(
+                        "INSERT INTO outbox (result_id, key) VALUES (?, ?)",
+                        (cursor.lastrowid, str(uuid.uuid4())),
+                    )
+            if queued:
+                _bump(conn, "produced", queued)
+                overflow = pending + queued - self.outbox_limit
+                if overflow > 0:  # only reachable with drop-oldest
+                    dropped = conn.execute(
+                        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)",
+                        (overflow,),
+                    ).rowcount
+                    _bump(conn, "dropped", dropped)
+        return ids
+
+    def get(self, id: int) -> Record | None:
+        """The result stored under ``id``, or ``None`` (never stored, or removed by retention)."""
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_RESULT_COLUMNS} FROM results WHERE id = ?", (id,)
+            ).fetchone()
+        return None if row is None else _record(row)
+
+    def query(
+        self, *, source: str | None = None, since: float | None = None, limit: int = 1000
+    ) -> list[Record]:
+        """Results in id order, optionally of one ``source`` and captured at or after ``since``."""
+        if limit < 0:
+            raise ConfigError(f"limit must be zero or more, got {limit}")
+        where: list[str] = []
+        params: list[Any] = []
+        if source is not None:
+            where.append("source = ?")
+            params.append(source)
+        if since is not None:
+            where.append("captured_at >= ?")
+            params.append(since)
+        sql = f"SELECT {_RESULT_COLUMNS} FROM results"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._read() as conn:
+            rows = conn.execute(sql + " ORDER BY id LIMIT ?", (*params, limit)).fetchall()
+        return [_record(row) for row in rows]
+
+    def count(self) -> int:
+        """How many results the store holds."""
+        with self._read() as conn:
+            return int(conn.execute("SELECT count(*) FROM results").fetchone()[0])
+
+    def apply_retention(self, now: float | None = None) -> int:
+        """Delete results older than ``max_age_s`` and beyond ``max_rows``; return how many.
+
+        Age is ``now - captured_at`` (``now`` defaults to ``time.time()``);
+        beyond ``max_rows`` the lowest ids (the first stored) go first. A result
+        whose outbox message is still pending is never deleted, so the store
+        may hold more than ``max_rows`` while the device is offline.
+        """
+        keep = self.retention
+        now = time.time() if now is None else now
+        deletable = "NOT EXISTS (SELECT 1 FROM outbox o WHERE o.result_id = results.id)"
+        deleted = 0
+        with self._write() as conn:
+            if keep.max_age_s is not None:
+                deleted += conn.execute(
+                    f"DELETE FROM results WHERE captured_at < ? AND {deletable}",
+                    (now - keep.max_age_s,),
+                ).rowcount
+            if keep.max_rows is not None:
+                excess = conn.execute("SELECT count(*) FROM results").fetchone()[0] - keep.max_rows
+                if excess > 0:
+                    deleted += conn.execute(
+                        "DELETE FROM results WHERE id IN (SELECT id FROM results"
+                        f" WHERE {deletable} ORDER BY id LIMIT ?)",
+                        (excess,),
+                    ).rowcount
+        return deleted
+
+    # -- outbox --------------------------------------------------------------------
+
+    def pending(self, limit: int = 100) -> list[OutboxMessage]:
+        """The first ``limit`` pending outbox messages, in delivery (id) order."""
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT o.id, o.key, o.attempts, {_RESULT_COLUMNS_R} FROM outbox o"
+                " JOIN results r ON r.id = o.result_id ORDER BY o.id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        messages = []
+        for outbox_id, key, attempts, *result_row in rows:
+            record = _record(tuple(result_row))
+            messages.append(OutboxMessage(outbox_id, key, record.id, record.result, attempts))
+        return messages
+
+    def mark_delivered(self, ids: Sequence[int]) -> int:
+        """Remove delivered messages from the outbox and count them; return how many were pending.
+
+        An id that is no longer pending (dropped meanwhile) is not counted
+        twice: it stays counted as dropped.
+        """
+        if not ids:
+            return 0
+        with self._write() as conn:
+            done = conn.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids]).rowcount
+            _bump(conn, "delivered", done)
+        return done
+
+    def record_failure(self, id: int, error: str) -> int:
+        """Count a failed delivery of message ``id``; return its attempts so far (0 if gone)."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?",
+                (error[:1000], id),
+            )
+            row = conn.execute("SELECT attempts FROM outbox WHERE id = ?", (id,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def dropped(self) -> int:
+        """How many outbox messages were dropped (policy ``"drop-oldest"``) since creation."""
+        return self.stats().dropped
+
+    def stats(self) -> OutboxStats:
+        """Outbox counters, and the pending messages counted afresh from the table."""
+        with self._read() as conn:
+            counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+            pending = conn.execute("SELECT count(*) FROM outbox").fetchone()[0]
+        return OutboxStats(
+            produced=counters["produced"],
+            delivered=counters["delivered"],
+            pending=pending,
+            dropped=counters["dropped"],
+        )
+
+    @staticmethod
+    def _pending_count(conn: sqlite3.Connection) -> int:
+        # From the counters, O(1); stats() recounts the table, and the tests check they agree.
+        counters = dict(conn.execute("SELECT name, value FROM counters").fetchall())
+        return int(counters["produced"] - counters["delivered"] - counters["dropped"])
+
+
+def _bump(conn: sqlite3.Connection, name: str, by: int) -> None:
+    conn.execute("UPDATE counters SET value = value + ? WHERE name = ?", (by, name))
+
+
+def _record(row: tuple[Any, ...]) -> Record:
+    id_, source, sequence, captured_at, model, model_version, outputs, sync = row
+    result = Result(
+        source, sequence, captured_at, model, model_version, _loads(outputs), bool(sync)
+    )
+    return Record(id_, result)
+
+
+def _loads(text: str) -> dict[str, Any]:
+    value = json.loads(text)
+    assert isinstance(value, dict)
+    return value
