@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from fogline.errors import ConfigError, FoglineError, StoreError, StoreFormatError
@@ -47,7 +48,6 @@ def test_survives_reopening(db_path: Path, make_result: Any) -> None:
 
 
 def test_numpy_outputs_are_stored_as_lists(store: ResultStore, make_result: Any) -> None:
-    np = pytest.importorskip("numpy")
     (id_,) = store.add([make_result(outputs={"logits": np.arange(3, dtype=np.float32)})])
     assert store.get(id_).result.outputs == {"logits": [0.0, 1.0, 2.0]}  # type: ignore[union-attr]
 

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from fogline.cli._app import app, console, parse_batches
 from fogline.errors import ConfigError
-from fogline.model import Signature, TensorSpec, load_engine
+from fogline.model import Signature, TensorSpec, load_onnx, onnx_signature
 from fogline.optimize import (
     CALIBRATION_METHODS,
     NOT_SELECTED,
@@ -116,7 +116,8 @@ def run_optimize(
     ``extra_plans`` builds more variants (pruning, distillation) from the
     model's signature and the training data (``train``, else the calibration data).
     """
-    signature = load_engine(model).signature
+    # The signature is read from the file: no runtime session just for that.
+    signature = onnx_signature(load_onnx(model, with_external_data=False), model)
     calib = load_dataset(calibration, signature)
     evald = load_dataset(evaluation, signature) if evaluation else None
     plans: list[VariantPlan] = []

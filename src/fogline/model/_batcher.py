@@ -29,7 +29,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Mapping
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
@@ -158,18 +158,6 @@ class BatcherStats:
         return self.completed + self.failed + self.dropped + self.expired + self.cancelled
 
 
-@dataclass
-class _Tally:
-    submitted: int = 0
-    completed: int = 0
-    failed: int = 0
-    dropped: int = 0
-    expired: int = 0
-    cancelled: int = 0
-    rejected: int = 0
-    batches: int = 0
-
-
 @dataclass(eq=False)
 class _Item:
     inputs: dict[str, np.ndarray]
@@ -221,7 +209,8 @@ class MicroBatcher:
         self._queue: deque[_Item] = deque()
         self._state: Literal["new", "running", "closing", "closed"] = "new"
         self._threads: list[threading.Thread] = []
-        self._tally = _Tally()
+        # submitted, completed, failed, dropped, expired, cancelled, rejected, batches
+        self._tally: Counter[str] = Counter()
         self._sizes: Counter[int] = Counter()
         self._in_flight = 0
 
@@ -253,7 +242,7 @@ class MicroBatcher:
             if self._state in ("new", "running"):
                 self._state = "closing"
             abandoned = [] if drain else self._take(len(self._queue))
-            self._tally.cancelled += len(abandoned)
+            self._tally["cancelled"] += len(abandoned)
             self._not_empty.notify_all()
             self._not_full.notify_all()
         error = NotRunning("the batcher was closed without draining; this item was not computed")
@@ -326,20 +315,20 @@ class MicroBatcher:
                 if len(self._queue) < self.policy.queue_size:
                     break
                 if self.policy.overflow == "reject":
-                    self._tally.rejected += 1
+                    self._tally["rejected"] += 1
                     raise Overloaded(
                         f"the batcher's queue is full ({self.policy.queue_size} items waiting)"
                     )
                 if self.policy.overflow == "drop-oldest":
                     evicted = self._take(1)
-                    self._tally.dropped += len(evicted)
+                    self._tally["dropped"] += len(evicted)
                     break
                 if not block:
                     return None
                 self._not_full.wait()
             item.queued_at = time.monotonic()
             self._queue.append(item)
-            self._tally.submitted += 1
+            self._tally["submitted"] += 1
             self._not_empty.notify()
         for old in evicted:
             old.future.set_exception(Dropped("evicted from the full queue by a newer item"))
@@ -357,7 +346,7 @@ class MicroBatcher:
             if item.future.set_running_or_notify_cancel():
                 taken.append(item)
             else:
-                self._tally.cancelled += 1
+                self._tally["cancelled"] += 1
         self._not_full.notify(count)
         return taken
 
@@ -399,7 +388,7 @@ class MicroBatcher:
             for item in self._take(size):
                 late = item.deadline is not None and item.deadline <= now
                 (expired if late else batch).append(item)
-            self._tally.expired += len(expired)
+            self._tally["expired"] += len(expired)
             self._in_flight += len(batch)
         return batch, expired
 
@@ -427,19 +416,19 @@ class MicroBatcher:
         # Counts move before the futures resolve, so a caller that has seen every
         # future done also sees final counts.
         self._in_flight -= size
-        self._tally.batches += 1
+        self._tally["batches"] += 1
         self._sizes[size] += 1
         if failed:
-            self._tally.failed += size
+            self._tally["failed"] += size
         else:
-            self._tally.completed += size
+            self._tally["completed"] += size
 
     @property
     def stats(self) -> BatcherStats:
         """A consistent snapshot of the counters (see :class:`BatcherStats`)."""
         with self._lock:
             return BatcherStats(
-                **asdict(self._tally),
+                **self._tally,
                 batch_sizes=dict(sorted(self._sizes.items())),
                 queued=len(self._queue),
                 in_flight=self._in_flight,

@@ -90,13 +90,18 @@ def _first_float(outputs: Mapping[str, np.ndarray]) -> np.ndarray | None:
 def agreement(reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> Agreement:
     ref_values = list(reference.values())
     out_values = list(outputs.values())
-    diffs = [
-        np.abs(o.astype(np.float64) - r.astype(np.float64))
+    # (|difference|, FP32 range) of every non-empty float output both sides have
+    compared = [
+        (np.abs(o.astype(np.float64) - r.astype(np.float64)), float(r.max() - r.min()))
         for r, o in zip(ref_values, out_values, strict=False)
-        if r.dtype.kind == "f" and r.shape == o.shape
+        if r.dtype.kind == "f" and r.shape == o.shape and r.size
     ]
-    max_abs = max((float(d.max()) for d in diffs if d.size), default=0.0)
-    mean_abs = float(np.mean([d.mean() for d in diffs if d.size])) if diffs else 0.0
+    max_abs = max((float(d.max()) for d, _ in compared), default=0.0)
+    mean_abs = float(np.mean([d.mean() for d, _ in compared])) if compared else 0.0
+    max_rel = max(
+        (float(d.max()) / rng if rng > 0 else float(d.max() > 0) for d, rng in compared),
+        default=0.0,
+    )
     ref, out = _first_float(reference), _first_float(outputs)
     if ref is None or out is None or ref.shape != out.shape:
         # Integer outputs (labels) agree when they are equal.
@@ -104,19 +109,6 @@ def agreement(reference: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndar
         top1 = 100.0 * float(np.mean(pairs[0][0] == pairs[0][1])) if pairs else 0.0
     else:
         top1 = 100.0 * float(np.mean(ref.argmax(-1) == out.argmax(-1)))
-    ranges = [
-        float(r.max() - r.min())
-        for r, o in zip(ref_values, out_values, strict=False)
-        if r.dtype.kind == "f" and r.shape == o.shape and r.size
-    ]
-    max_rel = max(
-        (
-            float(d.max()) / rng if rng > 0 else float(d.max() > 0)
-            for d, rng in zip(diffs, ranges, strict=False)
-            if d.size
-        ),
-        default=0.0,
-    )
     return Agreement(top1, max_abs, mean_abs, max_rel)
 
 
