@@ -19,6 +19,8 @@ only ``except FoglineError`` and the CLI can print one line and exit 2::
     ├── DataError                  calibration / eval data cannot be read
     ├── ManifestError              a manifest is malformed or disagrees with its model
     ├── ConfigError                an option value is unknown or out of range
+    ├── ItemError                  one stream item cannot be used (corrupt frame, bad row)
+    ├── TransportError             a message could not be sent (broker or endpoint down)
     ├── OptimizeError              no variant could be built or measured
     └── StoreError                 the results store cannot be opened, read or written
         ├── StoreFormatError       the file is not SQLite, or not a store this version reads
@@ -35,6 +37,7 @@ __all__ = [
     "DeadlineExceeded",
     "Dropped",
     "FoglineError",
+    "ItemError",
     "ManifestError",
     "ModelError",
     "ModelFormatError",
@@ -45,6 +48,7 @@ __all__ = [
     "SignatureMismatch",
     "StoreError",
     "StoreFormatError",
+    "TransportError",
 ]
 
 
@@ -98,6 +102,21 @@ class ManifestError(FoglineError):
 
 class ConfigError(FoglineError):
     """An option has a value that fogline does not accept."""
+
+
+class ItemError(FoglineError):
+    """One item of a stream cannot be used: a corrupt frame, a malformed row.
+
+    The pipeline counts it, logs it with its ``position`` and goes on.
+    """
+
+    def __init__(self, message: str, position: str = "") -> None:
+        super().__init__(f"{position}: {message}" if position else message)
+        self.position = position
+
+
+class TransportError(FoglineError):
+    """A message could not be delivered: the broker or endpoint is down or refused it."""
 
 
 class OptimizeError(FoglineError):

@@ -35,6 +35,7 @@ from fogline.model import (
     BatchPolicy,
     Engine,
     EngineOptions,
+    Lane,
     MicroBatcher,
     Signature,
     TensorSpec,
@@ -271,6 +272,72 @@ def test_drop_oldest_evicts_the_oldest_and_counts_them(engine: Engine):
     assert stats.submitted == 11 == stats.completed + stats.dropped
     assert (stats.completed, stats.dropped, stats.pending) == (4, 7, 0)
     assert_balanced(stats)
+
+
+def test_a_drop_oldest_lane_evicts_only_its_own_items(engine: Engine):
+    # Prepare: the engine holds item 0; a blocking replay lane holds 2 of 4 queue slots
+    gated = Gated(engine, open_gate=False)
+    policy = BatchPolicy(max_batch=1, max_wait_s=0.0, queue_size=4)
+    replay, camera = Lane("replay", 2, "block"), Lane("camera", 2, "drop-oldest")
+
+    # Execute: the camera sends 6 frames into its 2 slots
+    with MicroBatcher(gated, policy) as batcher:
+        futures = [hold_engine(gated, batcher)]
+        futures += [batcher.submit(tagged(tag), lane=replay) for tag in (1, 2)]
+        futures += [batcher.submit(tagged(tag), lane=camera) for tag in range(10, 16)]
+        during = batcher.stats
+        gated.gate.set()
+    stats = batcher.stats
+
+    # Assert: the replay lost nothing; the camera kept its newest two frames
+    assert (during.queued, during.dropped) == (4, 4)
+    assert [outcome(f) for f in futures] == ["ok"] * 3 + ["Dropped"] * 4 + ["ok"] * 2
+    assert gated.items_seen == [0, 1, 2, 14, 15]
+    assert_balanced(stats)
+
+
+def test_drop_newest_drops_the_item_being_submitted(engine: Engine):
+    gated = Gated(engine, open_gate=False)
+    policy = BatchPolicy(max_batch=1, max_wait_s=0.0, queue_size=8)
+    lane = Lane("sensor", 1, "drop-newest")
+
+    with MicroBatcher(gated, policy) as batcher:
+        futures = [hold_engine(gated, batcher)]
+        futures += [batcher.submit(tagged(tag), lane=lane) for tag in (1, 2, 3)]
+        gated.gate.set()
+    stats = batcher.stats
+
+    assert [outcome(f) for f in futures] == ["ok", "ok", "Dropped", "Dropped"]
+    assert gated.items_seen == [0, 1]
+    assert (stats.submitted, stats.completed, stats.dropped) == (4, 2, 2)
+    assert_balanced(stats)
+
+
+def test_a_drop_oldest_lane_with_nothing_of_its_own_queued_drops_the_newest(engine: Engine):
+    # The queue is full of another lane's items: a camera frame may not evict them
+    gated = Gated(engine, open_gate=False)
+    policy = BatchPolicy(max_batch=1, max_wait_s=0.0, queue_size=2)
+
+    with MicroBatcher(gated, policy) as batcher:
+        futures = [hold_engine(gated, batcher)]
+        futures += [batcher.submit(tagged(tag), lane=Lane("replay", 4)) for tag in (1, 2)]
+        futures.append(batcher.submit(tagged(3), lane=Lane("camera", 2, "drop-oldest")))
+        gated.gate.set()
+
+    assert [outcome(f) for f in futures] == ["ok", "ok", "ok", "Dropped"]
+    assert_balanced(batcher.stats)
+
+
+def test_a_reject_lane_raises_when_its_share_is_full(engine: Engine):
+    gated = Gated(engine, open_gate=False)
+    with MicroBatcher(gated, BatchPolicy(max_batch=1, max_wait_s=0.0, queue_size=8)) as batcher:
+        first = hold_engine(gated, batcher)
+        kept = batcher.submit(tagged(1), lane=Lane("api", 1, "reject"))
+        with pytest.raises(Overloaded, match="lane 'api' is full"):
+            batcher.submit(tagged(2), lane=Lane("api", 1, "reject"))
+        gated.gate.set()
+    assert outcome(first) == outcome(kept) == "ok"
+    assert batcher.stats.rejected == 1
 
 
 def test_reject_raises_overloaded_and_does_not_count_as_submitted(engine: Engine):

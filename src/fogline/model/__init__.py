@@ -7,7 +7,14 @@
 ('pixels',)
 """
 
-from fogline.model._batcher import OVERFLOWS, BatcherStats, BatchPolicy, MicroBatcher
+from fogline.model._batcher import (
+    LANE_OVERFLOWS,
+    OVERFLOWS,
+    BatcherStats,
+    BatchPolicy,
+    Lane,
+    MicroBatcher,
+)
 from fogline.model._bench import LatencyStats, PeakMemory, measure, time_calls
 from fogline.model._engine import (
     BACKENDS,
@@ -26,6 +33,7 @@ from fogline.model._torch import torch_to_onnx
 
 __all__ = [
     "BACKENDS",
+    "LANE_OVERFLOWS",
     "MANIFEST_NAME",
     "OVERFLOWS",
     "PRECISIONS",
@@ -33,6 +41,7 @@ __all__ = [
     "BatcherStats",
     "Engine",
     "EngineOptions",
+    "Lane",
     "LatencyStats",
     "Manifest",
     "MicroBatcher",

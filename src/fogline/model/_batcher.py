@@ -48,6 +48,8 @@ from fogline.model._signature import Signature, TensorSpec
 
 Overflow = Literal["block", "drop-oldest", "reject"]
 OVERFLOWS: tuple[Overflow, ...] = ("block", "drop-oldest", "reject")
+LaneOverflow = Literal["block", "drop-oldest", "drop-newest", "reject"]
+LANE_OVERFLOWS: tuple[LaneOverflow, ...] = ("block", "drop-oldest", "drop-newest", "reject")
 
 Outputs = dict[str, np.ndarray]
 
@@ -117,6 +119,42 @@ class BatchPolicy:
 
 
 @dataclass(frozen=True)
+class Lane:
+    """One producer's share of the queue, with its own overflow policy.
+
+    Several producers can feed one batcher: a file replay that must not skip
+    anything (``block``) next to a live camera where a stale frame is
+    worthless (``drop-oldest``: a new frame evicts the camera's own oldest
+    waiting frame, never another producer's). At most ``limit`` items of a
+    lane wait at once, so one producer cannot take the whole queue from the
+    others, and a live lane's waiting time stays bounded. ``drop-newest``
+    drops the item being submitted instead.
+
+    >>> Lane("cam0", 4, "drop-oldest")
+    Lane(name='cam0', limit=4, overflow='drop-oldest')
+    >>> Lane("cam0", 0)
+    Traceback (most recent call last):
+    ...
+    fogline.errors.ConfigError: lane 'cam0': limit must be a whole number of at least 1; got 0
+    """
+
+    name: str
+    limit: int
+    overflow: LaneOverflow = "block"
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.limit) or self.limit < 1:
+            raise ConfigError(
+                f"lane {self.name!r}: limit must be a whole number of at least 1; got {self.limit!r}"
+            )
+        if self.overflow not in LANE_OVERFLOWS:
+            raise ConfigError(
+                f"lane {self.name!r}: overflow must be one of {', '.join(LANE_OVERFLOWS)}; "
+                f"got {self.overflow!r}"
+            )
+
+
+@dataclass(frozen=True)
 class BatcherStats:
     """A snapshot of what a batcher has done.
 
@@ -162,8 +200,14 @@ class BatcherStats:
 class _Item:
     inputs: dict[str, np.ndarray]
     deadline: float | None
+    lane: str | None = None
     future: Future[Outputs] = field(default_factory=Future)
     queued_at: float = 0.0
+
+
+_CANCELLED = _Item({}, None)  # an eviction that freed a slot held by a cancelled item
+_CANCELLED.future.set_running_or_notify_cancel()
+_CANCELLED.future.set_result({})
 
 
 def _item_signature(signature: Signature, policy: BatchPolicy) -> Signature:
@@ -212,6 +256,7 @@ class MicroBatcher:
         # submitted, completed, failed, dropped, expired, cancelled, rejected, batches
         self._tally: Counter[str] = Counter()
         self._sizes: Counter[int] = Counter()
+        self._lanes: Counter[str | None] = Counter()  # waiting items per lane
         self._in_flight = 0
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -268,7 +313,11 @@ class MicroBatcher:
     # --- submitting -----------------------------------------------------------------------
 
     def submit(
-        self, inputs: Mapping[str, Any], *, deadline: float | None = None
+        self,
+        inputs: Mapping[str, Any],
+        *,
+        deadline: float | None = None,
+        lane: Lane | None = None,
     ) -> Future[Outputs]:
         """Queue one item (no batch dimension); the future gets its outputs or an error.
 
@@ -278,9 +327,10 @@ class MicroBatcher:
         item (:class:`Dropped`) or raises :class:`Overloaded`, by the policy.
         A bad item raises :class:`SignatureMismatch` and is not queued;
         submitting to a batcher that is not running raises :class:`NotRunning`.
-        Do not change the arrays until the future is done.
+        With a :class:`Lane`, the lane's limit and overflow policy apply on top
+        of the queue's size. Do not change the arrays until the future is done.
         """
-        future = self._submit(inputs, deadline, block=True)
+        future = self._submit(inputs, deadline, lane, block=True)
         assert future is not None  # a blocking submit always queues or raises
         return future
 
@@ -291,18 +341,24 @@ class MicroBatcher:
         thread, never on the event loop. Cancelling the awaiting task
         cancels the item if its batch has not been cut yet.
         """
-        future = self._submit(inputs, deadline, block=False)
+        future = self._submit(inputs, deadline, None, block=False)
         if future is None:
             future = await asyncio.to_thread(self.submit, inputs, deadline=deadline)
         return await asyncio.wrap_future(future)
 
     def _submit(
-        self, inputs: Mapping[str, Any], deadline: float | None, *, block: bool
+        self,
+        inputs: Mapping[str, Any],
+        deadline: float | None,
+        lane: Lane | None,
+        *,
+        block: bool,
     ) -> Future[Outputs] | None:
         feeds = {name: np.asarray(value) for name, value in inputs.items()}
         self._items.check_feeds(feeds, where="one item (without the batch dimension)")
-        item = _Item(feeds, deadline)
-        evicted: list[_Item] = []
+        item = _Item(feeds, deadline, None if lane is None else lane.name)
+        overflow: LaneOverflow = self.policy.overflow if lane is None else lane.overflow
+        evicted: _Item | None = None
         with self._lock:
             while True:
                 if self._state != "running":
@@ -312,27 +368,55 @@ class MicroBatcher:
                         if started
                         else "the batcher is not started; use it in a with block or call start()"
                     )
-                if len(self._queue) < self.policy.queue_size:
+                lane_full = lane is not None and self._lanes[lane.name] >= lane.limit
+                if not lane_full and len(self._queue) < self.policy.queue_size:
                     break
-                if self.policy.overflow == "reject":
+                if overflow == "reject":
                     self._tally["rejected"] += 1
-                    raise Overloaded(
-                        f"the batcher's queue is full ({self.policy.queue_size} items waiting)"
+                    where = f"lane {lane.name!r}" if lane_full and lane else "queue"
+                    raise Overloaded(f"the batcher's {where} is full")
+                if overflow == "drop-oldest":
+                    evicted = self._evict(item.lane)
+                    if evicted is not None:
+                        break
+                    overflow = "drop-newest"  # the queue is full of other lanes' items
+                if overflow == "drop-newest":
+                    self._tally["submitted"] += 1
+                    self._tally["dropped"] += 1
+                    item.future.set_exception(
+                        Dropped("the queue was full; this newest item was dropped")
                     )
-                if self.policy.overflow == "drop-oldest":
-                    evicted = self._take(1)
-                    self._tally["dropped"] += len(evicted)
-                    break
+                    return item.future
                 if not block:
                     return None
                 self._not_full.wait()
             item.queued_at = time.monotonic()
             self._queue.append(item)
+            self._lanes[item.lane] += 1
             self._tally["submitted"] += 1
             self._not_empty.notify()
-        for old in evicted:
-            old.future.set_exception(Dropped("evicted from the full queue by a newer item"))
+        if evicted is not None and evicted is not _CANCELLED:
+            evicted.future.set_exception(Dropped("evicted from the full queue by a newer item"))
         return item.future
+
+    def _evict(self, lane: str | None) -> _Item | None:
+        """Remove the oldest waiting item (of ``lane``, when given) to make room; lock held.
+
+        Returns the evicted item (counted as dropped), or None when there was
+        none to take. A caller-cancelled item found on the way is removed and
+        counted as cancelled; it made room too, so the search ends there.
+        """
+        for queued in self._queue:
+            if lane is not None and queued.lane != lane:
+                continue
+            self._queue.remove(queued)
+            self._lanes[queued.lane] -= 1
+            if not queued.future.set_running_or_notify_cancel():
+                self._tally["cancelled"] += 1
+                return _CANCELLED
+            self._tally["dropped"] += 1
+            return queued
+        return None
 
     def _take(self, count: int) -> list[_Item]:
         """Pop ``count`` waiting items, leaving out (and counting) the ones cancelled by callers.
@@ -343,6 +427,7 @@ class MicroBatcher:
         taken: list[_Item] = []
         for _ in range(count):
             item = self._queue.popleft()
+            self._lanes[item.lane] -= 1
             if item.future.set_running_or_notify_cancel():
                 taken.append(item)
             else:
