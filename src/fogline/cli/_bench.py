@@ -10,18 +10,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from fogline.cli._app import app, console, parse_batches
-from fogline.model import (
-    MANIFEST_NAME,
-    Engine,
-    EngineOptions,
-    Manifest,
-    PeakMemory,
-    load_engine,
-    measure,
-)
+from fogline.model import Engine, PeakMemory, measure, open_model
 
 
-def open_model(
+def load_for_bench(
     path: Path,
     backend: str,
     threads: int | None,
@@ -30,31 +22,17 @@ def open_model(
     providers: tuple[str, ...] | None = None,
     spin: bool | None = None,
 ) -> tuple[Engine, str]:
-    """Load a model file, or the model a manifest folder describes (hash checked).
-
-    Options given here win over what the manifest says.
-    """
-    if path.is_dir() or path.name == MANIFEST_NAME:
-        folder = path if path.is_dir() else path.parent
-        manifest = Manifest.read(folder)
-        model_file = manifest.verify(folder)
-        options = EngineOptions(
-            threads=threads or manifest.engine.threads,
-            precision=precision or manifest.engine.precision,
-            graph_optimization=graph_optimization or manifest.engine.graph_optimization,
-            providers=providers,
-            spin=spin,
-        )
-        chosen = manifest.engine.backend if backend == "auto" else backend
-        return load_engine(model_file, backend=chosen, options=options), str(model_file)
-    options = EngineOptions(
+    """Load a model file, or the model a manifest folder describes (hash checked)."""
+    opened = open_model(
+        path,
+        backend=backend,
         threads=threads,
         precision=precision,
-        graph_optimization=graph_optimization or "all",
+        graph_optimization=graph_optimization,
         providers=providers,
         spin=spin,
     )
-    return load_engine(path, backend=backend, options=options), str(path)
+    return opened.engine, str(opened.file)
 
 
 @app.command()
@@ -84,7 +62,7 @@ def bench(
     batches = parse_batches(batch)
     providers = tuple(provider) if provider else None
     with PeakMemory() as memory:
-        engine, model_file = open_model(
+        engine, model_file = load_for_bench(
             model, backend, threads, precision, graph_optimization, providers, spin
         )
         results = [measure(engine, batch=b, duration_s=duration) for b in batches]

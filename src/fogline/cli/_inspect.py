@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fogline.cli._app import app, console
-from fogline.cli._bench import open_model
+from fogline.cli._bench import load_for_bench
 
 
 @app.command()
@@ -18,7 +18,7 @@ def inspect(
     backend: str = typer.Option("auto", help="auto, onnxruntime, openvino or litert."),
 ) -> None:
     """Show inputs, outputs (dynamic dimensions as names or ?), opset and producer."""
-    engine, model_file = open_model(model, backend, None, None)
+    engine, model_file = load_for_bench(model, backend, None, None)
     sig = engine.signature
     console.print(
         f"[bold]{escape(model_file)}[/] · {engine.backend} · {engine.precision} · {engine.device}",

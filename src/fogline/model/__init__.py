@@ -27,6 +27,7 @@ from fogline.model._engine import (
 )
 from fogline.model._manifest import MANIFEST_NAME, Manifest, sha256_file
 from fogline.model._onnx_file import load_onnx, onnx_signature
+from fogline.model._open import OpenedModel, open_model
 from fogline.model._signature import Signature, TensorSpec
 from fogline.model._sklearn import sklearn_to_onnx
 from fogline.model._torch import torch_to_onnx
@@ -45,6 +46,7 @@ __all__ = [
     "LatencyStats",
     "Manifest",
     "MicroBatcher",
+    "OpenedModel",
     "PeakMemory",
     "Signature",
     "TensorSpec",
@@ -54,6 +56,7 @@ __all__ = [
     "load_onnx",
     "measure",
     "onnx_signature",
+    "open_model",
     "sha256_file",
     "sklearn_to_onnx",
     "time_calls",

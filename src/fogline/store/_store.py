@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -176,7 +177,6 @@ class ResultStore:
                 )
         if not batch:
             return []
-        ids: list[int] = []
         with self._write() as conn:
             queued = sum(r.sync for r in batch)
             pending = self._pending_count(conn)
@@ -185,6 +185,7 @@ class ResultStore:
                     f"{self.path}: the outbox holds {pending} of {self.outbox_limit} messages; "
                     f"this batch would add {queued} (policy reject: nothing of it was stored)"
                 )
+            rows = []
             for index, result in enumerate(batch):
                 try:
                     outputs = outputs_json(result.outputs)
@@ -193,9 +194,7 @@ class ResultStore:
                         f"result {index} of the batch (source {result.source!r}, sequence "
                         f"{result.sequence}): outputs are not JSON ({exc}); nothing was stored"
                     ) from exc
-                cursor = conn.execute(
-                    "INSERT INTO results (source, sequence, captured_at, model, model_version,"
-                    " outputs, sync) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows.append(
                     (
                         result.source,
                         result.sequence,
@@ -204,15 +203,26 @@ class ResultStore:
                         result.model_version,
                         outputs,
                         int(result.sync),
-                    ),
-                )
-                assert cursor.lastrowid is not None
-                ids.append(cursor.lastrowid)
-                if result.sync:
-                    conn.execute(
-                        "INSERT INTO outbox (result_id, key) VALUES (?, ?)",
-                        (cursor.lastrowid, str(uuid.uuid4())),
                     )
+                )
+            conn.executemany(
+                "INSERT INTO results (source, sequence, captured_at, model, model_version,"
+                " outputs, sync) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            # One writer inside one transaction: the rows got consecutive ids ending here.
+            (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
+            ids = list(range(last - len(batch) + 1, last + 1))
+            if queued:
+                entropy = os.urandom(16 * queued)
+                keys = (
+                    str(uuid.UUID(bytes=entropy[16 * i : 16 * i + 16], version=4))
+                    for i in range(queued)
+                )
+                conn.executemany(
+                    "INSERT INTO outbox (result_id, key) VALUES (?, ?)",
+                    zip((i for i, r in zip(ids, batch, strict=True) if r.sync), keys, strict=True),
+                )
             if queued:
                 _bump(conn, "produced", queued)
                 overflow = pending + queued - self.outbox_limit

@@ -1,0 +1,242 @@
+"""``fogline run`` and ``fogline check``: run a pipeline file, or only check it."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+import typer
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from fogline.cli._app import app, console, console_err
+from fogline.errors import ConfigError
+from fogline.pipeline import OUTCOMES, Pipeline, Plan, Snapshot, load_spec, plan
+
+
+@app.command()
+def check(
+    pipeline: Path = typer.Argument(..., help="The pipeline YAML file."),
+) -> None:
+    """Check a pipeline file without running it: keys, files, the model, and that it all fits."""
+    checked = plan(load_spec(pipeline))
+    try:
+        console.print(describe(checked), highlight=False)
+        console.print(f"[green]ok[/]: {escape(str(pipeline))} is ready to run", highlight=False)
+    finally:
+        checked.model.engine.close()
+
+
+@app.command()
+def run(
+    pipeline: Path = typer.Argument(..., help="The pipeline YAML file."),
+    duration: float | None = typer.Option(
+        None, min=0.0, help="Stop reading the sources after this many seconds."
+    ),
+    max_items: int | None = typer.Option(
+        None, "--max-items", min=1, help="Stop after reading this many items."
+    ),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics on this port."
+    ),
+    live: bool | None = typer.Option(
+        None, "--live/--no-live", help="Show the live table (default: when on a terminal)."
+    ),
+) -> None:
+    """Run a pipeline until its sources end, --duration passes, or Ctrl-C; then drain and sum up."""
+    checked = plan(load_spec(pipeline))
+    runner = Pipeline(checked)
+    try:
+        with _logging(), _signals(runner), _prometheus(runner, metrics_port):
+            show_live = console.is_terminal if live is None else live
+            snapshot = _run(runner, duration, max_items, show_live)
+        console.print(summary_table(checked, snapshot), highlight=False)
+        if snapshot.stages:
+            console.print(latency_table(snapshot), highlight=False)
+        for line in summary_lines(runner, snapshot):
+            console.print(line, highlight=False)
+    finally:
+        runner.close()
+        checked.model.engine.close()
+
+
+def _run(runner: Pipeline, duration: float | None, max_items: int | None, live: bool) -> Snapshot:
+    if not live:
+        return runner.run(duration=duration, max_items=max_items)
+    result: list[Snapshot] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(runner.run(duration=duration, max_items=max_items))
+        except BaseException as exc:  # handed to the main thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=work, name="fogline-run", daemon=True)
+    with Live(console=console, refresh_per_second=4, transient=True) as view:
+        thread.start()
+        while thread.is_alive():
+            view.update(live_table(runner.plan, runner.metrics.snapshot()))
+            thread.join(0.25)
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+def describe(checked: Plan) -> Table:
+    """What the checked pipeline will do, one row per source."""
+    spec = checked.spec
+    engine = checked.model.engine
+    table = Table(title=f"pipeline {escape(spec.name)}", title_justify="left")
+    for column in ("source", "type", "policy", "arrives at the model as"):
+        table.add_column(column)
+    for source, name in zip(spec.sources, spec.source_names(), strict=True):
+        table.add_row(
+            escape(name), source.type, source.policy, escape(checked.arrival[name].describe())
+        )
+    steps = " → ".join(step.type for step in spec.preprocess) or "none"
+    post = " → ".join(step.type for step in spec.postprocess) or "raw outputs"
+    table.caption = (
+        f"preprocess: {steps} · model: {escape(checked.model.name)} v{checked.model.version} "
+        f"({engine.backend}, {engine.precision}, batch ≤ {spec.model.max_batch}, "
+        f"wait ≤ {spec.model.max_wait_ms:g} ms) · postprocess: {post} · "
+        f"rules: {len(spec.rules)} · sinks: {', '.join(spec.sink_names()) or 'none'} · "
+        f"store: {'off' if spec.store is False else escape(str(spec.store.path))}"
+    )
+    table.caption_justify = "left"
+    return table
+
+
+def live_table(checked: Plan, snap: Snapshot) -> Table:
+    table = summary_table(checked, snap)
+    stages = " · ".join(
+        f"{stage.replace('_', ' ')} p99 {t.p99 * 1e3:.1f} ms" for stage, t in snap.stages.items()
+    )
+    queues = " · ".join(f"{name} {depth}" for name, depth in snap.queues.items())
+    table.caption = f"{table.caption}\n{stages}\nqueues: {queues}"
+    return table
+
+
+def summary_table(checked: Plan, snap: Snapshot) -> Table:
+    table = Table(title=f"pipeline {escape(checked.spec.name)}", title_justify="left")
+    table.add_column("source")
+    shown = [o for o in OUTCOMES if o in ("produced", "processed") or snap.total(o)]
+    for outcome in shown:
+        table.add_column(outcome, justify="right")
+    for source in checked.spec.source_names():
+        per = snap.counts.get(source, {})
+        table.add_row(escape(source), *(f"{per.get(o, 0):,}" for o in shown))
+    if len(snap.counts) > 1:
+        table.add_row("[b]all[/]", *(f"[b]{snap.total(o):,}[/]" for o in shown))
+    table.caption = f"{snap.elapsed:.1f} s · {snap.throughput:,.0f} items/s"
+    table.caption_justify = "left"
+    return table
+
+
+def latency_table(snap: Snapshot) -> Table:
+    """p50/p99 per stage, in milliseconds."""
+    table = Table(title="latency per item (ms)", title_justify="left")
+    for column in ("", *snap.stages):
+        table.add_column(column.replace("_", " "), justify="right")
+    for name in ("p50", "p99"):
+        table.add_row(name, *(f"{getattr(t, name) * 1e3:.2f}" for t in snap.stages.values()))
+    return table
+
+
+def summary_lines(runner: Pipeline, snap: Snapshot) -> list[str]:
+    lines = []
+    e2e = snap.stages.get("end_to_end")
+    if e2e is not None:
+        lines.append(
+            f"processed {snap.total('processed'):,} items in {snap.elapsed:.2f} s: "
+            f"{snap.throughput:,.0f} items/s, end-to-end p50 {e2e.p50 * 1e3:.2f} ms, "
+            f"p99 {e2e.p99 * 1e3:.2f} ms"
+        )
+    if snap.accuracy is not None:
+        correct, labelled = snap.accuracy
+        lines.append(
+            f"accuracy {correct / labelled:.2%} ({correct:,} of {labelled:,} labelled items)"
+        )
+    for name, per in snap.sinks.items():
+        parts = ", ".join(f"{n:,} {outcome}" for outcome, n in sorted(per.items()))
+        lines.append(f"sink {escape(name)}: {parts}")
+    if runner.store is not None:
+        stats = runner.store.stats()
+        lines.append(f"store {escape(str(runner.store.path))}: {runner.store.count():,} results")
+        if runner.spec.outbox is not None:
+            lines.append(
+                f"outbox: {stats.delivered:,} delivered, {stats.pending:,} pending, "
+                f"{stats.dropped:,} dropped"
+            )
+    return lines
+
+
+@contextmanager
+def _signals(runner: Pipeline) -> Iterator[None]:
+    """SIGINT/SIGTERM stop the sources; the pipeline drains and the summary is printed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        console_err.print(
+            f"{signal.Signals(signum).name}: draining (items in flight finish and are stored)",
+            highlight=False,
+        )
+        runner.stop()
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _prometheus(runner: Pipeline, port: int | None) -> Iterator[None]:
+    if port is None:
+        yield
+        return
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry()
+    registry.register(runner.metrics.prometheus_collector(runner.spec.name))
+    try:
+        server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    except OSError as exc:
+        raise ConfigError(f"--metrics-port {port}: cannot listen: {exc.strerror or exc}") from exc
+    console_err.print(f"metrics: http://127.0.0.1:{server.server_port}/metrics", highlight=False)
+    try:
+        yield
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+@contextmanager
+def _logging() -> Iterator[None]:
+    """Item errors and sink failures as one line each on stderr."""
+    logger = logging.getLogger("fogline")
+    handler = _ConsoleHandler()
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+class _ConsoleHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        level = record.levelname.lower()
+        style = "red" if record.levelno >= logging.ERROR else "yellow"
+        console_err.print(f"[{style}]{level}[/]: {escape(record.getMessage())}", highlight=False)

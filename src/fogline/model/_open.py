@@ -1,0 +1,66 @@
+"""Open what a user points at: a model file, or a folder (or file) with a fogline manifest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fogline.model._engine import Engine, EngineOptions, load_engine
+from fogline.model._manifest import MANIFEST_NAME, Manifest
+
+
+@dataclass(frozen=True)
+class OpenedModel:
+    """An engine with the name and version results should carry, and the file it runs."""
+
+    engine: Engine
+    name: str
+    version: str
+    file: Path
+    manifest: Manifest | None = None
+
+
+def open_model(
+    path: str | Path,
+    *,
+    backend: str = "auto",
+    threads: int | None = None,
+    precision: str | None = None,
+    graph_optimization: str | None = None,
+    providers: tuple[str, ...] | None = None,
+    spin: bool | None = None,
+) -> OpenedModel:
+    """Load a model file, or the model a manifest folder describes (its hash checked).
+
+    Options given here win over what the manifest says. Without a manifest
+    the name is the file's stem and the version ``"0"``.
+
+    >>> from fogline.examples import digits_model_path
+    >>> opened = open_model(digits_model_path().parent)
+    >>> opened.name, opened.engine.signature.input_names
+    ('digits', ('pixels',))
+    """
+    path = Path(path)
+    if path.is_dir() or path.name == MANIFEST_NAME:
+        folder = path if path.is_dir() else path.parent
+        manifest = Manifest.read(folder)
+        model_file = manifest.verify(folder)
+        options = EngineOptions(
+            threads=threads or manifest.engine.threads,
+            precision=precision or manifest.engine.precision,
+            graph_optimization=graph_optimization or manifest.engine.graph_optimization,
+            providers=providers,
+            spin=spin,
+        )
+        chosen = manifest.engine.backend if backend == "auto" else backend
+        engine = load_engine(model_file, backend=chosen, options=options)
+        return OpenedModel(engine, manifest.name, manifest.version, model_file, manifest)
+    options = EngineOptions(
+        threads=threads,
+        precision=precision,
+        graph_optimization=graph_optimization or "all",
+        providers=providers,
+        spin=spin,
+    )
+    engine = load_engine(path, backend=backend, options=options)
+    return OpenedModel(engine, path.stem, "0", path)

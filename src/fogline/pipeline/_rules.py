@@ -1,0 +1,97 @@
+"""Conditions on results (``label == "7" and score > 0.9``) and the rules that use them.
+
+A :class:`Condition` is parsed once, when the spec is loaded, by
+`simpleeval <https://github.com/danthedeckie/simpleeval>`_: comparisons,
+``and``/``or``/``not``, arithmetic, ``in``, and a few functions (``abs``,
+``min``, ``max``, ``len``), with no attribute access and no imports, so a
+pipeline file cannot run code. The names it uses are checked against what
+the pipeline's post-processing produces, so a typo fails at load time.
+
+Evaluation is single-threaded: the runner evaluates every condition on its
+collector thread.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from simpleeval import NameNotDefined, SimpleEval
+
+from fogline.errors import ConfigError, ItemError
+
+#: Names every condition may use, whatever the post-processing makes.
+BASE_NAMES = frozenset({"source", "sequence", "captured_at", "model", "truth"})
+_FUNCTIONS = {"abs": abs, "min": min, "max": max, "len": len, "round": round}
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A boolean expression over a result's fields, parsed and checked once.
+
+    >>> hot = Condition('label == "7" and score > 0.9')
+    >>> sorted(hot.names)
+    ['label', 'score']
+    >>> hot({"label": "7", "score": 0.95}), hot({"label": "1", "score": 0.99})
+    (True, False)
+    >>> Condition("score >")
+    Traceback (most recent call last):
+    ...
+    fogline.errors.ConfigError: cannot parse the condition 'score >': invalid syntax
+    """
+
+    text: str
+    names: frozenset[str] = field(init=False, compare=False)
+    _tree: ast.Expr = field(init=False, repr=False, compare=False)
+    _evaluator: SimpleEval = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise ConfigError("a condition must be a non-empty expression")
+        evaluator = SimpleEval(functions=_FUNCTIONS)
+        try:
+            tree = evaluator.parse(self.text.strip())
+        except SyntaxError as exc:
+            raise ConfigError(f"cannot parse the condition {self.text!r}: {exc.msg}") from exc
+        names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+        names -= set(_FUNCTIONS) | {"True", "False", "None", "true", "false"}
+        evaluator.names = {"true": True, "false": False}
+        object.__setattr__(self, "_tree", tree)
+        object.__setattr__(self, "_evaluator", evaluator)
+        object.__setattr__(self, "names", frozenset(names))
+
+    def check(self, known: frozenset[str]) -> None:
+        """Raise :class:`ConfigError` if the condition uses a name no result will have."""
+        unknown = sorted(self.names - known - BASE_NAMES)
+        if unknown:
+            have = ", ".join(sorted(known | BASE_NAMES))
+            raise ConfigError(
+                f"the condition {self.text!r} uses {', '.join(unknown)}, which no result has "
+                f"(results have: {have})"
+            )
+
+    def __call__(self, values: Mapping[str, Any]) -> bool:
+        """Evaluate on ``values``; a name the result lacks or a type clash is an :class:`ItemError`."""
+        evaluator = self._evaluator
+        evaluator.names = {"true": True, "false": False, **values}
+        try:
+            return bool(evaluator.eval(self.text, previously_parsed=self._tree))
+        except NameNotDefined as exc:
+            raise ItemError(f"the condition {self.text!r} needs {exc.name!r}") from exc
+        except Exception as exc:  # a type clash in the user's expression, e.g. "7" > 3
+            raise ItemError(f"the condition {self.text!r} failed: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A named condition and the sinks (actions) it triggers.
+
+    >>> Rule("unsure", Condition("score < 0.6"), ("review",)).then
+    ('review',)
+    """
+
+    name: str
+    when: Condition
+    then: tuple[str, ...] = ()

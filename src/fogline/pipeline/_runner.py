@@ -1,0 +1,558 @@
+"""Runs a checked :class:`~fogline.pipeline.Plan`: sources → batcher → post-processing → store → sinks.
+
+Concurrency: threads, one per role, because the waiting is on compute (the
+engine releases the GIL) and on local I/O::
+
+    source threads (one each)      read, pace, preprocess, submit to its batcher lane
+        │  MicroBatcher            the shared micro-batcher (bounded, per-source lanes)
+    collector                      outputs in order → post-processing → rules
+        │  bounded queue
+    store writer                   one SQLite transaction per group of results; then "processed"
+        │  one bounded queue per sink (block / drop-oldest / drop-newest)
+    sink workers (one each)        MQTT, webhook, JSON lines, stdout, shell
+    outbox sender                  delivers the store's outbox when the network is there
+
+Every queue is bounded. A result counts as processed only once it is durable
+in the store (or, with ``store: false``, once handed to the sinks). A stop
+request (SIGINT/SIGTERM, ``duration``, ``max_items``) stops the sources only;
+everything already read is finished, stored and handed on before
+:meth:`Pipeline.run` returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+from fogline.errors import (
+    DeadlineExceeded,
+    Dropped,
+    FoglineError,
+    ItemError,
+    NotRunning,
+    SignatureMismatch,
+    StoreError,
+)
+from fogline.model import BatchPolicy, Lane, MicroBatcher
+from fogline.pipeline._base import PreprocessSpec, Sink, Source, Stage
+from fogline.pipeline._item import Corrupt, Item
+from fogline.pipeline._metrics import Metrics, Snapshot, Tally
+from fogline.pipeline._rules import Condition
+from fogline.pipeline._spec import Plan
+from fogline.store import OutboxSender, Result, ResultStore, Retention
+
+log = logging.getLogger("fogline.pipeline")
+
+_DONE = object()  # end-of-stream marker on the internal queues
+_LOG_FIRST = 20  # per-source item errors logged in full before only every 1000th
+
+
+@dataclass(frozen=True)
+class _Target:
+    """A sink worker and which results it receives."""
+
+    name: str
+    when: Condition | None
+    only_rules: frozenset[str]  # non-empty: only results that matched one of these rules
+
+
+class _SinkWorker:
+    """One sink behind its own bounded queue and thread; failures are counted, never raised."""
+
+    def __init__(self, name: str, sink: Sink, size: int, policy: str, metrics: Metrics) -> None:
+        self.name, self.sink, self.policy, self.metrics = name, sink, policy, metrics
+        self.queue: queue.Queue[Any] = queue.Queue(maxsize=size)
+        self.thread = threading.Thread(target=self._work, name=f"fogline-sink-{name}", daemon=True)
+        self._failures = 0
+
+    def offer(self, result: Result) -> None:
+        if self.policy == "block":
+            self.queue.put(result)
+            return
+        while True:
+            try:
+                self.queue.put_nowait(result)
+                return
+            except queue.Full:
+                if self.policy == "drop-newest":
+                    self.metrics.sink(self.name, "dropped")
+                    return
+                try:
+                    self.queue.get_nowait()
+                    self.metrics.sink(self.name, "dropped")
+                except queue.Empty:
+                    pass
+
+    def _work(self) -> None:
+        done = False
+        while not done:
+            batch: list[Result] = []
+            entry = self.queue.get()
+            while True:
+                if entry is _DONE:
+                    done = True
+                    break
+                batch.append(entry)
+                if len(batch) >= 256:
+                    break
+                try:
+                    entry = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._write(batch)
+
+    def _write(self, batch: list[Result]) -> None:
+        try:
+            self.sink.write(batch)
+        except Exception as exc:  # a sink's failure is the sink's: count it, log it, go on
+            self.metrics.sink(self.name, "failed", len(batch))
+            self._failures += 1
+            if self._failures <= _LOG_FIRST or self._failures % 1000 == 0:
+                log.warning("sink %s: %d result(s) not written: %s", self.name, len(batch), exc)
+        else:
+            self.metrics.sink(self.name, "written", len(batch))
+
+    def close(self) -> None:
+        self.queue.put(_DONE)
+        self.thread.join()
+        close = getattr(self.sink, "close", None)
+        if callable(close):
+            close()
+
+
+class Pipeline:
+    """One run of a plan. Not reusable: build a new one to run again.
+
+    ``run`` blocks until the sources are exhausted, ``duration`` seconds
+    pass, ``max_items`` items have been read, or :meth:`stop` is called
+    (from a signal handler, another thread); then it drains and returns the
+    final :class:`~fogline.pipeline.Snapshot`.
+    """
+
+    def __init__(self, plan: Plan, *, metrics: Metrics | None = None) -> None:
+        self.plan = plan
+        self.spec = plan.spec
+        self.metrics = metrics or Metrics()
+        self._stop_sources = threading.Event()
+        self._claim_lock = threading.Lock()
+        self._claimed = 0
+        self._max_items: int | None = None
+        self._logged: Counter[str] = Counter()
+        model = self.spec.model
+        self._input = plan.input.name
+        self._deadline = None if model.deadline_ms is None else model.deadline_ms / 1000.0
+        self._inflight: queue.Queue[Any] = queue.Queue(
+            maxsize=4 * (model.queue_size + model.max_batch)
+        )
+        self._stored: queue.Queue[Any] = queue.Queue(maxsize=4096)
+        self.store: ResultStore | None = None
+        self._started = False
+        #: Seconds the outbox may keep delivering after the sources have stopped.
+        self.drain_outbox_s = 5.0
+
+    # --- control --------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop reading the sources; what was read is still finished and stored. Thread-safe."""
+        self._stop_sources.set()
+
+    def run(self, *, duration: float | None = None, max_items: int | None = None) -> Snapshot:
+        if self._started:
+            raise FoglineError("this pipeline has already run; build a new Pipeline to run again")
+        self._started = True
+        self._max_items = max_items
+        spec, metrics = self.spec, self.metrics
+        store_spec = spec.store
+        if store_spec is not False:
+            retention = Retention(
+                max_age_s=store_spec.retention.max_age_s, max_rows=store_spec.retention.max_rows
+            )
+            outbox = spec.outbox
+            self.store = ResultStore(
+                store_spec.path,
+                outbox_limit=outbox.limit if outbox else 100_000,
+                outbox_policy=outbox.policy if outbox else "drop-oldest",
+                retention=retention,
+            )
+        workers = [
+            _SinkWorker(name, sink_spec.build(), sink_spec.queue, sink_spec.policy, metrics)
+            for name, sink_spec in zip(spec.sink_names(), spec.sinks, strict=True)
+        ]
+        targets = self._targets()
+        sender_stop = threading.Event()
+        sender_thread, transport = self._start_outbox(sender_stop)
+        model = spec.model
+        policy = BatchPolicy(
+            max_batch=model.max_batch,
+            max_wait_s=model.max_wait_ms / 1000.0,
+            queue_size=max(model.queue_size, sum(s.queue for s in spec.sources)),
+            workers=model.workers,
+        )
+        batcher = MicroBatcher(self.plan.model.engine, policy).start()
+        metrics.watch_queue("batcher", lambda: batcher.stats.queued)
+        metrics.watch_queue("results", self._inflight.qsize)
+        metrics.watch_queue("store", self._stored.qsize)
+        for worker in workers:
+            metrics.watch_queue(f"sink:{worker.name}", worker.queue.qsize)
+            worker.thread.start()
+        post = [step.build(self.plan.model.engine.signature) for step in spec.postprocess]
+        collector = threading.Thread(
+            target=self._collect, args=(post, targets), name="fogline-collector", daemon=True
+        )
+        writer = threading.Thread(
+            target=self._write, args=(workers, targets), name="fogline-store", daemon=True
+        )
+        feeders = [
+            threading.Thread(
+                target=self._feed,
+                args=(name, source_spec.build(name), source_spec, batcher),
+                name=f"fogline-source-{name}",
+                daemon=True,
+            )
+            for name, source_spec in zip(spec.source_names(), spec.sources, strict=True)
+        ]
+        metrics.restart_clock()
+        collector.start()
+        writer.start()
+        for feeder in feeders:
+            feeder.start()
+        end = None if duration is None else time.monotonic() + duration
+        try:
+            for feeder in feeders:
+                while feeder.is_alive():
+                    left = None if end is None else end - time.monotonic()
+                    if left is not None and left <= 0:
+                        self.stop()
+                        left = None
+                    feeder.join(0.1 if left is None else min(left, 0.1))
+        finally:
+            self.stop()
+            for feeder in feeders:
+                feeder.join()
+            batcher.close(drain=True)
+            self._inflight.put(_DONE)
+            collector.join()
+            writer.join()
+            metrics.stop_clock()
+            for worker in workers:
+                worker.close()
+            self._stop_outbox(sender_stop, sender_thread, transport)
+        return metrics.snapshot()
+
+    def close(self) -> None:
+        """Close the store (the engine belongs to the plan's caller)."""
+        if self.store is not None:
+            self.store.close()
+
+    # --- sources → batcher ----------------------------------------------------------------
+
+    def _claim(self) -> bool:
+        if self._max_items is None:
+            return True
+        with self._claim_lock:
+            if self._claimed >= self._max_items:
+                self._stop_sources.set()
+                return False
+            self._claimed += 1
+            return True
+
+    def _feed(self, name: str, source: Source, spec: Any, batcher: MicroBatcher) -> None:
+        metrics = self.metrics.tally()
+        chain: list[Stage] = [step.build() for step in self._pre_steps()]
+        lane = Lane(name, spec.queue, spec.policy)
+        interval = 1.0 / spec.rate if spec.rate else 0.0
+        limit = spec.max_items
+        produced = 0
+        next_at = time.monotonic()
+        try:
+            for entry in source.read(self._stop_sources):
+                if isinstance(entry, Corrupt):
+                    metrics.count(name, "corrupt")
+                    self._log_item(name, entry.position, entry.reason)
+                    continue
+                if (limit is not None and produced >= limit) or not self._claim():
+                    break
+                if interval:
+                    next_at = max(next_at + interval, time.monotonic() - interval)
+                    delay = next_at - time.monotonic()
+                    if delay > 0 and self._stop_sources.wait(delay):
+                        break
+                produced += 1
+                metrics.count(name, "produced")
+                self._submit(name, entry, chain, batcher, lane, metrics)
+        except FoglineError as exc:
+            metrics.count(name, "source_failed")
+            log.error("source %s stopped: %s", name, exc)
+        except Exception as exc:  # a source's own bug must not take the pipeline down silently
+            metrics.count(name, "source_failed")
+            log.exception("source %s stopped unexpectedly: %s", name, exc)
+
+    def _pre_steps(self) -> list[PreprocessSpec]:
+        return list(self.spec.preprocess)
+
+    def _submit(
+        self,
+        name: str,
+        item: Item,
+        chain: Sequence[Stage],
+        batcher: MicroBatcher,
+        lane: Lane,
+        metrics: Tally,
+    ) -> None:
+        started = time.monotonic()
+        current = item
+        try:
+            for stage in chain:
+                step = stage(current)
+                if step is None:
+                    metrics.count(name, "held")
+                    return
+                current = step
+        except ItemError as exc:
+            metrics.count(name, "errors")
+            self._log_item(name, item.position, str(exc))
+            return
+        submitted = time.monotonic()
+        metrics.observe("preprocess", submitted - started)
+        deadline = None if self._deadline is None else current.t0 + self._deadline
+        try:
+            future = batcher.submit({self._input: current.data}, deadline=deadline, lane=lane)
+        except SignatureMismatch as exc:
+            metrics.count(name, "errors")
+            self._log_item(name, current.position, str(exc))
+            return
+        except NotRunning:
+            metrics.count(name, "failed")
+            return
+        self._inflight.put((current, future, submitted))
+
+    # --- batcher → post-processing → store --------------------------------------------------
+
+    def _collect(self, post: Sequence[Stage], targets: Sequence[_Target]) -> None:
+        metrics = self.metrics.tally()
+        opened = self.plan.model
+        rules = self.plan.rules
+        store_spec = self.spec.store
+        sync: bool | Condition = False
+        if store_spec is not False:
+            sync = (
+                Condition(store_spec.sync) if isinstance(store_spec.sync, str) else store_spec.sync
+            )
+        raw = not post
+        everyone = [t.name for t in targets]
+        needs_fields = (
+            bool(rules)
+            or isinstance(sync, Condition)
+            or any(t.when is not None or t.only_rules for t in targets)
+        )
+        while True:
+            entry = self._inflight.get()
+            if entry is _DONE:
+                break
+            item, future, submitted = entry
+            outcome = _settle(future)
+            if isinstance(outcome, str):
+                metrics.count(item.source, outcome)
+                continue
+            now = time.monotonic()
+            metrics.observe("inference", now - submitted)
+            item.outputs = outcome
+            try:
+                done = self._post(item, post, raw)
+                if done is None:
+                    metrics.count(item.source, "held")
+                    continue
+                if not needs_fields:
+                    keep, chosen = sync, everyone
+                else:
+                    fields = {
+                        **done.result,
+                        "source": done.source,
+                        "sequence": done.sequence,
+                        "captured_at": done.captured_at,
+                        "model": opened.name,
+                        "truth": done.meta.get("label"),
+                    }
+                    if rules:
+                        matched = [rule.name for rule in rules if rule.when(fields)]
+                        done.result["rules"] = matched
+                        fields["rules"] = matched
+                        fields.update({rule.name: rule.name in matched for rule in rules})
+                    keep = sync(fields) if isinstance(sync, Condition) else sync
+                    chosen = [t.name for t in targets if _wants(t, fields)]
+            except ItemError as exc:
+                metrics.count(item.source, "errors")
+                self._log_item(item.source, item.position, str(exc))
+                continue
+            label = item.meta.get("label")
+            if label is not None and "label" in done.result:
+                metrics.label(str(done.result["label"]) == str(label))
+            result = Result(
+                done.source,
+                done.sequence,
+                done.captured_at,
+                opened.name,
+                opened.version,
+                done.result,
+                sync=bool(keep),
+            )
+            metrics.observe("postprocess", time.monotonic() - now)
+            self._stored.put((result, done.t0, chosen))
+        self._stored.put(_DONE)
+
+    @staticmethod
+    def _post(item: Item, post: Sequence[Stage], raw: bool) -> Item | None:
+        if raw:
+            item.result = {name: value.tolist() for name, value in item.outputs.items()}
+            return item
+        current = item
+        for stage in post:
+            step = stage(current)
+            if step is None:
+                return None
+            current = step
+        return current
+
+    def _write(self, workers: Sequence[_SinkWorker], targets: Sequence[_Target]) -> None:
+        by_name = {worker.name: worker for worker in workers}
+        store, metrics = self.store, self.metrics.tally()
+        retention_every = 10.0
+        next_retention = time.monotonic() + retention_every
+        done = False
+        while not done:
+            batch: list[tuple[Result, float, list[str]]] = []
+            entry = self._stored.get()
+            while True:
+                if entry is _DONE:
+                    done = True
+                    break
+                batch.append(entry)
+                if len(batch) >= 512:
+                    break
+                try:
+                    entry = self._stored.get_nowait()
+                except queue.Empty:
+                    break
+            if not batch:
+                continue
+            if store is not None:
+                started = time.monotonic()
+                try:
+                    store.add([result for result, _, _ in batch])
+                except StoreError as exc:
+                    for result, _, _ in batch:
+                        metrics.count(result.source, "failed")
+                    log.error("store: %d result(s) could not be stored: %s", len(batch), exc)
+                    continue
+                stored_at = time.monotonic()
+                metrics.observe("store", stored_at - started)
+                if stored_at >= next_retention:
+                    next_retention = stored_at + retention_every
+                    _retain(store)
+            stored_at = time.monotonic()
+            per_source = Counter(result.source for result, _, _ in batch)
+            for source, n in per_source.items():
+                metrics.count(source, "processed", n)
+            for _, t0, _ in batch:
+                metrics.observe("end_to_end", stored_at - t0)
+            for result, _, chosen in batch:
+                for name in chosen:
+                    by_name[name].offer(result)
+
+    def _targets(self) -> list[_Target]:
+        routed: dict[str, set[str]] = {}
+        for rule in self.plan.rules:
+            for name in rule.then:
+                routed.setdefault(name, set()).add(rule.name)
+        return [
+            _Target(
+                name, None if s.when is None else Condition(s.when), frozenset(routed.get(name, ()))
+            )
+            for name, s in zip(self.spec.sink_names(), self.spec.sinks, strict=True)
+        ]
+
+    # --- outbox ---------------------------------------------------------------------------
+
+    def _start_outbox(self, stop: threading.Event) -> tuple[threading.Thread | None, Any]:
+        outbox = self.spec.outbox
+        if outbox is None or self.store is None:
+            return None, None
+        transport = outbox.transport.build()
+        sender = OutboxSender(
+            self.store,
+            transport,
+            backoff_initial=outbox.retry_initial_s,
+            backoff_max=outbox.retry_max_s,
+            poll_interval=0.2,
+        )
+        self.sender = sender
+        self.metrics.watch_queue("outbox", lambda: self.store.stats().pending if self.store else 0)
+        thread = threading.Thread(
+            target=sender.run, args=(stop,), name="fogline-outbox", daemon=True
+        )
+        thread.start()
+        return thread, transport
+
+    def _stop_outbox(
+        self, stop: threading.Event, thread: threading.Thread | None, transport: Any
+    ) -> None:
+        if thread is None:
+            return
+        stop.set()
+        thread.join()
+        # Deliver what the last results queued, while the transport keeps accepting.
+        give_up = time.monotonic() + self.drain_outbox_s
+        try:
+            while time.monotonic() < give_up and self.sender.deliver_once() > 0:
+                pass
+        except FoglineError as exc:
+            log.warning("outbox: %s; the rest stays queued for the next run", exc)
+        close = getattr(transport, "close", None)
+        if callable(close):
+            close()
+
+    # --- logging --------------------------------------------------------------------------
+
+    def _log_item(self, source: str, position: str, reason: str) -> None:
+        self._logged[source] += 1
+        n = self._logged[source]
+        if n <= _LOG_FIRST or n % 1000 == 0:
+            more = f" ({n} so far)" if n > _LOG_FIRST else ""
+            log.warning("%s: skipped %s: %s%s", source, position, reason, more)
+
+
+def _settle(future: Future[dict[str, Any]]) -> dict[str, Any] | str:
+    """The item's outputs, or the outcome it is counted under."""
+    try:
+        return future.result()
+    except Dropped:
+        return "dropped"
+    except DeadlineExceeded:
+        return "expired"
+    except Exception as exc:  # the engine failed on this item's batch
+        log.error("inference failed: %s", exc)
+        return "failed"
+
+
+def _wants(target: _Target, fields: dict[str, Any]) -> bool:
+    if target.only_rules and not target.only_rules.intersection(fields.get("rules", ())):
+        return False
+    return target.when is None or target.when(fields)
+
+
+def _retain(store: ResultStore) -> None:
+    try:
+        store.apply_retention()
+    except StoreError as exc:
+        log.warning("store retention: %s", exc)
+
+
+__all__ = ["Pipeline"]

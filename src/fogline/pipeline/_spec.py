@@ -1,0 +1,382 @@
+"""A pipeline file: YAML → typed spec → a checked :class:`Plan`, before anything starts.
+
+Loading happens in two steps, both before a single item is read:
+
+1. :func:`load_spec` parses the YAML and validates it into a
+   :class:`PipelineSpec` (pydantic). Every problem is reported with the
+   path to its key, ``preprocess[2].size: ...``; files that must exist are
+   checked here, relative to the YAML file's folder.
+2. :func:`plan` opens the model and checks that the pieces fit: each
+   source's data, carried through the preprocessing chain, must arrive as
+   the model's input (rank, dims, dtype, layout); post-processing must find
+   the outputs it reads; rules and sinks may only use result fields that
+   exist, and only name sinks that exist.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from fogline.errors import ConfigError, FoglineError
+from fogline.model import OpenedModel, TensorSpec, open_model
+from fogline.pipeline import sinks, sources, stages
+from fogline.pipeline._base import (
+    ArraySpec,
+    OutputPath,
+    PostprocessSpec,
+    PreprocessSpec,
+    SinkSpec,
+    SourceSpec,
+    Spec,
+    TransportSpec,
+    _shape_text,
+)
+from fogline.pipeline._rules import BASE_NAMES, Condition, Rule
+from fogline.pipeline.sinks._basic import fields_of
+
+
+def _union(specs: Sequence[type[Spec]]) -> Any:
+    return Annotated[Union[tuple(specs)], Field(discriminator="type")]  # noqa: UP007
+
+
+if TYPE_CHECKING:  # the bases, for the type checker; pydantic gets the tagged unions
+    SourceUnion = SourceSpec
+    PreUnion = PreprocessSpec
+    PostUnion = PostprocessSpec
+    SinkUnion = SinkSpec
+    TransportUnion = TransportSpec
+else:
+    SourceUnion = _union(sources.SPECS)
+    PreUnion = _union(stages.PRE_SPECS)
+    PostUnion = _union(stages.POST_SPECS)
+    SinkUnion = _union(sinks.SPECS)
+    TransportUnion = _union(sinks.TRANSPORT_SPECS)
+
+
+class ModelSpec(Spec):
+    """The model and how items are batched through it."""
+
+    path: Annotated[Path, Field()]
+    backend: str = "auto"
+    threads: int | None = Field(default=None, ge=1)
+    max_batch: int = Field(default=8, ge=1)
+    max_wait_ms: float = Field(default=5.0, ge=0)
+    queue_size: int = Field(default=64, ge=1)
+    workers: int = Field(default=1, ge=1)
+    deadline_ms: float | None = Field(default=None, gt=0)
+
+    @field_validator("path", mode="after")
+    @classmethod
+    def _exists(cls, value: Path, info: Any) -> Path:
+        base = (info.context or {}).get("base")
+        path = value.expanduser()
+        if base is not None and not path.is_absolute():
+            path = Path(base) / path
+        if not path.exists():
+            raise ValueError(f"no such model file or folder: {path}")
+        return path
+
+
+class RuleSpec(Spec):
+    """``{name: unsure, when: "score < 0.6", then: [review]}``"""
+
+    name: str = Field(min_length=1)
+    when: str
+    then: list[str] = Field(default_factory=list)
+
+    @field_validator("when")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        try:
+            Condition(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from exc
+        return value
+
+
+class RetentionSpec(Spec):
+    max_age_s: float | None = Field(default=None, gt=0)
+    max_rows: int | None = Field(default=None, ge=1)
+
+
+class StoreSpec(Spec):
+    """The results store: always on unless ``store: false``."""
+
+    path: OutputPath = Field(default=Path("results.db"), validate_default=True)
+    sync: bool | str = False
+    retention: RetentionSpec = RetentionSpec()
+
+    @field_validator("sync")
+    @classmethod
+    def _sync_parses(cls, value: bool | str) -> bool | str:
+        if isinstance(value, str):
+            try:
+                Condition(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
+
+class OutboxSpec(Spec):
+    """Where the store's outbox delivers, and what a full outbox does."""
+
+    transport: TransportUnion
+    limit: int = Field(default=100_000, ge=1)
+    policy: Literal["reject", "drop-oldest"] = "drop-oldest"
+    retry_initial_s: float = Field(default=0.5, gt=0)
+    retry_max_s: float = Field(default=60.0, gt=0)
+
+
+class PipelineSpec(Spec):
+    """The whole pipeline file."""
+
+    name: str = "pipeline"
+    sources: list[SourceUnion] = Field(min_length=1)
+    preprocess: list[PreUnion] = Field(default_factory=list)
+    model: ModelSpec
+    postprocess: list[PostUnion] = Field(default_factory=list)
+    rules: list[RuleSpec] = Field(default_factory=list)
+    sinks: list[SinkUnion] = Field(default_factory=list)
+    store: StoreSpec | Literal[False] = StoreSpec()
+    outbox: OutboxSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _store_by_default(cls, data: Any) -> Any:
+        # Validated like a written `store: {}`, so its path resolves beside the pipeline file.
+        if isinstance(data, dict) and data.get("store", True) in (True, None):
+            data = {**data, "store": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _outbox_needs_store(self) -> PipelineSpec:
+        if self.outbox is not None and self.store is False:
+            raise ValueError("outbox: the outbox lives in the store; remove `store: false`")
+        return self
+
+    def source_names(self) -> list[str]:
+        return [s.name or f"{s.type}{i}" for i, s in enumerate(self.sources)]
+
+    def sink_names(self) -> list[str]:
+        return [s.name or s.type for s in self.sinks]
+
+
+# --- step 1: YAML → PipelineSpec -----------------------------------------------------------------
+
+
+def load_spec(path: str | Path) -> PipelineSpec:
+    """Read and validate a pipeline file; :class:`ConfigError` lists every problem found."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such pipeline file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read it: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or exc
+        raise ConfigError(f"{path}: not valid YAML: {where}{problem}") from exc
+    return parse_spec(data, base=path.parent.resolve(), origin=str(path))
+
+
+def parse_spec(data: object, *, base: Path, origin: str = "pipeline") -> PipelineSpec:
+    """Validate already-parsed YAML/JSON ``data``; relative paths resolve against ``base``."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{origin}: a pipeline is a mapping of keys, got {type(data).__name__}")
+    try:
+        return PipelineSpec.model_validate(data, context={"base": base})
+    except ValidationError as exc:
+        problems = [_explain(error, data) for error in exc.errors()]
+        raise ConfigError(
+            f"{origin}: " + "\n".join(problems)
+            if len(problems) == 1
+            else f"{origin}: {len(problems)} problems:\n  " + "\n  ".join(problems)
+        ) from exc
+
+
+def _explain(error: Mapping[str, Any], data: object) -> str:
+    """One pydantic error as ``key.path[i]: what is wrong (got ...)``."""
+    parts: list[str] = []
+    node = data
+    for part in error["loc"]:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        if isinstance(node, dict) and part not in node and node.get("type") == part:
+            continue  # the discriminated union's tag, not a key the user wrote
+        if part.startswith("function-") or part in ("str", "bool", "literal['false']"):
+            continue  # pydantic's name for a union member
+        parts.append(("." if parts else "") + part)
+        node = node.get(part) if isinstance(node, dict) else None
+    where = "".join(parts) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = f"unknown key {_last_key(error['loc'])!r}"
+        return f"{where}: {message}"
+    if kind == "union_tag_invalid":
+        expected = error.get("ctx", {}).get("expected_tags", "")
+        return f"{where}: unknown type {error['input']!r}; choose one of {expected}"
+    if kind == "union_tag_not_found":
+        return f"{where}: missing `type:` (which kind of step or source this is)"
+    if kind == "missing":
+        return f"{where}: required, but missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    got = error.get("input")
+    if kind not in ("value_error", "assertion_error") and not isinstance(got, dict | list):
+        message += f", got {got!r}"
+    return f"{where}: {message}"
+
+
+def _last_key(loc: Sequence[object]) -> str:
+    return str(loc[-1]) if loc else ""
+
+
+# --- step 2: PipelineSpec → Plan (the pieces fit) ----------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """A checked pipeline: the spec, its open model, the rules, what results will hold."""
+
+    spec: PipelineSpec
+    model: OpenedModel
+    rules: list[Rule]
+    produced: frozenset[str]
+    arrival: dict[str, ArraySpec]  # per source: what reaches the model
+
+    @property
+    def input(self) -> TensorSpec:
+        return self.model.engine.signature.inputs[0]
+
+
+def plan(spec: PipelineSpec) -> Plan:
+    """Open the model and check that sources, stages, rules and sinks fit together."""
+    m = spec.model
+    try:
+        opened = open_model(m.path, backend=m.backend, threads=m.threads)
+    except FoglineError as exc:
+        raise ConfigError(f"model.path: {exc}") from exc
+    try:
+        return _check(spec, opened)
+    except BaseException:
+        opened.engine.close()
+        raise
+
+
+def _check(spec: PipelineSpec, opened: OpenedModel) -> Plan:
+    signature = opened.engine.signature
+    if len(signature.inputs) != 1:
+        names = ", ".join(signature.input_names)
+        raise ConfigError(
+            f"model.path: the model takes {len(signature.inputs)} inputs ({names}); "
+            "pipelines feed one input per item"
+        )
+    wanted = signature.inputs[0]
+    arrival: dict[str, ArraySpec] = {}
+    for index, (source, name) in enumerate(zip(spec.sources, spec.source_names(), strict=True)):
+        data = _guard(f"sources[{index}]", source.output)
+        for step, stage in enumerate(spec.preprocess):
+            data = _guard(f"preprocess[{step}] ({stage.type})", stage.output, data)
+        _fits(data, wanted, f"sources[{index}] ({name})", bool(spec.preprocess))
+        arrival[name] = data
+    produced = frozenset(signature.output_names) if not spec.postprocess else frozenset()
+    for step, post in enumerate(spec.postprocess):
+        produced = _guard(f"postprocess[{step}] ({post.type})", post.check, signature, produced)
+    known = produced | BASE_NAMES
+    sink_names = spec.sink_names()
+    duplicates = {n for n in sink_names if sink_names.count(n) > 1}
+    if duplicates:
+        raise ConfigError(
+            f"sinks: two sinks are named {sorted(duplicates)[0]!r}; give each a `name:`"
+        )
+    rules = []
+    for index, rule in enumerate(spec.rules):
+        condition = Condition(rule.when)
+        _guard(f"rules[{index}].when", condition.check, known)
+        for target in rule.then:
+            if target not in sink_names:
+                hint = difflib.get_close_matches(target, sink_names, 1)
+                also = (
+                    f"; did you mean {hint[0]!r}?"
+                    if hint
+                    else f"; sinks: {', '.join(sink_names) or 'none'}"
+                )
+                raise ConfigError(f"rules[{index}].then: no sink named {target!r}{also}")
+        rules.append(Rule(rule.name, condition, tuple(rule.then)))
+    rule_names = frozenset(rule.name for rule in spec.rules)
+    fields = known | {"rules", "model_version"} | rule_names
+    for index, sink in enumerate(spec.sinks):
+        if sink.when is not None:
+            _guard(f"sinks[{index}].when", Condition(sink.when).check, fields)
+        unknown = fields_of(sink) - fields
+        if unknown:
+            raise ConfigError(
+                f"sinks[{index}]: the template uses {', '.join(sorted(unknown))}, which no result "
+                f"has (results have: {', '.join(sorted(fields))})"
+            )
+    if spec.store is not False and isinstance(spec.store.sync, str):
+        _guard("store.sync", Condition(spec.store.sync).check, fields)
+    if spec.outbox is not None:
+        unknown = fields_of(spec.outbox.transport) - fields
+        if unknown:
+            raise ConfigError(
+                f"outbox.transport: the template uses {', '.join(sorted(unknown))}, "
+                "which no result has"
+            )
+    return Plan(spec, opened, rules, fields, arrival)
+
+
+def _guard(where: str, call: Any, *args: Any) -> Any:
+    try:
+        return call(*args)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _fits(data: ArraySpec, wanted: TensorSpec, where: str, has_steps: bool) -> None:
+    """Raise unless ``data`` is what the model's input takes for one item."""
+    item = TensorSpec(wanted.name, wanted.dtype, wanted.shape[1:]) if wanted.shape else wanted
+    model_text = (
+        f"the model's input {wanted.name!r} takes {_shape_text(item.shape)} {item.dtype} per item"
+    )
+    arrives = (
+        f"but {'preprocessing ends with' if has_steps else 'the source gives'} {data.describe()}"
+    )
+    if data.rank is not None and data.rank != item.rank:
+        hint = ""
+        if data.rank == item.rank - 1 or data.rank == item.rank + 1:
+            hint = "; add a `reshape` step"
+        raise ConfigError(f"{where}: {model_text}, {arrives}{hint}")
+    if data.shape is not None:
+        if data.rank == 3 and item.rank == 3 and data.layout == "HWC" and _channels_first(item):
+            raise ConfigError(
+                f"{where}: {model_text} (channels first), {arrives}; add `- type: layout` with `to: chw`"
+            )
+        for axis, (have, need) in enumerate(zip(data.shape, item.shape, strict=True)):
+            if isinstance(need, int) and have is None:
+                raise ConfigError(
+                    f"{where}: {model_text}, {arrives}: dimension {axis} is not fixed; "
+                    "add a resize, letterbox, crop or reshape step that fixes it"
+                )
+            if isinstance(need, int) and have != need:
+                raise ConfigError(f"{where}: {model_text}, {arrives}")
+    if data.dtype is not None and data.dtype != item.dtype:
+        step = "a `normalize` step" if data.dtype == "uint8" else "a `cast` step"
+        raise ConfigError(f"{where}: {model_text}, {arrives}; add {step} (dtype {item.dtype})")
+
+
+def _channels_first(item: TensorSpec) -> bool:
+    first, last = item.shape[0], item.shape[-1]
+    return first in (1, 3, 4) and last not in (1, 3, 4)
