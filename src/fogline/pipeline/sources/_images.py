@@ -9,11 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
-import cv2
 from pydantic import model_validator
 
 from fogline.pipeline._base import ArraySpec, ExistingPath, SourceSpec
 from fogline.pipeline._item import Corrupt, Item
+from fogline.pipeline._optional import optional
 
 #: Suffixes the default pattern picks (what OpenCV decodes), compared lower-case.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -29,6 +29,7 @@ class ImagesSpec(SourceSpec):
 
     >>> import tempfile, numpy as np
     >>> folder = Path(tempfile.mkdtemp())
+    >>> import cv2
     >>> _ = cv2.imwrite(str(folder / "a.png"), np.zeros((4, 6, 3), np.uint8))
     >>> spec = ImagesSpec(path=folder)
     >>> spec.output().describe(), [f.name for f in spec.files()]
@@ -82,6 +83,7 @@ class ImagesSource:
         self._labels = labels
 
     def read(self, stop: threading.Event) -> Iterator[Item | Corrupt]:
+        cv2 = optional("cv2")
         sequence = 0
         while True:
             decoded = 0

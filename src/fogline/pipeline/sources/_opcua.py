@@ -15,19 +15,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-from asyncua import ua
-from asyncua.client.client import Client
-from asyncua.client.ua_client import UaClientState
-from asyncua.common.node import Node
-from asyncua.ua.uaerrors import UaError
 from pydantic import Field, field_validator, model_validator
 
 from fogline.errors import ConfigError, TransportError
 from fogline.pipeline._base import ArraySpec, SourceSpec
 from fogline.pipeline._item import Corrupt, Item
+from fogline.pipeline._optional import optional
+
+if TYPE_CHECKING:
+    from asyncua.client.client import Client
+    from asyncua.common.node import Node
 
 #: How long one slice of the event loop runs before ``stop`` is looked at again.
 POLL_S = 0.1
@@ -63,6 +63,10 @@ class OpcuaSpec(SourceSpec):
     @field_validator("nodes")
     @classmethod
     def _node_ids(cls, value: list[str]) -> list[str]:
+        optional("asyncua")
+        from asyncua import ua
+        from asyncua.ua.uaerrors import UaError
+
         for text in value:
             try:
                 ua.NodeId.from_string(text)
@@ -127,12 +131,18 @@ class OpcuaSource:
     """Subscribes to ``nodes`` on ``endpoint``; ends when ``stop`` is set."""
 
     def __init__(self, name: str, endpoint: str, nodes: list[str], interval_ms: float) -> None:
+        optional("asyncua")
+        from asyncua import ua
+
         self.name = name
         self._endpoint = endpoint
         self._nodes = [ua.NodeId.from_string(n).to_string() for n in nodes]
         self._interval_ms = interval_ms
 
     def read(self, stop: threading.Event) -> Iterator[Item | Corrupt]:
+        from asyncua.client.client import Client
+        from asyncua.client.ua_client import UaClientState
+
         loop = asyncio.new_event_loop()
         client = Client(self._endpoint, timeout=TIMEOUT_S)
         try:
@@ -158,6 +168,9 @@ class OpcuaSource:
             loop.close()
 
     async def _subscribe(self, client: Client) -> _Collector:
+        from asyncua import ua
+        from asyncua.ua.uaerrors import UaError
+
         try:
             await client.connect()
         except (OSError, TimeoutError, UaError) as exc:

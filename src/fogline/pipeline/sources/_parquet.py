@@ -6,10 +6,9 @@ from collections.abc import Iterator
 from typing import Any, Literal
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 from pydantic import model_validator
 
+from fogline.pipeline._optional import optional
 from fogline.pipeline.sources._table import BadRow, Header, Row, TableSpec, parse_time
 
 #: Rows per record batch: bounded memory whatever the file's size.
@@ -17,6 +16,7 @@ BATCH_ROWS = 4096
 
 
 def _is_numeric(kind: Any) -> bool:
+    pa = optional("pyarrow")
     return bool(
         pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
     )
@@ -32,6 +32,7 @@ class ParquetSpec(TableSpec):
 
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "log.parquet"
+    >>> import pyarrow as pa, pyarrow.parquet as pq
     >>> pq.write_table(pa.table({"t": [0.0, 0.1], "x": [1.0, 2.0], "id": ["a", "b"]}), path)
     >>> ParquetSpec(path=path, time_column="t").channels
     ('x',)
@@ -40,6 +41,7 @@ class ParquetSpec(TableSpec):
     type: Literal["parquet"] = "parquet"
 
     def header(self) -> Header:
+        pa, pq = optional("pyarrow"), optional("pyarrow.parquet")
         try:
             schema = pq.read_schema(self.path)
         except (pa.ArrowException, OSError) as exc:
@@ -63,6 +65,7 @@ class ParquetSpec(TableSpec):
         wanted = list(dict.fromkeys([*columns, *extra]))
         name = self.path.name
         number = 0
+        pq = optional("pyarrow.parquet")
         with pq.ParquetFile(self.path) as file:
             for batch in file.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
                 values = np.column_stack([_floats(batch.column(c)) for c in columns]).astype(
@@ -95,4 +98,5 @@ class ParquetSpec(TableSpec):
 
 def _floats(column: Any) -> np.ndarray:
     """A numeric column as float64 (nulls become NaN; the null mask reports them)."""
+    pa = optional("pyarrow")
     return np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)

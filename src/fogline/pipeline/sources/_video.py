@@ -12,14 +12,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
-import cv2
 from pydantic import Field, model_validator
 
 from fogline.errors import ConfigError
 from fogline.pipeline._base import ArraySpec, ExistingPath, SourceSpec
 from fogline.pipeline._item import Corrupt, Item
+from fogline.pipeline._optional import optional
 from fogline.pipeline.sources._pacing import Pacer
 
 #: How long a live source keeps retrying failed grabs before it ends.
@@ -97,7 +97,8 @@ class VideoSource:
         else:
             self._label = target if self._live else target.rsplit("/", 1)[-1]
 
-    def _open(self) -> cv2.VideoCapture:
+    def _open(self) -> Any:  # a cv2.VideoCapture
+        cv2 = optional("cv2")
         if isinstance(self._target, int):
             capture = cv2.VideoCapture(self._target)
         elif self._live:
@@ -116,6 +117,7 @@ class VideoSource:
         return capture
 
     def read(self, stop: threading.Event) -> Iterator[Item | Corrupt]:
+        cv2 = optional("cv2")
         capture = self._open()
         try:
             fps = capture.get(cv2.CAP_PROP_FPS)
