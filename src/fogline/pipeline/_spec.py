@@ -226,8 +226,8 @@ def _explain(error: Mapping[str, Any], data: object) -> str:
         message = f"unknown key {_last_key(error['loc'])!r}"
         return f"{where}: {message}"
     if kind == "union_tag_invalid":
-        expected = error.get("ctx", {}).get("expected_tags", "")
-        return f"{where}: unknown type {error['input']!r}; choose one of {expected}"
+        ctx = error.get("ctx", {})
+        return f"{where}: unknown type {ctx.get('tag')!r}; choose one of {ctx.get('expected_tags')}"
     if kind == "union_tag_not_found":
         return f"{where}: missing `type:` (which kind of step or source this is)"
     if kind == "missing":
@@ -346,35 +346,46 @@ def _guard(where: str, call: Any, *args: Any) -> Any:
 
 
 def _fits(data: ArraySpec, wanted: TensorSpec, where: str, has_steps: bool) -> None:
-    """Raise unless ``data`` is what the model's input takes for one item."""
+    """Raise unless ``data`` is what the model's input takes for one item; say how to fix it."""
     item = TensorSpec(wanted.name, wanted.dtype, wanted.shape[1:]) if wanted.shape else wanted
-    model_text = (
-        f"the model's input {wanted.name!r} takes {_shape_text(item.shape)} {item.dtype} per item"
-    )
-    arrives = (
-        f"but {'preprocessing ends with' if has_steps else 'the source gives'} {data.describe()}"
-    )
+    fixed = all(isinstance(d, int) for d in item.shape)
+    hints: list[str] = []
+    wrong = False
     if data.rank is not None and data.rank != item.rank:
-        hint = ""
-        if data.rank == item.rank - 1 or data.rank == item.rank + 1:
-            hint = "; add a `reshape` step"
-        raise ConfigError(f"{where}: {model_text}, {arrives}{hint}")
-    if data.shape is not None:
-        if data.rank == 3 and item.rank == 3 and data.layout == "HWC" and _channels_first(item):
-            raise ConfigError(
-                f"{where}: {model_text} (channels first), {arrives}; add `- type: layout` with `to: chw`"
-            )
-        for axis, (have, need) in enumerate(zip(data.shape, item.shape, strict=True)):
-            if isinstance(need, int) and have is None:
-                raise ConfigError(
-                    f"{where}: {model_text}, {arrives}: dimension {axis} is not fixed; "
-                    "add a resize, letterbox, crop or reshape step that fixes it"
-                )
-            if isinstance(need, int) and have != need:
-                raise ConfigError(f"{where}: {model_text}, {arrives}")
+        wrong = True
+        target = f" with `shape: {list(item.shape)}`" if fixed else ""
+        hints.append(f"add a `reshape` step{target}")
+    elif data.shape is not None:
+        if data.rank == 3 and data.layout == "HWC" and _channels_first(item):
+            wrong = True
+            hints.append("add a `layout` step with `to: chw`")
+            have = (data.shape[2], data.shape[0], data.shape[1])
+        else:
+            have = data.shape
+        unfixed = False
+        for have_dim, need in zip(have, item.shape, strict=True):
+            if isinstance(need, int) and have_dim is None:
+                wrong = unfixed = True
+            elif isinstance(need, int) and have_dim != need:
+                wrong = True
+        if unfixed:
+            hints.append("fix the size with a `resize`, `letterbox` or `crop` step")
+        if data.rank == 3 and data.layout is not None:
+            channels = have[0] if _channels_first(item) else have[-1]
+            need_channels = item.shape[0] if _channels_first(item) else item.shape[-1]
+            if channels == 3 and need_channels == 1:
+                hints.append("make it one channel with `colour` `to: gray`")
     if data.dtype is not None and data.dtype != item.dtype:
-        step = "a `normalize` step" if data.dtype == "uint8" else "a `cast` step"
-        raise ConfigError(f"{where}: {model_text}, {arrives}; add {step} (dtype {item.dtype})")
+        wrong = True
+        step = "`normalize`" if data.dtype == "uint8" else "`cast`"
+        hints.append(f"add a {step} step (to {item.dtype})")
+    if wrong:
+        made = "preprocessing ends with" if has_steps else "the source gives"
+        fix = f"; {'; '.join(hints)}" if hints else ""
+        raise ConfigError(
+            f"{where}: the model's input {wanted.name!r} takes {_shape_text(item.shape)} "
+            f"{item.dtype} per item, but {made} {data.describe()}{fix}"
+        )
 
 
 def _channels_first(item: TensorSpec) -> bool:
