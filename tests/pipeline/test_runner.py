@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from digits_pipeline import digits_spec, write_spec
 from prometheus_client import CollectorRegistry, generate_latest
 
+from digits_pipeline import digits_spec, write_spec
 from fogline.examples import digits_model_path
 from fogline.pipeline import Pipeline, Snapshot, load_spec, plan
 from fogline.store import read_deduplicated
@@ -92,7 +92,7 @@ def test_the_outbox_delivers_every_synced_result_once_per_key(tmp_path: Path):
         store={"path": "results.db", "sync": "not confident"},
         outbox={"transport": {"type": "jsonl", "path": "outbox.jsonl"}},
     )
-    snapshot, pipeline = run(tmp_path, spec)
+    snapshot, _ = run(tmp_path, spec)
 
     synced = rows(tmp_path / "results.db", "SELECT id FROM results WHERE sync = 1")
     delivered = read_deduplicated(tmp_path / "outbox.jsonl")
@@ -222,7 +222,7 @@ def test_duration_and_max_items_stop_the_sources(tmp_path: Path):
 
 
 def test_prometheus_reads_the_same_numbers(tmp_path: Path):
-    snapshot, pipeline = run(tmp_path, digits_spec())
+    _, pipeline = run(tmp_path, digits_spec())
     registry = CollectorRegistry()
     registry.register(pipeline.metrics.prometheus_collector("digits"))
 

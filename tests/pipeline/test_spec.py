@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from digits_pipeline import LABELS, digits_spec, write_spec
 
+from digits_pipeline import LABELS, digits_spec, write_spec
 from fogline.errors import ConfigError
 from fogline.pipeline import ArraySpec, load_spec, plan
 

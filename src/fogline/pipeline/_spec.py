@@ -359,7 +359,7 @@ def _fits(data: ArraySpec, wanted: TensorSpec, where: str, has_steps: bool) -> N
         if data.rank == 3 and data.layout == "HWC" and _channels_first(item):
             wrong = True
             hints.append("add a `layout` step with `to: chw`")
-            have = (data.shape[2], data.shape[0], data.shape[1])
+            have: tuple[int | None, ...] = (data.shape[2], data.shape[0], data.shape[1])
         else:
             have = data.shape
         unfixed = False

@@ -27,6 +27,7 @@ from fogline.pipeline.sources import (
     CsvSpec,
     DatasetSpec,
     ImagesSpec,
+    MqttSourceSpec,
     OpcuaSpec,
     ParquetSpec,
     StdinSpec,
@@ -92,6 +93,23 @@ def _opcua(tmp: Path, request: pytest.FixtureRequest) -> SourceSpec:
     return OpcuaSpec(endpoint=server.endpoint, nodes=list(server.numbers), interval_ms=50)
 
 
+def _mqtt(tmp: Path, request: pytest.FixtureRequest) -> SourceSpec:
+    from fogline.pipeline._mqtt import MqttMessage, MqttPublisher, Topic
+
+    broker = request.getfixturevalue("mosquitto")
+    done = threading.Event()
+
+    def publish() -> None:  # a sensor that keeps sending until the test ends
+        with MqttPublisher(broker.url) as publisher:
+            while not done.wait(0.02):
+                publisher.publish(MqttMessage(Topic("sensors/a"), b"[1.5, 2.5]"))
+
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    request.addfinalizer(lambda: (done.set(), thread.join(5)))
+    return MqttSourceSpec(url=broker.url, topic="sensors/#", shape=[2])
+
+
 BUILDERS: dict[type[SourceSpec], Callable[[Path, pytest.FixtureRequest], SourceSpec]] = {
     ImagesSpec: _images,
     VideoSpec: _video,
@@ -101,6 +119,7 @@ BUILDERS: dict[type[SourceSpec], Callable[[Path, pytest.FixtureRequest], SourceS
     SyntheticSpec: _synthetic,
     StdinSpec: _stdin,
     OpcuaSpec: _opcua,
+    MqttSourceSpec: _mqtt,
 }
 
 

@@ -9,16 +9,26 @@ from fogline.pipeline.sinks._basic import (
     StdoutSink,
     StdoutSinkSpec,
 )
+from fogline.pipeline.sinks._http import HttpSink, HttpSinkSpec, HttpTransport, HttpTransportSpec
+from fogline.pipeline.sinks._mqtt import MqttSink, MqttSinkSpec, MqttTransport, MqttTransportSpec
 
-SPECS = (JsonlSinkSpec, StdoutSinkSpec, ShellSinkSpec)
-TRANSPORT_SPECS = (JsonlTransportSpec,)
+SPECS = (JsonlSinkSpec, StdoutSinkSpec, ShellSinkSpec, MqttSinkSpec, HttpSinkSpec)
+TRANSPORT_SPECS = (JsonlTransportSpec, MqttTransportSpec, HttpTransportSpec)
 
 __all__ = [
     "SPECS",
     "TRANSPORT_SPECS",
+    "HttpSink",
+    "HttpSinkSpec",
+    "HttpTransport",
+    "HttpTransportSpec",
     "JsonlSink",
     "JsonlSinkSpec",
     "JsonlTransportSpec",
+    "MqttSink",
+    "MqttSinkSpec",
+    "MqttTransport",
+    "MqttTransportSpec",
     "ShellSink",
     "ShellSinkSpec",
     "StdoutSink",

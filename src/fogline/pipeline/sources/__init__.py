@@ -12,6 +12,7 @@ from fogline.pipeline._base import SourceSpec
 from fogline.pipeline.sources._csv import CsvSpec
 from fogline.pipeline.sources._dataset import DatasetSource, DatasetSpec
 from fogline.pipeline.sources._images import ImagesSource, ImagesSpec
+from fogline.pipeline.sources._mqtt import MqttSource, MqttSourceSpec
 from fogline.pipeline.sources._opcua import OpcuaSource, OpcuaSpec
 from fogline.pipeline.sources._pacing import Pacer
 from fogline.pipeline.sources._parquet import ParquetSpec
@@ -29,6 +30,7 @@ SPECS: tuple[type[SourceSpec], ...] = (
     SyntheticSpec,
     StdinSpec,
     OpcuaSpec,
+    MqttSourceSpec,
 )
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     "DatasetSpec",
     "ImagesSource",
     "ImagesSpec",
+    "MqttSource",
+    "MqttSourceSpec",
     "OpcuaSource",
     "OpcuaSpec",
     "Pacer",
