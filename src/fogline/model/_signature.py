@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -109,11 +110,11 @@ class Signature:
     opset: Mapping[str, int] = field(default_factory=dict)
     producer: str = ""
 
-    @property
+    @cached_property
     def input_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.inputs)
 
-    @property
+    @cached_property
     def output_names(self) -> tuple[str, ...]:
         return tuple(t.name for t in self.outputs)
 
@@ -125,6 +126,13 @@ class Signature:
 
     def check_feeds(self, feeds: Mapping[str, np.ndarray], where: str = "inputs") -> None:
         """Raise :class:`SignatureMismatch` naming the first input that does not fit."""
+        if len(feeds) == len(self.inputs) and all(  # the common case, cheaply: an exact fit
+            (array := feeds.get(spec.name)) is not None
+            and array.dtype.name == spec.dtype
+            and array.shape == spec.shape
+            for spec in self.inputs
+        ):
+            return
         missing = [n for n in self.input_names if n not in feeds]
         if missing:
             raise SignatureMismatch(
