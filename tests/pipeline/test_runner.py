@@ -236,3 +236,28 @@ def test_prometheus_reads_the_same_numbers(tmp_path: Path):
         'fogline_pipeline_stage_seconds_count{pipeline="digits",stage="end_to_end"} 597.0' in text
     )
     assert "fogline_pipeline_queue_depth" in text
+
+
+def test_the_bundled_digits_pipeline_checks_and_runs(tmp_path: Path):
+    import yaml
+
+    from fogline.examples import digits_model_path
+    from fogline.pipeline import parse_spec
+
+    repo_copy = Path(__file__).parents[2] / "examples" / "digits" / "pipeline.yaml"
+    as_shipped = plan(load_spec(repo_copy))
+    as_shipped.model.engine.close()
+    assert as_shipped.model.name == "digits"
+    spec = yaml.safe_load((digits_model_path().parent / "pipeline.yaml").read_text())
+    spec["model"]["path"] = str(digits_model_path().parent)
+    checked = plan(parse_spec(spec, base=tmp_path))
+    pipeline = Pipeline(checked)
+    snapshot = pipeline.run(max_items=300)
+    pipeline.close()
+    checked.model.engine.close()
+
+    assert snapshot.total("processed") == 300
+    assert snapshot.accuracy is not None and snapshot.accuracy[0] / 300 > 0.97
+    assert (tmp_path / "results.db").exists()
+    delivered = read_deduplicated(tmp_path / "outbox.jsonl")
+    assert len(delivered) == 300

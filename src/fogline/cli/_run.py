@@ -55,7 +55,7 @@ def run(
     try:
         with _logging(), _signals(runner), _prometheus(runner, metrics_port):
             show_live = console.is_terminal if live is None else live
-            snapshot = _run(runner, duration, max_items, show_live)
+            snapshot = live_run(runner, duration, max_items, show_live)
         console.print(summary_table(checked, snapshot), highlight=False)
         if snapshot.stages:
             console.print(latency_table(snapshot), highlight=False)
@@ -66,7 +66,9 @@ def run(
         checked.model.engine.close()
 
 
-def _run(runner: Pipeline, duration: float | None, max_items: int | None, live: bool) -> Snapshot:
+def live_run(
+    runner: Pipeline, duration: float | None, max_items: int | None, live: bool
+) -> Snapshot:
     if not live:
         return runner.run(duration=duration, max_items=max_items)
     result: list[Snapshot] = []
@@ -158,6 +160,12 @@ def summary_lines(runner: Pipeline, snap: Snapshot) -> list[str]:
             f"{snap.throughput:,.0f} items/s, end-to-end p50 {e2e.p50 * 1e3:.2f} ms, "
             f"p99 {e2e.p99 * 1e3:.2f} ms"
         )
+    settled = {o: snap.total(o) for o in OUTCOMES if o not in ("produced", "processed", "corrupt")}
+    lines.append(
+        f"books: {snap.total('produced'):,} produced = {snap.total('processed'):,} processed + "
+        + " + ".join(f"{n:,} {outcome}" for outcome, n in settled.items())
+        + (f" · {snap.total('corrupt'):,} unreadable skipped" if snap.total("corrupt") else "")
+    )
     if snap.accuracy is not None:
         correct, labelled = snap.accuracy
         lines.append(

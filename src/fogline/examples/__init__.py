@@ -67,6 +67,17 @@ def digits_eval() -> Iterator[dict[str, np.ndarray]]:
         yield {"pixels": pixels[start : start + 64], "labels": labels[start : start + 64]}
 
 
+def digits_stream() -> tuple[np.ndarray, np.ndarray]:
+    """The held-out images as a camera would give them: uint8 8x8 grey levels 0..16, and labels.
+
+    The pipeline demo replays these; its preprocessing scales them the way
+    the model was trained (``normalize`` with ``scale: PIXEL_SCALE``).
+    """
+    pixels, labels = digits_split("eval")
+    raw = np.rint(pixels[:, 0] / PIXEL_SCALE).astype(np.uint8)
+    return raw, labels
+
+
 __all__ = [
     "LABELS",
     "PIXEL_SCALE",
@@ -74,5 +85,6 @@ __all__ = [
     "digits_eval",
     "digits_model_path",
     "digits_split",
+    "digits_stream",
     "digits_train",
 ]

@@ -281,8 +281,11 @@ class Pipeline:
                 if (limit is not None and produced >= limit) or not self._claim():
                     break
                 if interval:
-                    next_at = max(next_at + interval, time.monotonic() - interval)
-                    delay = next_at - time.monotonic()
+                    # A schedule, not a sleep per item: a late item is followed by quicker
+                    # ones, catching up at most 0.1 s so a stall does not become a burst.
+                    now = time.monotonic()
+                    next_at = max(next_at + interval, now - 0.1)
+                    delay = next_at - now
                     if delay > 0 and self._stop_sources.wait(delay):
                         break
                 produced += 1

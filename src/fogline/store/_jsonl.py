@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +64,13 @@ class JsonlTransport:
         return self._fd
 
     def send(self, message: OutboxMessage) -> None:
-        line = json.dumps(message.to_dict(), sort_keys=True, separators=(",", ":")) + "\n"
-        data = line.encode()
+        self.send_many([message])
+
+    def send_many(self, messages: Sequence[OutboxMessage]) -> None:
+        """Append one line per message, then one fsync: all are durable when this returns."""
+        data = "".join(
+            json.dumps(m.to_dict(), sort_keys=True, separators=(",", ":")) + "\n" for m in messages
+        ).encode()
         with self._lock:
             fd = self._open()
             view = memoryview(data)

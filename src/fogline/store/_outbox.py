@@ -28,6 +28,9 @@ class Transport(Protocol):
 
     Returning means the receiver has the message durably: it will not be
     sent again unless the device crashes before recording the delivery.
+    A transport may also offer ``send_many(messages)``, which the sender
+    then uses for a whole round (one fsync, one round of acknowledgements);
+    if it raises, every message of the round is sent again later.
     """
 
     def send(self, message: OutboxMessage) -> None: ...
@@ -114,13 +117,22 @@ class OutboxSender:
             return 0
         delivered: list[int] = []
         try:
-            for message in self.store.pending(self.batch):
+            messages = self.store.pending(self.batch)
+            send_many = getattr(self.transport, "send_many", None)
+            if callable(send_many) and len(messages) > 1:
+                try:
+                    send_many(messages)
+                except Exception as exc:  # which ones arrived is unknown: all are resent
+                    self._failed(messages[0], exc)
+                else:
+                    delivered = [message.id for message in messages]
+                    self._next_attempt = float("-inf")
+                return len(delivered)
+            for message in messages:
                 try:
                     self.transport.send(message)
                 except Exception as exc:  # any transport failure: retry later, keep order
-                    self.last_error = exc
-                    attempts = self.store.record_failure(message.id, f"{type(exc).__name__}: {exc}")
-                    self._next_attempt = self._clock() + self.backoff(max(attempts, 1))
+                    self._failed(message, exc)
                     break
                 delivered.append(message.id)
             else:
@@ -129,6 +141,11 @@ class OutboxSender:
             # One transaction for the round; a crash before it means these are resent.
             self.store.mark_delivered(delivered)
         return len(delivered)
+
+    def _failed(self, message: OutboxMessage, exc: Exception) -> None:
+        self.last_error = exc
+        attempts = self.store.record_failure(message.id, f"{type(exc).__name__}: {exc}")
+        self._next_attempt = self._clock() + self.backoff(max(attempts, 1))
 
     def run(self, stop: threading.Event) -> None:
         """Deliver until ``stop`` is set, waiting ``poll_interval`` when idle or backing off."""

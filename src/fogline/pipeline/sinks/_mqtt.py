@@ -126,12 +126,19 @@ class MqttTransport:
         self.publisher = MqttPublisher(url, client_id=client_id, timeout=timeout)
 
     def send(self, message: OutboxMessage) -> None:
+        self.send_many([message])
+
+    def send_many(self, messages: Sequence[OutboxMessage]) -> None:
+        """Publish all, in order, and wait for every acknowledgement (one round trip)."""
         self.publisher.publish(
-            MqttMessage(
-                self.topic.for_result(message.result),
-                _dumps(message.to_dict()),
-                self.qos,
-                user_properties=(("idempotency-key", message.key),),
+            *(
+                MqttMessage(
+                    self.topic.for_result(message.result),
+                    _dumps(message.to_dict()),
+                    self.qos,
+                    user_properties=(("idempotency-key", message.key),),
+                )
+                for message in messages
             )
         )
 
