@@ -261,3 +261,59 @@ def test_the_bundled_digits_pipeline_checks_and_runs(tmp_path: Path):
     assert (tmp_path / "results.db").exists()
     delivered = read_deduplicated(tmp_path / "outbox.jsonl")
     assert len(delivered) == 300
+
+
+def test_several_sources_feed_one_model_each_at_its_own_rate(tmp_path: Path):
+    spec = digits_spec(
+        sources=[
+            {"type": "dataset", "name": "replay", "function": "fogline.examples:digits_eval"},
+            {"type": "synthetic", "name": "slow", "shape": [1, 8, 8], "count": 20, "rate": 100},
+        ]
+    )
+    snapshot, _ = run(tmp_path, spec)
+
+    assert snapshot.counts["replay"]["processed"] == 597
+    assert snapshot.counts["slow"]["processed"] == 20
+    assert_books_balance(snapshot)
+    sources = rows(tmp_path / "results.db", "SELECT source, COUNT(*) FROM results GROUP BY source")
+    assert dict(sources) == {"replay": 597, "slow": 20}
+
+
+def test_stdout_and_shell_sinks_act_on_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    marker = tmp_path / "sevens"
+    marker.mkdir()
+    spec = digits_spec(
+        rules=[{"name": "seven", "when": 'label == "7" and score > 0.9', "then": ["touch", "say"]}],
+        sinks=[
+            {"type": "shell", "name": "touch", "command": ["touch", str(marker) + "/{sequence}"]},
+            {
+                "type": "stdout",
+                "name": "say",
+                "format": "seven at {source}#{sequence} ({score:.2f})",
+            },
+        ],
+    )
+    snapshot, _ = run(tmp_path, spec)
+
+    said = [line for line in capsys.readouterr().out.splitlines() if line.startswith("seven at")]
+    touched = sorted(int(p.name) for p in marker.iterdir())
+    sevens = rows(
+        tmp_path / "results.db",
+        "SELECT sequence FROM results WHERE json_extract(outputs, '$.label') = '7' "
+        "AND json_extract(outputs, '$.score') > 0.9 ORDER BY sequence",
+    )
+    assert touched == [seq for (seq,) in sevens] and touched
+    assert len(said) == len(touched)
+    assert snapshot.sinks["touch"]["written"] == len(touched)
+
+
+def test_a_failing_action_is_counted_and_logged_and_the_pipeline_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    spec = digits_spec(sinks=[{"type": "shell", "name": "broken", "command": ["false"]}])
+    with caplog.at_level(logging.WARNING, logger="fogline.pipeline"):
+        snapshot, _ = run(tmp_path, spec)
+
+    assert snapshot.total("processed") == 597
+    assert snapshot.sinks["broken"]["failed"] == 597
+    assert "sink broken" in caplog.text and "exited with 1" in caplog.text
