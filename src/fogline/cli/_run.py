@@ -11,9 +11,11 @@ from pathlib import Path
 from types import FrameType
 
 import typer
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from fogline.cli._app import app, console, console_err
 from fogline.errors import ConfigError
@@ -115,20 +117,24 @@ def describe(checked: Plan) -> Table:
     return table
 
 
-def live_table(checked: Plan, snap: Snapshot) -> Table:
-    table = summary_table(checked, snap)
-    stages = " · ".join(
-        f"{stage.replace('_', ' ')} p99 {t.p99 * 1e3:.1f} ms" for stage, t in snap.stages.items()
+def live_table(checked: Plan, snap: Snapshot) -> Group:
+    """What the terminal shows while a pipeline runs: counts, latencies, queue depths."""
+    queues = Text(
+        "queues: " + " · ".join(f"{name} {depth:,}" for name, depth in snap.queues.items()),
+        style="dim",
     )
-    queues = " · ".join(f"{name} {depth}" for name, depth in snap.queues.items())
-    table.caption = f"{table.caption}\n{stages}\nqueues: {queues}"
-    return table
+    parts: list[RenderableType] = [summary_table(checked, snap, always=("dropped", "errors"))]
+    if snap.stages:
+        parts.append(latency_table(snap))
+    parts.append(queues)
+    return Group(*parts)
 
 
-def summary_table(checked: Plan, snap: Snapshot) -> Table:
+def summary_table(checked: Plan, snap: Snapshot, always: tuple[str, ...] = ()) -> Table:
     table = Table(title=f"pipeline {escape(checked.spec.name)}", title_justify="left")
     table.add_column("source")
-    shown = [o for o in OUTCOMES if o in ("produced", "processed") or snap.total(o)]
+    keep = ("produced", "processed", *always)
+    shown = [o for o in OUTCOMES if o in keep or snap.total(o)]
     for outcome in shown:
         table.add_column(outcome, justify="right")
     for source in checked.spec.source_names():
