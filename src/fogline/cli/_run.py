@@ -93,8 +93,8 @@ def live_run(
     return result[0]
 
 
-def describe(checked: Plan) -> Table:
-    """What the checked pipeline will do, one row per source."""
+def describe(checked: Plan) -> Group:
+    """What the checked pipeline will do: one row per source, then one line per stage."""
     spec = checked.spec
     engine = checked.model.engine
     table = Table(title=f"pipeline {escape(spec.name)}", title_justify="left")
@@ -105,16 +105,19 @@ def describe(checked: Plan) -> Table:
             escape(name), source.type, source.policy, escape(checked.arrival[name].describe())
         )
     steps = " → ".join(step.type for step in spec.preprocess) or "none"
-    post = " → ".join(step.type for step in spec.postprocess) or "raw outputs"
-    table.caption = (
-        f"preprocess: {steps} · model: {escape(checked.model.name)} v{checked.model.version} "
-        f"({engine.backend}, {engine.precision}, batch ≤ {spec.model.max_batch}, "
-        f"wait ≤ {spec.model.max_wait_ms:g} ms) · postprocess: {post} · "
-        f"rules: {len(spec.rules)} · sinks: {', '.join(spec.sink_names()) or 'none'} · "
-        f"store: {'off' if spec.store is False else escape(str(spec.store.path))}"
-    )
-    table.caption_justify = "left"
-    return table
+    post = " → ".join(step.type for step in spec.postprocess) or "none (raw outputs are stored)"
+    rules = ", ".join(f"{r.name} → {', '.join(r.then) or 'tag only'}" for r in spec.rules)
+    outbox = "off" if spec.outbox is None else spec.outbox.transport.type
+    lines = [
+        f"preprocess   {steps}",
+        f"model        {checked.model.name} v{checked.model.version} ({engine.backend}, "
+        f"{engine.precision}), batches ≤ {spec.model.max_batch}, wait ≤ {spec.model.max_wait_ms:g} ms",
+        f"postprocess  {post}",
+        f"rules        {rules or 'none'}",
+        f"sinks        {', '.join(spec.sink_names()) or 'none'}",
+        f"store        {'off' if spec.store is False else spec.store.path} · outbox {outbox}",
+    ]
+    return Group(table, Text("\n".join(lines)))
 
 
 def live_table(checked: Plan, snap: Snapshot) -> Group:
