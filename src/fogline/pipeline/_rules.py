@@ -2,8 +2,10 @@
 
 A :class:`Condition` is parsed once, when the spec is loaded, by
 `simpleeval <https://github.com/danthedeckie/simpleeval>`_: comparisons,
-``and``/``or``/``not``, arithmetic, ``in``, and a few functions (``abs``,
-``min``, ``max``, ``len``), with no attribute access and no imports, so a
+``and``/``or``/``not``, arithmetic, ``in``, indexing (``top_k[0]["score"]``),
+comprehensions over lists (``any(d["label"] == "person" for d in
+detections)``) and a few functions (``abs``, ``min``, ``max``, ``len``,
+``round``, ``any``, ``all``), with no attribute access and no imports, so a
 pipeline file cannot run code. The names it uses are checked against what
 the pipeline's post-processing produces, so a typo fails at load time.
 
@@ -18,13 +20,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from simpleeval import NameNotDefined, SimpleEval
+from simpleeval import EvalWithCompoundTypes, NameNotDefined
 
 from fogline.errors import ConfigError, ItemError
 
 #: Names every condition may use, whatever the post-processing makes.
 BASE_NAMES = frozenset({"source", "sequence", "captured_at", "model", "truth"})
-_FUNCTIONS = {"abs": abs, "min": min, "max": max, "len": len, "round": round}
+_FUNCTIONS = {
+    "abs": abs,
+    "min": min,
+    "max": max,
+    "len": len,
+    "round": round,
+    "any": any,
+    "all": all,
+}
 
 
 @dataclass(frozen=True)
@@ -36,6 +46,9 @@ class Condition:
     ['label', 'score']
     >>> hot({"label": "7", "score": 0.95}), hot({"label": "1", "score": 0.99})
     (True, False)
+    >>> person = Condition('any(d["label"] == "person" and d["score"] > 0.5 for d in detections)')
+    >>> sorted(person.names), person({"detections": [{"label": "person", "score": 0.7}]})
+    (['detections'], True)
     >>> Condition("score >")
     Traceback (most recent call last):
     ...
@@ -45,18 +58,25 @@ class Condition:
     text: str
     names: frozenset[str] = field(init=False, compare=False)
     _tree: ast.Expr = field(init=False, repr=False, compare=False)
-    _evaluator: SimpleEval = field(init=False, repr=False, compare=False)
+    _evaluator: EvalWithCompoundTypes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str) or not self.text.strip():
             raise ConfigError("a condition must be a non-empty expression")
-        evaluator = SimpleEval(functions=_FUNCTIONS)
+        evaluator = EvalWithCompoundTypes(functions=_FUNCTIONS)
         try:
             tree = evaluator.parse(self.text.strip())
         except SyntaxError as exc:
             raise ConfigError(f"cannot parse the condition {self.text!r}: {exc.msg}") from exc
-        names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
-        names -= set(_FUNCTIONS) | {"True", "False", "None", "true", "false"}
+        loaded = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+        bound = {  # loop variables of comprehensions are not result fields
+            node.id
+            for comp in ast.walk(tree)
+            if isinstance(comp, ast.comprehension)
+            for node in ast.walk(comp.target)
+            if isinstance(node, ast.Name)
+        }
+        names = loaded - bound - set(_FUNCTIONS) - {"True", "False", "None", "true", "false"}
         evaluator.names = {"true": True, "false": False}
         object.__setattr__(self, "_tree", tree)
         object.__setattr__(self, "_evaluator", evaluator)

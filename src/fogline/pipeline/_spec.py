@@ -15,6 +15,7 @@ Loading happens in two steps, both before a single item is read:
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,9 @@ class ModelSpec(Spec):
     """The model and how items are batched through it."""
 
     path: Annotated[Path, Field()]
+    #: What results record as the model and its version (default: the manifest's, else the file name).
+    name: str | None = Field(default=None, min_length=1)
+    version: str | None = Field(default=None, min_length=1)
     backend: str = "auto"
     threads: int | None = Field(default=None, ge=1)
     max_batch: int = Field(default=8, ge=1)
@@ -268,6 +272,10 @@ def plan(spec: PipelineSpec) -> Plan:
         opened = open_model(m.path, backend=m.backend, threads=m.threads)
     except FoglineError as exc:
         raise ConfigError(f"model.path: {exc}") from exc
+    if m.name is not None or m.version is not None:
+        opened = dataclasses.replace(
+            opened, name=m.name or opened.name, version=m.version or opened.version
+        )
     try:
         return _check(spec, opened)
     except BaseException:
