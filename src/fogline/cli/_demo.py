@@ -10,7 +10,7 @@ import yaml
 
 from fogline.cli._app import app, console
 from fogline.cli._optimize import run_optimize
-from fogline.cli._run import latency_table, live_run, summary_lines, summary_table
+from fogline.cli._run import live_run, print_summary
 from fogline.examples import digits_model_path
 from fogline.optimize import OptimizeOptions, Report
 from fogline.pipeline import Pipeline, parse_spec, plan
@@ -108,10 +108,7 @@ def run_demo_pipeline(report: Report, out: Path, items: int) -> None:
     runner = Pipeline(checked)
     try:
         snapshot = live_run(runner, None, items, console.is_terminal)
-        console.print(summary_table(checked, snapshot), highlight=False)
-        console.print(latency_table(snapshot), highlight=False)
-        for line in summary_lines(runner, snapshot):
-            console.print(line, highlight=False)
+        print_summary(runner, snapshot)
     finally:
         runner.close()
         checked.model.engine.close()

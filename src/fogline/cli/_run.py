@@ -58,11 +58,7 @@ def run(
         with _logging(), _signals(runner), _prometheus(runner, metrics_port):
             show_live = console.is_terminal if live is None else live
             snapshot = live_run(runner, duration, max_items, show_live)
-        console.print(summary_table(checked, snapshot), highlight=False)
-        if snapshot.stages:
-            console.print(latency_table(snapshot), highlight=False)
-        for line in summary_lines(runner, snapshot):
-            console.print(line, highlight=False)
+        print_summary(runner, snapshot)
     finally:
         runner.close()
         checked.model.engine.close()
@@ -91,6 +87,15 @@ def live_run(
     if errors:
         raise errors[0]
     return result[0]
+
+
+def print_summary(runner: Pipeline, snapshot: Snapshot) -> None:
+    """The counts per source, the latency per stage, and the summary lines."""
+    console.print(summary_table(runner.plan, snapshot), highlight=False)
+    if snapshot.stages:
+        console.print(latency_table(snapshot), highlight=False)
+    for line in summary_lines(runner, snapshot):
+        console.print(line, highlight=False)
 
 
 def describe(checked: Plan) -> Group:

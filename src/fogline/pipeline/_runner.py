@@ -93,19 +93,7 @@ class _SinkWorker:
     def _work(self) -> None:
         done = False
         while not done:
-            batch: list[Result] = []
-            entry = self.queue.get()
-            while True:
-                if entry is _DONE:
-                    done = True
-                    break
-                batch.append(entry)
-                if len(batch) >= 256:
-                    break
-                try:
-                    entry = self.queue.get_nowait()
-                except queue.Empty:
-                    break
+            batch, done = _take_batch(self.queue, 256)
             if batch:
                 self._write(batch)
 
@@ -431,19 +419,8 @@ class Pipeline:
         next_retention = time.monotonic() + retention_every
         done = False
         while not done:
-            batch: list[tuple[Result, float, list[str]]] = []
-            entry = self._stored.get()
-            while True:
-                if entry is _DONE:
-                    done = True
-                    break
-                batch.append(entry)
-                if len(batch) >= 512:
-                    break
-                try:
-                    entry = self._stored.get_nowait()
-                except queue.Empty:
-                    break
+            batch: list[tuple[Result, float, list[str]]]
+            batch, done = _take_batch(self._stored, 512)
             if not batch:
                 continue
             if store is not None:
@@ -530,6 +507,21 @@ class Pipeline:
         if n <= _LOG_FIRST or n % 1000 == 0:
             more = f" ({n} so far)" if n > _LOG_FIRST else ""
             log.warning("%s: skipped %s: %s%s", source, position, reason, more)
+
+
+def _take_batch(source: queue.Queue[Any], limit: int) -> tuple[list[Any], bool]:
+    """Wait for one entry, then take what else is waiting, up to ``limit``; True at the end marker."""
+    batch: list[Any] = []
+    entry = source.get()
+    while entry is not _DONE:
+        batch.append(entry)
+        if len(batch) >= limit:
+            return batch, False
+        try:
+            entry = source.get_nowait()
+        except queue.Empty:
+            return batch, False
+    return batch, True
 
 
 def _settle(future: Future[dict[str, Any]]) -> dict[str, Any] | str:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic.functional_validators import AfterValidator
 
 from fogline.errors import ConfigError, FoglineError
 from fogline.model import OpenedModel, TensorSpec, open_model
@@ -61,6 +62,18 @@ else:
     TransportUnion = _union(sinks.TRANSPORT_SPECS)
 
 
+def _parses(value: str) -> str:
+    try:
+        Condition(value)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from exc
+    return value
+
+
+#: A rule condition, parsed when the spec is validated.
+ConditionText = Annotated[str, AfterValidator(_parses)]
+
+
 class ModelSpec(Spec):
     """The model and how items are batched through it."""
 
@@ -92,17 +105,8 @@ class RuleSpec(Spec):
     """``{name: unsure, when: "score < 0.6", then: [review]}``"""
 
     name: str = Field(min_length=1)
-    when: str
+    when: ConditionText
     then: list[str] = Field(default_factory=list)
-
-    @field_validator("when")
-    @classmethod
-    def _parses(cls, value: str) -> str:
-        try:
-            Condition(value)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from exc
-        return value
 
 
 class RetentionSpec(Spec):
@@ -114,18 +118,8 @@ class StoreSpec(Spec):
     """The results store: always on unless ``store: false``."""
 
     path: OutputPath = Field(default=Path("results.db"), validate_default=True)
-    sync: bool | str = False
+    sync: bool | ConditionText = False
     retention: RetentionSpec = RetentionSpec()
-
-    @field_validator("sync")
-    @classmethod
-    def _sync_parses(cls, value: bool | str) -> bool | str:
-        if isinstance(value, str):
-            try:
-                Condition(value)
-            except ConfigError as exc:
-                raise ValueError(str(exc)) from exc
-        return value
 
 
 class OutboxSpec(Spec):
