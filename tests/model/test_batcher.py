@@ -340,6 +340,36 @@ def test_a_reject_lane_raises_when_its_share_is_full(engine: Engine):
     assert batcher.stats.rejected == 1
 
 
+def test_evicting_the_oldest_does_not_restart_the_wait(engine: Engine):
+    # A queue smaller than a batch, always full, its oldest item evicted by every arrival:
+    # the batch must still come due max_wait after the wait began (it used to starve).
+    policy = BatchPolicy(max_batch=8, max_wait_s=0.02, queue_size=2, overflow="drop-oldest")
+    with MicroBatcher(engine, policy) as batcher:
+        futures = []
+        stop = time.monotonic() + 0.3
+        while time.monotonic() < stop:
+            futures.append(batcher.submit(tagged(1)))
+            time.sleep(0.002)
+        during = batcher.stats
+    assert during.completed > 0, "no batch was cut while items kept arriving"
+    assert all(outcome(f) in ("ok", "Dropped") for f in futures)
+    assert_balanced(batcher.stats)
+
+
+def test_a_full_lane_is_cut_at_once_instead_of_waiting(engine: Engine):
+    # A live lane of 2 in front of a batch of 8: waiting longer would only swap frames
+    gated = Gated(engine)
+    policy = BatchPolicy(max_batch=8, max_wait_s=5.0, queue_size=8)
+    with MicroBatcher(gated, policy) as batcher:
+        lane = Lane("cam", 2, "drop-oldest")
+        started = time.monotonic()
+        futures = [batcher.submit(tagged(tag), lane=lane) for tag in (1, 2)]
+        assert [outcome(f) for f in futures] == ["ok", "ok"]
+        took = time.monotonic() - started
+    assert took < 2.5  # not the 5 s max wait
+    assert gated.batches == [[1, 2]]
+
+
 def test_reject_raises_overloaded_and_does_not_count_as_submitted(engine: Engine):
     gated = Gated(engine, open_gate=False)
     policy = BatchPolicy(max_batch=1, max_wait_s=0.0, queue_size=2, overflow="reject")

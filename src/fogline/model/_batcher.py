@@ -257,6 +257,9 @@ class MicroBatcher:
         self._tally: Counter[str] = Counter()
         self._sizes: Counter[int] = Counter()
         self._lanes: Counter[str | None] = Counter()  # waiting items per lane
+        self._lane_limits: dict[str, int] = {}
+        # When the oldest wait began: evicting the oldest item does not restart the clock.
+        self._since: float | None = None
         self._in_flight = 0
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -391,8 +394,12 @@ class MicroBatcher:
                     return None
                 self._not_full.wait()
             item.queued_at = time.monotonic()
+            if self._since is None:
+                self._since = item.queued_at
             self._queue.append(item)
             self._lanes[item.lane] += 1
+            if lane is not None:
+                self._lane_limits[lane.name] = lane.limit
             self._tally["submitted"] += 1
             self._not_empty.notify()
         if evicted is not None and evicted is not _CANCELLED:
@@ -418,6 +425,18 @@ class MicroBatcher:
             return queued
         return None
 
+    def _lanes_full(self) -> bool:
+        """True when every item waiting is in a lane at its limit: waiting longer adds nothing.
+
+        (A full drop-oldest lane would only swap its items for newer ones, so
+        the batch is cut now rather than after ``max_wait_s``.) Lock held.
+        """
+        limits = self._lane_limits
+        return all(
+            count == 0 or (lane is not None and count >= limits.get(lane, count + 1))
+            for lane, count in self._lanes.items()
+        )
+
     def _take(self, count: int) -> list[_Item]:
         """Pop ``count`` waiting items, leaving out (and counting) the ones cancelled by callers.
 
@@ -432,6 +451,8 @@ class MicroBatcher:
                 taken.append(item)
             else:
                 self._tally["cancelled"] += 1
+        # What stays waits from its own arrival; an empty queue waits for nothing.
+        self._since = self._queue[0].queued_at if self._queue else None
         self._not_full.notify(count)
         return taken
 
@@ -457,9 +478,11 @@ class MicroBatcher:
             while True:
                 if self._queue:
                     now = time.monotonic()
-                    due = self._queue[0].queued_at + self.policy.max_wait_s
+                    since = self._queue[0].queued_at if self._since is None else self._since
+                    due = since + self.policy.max_wait_s
                     closing = self._state != "running"
-                    size = self.policy.cut_size(len(self._queue), closing or now >= due)
+                    ready = closing or now >= due or self._lanes_full()
+                    size = self.policy.cut_size(len(self._queue), ready)
                     if size:
                         break
                     self._not_empty.wait(due - now)
