@@ -66,6 +66,11 @@ class TensorSpec:
             if isinstance(dim, int) and dim < 0:
                 raise ValueError(f"tensor {self.name!r}: negative dimension {dim}")
 
+    @cached_property
+    def numpy_dtype(self) -> np.dtype[Any] | None:
+        """The numpy dtype, or None for ``str`` tensors (numpy holds those as objects)."""
+        return None if self.dtype == "str" else np.dtype(self.dtype)
+
     @property
     def rank(self) -> int:
         return len(self.shape)
@@ -128,7 +133,7 @@ class Signature:
         """Raise :class:`SignatureMismatch` naming the first input that does not fit."""
         if len(feeds) == len(self.inputs) and all(  # the common case, cheaply: an exact fit
             (array := feeds.get(spec.name)) is not None
-            and array.dtype.name == spec.dtype
+            and array.dtype == spec.numpy_dtype
             and array.shape == spec.shape
             for spec in self.inputs
         ):

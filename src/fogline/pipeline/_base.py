@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationInfo
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo
 from pydantic.functional_validators import AfterValidator
 
 from fogline.errors import ConfigError
@@ -148,15 +148,16 @@ class SourceSpec(Spec):
     ``rate`` caps items per second (the runner paces); ``policy`` says what
     a full queue does: ``block`` the source (files and replays: nothing is
     skipped) or ``drop-oldest`` / ``drop-newest`` (live feeds, where a stale
-    frame is worthless). ``queue`` is that queue's size.
+    frame is worthless). ``queue`` is that queue's size (default: 64 for
+    ``block``, half a batch for the others, which bounds a live item's wait).
     """
 
     type: str
     name: str | None = None
     rate: float | None = None
     policy: QueuePolicy = "block"
-    queue: int = 64
-    max_items: int | None = None
+    queue: int | None = Field(default=None, ge=1)
+    max_items: int | None = Field(default=None, ge=1)
 
     #: What ``policy`` defaults to for this kind of source (cameras: drop-oldest).
     live: ClassVar[bool] = False

@@ -140,7 +140,7 @@ class Pipeline:
         self._inflight: queue.Queue[Any] = queue.Queue(
             maxsize=4 * (model.queue_size + model.max_batch)
         )
-        self._stored: queue.Queue[Any] = queue.Queue(maxsize=4096)
+        self._stored: queue.Queue[Any] = queue.Queue(maxsize=1024)
         self.store: ResultStore | None = None
         self._started = False
         #: Seconds the outbox may keep delivering after the sources have stopped.
@@ -181,7 +181,7 @@ class Pipeline:
         policy = BatchPolicy(
             max_batch=model.max_batch,
             max_wait_s=model.max_wait_ms / 1000.0,
-            queue_size=max(model.queue_size, sum(s.queue for s in spec.sources)),
+            queue_size=max(model.queue_size, sum(self._lane_size(s) for s in spec.sources)),
             workers=model.workers,
         )
         batcher = MicroBatcher(self.plan.model.engine, policy).start()
@@ -255,7 +255,7 @@ class Pipeline:
     def _feed(self, name: str, source: Source, spec: Any, batcher: MicroBatcher) -> None:
         metrics = self.metrics.tally()
         chain: list[Stage] = [step.build() for step in self._pre_steps()]
-        lane = Lane(name, spec.queue, spec.policy)
+        lane = Lane(name, self._lane_size(spec), spec.policy)
         interval = 1.0 / spec.rate if spec.rate else 0.0
         limit = spec.max_items
         produced = 0
@@ -276,6 +276,7 @@ class Pipeline:
                     delay = next_at - now
                     if delay > 0 and self._stop_sources.wait(delay):
                         break
+                    entry.t0 = time.monotonic()  # it enters the pipeline now, after pacing
                 produced += 1
                 metrics.count(name, "produced")
                 self._submit(name, entry, chain, batcher, lane, metrics)
@@ -285,6 +286,18 @@ class Pipeline:
         except Exception as exc:  # a source's own bug must not take the pipeline down silently
             metrics.count(name, "source_failed")
             log.exception("source %s stopped unexpectedly: %s", name, exc)
+
+    def _lane_size(self, spec: Any) -> int:
+        """The source's share of the batcher queue: ``queue``, else by its policy.
+
+        A replay (``block``) may queue 64 items; a live source gets half a batch,
+        so in overload its items wait at most about one batch time.
+        """
+        if spec.queue is not None:
+            return int(spec.queue)
+        if spec.policy == "block":
+            return 64
+        return max(1, self.spec.model.max_batch // 2)
 
     def _pre_steps(self) -> list[PreprocessSpec]:
         return list(self.spec.preprocess)

@@ -87,7 +87,7 @@ class MqttSource:
     def read(self, stop: threading.Event) -> Iterator[Item | Corrupt]:
         spec = self.spec
         subscriber = MqttSubscriber(
-            spec.url, spec.topic, qos=spec.qos, client_id=spec.client_id, maxsize=spec.queue
+            spec.url, spec.topic, qos=spec.qos, client_id=spec.client_id, maxsize=spec.queue or 64
         )
         sequence = 0
         try:

@@ -100,11 +100,18 @@ def _scaled(wave: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
 
 
 class SyntheticSource:
-    """Cycles through ``pool`` (copies: a stage may change its item's data) ``count`` times."""
+    """Cycles through ``pool`` ``count`` times.
+
+    The arrays are shared, not copied (a frame of 224x224x3 floats would
+    cost more to copy than to make): they are read-only, and stages make new
+    arrays rather than change the ones they are given.
+    """
 
     def __init__(self, name: str, pool: list[np.ndarray], count: int | None = None) -> None:
         self.name = name
-        self._pool = pool
+        self._pool = [np.array(array) for array in pool]
+        for array in self._pool:
+            array.setflags(write=False)
         self._count = count
 
     def read(self, stop: threading.Event) -> Iterator[Item | Corrupt]:
@@ -113,5 +120,5 @@ class SyntheticSource:
         while count is None or sequence < count:
             if stop.is_set():
                 return
-            yield Item(name, sequence, time.time(), pool[sequence % size].copy())
+            yield Item(name, sequence, time.time(), pool[sequence % size])
             sequence += 1
