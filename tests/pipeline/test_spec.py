@@ -152,3 +152,34 @@ def test_a_missing_file_and_a_non_mapping_are_config_errors(tmp_path: Path):
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="a pipeline is a mapping of keys, got list"):
         load_spec(tmp_path / "list.yaml")
+
+
+def test_a_missing_optional_library_is_named_with_the_extra_that_installs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import sys
+
+    import cv2
+    import numpy as np
+
+    (tmp_path / "pics").mkdir()
+    cv2.imwrite(str(tmp_path / "pics" / "a.png"), np.zeros((8, 8, 3), np.uint8))
+    spec = mutate(
+        {
+            "sources": [{"type": "images", "path": "pics"}],
+            "preprocess": [
+                {"type": "colour", "to": "gray"},
+                {"type": "resize", "size": [8, 8]},
+                {"type": "normalize", "scale": 0.0625},
+                {"type": "layout", "to": "chw"},
+            ],
+        }
+    )
+    path = write_spec(tmp_path, spec)
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as if OpenCV were not installed
+
+    with pytest.raises(ConfigError) as caught:
+        plan(load_spec(path)).model.engine.close()
+
+    assert "sources[0] (images): images, video and image steps need OpenCV" in str(caught.value)
+    assert "pip install 'fogline[vision]'" in str(caught.value)

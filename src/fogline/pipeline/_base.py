@@ -141,6 +141,9 @@ class Spec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
+    #: Optional modules this step needs at run time (checked by ``plan``), e.g. ``("cv2",)``.
+    needs: ClassVar[tuple[str, ...]] = ()
+
 
 class SourceSpec(Spec):
     """A source: its ``type``, optional ``name`` (the items' source id), pacing and queue.

@@ -40,6 +40,7 @@ from fogline.pipeline._base import (
     TransportSpec,
     _shape_text,
 )
+from fogline.pipeline._optional import optional
 from fogline.pipeline._rules import BASE_NAMES, Condition, Rule
 from fogline.pipeline.sinks._basic import fields_of
 
@@ -286,6 +287,14 @@ def _check(spec: PipelineSpec, opened: OpenedModel) -> Plan:
             "pipelines feed one input per item"
         )
     wanted = signature.inputs[0]
+    steps: list[tuple[str, Sequence[SourceSpec | PreprocessSpec]]] = [
+        ("sources", spec.sources),
+        ("preprocess", spec.preprocess),
+    ]
+    for section, specs in steps:
+        for index, part in enumerate(specs):
+            for module in part.needs:
+                _guard(f"{section}[{index}] ({part.type})", optional, module)
     arrival: dict[str, ArraySpec] = {}
     for index, (source, name) in enumerate(zip(spec.sources, spec.source_names(), strict=True)):
         data = _guard(f"sources[{index}]", source.output)

@@ -36,6 +36,8 @@ class ImagesSpec(SourceSpec):
     ('(?, ?, 3) uint8 HWC', ['a.png'])
     """
 
+    needs = ("cv2",)
+
     type: Literal["images"] = "images"
     path: ExistingPath
     pattern: str | None = None

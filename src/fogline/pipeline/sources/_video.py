@@ -42,6 +42,8 @@ class VideoSpec(SourceSpec):
     ('drop-oldest', True, '(?, ?, 3) uint8 HWC')
     """
 
+    needs = ("cv2",)
+
     type: Literal["video"] = "video"
     path: ExistingPath | None = None
     device: int | None = Field(None, ge=0)

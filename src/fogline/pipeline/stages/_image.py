@@ -14,13 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import cv2
 import numpy as np
 from pydantic import field_validator, model_validator
 
 from fogline.errors import ConfigError, ItemError
 from fogline.pipeline._base import ArraySpec, PreprocessSpec, Stage, check_fits
 from fogline.pipeline._item import Item
+from fogline.pipeline._optional import optional
 from fogline.pipeline.stages._common import (
     HeightWidth,
     _is_int,
@@ -32,12 +32,9 @@ from fogline.pipeline.stages._common import (
 )
 
 Interpolation = Literal["linear", "nearest", "area", "cubic"]
-_INTERPOLATION = {
-    "linear": cv2.INTER_LINEAR,
-    "nearest": cv2.INTER_NEAREST,
-    "area": cv2.INTER_AREA,
-    "cubic": cv2.INTER_CUBIC,
-}
+# OpenCV's interpolation flags (cv2.INTER_*), spelled out so that importing
+# fogline does not import OpenCV: a device that only replays CSV logs needs none.
+_INTERPOLATION = {"nearest": 0, "linear": 1, "cubic": 2, "area": 3}
 #: The dtypes OpenCV resizes with every interpolation.
 _RESIZABLE = ("uint8", "uint16", "int16", "float32", "float64")
 
@@ -54,7 +51,7 @@ def _height_width(given: ArraySpec) -> tuple[int | None, int | None]:
 def _resize(data: np.ndarray, height: int, width: int, interpolation: int) -> np.ndarray:
     if data.shape[0] == height and data.shape[1] == width:
         return data
-    out = cv2.resize(data, (width, height), interpolation=interpolation)
+    out: np.ndarray = optional("cv2").resize(data, (width, height), interpolation=interpolation)
     return out.reshape(height, width, data.shape[2])  # OpenCV drops a channel axis of 1
 
 
@@ -72,6 +69,8 @@ class ResizeSpec(PreprocessSpec):
     >>> spec.output(ArraySpec((None, None, 3), "uint8", "HWC")).describe()
     '(224, 320, 3) uint8 HWC'
     """
+
+    needs = ("cv2",)
 
     type: Literal["resize"]
     size: HeightWidth
@@ -108,6 +107,8 @@ class LetterboxSpec(PreprocessSpec):
     >>> spec.output(ArraySpec((480, 640, 3), "uint8", "HWC")).describe()
     '(640, 640, 3) uint8 HWC'
     """
+
+    needs = ("cv2",)
 
     type: Literal["letterbox"]
     size: HeightWidth
@@ -250,6 +251,8 @@ class ColourSpec(PreprocessSpec):
     '(8, 8, 1) uint8 HWC'
     """
 
+    needs = ("cv2",)
+
     type: Literal["colour"]
     to: Literal["rgb", "bgr", "gray"]
 
@@ -285,6 +288,7 @@ class _Colour:
             item.data = np.ascontiguousarray(data[:, :, ::-1])
         elif self.to == "gray":
             if data.dtype.name in ("uint8", "uint16", "float32"):
+                cv2 = optional("cv2")
                 gray = cv2.cvtColor(data, cv2.COLOR_RGB2GRAY)
             else:
                 gray = (data @ _GRAY).astype(data.dtype)
