@@ -141,3 +141,21 @@ def test_a_metrics_port_in_use_is_a_clear_error(tmp_path: Path):
     assert done.returncode == 2
     assert f"--metrics-port {port}: cannot listen" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_source_that_cannot_start_is_an_error_exit_after_the_summary(tmp_path: Path):
+    spec = digits_spec(
+        sources=[{"type": "video", "name": "cam", "device": 97}],
+        preprocess=[
+            {"type": "colour", "to": "gray"},
+            {"type": "resize", "size": [8, 8]},
+            {"type": "normalize", "scale": 0.0625},
+            {"type": "layout", "to": "chw"},
+        ],
+    )
+    done = fogline("run", str(write_spec(tmp_path, spec)), "--no-live", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "error: source cam stopped: cannot open camera 97" in done.stderr
+    assert "source(s) cam stopped on an error" in done.stderr
+    assert "books: 0 produced" in done.stdout
+    assert "Traceback" not in done.stderr

@@ -62,6 +62,13 @@ def run(
     finally:
         runner.close()
         checked.model.engine.close()
+    failed = [name for name, per in snapshot.counts.items() if per.get("source_failed")]
+    if failed:  # the summary stands, but a script must see that a source broke
+        console_err.print(
+            f"[red]error[/]: source(s) {', '.join(failed)} stopped on an error (see above)",
+            highlight=False,
+        )
+        raise typer.Exit(2)
 
 
 def live_run(

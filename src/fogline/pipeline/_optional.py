@@ -8,6 +8,7 @@ call :func:`optional` when they are built or run, not when fogline is imported.
 from __future__ import annotations
 
 import importlib
+import os
 from types import ModuleType
 
 from fogline.errors import ConfigError
@@ -27,6 +28,8 @@ def optional(module: str) -> ModuleType:
     >>> optional("json").__name__
     'json'
     """
+    if module == "cv2":  # OpenCV's own warnings would interleave with ours; errors still show
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     try:
         return importlib.import_module(module)
     except ImportError as exc:

@@ -111,9 +111,8 @@ class VideoSource:
             capture = cv2.VideoCapture(self._target)
         if not capture.isOpened():
             capture.release()
-            what = "camera" if isinstance(self._target, int) else "video"
             raise ConfigError(
-                f"cannot open {what} {self._label}: OpenCV could not open it "
+                f"cannot open {self._label}: OpenCV could not open it "
                 "(missing device, unsupported format, or unreachable stream)"
             )
         return capture
