@@ -22,7 +22,7 @@ def demo(
     threads: int | None = typer.Option(None, min=1, help="Compute threads."),
     duration: float = typer.Option(1.0, min=0.01, help="Seconds to time each variant."),
     pipeline: bool = typer.Option(True, "--pipeline/--no-pipeline", help="Also run the pipeline."),
-    items: int = typer.Option(3000, min=1, help="Items the pipeline demo replays."),
+    items: int = typer.Option(2000, min=1, help="Items the pipeline demo replays."),
 ) -> None:
     """Optimize the bundled digits classifier and show what each variant costs and gains."""
     console.rule("[bold]fogline demo[/]: optimize a digits classifier for this machine")
@@ -97,7 +97,7 @@ def run_demo_pipeline(report: Report, out: Path, items: int) -> None:
     console.rule("[bold]fogline demo[/]: the same model in a real-time pipeline")
     console.print(
         f"pipeline {source}\n"
-        f"collect: the 597 held-out digits as uint8 scans, replayed at 2,000 items/s\n"
+        f"collect: the 597 held-out digits as uint8 scans, replayed at 1,000 items/s\n"
         f"preprocess: scale to the training range · infer: {name} (INT8), micro-batches of 32\n"
         f"post-process: top-3 with labels · act: digits under 80 % confidence go to "
         f"{folder / 'review.jsonl'}\nstore: {folder / 'results.db'} · sync: the outbox delivers "
