@@ -19,6 +19,8 @@ only ``except FoglineError`` and the CLI can print one line and exit 2::
     ├── DataError                  calibration / eval data cannot be read
     ├── ManifestError              a manifest is malformed or disagrees with its model
     ├── ConfigError                an option value is unknown or out of range
+    ├── ModelNotFound              no such model or version (in the repository or loaded)
+    ├── ModelNotReady              the model exists but is not loaded, or failed to load
     ├── ItemError                  one stream item cannot be used (corrupt frame, bad row)
     ├── TransportError             a message could not be sent (broker or endpoint down)
     ├── OptimizeError              no variant could be built or measured
@@ -41,6 +43,8 @@ __all__ = [
     "ManifestError",
     "ModelError",
     "ModelFormatError",
+    "ModelNotFound",
+    "ModelNotReady",
     "NotRunning",
     "OptimizeError",
     "OutboxFull",
@@ -102,6 +106,14 @@ class ManifestError(FoglineError):
 
 class ConfigError(FoglineError):
     """An option has a value that fogline does not accept."""
+
+
+class ModelNotFound(FoglineError):
+    """A request or command names a model or version that does not exist."""
+
+
+class ModelNotReady(FoglineError):
+    """The model exists but is not loaded (yet), or its last load failed."""
 
 
 class ItemError(FoglineError):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fogline.errors import ConfigError
+from fogline.errors import ConfigError, ModelNotFound
 from fogline.examples import digits_model_path
 from fogline.model import Manifest, Signature, TensorSpec, load_engine
 from fogline.serve._config import ModelConfig, TensorConfig, VersionPolicy
@@ -249,7 +249,7 @@ def test_unknown_model(tmp_path: Path) -> None:
     repository = Repository(tmp_path)
 
     for call in (repository.config, repository.versions, repository.fingerprint):
-        with pytest.raises(ConfigError, match="no model named 'nope'"):
+        with pytest.raises(ModelNotFound, match="no model named 'nope'"):
             call("nope")
 
 

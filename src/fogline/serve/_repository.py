@@ -27,7 +27,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from fogline.errors import ConfigError, FoglineError, ManifestError, SignatureMismatch
+from fogline.errors import (
+    ConfigError,
+    FoglineError,
+    ManifestError,
+    ModelNotFound,
+    SignatureMismatch,
+)
 from fogline.model import MANIFEST_NAME, Manifest, Signature, TensorSpec
 from fogline.serve._config import ModelConfig, TensorConfig, VersionPolicy
 from fogline.serve._datatypes import TO_NUMPY, datatype_of
@@ -303,8 +309,7 @@ class Repository:
             )
         folder = self.root / name
         if not folder.is_dir():
-            # To become ModelNotFound once errors.py has it.
-            raise ConfigError(f"no model named {name!r} in the repository {self.root}")
+            raise ModelNotFound(f"no model named {name!r} in the repository {self.root}")
         return folder
 
 

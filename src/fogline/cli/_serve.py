@@ -1,0 +1,60 @@
+"""``fogline serve``: a model repository over the Open Inference Protocol (HTTP and gRPC)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import typer
+
+from fogline.cli._app import app, console_err
+from fogline.errors import ConfigError
+
+
+@app.command()
+def serve(
+    repository: Path = typer.Option(..., "--repository", help="A Triton-style model repository."),
+    http_port: int = typer.Option(8000, "--http-port", min=0, max=65535),
+    grpc_port: int = typer.Option(8001, "--grpc-port", min=0, max=65535),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for all)."),
+    control: str = typer.Option("none", help="Model control: none, poll or explicit."),
+    poll_interval: float = typer.Option(5.0, "--poll-interval", min=0.1),
+    load: list[str] = typer.Option([], "--load", help="With --control explicit: load these."),
+    no_grpc: bool = typer.Option(False, "--no-grpc", help="HTTP only."),
+    threads: int | None = typer.Option(None, min=1, help="Compute threads per model."),
+) -> None:
+    """Serve every model of a repository until Ctrl-C (SIGINT/SIGTERM drain in-flight requests)."""
+    from fogline.serve import CONTROLS, Server
+
+    if control not in CONTROLS:
+        raise ConfigError(f"--control must be one of {', '.join(CONTROLS)}; got {control!r}")
+    server = Server(
+        repository,
+        host=host,
+        http_port=http_port,
+        grpc_port=None if no_grpc else grpc_port,
+        control=control,
+        poll_interval=poll_interval,
+        startup=tuple(load),
+        threads=threads,
+    )
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.stop)
+        task = asyncio.create_task(server.run())
+        while not server._started.is_set() and not task.done():
+            await asyncio.sleep(0.05)
+        if not task.done():
+            ports = server.ports
+            lines = [f"HTTP  http://{host}:{ports.http}/v2"]
+            if ports.grpc is not None:
+                lines.append(f"gRPC  {host}:{ports.grpc} (inference.GRPCInferenceService)")
+            for row in server.manager.index():
+                lines.append(f"model {row.name} v{row.version}: {row.state} {row.reason}".rstrip())
+            console_err.print("\n".join(lines), highlight=False)
+        await task
+
+    asyncio.run(main())

@@ -1,0 +1,81 @@
+"""What the server knows about a model before loading it: a Triton-style configuration.
+
+These value objects are filled from a model's ``config.pbtxt`` (Triton's
+format), from a fogline manifest, or left at their defaults for a bare model
+file, whose signature then comes from the model itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from fogline.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TensorConfig:
+    """One input or output: its name, OIP datatype and dims (-1 = any; no batch dim if batched).
+
+    >>> TensorConfig("pixels", "FP32", (1, 8, 8)).dims
+    (1, 8, 8)
+    """
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which versions of a model are served: the latest ``count``, all, or ``versions``.
+
+    >>> VersionPolicy().select([1, 3, 2])
+    [3]
+    >>> VersionPolicy("all").select([1, 3, 2])
+    [1, 2, 3]
+    >>> VersionPolicy("specific", versions=(1, 4)).select([1, 2, 3])
+    [1]
+    """
+
+    kind: Literal["latest", "all", "specific"] = "latest"
+    count: int = 1
+    versions: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("latest", "all", "specific"):
+            raise ConfigError(f"version_policy must be latest, all or specific; got {self.kind!r}")
+        if self.kind == "latest" and self.count < 1:
+            raise ConfigError(f"version_policy latest needs num_versions >= 1; got {self.count}")
+
+    def select(self, available: list[int]) -> list[int]:
+        ordered = sorted(available)
+        if self.kind == "all":
+            return ordered
+        if self.kind == "specific":
+            return [v for v in ordered if v in self.versions]
+        return ordered[-self.count :]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The fields of a Triton model configuration that fogline acts on.
+
+    ``max_batch_size > 0`` means the first dimension of every input and
+    output is the batch and is left out of ``dims`` (Triton's convention).
+    ``max_queue_delay_us`` and ``preferred_batch_sizes`` configure the shared
+    micro-batcher when ``dynamic_batching`` is on; ``instance_count`` is how
+    many batches run at once. ``reject_non_finite`` refuses NaN/Inf inputs.
+    """
+
+    name: str
+    platform: str = ""
+    max_batch_size: int = 0
+    inputs: tuple[TensorConfig, ...] = ()
+    outputs: tuple[TensorConfig, ...] = ()
+    dynamic_batching: bool = False
+    max_queue_delay_us: int = 0
+    preferred_batch_sizes: tuple[int, ...] = ()
+    instance_count: int = 1
+    version_policy: VersionPolicy = field(default_factory=VersionPolicy)
+    reject_non_finite: bool = False

@@ -1,0 +1,157 @@
+"""``fogline serve``'s process: the model manager, the HTTP and gRPC endpoints, /metrics.
+
+Concurrency: one asyncio event loop runs everything network-facing (uvicorn
+for HTTP, grpc.aio for gRPC, the repository poller); compute happens on the
+batchers' and asyncio's worker threads. :meth:`Server.start_in_thread` runs
+that loop on a background thread, for tests and for embedding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fogline.errors import ConfigError
+from fogline.serve._http import DEFAULT_MAX_BODY, build_app
+from fogline.serve._manager import Control, ModelManager
+
+
+@dataclass
+class Ports:
+    http: int | None = None
+    grpc: int | None = None
+    metrics: int | None = None
+
+
+class Server:
+    """A repository served over HTTP (and gRPC when ``grpc_port`` is not None).
+
+    Port 0 picks a free port; :attr:`ports` holds the ones bound once started.
+    """
+
+    def __init__(
+        self,
+        repository: Path,
+        *,
+        host: str = "127.0.0.1",
+        http_port: int | None = 8000,
+        grpc_port: int | None = 8001,
+        control: Control = "none",
+        poll_interval: float = 5.0,
+        startup: tuple[str, ...] = (),
+        max_body: int = DEFAULT_MAX_BODY,
+        threads: int | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        from fogline.serve._repository import Repository
+
+        if not Path(repository).is_dir():
+            raise ConfigError(f"--repository {repository}: no such folder")
+        self.repository = Repository(Path(repository))
+        self.host = host
+        self.http_port = http_port
+        self.grpc_port = grpc_port
+        self.max_body = max_body
+        self.manager = ModelManager(
+            self.repository,
+            control=control,
+            poll_interval=poll_interval,
+            startup=startup,
+            threads=threads,
+            timeout_s=timeout_s,
+        )
+        self.ports = Ports()
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._started = threading.Event()
+        self._failure: BaseException | None = None
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop` is called (or the task is cancelled)."""
+        import uvicorn
+
+        self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        await self.manager.start()
+        tasks: list[asyncio.Task[Any]] = []
+        http = None
+        grpc_server = None
+        try:
+            if self.http_port is not None:
+                app = build_app(self.manager, max_body=self.max_body)
+                config = uvicorn.Config(
+                    app,
+                    host=self.host,
+                    port=self.http_port,
+                    log_level="warning",
+                    lifespan="off",
+                    access_log=False,
+                )
+                http = uvicorn.Server(config)
+                tasks.append(asyncio.create_task(http.serve()))
+                while not http.started:
+                    if tasks[0].done():
+                        tasks[0].result()
+                        raise ConfigError(f"HTTP port {self.http_port}: the server did not start")
+                    await asyncio.sleep(0.01)
+                self.ports.http = http.servers[0].sockets[0].getsockname()[1]
+            if self.grpc_port is not None:
+                from fogline.serve._grpc import start_grpc
+
+                started = await start_grpc(self.manager, self.host, self.grpc_port)
+                grpc_server, self.ports.grpc = started
+            self._started.set()
+            await self._stop.wait()
+        finally:
+            if http is not None:
+                http.should_exit = True
+            if grpc_server is not None:
+                await grpc_server.stop(grace=5)
+            for task in tasks:
+                with contextlib.suppress(Exception):
+                    await task
+            await self.manager.close()
+
+    def stop(self) -> None:
+        """Ask the server to stop (thread-safe)."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    # --- on a background thread ---------------------------------------------------------
+
+    def start_in_thread(self, timeout: float = 60.0) -> Server:
+        def main() -> None:
+            try:
+                asyncio.run(self.run())
+            except BaseException as exc:  # reported by start_in_thread
+                self._failure = exc
+                self._started.set()
+
+        self._thread = threading.Thread(target=main, name="fogline-serve", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise ConfigError("the server did not start in time")
+        if self._failure is not None:
+            raise self._failure
+        return self
+
+    def close(self) -> None:
+        self.stop()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def __enter__(self) -> Server:
+        return self.start_in_thread()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def call(self, coroutine: Any) -> Any:
+        """Run a coroutine on the server's loop from another thread (tests, tools)."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(60)
