@@ -92,10 +92,10 @@ _CONTENTS: dict[str, tuple[str, str]] = {
     "FP64": ("fp64_contents", "float64"),
     "BYTES": ("bytes_contents", "object"),
 }
-#: Limits on a request's shapes: numpy's own (32 dims in numpy 1, 64 in 2; 2**63 bytes).
+_CONTENTS_FIELDS = sorted({field for field, _ in _CONTENTS.values()})
+# Limits on a request's shapes, numpy's own: 32 dims in numpy 1 (64 in 2), 2**63 bytes.
 _MAX_RANK = 32
 _MAX_ELEMENTS = 1 << 59
-_CONTENTS_FIELDS = sorted({field for field, _ in _CONTENTS.values()})
 
 
 class _Unauthenticated(Exception):
