@@ -301,3 +301,25 @@ def test_a_new_version_is_served_without_a_failed_request(repository: Path) -> N
 
     assert failures == 0
     assert versions == {"1", "2"}
+
+
+def test_prometheus_metrics_per_model_and_version(repository: Path) -> None:
+    from fogline.serve._server import Server
+
+    with Server(repository, http_port=0, grpc_port=None, metrics_port=0) as srv:
+        client = http.InferenceServerClient(f"127.0.0.1:{srv.ports.http}")
+        given = http.InferInput("pixels", [2, 1, 8, 8], "FP32")
+        given.set_data_from_numpy(pixels(2))
+        for _ in range(3):
+            client.infer("digits", [given])
+        bad = http.InferInput("pixels", [2, 8, 8], "FP32")
+        bad.set_data_from_numpy(np.zeros((2, 8, 8), np.float32))
+        with pytest.raises(InferenceServerException):
+            client.infer("digits", [bad])
+        text = httpx.get(f"http://127.0.0.1:{srv.ports.metrics}/metrics", timeout=10).text
+
+    assert 'fogline_serve_requests_total{model="digits",outcome="success",version="1"} 3.0' in text
+    assert 'fogline_serve_requests_total{model="digits",outcome="failure",version="1"} 1.0' in text
+    assert 'fogline_serve_request_seconds_count{model="digits",version="1"} 3.0' in text
+    assert 'fogline_serve_in_flight{model="digits",version="1"} 0.0' in text
+    assert "fogline_serve_batches_total" in text

@@ -17,6 +17,9 @@ def serve(
     repository: Path = typer.Option(..., "--repository", help="A Triton-style model repository."),
     http_port: int = typer.Option(8000, "--http-port", min=0, max=65535),
     grpc_port: int = typer.Option(8001, "--grpc-port", min=0, max=65535),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics here (e.g. 8002)."
+    ),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for all)."),
     control: str = typer.Option("none", help="Model control: none, poll or explicit."),
     poll_interval: float = typer.Option(5.0, "--poll-interval", min=0.1),
@@ -34,6 +37,7 @@ def serve(
         host=host,
         http_port=http_port,
         grpc_port=None if no_grpc else grpc_port,
+        metrics_port=metrics_port,
         control=control,
         poll_interval=poll_interval,
         startup=tuple(load),
@@ -50,6 +54,8 @@ def serve(
         if not task.done():
             ports = server.ports
             lines = [f"HTTP  http://{host}:{ports.http}/v2"]
+            if ports.metrics is not None:
+                lines.append(f"metrics http://{host}:{ports.metrics}/metrics")
             if ports.grpc is not None:
                 lines.append(f"gRPC  {host}:{ports.grpc} (inference.GRPCInferenceService)")
             for row in server.manager.index():

@@ -80,6 +80,33 @@ def element_count(shape: list[int] | tuple[int, ...]) -> int:
     return count
 
 
+#: Shapes past these are refused before any memory is touched.
+MAX_RANK = 32
+MAX_EXTENT = 1 << 40
+
+
+def check_shape(shape: list[int], name: str) -> int:
+    """The element count of ``shape``; :class:`SignatureMismatch` for a shape numpy cannot hold.
+
+    >>> check_shape([2, 3], "x")
+    6
+    >>> check_shape([0, 2**40, 2**40], "x")
+    Traceback (most recent call last):
+    ...
+    fogline.errors.SignatureMismatch: input 'x': shape [0, 1099511627776, 1099511627776] is too large
+    """
+    if len(shape) > MAX_RANK:
+        raise SignatureMismatch(f"input {name!r}: {len(shape)} dimensions; at most {MAX_RANK}")
+    if any(int(d) < 0 for d in shape):
+        raise SignatureMismatch(f"input {name!r}: negative dimension in shape {list(shape)}")
+    extent = 1
+    for dim in shape:
+        extent *= max(int(dim), 1)  # numpy refuses a huge shape even when a zero empties it
+    if extent > MAX_EXTENT:
+        raise SignatureMismatch(f"input {name!r}: shape {list(shape)} is too large")
+    return element_count(shape)
+
+
 def decode(raw: bytes | memoryview, datatype: str, shape: list[int], name: str) -> np.ndarray:
     """Bytes of one tensor → an array of ``shape``; :class:`SignatureMismatch` if they disagree.
 
@@ -93,10 +120,12 @@ def decode(raw: bytes | memoryview, datatype: str, shape: list[int], name: str) 
     fogline.errors.SignatureMismatch: input 'x': 5 bytes of data, but shape [2] of FP32 needs 8
     """
     dtype = numpy_dtype(datatype)
-    count = element_count(shape)
-    if any(int(d) < 0 for d in shape):
-        raise SignatureMismatch(f"input {name!r}: negative dimension in shape {list(shape)}")
+    count = check_shape(shape, name)
     if datatype == "BYTES":
+        if count * 4 > len(raw):  # each element needs at least its 4-byte length
+            raise SignatureMismatch(
+                f"input {name!r}: {len(raw)} bytes cannot hold {count} BYTES elements"
+            )
         return _decode_bytes(bytes(raw), count, name).reshape(shape)
     need = count * dtype.itemsize
     if len(raw) != need:

@@ -29,7 +29,7 @@ from fogline.errors import (
     Overloaded,
     SignatureMismatch,
 )
-from fogline.serve._datatypes import FROM_NAME, decode, element_count, encode, numpy_dtype
+from fogline.serve._datatypes import FROM_NAME, check_shape, decode, encode, numpy_dtype
 from fogline.serve._manager import ModelManager
 
 log = logging.getLogger("fogline.serve")
@@ -290,7 +290,7 @@ def parse_infer(
 
 
 def _from_json(data: Any, datatype: str, shape: list[int], where: str) -> np.ndarray:
-    count = element_count(shape)
+    count = check_shape(shape, where.removeprefix("input ").strip("'"))
     flat = _flatten(data, where)
     if len(flat) != count:
         raise BadRequest(f"{where}: {len(flat)} values for shape {shape} ({count} elements)")

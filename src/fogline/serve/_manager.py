@@ -33,6 +33,7 @@ from fogline.errors import (
 from fogline.model import BatchPolicy, Engine, EngineOptions, MicroBatcher, load_engine
 from fogline.serve._config import ModelConfig
 from fogline.serve._datatypes import FROM_NAME, numpy_dtype
+from fogline.serve._metrics import RequestStats
 
 log = logging.getLogger("fogline.serve")
 
@@ -124,6 +125,7 @@ class ModelManager:
         self._locks: dict[str, asyncio.Lock] = {}
         self._poller: asyncio.Task[None] | None = None
         self.live = False
+        self.stats = RequestStats()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -349,32 +351,40 @@ class ModelManager:
         inputs: Mapping[str, np.ndarray],
     ) -> tuple[LoadedVersion, dict[str, np.ndarray]]:
         """Check ``inputs`` against the version's config and run them; retried once on a swap."""
-        for attempt in (0, 1):
-            loaded = self.get(name, version)
-            check_inputs(loaded.config, inputs)
-            loaded.in_flight += 1
-            started = time.perf_counter()
-            try:
-                coroutine = loaded.infer(inputs)
-                if self.timeout_s is not None:
-                    outputs = await asyncio.wait_for(coroutine, self.timeout_s)
-                else:
-                    outputs = await coroutine
-            except NotRunning:
-                if attempt == 0 and version in (None, ""):
-                    continue  # it was retired between picking and submitting: use the new one
-                raise ModelNotReady(
-                    f"model {name!r} version {loaded.version} was unloaded"
-                ) from None
-            finally:
-                loaded.in_flight -= 1
-                if not loaded.in_flight:
-                    loaded.idle.set()
-            loaded.stats["compute_s"] = (
-                loaded.stats.get("compute_s", 0.0) + time.perf_counter() - started
-            )
-            return loaded, outputs
-        raise ModelNotReady(f"model {name!r} is being swapped; try again")  # pragma: no cover
+        started = time.perf_counter()
+        loaded: LoadedVersion | None = None
+        try:
+            for attempt in (0, 1):
+                loaded = self.get(name, version)
+                check_inputs(loaded.config, inputs)
+                loaded.in_flight += 1
+                try:
+                    coroutine = loaded.infer(inputs)
+                    if self.timeout_s is not None:
+                        outputs = await asyncio.wait_for(coroutine, self.timeout_s)
+                    else:
+                        outputs = await coroutine
+                except NotRunning:
+                    if attempt == 0 and version in (None, ""):
+                        continue  # retired between picking and submitting: use the new one
+                    raise ModelNotReady(
+                        f"model {name!r} version {loaded.version} was unloaded"
+                    ) from None
+                finally:
+                    loaded.in_flight -= 1
+                    if not loaded.in_flight:
+                        loaded.idle.set()
+                self.stats.record(name, loaded.version, time.perf_counter() - started, ok=True)
+                return loaded, outputs
+            raise ModelNotReady(f"model {name!r} is being swapped; try again")  # pragma: no cover
+        except BaseException:
+            where = loaded.version if loaded is not None else (version or "")
+            self.stats.record(name, where, time.perf_counter() - started, ok=False)
+            raise
+
+    def loaded(self) -> dict[str, dict[int, LoadedVersion]]:
+        """The versions in service now, per model (a snapshot)."""
+        return {name: dict(versions) for name, versions in self._models.items()}
 
 
 def check_inputs(config: ModelConfig, inputs: Mapping[str, np.ndarray]) -> None:

@@ -40,6 +40,7 @@ class Server:
         host: str = "127.0.0.1",
         http_port: int | None = 8000,
         grpc_port: int | None = 8001,
+        metrics_port: int | None = None,
         control: Control = "none",
         poll_interval: float = 5.0,
         startup: tuple[str, ...] = (),
@@ -55,6 +56,7 @@ class Server:
         self.host = host
         self.http_port = http_port
         self.grpc_port = grpc_port
+        self.metrics_port = metrics_port
         self.max_body = max_body
         self.manager = ModelManager(
             self.repository,
@@ -81,6 +83,7 @@ class Server:
         tasks: list[asyncio.Task[Any]] = []
         http = None
         grpc_server = None
+        metrics_server: Any = None
         try:
             if self.http_port is not None:
                 app = build_app(self.manager, max_body=self.max_body)
@@ -105,9 +108,13 @@ class Server:
 
                 started = await start_grpc(self.manager, self.host, self.grpc_port)
                 grpc_server, self.ports.grpc = started
+            if self.metrics_port is not None:
+                metrics_server = self._start_metrics()
             self._started.set()
             await self._stop.wait()
         finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
             if http is not None:
                 http.should_exit = True
             if grpc_server is not None:
@@ -116,6 +123,22 @@ class Server:
                 with contextlib.suppress(Exception):
                     await task
             await self.manager.close()
+
+    def _start_metrics(self) -> Any:
+        from prometheus_client import CollectorRegistry, start_http_server
+
+        from fogline.serve._metrics import ServerCollector
+
+        registry = CollectorRegistry()
+        registry.register(ServerCollector(self.manager))
+        try:
+            server, _thread = start_http_server(
+                self.metrics_port or 0, addr=self.host, registry=registry
+            )
+        except OSError as exc:
+            raise ConfigError(f"metrics port {self.metrics_port}: {exc.strerror or exc}") from exc
+        self.ports.metrics = server.server_port
+        return server
 
     def stop(self) -> None:
         """Ask the server to stop (thread-safe)."""
