@@ -26,12 +26,28 @@ def serve(
     load: list[str] = typer.Option([], "--load", help="With --control explicit: load these."),
     no_grpc: bool = typer.Option(False, "--no-grpc", help="HTTP only."),
     threads: int | None = typer.Option(None, min=1, help="Compute threads per model."),
+    tls_cert: Path | None = typer.Option(
+        None, "--tls-cert", help="PEM certificate (HTTPS, gRPC TLS)."
+    ),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Its PEM private key."),
+    token_file: Path | None = typer.Option(
+        None, "--token-file", help="A file holding the bearer token every request must carry."
+    ),
+    cors: list[str] = typer.Option([], "--cors-origin", help="Allow browsers from this origin."),
 ) -> None:
     """Serve every model of a repository until Ctrl-C (SIGINT/SIGTERM drain in-flight requests)."""
     from fogline.serve import CONTROLS, Server
 
     if control not in CONTROLS:
         raise ConfigError(f"--control must be one of {', '.join(CONTROLS)}; got {control!r}")
+    token = None
+    if token_file is not None:
+        try:
+            token = token_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"--token-file {token_file}: {exc.strerror or exc}") from exc
+        if not token:
+            raise ConfigError(f"--token-file {token_file} is empty")
     server = Server(
         repository,
         host=host,
@@ -42,6 +58,10 @@ def serve(
         poll_interval=poll_interval,
         startup=tuple(load),
         threads=threads,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        token=token,
+        cors_origins=tuple(cors),
     )
 
     async def main() -> None:
@@ -53,7 +73,8 @@ def serve(
             await asyncio.sleep(0.05)
         if not task.done():
             ports = server.ports
-            lines = [f"HTTP  http://{host}:{ports.http}/v2"]
+            scheme = "https" if tls_cert else "http"
+            lines = [f"HTTP  {scheme}://{host}:{ports.http}/v2"]
             if ports.metrics is not None:
                 lines.append(f"metrics http://{host}:{ports.metrics}/metrics")
             if ports.grpc is not None:

@@ -9,6 +9,7 @@ Every failure a client can cause gets a 4xx and the protocol's error body,
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -16,6 +17,8 @@ from typing import Any
 
 import numpy as np
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -86,9 +89,19 @@ def _guarded(
 
 
 def build_app(
-    manager: ModelManager, *, max_body: int = DEFAULT_MAX_BODY, version: str = "0"
+    manager: ModelManager,
+    *,
+    max_body: int = DEFAULT_MAX_BODY,
+    version: str = "0",
+    token: str | None = None,
+    cors_origins: tuple[str, ...] = (),
 ) -> Starlette:
-    """The protocol's routes over ``manager``."""
+    """The protocol's routes over ``manager``.
+
+    With ``token``, every request must carry ``Authorization: Bearer <token>``
+    (401 otherwise). CORS is off unless ``cors_origins`` lists the origins
+    that browsers may call from.
+    """
 
     async def live(request: Request) -> Response:
         return Response(status_code=200 if manager.live else 503)
@@ -186,7 +199,43 @@ def build_app(
         Route("/v2/repository/models/{name}/load", _guarded(load), methods=["POST"]),
         Route("/v2/repository/models/{name}/unload", _guarded(unload), methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+    middleware = []
+    if cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["*"],
+                expose_headers=["Inference-Header-Content-Length"],
+            )
+        )
+    if token is not None:
+        middleware.append(Middleware(BearerToken, token=token))
+    return Starlette(routes=routes, middleware=middleware)
+
+
+class BearerToken:
+    """ASGI middleware: refuse HTTP requests without ``Authorization: Bearer <token>``."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        if not token:
+            raise ConfigError("the bearer token must not be empty")
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                response = JSONResponse(
+                    {"error": "missing or wrong bearer token (send Authorization: Bearer <token>)"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:

@@ -47,8 +47,21 @@ class Server:
         max_body: int = DEFAULT_MAX_BODY,
         threads: int | None = None,
         timeout_s: float | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+        token: str | None = None,
+        cors_origins: tuple[str, ...] = (),
     ) -> None:
         from fogline.serve._repository import Repository
+
+        if (tls_cert is None) != (tls_key is None):
+            raise ConfigError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
+        for path in (tls_cert, tls_key):
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"TLS file {path}: no such file")
+        self.tls_cert, self.tls_key = tls_cert, tls_key
+        self.token = token
+        self.cors_origins = cors_origins
 
         if not Path(repository).is_dir():
             raise ConfigError(f"--repository {repository}: no such folder")
@@ -86,7 +99,12 @@ class Server:
         metrics_server: Any = None
         try:
             if self.http_port is not None:
-                app = build_app(self.manager, max_body=self.max_body)
+                app = build_app(
+                    self.manager,
+                    max_body=self.max_body,
+                    token=self.token,
+                    cors_origins=self.cors_origins,
+                )
                 config = uvicorn.Config(
                     app,
                     host=self.host,
@@ -94,6 +112,8 @@ class Server:
                     log_level="warning",
                     lifespan="off",
                     access_log=False,
+                    ssl_certfile=None if self.tls_cert is None else str(self.tls_cert),
+                    ssl_keyfile=None if self.tls_key is None else str(self.tls_key),
                 )
                 http = uvicorn.Server(config)
                 tasks.append(asyncio.create_task(http.serve()))
@@ -104,9 +124,14 @@ class Server:
                     await asyncio.sleep(0.01)
                 self.ports.http = http.servers[0].sockets[0].getsockname()[1]
             if self.grpc_port is not None:
-                from fogline.serve._grpc import start_grpc
+                from fogline.serve._grpc import ServerTLS, start_grpc
 
-                started = await start_grpc(self.manager, self.host, self.grpc_port)
+                tls = None
+                if self.tls_cert is not None and self.tls_key is not None:
+                    tls = ServerTLS(self.tls_cert, self.tls_key)
+                started = await start_grpc(
+                    self.manager, self.host, self.grpc_port, tls=tls, token=self.token
+                )
                 grpc_server, self.ports.grpc = started
             if self.metrics_port is not None:
                 metrics_server = self._start_metrics()
