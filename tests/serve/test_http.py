@@ -323,3 +323,30 @@ def test_prometheus_metrics_per_model_and_version(repository: Path) -> None:
     assert 'fogline_serve_request_seconds_count{model="digits",version="1"} 3.0' in text
     assert 'fogline_serve_in_flight{model="digits",version="1"} 0.0' in text
     assert "fogline_serve_batches_total" in text
+
+
+def test_a_broken_new_version_never_takes_traffic_and_the_old_one_keeps_serving(
+    repository: Path,
+) -> None:
+    from fogline.serve._server import Server
+
+    with Server(repository, http_port=0, grpc_port=None, control="poll", poll_interval=0.2) as srv:
+        client = http.InferenceServerClient(f"127.0.0.1:{srv.ports.http}")
+        given = http.InferInput("pixels", [1, 1, 8, 8], "FP32")
+        given.set_data_from_numpy(pixels(1))
+        broken = repository / "digits" / "2"
+        broken.mkdir()
+        (broken / "model.onnx").write_bytes(b"this is not an ONNX model")
+        states: dict[str, str] = {}
+        served: set[str] = set()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and states.get("2") != "UNAVAILABLE":
+            served.add(client.infer("digits", [given]).get_response()["model_version"])
+            states = {r.get("version", ""): r["state"] for r in client.get_model_repository_index()}
+        for _ in range(10):
+            served.add(client.infer("digits", [given]).get_response()["model_version"])
+        reasons = [r.get("reason", "") for r in client.get_model_repository_index()]
+
+    assert states["2"] == "UNAVAILABLE" and states["1"] == "READY"
+    assert served == {"1"}
+    assert any("not" in reason and "model" in reason.lower() for reason in reasons), reasons

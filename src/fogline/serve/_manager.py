@@ -204,6 +204,9 @@ class ModelManager:
                         fresh[version] = current[version]
                     continue
                 self._states[(name, version)] = VersionState(name, version, "READY")
+            if errors:
+                # What was meant to replace the serving versions did not load: keep them.
+                fresh = {**{v: c for v, c in current.items() if v not in fresh}, **fresh}
             self._models[name] = fresh  # the swap: one assignment
             self._fingerprints[name] = fingerprint
             if fresh and not errors:
@@ -446,17 +449,43 @@ def _oip(dtype: np.dtype) -> str:
     return FROM_NAME.get(dtype.name, dtype.name)
 
 
-def _warm_up(engine: Engine, config: ModelConfig) -> None:
-    """Run the model once on zeros so the first request does not pay for it."""
-    feeds: dict[str, np.ndarray] = {}
-    for spec in config.inputs:
-        dims = [1 if d == -1 else d for d in spec.dims]
-        shape = ([1] if config.max_batch_size > 0 else []) + dims
-        dtype = numpy_dtype(spec.datatype)
-        feeds[spec.name] = (
-            np.zeros(shape, dtype=dtype)
-            if spec.datatype != "BYTES"
-            else np.full(shape, b"", dtype=object)
-        )
-    if feeds:
-        engine.run(feeds)
+#: Sizes tried for a dynamic dimension when warming up: some models refuse tiny inputs
+#: (an audio model that pads by reflection needs more than one sample).
+WARM_UP_SIZES = (1, 16, 512)
+
+
+def _warm_up(engine: Engine, config: ModelConfig) -> bool:
+    """Run the model on zeros before it takes traffic, so the first request does not pay.
+
+    Zeros are not always a valid input (an audio model may branch on a sample
+    rate, and 0 is none), so a model that refuses every warm-up shape is
+    still served, with a warning, and the first request pays for the warm-up;
+    a model that cannot even be loaded never takes traffic. Returns whether
+    the warm-up ran.
+    """
+    if not config.inputs:
+        return True
+    failure: Exception | None = None
+    for size in WARM_UP_SIZES:
+        feeds: dict[str, np.ndarray] = {}
+        for spec in config.inputs:
+            # the first open dimension is usually a batch: one; the others get `size`
+            open_dims = [i for i, d in enumerate(spec.dims) if d == -1]
+            dims = [
+                d if d != -1 else (1 if i == open_dims[0] else size)
+                for i, d in enumerate(spec.dims)
+            ]
+            shape = ([1] if config.max_batch_size > 0 else []) + dims
+            dtype = numpy_dtype(spec.datatype)
+            feeds[spec.name] = (
+                np.zeros(shape, dtype=dtype)
+                if spec.datatype != "BYTES"
+                else np.full(shape, b"", dtype=object)
+            )
+        try:
+            engine.run(feeds)
+            return True
+        except FoglineError as exc:
+            failure = exc
+    log.warning("model %s: no warm-up (zeros are not a valid input: %s)", config.name, failure)
+    return False
