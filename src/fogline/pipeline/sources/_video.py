@@ -112,7 +112,8 @@ class VideoSource:
         if not capture.isOpened():
             capture.release()
             raise ConfigError(
-                f"cannot open {self._label}: OpenCV could not open it "
+                f"cannot open {'' if isinstance(self._target, int) else 'video '}{self._label}: "
+                "OpenCV could not open it "
                 "(missing device, unsupported format, or unreachable stream)"
             )
         return capture
