@@ -31,13 +31,12 @@ import asyncio
 import functools
 import hmac
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-import numpy as np
 from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 
 import fogline
@@ -54,7 +53,12 @@ from fogline.errors import (
     Overloaded,
     SignatureMismatch,
 )
-from fogline.serve._datatypes import FROM_NAME, decode, element_count, encode, numpy_dtype
+from fogline.serve._datatypes import encode
+from fogline.serve._grpc_tensors import (
+    datatype_of_output,
+    read_inputs,
+    requested_outputs,
+)
 from fogline.serve._manager import ModelManager
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "EXTENSIONS", "InferenceService", "ServerTLS", "start_grpc"]
@@ -76,26 +80,6 @@ _STATUS: tuple[tuple[type[BaseException] | tuple[type[BaseException], ...], Any]
         grpc.StatusCode.INVALID_ARGUMENT,
     ),
 )
-
-# Typed ``InferTensorContents`` field of each datatype, and the numpy type it holds.
-_CONTENTS: dict[str, tuple[str, str]] = {
-    "BOOL": ("bool_contents", "bool"),
-    "INT8": ("int_contents", "int32"),
-    "INT16": ("int_contents", "int32"),
-    "INT32": ("int_contents", "int32"),
-    "INT64": ("int64_contents", "int64"),
-    "UINT8": ("uint_contents", "uint32"),
-    "UINT16": ("uint_contents", "uint32"),
-    "UINT32": ("uint_contents", "uint32"),
-    "UINT64": ("uint64_contents", "uint64"),
-    "FP32": ("fp32_contents", "float32"),
-    "FP64": ("fp64_contents", "float64"),
-    "BYTES": ("bytes_contents", "object"),
-}
-_CONTENTS_FIELDS = sorted({field for field, _ in _CONTENTS.values()})
-# Limits on a request's shapes, numpy's own: 32 dims in numpy 1 (64 in 2), 2**63 bytes.
-_MAX_RANK = 32
-_MAX_ELEMENTS = 1 << 59
 
 
 class _Unauthenticated(Exception):
@@ -310,7 +294,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
     @_rpc
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         name, version = request.model_name, request.model_version
-        wanted = _requested_outputs(request)
+        wanted = requested_outputs(request)
         loaded = self.manager.get(name, version)
         known = [t.name for t in loaded.config.outputs]
         unknown = [o for o in wanted if known and o not in known]
@@ -318,7 +302,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
             raise SignatureMismatch(
                 f"unknown output(s) {', '.join(unknown)}; model {name!r} has {', '.join(known)}"
             )
-        inputs = _read_inputs(request)
+        inputs = read_inputs(request)
         try:
             loaded, outputs = await self.manager.infer(name, version, inputs)
         except (asyncio.TimeoutError, TimeoutError):
@@ -332,7 +316,7 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
             if output not in outputs:
                 raise SignatureMismatch(f"model {name!r} did not produce output {output!r}")
             array = outputs[output]
-            datatype = _datatype_of(array, output)
+            datatype = datatype_of_output(array, output)
             response.outputs.add(name=output, datatype=datatype, shape=list(array.shape))
             response.raw_output_contents.append(encode(array, datatype))
         return response
@@ -397,117 +381,6 @@ class InferenceService(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: 
 
 
 # --- requests and responses ---------------------------------------------------------------
-
-
-def _refuse_parameters(parameters: Iterable[str], where: str) -> None:
-    if "shared_memory_region" in parameters:
-        raise SignatureMismatch(f"{where}: shared memory is not supported; send the data inline")
-    if "classification" in parameters:
-        raise SignatureMismatch(f"{where}: the classification extension is not supported")
-
-
-def _requested_outputs(request: Any) -> list[str]:
-    names: list[str] = []
-    for output in request.outputs:
-        _refuse_parameters(output.parameters, f"output {output.name!r}")
-        if output.name in names:
-            raise SignatureMismatch(f"output {output.name!r} is requested twice")
-        names.append(output.name)
-    return names
-
-
-def _read_inputs(request: Any) -> dict[str, np.ndarray]:
-    """The request's tensors, from ``raw_input_contents`` or from their typed ``contents``."""
-    raw = request.raw_input_contents
-    if raw and len(raw) != len(request.inputs):
-        raise SignatureMismatch(
-            f"the request has {len(request.inputs)} input(s) but {len(raw)} raw_input_contents; "
-            "they must pair up one to one"
-        )
-    inputs: dict[str, np.ndarray] = {}
-    for index, tensor in enumerate(request.inputs):
-        name = tensor.name
-        if name in inputs:
-            raise SignatureMismatch(f"input {name!r} is given twice")
-        _refuse_parameters(tensor.parameters, f"input {name!r}")
-        shape = [int(d) for d in tensor.shape]
-        _check_shape(shape, name)
-        if raw:
-            if tensor.HasField("contents"):
-                raise SignatureMismatch(
-                    f"input {name!r} has typed contents in a request that uses "
-                    "raw_input_contents; use one or the other"
-                )
-            data = raw[index]
-            if tensor.datatype == "BYTES" and element_count(shape) > len(data) // 4:
-                # Each element needs its 4-byte length: refuse before allocating the shape.
-                raise SignatureMismatch(
-                    f"input {name!r}: {len(data)} bytes cannot hold the "
-                    f"{element_count(shape)} BYTES elements of shape {shape}"
-                )
-            inputs[name] = decode(data, tensor.datatype, shape, name)
-        else:
-            inputs[name] = _from_contents(tensor, shape)
-    return inputs
-
-
-def _check_shape(shape: list[int], name: str) -> None:
-    """Refuse a shape no array can have, before numpy is asked to make one."""
-    if any(d < 0 for d in shape):
-        raise SignatureMismatch(f"input {name!r}: negative dimension in shape {shape}")
-    if len(shape) > _MAX_RANK:
-        raise SignatureMismatch(
-            f"input {name!r}: shape has {len(shape)} dimensions; at most {_MAX_RANK} are allowed"
-        )
-    # numpy refuses a shape whose non-zero dims multiply past its address space even when
-    # another dim is 0 (so the data would be empty).
-    if element_count([d for d in shape if d]) > _MAX_ELEMENTS:
-        raise SignatureMismatch(f"input {name!r}: shape {shape} is too large")
-
-
-def _from_contents(tensor: Any, shape: list[int]) -> np.ndarray:
-    name, datatype = tensor.name, tensor.datatype
-    dtype = numpy_dtype(datatype)  # an unknown datatype is refused here
-    if datatype not in _CONTENTS:
-        raise SignatureMismatch(
-            f"input {name!r}: {datatype} has no typed contents field; send it in raw_input_contents"
-        )
-    field, carrier = _CONTENTS[datatype]
-    stray = [f for f in _CONTENTS_FIELDS if f != field and len(getattr(tensor.contents, f))]
-    if stray:
-        raise SignatureMismatch(
-            f"input {name!r} is {datatype}, which travels in contents.{field}, but it has "
-            f"values in contents.{stray[0]}"
-        )
-    values = getattr(tensor.contents, field)
-    count = element_count(shape)
-    if len(values) != count:
-        raise SignatureMismatch(
-            f"input {name!r}: {len(values)} value(s) in contents.{field}, but shape {shape} "
-            f"holds {count}"
-        )
-    if datatype == "BYTES":
-        array = np.empty(count, dtype=object)
-        array[:] = list(values)
-        return array.reshape(shape)
-    wide = np.array(values, dtype=carrier)
-    array = wide.astype(dtype)
-    if dtype.kind in "iu" and not np.array_equal(array, wide):
-        raise SignatureMismatch(
-            f"input {name!r}: a value in contents.{field} is out of {datatype}'s range"
-        )
-    return array.reshape(shape)
-
-
-def _datatype_of(array: np.ndarray, name: str) -> str:
-    if array.dtype.kind in "OSU":
-        return "BYTES"
-    try:
-        return FROM_NAME[array.dtype.name]
-    except KeyError:
-        raise SignatureMismatch(
-            f"output {name!r} has numpy dtype {array.dtype.name}, which the protocol cannot carry"
-        ) from None
 
 
 def _config_type(datatype: str) -> int:
