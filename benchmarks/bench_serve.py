@@ -1,0 +1,513 @@
+"""``fogline serve`` against a hand-written FastAPI server, measured in one run on this machine.
+
+    python benchmarks/bench_serve.py [--threads 2] [--max-batch 8] [--duration 8] [--rounds 3]
+                                     [--naive threadpool|inline] [--no-bentoml] [--quick]
+
+MobileNetV2 (224x224, 1000 classes, random weights, settled batch norm) is
+exported to ONNX with a dynamic batch axis into a temporary Triton-style
+repository. Load comes from the official ``tritonclient.http.aio`` (binary
+tensors in and out, one image per request) at concurrency 1, 8 and 32, each
+(server, concurrency) cell for a fixed duration; requests/s = images/s.
+
+Servers, each its own process on the same 2 cores as the load generator:
+
+* ``fogline serve`` (subprocess, HTTP only) over two models of one repository,
+  the same ONNX file with dynamic batching: max_batch_size ``--max-batch``
+  (8: on 2 cores a batch of 16 is slower per image than 8), preferred sizes
+  4 and 8, and a queue delay of 2 ms (``fogline 2ms``) or 0
+  (``fogline 0ms``: a batch is cut as soon as the compute thread is free, so
+  batches form only while it is busy).
+* ``naive``: FastAPI + one ``InferenceSession.run`` per request, the server
+  people write themselves, with just enough of the OIP infer endpoint (JSON
+  header + binary tensor extension) for the same tritonclient to drive it.
+  ``--naive threadpool`` (default) runs ``session.run`` on Starlette's thread
+  pool, as FastAPI does for a ``def`` endpoint; ``inline`` calls it on the
+  event loop.
+* BentoML: not measured; the line printed says why (see ``BENTOML_WHY``).
+
+Every server gets the same ONNX Runtime threads (``--threads``, intra-op;
+inter-op 1) and is warmed up before its first cell and briefly before each
+cell. Cells are interleaved (per concurrency: A B C, C B A, ... for
+``--rounds`` rounds) and each figure is the median over rounds.
+
+Targets (issue 4): at concurrency 32, fogline >= 1.5x the naive server's
+throughput with a lower p99; at concurrency 1, fogline's p50 round trip at most
+1 ms above a bare in-process ``InferenceSession.run`` p50 on batch 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import tritonclient.http.aio as http_aio
+from models import mobilenet_v2, photo_crops, settle_batchnorm
+
+from fogline.model import time_calls, torch_to_onnx
+
+SIZE = 224
+INPUT, OUTPUT = "images", "logits"
+CONCURRENCIES = (1, 8, 32)
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def log(message: str) -> None:
+    """Progress, on stderr: the result lines on stdout stay pasteable."""
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+# --- the model and the repository ----------------------------------------------------------------
+
+
+def export_mobilenet(folder: Path) -> Path:
+    """MobileNetV2 (1000 classes, random weights, settled batch norm) as ONNX, dynamic batch."""
+    path = folder / "mobilenet_v2.onnx"
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    crops = photo_crops(16, SIZE)
+    model = settle_batchnorm(mobilenet_v2(num_classes=1000), crops)
+    torch_to_onnx(model, crops[:2], path, input_names=[INPUT], output_names=[OUTPUT])
+    log(f"exported MobileNetV2 {SIZE}x{SIZE} in {time.perf_counter() - started:.0f} s")
+    return path
+
+
+def config_pbtxt(name: str, max_batch: int, delay_us: int) -> str:
+    preferred = ", ".join(str(s) for s in (4, 8, 16) if s <= max_batch)
+    return textwrap.dedent(
+        f"""\
+        name: "{name}"
+        platform: "onnxruntime_onnx"
+        max_batch_size: {max_batch}
+        input [ {{ name: "{INPUT}", data_type: TYPE_FP32, dims: [ 3, {SIZE}, {SIZE} ] }} ]
+        output [ {{ name: "{OUTPUT}", data_type: TYPE_FP32, dims: [ 1000 ] }} ]
+        dynamic_batching {{
+          preferred_batch_size: [ {preferred} ]
+          max_queue_delay_microseconds: {delay_us}
+        }}
+        instance_group [ {{ count: 1, kind: KIND_CPU }} ]
+        """
+    )
+
+
+def make_repository(folder: Path, onnx: Path, max_batch: int, delays: dict[str, int]) -> Path:
+    """A Triton-style repository: one model per queue delay, all the same ONNX file."""
+    root = folder / "repository"
+    for name, delay_us in delays.items():
+        (root / name / "1").mkdir(parents=True)
+        os.link(onnx, root / name / "1" / "model.onnx")
+        (root / name / "config.pbtxt").write_text(config_pbtxt(name, max_batch, delay_us))
+    return root
+
+
+# --- the naive server ----------------------------------------------------------------------------
+
+NAIVE_SERVER = '''\
+"""FastAPI + one InferenceSession.run per request, speaking just enough OIP for tritonclient."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+options = ort.SessionOptions()
+options.intra_op_num_threads = int(os.environ["NAIVE_THREADS"])
+options.inter_op_num_threads = 1
+session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+output_names = [o.name for o in session.get_outputs()]
+inline = os.environ["NAIVE_MODE"] == "inline"
+app = FastAPI()
+
+
+@app.get("/v2/health/ready")
+def ready() -> Response:
+    return Response(status_code=200)
+
+
+@app.post("/v2/models/{name}/infer")
+async def infer(name: str, request: Request) -> Response:
+    body = await request.body()
+    length = int(request.headers.get("inference-header-content-length", len(body)))
+    header = json.loads(body[:length])
+    feeds, offset = {}, length
+    for spec in header["inputs"]:
+        size = spec["parameters"]["binary_data_size"]
+        array = np.frombuffer(body, np.float32, size // 4, offset)
+        feeds[spec["name"]] = array.reshape(spec["shape"])
+        offset += size
+    if inline:
+        outputs = session.run(None, feeds)
+    else:
+        outputs = await run_in_threadpool(session.run, None, feeds)
+    blobs = [np.ascontiguousarray(o, np.float32).tobytes() for o in outputs]
+    answer = {
+        "model_name": name,
+        "outputs": [
+            {
+                "name": n,
+                "datatype": "FP32",
+                "shape": list(o.shape),
+                "parameters": {"binary_data_size": len(b)},
+            }
+            for n, o, b in zip(output_names, outputs, blobs)
+        ],
+    }
+    text = json.dumps(answer).encode()
+    return Response(
+        text + b"".join(blobs),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(text))},
+    )
+
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+'''
+
+
+# --- processes -----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(20)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def launch(name: str, command: list[str], folder: Path, env: dict[str, str], port: int) -> Process:
+    """Start ``command`` and wait until its /v2/health/ready answers 200."""
+    log_path = folder / f"{name}.log"
+    with log_path.open("wb") as out:
+        popen = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}
+        )
+    process = Process(name, popen, port, log_path)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if popen.poll() is not None:
+            raise SystemExit(f"{name} exited with {popen.returncode}:\n{log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(f"http://{process.url}/v2/health/ready", timeout=1) as r:
+                if r.status == 200:
+                    return process
+        except OSError:
+            pass
+        time.sleep(0.2)
+    process.stop()
+    raise SystemExit(f"{name} did not get ready in time:\n{log_path.read_text()}")
+
+
+# --- the load generator --------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    rate: float
+    p50: float
+    p99: float
+    requests: int
+
+
+async def drive(url: str, model: str, concurrency: int, seconds: float, image: np.ndarray) -> Cell:
+    """``concurrency`` closed-loop clients for ``seconds``; every request must succeed."""
+    client = http_aio.InferenceServerClient(url, conn_limit=max(concurrency, 8))
+    given = http_aio.InferInput(INPUT, list(image.shape), "FP32")
+    given.set_data_from_numpy(image, binary_data=True)
+    wanted = [http_aio.InferRequestedOutput(OUTPUT, binary_data=True)]
+    latencies: list[float] = []
+    clock = time.perf_counter
+    end = clock() + seconds
+
+    async def client_loop() -> None:
+        while clock() < end:
+            sent = clock()
+            result = await client.infer(model, [given], outputs=wanted)
+            result.as_numpy(OUTPUT)
+            latencies.append(clock() - sent)
+
+    try:
+        started = clock()
+        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+        elapsed = clock() - started
+    finally:
+        await client.close()
+    ms = np.asarray(latencies) * 1000.0
+    return Cell(
+        rate=len(latencies) / elapsed,
+        p50=float(np.percentile(ms, 50)),
+        p99=float(np.percentile(ms, 99)),
+        requests=len(latencies),
+    )
+
+
+async def answer(url: str, model: str, image: np.ndarray) -> np.ndarray:
+    client = http_aio.InferenceServerClient(url)
+    try:
+        given = http_aio.InferInput(INPUT, list(image.shape), "FP32")
+        given.set_data_from_numpy(image, binary_data=True)
+        wanted = [http_aio.InferRequestedOutput(OUTPUT, binary_data=True)]
+        result = await client.infer(model, [given], outputs=wanted)
+        return result.as_numpy(OUTPUT)
+    finally:
+        await client.close()
+
+
+def bare_session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+# --- BentoML ---------------------------------------------------------------------------------------
+
+BENTOML_WHY = (
+    "its HTTP API takes JSON or multipart bodies, not the OIP binary tensor extension that this "
+    "tritonclient load generator speaks (its pickle format is refused from outside clients), and "
+    "one 3x224x224 FP32 image as a JSON list is over 1 MB of text per request, which on these 2 "
+    "cores would measure JSON parsing rather than serving"
+)
+
+
+def bentoml_line(args: argparse.Namespace) -> str:
+    """Why BentoML has no row: whether it can be fetched here, and why it is not driven."""
+    if args.no_bentoml:
+        return "BentoML: not measured (--no-bentoml)"
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, "bentoml"],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+        except (subprocess.TimeoutExpired, subprocess.CalledProcessError) as exc:
+            return f"BentoML: not measured (pip could not fetch it here: {type(exc).__name__})"
+        wheels = sorted(p.name for p in Path(tmp).glob("bentoml-*"))
+    version = wheels[0].split("-")[1] if wheels else "?"
+    fetched = f"bentoml {version} is fetched from the registry here (and installs)"
+    return f"BentoML: not measured ({fetched}, but {BENTOML_WHY})"
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--max-batch", type=int, default=8, help="fogline's max_batch_size")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per cell")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per concurrency")
+    parser.add_argument("--naive", choices=("threadpool", "inline"), default="threadpool")
+    parser.add_argument("--no-bentoml", action="store_true", help="skip the BentoML check")
+    parser.add_argument("--quick", action="store_true", help="2 s cells, one round: a smoke run")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.rounds = 2.0, 1
+    logging.getLogger("fogline").setLevel(logging.ERROR)
+    started = time.perf_counter()
+    print(
+        f"onnxruntime {ort.__version__}, torch {torch.__version__}, {os.cpu_count()} cores, "
+        f"{args.threads} ORT threads per server; MobileNetV2 {SIZE}x{SIZE}, batch 1 per request; "
+        f"{args.duration:g} s per cell, {args.rounds} round(s), tritonclient.http.aio binary"
+        + (" (--quick)" if args.quick else "")
+        + f"; load average at the start {', '.join(f'{v:.1f}' for v in os.getloadavg())}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        summary = run(folder, args)
+    bento = bentoml_line(args)
+    print(bento)
+    summary += "\n" + bento
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"\nSummary ({time.perf_counter() - started:.0f} s; load average at the end {load}):")
+    print(summary)
+
+
+def run(folder: Path, args: argparse.Namespace) -> str:
+    onnx = export_mobilenet(folder)
+    delays = {"fogline 2ms": 2000, "fogline 0ms": 0}
+    models = {"fogline 2ms": "mobilenet_delay2ms", "fogline 0ms": "mobilenet_delay0"}
+    repository = make_repository(
+        folder, onnx, args.max_batch, {models[k]: v for k, v in delays.items()}
+    )
+    naive_script = folder / "naive_server.py"
+    naive_script.write_text(NAIVE_SERVER)
+
+    fogline_port, naive_port = free_port(), free_port()
+    fogline = launch(
+        "fogline",
+        [
+            *(sys.executable, "-m", "fogline", "serve", "--repository", str(repository)),
+            *("--http-port", str(fogline_port), "--no-grpc", "--threads", str(args.threads)),
+        ],
+        folder,
+        {},
+        fogline_port,
+    )
+    processes = [fogline]
+    try:
+        naive = launch(
+            "naive",
+            [sys.executable, str(naive_script), str(onnx), str(naive_port)],
+            folder,
+            {"NAIVE_THREADS": str(args.threads), "NAIVE_MODE": args.naive},
+            naive_port,
+        )
+        processes.append(naive)
+        targets = {
+            "fogline 2ms": (fogline.url, models["fogline 2ms"]),
+            "fogline 0ms": (fogline.url, models["fogline 0ms"]),
+            f"naive ({args.naive})": (naive.url, "mobilenet"),
+        }
+        return measure(folder, onnx, targets, args)
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def bare_cell(session: ort.InferenceSession, batch: int, seconds: float) -> Cell:
+    """``session.run`` in this process on ``batch`` images for ``seconds``: items/s, p50, p99."""
+    feeds = {INPUT: np.random.default_rng(0).standard_normal((batch, 3, SIZE, SIZE), np.float32)}
+    stats = time_calls(
+        lambda: session.run(None, feeds), batch=batch, warmup=3, duration_s=seconds, min_runs=20
+    )
+    return Cell(rate=stats.throughput, p50=stats.p50, p99=stats.p99, requests=stats.runs)
+
+
+def measure(
+    folder: Path, onnx: Path, targets: dict[str, tuple[str, str]], args: argparse.Namespace
+) -> str:
+    image = photo_crops(1, SIZE, seed=1).numpy()
+    session = bare_session(onnx, args.threads)
+    reference = session.run(None, {INPUT: image})[0]
+
+    # Warm-up, and a check that every server computes what the bare session computes.
+    for name, (url, model) in targets.items():
+        got = asyncio.run(answer(url, model, image))
+        np.testing.assert_allclose(got, reference, rtol=1e-3, atol=1e-3, err_msg=name)
+        asyncio.run(drive(url, model, 8, 0.5 if args.quick else 2.0, image))
+        log(f"{name}: answers match the bare session; warmed up")
+
+    # Per concurrency, each round runs every server once (and, as references, a bare
+    # session.run loop in this process: batch 1 at c=1, a full batch at c=32), the order
+    # flipped every round so that a noisy neighbour hits every side alike.
+    bare1, bare_full = "bare run, batch 1", f"bare run, batch {args.max_batch}"
+    cells: dict[tuple[str, int], list[Cell]] = {}
+    names = list(targets)
+    warm = 0.3 if args.quick else 1.0
+    for concurrency in CONCURRENCIES:
+        extra = {1: [bare1], 32: [bare_full]}.get(concurrency, [])
+        lineup = names + extra
+        for index in range(args.rounds):
+            for name in lineup if index % 2 == 0 else lineup[::-1]:
+                if name in targets:
+                    url, model = targets[name]
+                    asyncio.run(drive(url, model, concurrency, warm, image))
+                    cell = asyncio.run(drive(url, model, concurrency, args.duration, image))
+                else:
+                    batch = 1 if name == bare1 else args.max_batch
+                    cell = bare_cell(session, batch, args.duration / 2)
+                cells.setdefault((name, concurrency), []).append(cell)
+                log(
+                    f"c={concurrency} round {index + 1}/{args.rounds} {name}: {cell.rate:.1f} "
+                    f"items/s, p50 {cell.p50:.2f} ms, p99 {cell.p99:.2f} ms ({cell.requests} runs)"
+                )
+
+    def median(name: str, concurrency: int, field: str) -> float:
+        return statistics.median(getattr(c, field) for c in cells[(name, concurrency)])
+
+    header = [
+        "| server | concurrency | req/s | p50 ms | p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    print()
+    print("\n".join(header))
+    table = []
+    for name in names:
+        for concurrency in CONCURRENCIES:
+            rate, p50, p99 = (median(name, concurrency, f) for f in ("rate", "p50", "p99"))
+            spread = [c.rate for c in cells[(name, concurrency)]]
+            row = f"| {name} | {concurrency} | {rate:.1f} | {p50:.2f} | {p99:.2f} |"
+            table.append(row)
+            print(f"{row}  (req/s range {min(spread):.1f}..{max(spread):.1f})")
+
+    naive = names[-1]
+    lines = [*header, *table]
+    b1_rate, b1_p50 = median(bare1, 1, "rate"), median(bare1, 1, "p50")
+    full_rate = median(bare_full, 32, "rate")
+    naive_rate, naive_p99 = median(naive, 32, "rate"), median(naive, 32, "p99")
+    lines.append(
+        f"in-process references, {args.threads} threads: bare session.run batch 1 p50 "
+        f"{b1_p50:.2f} ms ({b1_rate:.1f} items/s); batch {args.max_batch} {full_rate:.1f} "
+        f"items/s, so batching alone can give at most {full_rate / naive_rate:.2f}x the naive "
+        f"server's c=32 rate even with a free HTTP path"
+    )
+    for name in names[:-1]:
+        rate, p99 = median(name, 32, "rate"), median(name, 32, "p99")
+        ratio = rate / naive_rate
+        lines.append(
+            f"c=32 {name} vs {naive}: {rate:.1f} vs {naive_rate:.1f} req/s = {ratio:.2f}x "
+            f"(target >= 1.5x: {verdict(ratio >= 1.5)}); p99 {p99:.1f} vs {naive_p99:.1f} ms "
+            f"(target lower: {verdict(p99 < naive_p99)})"
+        )
+    for name in names:
+        # The difference within each round (adjacent cells), then the median over rounds.
+        extras = [
+            served.p50 - bare.p50
+            for served, bare in zip(cells[(name, 1)], cells[(bare1, 1)], strict=True)
+        ]
+        extra = statistics.median(extras)
+        target = "" if name == naive else f" (target <= 1 ms: {verdict(extra <= 1.0)})"
+        lines.append(
+            f"c=1 {name}: p50 round trip {median(name, 1, 'p50'):.2f} ms, bare run p50 "
+            f"{b1_p50:.2f} ms; added {extra:+.2f} ms (median of per-round differences){target}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
