@@ -26,6 +26,9 @@ def serve(
     load: list[str] = typer.Option([], "--load", help="With --control explicit: load these."),
     no_grpc: bool = typer.Option(False, "--no-grpc", help="HTTP only."),
     threads: int | None = typer.Option(None, min=1, help="Compute threads per model."),
+    spin: bool = typer.Option(
+        False, "--spin/--no-spin", help="Let ONNX Runtime's idle threads spin (off: they sleep)."
+    ),
     timeout: float | None = typer.Option(
         None, min=0.001, help="Seconds a request may take before it is answered with a timeout."
     ),
@@ -61,6 +64,7 @@ def serve(
         poll_interval=poll_interval,
         startup=tuple(load),
         threads=threads,
+        spin=spin,
         timeout_s=timeout,
         tls_cert=tls_cert,
         tls_key=tls_key,

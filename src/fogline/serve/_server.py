@@ -46,6 +46,7 @@ class Server:
         startup: tuple[str, ...] = (),
         max_body: int = DEFAULT_MAX_BODY,
         threads: int | None = None,
+        spin: bool = False,
         timeout_s: float | None = None,
         tls_cert: Path | None = None,
         tls_key: Path | None = None,
@@ -77,6 +78,7 @@ class Server:
             poll_interval=poll_interval,
             startup=startup,
             threads=threads,
+            spin=spin,
             timeout_s=timeout_s,
         )
         self.ports = Ports()
