@@ -356,6 +356,16 @@ def test_evicting_the_oldest_does_not_restart_the_wait(engine: Engine):
     assert_balanced(batcher.stats)
 
 
+def test_queue_and_compute_time_are_summed(engine: Engine, images: np.ndarray):
+    policy = BatchPolicy(max_batch=4, max_wait_s=0.01)
+    with MicroBatcher(engine, policy) as batcher:
+        for future in [batcher.submit({"pixels": image}) for image in images[:8]]:
+            future.result(WAIT)
+    stats = batcher.stats
+    assert stats.compute_seconds > 0
+    assert stats.queue_seconds > 0  # a lone first item waits out max_wait
+
+
 def test_a_full_lane_is_cut_at_once_instead_of_waiting(engine: Engine):
     # A live lane of 2 in front of a batch of 8: waiting longer would only swap frames
     gated = Gated(engine)

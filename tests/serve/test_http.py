@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -323,6 +324,52 @@ def test_prometheus_metrics_per_model_and_version(repository: Path) -> None:
     assert 'fogline_serve_request_seconds_count{model="digits",version="1"} 3.0' in text
     assert 'fogline_serve_in_flight{model="digits",version="1"} 0.0' in text
     assert "fogline_serve_batches_total" in text
+    queue = re.search(
+        r'fogline_serve_queue_seconds_total\{model="digits",version="1"\} (\S+)', text
+    )
+    compute = re.search(
+        r'fogline_serve_compute_seconds_total\{model="digits",version="1"\} (\S+)', text
+    )
+    assert queue and compute and float(compute.group(1)) > 0 and float(queue.group(1)) >= 0
+
+
+def test_a_full_queue_is_answered_503_overloaded_and_the_rest_are_served(tmp_path: Path) -> None:
+    from fogline.serve._server import Server
+    from serve_repository import DIGITS_CONFIG, make_repository
+
+    config = DIGITS_CONFIG.replace(
+        "dynamic_batching { max_queue_delay_microseconds: 2000 }",
+        "dynamic_batching { max_queue_delay_microseconds: 300000 "
+        "default_queue_policy { max_queue_size: 2 } }",
+    )
+    repository = make_repository(tmp_path / "models", config=config)
+    with Server(repository, http_port=0, grpc_port=None) as srv:
+
+        async def burst() -> list[int]:
+            async with httpx.AsyncClient(timeout=30) as client:
+                body = {
+                    "inputs": [
+                        {
+                            "name": "pixels",
+                            "shape": [1, 1, 8, 8],
+                            "datatype": "FP32",
+                            "data": [0.0] * 64,
+                        }
+                    ]
+                }
+                url = f"http://127.0.0.1:{srv.ports.http}/v2/models/digits/infer"
+                answers = await asyncio.gather(*(client.post(url, json=body) for _ in range(6)))
+                for answer in answers:
+                    if answer.status_code == 503:
+                        assert "full" in answer.json()["error"]
+                return [answer.status_code for answer in answers]
+
+        codes = asyncio.run(burst())
+        still_serving = httpx.get(f"http://127.0.0.1:{srv.ports.http}/v2/health/ready", timeout=10)
+
+    assert codes.count(200) >= 2 and codes.count(503) >= 1, codes
+    assert set(codes) <= {200, 503}
+    assert still_serving.status_code == 200
 
 
 def test_a_broken_new_version_never_takes_traffic_and_the_old_one_keeps_serving(

@@ -185,6 +185,8 @@ class BatcherStats:
     batch_sizes: Mapping[int, int] = field(default_factory=dict)
     queued: int = 0
     in_flight: int = 0
+    queue_seconds: float = 0.0  # summed over computed items: submit to batch cut
+    compute_seconds: float = 0.0  # summed over batches: the engine's run
 
     @property
     def pending(self) -> int:
@@ -261,6 +263,8 @@ class MicroBatcher:
         # When the oldest wait began: evicting the oldest item does not restart the clock.
         self._since: float | None = None
         self._in_flight = 0
+        self._queue_s = 0.0
+        self._compute_s = 0.0
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -498,6 +502,7 @@ class MicroBatcher:
                 (expired if late else batch).append(item)
             self._tally["expired"] += len(expired)
             self._in_flight += len(batch)
+            self._queue_s += sum(now - item.queued_at for item in batch)
         return batch, expired
 
     def _run(self, batch: list[_Item]) -> None:
@@ -507,7 +512,9 @@ class MicroBatcher:
                 name: np.stack([item.inputs[name] for item in batch])
                 for name in self._items.input_names
             }
+            started = time.perf_counter()
             outputs = self.engine.run(feeds)
+            took = time.perf_counter() - started
             results = _split(outputs, size)
         except Exception as exc:  # every item of the batch gets the engine's own error
             with self._lock:
@@ -517,6 +524,7 @@ class MicroBatcher:
             return
         with self._lock:
             self._record(size, failed=False)
+            self._compute_s += took
         for item, result in zip(batch, results, strict=True):
             item.future.set_result(result)
 
@@ -540,6 +548,8 @@ class MicroBatcher:
                 batch_sizes=dict(sorted(self._sizes.items())),
                 queued=len(self._queue),
                 in_flight=self._in_flight,
+                queue_seconds=self._queue_s,
+                compute_seconds=self._compute_s,
             )
 
 

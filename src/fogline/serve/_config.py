@@ -65,7 +65,9 @@ class ModelConfig:
     output is the batch and is left out of ``dims`` (Triton's convention).
     ``max_queue_delay_us`` and ``preferred_batch_sizes`` configure the shared
     micro-batcher when ``dynamic_batching`` is on; ``instance_count`` is how
-    many batches run at once. ``reject_non_finite`` refuses NaN/Inf inputs.
+    many batches run at once; ``max_queue_size`` (Triton's
+    ``default_queue_policy``) bounds the items waiting, past which requests
+    are refused as overloaded. ``reject_non_finite`` refuses NaN/Inf inputs.
     """
 
     name: str
@@ -75,6 +77,7 @@ class ModelConfig:
     outputs: tuple[TensorConfig, ...] = ()
     dynamic_batching: bool = False
     max_queue_delay_us: int = 0
+    max_queue_size: int = 0  # 0: the server's default bound
     preferred_batch_sizes: tuple[int, ...] = ()
     instance_count: int = 1
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)

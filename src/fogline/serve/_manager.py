@@ -241,7 +241,7 @@ class ModelManager:
                 policy = BatchPolicy(
                     max_batch=config.max_batch_size,
                     max_wait_s=config.max_queue_delay_us / 1e6,
-                    queue_size=DEFAULT_QUEUE_SIZE,
+                    queue_size=config.max_queue_size or DEFAULT_QUEUE_SIZE,
                     overflow="reject",
                     preferred_sizes=tuple(
                         s for s in config.preferred_batch_sizes if s <= config.max_batch_size

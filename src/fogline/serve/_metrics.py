@@ -90,6 +90,16 @@ class ServerCollector:
         queued = GaugeMetricFamily(
             "fogline_serve_queue_depth", "Items waiting in a version's batcher.", labels=labels
         )
+        queue_time = CounterMetricFamily(
+            "fogline_serve_queue_seconds",
+            "Time items waited in a version's batcher before their batch ran, summed.",
+            labels=labels,
+        )
+        compute_time = CounterMetricFamily(
+            "fogline_serve_compute_seconds",
+            "Time the engine spent running a version's batches, summed.",
+            labels=labels,
+        )
         batches = CounterMetricFamily(
             "fogline_serve_batches",
             "Batches the engine ran, by size.",
@@ -102,8 +112,12 @@ class ServerCollector:
                 if loaded.batcher is not None:
                     stats = loaded.batcher.stats
                     queued.add_metric(key, stats.queued)
+                    queue_time.add_metric(key, stats.queue_seconds)
+                    compute_time.add_metric(key, stats.compute_seconds)
                     for size, count in stats.batch_sizes.items():
                         batches.add_metric([*key, str(size)], count)
         yield in_flight
         yield queued
+        yield queue_time
+        yield compute_time
         yield batches

@@ -97,6 +97,7 @@ def read_config(text: str, *, where: str) -> ModelConfig:
             outputs=_tensors(message.output, "output", where),
             dynamic_batching=message.HasField("dynamic_batching"),
             max_queue_delay_us=int(batcher.max_queue_delay_microseconds),
+            max_queue_size=int(batcher.default_queue_policy.max_queue_size),
             preferred_batch_sizes=tuple(int(size) for size in batcher.preferred_batch_size),
             # Triton gives a group without a count one instance, and a model without groups one.
             instance_count=sum(count or 1 for count in counts) or 1,
