@@ -9,7 +9,6 @@ one, loaded only through the repository API), and the real ``grpc.aio`` server.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import shutil
 import threading
 from collections.abc import Coroutine, Iterator
@@ -27,6 +26,7 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from certificates import self_signed
 from fogline.errors import (
     ConfigError,
     ModelError,
@@ -524,38 +524,6 @@ def test_a_token_is_required_when_set(running: Running) -> None:
             assert client.is_server_live(headers={"authorization": "Bearer s3cret"})
     finally:
         running.call(server.stop(None))
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    x509 = pytest.importorskip("cryptography.x509")
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "server.pem", folder / "server.key"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
 
 
 def test_tls_serves_the_same_service(running: Running, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
 import signal
@@ -17,6 +16,7 @@ import pytest
 import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
+from certificates import self_signed
 from fogline.serve._server import Server
 
 
@@ -49,45 +49,6 @@ def test_cors_is_off_unless_origins_are_configured(repository: Path) -> None:
 
     assert "access-control-allow-origin" not in plain.headers
     assert allowed.headers["access-control-allow-origin"] == "https://app.example"
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    crypto = pytest.importorskip("cryptography", reason="cryptography makes the test certificate")
-    del crypto
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "server.pem", folder / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
 
 
 def test_https_with_a_certificate(repository: Path, tmp_path: Path) -> None:
