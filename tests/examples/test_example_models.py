@@ -14,12 +14,11 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
+import cv2
 import numpy as np
 import onnxruntime as ort
 import pytest
 import yaml
-
-cv2 = pytest.importorskip("cv2")
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 VIBRATION = EXAMPLES / "vibration"
