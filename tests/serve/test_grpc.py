@@ -40,17 +40,9 @@ from fogline.examples import digits_model_path
 from fogline.serve._grpc import EXTENSIONS, ServerTLS, _status_of, start_grpc
 from fogline.serve._manager import ModelManager
 from fogline.serve._repository import Repository
+from serve_repository import DIGITS_CONFIG, make_repository
 
 T = TypeVar("T")
-
-CONFIG = """
-name: "digits"
-platform: "onnxruntime_onnx"
-max_batch_size: 8
-input [ { name: "pixels", data_type: TYPE_FP32, dims: [ 1, 8, 8 ] } ]
-output [ { name: "logits", data_type: TYPE_FP32, dims: [ 10 ] } ]
-dynamic_batching { max_queue_delay_microseconds: 1000 }
-"""
 
 
 class Running:
@@ -81,11 +73,12 @@ class Running:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    root = tmp_path_factory.mktemp("repository")
-    for name in ("digits", "spare"):
-        (root / name / "1").mkdir(parents=True)
-        shutil.copy(digits_model_path(), root / name / "1" / "model.onnx")
-    (root / "digits" / "config.pbtxt").write_text(CONFIG)
+    config = DIGITS_CONFIG.replace(
+        "max_queue_delay_microseconds: 2000", "max_queue_delay_microseconds: 1000"
+    )
+    root = make_repository(tmp_path_factory.mktemp("repository"), config=config)
+    (root / "spare" / "1").mkdir(parents=True)  # a second model, without a config
+    shutil.copy(digits_model_path(), root / "spare" / "1" / "model.onnx")
     server = Running(root)
     yield server
     server.close()

@@ -123,15 +123,20 @@ def _resolve(value: Path, info: ValidationInfo) -> Path:
     return path
 
 
-def _existing(value: Path, info: ValidationInfo) -> Path:
-    path = _resolve(value, info)
-    if not path.exists():
-        raise ValueError(f"no such file or folder: {path}")
-    return path
+def existing(what: str) -> AfterValidator:
+    """A validator: the path, resolved against the spec's folder, must exist (``no such {what}``)."""
+
+    def check(value: Path, info: ValidationInfo) -> Path:
+        path = _resolve(value, info)
+        if not path.exists():
+            raise ValueError(f"no such {what}: {path}")
+        return path
+
+    return AfterValidator(check)
 
 
 #: A path resolved against the spec's folder that must exist at load time.
-ExistingPath = Annotated[Path, AfterValidator(_existing)]
+ExistingPath = Annotated[Path, existing("file or folder")]
 #: A path resolved against the spec's folder (an output: need not exist yet).
 OutputPath = Annotated[Path, AfterValidator(_resolve)]
 

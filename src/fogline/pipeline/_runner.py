@@ -41,7 +41,7 @@ from fogline.errors import (
     StoreError,
 )
 from fogline.model import BatchPolicy, Lane, MicroBatcher
-from fogline.pipeline._base import PreprocessSpec, Sink, Source, Stage
+from fogline.pipeline._base import Sink, Source, Stage
 from fogline.pipeline._item import Corrupt, Item
 from fogline.pipeline._metrics import Metrics, Snapshot, Tally
 from fogline.pipeline._rules import Condition
@@ -254,7 +254,7 @@ class Pipeline:
 
     def _feed(self, name: str, source: Source, spec: Any, batcher: MicroBatcher) -> None:
         metrics = self.metrics.tally()
-        chain: list[Stage] = [step.build() for step in self._pre_steps()]
+        chain: list[Stage] = [step.build() for step in self.spec.preprocess]
         lane = Lane(name, self._lane_size(spec), spec.policy)
         interval = 1.0 / spec.rate if spec.rate else 0.0
         limit = spec.max_items
@@ -298,9 +298,6 @@ class Pipeline:
         if spec.policy == "block":
             return 64
         return max(1, self.spec.model.max_batch // 2)
-
-    def _pre_steps(self) -> list[PreprocessSpec]:
-        return list(self.spec.preprocess)
 
     def _submit(
         self,

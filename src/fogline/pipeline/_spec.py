@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic.functional_validators import AfterValidator
 
 from fogline.errors import ConfigError, FoglineError
@@ -39,6 +39,7 @@ from fogline.pipeline._base import (
     Spec,
     TransportSpec,
     _shape_text,
+    existing,
 )
 from fogline.pipeline._optional import optional
 from fogline.pipeline._rules import BASE_NAMES, Condition, Rule
@@ -78,7 +79,7 @@ ConditionText = Annotated[str, AfterValidator(_parses)]
 class ModelSpec(Spec):
     """The model and how items are batched through it."""
 
-    path: Annotated[Path, Field()]
+    path: Annotated[Path, existing("model file or folder")]
     #: What results record as the model and its version (default: the manifest's, else the file name).
     name: str | None = Field(default=None, min_length=1)
     version: str | None = Field(default=None, min_length=1)
@@ -89,17 +90,6 @@ class ModelSpec(Spec):
     queue_size: int = Field(default=64, ge=1)
     workers: int = Field(default=1, ge=1)
     deadline_ms: float | None = Field(default=None, gt=0)
-
-    @field_validator("path", mode="after")
-    @classmethod
-    def _exists(cls, value: Path, info: Any) -> Path:
-        base = (info.context or {}).get("base")
-        path = value.expanduser()
-        if base is not None and not path.is_absolute():
-            path = Path(base) / path
-        if not path.exists():
-            raise ValueError(f"no such model file or folder: {path}")
-        return path
 
 
 class RuleSpec(Spec):

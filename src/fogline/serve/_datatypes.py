@@ -174,3 +174,19 @@ def encode(array: np.ndarray, datatype: str) -> bytes:
             parts.append(data)
         return b"".join(parts)
     return np.ascontiguousarray(array, dtype=numpy_dtype(datatype)).tobytes()
+
+
+def datatype_of_output(array: np.ndarray, name: str) -> str:
+    """The OIP datatype of an output array; :class:`SignatureMismatch` if it has none.
+
+    >>> datatype_of_output(np.zeros(2, np.float32), "y"), datatype_of_output(np.array(["a"]), "s")
+    ('FP32', 'BYTES')
+    """
+    if array.dtype.kind in "OSU":
+        return "BYTES"
+    try:
+        return FROM_NAME[array.dtype.name]
+    except KeyError:
+        raise SignatureMismatch(
+            f"output {name!r} has numpy dtype {array.dtype.name}, which the protocol cannot carry"
+        ) from None

@@ -53,12 +53,8 @@ from fogline.errors import (
     Overloaded,
     SignatureMismatch,
 )
-from fogline.serve._datatypes import encode
-from fogline.serve._grpc_tensors import (
-    datatype_of_output,
-    read_inputs,
-    requested_outputs,
-)
+from fogline.serve._datatypes import datatype_of_output, encode
+from fogline.serve._grpc_tensors import read_inputs, requested_outputs
 from fogline.serve._manager import ModelManager
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "EXTENSIONS", "InferenceService", "ServerTLS", "start_grpc"]

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from fogline.errors import SignatureMismatch
-from fogline.serve._datatypes import FROM_NAME, check_shape, decode, element_count, numpy_dtype
+from fogline.serve._datatypes import check_shape, decode, element_count, numpy_dtype
 
 # Typed ``InferTensorContents`` field of each datatype, and the numpy type it holds.
 _CONTENTS: dict[str, tuple[str, str]] = {
@@ -111,14 +111,3 @@ def from_contents(tensor: Any, shape: list[int]) -> np.ndarray:
             f"input {name!r}: a value in contents.{field} is out of {datatype}'s range"
         )
     return array.reshape(shape)
-
-
-def datatype_of_output(array: np.ndarray, name: str) -> str:
-    if array.dtype.kind in "OSU":
-        return "BYTES"
-    try:
-        return FROM_NAME[array.dtype.name]
-    except KeyError:
-        raise SignatureMismatch(
-            f"output {name!r} has numpy dtype {array.dtype.name}, which the protocol cannot carry"
-        ) from None

@@ -32,7 +32,14 @@ from fogline.errors import (
     Overloaded,
     SignatureMismatch,
 )
-from fogline.serve._datatypes import FROM_NAME, check_shape, decode, encode, numpy_dtype
+from fogline.serve._datatypes import (
+    FROM_NAME,
+    check_shape,
+    datatype_of_output,
+    decode,
+    encode,
+    numpy_dtype,
+)
 from fogline.serve._manager import ModelManager
 
 log = logging.getLogger("fogline.serve")
@@ -417,7 +424,7 @@ def infer_response(
     blobs: list[bytes] = []
     for output, binary in wanted.items():
         array = results[output]
-        datatype = FROM_NAME.get(array.dtype.name, "BYTES" if array.dtype.kind in "OSU" else "")
+        datatype = datatype_of_output(array, output)
         entry: dict[str, Any] = {"name": output, "datatype": datatype, "shape": list(array.shape)}
         if binary:
             blob = encode(array, datatype)
