@@ -1,0 +1,37 @@
+"""The control plane: a controller and device agents talking MQTT 5 through a standard broker.
+
+Releases are signed TUF metadata over content-addressed files
+(:mod:`fogline.security`); the controller keeps the registry, rollouts and
+telemetry; each agent converges its device to the desired state it reads
+from the broker. Topics and message bodies are in :mod:`._protocol`.
+"""
+
+from fogline.fleet._protocol import (
+    DEFAULT_PREFIX,
+    Command,
+    DesiredState,
+    DeviceState,
+    DeviceTopics,
+    Metrics,
+    Presence,
+    ReleaseStatus,
+    Telemetry,
+    check_device_id,
+    device_filter,
+    parse_device_topic,
+)
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "Command",
+    "DesiredState",
+    "DeviceState",
+    "DeviceTopics",
+    "Metrics",
+    "Presence",
+    "ReleaseStatus",
+    "Telemetry",
+    "check_device_id",
+    "device_filter",
+    "parse_device_topic",
+]
