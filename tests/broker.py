@@ -1,31 +1,26 @@
 """A real Mosquitto broker on loopback for tests: generated config, stop and start on one port.
 
-:class:`Mosquitto` writes a config into its folder (a listener on 127.0.0.1
-and a free port, anonymous access, persistence in that folder so QoS 1
-sessions outlive a restart), runs ``mosquitto -c <config>`` and waits until
-the port accepts connections. ``stop()`` and ``start()`` again keep the
-port, which is what a broker-down test needs. ``extra_config`` lines are
-appended verbatim (a password file or an ACL, for the fleet tests).
+:class:`Mosquitto` is fogline's own :class:`~fogline.fleet._broker.LocalBroker`
+without auth: a listener on 127.0.0.1 and a free port, anonymous access,
+persistence in its folder so QoS 1 sessions outlive a restart. It runs
+``mosquitto -c <config>`` and waits until the port accepts connections.
+``stop()`` and ``start()`` again keep the port, which is what a broker-down
+test needs. ``extra_config`` lines are appended verbatim (a password file or
+an ACL, for the fleet tests).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
-import subprocess
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from fogline.errors import FoglineError
+from fogline.fleet._broker import BrokerConfig, LocalBroker, mosquitto_binary
 
-def mosquitto_binary() -> str | None:
-    """Where the ``mosquitto`` executable is (Debian puts it in /usr/sbin), or None."""
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    return "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
+__all__ = ["Mosquitto", "free_port", "mosquitto_binary"]
 
 
 def free_port() -> int:
@@ -52,82 +47,46 @@ class Mosquitto:
             raise FileNotFoundError("mosquitto is not installed")
         self.binary = found
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
-        self.config = self.folder / "mosquitto.conf"
-        self.log = self.folder / "mosquitto.log"
-        self._process: subprocess.Popen[bytes] | None = None
-        lines = [
-            f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
-            "persistence true",
-            f"persistence_location {self.folder}/",
-            f"log_dest file {self.log}",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
-            *extra_config,
-        ]
-        if os.geteuid() == 0:
-            lines.append("user root")  # else it drops to "mosquitto" and cannot write the folder
-        self.config.write_text("\n".join(lines) + "\n")
+        settings = BrokerConfig(
+            folder=self.folder, port=self.port, auth=False, extra=tuple(extra_config)
+        )
+        self.config = settings.config_file
+        self.log = settings.log_file
+        self._broker = LocalBroker(settings, binary=found)
+        self._broker.write_files()
 
     @property
     def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
+        return self._broker.url
 
     @property
     def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        return self._broker.running
 
     def start(self, timeout: float = 10.0) -> None:
         """Run the broker and return once its port accepts connections."""
-        if self.running:
-            return
-        self._process = subprocess.Popen(
-            [self.binary, "-c", str(self.config)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                stderr = self._process.stderr.read().decode() if self._process.stderr else ""
-                raise RuntimeError(f"mosquitto exited at start: {stderr}{self.log_text()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return
-            except OSError:
-                time.sleep(0.02)
-        self.stop()
-        raise RuntimeError(f"mosquitto did not listen on {self.port} within {timeout} s")
+        try:
+            self._broker.start(timeout)
+        except FoglineError as exc:
+            raise RuntimeError(f"{exc}\n{self.log_text()}") from exc
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the broker (SIGTERM, so it saves its sessions); kill it if it hangs."""
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)  # a paused broker cannot act on SIGTERM
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stderr:
-            process.stderr.close()
+        self._broker.stop(timeout)
 
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): connections stay open but nothing is answered."""
-        if self._process is not None:
-            self._process.send_signal(signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
     def resume(self) -> None:
         """Let a paused broker go on (SIGCONT)."""
-        if self._process is not None:
-            self._process.send_signal(signal.SIGCONT)
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        pid = self._broker.pid
+        if pid is not None:
+            os.kill(pid, sig)
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
