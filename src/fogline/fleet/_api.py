@@ -1,0 +1,334 @@
+"""The controller's HTTP API (JSON under ``/api``), the dashboard, and the release repository.
+
+Every route but ``/api/health`` and ``/api/enrol`` needs the operator's
+bearer token (``Authorization: Bearer …``; the dashboard may pass it once as
+``?token=`` and keeps it). Bad input gets a 4xx and ``{"error": "..."}``
+naming what was wrong; nothing escapes as a 500 with a trace.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from fogline.errors import ConfigError, FoglineError
+from fogline.fleet._protocol import check_device_id
+from fogline.fleet._registry import Registry
+from fogline.fleet._rollout import Criteria, Rollouts, Strategy
+
+log = logging.getLogger("fogline.controller")
+
+_MAX_BODY = 1024 * 1024
+
+
+class ApiError(Exception):
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _guarded(handler: Handler) -> Handler:
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            return _error(str(exc), exc.status)
+        except ValidationError as exc:
+            return _error(_validation_message(exc), 422)
+        except ConfigError as exc:
+            return _error(str(exc), 409 if "still running" in str(exc) else 400)
+        except FoglineError as exc:
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+            return _error(str(exc), 400)
+
+    return endpoint
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "body"
+        parts.append(f"{where}: {err['msg']}")
+    return "; ".join(parts)
+
+
+async def _json(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    if len(body) > _MAX_BODY:
+        raise ApiError(f"the request body is over {_MAX_BODY} bytes", 413)
+    if not body:
+        return {}
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(f"the body is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ApiError("the body must be a JSON object")
+    return data
+
+
+class DeployRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    release: str
+    version: str
+    group: str = "default"
+    strategy: Strategy = Field(default_factory=Strategy)
+    criteria: Criteria = Field(default_factory=Criteria)
+
+
+class TokenRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    group: str = "default"
+    tags: list[str] = Field(default_factory=list)
+    ttl_seconds: float = Field(default=86400.0, gt=0)
+
+
+class EnrolRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str
+    token: str
+
+
+class DeviceUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    group: str | None = None
+    tags: list[str] | None = None
+
+
+@dataclass
+class ApiContext:
+    """What the routes need from the controller."""
+
+    registry: Registry
+    rollouts: Rollouts
+    releases: Callable[[], list[dict[str, Any]]]
+    enrol: Callable[[str], dict[str, Any]]  # device id → credentials and trust
+    token: str | None
+    wake: Callable[[], None]  # ask the controller loop to tick now
+
+
+def routes(ctx: ApiContext) -> list[BaseRoute]:
+    """The JSON API."""
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"ok": True, "time": time.time()})
+
+    async def devices(request: Request) -> Response:
+        group = request.query_params.get("group")
+        return JSONResponse([d.to_dict() for d in ctx.registry.devices(group)])
+
+    async def device(request: Request) -> Response:
+        device_id = request.path_params["device_id"]
+        found = ctx.registry.device(device_id)
+        if found is None:
+            raise ApiError(f"no device {device_id!r}", 404)
+        body = found.to_dict()
+        body["desired"] = ctx.registry.desired(device_id).model_dump(mode="json")
+        since = _float(request, "since", time.time() - 3600)
+        body["metrics"] = ctx.registry.metrics(devices=[device_id], since=since)
+        return JSONResponse(body)
+
+    async def update_device(request: Request) -> Response:
+        device_id = request.path_params["device_id"]
+        update = DeviceUpdate.model_validate(await _json(request))
+        if ctx.registry.device(device_id) is None:
+            raise ApiError(f"no device {device_id!r}", 404)
+        if update.group is not None:
+            ctx.registry.set_group(device_id, update.group, update.tags)
+        found = ctx.registry.device(device_id)
+        assert found is not None
+        return JSONResponse(found.to_dict())
+
+    async def releases(request: Request) -> Response:
+        return JSONResponse(ctx.releases())
+
+    async def deployments(request: Request) -> Response:
+        status = request.query_params.get("status")
+        return JSONResponse([d.to_dict() for d in ctx.rollouts.list(status=status)])
+
+    async def deployment(request: Request) -> Response:
+        found = ctx.rollouts.get(request.path_params["deployment_id"])
+        if found is None:
+            raise ApiError(f"no deployment {request.path_params['deployment_id']!r}", 404)
+        body = found.to_dict()
+        body["events"] = ctx.registry.events(deployment=found.id)
+        return JSONResponse(body)
+
+    async def deploy(request: Request) -> Response:
+        req = DeployRequest.model_validate(await _json(request))
+        created = ctx.rollouts.create(
+            req.release, req.version, req.group, strategy=req.strategy, criteria=req.criteria
+        )
+        ctx.wake()
+        return JSONResponse(created.to_dict(), status_code=201)
+
+    async def rollback(request: Request) -> Response:
+        body = await _json(request)
+        reason = str(body.get("reason") or "rolled back by the operator")
+        deployment_id = request.path_params["deployment_id"]
+        if ctx.rollouts.get(deployment_id) is None:
+            raise ApiError(f"no deployment {deployment_id!r}", 404)
+        done = ctx.rollouts.rollback(deployment_id, reason)
+        ctx.wake()
+        return JSONResponse(done.to_dict())
+
+    async def metrics(request: Request) -> Response:
+        device_ids = request.query_params.getlist("device") or None
+        rows = ctx.registry.metrics(
+            devices=device_ids,
+            release=request.query_params.get("release"),
+            since=_float(request, "since", time.time() - 3600),
+            limit=int(_float(request, "limit", 10000)),
+        )
+        return JSONResponse(rows)
+
+    async def series(request: Request) -> Response:
+        since = _float(request, "since", time.time() - 3600)
+        step = max(1.0, _float(request, "step", 10.0))
+        rows = ctx.registry.metrics(
+            release=request.query_params.get("release"), since=since, limit=200000
+        )
+        return JSONResponse(fleet_series(rows, step))
+
+    async def events(request: Request) -> Response:
+        return JSONResponse(ctx.registry.events(limit=int(_float(request, "limit", 100))))
+
+    async def token(request: Request) -> Response:
+        req = TokenRequest.model_validate(await _json(request))
+        created = ctx.registry.create_token(group=req.group, tags=req.tags, ttl=req.ttl_seconds)
+        return JSONResponse({"token": created, "group": req.group}, status_code=201)
+
+    async def enrol(request: Request) -> Response:
+        req = EnrolRequest.model_validate(await _json(request))
+        try:
+            check_device_id(req.device_id)
+        except ValueError as exc:
+            raise ApiError(str(exc)) from None
+        try:
+            ctx.registry.redeem_token(req.token, req.device_id)
+        except ConfigError as exc:
+            raise ApiError(str(exc), 403) from None
+        return JSONResponse(ctx.enrol(req.device_id), status_code=201)
+
+    def admin(handler: Handler) -> Handler:
+        return _guarded(_with_token(handler, ctx.token))
+
+    return [
+        Route("/api/health", _guarded(health)),
+        Route("/api/enrol", _guarded(enrol), methods=["POST"]),
+        Route("/api/devices", admin(devices)),
+        Route("/api/devices/{device_id}", admin(device)),
+        Route("/api/devices/{device_id}", admin(update_device), methods=["PATCH"]),
+        Route("/api/releases", admin(releases)),
+        Route("/api/deployments", admin(deployments)),
+        Route("/api/deployments", admin(deploy), methods=["POST"]),
+        Route("/api/deployments/{deployment_id}", admin(deployment)),
+        Route("/api/deployments/{deployment_id}/rollback", admin(rollback), methods=["POST"]),
+        Route("/api/metrics", admin(metrics)),
+        Route("/api/series", admin(series)),
+        Route("/api/events", admin(events)),
+        Route("/api/tokens", admin(token), methods=["POST"]),
+    ]
+
+
+def _with_token(handler: Handler, token: str | None) -> Handler:
+    if token is None:
+        return handler
+    expected = f"Bearer {token}".encode()
+
+    async def endpoint(request: Request) -> Response:
+        given = request.headers.get("authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            raise ApiError(
+                "missing or wrong operator token (send Authorization: Bearer <token>; "
+                "it is in the controller's data folder, admin.token)",
+                401,
+            )
+        return await handler(request)
+
+    return endpoint
+
+
+def _float(request: Request, name: str, default: float) -> float:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise ApiError(f"query parameter {name}={text!r} is not a number") from None
+
+
+def fleet_series(rows: Sequence[dict[str, Any]], step: float) -> dict[str, Any]:
+    """Fleet-wide series in buckets of ``step`` seconds: throughput, worst p99, error rate, devices.
+
+    >>> rows = [
+    ...     {"device_id": "a", "time": 100.0, "items_per_second": 5.0, "p99_ms": 3.0, "items": 50,
+    ...      "errors": 1, "version": "1.0"},
+    ...     {"device_id": "b", "time": 104.0, "items_per_second": 7.0, "p99_ms": 9.0, "items": 70,
+    ...      "errors": 0, "version": "1.1"},
+    ... ]
+    >>> s = fleet_series(rows, 10.0)
+    >>> s["time"], s["items_per_second"], s["p99_ms"], s["devices"], s["versions"]
+    ([100.0], [12.0], [9.0], [2], [{'1.0': 1, '1.1': 1}])
+    """
+    buckets: dict[float, list[dict[str, Any]]] = {}
+    for row in rows:
+        buckets.setdefault(step * (row["time"] // step), []).append(row)
+    out: dict[str, Any] = {
+        "step": step,
+        "time": [],
+        "items_per_second": [],
+        "p99_ms": [],
+        "error_rate": [],
+        "devices": [],
+        "versions": [],
+    }
+    for start in sorted(buckets):
+        group = buckets[start]
+        latest: dict[str, dict[str, Any]] = {}
+        for row in group:
+            latest[row["device_id"]] = row  # rows are oldest first: keep each device's newest
+        items = sum(int(r["items"]) for r in group)
+        p99s = [r["p99_ms"] for r in group if r["p99_ms"] is not None]
+        versions: dict[str, int] = {}
+        for row in latest.values():
+            versions[str(row["version"])] = versions.get(str(row["version"]), 0) + 1
+        out["time"].append(start)
+        out["items_per_second"].append(
+            round(sum(r["items_per_second"] for r in latest.values()), 3)
+        )
+        out["p99_ms"].append(max(p99s) if p99s else None)
+        out["error_rate"].append(sum(int(r["errors"]) for r in group) / items if items else 0.0)
+        out["devices"].append(len(latest))
+        out["versions"].append(versions)
+    return out
+
+
+def application(
+    ctx: ApiContext, *, extra: Sequence[BaseRoute] = (), dashboard: Sequence[BaseRoute] = ()
+) -> Starlette:
+    """The controller's ASGI app: the API, the repository routes, the dashboard."""
+    return Starlette(routes=[*routes(ctx), *extra, *dashboard])

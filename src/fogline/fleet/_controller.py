@@ -1,0 +1,409 @@
+"""The controller: one MQTT session, one worker thread, the registry, rollouts and the HTTP API.
+
+Concurrency: paho's network thread only queues what arrives; one worker
+thread takes it off the queue in batches, stores a batch in one transaction
+(:meth:`Registry.ingest`) and advances the rollouts; uvicorn serves the API
+and the dashboard on a thread of its own. Desired states are published
+retained at QoS 1, and all of them again after every reconnect, so a broker
+that restarted without its store still ends up with each device's latest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ValidationError
+
+from fogline.errors import ConfigError
+from fogline.fleet._api import ApiContext, application
+from fogline.fleet._protocol import (
+    DEFAULT_PREFIX,
+    DesiredState,
+    DeviceState,
+    DeviceTopics,
+    Presence,
+    Telemetry,
+    device_filter,
+    parse_device_topic,
+)
+from fogline.fleet._registry import Inbox, Registry
+from fogline.fleet._rollout import Rollouts
+from fogline.model._atomic import atomic_path
+from fogline.pipeline._mqtt import MqttUrl, to_url
+
+log = logging.getLogger("fogline.controller")
+
+#: How long the broker keeps the controller's session (and its QoS 1 backlog) while it is away.
+SESSION_EXPIRY = 7 * 24 * 3600
+
+
+@dataclass
+class ControllerStats:
+    """Counters for logs, the benchmark and ``/api/health``."""
+
+    received: int = 0
+    rejected: int = 0
+    published: int = 0
+    batches: int = 0
+    connected: bool = False
+    reconnects: int = 0
+
+
+@dataclass
+class ControllerConfig:
+    """Where the controller keeps its data, which broker it uses, where it listens."""
+
+    data: Path
+    broker: MqttUrl | str
+    prefix: str = DEFAULT_PREFIX
+    host: str = "127.0.0.1"
+    http_port: int = 8080  # 0 picks a free port
+    token: str | None = None  # None: read or create data/admin.token
+    tick_seconds: float = 0.5
+    telemetry_days: float = 30.0
+    client_id: str = "fogline-controller"
+    #: The broker URL handed to enrolled devices (default: the controller's, without credentials).
+    device_broker: str | None = None
+    #: Makes MQTT credentials for a newly enrolled device (the local Mosquitto's password file).
+    credentials: Callable[[str], str | None] | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    extra_routes: list[Any] = field(default_factory=list)
+
+
+def operator_token(data: Path) -> str:
+    """The operator's bearer token, kept in ``data/admin.token`` (made once, mode 0600)."""
+    path = Path(data) / "admin.token"
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    with atomic_path(path) as tmp:
+        tmp.write_text(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+class Controller:
+    """Start with :meth:`start` (or ``with``); :meth:`stop` ends the session and the API."""
+
+    def __init__(self, config: ControllerConfig) -> None:
+        self.config = config
+        self.url = to_url(config.broker)
+        self.data = Path(config.data)
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.token = config.token if config.token is not None else operator_token(self.data)
+        self.registry = Registry(self.data / "registry.db")
+        self.rollouts = Rollouts(self.registry, self._publish, releases=self._release_exists)
+        self.stats = ControllerStats()
+        self._inbox: queue.Queue[tuple[str, bytes, dict[str, str]]] = queue.Queue()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._http: Any = None
+        self._http_thread: threading.Thread | None = None
+        self.http_port: int | None = None
+        self._client = self._new_client()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> Controller:
+        self._start_http(timeout)
+        self._worker = threading.Thread(target=self._work, name="fogline-controller", daemon=True)
+        self._worker.start()
+        try:
+            self._client.connect_async(
+                self.url.host, self.url.port, keepalive=30, clean_start=False,
+                properties=self._connect_properties(),
+            )  # fmt: skip
+        except (OSError, ValueError) as exc:
+            self.stop()
+            raise ConfigError(f"broker {self.url}: {exc}") from exc
+        self._client.loop_start()
+        return self
+
+    def wait_connected(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.stats.connected:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        with contextlib.suppress(Exception):
+            self._client.disconnect()
+        with contextlib.suppress(Exception):
+            self._client.loop_stop()
+        if self._worker is not None:
+            self._worker.join(30)
+        if self._http is not None:
+            self._http.should_exit = True
+        if self._http_thread is not None:
+            self._http_thread.join(30)
+        self.registry.close()
+
+    def __enter__(self) -> Controller:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        scheme = "https" if self.config.tls_cert else "http"
+        return f"{scheme}://{self.config.host}:{self.http_port}"
+
+    def wake(self) -> None:
+        """Advance the rollouts now rather than at the next tick."""
+        self._wake.set()
+
+    # -- releases (the signed repository in data/repository) --------------------------------
+
+    def releases(self) -> list[dict[str, Any]]:
+        from fogline.security import ReleaseRepository
+
+        repo = ReleaseRepository(self.data)
+        return [doc.model_dump(mode="json") for doc in repo.releases()]
+
+    def _release_exists(self, name: str, version: str) -> bool:
+        return any(r["name"] == name and r["version"] == version for r in self.releases())
+
+    def trusted_root(self) -> str:
+        path = self.data / "repository" / "metadata" / "root.json"
+        if not path.exists():
+            raise ConfigError(f"{path} is missing: run 'fogline keys init --data {self.data}'")
+        return path.read_text()
+
+    def _enrol(self, device_id: str) -> dict[str, Any]:
+        password = None if self.config.credentials is None else self.config.credentials(device_id)
+        broker = self.config.device_broker or str(
+            MqttUrl(self.url.host, self.url.port, self.url.tls)
+        )
+        return {
+            "device_id": device_id,
+            "username": device_id if password is not None else None,
+            "password": password,
+            "broker": broker,
+            "prefix": self.config.prefix,
+            "trusted_root": self.trusted_root(),
+        }
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    def _start_http(self, timeout: float) -> None:
+        import uvicorn
+
+        from fogline.fleet._artifacts import repository_routes
+        from fogline.fleet._dashboard import dashboard_routes
+
+        ctx = ApiContext(
+            registry=self.registry,
+            rollouts=self.rollouts,
+            releases=self.releases,
+            enrol=self._enrol,
+            token=self.token,
+            wake=self.wake,
+        )
+        from fogline.security import ReleaseRepository
+
+        app = application(
+            ctx,
+            extra=[*repository_routes(ReleaseRepository(self.data)), *self.config.extra_routes],
+            dashboard=dashboard_routes(),
+        )
+        config = uvicorn.Config(
+            app,
+            host=self.config.host,
+            port=self.config.http_port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            ssl_certfile=None if self.config.tls_cert is None else str(self.config.tls_cert),
+            ssl_keyfile=None if self.config.tls_key is None else str(self.config.tls_key),
+        )
+        self._http = uvicorn.Server(config)
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            try:
+                self._http.run()
+            except BaseException as exc:  # reported below
+                failure.append(exc)
+
+        self._http_thread = threading.Thread(
+            target=serve, name="fogline-controller-http", daemon=True
+        )
+        self._http_thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._http.started:
+            if failure or not self._http_thread.is_alive():
+                reason = failure[0] if failure else "it stopped"
+                raise ConfigError(f"HTTP port {self.config.http_port}: cannot listen ({reason})")
+            if time.monotonic() > deadline:
+                raise ConfigError("the controller's HTTP server did not start in time")
+            time.sleep(0.01)
+        self.http_port = self._http.servers[0].sockets[0].getsockname()[1]
+
+    # -- MQTT -------------------------------------------------------------------------------
+
+    def _new_client(self) -> paho.Client:
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.config.client_id,
+            protocol=paho.MQTTv5,
+            reconnect_on_failure=True,
+        )
+        client.max_queued_messages_set(0)
+        client.max_inflight_messages_set(1000)
+        client.reconnect_delay_set(1, 10)
+        if self.url.username is not None:
+            client.username_pw_set(self.url.username, self.url.password)
+        if self.url.tls:
+            import ssl
+
+            client.tls_set_context(ssl.create_default_context())
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    @staticmethod
+    def _connect_properties() -> Properties:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY
+        return props
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker %s refused the controller: %s", self.url, reason)
+            return
+        prefix = self.config.prefix
+        client.subscribe(
+            [(device_filter(prefix, kind), 1) for kind in ("state", "presence", "telemetry")]
+        )
+        if self.stats.reconnects:
+            log.info("reconnected to %s", self.url)
+        self.stats.connected = True
+        self.stats.reconnects += 1
+        self._publish(list(self.registry.all_desired().items()))
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        self.stats.connected = False
+        if not self._stopping.is_set():
+            log.warning("lost the broker %s (%s); reconnecting", self.url, reason)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        props: dict[str, str] = {}
+        user = getattr(message.properties, "UserProperty", None) if message.properties else None
+        for key, value in user or ():
+            props[key] = value
+        self._inbox.put((message.topic, bytes(message.payload), props))
+
+    def _publish(self, changed: list[tuple[str, DesiredState]]) -> None:
+        for device_id, desired in changed:
+            topic = DeviceTopics(self.config.prefix, device_id).desired
+            self._client.publish(topic, desired.model_dump_json(), qos=1, retain=True)
+            self.stats.published += 1
+
+    # -- the worker -------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        last_tick = 0.0
+        last_retention = 0.0
+        while not self._stopping.is_set():
+            batch = self._take(timeout=self.config.tick_seconds)
+            try:
+                if batch:
+                    self.registry.ingest(batch)
+                    self.stats.batches += 1
+                now = time.monotonic()
+                if batch or self._wake.is_set() or now - last_tick >= self.config.tick_seconds:
+                    self._wake.clear()
+                    self.rollouts.tick()
+                    last_tick = now
+                if now - last_retention > 3600:
+                    self.registry.apply_retention(max_age=self.config.telemetry_days * 86400)
+                    last_retention = now
+            except Exception:  # the loop must survive one bad batch; it is logged whole
+                log.exception("controller worker")
+
+    def _take(self, timeout: float) -> Inbox:
+        inbox = Inbox()
+        try:
+            first = self._inbox.get(timeout=timeout)
+        except queue.Empty:
+            return inbox
+        self._parse(first, inbox)
+        for _ in range(5000):
+            try:
+                self._parse(self._inbox.get_nowait(), inbox)
+            except queue.Empty:
+                break
+        return inbox
+
+    def _parse(self, item: tuple[str, bytes, dict[str, str]], inbox: Inbox) -> None:
+        topic, payload, props = item
+        self.stats.received += 1
+        parsed = parse_device_topic(self.config.prefix, topic)
+        if parsed is None:
+            return
+        device_id, kind = parsed
+        try:
+            if kind == "state":
+                if not payload:
+                    return  # a cleared retained state
+                state = DeviceState.model_validate_json(payload)
+                _same_device(device_id, state.device_id)
+                inbox.states.append(state)
+            elif kind == "presence":
+                if payload:
+                    inbox.presence.append((device_id, Presence.model_validate_json(payload)))
+            elif kind == "telemetry":
+                key, report = _telemetry(payload, props)
+                _same_device(device_id, report.device_id)
+                inbox.telemetry.append((key, report))
+        except (ValidationError, ValueError) as exc:
+            self.stats.rejected += 1
+            log.warning("dropped a %s message from %s: %s", kind, device_id, _short(exc))
+
+
+def _same_device(topic_device: str, body_device: str) -> None:
+    if topic_device != body_device:
+        raise ValueError(f"the body names device {body_device!r}, the topic {topic_device!r}")
+
+
+def _telemetry(payload: bytes, props: dict[str, str]) -> tuple[str, Telemetry]:
+    """A report, bare or inside the outbox envelope (``{"key", "result": {"outputs"}}``)."""
+    body = json.loads(payload)
+    if isinstance(body, dict) and "result" in body and "key" in body:
+        report = Telemetry.model_validate(body["result"]["outputs"])
+        return str(body["key"]), report
+    report = Telemetry.model_validate(body)
+    key = props.get("idempotency-key") or f"{report.device_id}:{report.sequence}:{report.time}"
+    return key, report
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).replace("\n", " ")
+    return text if len(text) < 300 else text[:300] + "…"

@@ -1,0 +1,496 @@
+"""The controller's registry: devices, enrolment tokens, desired states, deployments, telemetry.
+
+One SQLite file (WAL, ``synchronous=NORMAL``: the registry is rebuilt from the
+devices' retained state if its last commits are lost) behind one lock, so the
+MQTT worker, the rollout loop and the HTTP API may all call it. Every write
+is one transaction; :meth:`Registry.ingest` takes a whole batch of device
+messages at once, which is what keeps a thousand devices cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fogline.errors import ConfigError, StoreError, StoreFormatError
+from fogline.fleet._protocol import DesiredState, DeviceState, Presence, Telemetry
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE devices (
+    id          TEXT PRIMARY KEY,
+    grp         TEXT NOT NULL DEFAULT 'default',
+    tags        TEXT NOT NULL DEFAULT '[]',
+    enrolled_at REAL,
+    last_seen   REAL,
+    online      INTEGER NOT NULL DEFAULT 0,
+    state       TEXT
+) WITHOUT ROWID;
+CREATE TABLE tokens (
+    digest     TEXT PRIMARY KEY,
+    grp        TEXT NOT NULL,
+    tags       TEXT NOT NULL,
+    created    REAL NOT NULL,
+    expires    REAL NOT NULL,
+    used_by    TEXT
+) WITHOUT ROWID;
+CREATE TABLE desired (
+    device_id  TEXT PRIMARY KEY,
+    generation INTEGER NOT NULL,
+    body       TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE deployments (
+    id          TEXT PRIMARY KEY,
+    release     TEXT NOT NULL,
+    version     TEXT NOT NULL,
+    grp         TEXT NOT NULL,
+    strategy    TEXT NOT NULL,
+    criteria    TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    wave        INTEGER NOT NULL DEFAULT 0,
+    wave_started REAL,
+    converged_at REAL,
+    reason      TEXT,
+    created     REAL NOT NULL,
+    updated     REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE deployment_devices (
+    deployment TEXT NOT NULL REFERENCES deployments (id),
+    device_id  TEXT NOT NULL,
+    wave       INTEGER NOT NULL,
+    status     TEXT NOT NULL DEFAULT 'waiting',
+    previous   TEXT,
+    since      REAL,
+    PRIMARY KEY (deployment, device_id)
+) WITHOUT ROWID;
+CREATE TABLE telemetry (
+    key        TEXT PRIMARY KEY,
+    device_id  TEXT NOT NULL,
+    time       REAL NOT NULL,
+    received   REAL NOT NULL,
+    body       TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX telemetry_time ON telemetry (time);
+CREATE INDEX telemetry_device ON telemetry (device_id, time);
+CREATE TABLE metrics (
+    device_id  TEXT NOT NULL,
+    time       REAL NOT NULL,
+    release    TEXT NOT NULL,
+    version    TEXT,
+    items      INTEGER NOT NULL,
+    items_per_second REAL NOT NULL,
+    p50_ms     REAL,
+    p99_ms     REAL,
+    errors     INTEGER NOT NULL,
+    drops      INTEGER NOT NULL,
+    accuracy   REAL,
+    drift      REAL,
+    cpu_percent REAL,
+    memory_mb  REAL
+);
+CREATE INDEX metrics_time ON metrics (time);
+CREATE INDEX metrics_device ON metrics (device_id, time);
+CREATE TABLE events (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    time       REAL NOT NULL,
+    kind       TEXT NOT NULL,
+    device_id  TEXT,
+    deployment TEXT,
+    message    TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Device:
+    """What the controller knows of one device."""
+
+    id: str
+    group: str
+    tags: tuple[str, ...]
+    enrolled_at: float | None
+    last_seen: float | None
+    online: bool
+    state: DeviceState | None
+
+    def version(self, release: str) -> str | None:
+        """The version of ``release`` this device last said it runs."""
+        if self.state is None or release not in self.state.releases:
+            return None
+        return self.state.releases[release].version
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "group": self.group,
+            "tags": list(self.tags),
+            "enrolled_at": self.enrolled_at,
+            "last_seen": self.last_seen,
+            "online": self.online,
+            "state": None if self.state is None else self.state.model_dump(mode="json"),
+        }
+
+
+@dataclass
+class Inbox:
+    """One batch of device messages, as parsed by the controller's MQTT worker."""
+
+    states: list[DeviceState] = field(default_factory=list)
+    presence: list[tuple[str, Presence]] = field(default_factory=list)
+    telemetry: list[tuple[str, Telemetry]] = field(default_factory=list)  # (idempotency key, body)
+
+    def __bool__(self) -> bool:
+        return bool(self.states or self.presence or self.telemetry)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Registry:
+    """The controller's SQLite registry; safe to share between threads."""
+
+    def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            self._conn = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                with self._tx() as conn:
+                    conn.executescript(
+                        "BEGIN;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};"
+                    )
+            elif version != SCHEMA_VERSION:
+                raise StoreFormatError(
+                    f"{self.path}: registry schema {version}, this fogline reads {SCHEMA_VERSION}"
+                )
+        except sqlite3.DatabaseError as exc:
+            raise StoreFormatError(f"{self.path}: not a fogline registry ({exc})") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                if not self._conn.in_transaction:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                yield self._conn
+                if self._conn.in_transaction:
+                    self._conn.execute("COMMIT")
+            except BaseException as exc:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"{self.path}: {exc}") from exc
+                raise
+
+    def _rows(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return list(self._conn.execute(sql, args))
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: {exc}") from exc
+
+    # -- events ---------------------------------------------------------------------------
+
+    def event(
+        self,
+        kind: str,
+        message: str,
+        *,
+        device_id: str | None = None,
+        deployment: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO events (time, kind, device_id, deployment, message) VALUES (?,?,?,?,?)",
+                (time.time() if now is None else now, kind, device_id, deployment, message),
+            )
+
+    def events(self, *, deployment: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql = "SELECT time, kind, device_id, deployment, message FROM events"
+        args: list[object] = []
+        if deployment is not None:
+            sql += " WHERE deployment = ?"
+            args.append(deployment)
+        rows = self._rows(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
+        keys = ("time", "kind", "device_id", "deployment", "message")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    # -- devices and enrolment ------------------------------------------------------------
+
+    def create_token(
+        self, *, group: str = "default", tags: Iterable[str] = (), ttl: float = 86400.0
+    ) -> str:
+        """A one-time enrolment token for one device of ``group`` (only its digest is kept)."""
+        token = secrets.token_urlsafe(24)
+        now = time.time()
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO tokens VALUES (?,?,?,?,?,NULL)",
+                (_digest(token), group, json.dumps(sorted(tags)), now, now + ttl),
+            )
+        return token
+
+    def redeem_token(self, token: str, device_id: str) -> Device:
+        """Use ``token`` once to enrol ``device_id``; ``ConfigError`` says why it cannot."""
+        now = time.time()
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT grp, tags, expires, used_by FROM tokens WHERE digest = ?", (_digest(token),)
+            ).fetchone()
+            if row is None:
+                raise ConfigError("unknown enrolment token; create one with 'fogline fleet token'")
+            grp, tags, expires, used_by = row
+            if used_by is not None:
+                raise ConfigError(f"this enrolment token was already used by {used_by!r}")
+            if expires < now:
+                raise ConfigError("this enrolment token has expired; create a new one")
+            conn.execute(
+                "UPDATE tokens SET used_by = ? WHERE digest = ?", (device_id, _digest(token))
+            )
+            conn.execute(
+                "INSERT INTO devices (id, grp, tags, enrolled_at) VALUES (?,?,?,?) "
+                "ON CONFLICT (id) DO UPDATE SET grp = excluded.grp, tags = excluded.tags, "
+                "enrolled_at = excluded.enrolled_at",
+                (device_id, grp, tags, now),
+            )
+        self.event("enrolled", f"enrolled in group {grp}", device_id=device_id)
+        device = self.device(device_id)
+        assert device is not None
+        return device
+
+    def set_group(self, device_id: str, group: str, tags: Iterable[str] | None = None) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO devices (id, grp) VALUES (?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET grp = excluded.grp",
+                (device_id, group),
+            )
+            if tags is not None:
+                conn.execute(
+                    "UPDATE devices SET tags = ? WHERE id = ?",
+                    (json.dumps(sorted(tags)), device_id),
+                )
+
+    def device(self, device_id: str) -> Device | None:
+        rows = self._rows(
+            "SELECT id, grp, tags, enrolled_at, last_seen, online, state FROM devices WHERE id = ?",
+            (device_id,),
+        )
+        return _device(rows[0]) if rows else None
+
+    def devices(self, group: str | None = None) -> list[Device]:
+        sql = "SELECT id, grp, tags, enrolled_at, last_seen, online, state FROM devices"
+        if group is None:
+            return [_device(row) for row in self._rows(sql + " ORDER BY id")]
+        return [_device(row) for row in self._rows(sql + " WHERE grp = ? ORDER BY id", (group,))]
+
+    def groups(self) -> list[str]:
+        return [row[0] for row in self._rows("SELECT DISTINCT grp FROM devices ORDER BY grp")]
+
+    # -- what devices report ---------------------------------------------------------------
+
+    def ingest(self, inbox: Inbox, *, now: float | None = None) -> int:
+        """Store one batch of states, presence and telemetry; returns new telemetry rows.
+
+        Unknown devices are registered in group ``default`` when they first
+        report (a broker without authentication lets anyone in; enrolment is
+        what a secured fleet uses). Telemetry is deduplicated on its key, so
+        a report delivered twice counts once.
+        """
+        now = time.time() if now is None else now
+        added = 0
+        with self._tx() as conn:
+            for state in inbox.states:
+                conn.execute(
+                    "INSERT INTO devices (id, last_seen, state) VALUES (?,?,?) "
+                    "ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, "
+                    "state = excluded.state",
+                    (state.device_id, now, state.model_dump_json()),
+                )
+            for device_id, presence in inbox.presence:
+                conn.execute(
+                    "INSERT INTO devices (id, last_seen, online) VALUES (?,?,?) "
+                    "ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, "
+                    "online = excluded.online",
+                    (device_id, now, int(presence.online)),
+                )
+            for key, report in inbox.telemetry:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO telemetry VALUES (?,?,?,?,?)",
+                    (key, report.device_id, report.time, now, report.model_dump_json()),
+                )
+                if cursor.rowcount == 0:
+                    continue
+                added += 1
+                conn.execute(
+                    "INSERT INTO devices (id, last_seen) VALUES (?,?) "
+                    "ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen",
+                    (report.device_id, now),
+                )
+                conn.executemany(
+                    "INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    [
+                        (
+                            report.device_id,
+                            report.time,
+                            release,
+                            report.versions.get(release),
+                            m.items,
+                            m.items_per_second,
+                            m.p50_ms,
+                            m.p99_ms,
+                            m.errors,
+                            m.drops,
+                            m.accuracy,
+                            m.drift,
+                            report.cpu_percent,
+                            report.memory_mb,
+                        )
+                        for release, m in report.metrics.items()
+                    ],
+                )
+        return added
+
+    def metrics(
+        self,
+        *,
+        devices: Sequence[str] | None = None,
+        release: str | None = None,
+        since: float = 0.0,
+        limit: int = 10000,
+    ) -> list[dict[str, Any]]:
+        """Telemetry rows (one per device, release and report), oldest first."""
+        sql = (
+            "SELECT device_id, time, release, version, items, items_per_second, p50_ms, p99_ms, "
+            "errors, drops, accuracy, drift, cpu_percent, memory_mb FROM metrics WHERE time >= ?"
+        )
+        args: list[object] = [since]
+        if release is not None:
+            sql += " AND release = ?"
+            args.append(release)
+        if devices is not None:
+            sql += f" AND device_id IN ({','.join('?' * len(devices))})"
+            args.extend(devices)
+        rows = self._rows(sql + " ORDER BY time DESC LIMIT ?", [*args, limit])
+        keys = (
+            "device_id", "time", "release", "version", "items", "items_per_second", "p50_ms",
+            "p99_ms", "errors", "drops", "accuracy", "drift", "cpu_percent", "memory_mb",
+        )  # fmt: skip
+        return [dict(zip(keys, row, strict=True)) for row in reversed(rows)]
+
+    def apply_retention(self, *, max_age: float, now: float | None = None) -> int:
+        """Drop telemetry older than ``max_age`` seconds; returns the rows removed."""
+        cutoff = (time.time() if now is None else now) - max_age
+        with self._tx() as conn:
+            removed = conn.execute("DELETE FROM metrics WHERE time < ?", (cutoff,)).rowcount
+            conn.execute("DELETE FROM telemetry WHERE time < ?", (cutoff,))
+        return int(removed)
+
+    # -- desired state ---------------------------------------------------------------------
+
+    def desired(self, device_id: str) -> DesiredState:
+        rows = self._rows("SELECT body FROM desired WHERE device_id = ?", (device_id,))
+        return DesiredState.model_validate_json(rows[0][0]) if rows else DesiredState(generation=0)
+
+    def all_desired(self) -> dict[str, DesiredState]:
+        return {
+            device_id: DesiredState.model_validate_json(body)
+            for device_id, body in self._rows("SELECT device_id, body FROM desired")
+        }
+
+    def set_release(
+        self,
+        device_ids: Iterable[str],
+        release: str,
+        version: str | None,
+        *,
+        deployment: str | None,
+        rollback: bool = False,
+    ) -> list[tuple[str, DesiredState]]:
+        """Point ``release`` of each device at ``version`` (None removes it); the new states.
+
+        Each device's generation grows by one. With ``rollback`` the device
+        is also told it may go back to that older version.
+        """
+        changed: list[tuple[str, DesiredState]] = []
+        with self._tx() as conn:
+            for device_id in device_ids:
+                row = conn.execute(
+                    "SELECT body FROM desired WHERE device_id = ?", (device_id,)
+                ).fetchone()
+                old = (
+                    DesiredState.model_validate_json(row[0]) if row else DesiredState(generation=0)
+                )
+                releases = dict(old.releases)
+                back = {k: v for k, v in old.rollback.items() if k != release}
+                if version is None:
+                    releases.pop(release, None)
+                else:
+                    releases[release] = version
+                    if rollback:
+                        back[release] = version
+                new = DesiredState(
+                    generation=old.generation + 1,
+                    releases=releases,
+                    rollback=back,
+                    deployment=deployment,
+                )
+                conn.execute(
+                    "INSERT INTO desired VALUES (?,?,?) ON CONFLICT (device_id) DO UPDATE SET "
+                    "generation = excluded.generation, body = excluded.body",
+                    (device_id, new.generation, new.model_dump_json()),
+                )
+                changed.append((device_id, new))
+        return changed
+
+    # -- deployments (rows only; the logic is in _rollout) ----------------------------------
+
+    def execute(self, sql: str, args: Sequence[object] = ()) -> None:
+        with self._tx() as conn:
+            conn.execute(sql, args)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[object]]) -> None:
+        with self._tx() as conn:
+            conn.executemany(sql, rows)
+
+    def query(self, sql: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        return self._rows(sql, args)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._tx() as conn:
+            yield conn
+
+
+def _device(row: tuple[Any, ...]) -> Device:
+    device_id, grp, tags, enrolled_at, last_seen, online, state = row
+    return Device(
+        id=device_id,
+        group=grp,
+        tags=tuple(json.loads(tags)),
+        enrolled_at=enrolled_at,
+        last_seen=last_seen,
+        online=bool(online),
+        state=None if state is None else DeviceState.model_validate_json(state),
+    )
