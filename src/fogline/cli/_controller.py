@@ -1,0 +1,84 @@
+"""``fogline controller``: the fleet's registry, rollouts, telemetry, API and dashboard."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import typer
+
+from fogline.cli._app import app, console, console_err
+from fogline.fleet._protocol import DEFAULT_PREFIX
+
+
+@app.command()
+def controller(
+    broker: str = typer.Option(
+        ..., "--broker", help="MQTT 5 broker URL, e.g. mqtt://controller:PASS@127.0.0.1:1883."
+    ),
+    data: Path = typer.Option(
+        Path("fleet-data"), "--data", help="Keys, the release repository, the registry."
+    ),
+    http_port: int = typer.Option(8080, "--http-port", min=0, max=65535),
+    host: str = typer.Option("127.0.0.1", help="Address for the API and dashboard."),
+    prefix: str = typer.Option(DEFAULT_PREFIX, help="First topic level shared with the agents."),
+    broker_admin: Path | None = typer.Option(
+        None,
+        "--broker-admin",
+        help="The folder of a 'fogline broker': enrolment then adds each device's MQTT user.",
+    ),
+    device_broker: str | None = typer.Option(
+        None, "--device-broker", help="The broker URL to give enrolled devices (default: --broker)."
+    ),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate for HTTPS."),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Its PEM private key."),
+) -> None:
+    """Run the controller until Ctrl-C, printing what happens in the fleet."""
+    from fogline.fleet._controller import Controller, ControllerConfig
+
+    credentials = None
+    if broker_admin is not None:
+        from fogline.fleet._broker import device_credentials
+
+        credentials = device_credentials(broker_admin)
+    config = ControllerConfig(
+        data=data,
+        broker=broker,
+        prefix=prefix,
+        host=host,
+        http_port=http_port,
+        device_broker=device_broker,
+        credentials=credentials,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with Controller(config) as running:
+        url = running.base_url
+        console_err.print(
+            f"controller on {url}\n"
+            f"  dashboard  {url}/?token={running.token}\n"
+            f"  API token  {data / 'admin.token'} (send 'Authorization: Bearer <token>')\n"
+            f"  broker     {running.url}\n"
+            f"  enrol      fogline fleet token --data {data}  then  "
+            f"fogline agent --token <token> --controller {url} …",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if not running.wait_connected(10):
+            console_err.print(f"[yellow]not connected to {running.url} yet; retrying[/]")
+        seen = 0.0
+        while not stop.wait(1.0):
+            for event in reversed(running.registry.events(limit=50)):
+                if event["time"] <= seen:
+                    continue
+                seen = event["time"]
+                who = event["device_id"] or event["deployment"] or ""
+                stamp = time.strftime("%H:%M:%S", time.localtime(event["time"]))
+                console.print(
+                    f"{stamp} {event['kind']:<10} {who:<24} {event['message']}", highlight=False
+                )

@@ -1,0 +1,261 @@
+"""``fogline fleet …``: what the dashboard shows, from a terminal, through the controller's API."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from fogline.cli._app import app, console
+from fogline.errors import ConfigError, TransportError
+
+fleet = typer.Typer(
+    help="Devices, releases and rollouts of a fleet (talks to 'fogline controller').",
+    no_args_is_help=True,
+)
+app.add_typer(fleet, name="fleet")
+rollout = typer.Typer(help="Watch a rollout.", no_args_is_help=True)
+fleet.add_typer(rollout, name="rollout")
+
+_CONTROLLER = typer.Option(
+    "http://127.0.0.1:8080", "--controller", envvar="FOGLINE_CONTROLLER", help="Controller URL."
+)
+_TOKEN = typer.Option(
+    None, "--token", envvar="FOGLINE_TOKEN", help="Operator token (default: DATA/admin.token)."
+)
+_DATA = typer.Option(Path("fleet-data"), "--data", help="The controller's data folder.")
+_JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+
+
+class Api:
+    """A small client of the controller's JSON API; every failure becomes one clear error."""
+
+    def __init__(self, url: str, token: str | None, data: Path) -> None:
+        self.url = url.rstrip("/")
+        if token is None:
+            path = data / "admin.token"
+            if path.exists():
+                token = path.read_text().strip()
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        import httpx
+
+        try:
+            response = httpx.request(
+                method, self.url + path, json=body, headers=self.headers, timeout=30.0
+            )
+        except httpx.HTTPError as exc:
+            raise TransportError(f"controller {self.url}: {exc}") from exc
+        try:
+            payload = response.json()
+        except ValueError:
+            payload = {"error": response.text[:200]}
+        if response.status_code >= 400:
+            message = payload.get("error") if isinstance(payload, dict) else None
+            raise ConfigError(f"controller said {response.status_code}: {message or payload}")
+        return payload
+
+
+def _ago(stamp: float | None) -> str:
+    if stamp is None:
+        return "never"
+    seconds = max(0.0, time.time() - stamp)
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def _print_json(value: Any) -> None:
+    console.print_json(json.dumps(value))
+
+
+@fleet.command("devices")
+def devices(
+    group: str | None = typer.Option(None, help="Only this group."),
+    controller: str = _CONTROLLER,
+    token: str | None = _TOKEN,
+    data: Path = _DATA,
+    as_json: bool = _JSON,
+) -> None:
+    """Every device: group, online, last seen, what each release runs and how it is."""
+    rows = Api(controller, token, data).call(
+        "GET", "/api/devices" + (f"?group={group}" if group else "")
+    )
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title=f"{len(rows)} devices")
+    for column in ("device", "group", "online", "last seen", "releases", "health"):
+        table.add_column(column)
+    for row in rows:
+        state = row["state"] or {}
+        releases = []
+        for name, status in (state.get("releases") or {}).items():
+            text = f"{name} {status.get('version') or '-'} {status['phase']}"
+            if status.get("target") and status["target"] != status.get("version"):
+                text += f" → {status['target']}"
+            if status.get("error"):
+                text += f" ({status['error']})"
+            releases.append(text)
+        table.add_row(
+            row["id"],
+            row["group"],
+            "[green]yes[/]" if row["online"] else "[red]no[/]",
+            _ago(row["last_seen"]),
+            "\n".join(releases) or "-",
+            state.get("health", "-"),
+        )
+    console.print(table)
+
+
+@fleet.command("releases")
+def releases(
+    controller: str = _CONTROLLER,
+    token: str | None = _TOKEN,
+    data: Path = _DATA,
+    as_json: bool = _JSON,
+) -> None:
+    """The signed releases the controller serves."""
+    rows = Api(controller, token, data).call("GET", "/api/releases")
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title=f"{len(rows)} releases")
+    for column in ("name", "version", "kind", "files", "size", "created", "expires"):
+        table.add_column(column)
+    for row in rows:
+        size = sum(int(f["length"]) for f in row.get("files", []))
+        table.add_row(
+            row["name"], row["version"], str(row.get("kind", "")), str(len(row.get("files", []))),
+            f"{size / 1e6:.2f} MB", str(row.get("created", ""))[:19], str(row.get("expires", ""))[:19],
+        )  # fmt: skip
+    console.print(table)
+
+
+@fleet.command("token")
+def token_command(
+    group: str = typer.Option("default", help="The group the device joins."),
+    tag: list[str] = typer.Option([], "--tag", help="Tags for the device."),
+    ttl: float = typer.Option(86400.0, "--ttl", min=1.0, help="Seconds the token stays valid."),
+    controller: str = _CONTROLLER,
+    token: str | None = _TOKEN,
+    data: Path = _DATA,
+) -> None:
+    """A one-time enrolment token for one device (give it to 'fogline agent --token')."""
+    made = Api(controller, token, data).call(
+        "POST", "/api/tokens", {"group": group, "tags": tag, "ttl_seconds": ttl}
+    )
+    console.print(made["token"], highlight=False)
+
+
+@fleet.command("deploy")
+def deploy(
+    release: str = typer.Argument(..., help="Release name."),
+    version: str = typer.Argument(..., help="Release version."),
+    group: str = typer.Option("default", help="The devices to roll it out to."),
+    strategy: str = typer.Option("canary", help="all, canary or waves."),
+    canary: str = typer.Option("1", help="Canary size: a count or a percentage like 10%."),
+    waves: str = typer.Option("", help="For --strategy waves: sizes such as 10%,50%."),
+    bake: float = typer.Option(60.0, "--bake", min=0.0, help="Seconds each wave is watched."),
+    timeout: float = typer.Option(600.0, "--timeout", min=1.0, help="Seconds a wave may take."),
+    max_error_rate: float | None = typer.Option(0.05, "--max-error-rate", min=0.0, max=1.0),
+    max_p99_ms: float | None = typer.Option(None, "--max-p99-ms", min=0.0),
+    min_accuracy: float | None = typer.Option(None, "--min-accuracy", min=0.0, max=1.0),
+    controller: str = _CONTROLLER,
+    token: str | None = _TOKEN,
+    data: Path = _DATA,
+    as_json: bool = _JSON,
+) -> None:
+    """Roll a release out to a group: canary first (or waves, or all), watched, rolled back on failure."""
+    body = {
+        "release": release,
+        "version": version,
+        "group": group,
+        "strategy": {
+            "kind": strategy,
+            "canary": _size(canary),
+            "waves": [_size(w) for w in waves.split(",") if w.strip()],
+            "bake_seconds": bake,
+            "timeout_seconds": timeout,
+        },
+        "criteria": {
+            "max_error_rate": max_error_rate,
+            "max_p99_ms": max_p99_ms,
+            "min_accuracy": min_accuracy,
+        },
+    }
+    made = Api(controller, token, data).call("POST", "/api/deployments", body)
+    if as_json:
+        _print_json(made)
+        return
+    _show(made)
+    console.print(f"follow it: fogline fleet rollout status {made['id']} --watch", highlight=False)
+
+
+def _size(text: str) -> int | str:
+    text = text.strip()
+    return int(text) if text.isdigit() else text
+
+
+def _show(d: dict[str, Any]) -> None:
+    colour = {"running": "yellow", "succeeded": "green", "rolled-back": "red"}.get(d["status"], "")
+    console.print(
+        f"[bold]{d['id']}[/] {d['release']} {d['version']} → {d['group']}: "
+        f"[{colour}]{d['status']}[/], wave {d['wave'] + 1} of {d['waves']} ({d['strategy']['kind']})",
+        highlight=False,
+    )
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(d["counts"].items()))
+    console.print(f"  devices: {counts}", highlight=False)
+    if d.get("reason"):
+        console.print(f"  reason: {d['reason']}", highlight=False)
+
+
+@rollout.command("status")
+def status(
+    deployment: str | None = typer.Argument(None, help="A deployment id (default: all)."),
+    watch: bool = typer.Option(False, "--watch", help="Refresh until it ends."),
+    controller: str = _CONTROLLER,
+    token: str | None = _TOKEN,
+    data: Path = _DATA,
+    as_json: bool = _JSON,
+) -> None:
+    """Where each rollout is: its wave, device counts, and why it stopped if it did."""
+    api = Api(controller, token, data)
+    while True:
+        if deployment is None:
+            rows = api.call("GET", "/api/deployments")
+        else:
+            rows = [api.call("GET", f"/api/deployments/{deployment}")]
+        if as_json:
+            _print_json(rows if deployment is None else rows[0])
+        else:
+            if not rows:
+                console.print("no deployments yet: fogline fleet deploy NAME VERSION --group G")
+            for row in rows:
+                _show(row)
+        if not watch or all(row["status"] != "running" for row in rows):
+            return
+        time.sleep(2.0)
+        console.print()
+
+
+@fleet.command("rollback")
+def rollback(
+    deployment: str = typer.Argument(..., help="The deployment to roll back."),
+    reason: str = typer.Option("rolled back by the operator", help="Recorded with it."),
+    controller: str = _CONTROLLER,
+    token: str | None = _TOKEN,
+    data: Path = _DATA,
+) -> None:
+    """Put every device the deployment touched back on its previous release."""
+    done = Api(controller, token, data).call(
+        "POST", f"/api/deployments/{deployment}/rollback", {"reason": reason}
+    )
+    _show(done)

@@ -1,0 +1,238 @@
+"""Rollouts on a real SQLite registry: waves, criteria, automatic and operator rollback.
+
+The devices' reports are fed to the registry the way the controller's MQTT
+worker feeds them (``Registry.ingest``); the clock is a variable, so a bake
+time of minutes takes no time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fogline.errors import ConfigError
+from fogline.fleet import DesiredState, DeviceState, Metrics, ReleaseStatus, Telemetry
+from fogline.fleet._registry import Inbox, Registry
+from fogline.fleet._rollout import Criteria, Rollouts, Strategy
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Fleet:
+    """A registry, the rollouts on it, and what was published."""
+
+    def __init__(self, folder: Path, devices: int) -> None:
+        self.clock = Clock()
+        self.registry = Registry(folder / "registry.db")
+        self.published: list[tuple[str, DesiredState]] = []
+        self.rollouts = Rollouts(self.registry, self.published.extend, clock=self.clock)
+        self.ids = [f"dev-{i:02d}" for i in range(devices)]
+        for device_id in self.ids:
+            self.report(device_id, "1.0.0")
+
+    def report(
+        self,
+        device_id: str,
+        version: str | None,
+        *,
+        phase: str = "active",
+        target: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        generation = self.registry.desired(device_id).generation
+        status = ReleaseStatus(version=version, target=target, phase=phase, error=error)  # type: ignore[arg-type]
+        state = DeviceState(device_id=device_id, generation=generation, releases={"det": status})
+        self.registry.ingest(Inbox(states=[state]))
+
+    def telemetry(
+        self, device_id: str, version: str, *, items: int, errors: int, **extra: float
+    ) -> None:
+        report = Telemetry(
+            device_id=device_id,
+            time=self.clock.now,
+            sequence=int(self.clock.now),
+            versions={"det": version},
+            metrics={"det": Metrics(items=items, errors=errors, **extra)},
+        )
+        self.registry.ingest(Inbox(telemetry=[(f"{device_id}:{self.clock.now}", report)]))
+
+    def desired_version(self, device_id: str) -> str | None:
+        return self.registry.desired(device_id).releases.get("det")
+
+    def follow(self, version: str) -> None:
+        """Every device told to run ``version`` reports it running."""
+        for device_id in self.ids:
+            if self.desired_version(device_id) == version:
+                self.report(device_id, version)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Fleet:
+    return Fleet(tmp_path, devices=5)
+
+
+def test_canary_then_the_rest(fleet: Fleet) -> None:
+    d = fleet.rollouts.create(
+        "det", "1.1.0", "default", strategy=Strategy(kind="canary", canary=1, bake_seconds=60)
+    )
+    assert d.waves == 2
+    assert [fleet.desired_version(i) for i in fleet.ids].count("1.1.0") == 1
+    fleet.follow("1.1.0")
+    fleet.rollouts.tick()  # converged: the bake starts
+    fleet.clock.now += 30
+    fleet.rollouts.tick()
+    assert [fleet.desired_version(i) for i in fleet.ids].count("1.1.0") == 1  # still baking
+    fleet.clock.now += 31
+    fleet.rollouts.tick()  # bake over: the second wave is assigned
+    assert all(fleet.desired_version(i) == "1.1.0" for i in fleet.ids)
+    fleet.follow("1.1.0")
+    fleet.rollouts.tick()
+    fleet.clock.now += 61
+    fleet.rollouts.tick()
+    done = fleet.rollouts.get(d.id)
+    assert done is not None and done.status == "succeeded"
+    assert done.counts() == {"converged": 5}
+    published = {device for device, _ in fleet.published}
+    assert published == set(fleet.ids)
+
+
+def test_a_failing_canary_rolls_back_and_the_rest_never_get_it(fleet: Fleet) -> None:
+    d = fleet.rollouts.create("det", "1.1.0", "default", strategy=Strategy(canary="40%"))
+    canaries = [i for i in fleet.ids if fleet.desired_version(i) == "1.1.0"]
+    assert len(canaries) == 2
+    fleet.report(
+        canaries[0], "1.0.0", phase="failed", target="1.1.0", error="latency 90 ms > 20 ms"
+    )
+    fleet.rollouts.tick()
+    done = fleet.rollouts.get(d.id)
+    assert done is not None and done.status == "rolled-back"
+    assert done.reason is not None and "latency 90 ms > 20 ms" in done.reason
+    for device_id in canaries:
+        desired = fleet.registry.desired(device_id)
+        assert desired.releases["det"] == "1.0.0"
+        assert desired.rollback == {"det": "1.0.0"}
+    for device_id in set(fleet.ids) - set(canaries):
+        assert fleet.registry.desired(device_id).generation == 0  # never touched
+
+
+def test_error_rate_over_the_limit_rolls_back(fleet: Fleet) -> None:
+    d = fleet.rollouts.create(
+        "det",
+        "1.1.0",
+        "default",
+        strategy=Strategy(canary=1, bake_seconds=10),
+        criteria=Criteria(max_error_rate=0.01, require_telemetry=True),
+    )
+    fleet.follow("1.1.0")
+    fleet.rollouts.tick()
+    canary = next(i for i in fleet.ids if fleet.desired_version(i) == "1.1.0")
+    fleet.clock.now += 5
+    fleet.telemetry(canary, "1.1.0", items=1000, errors=50)
+    fleet.clock.now += 6
+    fleet.rollouts.tick()
+    done = fleet.rollouts.get(d.id)
+    assert done is not None and done.status == "rolled-back"
+    assert done.reason == "error rate 5.0% over 1000 items > 1.0%"
+
+
+def test_criteria_wait_for_telemetry_then_pass(fleet: Fleet) -> None:
+    d = fleet.rollouts.create(
+        "det",
+        "1.1.0",
+        "default",
+        strategy=Strategy(canary=1, bake_seconds=10),
+        criteria=Criteria(max_p99_ms=20, require_telemetry=True),
+    )
+    fleet.follow("1.1.0")
+    fleet.rollouts.tick()
+    fleet.clock.now += 11
+    fleet.rollouts.tick()
+    running = fleet.rollouts.get(d.id)
+    assert running is not None and running.status == "running" and running.wave == 0
+    canary = next(i for i in fleet.ids if fleet.desired_version(i) == "1.1.0")
+    fleet.telemetry(canary, "1.1.0", items=100, errors=0, p99_ms=12.0)
+    fleet.rollouts.tick()
+    moved = fleet.rollouts.get(d.id)
+    assert moved is not None and moved.wave == 1
+
+
+def test_a_wave_that_does_not_converge_in_time_rolls_back(fleet: Fleet) -> None:
+    d = fleet.rollouts.create(
+        "det", "1.1.0", "default", strategy=Strategy(kind="all", timeout_seconds=120)
+    )
+    fleet.report(fleet.ids[0], "1.1.0")
+    fleet.clock.now += 121
+    fleet.rollouts.tick()
+    done = fleet.rollouts.get(d.id)
+    assert done is not None and done.status == "rolled-back"
+    assert done.reason is not None and "did not run 1.1.0 within 120 s" in done.reason
+    assert fleet.registry.desired(fleet.ids[0]).releases["det"] == "1.0.0"
+
+
+def test_a_stale_failure_report_does_not_stop_a_new_deployment(fleet: Fleet) -> None:
+    device = fleet.ids[0]
+    fleet.report(device, "1.0.0", phase="failed", target="1.1.0", error="old attempt")
+    d = fleet.rollouts.create("det", "1.1.0", "default", strategy=Strategy(kind="all"))
+    # The device has not read the new generation yet: its report is from before.
+    state = DeviceState(
+        device_id=device,
+        generation=0,
+        releases={"det": ReleaseStatus(version="1.0.0", target="1.1.0", phase="failed")},
+    )
+    fleet.registry.ingest(Inbox(states=[state]))
+    fleet.rollouts.tick()
+    running = fleet.rollouts.get(d.id)
+    assert running is not None and running.status == "running"
+
+
+def test_operator_rollback_and_conflicts(fleet: Fleet) -> None:
+    d = fleet.rollouts.create("det", "1.1.0", "default", strategy=Strategy(kind="all"))
+    with pytest.raises(ConfigError, match="still running"):
+        fleet.rollouts.create("det", "1.2.0", "default")
+    fleet.follow("1.1.0")
+    done = fleet.rollouts.rollback(d.id)
+    assert done.status == "rolled-back" and done.reason == "rolled back by the operator"
+    assert all(fleet.desired_version(i) == "1.0.0" for i in fleet.ids)
+    with pytest.raises(ConfigError, match="already rolled back"):
+        fleet.rollouts.rollback(d.id)
+    with pytest.raises(ConfigError, match="no devices"):
+        fleet.rollouts.create("det", "1.1.0", "lab")
+    with pytest.raises(ConfigError, match="PEP 440"):
+        fleet.rollouts.create("det", "latest", "default")
+
+
+def test_a_device_without_the_release_is_rolled_back_by_removing_it(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path, devices=0)
+    fleet.registry.set_group("fresh", "default")
+    d = fleet.rollouts.create("det", "1.0.0", "default", strategy=Strategy(kind="all"))
+    fleet.rollouts.rollback(d.id)
+    assert fleet.registry.desired("fresh").releases == {}
+
+
+def test_telemetry_is_counted_once(fleet: Fleet) -> None:
+    report = Telemetry(
+        device_id="dev-00", time=5.0, sequence=1, metrics={"det": Metrics(items=3, errors=0)}
+    )
+    assert fleet.registry.ingest(Inbox(telemetry=[("k1", report)])) == 1
+    assert fleet.registry.ingest(Inbox(telemetry=[("k1", report)])) == 0
+    assert len(fleet.registry.metrics(devices=["dev-00"])) == 1
+
+
+def test_enrolment_tokens_are_one_time(fleet: Fleet) -> None:
+    token = fleet.registry.create_token(group="lab", tags=["cam"])
+    device = fleet.registry.redeem_token(token, "cam-1")
+    assert (device.group, device.tags) == ("lab", ("cam",))
+    with pytest.raises(ConfigError, match="already used by 'cam-1'"):
+        fleet.registry.redeem_token(token, "cam-2")
+    with pytest.raises(ConfigError, match="unknown enrolment token"):
+        fleet.registry.redeem_token("nope", "cam-2")
+    expired = fleet.registry.create_token(ttl=-1)
+    with pytest.raises(ConfigError, match="expired"):
+        fleet.registry.redeem_token(expired, "cam-3")
