@@ -1,0 +1,233 @@
+"""The controller's release repository: create signed releases, list them, keep them fresh.
+
+A release is TUF targets (see :mod:`._document`): one content-addressed
+``blobs/<sha256>`` per distinct file, shared by every release that holds the
+same bytes, plus the release document. Creating one writes the blobs and the
+document first, then ``targets.json``, ``snapshot.json`` and
+``timestamp.json``, each atomically, so a device reading at the same moment
+sees either the old repository or the new one.
+
+>>> import tempfile, pathlib
+>>> from fogline.security import init_keys
+>>> data = pathlib.Path(tempfile.mkdtemp())
+>>> _ = init_keys(data)
+>>> model = data / "model"; model.mkdir(); _ = (model / "net.onnx").write_bytes(b"onnx")
+>>> repo = ReleaseRepository(data)
+>>> published = repo.create_release(model, "net", "1.0.0", data / "keys" / "targets.pem")
+>>> published.document.kind, published.document.entry, [d.version for d in repo.releases()]
+('model', 'net.onnx', ['1.0.0'])
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from pydantic import ValidationError
+from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
+
+from fogline.errors import ConfigError, ModelNotFound
+from fogline.security._contents import collect_files, infer_kind_entry
+from fogline.security._document import (
+    DEFAULT_RELEASE_EXPIRY,
+    Canary,
+    Health,
+    ReleaseDocument,
+    ReleaseFile,
+    check_release_name,
+    parse_version,
+    release_target_path,
+)
+from fogline.security._files import atomic_output, atomic_write
+from fogline.security._metadata import (
+    EXPIRY,
+    MetadataStore,
+    RepositoryLayout,
+    load_signer,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class PublishedRelease:
+    """A release just created: its document and the target that holds it."""
+
+    document: ReleaseDocument
+    target: str
+    sha256: str
+    length: int
+
+
+class ReleaseRepository:
+    """The signed releases in a controller data folder (``fogline keys init`` made it)."""
+
+    def __init__(self, data: Path) -> None:
+        self.layout = RepositoryLayout(Path(data))
+        self.layout.require()
+        self._store = MetadataStore(self.layout)
+
+    @property
+    def metadata_dir(self) -> Path:
+        """Served at ``/repository/metadata/``."""
+        return self.layout.metadata_dir
+
+    @property
+    def targets_dir(self) -> Path:
+        """Served at ``/repository/targets/``."""
+        return self.layout.targets_dir
+
+    def create_release(
+        self,
+        folder: Path,
+        name: str,
+        version: str,
+        key_path: Path,
+        *,
+        expires: timedelta | datetime = DEFAULT_RELEASE_EXPIRY,
+        kind: str | None = None,
+        entry: str | None = None,
+        latency_budget_ms: float | None = None,
+        sample: str | None = None,
+        canary: str | None = None,
+        description: str = "",
+    ) -> PublishedRelease:
+        """Sign ``folder`` as release ``name`` ``version`` with the targets key at ``key_path``.
+
+        Everything is checked before anything is written: the name and
+        version (newer than every release of that name), the files (no
+        symlink leaving the folder, not empty), the kind and entry, the
+        health sample and canary data (files of the release), the key.
+        """
+        try:
+            check_release_name(name)
+            version = str(parse_version(version))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        now = utcnow()
+        until = expires if isinstance(expires, datetime) else now + expires
+        if until.tzinfo is None:
+            until = until.replace(tzinfo=timezone.utc)
+        if until <= now:
+            raise ConfigError(f"the release would expire at {until.isoformat()}, in the past")
+        files = collect_files(Path(folder))
+        paths = [relative for relative, _ in files]
+        kind_, entry_ = infer_kind_entry(paths, kind, entry)
+        for label, path in (("--sample", sample), ("--canary", canary)):
+            if path is not None and path not in paths:
+                raise ConfigError(f"{label} {path!r} is not a file of the release folder")
+        signer = load_signer(Path(key_path))
+        try:
+            entries = [_hash(relative, source) for relative, source in files]
+            document = ReleaseDocument(
+                name=name,
+                version=version,
+                created=now,
+                expires=until,
+                kind=kind_,
+                entry=entry_,
+                files=[item for item, _ in entries],
+                health=Health(latency_budget_ms=latency_budget_ms, sample=sample),
+                canary=Canary(data=canary),
+                description=description,
+            )
+        except ValidationError as exc:
+            raise ConfigError(f"release {name} {version}: {exc}") from None
+        body = (document.model_dump_json(indent=2) + "\n").encode()
+
+        with self.layout.locked():
+            self._store.check_key("targets", signer)
+            newest = max(
+                (d.parsed_version for d in self.releases() if d.name == name), default=None
+            )
+            if newest is not None and document.parsed_version <= newest:
+                raise ConfigError(
+                    f"version {version} is not newer than release {name} {newest} already in "
+                    "the repository; give a higher --version"
+                )
+            targets = self._store.targets()
+            for item, source in entries:
+                self._store_blob(item, source)
+                targets.signed.targets[item.blob_path] = TargetFile(
+                    item.length, {"sha256": item.sha256}, item.blob_path
+                )
+            doc_file = self.targets_dir / document.target_path
+            doc_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(doc_file, body)
+            doc_target = TargetFile.from_data(document.target_path, body, ["sha256"])
+            targets.signed.targets[document.target_path] = doc_target
+            self._store.publish_targets(targets, signer)
+        return PublishedRelease(
+            document, document.target_path, doc_target.hashes["sha256"], len(body)
+        )
+
+    def _store_blob(self, item: ReleaseFile, source: Path) -> None:
+        blob = self.targets_dir / item.blob_path
+        if blob.is_file() and blob.stat().st_size == item.length:
+            return  # content-addressed: the same bytes are already there
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(blob) as tmp:
+            digest = hashlib.sha256()
+            with open(source, "rb") as src, open(tmp, "wb") as dst:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(chunk)
+                    dst.write(chunk)
+            if digest.hexdigest() != item.sha256:
+                raise ConfigError(f"{source} changed while the release was being created")
+
+    def releases(self) -> list[ReleaseDocument]:
+        """Every release that signed targets.json lists, by name then version."""
+        found = []
+        for path in self._store.targets().signed.targets:
+            if path.startswith("releases/"):
+                found.append(self._read_document(path))
+        return sorted(found, key=lambda d: (d.name, d.parsed_version))
+
+    def release(self, name: str, version: str) -> ReleaseDocument:
+        """One release's document; ModelNotFound when the repository has no such release."""
+        try:
+            path = release_target_path(name, version)
+        except ValueError as exc:
+            raise ModelNotFound(str(exc)) from None
+        if path not in self._store.targets().signed.targets:
+            raise ModelNotFound(f"no release {name} {version} in {self.layout.data}")
+        return self._read_document(path)
+
+    def _read_document(self, target: str) -> ReleaseDocument:
+        file = self.targets_dir / target
+        try:
+            return ReleaseDocument.model_validate_json(file.read_bytes())
+        except (OSError, ValidationError) as exc:
+            raise ConfigError(f"release document {file} cannot be read: {exc}") from exc
+
+    def refresh_timestamp(
+        self,
+        min_remaining: timedelta = timedelta(hours=6),
+        expires: timedelta = EXPIRY["timestamp"],
+    ) -> bool:
+        """Re-sign snapshot and timestamp with the online key when they expire within ``min_remaining``.
+
+        A controller calls this periodically; devices refuse a stale
+        timestamp (a freeze attack looks just like a controller that stopped
+        doing this). Returns whether anything was re-signed.
+        """
+        with self.layout.locked():
+            deadline = utcnow() + min_remaining
+            if self._store.snapshot().signed.expires <= deadline:
+                self._store.publish_snapshot()
+                return True
+            if self._store.timestamp().signed.expires <= deadline:
+                self._store.publish_timestamp(expires=expires)
+                return True
+        return False
+
+
+def _hash(relative: str, source: Path) -> tuple[ReleaseFile, Path]:
+    digest = hashlib.sha256()
+    length = 0
+    with open(source, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+            length += len(chunk)
+    return ReleaseFile(path=relative, length=length, sha256=digest.hexdigest()), source
