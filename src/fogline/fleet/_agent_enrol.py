@@ -1,0 +1,141 @@
+"""A device's identity on disk: enrolment with a one-time token, its credentials, its trusted root.
+
+``DEV/credentials.json`` (mode 0600) holds the MQTT user name and password the
+controller issued and the topic prefix; ``DEV/trust/root.json`` is the TUF
+root every release is verified against. Both are written atomically (a
+temporary file beside the target, fsync, rename), so a device killed at any
+moment has either no file or a whole one, and enrolment can simply be run
+again.
+
+Enrolment is one HTTPS (or HTTP) request: ``POST {controller}/api/enrol``
+with ``{"device_id", "token"}``, answered with ``{"username", "password",
+"trusted_root", "prefix"}``. Network failures are a
+:class:`~fogline.errors.TransportError`; a refused token or a malformed
+answer a :class:`~fogline.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fogline.errors import ConfigError, TransportError
+from fogline.fleet._protocol import DEFAULT_PREFIX
+
+CREDENTIALS_NAME = "credentials.json"
+TRUSTED_ROOT = Path("trust") / "root.json"
+
+
+class Credentials(BaseModel):
+    """What enrolment gives a device: its MQTT user name and password, and the topic prefix.
+
+    Both are None when the broker takes anonymous clients (a local trial).
+
+    >>> Credentials(username="cam-7", password="s3cret")
+    Credentials(username='cam-7', prefix='fogline')
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    username: str | None = Field(default=None, min_length=1)
+    password: str | None = Field(default=None, repr=False)
+    prefix: str = Field(default=DEFAULT_PREFIX, min_length=1)
+
+
+class _Enrolment(Credentials):
+    trusted_root: str = Field(min_length=2, repr=False)
+
+
+def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` atomically with ``mode``, durable when this returns."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(name, path)
+        folder = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+    finally:
+        if os.path.exists(name):
+            os.unlink(name)
+
+
+def read_credentials(data: Path) -> Credentials | None:
+    """The device's credentials, or None before enrolment."""
+    path = data / CREDENTIALS_NAME
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the credentials: {exc.strerror or exc}") from exc
+    try:
+        return Credentials.model_validate_json(text)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{path} is not valid credentials ({exc.errors()[0]['msg']}); "
+            "delete it and enrol the device again with --token"
+        ) from exc
+
+
+def install_root(data: Path, root: bytes | str) -> Path:
+    """Install ``root`` (a TUF root.json) as the device's trusted root; return its path."""
+    raw = root.encode() if isinstance(root, str) else root
+    try:
+        document = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"the trusted root is not JSON: {exc}") from exc
+    if not isinstance(document, dict) or "signed" not in document:
+        raise ConfigError("the trusted root is not a TUF root.json (no 'signed' section)")
+    path = data / TRUSTED_ROOT
+    write_private(path, raw, 0o644)
+    return path
+
+
+def enrol(
+    controller: str, data: Path, device_id: str, token: str, *, timeout: float = 30.0
+) -> Credentials:
+    """Trade a one-time ``token`` for credentials and the trusted root; store both.
+
+    The root is written before the credentials: a device with credentials
+    always has the root that goes with them.
+    """
+    url = controller.rstrip("/") + "/api/enrol"
+    try:
+        response = httpx.post(url, json={"device_id": device_id, "token": token}, timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise TransportError(f"cannot enrol at {url}: {exc}") from exc
+    if response.status_code >= 400:
+        why = response.text
+        try:
+            body = response.json()
+            if isinstance(body, dict) and body.get("error"):
+                why = str(body["error"])
+        except ValueError:
+            pass
+        raise ConfigError(
+            f"the controller refused the enrolment of {device_id!r} "
+            f"({response.status_code}): {str(why).strip()[:300]}"
+        )
+    try:
+        answer = _Enrolment.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise ConfigError(f"{url} answered with a malformed enrolment: {exc}") from exc
+    install_root(data, answer.trusted_root)
+    credentials = Credentials(
+        username=answer.username, password=answer.password, prefix=answer.prefix
+    )
+    write_private(data / CREDENTIALS_NAME, credentials.model_dump_json().encode())
+    return credentials

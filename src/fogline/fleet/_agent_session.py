@@ -1,0 +1,212 @@
+"""The agent's one MQTT 5 session: presence, desired state and commands in, state out.
+
+One paho-mqtt 2 client whose client id is the device id, with a persistent
+session (clean start off, a session expiry interval) so commands sent while
+the device is away wait for it at the broker. Its last will is
+``Presence(online=False)``, retained, QoS 1 on the presence topic; on every
+connect it publishes ``Presence(online=True)`` (retained), subscribes to its
+``desired`` (retained) and ``command`` topics at QoS 1, and publishes its
+latest state again (retained), so the controller sees the truth after a
+broker restart or a long absence. paho reconnects on its own thread with a
+backoff between ``reconnect_min`` and ``reconnect_max`` seconds.
+
+Bodies are validated with the protocol's pydantic models; one that does not
+validate is logged and dropped, never applied. A refusal that retrying
+cannot fix (bad user name or password, not authorised) is kept in
+:attr:`AgentSession.error` for the agent to report.
+
+Concurrency: callbacks run on paho's network thread; ``on_desired`` and
+``on_command`` must return quickly (the agent only hands them to its
+convergence thread). :meth:`AgentSession.publish_state` may be called from
+any thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ValidationError
+
+from fogline.errors import ConfigError, TransportError
+from fogline.fleet._protocol import Command, DesiredState, DeviceState, DeviceTopics, Presence
+from fogline.pipeline._mqtt import _CONFIG_REASONS, MqttUrl, _new_client, _properties, _stop_loop
+
+log = logging.getLogger(__name__)
+
+#: How long the broker keeps the session (and queued commands) of an absent device: 7 days.
+DEFAULT_SESSION_EXPIRY = 7 * 24 * 3600
+
+
+class AgentSession:
+    """The MQTT connection of one device; see the module docstring.
+
+    >>> session = AgentSession(MqttUrl("127.0.0.1", 1), DeviceTopics("fogline", "cam-7"))
+    >>> session.connected, session.topics.presence
+    (False, 'fogline/devices/cam-7/presence')
+    """
+
+    def __init__(
+        self,
+        url: MqttUrl,
+        topics: DeviceTopics,
+        *,
+        on_desired: Callable[[DesiredState], None] = lambda desired: None,
+        on_command: Callable[[Command], None] = lambda command: None,
+        on_event: Callable[[str], None] = lambda line: None,
+        session_expiry: int = DEFAULT_SESSION_EXPIRY,
+        keepalive: int = 30,
+        reconnect_min: int = 1,
+        reconnect_max: int = 30,
+        timeout: float = 10.0,
+    ) -> None:
+        if session_expiry < 1:
+            raise ConfigError(f"session_expiry must be at least 1 s, got {session_expiry}")
+        if not 0 < reconnect_min <= reconnect_max:
+            raise ConfigError(
+                f"reconnect backoff needs 0 < min <= max, got {reconnect_min}, {reconnect_max}"
+            )
+        self.url = url
+        self.topics = topics
+        self.session_expiry = session_expiry
+        self.keepalive = keepalive
+        self.error: str | None = None
+        self._on_desired = on_desired
+        self._on_command = on_command
+        self._on_event = on_event
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._lock = threading.Lock()
+        self._state: DeviceState | None = None
+        self._started = False
+        self._closed = False
+        self._client = _new_client(url, topics.device_id, timeout, reconnect=True)
+        self._client.reconnect_delay_set(min_delay=reconnect_min, max_delay=reconnect_max)
+        self._client.will_set(
+            topics.presence, Presence(online=False).model_dump_json(), qos=1, retain=True
+        )
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        """Connect in the background; paho retries until the broker answers."""
+        if self._started:
+            return
+        self._started = True
+        props = _properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = self.session_expiry
+        try:
+            self._client.connect_async(
+                self.url.host, self.url.port, self.keepalive, clean_start=False, properties=props
+            )
+        except (OSError, ValueError) as exc:
+            raise TransportError(f"cannot connect to {self.url}: {exc}") from exc
+        self._client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Whether the session is connected and subscribed within ``timeout`` seconds."""
+        return self._subscribed.wait(timeout) and self._connected.is_set()
+
+    def publish_state(self, state: DeviceState) -> None:
+        """Publish ``state`` retained at QoS 1 now, or on the next connect when offline.
+
+        Only the latest state matters (it is retained), so a state published
+        while offline is not queued: the newest one is sent on reconnect.
+        """
+        with self._lock:
+            self._state = state
+        if self._connected.is_set():
+            self._publish(self.topics.state, state.model_dump_json(), retain=True)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Say offline (retained), disconnect cleanly, stop paho's thread."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._connected.is_set():
+            info = self._client.publish(
+                self.topics.presence, Presence(online=False).model_dump_json(), 1, True
+            )
+            if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+                with contextlib.suppress(RuntimeError, ValueError):
+                    info.wait_for_publish(timeout)
+            self._client.disconnect()
+        _stop_loop(self._client)
+
+    def __enter__(self) -> AgentSession:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- paho's thread -------------------------------------------------------------
+
+    def _publish(self, topic: str, payload: str, *, retain: bool) -> None:
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            log.warning("cannot publish to %s: %s", topic, paho.error_string(info.rc))
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        if reason.is_failure:
+            if reason.value in _CONFIG_REASONS:
+                self.error = f"{self.url} refused the connection: {reason}"
+            self._on_event(f"broker {self.url} refused the connection: {reason}")
+            return
+        self.error = None
+        self._connected.set()
+        self._on_event(f"connected to {self.url}")
+        self._publish(self.topics.presence, Presence(online=True).model_dump_json(), retain=True)
+        client.subscribe([(self.topics.desired, 1), (self.topics.command, 1)])
+        with self._lock:
+            state = self._state
+        if state is not None:
+            self._publish(self.topics.state, state.model_dump_json(), retain=True)
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        was = self._connected.is_set()
+        self._connected.clear()
+        self._subscribed.clear()
+        if was and not self._closed:
+            self._on_event(f"disconnected from {self.url}: {reason}; reconnecting")
+
+    def _on_subscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
+    ) -> None:
+        refused = [r for r in reasons if r.is_failure]
+        if refused:
+            self.error = (
+                f"{self.url} refused the subscription to this device's topics: {refused[0]}"
+            )
+            self._on_event(self.error)
+        else:
+            self._subscribed.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        try:
+            if message.topic == self.topics.desired:
+                if not message.payload:  # a cleared retained message: nothing is desired
+                    return
+                self._on_desired(DesiredState.model_validate_json(message.payload))
+            elif message.topic == self.topics.command:
+                self._on_command(Command.model_validate_json(message.payload))
+        except (ValidationError, UnicodeDecodeError, ValueError) as exc:
+            log.warning("dropped a malformed message on %s: %s", message.topic, exc)
+            self._on_event(f"dropped a malformed message on {message.topic}")

@@ -1,0 +1,280 @@
+"""The agent's telemetry: read what each release measured, queue one report a period, send it.
+
+Every ``period`` seconds the agent builds a :class:`~fogline.fleet.Telemetry`
+body (per-release :class:`~fogline.fleet.Metrics`, the versions that run, CPU
+and memory of the agent and its children) and adds it to its
+:class:`~fogline.store.ResultStore` as a ``sync`` result: it is durable in
+SQLite before anything is sent, and the store's outbox keeps it while the
+broker is away, across agent restarts too. An :class:`~fogline.store.OutboxSender`
+delivers the outbox over the pipeline's MQTT outbox transport to
+``{prefix}/devices/{device_id}/telemetry``; each message is the outbox
+envelope (``key``, ``result_id``, ``result``) whose ``result.outputs`` is the
+Telemetry body, with the idempotency key also as the MQTT 5 user property
+``idempotency-key``, so the controller dedupes redeliveries.
+
+Metrics of a child process come from its Prometheus endpoint, parsed with
+``prometheus_client``'s own text parser. Counters are turned into per-period
+deltas (a restarted child starts again from zero, which is taken as such)
+and latency percentiles are read from the histogram buckets of the period,
+interpolated within a bucket as Prometheus' ``histogram_quantile`` does.
+
+Concurrency: :meth:`TelemetryReporter.run` and the sender's ``run`` each
+run on one thread of the agent; the store serialises their writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+
+import psutil
+from prometheus_client.parser import text_string_to_metric_families
+
+from fogline.fleet._protocol import Metrics, Telemetry
+from fogline.pipeline._mqtt import MqttUrl
+from fogline.pipeline.sinks._mqtt import MqttTransport
+from fogline.store import Result, ResultStore
+
+log = logging.getLogger(__name__)
+
+#: The ``model`` field of a telemetry result in the store (what it is, for a reader of the store).
+TELEMETRY_MODEL = "fogline-telemetry"
+
+
+@dataclass(frozen=True)
+class _Names:
+    """Which series of a child's metrics mean what, per kind of child."""
+
+    counter: str
+    items: tuple[str, ...]
+    errors: tuple[str, ...]
+    drops: tuple[str, ...]
+    histogram: str
+    where: tuple[str, str] | None  # the histogram's label and value to keep
+
+
+_PIPELINE = _Names(
+    "fogline_pipeline_items",
+    items=("processed",),
+    errors=("errors", "failed"),
+    drops=("dropped", "expired"),
+    histogram="fogline_pipeline_stage_seconds",
+    where=("stage", "end_to_end"),
+)
+_SERVE = _Names(
+    "fogline_serve_requests",
+    items=("success",),
+    errors=("failure",),
+    drops=(),
+    histogram="fogline_serve_request_seconds",
+    where=None,
+)
+
+
+@dataclass(frozen=True)
+class Scrape:
+    """The cumulative numbers of one scrape: items, errors, drops and latency buckets."""
+
+    items: float = 0.0
+    errors: float = 0.0
+    drops: float = 0.0
+    buckets: tuple[tuple[float, float], ...] = ()  # (upper bound in seconds, cumulative count)
+
+
+def parse_scrape(kind: str, text: str) -> Scrape:
+    """Read a ``pipeline`` or ``serve`` child's Prometheus text into a :class:`Scrape`.
+
+    >>> text = '''# TYPE fogline_serve_requests counter
+    ... fogline_serve_requests_total{model="m",version="1",outcome="success"} 8
+    ... fogline_serve_requests_total{model="m",version="1",outcome="failure"} 2
+    ... '''
+    >>> parse_scrape("serve", text).items, parse_scrape("serve", text).errors
+    (8.0, 2.0)
+    """
+    names = _PIPELINE if kind == "pipeline" else _SERVE
+    items = errors = drops = 0.0
+    buckets: dict[float, float] = {}
+    where = names.where
+    counter, bucket = f"{names.counter}_total", f"{names.histogram}_bucket"
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:  # by sample name: family names vary with the writer
+            if sample.name == counter:
+                outcome = sample.labels.get("outcome", "")
+                if outcome in names.items:
+                    items += sample.value
+                elif outcome in names.errors:
+                    errors += sample.value
+                elif outcome in names.drops:
+                    drops += sample.value
+            elif sample.name == bucket:
+                if where is not None and sample.labels.get(where[0]) != where[1]:
+                    continue
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    return Scrape(items, errors, drops, tuple(sorted(buckets.items())))
+
+
+def quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
+    """The ``q`` quantile from cumulative ``(upper bound, count)`` buckets, or None when empty.
+
+    Linear within the bucket that holds it, as Prometheus' ``histogram_quantile``;
+    in the last (``+Inf``) bucket it is the highest finite bound.
+
+    >>> round(quantile(0.5, [(0.1, 0), (0.2, 10), (float("inf"), 10)]), 6)
+    0.15
+    """
+    rows = sorted(buckets)
+    if not rows or rows[-1][1] <= 0:
+        return None
+    rank = q * rows[-1][1]
+    lower, below = 0.0, 0.0
+    for bound, count in rows:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            if count == below:
+                return bound
+            return lower + (bound - lower) * (rank - below) / (count - below)
+        lower, below = bound, count
+    return lower
+
+
+def metrics_between(before: Scrape | None, after: Scrape, seconds: float) -> Metrics:
+    """What happened between two scrapes of one child (``before`` None: since it started).
+
+    A counter that went down means the child restarted: its new value is the delta.
+    """
+
+    def delta(now: float, then: float) -> float:
+        return now if now < then else now - then
+
+    base = before or Scrape()
+    items = delta(after.items, base.items)
+    earlier = dict(base.buckets)
+    restarted = after.items < base.items
+    buckets = [
+        (bound, count if restarted else delta(count, earlier.get(bound, 0.0)))
+        for bound, count in after.buckets
+    ]
+    p50 = quantile(0.5, buckets)
+    p99 = quantile(0.99, buckets)
+    return Metrics(
+        items=int(items),
+        items_per_second=items / seconds if seconds > 0 else 0.0,
+        p50_ms=None if p50 is None else p50 * 1000.0,
+        p99_ms=None if p99 is None else p99 * 1000.0,
+        errors=int(delta(after.errors, base.errors)),
+        drops=int(delta(after.drops, base.drops)),
+    )
+
+
+@dataclass
+class ProcessTree:
+    """CPU percent and resident memory of this process and the given children."""
+
+    _processes: dict[int, psutil.Process] = field(default_factory=dict)
+
+    def sample(self, pids: Iterable[int]) -> tuple[float, float]:
+        """``(cpu_percent, memory_mb)`` since the previous sample (CPU is 0 on the first)."""
+        wanted = {os.getpid(), *pids}
+        for pid in list(self._processes):
+            if pid not in wanted:
+                del self._processes[pid]
+        cpu = memory = 0.0
+        for pid in wanted:
+            try:
+                process = self._processes.get(pid)
+                if process is None:
+                    process = self._processes[pid] = psutil.Process(pid)
+                cpu += process.cpu_percent(None)
+                memory += process.memory_info().rss / (1 << 20)
+            except psutil.Error:
+                self._processes.pop(pid, None)
+        return cpu, memory
+
+
+def telemetry_transport(
+    url: MqttUrl, prefix: str, device_id: str, *, timeout: float = 10.0
+) -> MqttTransport:
+    """The outbox transport to this device's telemetry topic.
+
+    Its own MQTT connection under the client id ``{device_id}.telemetry``:
+    the agent's session owns the client id ``{device_id}``, and the broker
+    would end one of two connections that share an id.
+    """
+    return MqttTransport(
+        url,
+        f"{prefix}/devices/{{source}}/telemetry",
+        qos=1,
+        client_id=f"{device_id}.telemetry",
+        timeout=timeout,
+    )
+
+
+class TelemetryReporter:
+    """Every ``period`` seconds, queue one :class:`Telemetry` body in the store's outbox.
+
+    ``collect()`` returns the versions that run and the metrics per release.
+    The sequence number goes on from the store's count of queued messages, so
+    it keeps growing across agent restarts.
+    """
+
+    def __init__(
+        self,
+        store: ResultStore,
+        device_id: str,
+        collect: Callable[[], tuple[Mapping[str, str], Mapping[str, Metrics]]],
+        *,
+        period: float = 10.0,
+        agent_version: str = "",
+        pids: Callable[[], Iterable[int]] = tuple,
+    ) -> None:
+        self.store = store
+        self.device_id = device_id
+        self.period = period
+        self.agent_version = agent_version
+        self._collect = collect
+        self._pids = pids
+        self._tree = ProcessTree()
+        self._tree.sample(())  # CPU percent is measured from here on
+
+    def report_once(self) -> Telemetry:
+        """Build one report and store it (durable when this returns)."""
+        versions, metrics = self._collect()
+        cpu, memory = self._tree.sample(self._pids())
+        now = time.time()
+        body = Telemetry(
+            device_id=self.device_id,
+            time=now,
+            sequence=self.store.stats().produced,  # only this thread adds: no race
+            versions=dict(versions),
+            metrics=dict(metrics),
+            cpu_percent=cpu,
+            memory_mb=memory,
+        )
+        result = Result(
+            source=self.device_id,
+            sequence=body.sequence,
+            captured_at=now,
+            model=TELEMETRY_MODEL,
+            model_version=self.agent_version or "0",
+            outputs=body.model_dump(mode="json"),
+            sync=True,
+        )
+        self.store.add([result])
+        return body
+
+    def run(self, stop: threading.Event) -> None:
+        """Report every ``period`` seconds until ``stop`` is set; a failing report is logged."""
+        while not stop.wait(self.period):
+            try:
+                self.report_once()
+                with contextlib.suppress(Exception):
+                    self.store.apply_retention()
+            except Exception:  # a full disk must not end telemetry for good
+                log.exception("telemetry report failed")
