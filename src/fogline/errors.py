@@ -23,6 +23,7 @@ only ``except FoglineError`` and the CLI can print one line and exit 2::
     ├── ModelNotReady              the model exists but is not loaded, or failed to load
     ├── ItemError                  one stream item cannot be used (corrupt frame, bad row)
     ├── TransportError             a message could not be sent (broker or endpoint down)
+    ├── ReleaseRefused             a release failed verification (signature, hash, size, age, expiry)
     ├── OptimizeError              no variant could be built or measured
     └── StoreError                 the results store cannot be opened, read or written
         ├── StoreFormatError       the file is not SQLite, or not a store this version reads
@@ -49,6 +50,7 @@ __all__ = [
     "OptimizeError",
     "OutboxFull",
     "Overloaded",
+    "ReleaseRefused",
     "SignatureMismatch",
     "StoreError",
     "StoreFormatError",
@@ -129,6 +131,17 @@ class ItemError(FoglineError):
 
 class TransportError(FoglineError):
     """A message could not be delivered: the broker or endpoint is down or refused it."""
+
+
+class ReleaseRefused(FoglineError):
+    """A device refused a release: its metadata or files failed verification.
+
+    A bad signature, a file whose hash or size differs from the signed
+    metadata, a release older than the active one (a rollback attack), expired
+    metadata (a freeze attack) or more bytes than the metadata allows (endless
+    data). Not worth retrying as is; the active release stays untouched and the
+    message says which check failed.
+    """
 
 
 class OptimizeError(FoglineError):
