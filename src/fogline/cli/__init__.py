@@ -10,7 +10,17 @@ from __future__ import annotations
 from rich.text import Text
 
 # Importing the command modules registers them on ``app``.
-from fogline.cli import _bench, _demo, _distill, _inspect, _optimize, _run, _serve  # noqa: F401
+from fogline.cli import (  # noqa: F401
+    _bench,
+    _controller,
+    _demo,
+    _distill,
+    _fleet,
+    _inspect,
+    _optimize,
+    _run,
+    _serve,
+)
 from fogline.cli._app import app, console_err
 from fogline.errors import FoglineError
 

@@ -106,6 +106,9 @@ class Controller:
         self.url = to_url(config.broker)
         self.data = Path(config.data)
         self.data.mkdir(parents=True, exist_ok=True)
+        from fogline.security import ReleaseRepository
+
+        self.repository = ReleaseRepository(self.data)  # refuses a folder without keys
         self.token = config.token if config.token is not None else operator_token(self.data)
         self.registry = Registry(self.data / "registry.db")
         self.rollouts = Rollouts(self.registry, self._publish, releases=self._release_exists)
@@ -177,10 +180,7 @@ class Controller:
     # -- releases (the signed repository in data/repository) --------------------------------
 
     def releases(self) -> list[dict[str, Any]]:
-        from fogline.security import ReleaseRepository
-
-        repo = ReleaseRepository(self.data)
-        return [doc.model_dump(mode="json") for doc in repo.releases()]
+        return [doc.model_dump(mode="json") for doc in self.repository.releases()]
 
     def _release_exists(self, name: str, version: str) -> bool:
         return any(r["name"] == name and r["version"] == version for r in self.releases())
@@ -221,11 +221,9 @@ class Controller:
             token=self.token,
             wake=self.wake,
         )
-        from fogline.security import ReleaseRepository
-
         app = application(
             ctx,
-            extra=[*repository_routes(ReleaseRepository(self.data)), *self.config.extra_routes],
+            extra=[*repository_routes(self.repository), *self.config.extra_routes],
             dashboard=dashboard_routes(),
         )
         config = uvicorn.Config(
@@ -330,7 +328,7 @@ class Controller:
 
     def _work(self) -> None:
         last_tick = 0.0
-        last_retention = 0.0
+        last_retention = last_resign = 0.0
         while not self._stopping.is_set():
             batch = self._take(timeout=self.config.tick_seconds)
             try:
@@ -342,6 +340,11 @@ class Controller:
                     self._wake.clear()
                     self.rollouts.tick()
                     last_tick = now
+                if now - last_resign > 600 or last_resign == 0.0:
+                    # Devices refuse a stale timestamp (freeze attack): keep it fresh.
+                    if self.repository.refresh_timestamp():
+                        log.info("re-signed the repository's snapshot and timestamp")
+                    last_resign = now
                 if now - last_retention > 3600:
                     self.registry.apply_retention(max_age=self.config.telemetry_days * 86400)
                     last_retention = now
