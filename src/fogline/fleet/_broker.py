@@ -36,6 +36,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -171,7 +172,7 @@ class BrokerConfig(BaseModel):
 
     folder: Path
     host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
+    port: int = Field(default=1883, ge=1, le=65535)
     auth: bool = True
     prefix: str = DEFAULT_PREFIX
     controller_user: str = "controller"
@@ -181,8 +182,8 @@ class BrokerConfig(BaseModel):
     require_certificate: bool = False
     # Messages a broker keeps per offline persistent session: the controller's
     # session queues every device's reports while it is away.
-    max_queued_messages: int = Field(100_000, ge=0)
-    autosave_interval: int = Field(60, ge=1)  # seconds; SIGTERM saves too
+    max_queued_messages: int = Field(default=100_000, ge=0)
+    autosave_interval: int = Field(default=60, ge=1)  # seconds; SIGTERM saves too
     extra: tuple[str, ...] = ()  # appended verbatim, after the listener
 
     @property
@@ -331,11 +332,13 @@ class LocalBroker:
             stderr=subprocess.PIPE,
             start_new_session=True,  # Ctrl-C reaches us, and we stop it cleanly
         )
+        _pid_file(self.config.folder).write_text(f"{self._process.pid}\n")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 stderr = self._process.stderr.read().decode() if self._process.stderr else ""
                 self._process = None
+                _pid_file(self.config.folder).unlink(missing_ok=True)
                 why = (stderr + self._log_tail(log_start)).strip().replace("\n", "; ")
                 raise ConfigError(f"mosquitto exited at start: {why}")
             try:
@@ -355,21 +358,15 @@ class LocalBroker:
         from any socket again, so a client that connects after this returns
         meets the new files. Clients already connected stay connected.
         """
-        if self._process is None or not self.running:
-            return
-        before = self._log_text().count("Reloading config")
-        self._process.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + timeout
-        while self._log_text().count("Reloading config") <= before:
-            if time.monotonic() > deadline or not self.running:
-                raise TransportError(f"mosquitto did not reload within {timeout} s")
-            time.sleep(0.02)
+        if self.pid is not None:
+            _reload(self.pid, self.config.log_file, timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the broker (SIGTERM, so it saves its sessions); kill it if it hangs."""
         process, self._process = self._process, None
         if process is None:
             return
+        _pid_file(self.config.folder).unlink(missing_ok=True)
         if process.poll() is None:
             process.send_signal(signal.SIGCONT)  # a paused broker cannot act on SIGTERM
             process.terminate()
@@ -417,6 +414,71 @@ class LocalBroker:
         self.stop()
 
 
+def device_credentials(folder: Path) -> Callable[[str], str]:
+    """For a controller beside a ``fogline broker``: make a device's MQTT password.
+
+    The returned function adds the device to the password file in ``folder``
+    and, when that broker runs (in any process), makes it reload; it returns
+    the new password. With no broker running the next start reads the file.
+    """
+    passwords = PasswordFile(folder / "passwords")
+    lock = threading.Lock()
+
+    def make(device_id: str) -> str:
+        try:
+            check_device_id(device_id)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        with lock:
+            password = passwords.add(device_id)
+            reload_broker(folder)
+        return password
+
+    return make
+
+
+def reload_broker(folder: Path, timeout: float = 10.0) -> bool:
+    """Make the Mosquitto that a :class:`LocalBroker` runs from ``folder`` reload; False if none runs.
+
+    The pid comes from ``mosquitto.pid`` in the folder and is only signalled
+    when that process is a ``mosquitto`` reading this folder's config, so a
+    stale file never signals a stranger.
+    """
+    try:
+        pid = int(_pid_file(folder).read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return False
+    config = str((folder / "mosquitto.conf").absolute()).encode()
+    if not cmdline or not cmdline[0].endswith(b"mosquitto") or config not in cmdline:
+        return False
+    _reload(pid, folder / "mosquitto.log", timeout)
+    return True
+
+
+def _pid_file(folder: Path) -> Path:
+    return folder / "mosquitto.pid"
+
+
+def _reload(pid: int, log_file: Path, timeout: float) -> None:
+    """SIGHUP ``pid`` and wait until it logged that it reloads (it finishes before reading again)."""
+
+    def reloads() -> int:
+        text = log_file.read_text(errors="replace") if log_file.exists() else ""
+        return text.count("Reloading config")
+
+    before = reloads()
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError as exc:
+        raise TransportError(f"mosquitto (pid {pid}) is not running") from exc
+    deadline = time.monotonic() + timeout
+    while reloads() <= before:
+        if time.monotonic() > deadline:
+            raise TransportError(f"mosquitto (pid {pid}) did not reload within {timeout} s")
+        time.sleep(0.02)
+
+
 def _dial_host(host: str) -> str:
     return {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
 
@@ -442,5 +504,7 @@ __all__ = [
     "LocalBroker",
     "PasswordFile",
     "acl_lines",
+    "device_credentials",
     "mosquitto_binary",
+    "reload_broker",
 ]
