@@ -214,6 +214,28 @@ def test_a_device_cannot_publish_as_another_and_the_controller_reads_all(
     ]
 
 
+def test_with_username_as_client_id_a_device_cannot_take_over_anothers_session(
+    tmp_path: Path,
+) -> None:
+    config = BrokerConfig(folder=tmp_path, port=free_port(), username_as_client_id=True)
+    with LocalBroker(config) as running:
+        controller = Peer(running, running.add_controller())
+        b = Peer(running, running.add_device("dev-b"))
+        assert controller.connect().value == 0 and b.connect().value == 0
+        dropped: list[ReasonCode] = []
+        b.client.on_disconnect = lambda c, u, flags, reason, p: dropped.append(reason)
+        b.subscribe(B.command)
+
+        intruder = Peer(running, running.add_device("dev-a"), client_id="dev-b")
+        assert intruder.connect().value == 0  # as client "dev-a", its own user name
+        assert delivered(controller.publish(B.command, b"still yours"))
+
+        b.until(B.command, b"still yours")
+        assert dropped == []
+        for peer in (intruder, b, controller):
+            peer.close()
+
+
 def test_wrong_unknown_or_missing_credentials_are_refused(
     broker: LocalBroker, peers: dict[str, Peer]
 ) -> None:

@@ -21,7 +21,7 @@ from fogline.fleet._protocol import DEFAULT_PREFIX
 def broker(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 for all)."),
     port: int | None = typer.Option(
-        None, min=1, max=65535, help="Port to listen on [default: 1883, 8883 with TLS]."
+        None, min=1, max=65535, help="Port to listen on (default 1883; 8883 with TLS)."
     ),
     data: Path = typer.Option(
         Path("fleet-data/broker"), "--data", help="Folder for config, passwords, ACL, sessions."

@@ -184,6 +184,10 @@ class BrokerConfig(BaseModel):
     # session queues every device's reports while it is away.
     max_queued_messages: int = Field(default=100_000, ge=0)
     autosave_interval: int = Field(default=60, ge=1)  # seconds; SIGTERM saves too
+    # Mosquitto lets any user connect with any client id, so without this one
+    # device can take over (and with clean start wipe) another's session. On,
+    # the client id is the user name: one connection per device and controller.
+    username_as_client_id: bool = False
     extra: tuple[str, ...] = ()  # appended verbatim, after the listener
 
     @property
@@ -249,6 +253,8 @@ class BrokerConfig(BaseModel):
         if os.geteuid() == 0:
             lines.append("user root")  # else it drops to "mosquitto" and cannot write the folder
         lines.append(f"listener {self.port} {self.host}")
+        if self.username_as_client_id:
+            lines.append("use_username_as_clientid true")
         if self.tls_cert is not None and self.tls_key is not None:
             lines += [f"certfile {self.tls_cert.absolute()}", f"keyfile {self.tls_key.absolute()}"]
             if self.tls_ca is not None:
