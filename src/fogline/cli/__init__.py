@@ -12,6 +12,7 @@ from rich.text import Text
 # Importing the command modules registers them on ``app``.
 from fogline.cli import (  # noqa: F401
     _bench,
+    _broker,
     _controller,
     _demo,
     _distill,

@@ -6,6 +6,15 @@ telemetry; each agent converges its device to the desired state it reads
 from the broker. Topics and message bodies are in :mod:`._protocol`.
 """
 
+from fogline.fleet._broker import (
+    BrokerConfig,
+    Credentials,
+    LocalBroker,
+    PasswordFile,
+    acl_lines,
+    device_credentials,
+    reload_broker,
+)
 from fogline.fleet._protocol import (
     DEFAULT_PREFIX,
     Command,
@@ -23,15 +32,22 @@ from fogline.fleet._protocol import (
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "BrokerConfig",
     "Command",
+    "Credentials",
     "DesiredState",
     "DeviceState",
     "DeviceTopics",
+    "LocalBroker",
     "Metrics",
+    "PasswordFile",
     "Presence",
     "ReleaseStatus",
     "Telemetry",
+    "acl_lines",
     "check_device_id",
+    "device_credentials",
     "device_filter",
     "parse_device_topic",
+    "reload_broker",
 ]
