@@ -1,0 +1,128 @@
+// Deployments: each wave's progress, the status and why it stopped; one deployment with its
+// devices, events and the Roll back button.
+
+import {ApiError, api} from "./api.js";
+import {progress} from "./charts.js";
+import {badge, code, empty, h} from "./dom.js";
+import {timeAgo} from "./format.js";
+import {DEPLOY_STATUSES, criteriaText, eventList, strategyText, waves} from "./fleet.js";
+
+const FILTERS = [["", "all"], ["running", "running"], ["succeeded", "succeeded"], ["rolled-back", "rolled back"]];
+
+export function deploymentsPage(params) {
+  const status = params.get("status") ?? "";
+  const list = h("div", {id: "deployments"});
+  const el = h("div", {className: "page deployments"},
+    h("div", {className: "page-head"}, h("h1", null, "Deployments"),
+      h("nav", {className: "tabs"}, FILTERS.map(([value, label]) =>
+        h("a", {href: value ? `#/deployments?status=${value}` : "#/deployments",
+          className: value === status ? "active" : ""}, label)))),
+    list);
+
+  async function update(now) {
+    const all = await api("api/deployments");
+    const shown = all.filter((d) => !status || d.status === status).reverse();
+    if (!shown.length) {
+      list.replaceChildren(all.length ? empty(`No ${status} deployment.`)
+        : empty("No deployments yet.", "Roll a release out with ",
+          code("fogline fleet deploy NAME VERSION --group GROUP --strategy canary"), "."));
+      return;
+    }
+    list.replaceChildren(...shown.map((d) => deploymentCard(d, now, true)));
+  }
+
+  return {title: "Deployments", el, update};
+}
+
+function deploymentCard(d, now, link) {
+  const title = [h("span", {className: "dep-release"}, d.release, " ", code(d.version)),
+    h("span", {className: "muted"}, " → group "), h("strong", null, d.group)];
+  return h("article", {className: `deployment panel dep-${d.status}`, dataset: {deployment: d.id}},
+    h("header", {className: "dep-head"},
+      h("h2", null, link ? h("a", {href: `#/deployments/${encodeURIComponent(d.id)}`}, title) : title),
+      badge(d.status)),
+    h("p", {className: "muted small dep-meta"},
+      code(d.id), ` · ${strategyText(d.strategy)} · started `, timeAgo(d.created, now),
+      " · updated ", timeAgo(d.updated, now)),
+    d.reason ? h("p", {className: `callout ${d.status === "rolled-back" ? "bad" : "info"} reason`},
+      h("strong", null, d.status === "rolled-back" ? "Rolled back: " : "Note: "), d.reason) : null,
+    h("div", {className: "waves"}, waves(d).map((wave) => waveRow(d, wave))));
+}
+
+function waveRow(d, wave) {
+  const current = d.status === "running" && wave.wave === d.wave;
+  const segments = DEPLOY_STATUSES.map((status) => ({status, count: wave.counts[status] ?? 0}));
+  return h("div", {className: `wave${current ? " current" : ""}`, dataset: {wave: String(wave.wave + 1)}},
+    h("span", {className: "wave-label"}, `wave ${wave.wave + 1}`,
+      h("span", {className: "muted"}, ` · ${wave.total} device${wave.total === 1 ? "" : "s"}`),
+      current ? h("span", {className: "now"}, " now") : null),
+    progress(segments, wave.total),
+    h("span", {className: "wave-counts"}, segments.filter((x) => x.count).map((x) =>
+      h("span", {className: `count st-${x.status}`}, h("i"), `${x.count} ${x.status}`))));
+}
+
+export function deploymentPage(params) {
+  const id = params.get("id");
+  const card = h("div", {id: "deployment"});
+  const actions = h("div", {className: "actions"});
+  const devices = h("div", {className: "table-wrap", id: "deployment-devices"});
+  const events = h("div", {id: "deployment-events"});
+  const message = h("p", {className: "action-message", role: "status"});
+  const el = h("div", {className: "page deployment-detail"},
+    h("nav", {className: "crumbs"}, h("a", {href: "#/deployments"}, "Deployments"), " / ", h("span", null, id)),
+    card, actions, message,
+    h("div", {className: "columns"},
+      h("section", {className: "panel"}, h("h2", null, "Devices"), devices),
+      h("section", {className: "panel"}, h("h2", null, "Events"), events)));
+  let busy = false;
+
+  async function rollBack(d) {
+    const question = `Roll back ${d.release} ${d.version} on group ${d.group}?\n\n`
+      + "Every device it reached goes back to the version it ran before; devices of later waves never get it.";
+    if (!window.confirm(question)) return;
+    busy = true;
+    message.className = "action-message";
+    message.textContent = "rolling back…";
+    try {
+      await api(`api/deployments/${encodeURIComponent(d.id)}/rollback`, {method: "POST",
+        body: {reason: "rolled back from the dashboard"}});
+      message.textContent = "Rolled back: the devices are being told to return to their previous version.";
+      message.classList.add("ok");
+    } catch (err) {
+      message.textContent = `Could not roll back: ${err.message}`;
+      message.classList.add("bad");
+    } finally {
+      busy = false;
+    }
+    await update(Date.now() / 1000);
+  }
+
+  async function update(now) {
+    let d;
+    try {
+      d = await api(`api/deployments/${encodeURIComponent(id)}`);
+    } catch (err) {
+      if (err instanceof ApiError && err.status === 404) {
+        el.replaceChildren(empty(`No deployment ${id}.`, h("a", {href: "#/deployments"}, "Back to the deployments")));
+        return;
+      }
+      throw err;
+    }
+    card.replaceChildren(deploymentCard(d, now, false),
+      h("p", {className: "muted small"}, `Success criteria: ${criteriaText(d.criteria)}.`));
+    actions.replaceChildren(d.status === "rolled-back" ? h("span", {className: "muted"}, "Rolled back; nothing more to do.")
+      : h("button", {type: "button", className: "danger", id: "rollback", disabled: busy,
+        onclick: () => rollBack(d)}, "Roll back"));
+    devices.replaceChildren(h("table", {className: "grid-table"},
+      h("thead", null, h("tr", null, ["Device", "Wave", "Status", "Previous", "Since"].map((t) => h("th", null, t)))),
+      h("tbody", null, d.devices.map((x) => h("tr", {dataset: {device: x.device_id}},
+        h("td", null, h("a", {href: `#/devices/${encodeURIComponent(x.device_id)}`}, x.device_id)),
+        h("td", null, String(x.wave + 1)),
+        h("td", null, badge(x.status)),
+        h("td", null, x.previous ? code(x.previous) : h("span", {className: "muted"}, "none")),
+        h("td", null, x.since ? timeAgo(x.since, now) : "—"))))));
+    events.replaceChildren(eventList(d.events, now));
+  }
+
+  return {title: id, el, update};
+}

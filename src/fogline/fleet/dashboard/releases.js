@@ -1,0 +1,45 @@
+// The signed releases in the controller's repository.
+
+import {api} from "./api.js";
+import {badge, code, empty, h} from "./dom.js";
+import {bytes, compareVersions, seconds, timeAgo} from "./format.js";
+
+const SOON = 14 * 86400;
+
+export function releasesPage() {
+  const table = h("div", {className: "table-wrap", id: "releases"});
+  const el = h("div", {className: "page releases"}, h("h1", null, "Releases"), table);
+
+  async function update(now) {
+    const [releases, devices] = await Promise.all([api("api/releases"), api("api/devices")]);
+    if (!releases.length) {
+      table.replaceChildren(empty("No releases yet.", "Publish a signed one with ",
+        code("fogline release create MODEL_DIR --name NAME --version VERSION --key KEY"), "."));
+      return;
+    }
+    const running = (name, version) => devices.filter((d) => d.state?.releases?.[name]?.version === version).length;
+    const sorted = [...releases].sort((a, b) => (a.name === b.name ? compareVersions(b.version, a.version)
+      : a.name < b.name ? -1 : 1));
+    table.replaceChildren(h("table", {className: "grid-table"},
+      h("thead", null, h("tr", null,
+        ["Name", "Version", "Kind", "Files", "Size", "Created", "Expires", "Running on"].map((t) => h("th", null, t)))),
+      h("tbody", null, sorted.map((r) => {
+        const expires = seconds(r.expires);
+        const files = r.files ?? [];
+        const size = files.reduce((sum, f) => sum + (f.length ?? 0), 0);
+        const count = running(r.name, r.version);
+        return h("tr", {dataset: {release: `${r.name}@${r.version}`}},
+          h("td", null, h("strong", null, r.name), r.description ? h("div", {className: "muted small"}, r.description) : null),
+          h("td", null, code(r.version)),
+          h("td", null, r.kind),
+          h("td", {title: files.map((f) => `${f.path} (${bytes(f.length)})`).join("\n")}, String(files.length)),
+          h("td", null, bytes(size)),
+          h("td", null, timeAgo(seconds(r.created), now)),
+          h("td", null, expires <= now ? badge("expired", "devices refuse an expired release")
+            : expires - now < SOON ? [badge("expiring"), " ", timeAgo(expires, now)] : timeAgo(expires, now)),
+          h("td", null, count ? `${count} device${count === 1 ? "" : "s"}` : h("span", {className: "muted"}, "—")));
+      }))));
+  }
+
+  return {title: "Releases", el, update};
+}
