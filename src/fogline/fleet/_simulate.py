@@ -20,7 +20,7 @@ import logging
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,7 +105,9 @@ class SimulatedDevice:
         self.busy = False
         self.pending: DesiredState | None = None
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=paho.MQTTv5)
-        if fleet.url.username is not None:
+        if device_id in fleet.passwords:  # enrolled: its own user, as the ACL expects
+            client.username_pw_set(device_id, fleet.passwords[device_id])
+        elif fleet.url.username is not None:
             client.username_pw_set(fleet.url.username, fleet.url.password)
         client.will_set(
             self.topics.presence, Presence(online=False).model_dump_json(), qos=1, retain=True
@@ -237,12 +239,14 @@ class SimulatedFleet:
         workers: int = 8,
         telemetry_seconds: float = 10.0,
         id_format: str = "sim-{:04d}",
+        passwords: Mapping[str, str] | None = None,
     ) -> None:
         self.count = count
         self.url = broker
         self.prefix = prefix
         self._install = install
         self.telemetry_seconds = telemetry_seconds
+        self.passwords = dict(passwords or {})
         self.stats = SimulationStats()
         self.loop = asyncio.new_event_loop()
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fogline-sim")
@@ -280,6 +284,11 @@ class SimulatedFleet:
                 device.client.disconnect()
         await asyncio.sleep(0.2)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        current = asyncio.current_task()
+        tasks = [task for task in asyncio.all_tasks() if task is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def versions(self, release: str) -> dict[str | None, int]:
         out: dict[str | None, int] = {}

@@ -1,0 +1,252 @@
+"""The controller for real: Mosquitto with passwords and ACL, the HTTP API, simulated devices.
+
+The devices are :class:`~fogline.fleet._simulate.SimulatedFleet` devices:
+each has its own MQTT session and installs releases for real (TUF refresh,
+download from the controller, hash check, atomic activation). What they
+leave out is inference, which these tests are not about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import onnx
+import paho.mqtt.client as paho
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from paho.mqtt.enums import CallbackAPIVersion
+
+from fogline.errors import ConfigError
+from fogline.fleet import BrokerConfig, LocalBroker, device_credentials
+from fogline.fleet._controller import Controller, ControllerConfig
+from fogline.fleet._simulate import SimulatedFleet, installer_factory
+from fogline.pipeline._mqtt import MqttUrl
+from fogline.security import ReleaseRepository, init_keys
+
+
+def tiny_model(folder: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"])],
+        "tiny",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 2])],
+        [
+            numpy_helper.from_array(rng.normal(size=(8, 2)).astype(np.float32), "w"),
+            numpy_helper.from_array(np.zeros(2, np.float32), "b"),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, folder / "model.onnx")
+    return folder
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+class Setup:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.data = folder / "controller"
+        init_keys(self.data)
+        self.repo = ReleaseRepository(self.data)
+        for seed, version in enumerate(("1.0.0", "1.1.0")):
+            self.repo.create_release(
+                tiny_model(folder / f"m{seed}", seed),
+                "tiny",
+                version,
+                self.data / "keys" / "targets.pem",
+            )
+        self.broker = LocalBroker(
+            BrokerConfig(folder=folder / "broker", port=_free_port(), auth=True)
+        )
+        self.broker.start()
+        controller_user = self.broker.add_controller()
+        url = MqttUrl.parse(self.broker.url)
+        self.controller = Controller(
+            ControllerConfig(
+                data=self.data,
+                broker=MqttUrl(
+                    url.host, url.port, False, controller_user.user, controller_user.password
+                ),
+                http_port=0,
+                credentials=device_credentials(folder / "broker"),
+                tick_seconds=0.1,
+            )
+        ).start()
+        assert self.controller.wait_connected(30)
+        self.api = httpx.Client(
+            base_url=self.controller.base_url,
+            headers={"Authorization": f"Bearer {self.controller.token}"},
+            timeout=30,
+        )
+        self.fleets: list[SimulatedFleet] = []
+
+    def devices(
+        self, count: int, *, fail: Collection[str] = (), prefix: str = "sim"
+    ) -> SimulatedFleet:
+        """``count`` enrolled devices (their MQTT passwords come from enrolment)."""
+        real = installer_factory(
+            self.folder / "devices", self.controller.base_url + "/repository",
+            self.data / "repository" / "metadata" / "root.json",
+        )  # fmt: skip
+
+        def install(device_id: str, name: str, version: str, rollback: bool) -> None:
+            if device_id in fail and version == "1.1.0":
+                raise ConfigError("health check: latency 80 ms over the budget of 20 ms")
+            real(device_id, name, version, rollback)
+
+        ids = [f"{prefix}-{i}" for i in range(count)]
+        passwords = {}
+        for device_id in ids:
+            token = self.api.post("/api/tokens", json={"group": "default"}).json()["token"]
+            enrolled = httpx.post(
+                self.controller.base_url + "/api/enrol",
+                json={"device_id": device_id, "token": token},
+            ).json()
+            passwords[device_id] = enrolled["password"]
+        fleet = SimulatedFleet(
+            count, MqttUrl.parse(self.broker.url), install=install, id_format=prefix + "-{}",
+            telemetry_seconds=1.0, passwords=passwords,
+        )  # fmt: skip
+        threading.Thread(target=fleet.loop.run_forever, daemon=True).start()
+        asyncio.run_coroutine_threadsafe(fleet.start(), fleet.loop).result(60)
+        self.fleets.append(fleet)
+        return fleet
+
+    def deploy(self, version: str, **strategy: Any) -> dict[str, Any]:
+        made = self.api.post(
+            "/api/deployments",
+            json={"release": "tiny", "version": version, "strategy": strategy},
+        )
+        assert made.status_code == 201, made.text
+        return dict(made.json())
+
+    def finished(self, deployment: str) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+
+        def done() -> bool:
+            result.update(self.api.get(f"/api/deployments/{deployment}").json())
+            return bool(result["status"] != "running")
+
+        wait_for(f"deployment {deployment} to end", done)
+        return result
+
+    def close(self) -> None:
+        for fleet in self.fleets:
+            asyncio.run_coroutine_threadsafe(fleet.stop(), fleet.loop).result(30)
+            fleet.loop.call_soon_threadsafe(fleet.loop.stop)
+        self.controller.stop()
+        self.broker.stop()
+
+
+def _free_port() -> int:
+    from broker import free_port
+
+    return free_port()
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    s = Setup(tmp_path)
+    yield s
+    s.close()
+
+
+def test_canary_then_all_over_a_real_broker(setup: Setup) -> None:
+    fleet = setup.devices(4)
+    wait_for(
+        "4 devices online",
+        lambda: sum(d["online"] for d in setup.api.get("/api/devices").json()) == 4,
+    )
+    first = setup.finished(setup.deploy("1.0.0", kind="all", bake_seconds=0)["id"])
+    assert first["status"] == "succeeded", first
+    d = setup.deploy("1.1.0", kind="canary", canary=1, bake_seconds=1)
+    assert d["waves"] == 2
+    done = setup.finished(d["id"])
+    assert done["status"] == "succeeded", done
+    assert fleet.versions("tiny") == {"1.1.0": 4}
+    devices = setup.api.get("/api/devices").json()
+    assert {dev["state"]["releases"]["tiny"]["version"] for dev in devices} == {"1.1.0"}
+    # The devices' telemetry reached the registry.
+    wait_for("telemetry", lambda: len(setup.api.get("/api/metrics").json()) > 0)
+    series = setup.api.get("/api/series", params={"step": 1}).json()
+    assert series["devices"] and max(series["devices"]) >= 1
+
+
+def test_a_failing_canary_is_rolled_back_and_the_rest_never_get_it(setup: Setup) -> None:
+    fleet = setup.devices(3, fail={"sim-0"})
+    wait_for("3 devices", lambda: len(setup.api.get("/api/devices").json()) == 3)
+    assert (
+        setup.finished(setup.deploy("1.0.0", kind="all", bake_seconds=0)["id"])["status"]
+        == "succeeded"
+    )
+    done = setup.finished(setup.deploy("1.1.0", kind="canary", canary=1, bake_seconds=0)["id"])
+    assert done["status"] == "rolled-back"
+    assert "sim-0: failed: health check: latency 80 ms over the budget of 20 ms" in done["reason"]
+    assert fleet.versions("tiny") == {"1.0.0": 3}
+    statuses = {row["device_id"]: row["status"] for row in done["devices"]}
+    assert statuses == {"sim-0": "rolled-back", "sim-1": "waiting", "sim-2": "waiting"}
+    assert any(e["kind"] == "rollback" for e in done["events"])
+
+
+def test_the_api_answers_bad_requests_with_4xx(setup: Setup) -> None:
+    base = setup.controller.base_url
+    assert httpx.get(base + "/api/devices").status_code == 401
+    assert setup.api.get("/api/deployments/nope").status_code == 404
+    bad = setup.api.post("/api/deployments", content=b"{not json")
+    assert bad.status_code == 400 and "not JSON" in bad.json()["error"]
+    unknown = setup.api.post("/api/deployments", json={"release": "tiny", "version": "9.0.0"})
+    assert unknown.status_code == 400 and "no release tiny 9.0.0" in unknown.json()["error"]
+    typo = setup.api.post(
+        "/api/deployments",
+        json={"release": "tiny", "version": "1.0.0", "strategy": {"kind": "fast"}},
+    )
+    assert typo.status_code == 422 and "strategy.kind" in typo.json()["error"]
+    enrol = httpx.post(base + "/api/enrol", json={"device_id": "cam-1", "token": "forged"})
+    assert enrol.status_code == 403 and "unknown enrolment token" in enrol.json()["error"]
+    bad_id = httpx.post(base + "/api/enrol", json={"device_id": "cam/1", "token": "x"})
+    assert bad_id.status_code == 400 and "device id" in bad_id.json()["error"]
+
+
+def test_an_enrolled_device_gets_working_credentials_limited_to_its_topics(setup: Setup) -> None:
+    token = setup.api.post("/api/tokens", json={"group": "lab"}).json()["token"]
+    enrolled = httpx.post(
+        setup.controller.base_url + "/api/enrol", json={"device_id": "cam-1", "token": token}
+    ).json()
+    assert enrolled["username"] == "cam-1" and enrolled["password"]
+    assert '"signed"' in enrolled["trusted_root"]
+    url = MqttUrl.parse(setup.broker.url)
+    received: list[str] = []
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="cam-1", protocol=paho.MQTTv5)
+    client.username_pw_set("cam-1", enrolled["password"])
+    client.on_message = lambda c, u, m: received.append(m.topic)
+    client.connect(url.host, url.port)
+    client.loop_start()
+    try:
+        client.subscribe("fogline/devices/+/desired", qos=1)
+        setup.devices(1, prefix="other")
+        wait_for(
+            "the other device", lambda: setup.api.get("/api/devices/other-0").status_code == 200
+        )
+        setup.finished(setup.deploy("1.0.0", kind="all", bake_seconds=0)["id"])
+        time.sleep(0.5)
+        assert "fogline/devices/other-0/desired" not in received
+        assert setup.api.get("/api/devices/cam-1").json()["group"] == "lab"
+    finally:
+        client.loop_stop()
+        client.disconnect()
