@@ -112,8 +112,7 @@ function askForToken(reason) {
   }}, input, h("button", {type: "submit"}, "Use token"));
   main.replaceChildren(h("div", {className: "page token-prompt", id: "token-prompt"},
     h("h1", null, "Operator token needed"),
-    h("p", null, had ? "The controller refused the token this tab has " : "The controller needs its operator token ",
-      h("span", {className: "muted"}, `(${reason})`), "."),
+    h("p", {title: reason}, had ? "The controller refused the token this tab has." : "The controller needs its operator token to show the fleet."),
     h("p", null, "Paste the token from ", code("<data>/admin.token"),
       " — the file in the folder given to ", code("fogline controller --data"),
       " (by default ", code("fleet-data/admin.token"), "). The controller also prints a dashboard link with ",

@@ -34,7 +34,7 @@ export function deploymentsPage(params) {
   return {title: "Deployments", el, update};
 }
 
-function deploymentCard(d, now, link) {
+function deploymentCard(d, now, link, footer = null) {
   const title = [h("span", {className: "dep-release"}, d.release, " ", code(d.version)),
     h("span", {className: "muted"}, " → group "), h("strong", null, d.group)];
   return h("article", {className: `deployment panel dep-${d.status}`, dataset: {deployment: d.id}},
@@ -46,16 +46,17 @@ function deploymentCard(d, now, link) {
       " · updated ", timeAgo(d.updated, now)),
     d.reason ? h("p", {className: `callout ${d.status === "rolled-back" ? "bad" : "info"} reason`},
       h("strong", null, d.status === "rolled-back" ? "Rolled back: " : "Note: "), d.reason) : null,
-    h("div", {className: "waves"}, waves(d).map((wave) => waveRow(d, wave))));
+    h("div", {className: "waves"}, waves(d).map((wave) => waveRow(d, wave))),
+    footer);
 }
 
 function waveRow(d, wave) {
   const current = d.status === "running" && wave.wave === d.wave;
   const segments = DEPLOY_STATUSES.map((status) => ({status, count: wave.counts[status] ?? 0}));
   return h("div", {className: `wave${current ? " current" : ""}`, dataset: {wave: String(wave.wave + 1)}},
-    h("span", {className: "wave-label"}, `wave ${wave.wave + 1}`,
-      h("span", {className: "muted"}, ` · ${wave.total} device${wave.total === 1 ? "" : "s"}`),
-      current ? h("span", {className: "now"}, " now") : null),
+    h("span", {className: "wave-label", title: current ? "the wave being rolled out now" : null},
+      current ? h("i", {className: "now"}) : null, `wave ${wave.wave + 1}`,
+      h("span", {className: "muted"}, ` · ${wave.total} device${wave.total === 1 ? "" : "s"}`)),
     progress(segments, wave.total),
     h("span", {className: "wave-counts"}, segments.filter((x) => x.count).map((x) =>
       h("span", {className: `count st-${x.status}`}, h("i"), `${x.count} ${x.status}`))));
@@ -64,23 +65,23 @@ function waveRow(d, wave) {
 export function deploymentPage(params) {
   const id = params.get("id");
   const card = h("div", {id: "deployment"});
-  const actions = h("div", {className: "actions"});
   const devices = h("div", {className: "table-wrap", id: "deployment-devices"});
   const events = h("div", {id: "deployment-events"});
   const message = h("p", {className: "action-message", role: "status"});
   const el = h("div", {className: "page deployment-detail"},
     h("nav", {className: "crumbs"}, h("a", {href: "#/deployments"}, "Deployments"), " / ", h("span", null, id)),
-    card, actions, message,
+    card, message,
     h("div", {className: "columns"},
       h("section", {className: "panel"}, h("h2", null, "Devices"), devices),
       h("section", {className: "panel"}, h("h2", null, "Events"), events)));
   let busy = false;
 
-  async function rollBack(d) {
+  async function rollBack(d, button) {
     const question = `Roll back ${d.release} ${d.version} on group ${d.group}?\n\n`
       + "Every device it reached goes back to the version it ran before; devices of later waves never get it.";
     if (!window.confirm(question)) return;
     busy = true;
+    button.disabled = true;  // one click, one request
     message.className = "action-message";
     message.textContent = "rolling back…";
     try {
@@ -108,11 +109,11 @@ export function deploymentPage(params) {
       }
       throw err;
     }
-    card.replaceChildren(deploymentCard(d, now, false),
-      h("p", {className: "muted small"}, `Success criteria: ${criteriaText(d.criteria)}.`));
-    actions.replaceChildren(d.status === "rolled-back" ? h("span", {className: "muted"}, "Rolled back; nothing more to do.")
+    const button = d.status === "rolled-back" ? null
       : h("button", {type: "button", className: "danger", id: "rollback", disabled: busy,
-        onclick: () => rollBack(d)}, "Roll back"));
+        onclick: (event) => rollBack(d, event.currentTarget)}, "Roll back");
+    card.replaceChildren(deploymentCard(d, now, false, h("footer", {className: "dep-foot"},
+      h("span", {className: "muted small"}, `Success criteria: ${criteriaText(d.criteria)}.`), button)));
     devices.replaceChildren(h("table", {className: "grid-table"},
       h("thead", null, h("tr", null, ["Device", "Wave", "Status", "Previous", "Since"].map((t) => h("th", null, t)))),
       h("tbody", null, d.devices.map((x) => h("tr", {dataset: {device: x.device_id}},
@@ -121,7 +122,7 @@ export function deploymentPage(params) {
         h("td", null, badge(x.status)),
         h("td", null, x.previous ? code(x.previous) : h("span", {className: "muted"}, "none")),
         h("td", null, x.since ? timeAgo(x.since, now) : "—"))))));
-    events.replaceChildren(eventList(d.events, now));
+    events.replaceChildren(eventList(d.events, now, "no events yet", {deployment: false}));
   }
 
   return {title: id, el, update};

@@ -145,7 +145,7 @@ function deviceHead(device, now) {
       fact("group", device.group),
       fact("tags", device.tags.length ? device.tags.join(", ") : "—"),
       fact("last seen", timeAgo(device.last_seen, now)),
-      fact("enrolled", device.enrolled_at ? timeAgo(device.enrolled_at, now) : "not enrolled (reported unauthenticated)"),
+      fact("enrolled", device.enrolled_at ? timeAgo(device.enrolled_at, now) : "never (it joined by reporting)"),
       fact("agent", state?.agent || "—"),
       fact("desired state", applied >= wanted ? `applied (generation ${wanted})`
         : h("span", {className: "warn-text"}, `generation ${applied} applied, ${wanted} wanted`))));
@@ -164,12 +164,12 @@ function desiredTable(device, now) {
     h("tbody", null, names.map((name) => {
       const want = desired[name] ?? null;
       const have = reported[name];
-      const drift = want !== (have?.version ?? null);
+      const drift = want !== null && want !== (have?.version ?? null);  // not there yet
       return h("tr", {className: drift ? "row-drift" : "", dataset: {release: name}},
         h("td", null, name),
-        h("td", null, want ? code(want) : h("span", {className: "muted"}, "not desired"),
+        h("td", null, want ? code(want) : h("span", {className: "muted"}, "none set"),
           device.desired.rollback?.[name] ? h("span", {className: "muted"}, " (rollback allowed)") : null),
-        h("td", null, releaseCell(have)),
+        h("td", null, releaseCell(have, {phase: false})),
         h("td", null, have ? badge(have.phase) : "—"),
         h("td", null, have ? timeAgo(have.since, now) : "—"),
         h("td", {className: "error-cell"}, have?.error ?? h("span", {className: "muted"}, "—")));

@@ -60,13 +60,13 @@ export function lastError(device) {
 }
 
 /** "1.1.0 active", or "1.0.0 → 1.1.0 downloading", as table cell content. */
-export function releaseCell(status) {
+export function releaseCell(status, {phase = true} = {}) {
   if (!status) return h("span", {className: "muted"}, "—");
   const moving = status.target && status.target !== status.version;
   return h("span", {className: "release-cell"},
     status.version ? code(status.version) : h("span", {className: "muted"}, "none"),
     moving ? [h("span", {className: "arrow"}, " → "), code(status.target)] : null,
-    " ", badge(status.phase, status.error ?? null));
+    phase ? [" ", badge(status.phase, status.error ?? null)] : null);
 }
 
 /** The online dot and word. */
@@ -114,7 +114,7 @@ export function criteriaText(criteria) {
 }
 
 /** A list of registry events, newest first, with links to their device and deployment. */
-export function eventList(events, now, emptyText = "no events yet") {
+export function eventList(events, now, emptyText = "no events yet", {deployment = true} = {}) {
   if (!events.length) return h("p", {className: "muted events-empty"}, emptyText);
   return h("ol", {className: "events"}, events.map((event) =>
     h("li", {className: `event ev-${event.kind.replace(/[^a-z-]/gi, "")}`},
@@ -123,5 +123,5 @@ export function eventList(events, now, emptyText = "no events yet") {
       h("span", {className: "ev-message"}, event.message),
       h("span", {className: "ev-links"},
         event.device_id ? h("a", {href: `#/devices/${encodeURIComponent(event.device_id)}`}, event.device_id) : null,
-        event.deployment ? h("a", {href: `#/deployments/${encodeURIComponent(event.deployment)}`}, event.deployment) : null))));
+        deployment && event.deployment ? h("a", {href: `#/deployments/${encodeURIComponent(event.deployment)}`}, event.deployment) : null))));
 }
