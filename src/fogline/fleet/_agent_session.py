@@ -17,8 +17,13 @@ cannot fix (bad user name or password, not authorised) is kept in
 
 Concurrency: callbacks run on paho's network thread; ``on_desired`` and
 ``on_command`` must return quickly (the agent only hands them to its
-convergence thread). :meth:`AgentSession.publish_state` may be called from
-any thread.
+convergence thread). :meth:`AgentSession.publish_state` and
+:meth:`~AgentSession.publish_and_wait` may be called from any thread.
+
+Telemetry goes over this same connection (:meth:`~AgentSession.publish_and_wait`
+is what the outbox transport calls): one connection per device, so a broker
+that takes the user name as the client id (``use_username_as_clientid``)
+does not make two connections of one device end each other.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -37,7 +43,15 @@ from pydantic import ValidationError
 
 from fogline.errors import ConfigError, TransportError
 from fogline.fleet._protocol import Command, DesiredState, DeviceState, DeviceTopics, Presence
-from fogline.pipeline._mqtt import _CONFIG_REASONS, MqttUrl, _new_client, _properties, _stop_loop
+from fogline.pipeline._mqtt import (
+    _CONFIG_REASONS,
+    MqttMessage,
+    MqttUrl,
+    _new_client,
+    _properties,
+    _publish_properties,
+    _stop_loop,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +110,8 @@ class AgentSession:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
+        self._refused: dict[int, ReasonCode] = {}  # mid -> a failing PUBACK reason
 
     @property
     def connected(self) -> bool:
@@ -130,6 +146,49 @@ class AgentSession:
             self._state = state
         if self._connected.is_set():
             self._publish(self.topics.state, state.model_dump_json(), retain=True)
+
+    def publish_and_wait(self, messages: Sequence[MqttMessage], timeout: float = 10.0) -> None:
+        """Publish ``messages`` in order on this session and wait for every acknowledgement.
+
+        Raises :class:`TransportError` when offline, when the connection drops
+        before the broker acknowledged, after ``timeout`` seconds, or when the
+        broker refuses one (an ACL): the caller (the outbox) sends them again.
+        """
+        if not self._connected.is_set():
+            raise TransportError(f"{self.url}: not connected")
+        sent = []
+        for message in messages:
+            info = self._client.publish(
+                message.topic.value,
+                message.payload,
+                message.qos,
+                message.retain,
+                _publish_properties(message),
+            )
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise TransportError(
+                    f"{self.url}: cannot publish to {message.topic}: {paho.error_string(info.rc)}"
+                )
+            sent.append((message, info))
+        deadline = time.monotonic() + timeout
+        for message, info in sent:
+            while not info.is_published():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TransportError(
+                        f"{self.url}: no acknowledgement for {message.topic} within {timeout:g} s"
+                    )
+                if not self._connected.is_set():
+                    raise TransportError(
+                        f"{self.url}: connection lost before {message.topic} was acknowledged"
+                    )
+                try:
+                    info.wait_for_publish(min(left, 0.1))
+                except (RuntimeError, ValueError) as exc:
+                    raise TransportError(f"{self.url}: publish to {message.topic}: {exc}") from exc
+            reason = self._refused.pop(info.mid, None)
+            if reason is not None:
+                raise TransportError(f"{self.url}: the broker refused {message.topic}: {reason}")
 
     def close(self, timeout: float = 5.0) -> None:
         """Say offline (retained), disconnect cleanly, stop paho's thread."""
@@ -177,6 +236,12 @@ class AgentSession:
             state = self._state
         if state is not None:
             self._publish(self.topics.state, state.model_dump_json(), retain=True)
+
+    def _on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
+    ) -> None:
+        if reason.is_failure:  # only failures are kept: nobody waits for a state's PUBACK
+            self._refused[mid] = reason
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any

@@ -6,9 +6,9 @@ and memory of the agent and its children) and adds it to its
 :class:`~fogline.store.ResultStore` as a ``sync`` result: it is durable in
 SQLite before anything is sent, and the store's outbox keeps it while the
 broker is away, across agent restarts too. An :class:`~fogline.store.OutboxSender`
-delivers the outbox over the pipeline's MQTT outbox transport to
-``{prefix}/devices/{device_id}/telemetry``; each message is the outbox
-envelope (``key``, ``result_id``, ``result``) whose ``result.outputs`` is the
+delivers the outbox to ``{prefix}/devices/{device_id}/telemetry`` over the
+agent's one MQTT session, in the format of the pipeline's MQTT outbox
+transport: each message is the outbox envelope (``key``, ``result_id``, ``result``) whose ``result.outputs`` is the
 Telemetry body, with the idempotency key also as the MQTT 5 user property
 ``idempotency-key``, so the controller dedupes redeliveries.
 
@@ -29,16 +29,17 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
+from fogline.fleet._agent_session import AgentSession
 from fogline.fleet._protocol import Metrics, Telemetry
-from fogline.pipeline._mqtt import MqttUrl
-from fogline.pipeline.sinks._mqtt import MqttTransport
-from fogline.store import Result, ResultStore
+from fogline.pipeline._mqtt import MqttMessage, Topic
+from fogline.pipeline.sinks._mqtt import _dumps
+from fogline.store import OutboxMessage, Result, ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -198,22 +199,36 @@ class ProcessTree:
         return cpu, memory
 
 
-def telemetry_transport(
-    url: MqttUrl, prefix: str, device_id: str, *, timeout: float = 10.0
-) -> MqttTransport:
-    """The outbox transport to this device's telemetry topic.
+class TelemetryTransport:
+    """The outbox :class:`~fogline.store.Transport` to this device's telemetry topic.
 
-    Its own MQTT connection under the client id ``{device_id}.telemetry``:
-    the agent's session owns the client id ``{device_id}``, and the broker
-    would end one of two connections that share an id.
+    The payload is what the pipeline's MQTT outbox transport sends
+    (``OutboxMessage.to_dict()`` as JSON, the idempotency key also as the
+    user property ``idempotency-key``), published over the agent's own
+    session: ``send_many`` returns once the broker acknowledged every one.
     """
-    return MqttTransport(
-        url,
-        f"{prefix}/devices/{{source}}/telemetry",
-        qos=1,
-        client_id=f"{device_id}.telemetry",
-        timeout=timeout,
-    )
+
+    def __init__(self, session: AgentSession, *, timeout: float = 10.0) -> None:
+        self.session = session
+        self.topic = Topic(session.topics.telemetry)
+        self.timeout = timeout
+
+    def send(self, message: OutboxMessage) -> None:
+        self.send_many([message])
+
+    def send_many(self, messages: Sequence[OutboxMessage]) -> None:
+        self.session.publish_and_wait(
+            [
+                MqttMessage(
+                    self.topic,
+                    _dumps(message.to_dict()),
+                    1,
+                    user_properties=(("idempotency-key", message.key),),
+                )
+                for message in messages
+            ],
+            self.timeout,
+        )
 
 
 class TelemetryReporter:

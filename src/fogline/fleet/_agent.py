@@ -1,0 +1,308 @@
+"""The device agent: one MQTT session, a convergence loop, a supervisor, telemetry.
+
+:class:`Agent` ties the parts together::
+
+    AgentSession (paho's thread)  ──desired/command──►  Converger (its thread)
+          ▲ state, presence                               │ fetch → check → activate
+          │                                               ▼
+    OutboxSender (its thread) ◄── ResultStore ◄── TelemetryReporter (its thread)
+          │ telemetry                                     ▲ metrics
+          ▼                                               │
+        broker                                       Supervisor (children)
+
+Its data folder ``DEV`` holds ``credentials.json`` and ``trust/root.json``
+(:mod:`._agent_enrol`), the installer's releases (``active/``, ``previous/``
+and its staging area), and the agent's own ``agent/`` folder: the
+convergence state, the telemetry store and outbox, the children's pids and
+logs. Everything there is written atomically, so the agent may be killed
+at any moment and converges after a restart.
+
+Concurrency: threads, because paho-mqtt calls back on its own network
+thread and the rest waits on processes, files and compute; each thread owns
+one role and they meet only through thread-safe hand-overs (see each part).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+import fogline
+from fogline.errors import ConfigError
+from fogline.fleet._agent_converge import Converger, Options
+from fogline.fleet._agent_enrol import (
+    TRUSTED_ROOT,
+    Credentials,
+    enrol,
+    install_root,
+    read_credentials,
+)
+from fogline.fleet._agent_session import DEFAULT_SESSION_EXPIRY, AgentSession
+from fogline.fleet._installer import ReleaseInstaller
+from fogline.fleet._protocol import DEFAULT_PREFIX, DeviceId, DeviceState, DeviceTopics, Metrics
+from fogline.fleet._supervisor import Supervisor
+from fogline.fleet._telemetry import (
+    Scrape,
+    TelemetryReporter,
+    TelemetryTransport,
+    metrics_between,
+    parse_scrape,
+)
+from fogline.pipeline._mqtt import BrokerUrl, MqttUrl
+from fogline.store import OutboxSender, ResultStore, Retention
+
+log = logging.getLogger("fogline.agent")
+
+#: Telemetry results kept in the device's store (sent ones beyond this are deleted).
+TELEMETRY_ROWS = 10_000
+
+
+class AgentConfig(BaseModel):
+    """How one agent runs: where the broker and controller are, its folder, its identity.
+
+    ``credentials`` (a user name and password for the broker) win over the
+    ``credentials.json`` that enrolment writes, which wins over a user and
+    password in the broker URL. ``token`` enrols the device on first start;
+    ``trusted_root`` installs an operator-given TUF root instead.
+
+    >>> config = AgentConfig(
+    ...     broker="mqtt://127.0.0.1:1883", controller="http://127.0.0.1:8080",
+    ...     data="/var/lib/fogline", device_id="cam-7")
+    >>> config.repository, config.broker.port
+    ('http://127.0.0.1:8080/repository', 1883)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    broker: BrokerUrl
+    controller: str
+    data: Path
+    device_id: DeviceId
+    prefix: str = Field(default=DEFAULT_PREFIX, min_length=1, pattern=r"^[^/+#\s]+$")
+    telemetry_period: float = Field(default=10.0, gt=0)
+    credentials: Credentials | None = None
+    token: str | None = Field(default=None, min_length=1)
+    trusted_root: Path | None = None
+    session_expiry: int = Field(default=DEFAULT_SESSION_EXPIRY, ge=1)
+    serve_http_port: int | None = Field(default=None, ge=1, le=65535)
+    retry_max: float = Field(default=60.0, gt=0)
+
+    @field_validator("controller")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"the controller URL starts with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def repository(self) -> str:
+        """Where the controller serves its signed releases."""
+        return f"{self.controller}/repository"
+
+
+class Agent:
+    """One device's agent; ``start`` it (or use ``with``), ``stop`` it to drain and say offline.
+
+    ``on_event`` receives one line per change worth telling an operator
+    (phases, errors, connections, children).
+    """
+
+    def __init__(
+        self, config: AgentConfig, *, on_event: Callable[[str], None] | None = None
+    ) -> None:
+        self.config = config
+        self.data = config.data
+        self._on_event = on_event or (lambda line: None)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self.installer: ReleaseInstaller | None = None
+        self.session: AgentSession | None = None
+        self.converger: Converger | None = None
+        self.supervisor: Supervisor | None = None
+        self.store: ResultStore | None = None
+        self.reporter: TelemetryReporter | None = None
+        self.sender: OutboxSender | None = None
+        self._scrapes: dict[str, tuple[Scrape, float]] = {}
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Enrol if needed, recover, run what is active, connect, and converge in the background."""
+        if self._started:
+            raise ConfigError("the agent is already started")
+        self._started = True
+        agent_dir = self.data / "agent"
+        agent_dir.mkdir(parents=True, exist_ok=True)
+        url, prefix = self._identity()
+        installer = self.installer = ReleaseInstaller(self.data, self.config.repository)
+        topics = DeviceTopics(prefix, self.config.device_id)
+        self.supervisor = Supervisor(on_event=self._event, pid_file=agent_dir / "children.json")
+        self.converger = Converger(
+            installer,
+            self.supervisor,
+            self.config.device_id,
+            agent_dir / "state.json",
+            self._publish_state,
+            Options(
+                run_dir=agent_dir / "run",
+                logs_dir=agent_dir / "logs",
+                serve_http_port=self.config.serve_http_port,
+                retry_max=self.config.retry_max,
+                on_event=self._event,
+            ),
+            agent_version=fogline.__version__,
+            on_report=self._report_now,
+        )
+        self.session = AgentSession(
+            url,
+            topics,
+            on_desired=self.converger.desire,
+            on_command=self.converger.command,
+            on_event=self._event,
+            session_expiry=self.config.session_expiry,
+        )
+        self.store = ResultStore(
+            agent_dir / "telemetry.db", retention=Retention(max_rows=TELEMETRY_ROWS)
+        )
+        self.reporter = TelemetryReporter(
+            self.store,
+            self.config.device_id,
+            self._collect,
+            period=self.config.telemetry_period,
+            agent_version=fogline.__version__,
+            pids=self.supervisor.pids,
+        )
+        self.sender = OutboxSender(
+            self.store, TelemetryTransport(self.session), backoff_initial=1.0, backoff_max=10.0
+        )
+        self.converger.boot()
+        self.session.start()
+        self._thread("converge", self.converger.run)
+        self._thread("telemetry", self.reporter.run)
+        self._thread("outbox", self._deliver)
+
+    def stop(self) -> None:
+        """Stop converging, stop the children, say offline, close the store."""
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        self._threads.clear()
+        if self.supervisor is not None:
+            self.supervisor.close()
+        if self.session is not None:
+            self.session.close()
+        if self.store is not None:
+            self.store.close()
+        if self.installer is not None:
+            self.installer.close()
+
+    def __enter__(self) -> Agent:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def error(self) -> str | None:
+        """Why the broker refuses this device (credentials, ACL), if it does."""
+        return None if self.session is None else self.session.error
+
+    def state(self) -> DeviceState | None:
+        return None if self.converger is None else self.converger.state()
+
+    # -- parts -----------------------------------------------------------------------
+
+    def _identity(self) -> tuple[MqttUrl, str]:
+        """The broker URL with this device's credentials, and the topic prefix."""
+        config = self.config
+        credentials = config.credentials or read_credentials(self.data)
+        if credentials is None and config.token is not None:
+            credentials = enrol(config.controller, self.data, config.device_id, config.token)
+            self._event(f"enrolled at {config.controller} as {credentials.username or 'anonymous'}")
+        root = self.data / TRUSTED_ROOT
+        if config.trusted_root is not None and not root.exists():
+            try:
+                given = config.trusted_root.read_bytes()
+            except OSError as exc:
+                raise ConfigError(
+                    f"--trusted-root {config.trusted_root}: {exc.strerror or exc}"
+                ) from exc
+            install_root(self.data, given)
+            self._event(f"installed the trusted root from {config.trusted_root}")
+        if not root.exists():
+            raise ConfigError(
+                f"{root} is missing: enrol the device with --token, or give the controller's "
+                "root.json with --trusted-root"
+            )
+        url = config.broker
+        prefix = config.prefix
+        if credentials is not None:
+            if credentials.username is not None:
+                url = dataclasses.replace(
+                    url, username=credentials.username, password=credentials.password
+                )
+            prefix = credentials.prefix
+        return url, prefix
+
+    def _thread(self, name: str, target: Callable[[threading.Event], None]) -> None:
+        thread = threading.Thread(
+            target=target, args=(self._stop,), name=f"fogline-agent-{name}", daemon=True
+        )
+        thread.start()
+        self._threads.append(thread)
+
+    def _event(self, line: str) -> None:
+        log.info("%s", line)
+        self._on_event(line)
+
+    def _deliver(self, stop: threading.Event) -> None:
+        """Send the outbox while connected; offline, wait (no failures, no backoff piled up)."""
+        assert self.sender is not None and self.session is not None
+        while not stop.is_set():
+            delivered = 0
+            if self.session.connected:
+                try:
+                    delivered = self.sender.deliver_once()
+                except Exception:  # the store failing must not end delivery for good
+                    log.exception("telemetry delivery failed")
+            if delivered < self.sender.batch:
+                stop.wait(self.sender.poll_interval)
+
+    def _publish_state(self, state: DeviceState) -> None:
+        if self.session is not None:
+            self.session.publish_state(state)
+
+    def _report_now(self) -> None:
+        if self.reporter is not None:
+            self.reporter.report_once()
+
+    def _collect(self) -> tuple[Mapping[str, str], Mapping[str, Metrics]]:
+        """The versions that run and what each release measured since the last report."""
+        assert self.converger is not None and self.supervisor is not None
+        versions = self.converger.versions()
+        kinds = self.converger.kinds()
+        now = time.monotonic()
+        metrics: dict[str, Metrics] = {}
+        for name in versions:
+            measured = Metrics()
+            kind = kinds.get(name)
+            text = None if kind is None else self.supervisor.metrics_text(name)
+            if kind is not None and text is not None:
+                scrape = parse_scrape(kind, text)
+                before = self._scrapes.get(name)
+                seconds = now - before[1] if before else self.config.telemetry_period
+                measured = metrics_between(before[0] if before else None, scrape, seconds)
+                self._scrapes[name] = (scrape, now)
+            accuracy = self.converger.accuracy(name)
+            if accuracy is not None:
+                measured = measured.model_copy(update={"accuracy": accuracy})
+            metrics[name] = measured
+        return versions, metrics

@@ -1,0 +1,483 @@
+"""The agent's convergence loop: from the desired state to what runs, one release at a time.
+
+For each release name of the newest :class:`~fogline.fleet.DesiredState`
+whose version differs from the active one, the loop fetches it (the
+installer downloads and verifies it against the trusted TUF root, refusing
+forged, stale or older releases), runs the health check on the staged copy,
+activates it (an atomic swap of ``DEV/active/<name>``) and (re)starts what the
+release runs. A name dropped from the desired state is stopped. Each phase
+is reported on the retained ``state`` topic as a :class:`~fogline.fleet.DeviceState`.
+
+On any failure the last-known-good release keeps running and the reason is
+reported: a network failure (:class:`~fogline.errors.TransportError`) is
+retried with a backoff; a refusal or a failed health check is not retried
+for the same generation (it would fail the same way), only a newer desired
+state tries again. A ``rollback`` entry of the desired state lets a release
+go back: to the previous one the installer still holds, or by fetching the
+older version with the downgrade allowed. The commands ``rollback``,
+``restart`` and ``report`` act at once; a command rollback holds the release
+on the previous version until a newer desired state arrives.
+
+What the loop must remember across a restart (the desired state, refusals,
+held releases, answered commands, canary accuracy) is in
+``DEV/agent/state.json``, written atomically; the active and previous
+releases are the installer's, which survives a kill at any moment.
+
+Concurrency: :meth:`Converger.run` is the one thread that changes anything;
+:meth:`~Converger.desire` and :meth:`~Converger.command` (called on paho's
+thread) only hand their message over and wake it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from fogline.errors import FoglineError, ModelNotFound, ReleaseRefused, TransportError
+from fogline.fleet._health import HealthReport, check_release
+from fogline.fleet._installer import ReleaseInstaller, StagedRelease
+from fogline.fleet._protocol import (
+    Command,
+    DesiredState,
+    DeviceState,
+    Phase,
+    ReleaseStatus,
+)
+from fogline.fleet._supervisor import ChildSpec, Supervisor, pipeline_child, serve_child
+from fogline.model._atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+Health = Literal["ok", "degraded", "failed"]
+
+
+class _Saved(BaseModel):
+    """What survives a restart of the agent (``DEV/agent/state.json``)."""
+
+    desired: DesiredState | None = None
+    generation: int = 0
+    releases: dict[str, ReleaseStatus] = Field(default_factory=dict)
+    # name -> [version, generation]: not tried again until a newer generation.
+    blocked: dict[str, tuple[str, int]] = Field(default_factory=dict)
+    accuracy: dict[str, float] = Field(default_factory=dict)
+    commands: list[str] = Field(default_factory=list)
+
+
+@dataclass
+class _Retry:
+    version: str
+    attempts: int = 0
+    at: float = 0.0
+
+
+@dataclass
+class Options:
+    """How the loop runs children and retries."""
+
+    run_dir: Path
+    logs_dir: Path
+    serve_http_port: int | None = None
+    retry_initial: float = 1.0
+    retry_max: float = 60.0
+    tick: float = 1.0  # how often children and retries are looked at
+    crash_loop: int = 3  # restarts without a stable run before the health is "failed"
+    on_event: Callable[[str], None] = field(default=lambda line: None)
+
+
+def _version(installed: StagedRelease | None) -> str | None:
+    return None if installed is None else installed.version
+
+
+class Converger:
+    """Brings the device to its desired state; see the module docstring."""
+
+    def __init__(
+        self,
+        installer: ReleaseInstaller,
+        supervisor: Supervisor,
+        device_id: str,
+        state_file: Path,
+        publish: Callable[[DeviceState], None],
+        options: Options,
+        *,
+        agent_version: str = "",
+        on_report: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.installer = installer
+        self.supervisor = supervisor
+        self.device_id = device_id
+        self.state_file = state_file
+        self.options = options
+        self.agent_version = agent_version
+        self._publish = publish
+        self._on_report = on_report
+        self._event = options.on_event
+        self._saved = self._load()
+        self._lock = threading.Lock()
+        self._incoming: DesiredState | None = None
+        self._commands: deque[Command] = deque()
+        self._wake = threading.Event()
+        self._retries: dict[str, _Retry] = {}
+        self._published: str | None = None
+
+    # -- inputs (any thread) ---------------------------------------------------------
+
+    def desire(self, desired: DesiredState) -> None:
+        """Take a desired state; one not newer than the current one is ignored."""
+        with self._lock:
+            current = self._incoming or self._saved.desired
+            if current is not None and desired.generation <= current.generation:
+                return
+            self._incoming = desired
+        self._wake.set()
+
+    def command(self, command: Command) -> None:
+        with self._lock:
+            self._commands.append(command)
+        self._wake.set()
+
+    # -- reading (any thread) --------------------------------------------------------
+
+    def versions(self) -> dict[str, str]:
+        """The version each release runs now."""
+        with self._lock:
+            return {
+                name: status.version
+                for name, status in self._saved.releases.items()
+                if status.version is not None
+            }
+
+    def accuracy(self, name: str) -> float | None:
+        with self._lock:
+            return self._saved.accuracy.get(name)
+
+    def kinds(self) -> dict[str, str]:
+        """The kind of each release with a child process (for telemetry)."""
+        out = {}
+        for name in self.supervisor.names():
+            spec = self.supervisor.spec(name)
+            if spec is not None:
+                out[name] = spec.argv[3]  # "run" or "serve"
+        return {n: "pipeline" if k == "run" else "serve" for n, k in out.items()}
+
+    def state(self) -> DeviceState:
+        with self._lock:
+            releases = dict(self._saved.releases)
+            generation = self._saved.generation
+        return DeviceState(
+            device_id=self.device_id,
+            generation=generation,
+            releases=releases,
+            health=self._health(releases),
+            agent=self.agent_version,
+        )
+
+    # -- the loop --------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Converge until ``stop`` is set (call :meth:`boot` first)."""
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception:  # a bug must not end convergence for good: log, report, go on
+                log.exception("convergence step failed")
+                self._event("convergence step failed (see the log); retrying")
+            self._wake.wait(self._wait())
+            self._wake.clear()
+
+    def boot(self) -> None:
+        """After a (re)start: recover the installer, run what is active, say where it is."""
+        self.installer.recover()
+        desired = self._saved.desired
+        names = set(self._saved.releases) | set(desired.releases if desired else ())
+        for name in sorted(names):
+            installed = self.installer.active(name)
+            if installed is None:
+                continue
+            if desired is None or name in desired.releases:
+                self._start_child(name, installed)
+                self._set(name, version=_version(installed))
+            else:
+                self._forget(name)
+        self._report(force=True)
+
+    def step(self) -> None:
+        """One pass: commands first, then a newer desired state, then every release."""
+        with self._lock:
+            commands = list(self._commands)
+            self._commands.clear()
+            incoming, self._incoming = self._incoming, None
+        for command in commands:
+            self._command(command)
+        if incoming is not None:
+            self._event(
+                f"desired state generation {incoming.generation}: "
+                + (", ".join(f"{n} {v}" for n, v in sorted(incoming.releases.items())) or "none")
+            )
+            with self._lock:
+                self._saved.desired = incoming
+                self._retries.clear()
+            self._save()
+        desired = self._saved.desired
+        if desired is not None:
+            for name, version in sorted(desired.releases.items()):
+                self._converge(name, version, desired)
+            for name in sorted(set(self._saved.releases) - set(desired.releases)):
+                self._forget(name)
+            if self._saved.generation != desired.generation:
+                with self._lock:
+                    self._saved.generation = desired.generation
+                self._save()
+        self._report()
+
+    def _wait(self) -> float:
+        now = time.monotonic()
+        pending = [r.at - now for r in self._retries.values()]
+        return max(0.05, min([self.options.tick, *pending]))
+
+    # -- one release -----------------------------------------------------------------
+
+    def _converge(self, name: str, version: str, desired: DesiredState) -> None:
+        installed = self.installer.active(name)
+        current = _version(installed)
+        if current == version:
+            status = self._saved.releases.get(name)
+            if (
+                status is None
+                or status.version != version
+                or status.phase
+                not in (
+                    "active",
+                    "rolled-back",
+                )
+            ):
+                self._set(name, version=version, target=None, phase="active", error=None)
+            if not self.supervisor.running(name) and name not in self.supervisor.names():
+                self._start_child(name, installed)
+            return
+        blocked = self._saved.blocked.get(name)
+        if blocked is not None and tuple(blocked) == (version, desired.generation):
+            return
+        retry = self._retries.get(name)
+        if retry is not None and retry.version == version and time.monotonic() < retry.at:
+            return
+        downgrade = desired.rollback.get(name) == version
+        try:
+            if downgrade and _version(self.installer.previous(name)) == version:
+                self._event(f"{name}: rolling back to {version} (kept on the device)")
+                self.installer.rollback(name)
+                self._after_swap(name, self.installer.active(name), None)
+            else:
+                self._install(name, version, downgrade)
+        except (TransportError, ModelNotFound) as exc:  # may work later: retried
+            self._failed_network(name, version, exc)
+        except FoglineError as exc:
+            refused = isinstance(exc, ReleaseRefused)
+            self._block(name, version, desired.generation)
+            self._set(
+                name,
+                version=current,
+                target=version,
+                phase="refused" if refused else "failed",
+                error=str(exc),
+            )
+            self._event(f"{name} {version}: {'refused' if refused else 'failed'}: {exc}")
+        else:
+            self._retries.pop(name, None)
+
+    def _install(self, name: str, version: str, downgrade: bool) -> None:
+        current = _version(self.installer.active(name))
+        self._set(name, version=current, target=version, phase="downloading", error=None)
+        self._report()
+        staged = self.installer.fetch(name, version, allow_downgrade_to_previous=downgrade)
+        self._set(name, version=current, target=version, phase="checking")
+        self._report()
+        report = self._check(staged)
+        if not report.ok:
+            raise _HealthFailed(f"health check: {report.reason}")
+        self._set(name, version=current, target=version, phase="staging")
+        self.installer.activate(staged)
+        self._after_swap(name, self.installer.active(name), report)
+
+    def _check(self, release: StagedRelease) -> HealthReport:
+        document, root = release.document, release.path
+        sample = document.health.sample
+        canary = document.canary.data
+        return check_release(
+            document.kind,
+            release.entry,
+            latency_budget_ms=document.health.latency_budget_ms,
+            sample=None if sample is None else root / sample,
+            canary=None if canary is None else root / canary,
+        )
+
+    def _after_swap(
+        self, name: str, installed: StagedRelease | None, report: HealthReport | None
+    ) -> None:
+        version = _version(installed)
+        self._start_child(name, installed)
+        with self._lock:
+            if report is not None and report.accuracy is not None:
+                self._saved.accuracy[name] = report.accuracy
+            elif report is not None:
+                self._saved.accuracy.pop(name, None)
+        self._set(name, version=version, target=None, phase="active", error=None)
+        detail = f" ({report.describe()})" if report is not None else ""
+        self._event(f"{name}: {version} active{detail}")
+
+    def _failed_network(self, name: str, version: str, exc: Exception) -> None:
+        retry = self._retries.get(name)
+        if retry is None or retry.version != version:
+            retry = self._retries[name] = _Retry(version)
+        retry.attempts += 1
+        delay = min(
+            self.options.retry_max, self.options.retry_initial * 2.0 ** (retry.attempts - 1)
+        )
+        retry.at = time.monotonic() + delay
+        current = _version(self.installer.active(name))
+        self._set(name, version=current, target=version, phase="failed", error=str(exc))
+        self._event(f"{name} {version}: failed: {exc}; retrying in {delay:.0f} s")
+
+    def _block(self, name: str, version: str, generation: int) -> None:
+        with self._lock:
+            self._saved.blocked[name] = (version, generation)
+        self._retries.pop(name, None)
+
+    def _forget(self, name: str) -> None:
+        if name in self.supervisor.names():
+            self.supervisor.stop(name)
+        with self._lock:
+            self._saved.releases.pop(name, None)
+            self._saved.accuracy.pop(name, None)
+            self._saved.blocked.pop(name, None)
+        self._save()
+        self._event(f"{name}: no longer desired, stopped")
+
+    # -- children --------------------------------------------------------------------
+
+    def _start_child(self, name: str, installed: StagedRelease | None) -> None:
+        spec = self._child(name, installed)
+        if spec is None:
+            if name in self.supervisor.names():
+                self.supervisor.stop(name)
+            return
+        self.supervisor.start(name, spec, log_file=self.options.logs_dir / f"{name}.log")
+
+    def _child(self, name: str, installed: StagedRelease | None) -> ChildSpec | None:
+        if installed is None:
+            return None
+        document, entry = installed.document, installed.entry
+        cwd = self.options.run_dir / name
+        if document.kind == "pipeline":
+            return pipeline_child(entry, cwd=cwd)
+        if document.kind == "serve":
+            return serve_child(entry, cwd=cwd, http_port=self.options.serve_http_port)
+        return None
+
+    # -- commands --------------------------------------------------------------------
+
+    def _command(self, command: Command) -> None:
+        if command.id in self._saved.commands:
+            return  # a redelivery (QoS 1 is at least once)
+        with self._lock:
+            self._saved.commands = [*self._saved.commands[-63:], command.id]
+        self._save()
+        names = [command.release] if command.release else sorted(self._saved.releases)
+        self._event(f"command {command.kind} ({command.id}) for {', '.join(names) or 'nothing'}")
+        if command.kind == "report":
+            self._report(force=True)
+            self._on_report()
+            return
+        for name in names:
+            if command.kind == "restart":
+                if not self.supervisor.restart(name):
+                    installed = self.installer.active(name)
+                    if installed is not None:
+                        self._start_child(name, installed)
+            else:
+                self._rollback(name)
+
+    def _rollback(self, name: str) -> None:
+        previous = _version(self.installer.previous(name))
+        current = _version(self.installer.active(name))
+        if previous is None:
+            self._set(name, version=current, error=f"no previous release of {name} to roll back to")
+            self._event(f"{name}: cannot roll back, no previous release on the device")
+            return
+        try:
+            self.installer.rollback(name)
+        except FoglineError as exc:
+            self._set(name, version=current, error=f"rollback failed: {exc}")
+            self._event(f"{name}: rollback failed: {exc}")
+            return
+        desired = self._saved.desired
+        if desired is not None and current is not None:
+            self._block(name, desired.releases.get(name, current), desired.generation)
+        installed = self.installer.active(name)
+        self._start_child(name, installed)
+        self._set(name, version=_version(installed), target=None, phase="rolled-back", error=None)
+        self._event(f"{name}: rolled back from {current} to {_version(installed)}")
+
+    # -- state -----------------------------------------------------------------------
+
+    def _set(self, name: str, **changes: Any) -> None:
+        with self._lock:
+            old = self._saved.releases.get(name) or ReleaseStatus()
+            values = old.model_dump()
+            values.update(changes)
+            values["since"] = time.time() if values["phase"] != old.phase else old.since
+            new = ReleaseStatus.model_validate(values)
+            changed = new.model_dump(exclude={"since"}) != old.model_dump(exclude={"since"})
+            self._saved.releases[name] = new if changed else old
+        if changed:
+            self._save()
+            phase: Phase = new.phase
+            if "phase" in changes and phase not in ("active", "failed", "refused"):
+                self._event(f"{name}: {phase} {new.target or new.version or ''}".rstrip())
+
+    def _health(self, releases: dict[str, ReleaseStatus]) -> Health:
+        health: Health = "ok"
+        for name, status in releases.items():
+            if status.phase in ("failed", "refused"):
+                health = "degraded"
+            spec = self.supervisor.spec(name)
+            if spec is not None and not self.supervisor.running(name):
+                if self.supervisor.restarts(name) >= self.options.crash_loop:
+                    return "failed"
+                health = "degraded"
+        return health
+
+    def _report(self, *, force: bool = False) -> None:
+        state = self.state()
+        fingerprint = state.model_dump_json(exclude={"time"})
+        if force or fingerprint != self._published:
+            self._published = fingerprint
+            self._publish(state)
+
+    def _load(self) -> _Saved:
+        try:
+            return _Saved.model_validate_json(self.state_file.read_bytes())
+        except FileNotFoundError:
+            return _Saved()
+        except (OSError, ValidationError, ValueError) as exc:
+            log.warning("%s unreadable (%s); starting from an empty state", self.state_file, exc)
+            return _Saved()
+
+    def _save(self) -> None:
+        with self._lock:
+            body = self._saved.model_dump_json()
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.state_file) as tmp:
+            tmp.write_text(body)
+
+
+class _HealthFailed(FoglineError):
+    """The staged release failed its health check (not activated)."""

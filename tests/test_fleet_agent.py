@@ -1,0 +1,382 @@
+"""The device agent against a real Mosquitto and a real signed repository over HTTP.
+
+The test plays the controller: it publishes retained desired states and
+commands with paho and reads the device's retained state, presence and
+telemetry. Releases are real TUF releases of the digits model.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from broker import Mosquitto
+from fleet_agent_support import (
+    ENROL_TOKEN,
+    FakeController,
+    ReleaseServer,
+    check_active,
+    model_release,
+    pipeline_release,
+    release_phase,
+)
+from fogline.fleet import Command, DesiredState
+from fogline.fleet._agent import Agent, AgentConfig
+from fogline.fleet._agent_enrol import read_credentials
+from fogline.pipeline._mqtt import MqttUrl
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    with Mosquitto(tmp_path / "broker") as running:
+        yield running
+
+
+@pytest.fixture
+def releases(tmp_path: Path) -> Iterator[ReleaseServer]:
+    server = ReleaseServer(tmp_path / "controller")
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def controller(broker: Mosquitto) -> Iterator[FakeController]:
+    fake = FakeController(broker.url)
+    yield fake
+    fake.close()
+
+
+def make_agent(
+    tmp_path: Path,
+    broker: Mosquitto,
+    releases: ReleaseServer,
+    device: str = "cam-1",
+    **extra: object,
+) -> Agent:
+    config = AgentConfig.model_validate(
+        {
+            "broker": MqttUrl.parse(broker.url),
+            "controller": releases.url,
+            "data": tmp_path / device,
+            "device_id": device,
+            "trusted_root": releases.root,
+            "telemetry_period": 0.3,
+            "retry_max": 2.0,
+            **extra,
+        }
+    )
+    lines: list[str] = []
+    agent = Agent(config, on_event=lines.append)
+    agent.lines = lines  # type: ignore[attr-defined]  # what the CLI would print, for messages
+    return agent
+
+
+def active(phase: str, version: str, name: str = "digits"):  # type: ignore[no-untyped-def]
+    return lambda state: release_phase(state, name)[::2] == (version, phase)
+
+
+def test_converges_to_a_release_and_reports_it_active(
+    tmp_path: Path, broker: Mosquitto, releases: ReleaseServer, controller: FakeController
+) -> None:
+    # Prepare
+    releases.publish(
+        model_release(tmp_path / "r1"),
+        "digits",
+        "1.0.0",
+        sample="sample.npz",
+        canary="canary.npz",
+        latency_budget_ms=1000,
+    )
+    controller.desire("cam-1", DesiredState(generation=1, releases={"digits": "1.0.0"}))
+    # Execute
+    with make_agent(tmp_path, broker, releases) as agent:
+        state = controller.wait_state("cam-1", active("active", "1.0.0"))
+        controller.wait(lambda: controller.presence.get("cam-1") is True, what="presence online")
+        controller.wait(
+            lambda: any(
+                body["result"]["outputs"]["metrics"].get("digits", {}).get("accuracy")
+                for _, body in controller.telemetry
+            ),
+            what="telemetry with the canary accuracy",
+        )
+    # Assert
+    assert state.generation == 1 and state.health == "ok"
+    assert check_active(tmp_path / "cam-1", "digits") == "1.0.0"
+    outputs = controller.telemetry[-1][1]["result"]["outputs"]
+    assert outputs["device_id"] == "cam-1" and outputs["versions"] == {"digits": "1.0.0"}
+    assert outputs["metrics"]["digits"]["accuracy"] > 0.9
+    assert outputs["memory_mb"] > 0
+    controller.wait(lambda: controller.presence.get("cam-1") is False, what="presence offline")
+    assert any("1.0.0 active" in line for line in agent.lines)  # type: ignore[attr-defined]
+
+
+def test_a_release_failing_its_health_check_is_not_activated(
+    tmp_path: Path, broker: Mosquitto, releases: ReleaseServer, controller: FakeController
+) -> None:
+    # Prepare: 1.0.0 runs; 1.1.0 can never meet its latency budget
+    releases.publish(model_release(tmp_path / "r1"), "digits", "1.0.0")
+    releases.publish(
+        model_release(tmp_path / "r2", seed=2),
+        "digits",
+        "1.1.0",
+        sample="sample.npz",
+        latency_budget_ms=0.000001,
+    )
+    controller.desire("cam-1", DesiredState(generation=1, releases={"digits": "1.0.0"}))
+    with make_agent(tmp_path, broker, releases):
+        controller.wait_state("cam-1", active("active", "1.0.0"))
+        # Execute
+        controller.desire("cam-1", DesiredState(generation=2, releases={"digits": "1.1.0"}))
+        state = controller.wait_state("cam-1", active("failed", "1.0.0"))
+        time.sleep(1.0)  # it is not tried again for the same generation
+        again = controller.states["cam-1"]
+    # Assert
+    status = state.releases["digits"]
+    assert status.target == "1.1.0" and state.generation == 2
+    assert status.error is not None and "budget" in status.error
+    assert again.releases["digits"].since == status.since
+    assert check_active(tmp_path / "cam-1", "digits") == "1.0.0"
+
+
+def test_a_sample_that_does_not_fit_the_model_fails_the_check(
+    tmp_path: Path, broker: Mosquitto, releases: ReleaseServer, controller: FakeController
+) -> None:
+    import numpy as np
+
+    folder = model_release(tmp_path / "r1")
+    np.savez(folder / "sample.npz", pixels=np.zeros((1, 8, 8), np.float32))  # no channel axis
+    releases.publish(folder, "digits", "1.0.0", sample="sample.npz")
+    controller.desire("cam-1", DesiredState(generation=1, releases={"digits": "1.0.0"}))
+    with make_agent(tmp_path, broker, releases):
+        state = controller.wait_state("cam-1", lambda s: release_phase(s, "digits")[2] == "failed")
+    assert state.releases["digits"].version is None
+    assert "shape" in (state.releases["digits"].error or "")
+    assert not (tmp_path / "cam-1" / "active" / "digits").exists()
+
+
+def test_rollback_command_and_rollback_in_the_desired_state(
+    tmp_path: Path, broker: Mosquitto, releases: ReleaseServer, controller: FakeController
+) -> None:
+    releases.publish(model_release(tmp_path / "r1"), "digits", "1.0.0")
+    releases.publish(model_release(tmp_path / "r2", seed=2), "digits", "1.1.0")
+    controller.desire("cam-1", DesiredState(generation=1, releases={"digits": "1.0.0"}))
+    with make_agent(tmp_path, broker, releases):
+        controller.wait_state("cam-1", active("active", "1.0.0"))
+        controller.desire("cam-1", DesiredState(generation=2, releases={"digits": "1.1.0"}))
+        controller.wait_state("cam-1", active("active", "1.1.0"))
+        # Execute: the command takes it back and holds it there for this generation
+        controller.command("cam-1", Command(id="c-1", kind="rollback", release="digits"))
+        state = controller.wait_state("cam-1", active("rolled-back", "1.0.0"))
+        assert check_active(tmp_path / "cam-1", "digits") == "1.0.0"
+        time.sleep(1.0)
+        assert release_phase(controller.states["cam-1"], "digits")[0] == "1.0.0"
+        # A newer generation goes forward again, then the controller rolls it back itself
+        controller.desire("cam-1", DesiredState(generation=3, releases={"digits": "1.1.0"}))
+        controller.wait_state("cam-1", active("active", "1.1.0"))
+        controller.desire(
+            "cam-1",
+            DesiredState(generation=4, releases={"digits": "1.0.0"}, rollback={"digits": "1.0.0"}),
+        )
+        final = controller.wait_state("cam-1", active("active", "1.0.0"))
+    assert state.releases["digits"].phase == "rolled-back"
+    assert final.generation == 4
+    assert check_active(tmp_path / "cam-1", "digits") == "1.0.0"
+
+
+def test_an_older_release_without_rollback_is_refused(
+    tmp_path: Path, broker: Mosquitto, releases: ReleaseServer, controller: FakeController
+) -> None:
+    releases.publish(model_release(tmp_path / "r1"), "digits", "1.0.0")
+    releases.publish(model_release(tmp_path / "r2", seed=2), "digits", "1.1.0")
+    controller.desire("cam-1", DesiredState(generation=1, releases={"digits": "1.1.0"}))
+    with make_agent(tmp_path, broker, releases):
+        controller.wait_state("cam-1", active("active", "1.1.0"))
+        controller.desire("cam-1", DesiredState(generation=2, releases={"digits": "1.0.0"}))
+        state = controller.wait_state("cam-1", active("refused", "1.1.0"))
+    assert "older" in (state.releases["digits"].error or "")
+    assert check_active(tmp_path / "cam-1", "digits") == "1.1.0"
+
+
+def test_telemetry_is_queued_while_the_broker_is_down_and_delivered_after(
+    tmp_path: Path, broker: Mosquitto, releases: ReleaseServer, controller: FakeController
+) -> None:
+    releases.publish(model_release(tmp_path / "r1"), "digits", "1.0.0")
+    controller.desire("cam-1", DesiredState(generation=1, releases={"digits": "1.0.0"}))
+    with make_agent(tmp_path, broker, releases) as agent:
+        controller.wait_state("cam-1", active("active", "1.0.0"))
+        assert agent.store is not None
+        # Execute: the broker goes away; the model keeps running and reports pile up
+        broker.stop()
+        queued_before = agent.store.stats().pending
+        deadline = time.monotonic() + 30
+        while agent.store.stats().pending < queued_before + 5:
+            assert time.monotonic() < deadline, "telemetry was not queued while offline"
+            time.sleep(0.1)
+        assert check_active(tmp_path / "cam-1", "digits") == "1.0.0"
+        broker.start()
+        deadline = time.monotonic() + 60
+        while agent.store.stats().pending > 0:
+            assert time.monotonic() < deadline, f"outbox not drained: {agent.store.stats()}"
+            time.sleep(0.1)
+        produced = agent.store.stats().produced
+        sequences = lambda: {b["result"]["outputs"]["sequence"] for _, b in controller.telemetry}  # noqa: E731
+        controller.wait(lambda: set(range(produced)) <= sequences(), what="every report")
+        dropped = agent.store.stats().dropped
+    # Assert: nothing lost; a redelivery carries the same key as the first delivery
+    by_key: dict[str, int] = {}
+    for key, body in controller.telemetry:
+        sequence = body["result"]["outputs"]["sequence"]
+        assert by_key.setdefault(key, sequence) == sequence
+    assert len(set(by_key.values())) == len(by_key)
+    assert dropped == 0
+
+
+def test_telemetry_survives_an_agent_restart(
+    tmp_path: Path, broker: Mosquitto, releases: ReleaseServer, controller: FakeController
+) -> None:
+    releases.publish(model_release(tmp_path / "r1"), "digits", "1.0.0")
+    controller.desire("cam-1", DesiredState(generation=1, releases={"digits": "1.0.0"}))
+    broker.stop()  # offline from the start: everything stays in the outbox
+    agent = make_agent(tmp_path, broker, releases)
+    with agent:
+        assert agent.store is not None
+        deadline = time.monotonic() + 30
+        while agent.store.stats().pending < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    broker.start()
+    with make_agent(tmp_path, broker, releases) as again:
+        assert again.store is not None
+        controller.wait_state("cam-1", active("active", "1.0.0"))
+        deadline = time.monotonic() + 60
+        while again.store.stats().pending > 0 or again.store.stats().delivered < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        controller.wait(
+            lambda: (
+                {0, 1, 2} <= {b["result"]["outputs"]["sequence"] for _, b in controller.telemetry}
+            ),
+            what="the reports queued before the restart",
+        )
+
+
+def test_a_pipeline_release_runs_as_a_child_and_is_restarted_after_a_crash(
+    tmp_path: Path, broker: Mosquitto, releases: ReleaseServer, controller: FakeController
+) -> None:
+    releases.publish(pipeline_release(tmp_path / "p1"), "scanner", "1.0.0")
+    controller.desire("cam-1", DesiredState(generation=1, releases={"scanner": "1.0.0"}))
+    with make_agent(tmp_path, broker, releases) as agent:
+        controller.wait_state("cam-1", active("active", "1.0.0", "scanner"))
+        assert agent.supervisor is not None
+        deadline = time.monotonic() + 30
+        while agent.supervisor.pid("scanner") is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        first = agent.supervisor.pid("scanner")
+        assert first is not None
+        controller.wait(
+            lambda: any(
+                body["result"]["outputs"]["metrics"].get("scanner", {}).get("items", 0) > 0
+                for _, body in controller.telemetry
+            ),
+            what="telemetry with the pipeline's throughput",
+        )
+        # Execute: the child dies
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while agent.supervisor.pid("scanner") in (None, first):
+            assert time.monotonic() < deadline, "the pipeline was not restarted"
+            time.sleep(0.05)
+        second = agent.supervisor.pid("scanner")
+        # A dropped release is stopped
+        controller.desire("cam-1", DesiredState(generation=2, releases={}))
+        controller.wait_state("cam-1", lambda s: "scanner" not in s.releases)
+        assert agent.supervisor.pid("scanner") is None
+    assert second is not None and second != first
+    metrics = [
+        b["result"]["outputs"]["metrics"]["scanner"]
+        for _, b in controller.telemetry
+        if "scanner" in b["result"]["outputs"]["metrics"]
+    ]
+    assert any(m["items_per_second"] > 0 and m["p50_ms"] is not None for m in metrics)
+    with pytest.raises(ProcessLookupError):
+        os.kill(second, 0)
+
+
+def test_enrolment_with_a_token(tmp_path: Path, broker: Mosquitto, releases: ReleaseServer) -> None:
+    config = AgentConfig(
+        broker=MqttUrl.parse(broker.url),
+        controller=releases.url,
+        data=tmp_path / "cam-9",
+        device_id="cam-9",
+        token=ENROL_TOKEN,
+    )
+    with Agent(config):
+        pass
+    credentials = read_credentials(tmp_path / "cam-9")
+    assert credentials is not None and credentials.prefix == "fogline"
+    assert (tmp_path / "cam-9" / "credentials.json").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "cam-9" / "trust" / "root.json").read_bytes() == releases.root.read_bytes()
+    assert releases.enrolled == ["cam-9"]
+
+
+AGENT_CLI = (
+    "import sys, fogline.cli._agent; from fogline.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", AGENT_CLI, "agent", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_cli_refuses_bad_options_with_one_line(tmp_path: Path) -> None:
+    bad_id = run_cli(
+        "--broker",
+        "mqtt://127.0.0.1:1",
+        "--controller",
+        "http://127.0.0.1:1",
+        "--data",
+        str(tmp_path / "d"),
+        "--device-id",
+        "cam/7",
+    )
+    assert bad_id.returncode == 2
+    assert "device id" in bad_id.stderr and len(bad_id.stderr.strip().splitlines()) == 1
+    unreachable = run_cli(
+        "--broker",
+        "mqtt://127.0.0.1:1",
+        "--controller",
+        "http://127.0.0.1:1",
+        "--data",
+        str(tmp_path / "d"),
+        "--device-id",
+        "cam-7",
+        "--token",
+        "t",
+    )
+    assert unreachable.returncode == 2
+    assert "cannot enrol" in unreachable.stderr
+    assert len(unreachable.stderr.strip().splitlines()) == 1
+    no_root = run_cli(
+        "--broker",
+        "mqtt://127.0.0.1:1",
+        "--controller",
+        "http://127.0.0.1:1",
+        "--data",
+        str(tmp_path / "d"),
+        "--device-id",
+        "cam-7",
+    )
+    assert no_root.returncode == 2 and "--trusted-root" in no_root.stderr
