@@ -25,6 +25,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from fogline.errors import ConfigError
+
 #: The package folder that holds the pages.
 PACKAGE, FOLDER = "fogline.fleet", "dashboard"
 
@@ -70,6 +72,11 @@ def dashboard_routes() -> list[BaseRoute]:
     """
     folder = dashboard_folder()
     index = os.path.join(folder, "index.html")
+    if not os.path.isfile(index):
+        raise ConfigError(
+            f"the dashboard's files are missing ({index} does not exist): this fogline "
+            "installation is incomplete; reinstall fogline"
+        )
 
     async def page(request: Request) -> Response:
         return FileResponse(index, media_type="text/html", headers=_HEADERS)

@@ -9,6 +9,7 @@ import {
 } from "./fleet.js";
 
 const AGENT_HINT = "fogline agent --broker URL --controller URL --data DIR --device-id ID";
+const MAX_ROWS = 300;  // a big fleet is found by filtering; thousands of rows every 3 s would crawl
 
 export function devicesPage(params) {
   const group = params.get("group") ?? "";
@@ -46,6 +47,7 @@ export function devicesPage(params) {
     const shown = devices.filter((d) => (!group || d.group === group)
       && (!needle || d.id.toLowerCase().includes(needle) || d.tags.some((t) => t.toLowerCase().includes(needle))));
     summary.textContent = `${shown.length} of ${devices.length} devices`;
+    const rows = shown.slice(0, MAX_ROWS);
     if (!devices.length) {
       table.replaceChildren(empty("No devices yet.", "Start an agent with ", code(AGENT_HINT),
         "; enrol it first with a one-time token from ", code("fogline fleet token --group GROUP"), "."));
@@ -56,13 +58,13 @@ export function devicesPage(params) {
         h("a", {href: "#/devices"}, "Show all devices")));
       return;
     }
-    const releases = releaseNames(shown);
+    const releases = releaseNames(rows);
     table.replaceChildren(h("table", {className: "grid-table"},
       h("thead", null, h("tr", null,
         h("th", null, "Device"), h("th", null, "Group"), h("th", null, "Online"), h("th", null, "Last seen"),
         releases.map((name) => h("th", {className: "release-col"}, name)),
         h("th", null, "Health"), h("th", null, "Last error"))),
-      h("tbody", null, shown.map((device) => {
+      h("tbody", null, rows.map((device) => {
         const trouble = problem(device);
         const href = `#/devices/${encodeURIComponent(device.id)}`;
         return h("tr", {className: trouble ? "row-bad" : "", dataset: {device: device.id},
@@ -78,7 +80,9 @@ export function devicesPage(params) {
         h("td", null, device.state ? badge(trouble && device.state.health === "ok" ? "degraded" : device.state.health)
           : h("span", {className: "muted"}, "no report")),
         h("td", {className: "error-cell"}, lastError(device) ?? h("span", {className: "muted"}, "—")));
-      }))));
+      }))),
+    rows.length < shown.length ? h("p", {className: "muted more"},
+      `Showing the first ${rows.length} of ${shown.length}; filter by group or id to see the others.`) : null);
   }
 
   async function update(now) {
