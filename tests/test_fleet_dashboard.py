@@ -333,6 +333,13 @@ def test_overview_shows_counts_versions_charts_and_events(
     assert "token=" not in page.url  # moved to session storage, out of the address bar
     screenshot(page, shots, "overview")
 
+    ticks = page.locator('#fleet-charts [data-chart="throughput"] .grid text')
+    before = ticks.all_text_contents()
+    page.select_option("#fleet-charts >> xpath=.. >> select.range", "900")  # the last 15 min
+    expect(ticks).not_to_have_text(before)
+    path = page.locator('#fleet-charts [data-chart="throughput"] svg .series path').first
+    expect(path).to_have_attribute("d", _MANY_POINTS)
+
 
 def test_devices_table_shows_versions_phases_and_filters_by_group(
     page: Page, fleet: Fleet, shots: Path
