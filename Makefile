@@ -29,9 +29,11 @@ lint: $(VENV)/.dev-stamp
 	$(BIN)/ruff format --check src tests benchmarks examples
 	$(BIN)/mypy
 
-# The MQTT tests start a real Mosquitto on loopback; install it when missing.
+# The MQTT tests start a real Mosquitto on loopback, the dashboard tests drive
+# Debian's Chromium; install them when missing.
 broker:
 	@sh scripts/ensure-mosquitto
+	@sh scripts/ensure-chromium
 
 test: lint broker
 	$(BIN)/pytest
