@@ -2,6 +2,7 @@
 
     python benchmarks/bench_serve.py [--threads 2] [--max-batch 8] [--duration 8] [--rounds 3]
                                      [--naive threadpool|inline] [--no-bentoml] [--quick]
+                                     [--concurrency 1 [--concurrency 32 ...]]
 
 MobileNetV2 (224x224, 1000 classes, random weights, settled batch norm) is
 exported to ONNX with a dynamic batch axis into a temporary Triton-style
@@ -344,7 +345,15 @@ def main() -> None:
     parser.add_argument("--naive", choices=("threadpool", "inline"), default="threadpool")
     parser.add_argument("--no-bentoml", action="store_true", help="skip the BentoML check")
     parser.add_argument("--quick", action="store_true", help="2 s cells, one round: a smoke run")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        action="append",
+        choices=CONCURRENCIES,
+        help="measure only this concurrency (repeatable; default: all)",
+    )
     args = parser.parse_args()
+    args.concurrency = tuple(sorted(set(args.concurrency or CONCURRENCIES)))
     if args.quick:
         args.duration, args.rounds = 2.0, 1
     logging.getLogger("fogline").setLevel(logging.ERROR)
@@ -439,7 +448,7 @@ def measure(
     cells: dict[tuple[str, int], list[Cell]] = {}
     names = list(targets)
     warm = 0.3 if args.quick else 1.0
-    for concurrency in CONCURRENCIES:
+    for concurrency in args.concurrency:
         extra = {1: [bare1], 32: [bare_full]}.get(concurrency, [])
         lineup = names + extra
         for index in range(args.rounds):
@@ -468,7 +477,7 @@ def measure(
     print("\n".join(header))
     table = []
     for name in names:
-        for concurrency in CONCURRENCIES:
+        for concurrency in args.concurrency:
             rate, p50, p99 = (median(name, concurrency, f) for f in ("rate", "p50", "p99"))
             spread = [c.rate for c in cells[(name, concurrency)]]
             row = f"| {name} | {concurrency} | {rate:.1f} | {p50:.2f} | {p99:.2f} |"
@@ -477,35 +486,41 @@ def measure(
 
     naive = names[-1]
     lines = [*header, *table]
-    b1_rate, b1_p50 = median(bare1, 1, "rate"), median(bare1, 1, "p50")
-    full_rate = median(bare_full, 32, "rate")
-    naive_rate, naive_p99 = median(naive, 32, "rate"), median(naive, 32, "p99")
-    lines.append(
-        f"in-process references, {args.threads} threads: bare session.run batch 1 p50 "
-        f"{b1_p50:.2f} ms ({b1_rate:.1f} items/s); batch {args.max_batch} {full_rate:.1f} "
-        f"items/s, so batching alone can give at most {full_rate / naive_rate:.2f}x the naive "
-        f"server's c=32 rate even with a free HTTP path"
-    )
-    for name in names[:-1]:
-        rate, p99 = median(name, 32, "rate"), median(name, 32, "p99")
-        ratio = rate / naive_rate
+    if 32 in args.concurrency:
+        full_rate = median(bare_full, 32, "rate")
+        naive_rate, naive_p99 = median(naive, 32, "rate"), median(naive, 32, "p99")
         lines.append(
-            f"c=32 {name} vs {naive}: {rate:.1f} vs {naive_rate:.1f} req/s = {ratio:.2f}x "
-            f"(target >= 1.5x: {verdict(ratio >= 1.5)}); p99 {p99:.1f} vs {naive_p99:.1f} ms "
-            f"(target lower: {verdict(p99 < naive_p99)})"
+            f"in-process reference, {args.threads} threads: bare session.run batch "
+            f"{args.max_batch} {full_rate:.1f} items/s, so batching alone can give at most "
+            f"{full_rate / naive_rate:.2f}x the naive server's c=32 rate even with a free HTTP path"
         )
-    for name in names:
-        # The difference within each round (adjacent cells), then the median over rounds.
-        extras = [
-            served.p50 - bare.p50
-            for served, bare in zip(cells[(name, 1)], cells[(bare1, 1)], strict=True)
-        ]
-        extra = statistics.median(extras)
-        target = "" if name == naive else f" (target <= 1 ms: {verdict(extra <= 1.0)})"
+        for name in names[:-1]:
+            rate, p99 = median(name, 32, "rate"), median(name, 32, "p99")
+            ratio = rate / naive_rate
+            lines.append(
+                f"c=32 {name} vs {naive}: {rate:.1f} vs {naive_rate:.1f} req/s = {ratio:.2f}x "
+                f"(target >= 1.5x: {verdict(ratio >= 1.5)}); p99 {p99:.1f} vs {naive_p99:.1f} ms "
+                f"(target lower: {verdict(p99 < naive_p99)})"
+            )
+    if 1 in args.concurrency:
+        b1_rate, b1_p50 = median(bare1, 1, "rate"), median(bare1, 1, "p50")
         lines.append(
-            f"c=1 {name}: p50 round trip {median(name, 1, 'p50'):.2f} ms, bare run p50 "
-            f"{b1_p50:.2f} ms; added {extra:+.2f} ms (median of per-round differences){target}"
+            f"in-process reference, {args.threads} threads: bare session.run batch 1 p50 "
+            f"{b1_p50:.2f} ms ({b1_rate:.1f} items/s)"
         )
+        for name in names:
+            # The difference within each round (adjacent cells), then the median over rounds.
+            extras = [
+                served.p50 - bare.p50
+                for served, bare in zip(cells[(name, 1)], cells[(bare1, 1)], strict=True)
+            ]
+            extra = statistics.median(extras)
+            target = "" if name == naive else f" (target <= 1 ms: {verdict(extra <= 1.0)})"
+            lines.append(
+                f"c=1 {name}: p50 round trip {median(name, 1, 'p50'):.2f} ms, bare run p50 "
+                f"{b1_p50:.2f} ms; added {extra:+.2f} ms (median of per-round differences)"
+                f"{target}"
+            )
     return "\n".join(lines)
 
 

@@ -337,10 +337,12 @@ def test_a_full_queue_is_answered_503_overloaded_and_the_rest_are_served(tmp_pat
     from fogline.serve._server import Server
     from serve_repository import DIGITS_CONFIG, make_repository
 
+    # Every request waits out the delay, even one that finds the model idle: the queue fills.
     config = DIGITS_CONFIG.replace(
         "dynamic_batching { max_queue_delay_microseconds: 2000 }",
         "dynamic_batching { max_queue_delay_microseconds: 300000 "
-        "default_queue_policy { max_queue_size: 2 } }",
+        "default_queue_policy { max_queue_size: 2 } }\n"
+        'parameters { key: "idle_dispatch" value { string_value: "false" } }',
     )
     repository = make_repository(tmp_path / "models", config=config)
     with Server(repository, http_port=0, grpc_port=None) as srv:
@@ -397,3 +399,36 @@ def test_a_broken_new_version_never_takes_traffic_and_the_old_one_keeps_serving(
     assert states["2"] == "UNAVAILABLE" and states["1"] == "READY"
     assert served == {"1"}
     assert any("not" in reason and "model" in reason.lower() for reason in reasons), reasons
+
+
+def test_a_lone_request_is_not_held_for_the_queue_delay(tmp_path: Path) -> None:
+    from fogline.serve._server import Server
+    from serve_repository import DIGITS_CONFIG, make_repository
+
+    # Prepare: a queue delay of an hour, which only a request held for it would notice
+    config = DIGITS_CONFIG.replace(
+        "max_queue_delay_microseconds: 2000", "max_queue_delay_microseconds: 3600000000"
+    )
+    repository = make_repository(tmp_path / "models", config=config)
+    with Server(repository, http_port=0, grpc_port=None) as srv:
+        client = http.InferenceServerClient(
+            f"127.0.0.1:{srv.ports.http}", connection_timeout=60, network_timeout=60
+        )
+        given = http.InferInput("pixels", [1, 1, 8, 8], "FP32")
+        given.set_data_from_numpy(pixels(1))
+
+        # Execute: one request after another, each finding the model idle
+        answers = [client.infer("digits", [given]).as_numpy("logits") for _ in range(3)]
+        stats = srv.manager.get("digits").batcher.stats
+
+    # Assert
+    for answer in answers:
+        np.testing.assert_allclose(answer, reference(pixels(1)), atol=1e-5)
+    assert stats.batch_sizes == {1: 3}
+
+
+def test_the_server_runs_on_uvloop(server) -> None:  # type: ignore[no-untyped-def]
+    async def loop_module() -> str:
+        return type(asyncio.get_running_loop()).__module__
+
+    assert server.call(loop_module()).startswith("uvloop")

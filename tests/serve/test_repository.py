@@ -37,6 +37,7 @@ dynamic_batching {
 }
 instance_group [ { count: 2, kind: KIND_CPU }, { kind: KIND_CPU } ]
 parameters { key: "reject_non_finite" value { string_value: "true" } }
+parameters { key: "idle_dispatch" value { string_value: "false" } }
 parameters { key: "something_else" value { string_value: "whatever" } }
 optimization { execution_accelerators { cpu_execution_accelerator: [ { name: "openvino" } ] } }
 """
@@ -79,6 +80,7 @@ def test_full_config_keeps_every_field_fogline_acts_on() -> None:
         instance_count=3,
         version_policy=VersionPolicy("specific", versions=(1, 3)),
         reject_non_finite=True,
+        idle_dispatch=False,
     )
 
 
@@ -140,6 +142,7 @@ def test_malformed_config_names_file_line_and_column() -> None:
         ("max_batch_size: 4 dynamic_batching { preferred_batch_size: 8 }", "preferred"),
         ("version_policy { latest { } }", "num_versions"),
         ('parameters { key: "reject_non_finite" value { string_value: "yes" } }', "yes"),
+        ('parameters { key: "idle_dispatch" value { string_value: "0" } }', "idle_dispatch"),
     ],
 )
 def test_bad_configs_say_what_is_wrong(text: str, expected: str) -> None:

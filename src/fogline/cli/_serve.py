@@ -43,6 +43,7 @@ def serve(
 ) -> None:
     """Serve every model of a repository until Ctrl-C (SIGINT/SIGTERM drain in-flight requests)."""
     from fogline.serve import CONTROLS, Server
+    from fogline.serve._server import run
 
     if control not in CONTROLS:
         raise ConfigError(f"--control must be one of {', '.join(CONTROLS)}; got {control!r}")
@@ -92,4 +93,4 @@ def serve(
             console_err.print("\n".join(lines), highlight=False)
         await task
 
-    asyncio.run(main())
+    run(main())

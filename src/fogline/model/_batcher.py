@@ -66,6 +66,13 @@ class BatchPolicy:
     as soon as that many items wait, at the largest such size, instead of
     waiting out ``max_wait_s``. They are kept sorted and unique.
 
+    ``idle_dispatch`` cuts an item at once when it arrives to an empty queue
+    and no batch is running: an idle engine would otherwise sit out
+    ``max_wait_s`` for company that may not come, which is the whole latency
+    of a lone request (the server's choice). Items that arrive while a batch
+    runs wait as usual, so batches still form under load. Off by default:
+    a pipeline replaying a file wants its first batch full.
+
     >>> BatchPolicy(max_batch=8, max_wait_s=0.005, preferred_sizes=(8, 4, 4)).preferred_sizes
     (4, 8)
     >>> BatchPolicy(max_batch=8, preferred_sizes=(16,))
@@ -80,12 +87,15 @@ class BatchPolicy:
     overflow: Overflow = "block"
     preferred_sizes: tuple[int, ...] = ()
     workers: int = 1
+    idle_dispatch: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_batch", "queue_size", "workers"):
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 raise ConfigError(f"{name} must be a whole number of at least 1; got {value!r}")
+        if not isinstance(self.idle_dispatch, bool):
+            raise ConfigError(f"idle_dispatch must be true or false; got {self.idle_dispatch!r}")
         wait = self.max_wait_s
         if not (_is_int(wait) or isinstance(wait, float)) or not math.isfinite(wait) or wait < 0:
             raise ConfigError(f"max_wait_s must be a finite number of seconds >= 0; got {wait!r}")
@@ -205,6 +215,7 @@ class _Item:
     lane: str | None = None
     future: Future[Outputs] = field(default_factory=Future)
     queued_at: float = 0.0
+    alone: bool = False  # it found the queue empty and no batch running
 
 
 _CANCELLED = _Item({}, None)  # an eviction that freed a slot held by a cancelled item
@@ -398,6 +409,7 @@ class MicroBatcher:
                     return None
                 self._not_full.wait()
             item.queued_at = time.monotonic()
+            item.alone = not self._queue and not self._in_flight
             if self._since is None:
                 self._since = item.queued_at
             self._queue.append(item)
@@ -485,7 +497,8 @@ class MicroBatcher:
                     since = self._queue[0].queued_at if self._since is None else self._since
                     due = since + self.policy.max_wait_s
                     closing = self._state != "running"
-                    ready = closing or now >= due or self._lanes_full()
+                    eager = self.policy.idle_dispatch and self._queue[0].alone
+                    ready = closing or eager or now >= due or self._lanes_full()
                     size = self.policy.cut_size(len(self._queue), ready)
                     if size:
                         break
@@ -509,7 +522,7 @@ class MicroBatcher:
         size = len(batch)
         try:
             feeds = {
-                name: np.stack([item.inputs[name] for item in batch])
+                name: _stack([item.inputs[name] for item in batch])
                 for name in self._items.input_names
             }
             started = time.perf_counter()
@@ -551,6 +564,19 @@ class MicroBatcher:
                 queue_seconds=self._queue_s,
                 compute_seconds=self._compute_s,
             )
+
+
+def _stack(arrays: list[np.ndarray]) -> np.ndarray:
+    """``np.stack``, but a lone contiguous array becomes a view with a batch axis, not a copy.
+
+    >>> item = np.arange(3.0)
+    >>> batch = _stack([item])
+    >>> batch.shape, np.shares_memory(batch, item)
+    ((1, 3), True)
+    """
+    if len(arrays) == 1 and arrays[0].flags.c_contiguous:
+        return arrays[0][np.newaxis]
+    return np.stack(arrays)
 
 
 def _split(outputs: Mapping[str, np.ndarray], size: int) -> list[Outputs]:

@@ -68,6 +68,9 @@ class ModelConfig:
     many batches run at once; ``max_queue_size`` (Triton's
     ``default_queue_policy``) bounds the items waiting, past which requests
     are refused as overloaded. ``reject_non_finite`` refuses NaN/Inf inputs.
+    ``idle_dispatch`` (a fogline parameter, on unless the config sets it
+    ``"false"``) sends a request that finds the model idle at once rather
+    than after the queue delay, which Triton would wait out.
     """
 
     name: str
@@ -82,3 +85,4 @@ class ModelConfig:
     instance_count: int = 1
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     reject_non_finite: bool = False
+    idle_dispatch: bool = True

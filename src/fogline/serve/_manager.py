@@ -39,7 +39,7 @@ log = logging.getLogger("fogline.serve")
 
 Control = Literal["none", "poll", "explicit"]
 CONTROLS: tuple[Control, ...] = ("none", "poll", "explicit")
-#: A batch of one is cut at once unless the config asks for a queue delay.
+#: How many items may wait per version when the config sets no max_queue_size.
 DEFAULT_QUEUE_SIZE = 1024
 
 
@@ -73,6 +73,9 @@ class LoadedVersion:
             async with self.semaphore:
                 return await asyncio.to_thread(self.engine.run, dict(inputs))
         rows = len(next(iter(inputs.values())))
+        if rows == 1:  # the usual request: no gather, no stacking of the outputs
+            row = await self.batcher.infer({name: array[0] for name, array in inputs.items()})
+            return {name: value[np.newaxis] for name, value in row.items()}
         parts = await asyncio.gather(
             *(
                 self.batcher.infer({name: array[row] for name, array in inputs.items()})
@@ -247,6 +250,9 @@ class ModelManager:
                         s for s in config.preferred_batch_sizes if s <= config.max_batch_size
                     ),
                     workers=max(1, config.instance_count),
+                    # A request that finds the model idle is not held for the queue
+                    # delay: at concurrency 1 the delay would be all it waited for.
+                    idle_dispatch=config.idle_dispatch,
                 )
                 batcher = MicroBatcher(engine, policy).start()
             loaded = LoadedVersion(

@@ -54,8 +54,8 @@ def read_config(text: str, *, where: str) -> ModelConfig:
     Kept: name, platform (or backend), max_batch_size, input/output (name,
     data_type as an OIP datatype, dims), dynamic_batching (its presence,
     max_queue_delay_microseconds, preferred_batch_size), instance_group (the
-    sum of the counts), version_policy and the ``reject_non_finite``
-    parameter. Ignored: ``reshape`` (the config's dims must then be the
+    sum of the counts), version_policy, model_warmup and the
+    ``reject_non_finite`` and ``idle_dispatch`` parameters. Ignored: ``reshape`` (the config's dims must then be the
     model's own, which :func:`check_against` checks), instance kinds and GPUs
     (fogline runs what the engine runs on), optimization, warm-up, sequence
     batching and the rest. A ``default_model_filename`` other than
@@ -103,6 +103,7 @@ def read_config(text: str, *, where: str) -> ModelConfig:
             instance_count=sum(count or 1 for count in counts) or 1,
             version_policy=_version_policy(message.version_policy),
             reject_non_finite=_flag(message.parameters, "reject_non_finite", where),
+            idle_dispatch=_flag(message.parameters, "idle_dispatch", where, default=True),
         )
     except ConfigError as exc:
         if str(exc).startswith(where):
@@ -466,9 +467,9 @@ def _version_policy(message: Any) -> VersionPolicy:
     return VersionPolicy()
 
 
-def _flag(parameters: Any, key: str, where: str) -> bool:
+def _flag(parameters: Any, key: str, where: str, *, default: bool = False) -> bool:
     if key not in parameters:
-        return False
+        return default
     value = str(parameters[key].string_value).strip().lower()
     if value not in ("true", "false"):
         raise ConfigError(f'{where}: parameter {key} must be "true" or "false"; got {value!r}')

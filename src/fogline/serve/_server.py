@@ -4,6 +4,11 @@ Concurrency: one asyncio event loop runs everything network-facing (uvicorn
 for HTTP, grpc.aio for gRPC, the repository poller); compute happens on the
 batchers' and asyncio's worker threads. :meth:`Server.start_in_thread` runs
 that loop on a background thread, for tests and for embedding.
+
+The loop is uvloop's and HTTP is parsed by httptools when they are installed
+(the ``serve`` extra brings both), else asyncio's own loop and h11: on two
+cores, asyncio's selector loop alone spent about a millisecond more per
+602 KB request than uvloop's in a server that did nothing else.
 """
 
 from __future__ import annotations
@@ -11,13 +16,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fogline.errors import ConfigError
 from fogline.serve._http import DEFAULT_MAX_BODY, build_app
 from fogline.serve._manager import Control, ModelManager
+
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, on uvloop's loop when it is installed (the CLI's and the thread's)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
 @dataclass
@@ -114,6 +131,7 @@ class Server:
                     log_level="warning",
                     lifespan="off",
                     access_log=False,
+                    http="auto",  # httptools when installed, else h11
                     ssl_certfile=None if self.tls_cert is None else str(self.tls_cert),
                     ssl_keyfile=None if self.tls_key is None else str(self.tls_key),
                 )
@@ -177,7 +195,7 @@ class Server:
     def start_in_thread(self, timeout: float = 60.0) -> Server:
         def main() -> None:
             try:
-                asyncio.run(self.run())
+                run(self.run())
             except BaseException as exc:  # reported by start_in_thread
                 self._failure = exc
                 self._started.set()
