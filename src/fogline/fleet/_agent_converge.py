@@ -303,7 +303,6 @@ class Converger:
         report = self._check(staged)
         if not report.ok:
             raise _HealthFailed(f"health check: {report.reason}")
-        self._set(name, version=current, target=version, phase="staging")
         self.installer.activate(staged)
         self._after_swap(name, self.installer.active(name), report)
 
