@@ -352,6 +352,15 @@ def test_refuses_a_file_whose_size_differs(
     refused(installer, "size mismatch for file model.onnx")
 
 
+def test_refuses_a_file_larger_than_its_metadata_says(
+    repo: ReleaseRepository, device: Callable[..., ReleaseInstaller], tmp_path: Path
+) -> None:
+    installer = installed(device, repo, tmp_path)
+    blob = blob_file(repo, "2.0.0", "model.onnx")
+    blob.write_bytes(blob.read_bytes() + b"more")
+    refused(installer, "size exceeds metadata.*model.onnx")
+
+
 def test_refuses_endless_data(
     repo: ReleaseRepository,
     device: Callable[..., ReleaseInstaller],

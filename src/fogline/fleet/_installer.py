@@ -388,6 +388,13 @@ class ReleaseInstaller:
                     mode = "ab"
                 else:
                     offset, mode = 0, "wb"  # the server sent the whole file
+                announced = response.headers.get("content-length", "")
+                if announced.isdigit() and offset + int(announced) > length:
+                    part.unlink(missing_ok=True)
+                    raise ReleaseRefused(
+                        f"size exceeds metadata: the server announces {offset + int(announced)} "
+                        f"bytes for {label}, the signed metadata says {length}: refused"
+                    )
                 received = offset
                 with open(part, mode) as out:
                     for chunk in response.iter_bytes():
