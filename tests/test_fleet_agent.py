@@ -15,9 +15,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from broker import Mosquitto
+from broker import Mosquitto, free_port
 from fleet_agent_support import (
     ENROL_TOKEN,
     FakeController,
@@ -31,6 +32,7 @@ from fogline.fleet import Command, DesiredState
 from fogline.fleet._agent import Agent, AgentConfig
 from fogline.fleet._agent_enrol import read_credentials
 from fogline.pipeline._mqtt import MqttUrl
+from serve_repository import make_repository
 
 
 @pytest.fixture
@@ -295,6 +297,12 @@ def test_a_pipeline_release_runs_as_a_child_and_is_restarted_after_a_crash(
             assert time.monotonic() < deadline, "the pipeline was not restarted"
             time.sleep(0.05)
         second = agent.supervisor.pid("scanner")
+        # The restart command starts it again on purpose
+        controller.command("cam-1", Command(id="r-1", kind="restart", release="scanner"))
+        deadline = time.monotonic() + 30
+        while agent.supervisor.pid("scanner") in (None, second):
+            assert time.monotonic() < deadline, "the restart command did nothing"
+            time.sleep(0.05)
         # A dropped release is stopped
         controller.desire("cam-1", DesiredState(generation=2, releases={}))
         controller.wait_state("cam-1", lambda s: "scanner" not in s.releases)
@@ -308,6 +316,48 @@ def test_a_pipeline_release_runs_as_a_child_and_is_restarted_after_a_crash(
     assert any(m["items_per_second"] > 0 and m["p50_ms"] is not None for m in metrics)
     with pytest.raises(ProcessLookupError):
         os.kill(second, 0)
+
+
+def test_a_serve_release_runs_fogline_serve(
+    tmp_path: Path, broker: Mosquitto, releases: ReleaseServer, controller: FakeController
+) -> None:
+    releases.publish(make_repository(tmp_path / "s1"), "digits-server", "1.0.0")
+    port = free_port()
+    controller.desire("cam-1", DesiredState(generation=1, releases={"digits-server": "1.0.0"}))
+    with make_agent(tmp_path, broker, releases, serve_http_port=port):
+        controller.wait_state("cam-1", active("active", "1.0.0", "digits-server"))
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "fogline serve did not become ready"
+            time.sleep(0.1)
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/v2/models/digits/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": "pixels",
+                        "datatype": "FP32",
+                        "shape": [1, 1, 8, 8],
+                        "data": [0.0] * 64,
+                    }
+                ]
+            },
+        )
+        controller.wait(
+            lambda: any(
+                body["result"]["outputs"]["metrics"].get("digits-server", {}).get("items", 0) >= 1
+                for _, body in controller.telemetry
+            ),
+            what="telemetry counting the request",
+        )
+    assert answer.status_code == 200, answer.text
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port}/v2/health/ready")
 
 
 def test_enrolment_with_a_token(tmp_path: Path, broker: Mosquitto, releases: ReleaseServer) -> None:

@@ -11,6 +11,7 @@ is started once more and must converge to the newest release.
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from broker import Mosquitto
@@ -27,6 +29,7 @@ from fleet_agent_support import (
     ReleaseServer,
     check_active,
     model_release,
+    pipeline_release,
     release_phase,
 )
 from fogline.fleet import DesiredState, DeviceState
@@ -147,3 +150,64 @@ def test_kill_9_at_random_points_never_leaves_a_partial_release(
     finally:
         controller.close()
         releases.close()
+
+
+def child_pid(data: Path) -> int | None:
+    try:
+        table = json.loads((data / "agent" / "children.json").read_text())
+    except (OSError, ValueError):
+        return None
+    entry = table.get("scanner")
+    return None if entry is None else int(entry["pid"])
+
+
+def alive(pid: int) -> bool:
+    try:
+        process = psutil.Process(pid)
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_a_restarted_agent_ends_the_pipeline_a_killed_one_left_running(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    releases = ReleaseServer(tmp_path / "controller")
+    controller = FakeController(broker.url)
+    data = tmp_path / "cam-1"
+    log = tmp_path / "agent.log"
+    try:
+        releases.publish(pipeline_release(tmp_path / "p1"), "scanner", "1.0.0")
+        controller.desire("cam-1", DesiredState(generation=1, releases={"scanner": "1.0.0"}))
+        agent = start_agent(broker, releases, data, log)
+        deadline = time.monotonic() + 60
+        while (first := child_pid(data)) is None or not alive(first):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        # Execute: the agent dies; its child (in its own session) does not
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        assert alive(first)
+        started = time.time()
+        agent = start_agent(broker, releases, data, log)
+        try:
+            deadline = time.monotonic() + 60
+            while (second := child_pid(data)) in (None, first) or alive(first):
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            controller.wait_state(
+                "cam-1",
+                lambda s: (
+                    s.time > started and release_phase(s, "scanner")[::2] == ("1.0.0", "active")
+                ),
+                60,
+            )
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            assert agent.wait(30) == 0
+    finally:
+        controller.close()
+        releases.close()
+    # Assert: one pipeline ran at a time, and a clean stop ends the child too
+    assert second is not None and not alive(first)
+    assert not alive(second)

@@ -2,24 +2,24 @@
 
 :class:`Agent` ties the parts together::
 
-    AgentSession (paho's thread)  ──desired/command──►  Converger (its thread)
-          ▲ state, presence                               │ fetch → check → activate
-          │                                               ▼
-    OutboxSender (its thread) ◄── ResultStore ◄── TelemetryReporter (its thread)
-          │ telemetry                                     ▲ metrics
-          ▼                                               │
-        broker                                       Supervisor (children)
+    broker ◄─► AgentSession (paho's thread) ──desired, command──► Converger (its thread)
+                 ▲          ▲ state, presence                   │ fetch → check → activate
+                 │          └───────────────────────────────────┤ (ReleaseInstaller)
+                 │ telemetry                                    ▼
+    OutboxSender (its thread) ◄── ResultStore ◄── TelemetryReporter ◄── Supervisor
+                                  (outbox)         (its thread)         (children's metrics)
 
 Its data folder ``DEV`` holds ``credentials.json`` and ``trust/root.json``
-(:mod:`._agent_enrol`), the installer's releases (``active/``, ``previous/``
-and its staging area), and the agent's own ``agent/`` folder: the
+(:mod:`._agent_enrol`), the installer's releases (``releases/``, ``active/``,
+``installed.json``, ``blobs/``, ``downloads/``), and the agent's own ``agent/`` folder: the
 convergence state, the telemetry store and outbox, the children's pids and
 logs. Everything there is written atomically, so the agent may be killed
 at any moment and converges after a restart.
 
 Concurrency: threads, because paho-mqtt calls back on its own network
-thread and the rest waits on processes, files and compute; each thread owns
-one role and they meet only through thread-safe hand-overs (see each part).
+thread and the rest waits on processes, files and compute (the installer
+and the health check are blocking calls); each thread owns one role and they
+meet only through thread-safe hand-overs (see each part).
 """
 
 from __future__ import annotations

@@ -88,7 +88,7 @@ class Options:
     retry_initial: float = 1.0
     retry_max: float = 60.0
     tick: float = 1.0  # how often children and retries are looked at
-    crash_loop: int = 3  # restarts without a stable run before the health is "failed"
+    crash_loop: int = 3  # exits in a row without a stable run before the health is "failed"
     on_event: Callable[[str], None] = field(default=lambda line: None)
 
 
@@ -449,7 +449,7 @@ class Converger:
                 health = "degraded"
             spec = self.supervisor.spec(name)
             if spec is not None and not self.supervisor.running(name):
-                if self.supervisor.restarts(name) >= self.options.crash_loop:
+                if self.supervisor.failures(name) >= self.options.crash_loop:
                     return "failed"
                 health = "degraded"
         return health

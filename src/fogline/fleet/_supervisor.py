@@ -199,6 +199,12 @@ class Supervisor:
             child = self._children.get(name)
             return child.restarts if child else 0
 
+    def failures(self, name: str) -> int:
+        """Exits in a row that came before the child ran ``stable_after`` seconds (a crash loop)."""
+        with self._lock:
+            child = self._children.get(name)
+            return child.failures if child else 0
+
     def spec(self, name: str) -> ChildSpec | None:
         with self._lock:
             child = self._children.get(name)
