@@ -11,6 +11,7 @@ from rich.text import Text
 
 # Importing the command modules registers them on ``app``.
 from fogline.cli import (  # noqa: F401
+    _agent,
     _bench,
     _broker,
     _controller,
@@ -18,7 +19,9 @@ from fogline.cli import (  # noqa: F401
     _distill,
     _fleet,
     _inspect,
+    _keys,
     _optimize,
+    _release,
     _run,
     _serve,
 )

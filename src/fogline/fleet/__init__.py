@@ -15,6 +15,7 @@ from fogline.fleet._broker import (
     device_credentials,
     reload_broker,
 )
+from fogline.fleet._installer import ReleaseInstaller, StagedRelease
 from fogline.fleet._protocol import (
     DEFAULT_PREFIX,
     Command,
@@ -42,7 +43,9 @@ __all__ = [
     "Metrics",
     "PasswordFile",
     "Presence",
+    "ReleaseInstaller",
     "ReleaseStatus",
+    "StagedRelease",
     "Telemetry",
     "acl_lines",
     "check_device_id",
