@@ -192,6 +192,32 @@ def test_rollback_command_and_rollback_in_the_desired_state(
     assert check_active(tmp_path / "cam-1", "digits") == "1.0.0"
 
 
+def test_a_command_sent_while_the_agent_is_away_waits_in_its_session(
+    tmp_path: Path, broker: Mosquitto, releases: ReleaseServer, controller: FakeController
+) -> None:
+    releases.publish(model_release(tmp_path / "r1"), "digits", "1.0.0")
+    releases.publish(model_release(tmp_path / "r2", seed=2), "digits", "1.1.0")
+    controller.desire("cam-1", DesiredState(generation=1, releases={"digits": "1.0.0"}))
+    with make_agent(tmp_path, broker, releases):
+        controller.wait_state("cam-1", active("active", "1.0.0"))
+        controller.desire("cam-1", DesiredState(generation=2, releases={"digits": "1.1.0"}))
+        controller.wait_state("cam-1", active("active", "1.1.0"))
+    controller.wait(lambda: controller.presence.get("cam-1") is False, what="offline")
+    # Execute: the command is sent while the device is away, and twice (at least once)
+    rollback = Command(id="c-7", kind="rollback", release="digits")
+    controller.command("cam-1", rollback)
+    controller.command("cam-1", rollback)
+    started = time.time()
+    with make_agent(tmp_path, broker, releases):
+        state = controller.wait_state(
+            "cam-1", lambda s: s.time > started and active("rolled-back", "1.0.0")(s)
+        )
+        time.sleep(1.0)
+        later = controller.states["cam-1"]
+    assert check_active(tmp_path / "cam-1", "digits") == "1.0.0"
+    assert later.releases["digits"] == state.releases["digits"]  # the duplicate did nothing
+
+
 def test_an_older_release_without_rollback_is_refused(
     tmp_path: Path, broker: Mosquitto, releases: ReleaseServer, controller: FakeController
 ) -> None:

@@ -389,6 +389,9 @@ class Converger:
         with self._lock:
             self._saved.commands = [*self._saved.commands[-63:], command.id]
         self._save()
+        if command.release is not None and command.release not in self._saved.releases:
+            self._event(f"command {command.kind} ({command.id}): no release {command.release!r}")
+            return
         names = [command.release] if command.release else sorted(self._saved.releases)
         self._event(f"command {command.kind} ({command.id}) for {', '.join(names) or 'nothing'}")
         if command.kind == "report":
