@@ -403,14 +403,9 @@ def test_enrolment_with_a_token(tmp_path: Path, broker: Mosquitto, releases: Rel
     assert releases.enrolled == ["cam-9"]
 
 
-AGENT_CLI = (
-    "import sys, fogline.cli._agent; from fogline.cli import main; sys.exit(main(sys.argv[1:]))"
-)
-
-
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", AGENT_CLI, "agent", *args],
+        [sys.executable, "-m", "fogline", "agent", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

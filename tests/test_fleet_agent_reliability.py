@@ -34,9 +34,6 @@ from fleet_agent_support import (
 )
 from fogline.fleet import DesiredState, DeviceState
 
-AGENT_CLI = (
-    "import sys, fogline.cli._agent; from fogline.cli import main; sys.exit(main(sys.argv[1:]))"
-)
 ROUNDS = 8
 PAD_BYTES = 24 << 20
 
@@ -54,8 +51,8 @@ def start_agent(
         return subprocess.Popen(
             [
                 sys.executable,
-                "-c",
-                AGENT_CLI,
+                "-m",
+                "fogline",
                 "agent",
                 "--broker",
                 broker.url,
