@@ -8,6 +8,7 @@ file, whose signature then comes from the model itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Literal
 
 from fogline.errors import ConfigError
@@ -57,6 +58,78 @@ class VersionPolicy:
         return ordered[-self.count :]
 
 
+WarmupData = Literal["zero", "random", "file"]
+
+
+@dataclass(frozen=True)
+class WarmupInput:
+    """One input of a warm-up sample: datatype, dims and where its data comes from.
+
+    ``dims`` leave out the batch dimension (as the config's do) and must all
+    be known. ``data`` is ``zero``, ``random`` or ``file``: the file's name,
+    relative to the model's ``warmup/`` folder, holds the raw row-major
+    bytes of one sample (BYTES elements each a 4-byte little-endian length
+    and the bytes), as Triton reads it.
+
+    >>> WarmupInput("pixels", "FP32", (1, 8, 8), "file", "digit.bin").file
+    'digit.bin'
+    >>> WarmupInput("pixels", "FP32", (-1, 8), "zero")
+    Traceback (most recent call last):
+    ...
+    fogline.errors.ConfigError: warm-up input 'pixels': dims [-1, 8] must all be known sizes (>= 0)
+    """
+
+    name: str
+    datatype: str
+    dims: tuple[int, ...]
+    data: WarmupData
+    file: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"warm-up input {self.name!r}"
+        if any(d < 0 for d in self.dims):
+            raise ConfigError(f"{where}: dims {list(self.dims)} must all be known sizes (>= 0)")
+        if self.data not in ("zero", "random", "file"):
+            raise ConfigError(f"{where}: data must be zero, random or file; got {self.data!r}")
+        if (self.data == "file") != bool(self.file):
+            raise ConfigError(f"{where}: a file is named exactly when the data comes from one")
+        if self.file:
+            path = PurePosixPath(self.file.replace("\\", "/"))
+            if path.is_absolute() or ".." in path.parts or self.file.startswith("."):
+                raise ConfigError(
+                    f"{where}: input_data_file {self.file!r} must name a file inside the "
+                    "model's warmup/ folder"
+                )
+
+
+@dataclass(frozen=True)
+class WarmupSample:
+    """One of Triton's ``model_warmup`` entries: a request every new version must answer first.
+
+    The inputs are repeated ``batch_size`` times into one batch, which is run
+    ``runs`` times (Triton's ``count``; its 0 means once).
+
+    >>> sample = WarmupSample("one", 1, (WarmupInput("pixels", "FP32", (1, 8, 8), "zero"),))
+    >>> sample.runs
+    1
+    """
+
+    name: str
+    batch_size: int
+    inputs: tuple[WarmupInput, ...]
+    runs: int = 1
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.runs < 1:
+            raise ConfigError(
+                f"warm-up sample {self.name!r}: batch_size and runs must be at least 1; got "
+                f"{self.batch_size} and {self.runs}"
+            )
+        names = [i.name for i in self.inputs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"warm-up sample {self.name!r}: an input is given twice")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The fields of a Triton model configuration that fogline acts on.
@@ -70,7 +143,9 @@ class ModelConfig:
     are refused as overloaded. ``reject_non_finite`` refuses NaN/Inf inputs.
     ``idle_dispatch`` (a fogline parameter, on unless the config sets it
     ``"false"``) sends a request that finds the model idle at once rather
-    than after the queue delay, which Triton would wait out.
+    than after the queue delay, which Triton would wait out. ``warmup`` holds
+    the samples a version must answer before it takes traffic (none: a
+    best-effort run on zeros).
     """
 
     name: str
@@ -86,3 +161,4 @@ class ModelConfig:
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     reject_non_finite: bool = False
     idle_dispatch: bool = True
+    warmup: tuple[WarmupSample, ...] = ()

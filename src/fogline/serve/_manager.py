@@ -4,9 +4,9 @@ Concurrency: asyncio for the server's side (requests, polling the
 repository), threads for the compute (each loaded version has its engine and,
 with dynamic batching, its :class:`~fogline.model.MicroBatcher`; engines
 release the GIL). A version is loaded, checked against its configuration and
-warmed up on a worker thread before it is published; publishing is one
-assignment, so a request sees the old set of versions or the new one, never a
-half-loaded model. A version that goes away is closed only after the
+warmed up (:mod:`fogline.serve._warmup`) on a worker thread before it is
+published; publishing is one assignment, so a request sees the old set of
+versions or the new one, never a half-loaded model. A version that goes away is closed only after the
 requests already inside it have finished.
 """
 
@@ -34,6 +34,7 @@ from fogline.model import BatchPolicy, Engine, EngineOptions, MicroBatcher, load
 from fogline.serve._config import ModelConfig
 from fogline.serve._datatypes import FROM_NAME, numpy_dtype
 from fogline.serve._metrics import RequestStats
+from fogline.serve._warmup import warm_up
 
 log = logging.getLogger("fogline.serve")
 
@@ -239,6 +240,11 @@ class ModelManager:
         engine = load_engine(path, options=EngineOptions(threads=self.threads, spin=self.spin))
         try:
             config = self.repository.check_against(config, engine.signature)
+            # Before the batcher starts: a version that fails a configured warm-up is closed
+            # without ever having had a thread, let alone a request.
+            runs = warm_up(engine, config, lambda file: self.repository.warmup_file(name, file))
+            if config.warmup:
+                log.info("model %s version %d: %d warm-up run(s) passed", name, version, runs)
             batcher = None
             if config.dynamic_batching and config.max_batch_size > 0:
                 policy = BatchPolicy(
@@ -259,7 +265,7 @@ class ModelManager:
                 name, version, config, engine, batcher, asyncio.Semaphore(config.instance_count)
             )
             loaded.stats["mtime"] = path.stat().st_mtime
-            _warm_up(engine, config)
+            loaded.stats["warmup_runs"] = runs
             return loaded
         except BaseException:
             engine.close()
@@ -458,45 +464,3 @@ def _platform(backend: str) -> str:
 
 def _oip(dtype: np.dtype) -> str:
     return FROM_NAME.get(dtype.name, dtype.name)
-
-
-#: Sizes tried for a dynamic dimension when warming up: some models refuse tiny inputs
-#: (an audio model that pads by reflection needs more than one sample).
-WARM_UP_SIZES = (1, 16, 512)
-
-
-def _warm_up(engine: Engine, config: ModelConfig) -> bool:
-    """Run the model on zeros before it takes traffic, so the first request does not pay.
-
-    Zeros are not always a valid input (an audio model may branch on a sample
-    rate, and 0 is none), so a model that refuses every warm-up shape is
-    still served, with a warning, and the first request pays for the warm-up;
-    a model that cannot even be loaded never takes traffic. Returns whether
-    the warm-up ran.
-    """
-    if not config.inputs:
-        return True
-    failure: Exception | None = None
-    for size in WARM_UP_SIZES:
-        feeds: dict[str, np.ndarray] = {}
-        for spec in config.inputs:
-            # the first open dimension is usually a batch: one; the others get `size`
-            open_dims = [i for i, d in enumerate(spec.dims) if d == -1]
-            dims = [
-                d if d != -1 else (1 if i == open_dims[0] else size)
-                for i, d in enumerate(spec.dims)
-            ]
-            shape = ([1] if config.max_batch_size > 0 else []) + dims
-            dtype = numpy_dtype(spec.datatype)
-            feeds[spec.name] = (
-                np.zeros(shape, dtype=dtype)
-                if spec.datatype != "BYTES"
-                else np.full(shape, b"", dtype=object)
-            )
-        try:
-            engine.run(feeds)
-            return True
-        except FoglineError as exc:
-            failure = exc
-    log.warning("model %s: no warm-up (zeros are not a valid input: %s)", config.name, failure)
-    return False

@@ -6,6 +6,7 @@ A repository is a folder of models, each a folder of numbered versions::
       digits/
         config.pbtxt          optional: Triton's model configuration
         fogline.yaml          optional: a fogline manifest for the whole model
+        warmup/               optional: files that config.pbtxt's model_warmup reads
         1/model.onnx
         2/model.tflite        (or a fogline.yaml naming the model file)
 
@@ -37,6 +38,7 @@ from fogline.errors import (
 from fogline.model import MANIFEST_NAME, Manifest, Signature, TensorSpec
 from fogline.serve._config import ModelConfig, TensorConfig, VersionPolicy
 from fogline.serve._datatypes import TO_NUMPY, datatype_of
+from fogline.serve._warmup import WARMUP_FOLDER, read_warmup
 
 #: The file Triton reads a model's configuration from.
 CONFIG_NAME = "config.pbtxt"
@@ -57,8 +59,8 @@ def read_config(text: str, *, where: str) -> ModelConfig:
     sum of the counts), version_policy, model_warmup and the
     ``reject_non_finite`` and ``idle_dispatch`` parameters. Ignored: ``reshape`` (the config's dims must then be the
     model's own, which :func:`check_against` checks), instance kinds and GPUs
-    (fogline runs what the engine runs on), optimization, warm-up, sequence
-    batching and the rest. A ``default_model_filename`` other than
+    (fogline runs what the engine runs on), optimization, sequence batching
+    and the rest. A ``default_model_filename`` other than
     ``model.onnx`` / ``model.tflite`` is refused rather than silently ignored.
 
     >>> config = read_config(
@@ -103,6 +105,7 @@ def read_config(text: str, *, where: str) -> ModelConfig:
             instance_count=sum(count or 1 for count in counts) or 1,
             version_policy=_version_policy(message.version_policy),
             reject_non_finite=_flag(message.parameters, "reject_non_finite", where),
+            warmup=read_warmup(message.model_warmup, where),
             idle_dispatch=_flag(message.parameters, "idle_dispatch", where, default=True),
         )
     except ConfigError as exc:
@@ -269,6 +272,28 @@ class Repository:
                 out[folder.name] = str(exc)
         return out
 
+    def warmup_file(self, name: str, filename: str) -> bytes:
+        """A file of the model's ``warmup/`` folder (Triton's ``input_data_file``).
+
+        The name must lead to a file inside that folder: a link or a path that
+        leaves it is refused, like a missing file, with :class:`ConfigError`.
+        """
+        folder = self._folder(name) / WARMUP_FOLDER
+        path = folder / filename
+        try:
+            inside = path.resolve().is_relative_to(folder.resolve())
+            data = path.read_bytes() if inside else None
+        except OSError as exc:
+            raise ConfigError(
+                f"model {name!r}: warm-up file {WARMUP_FOLDER}/{filename}: {exc.strerror or exc}"
+            ) from exc
+        if data is None:
+            raise ConfigError(
+                f"model {name!r}: warm-up file {WARMUP_FOLDER}/{filename} lies outside the "
+                f"model's {WARMUP_FOLDER}/ folder"
+            )
+        return data
+
     @staticmethod
     def check_against(config: ModelConfig, signature: Signature) -> ModelConfig:
         """:func:`check_against`, reachable from a repository the caller already holds."""
@@ -339,6 +364,8 @@ def _scan(folder: Path) -> _Scan:
         raise ConfigError(f"{folder}: cannot list the model folder: {exc}") from exc
     for entry in entries:
         if entry.name in (CONFIG_NAME, MANIFEST_NAME) and entry.is_file():
+            continue
+        if entry.name == WARMUP_FOLDER and entry.is_dir():
             continue
         if entry.name.startswith("."):
             ignored[entry.name] = "hidden"
