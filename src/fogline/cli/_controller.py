@@ -15,8 +15,11 @@ from fogline.fleet._protocol import DEFAULT_PREFIX
 
 @app.command()
 def controller(
-    broker: str = typer.Option(
-        ..., "--broker", help="MQTT 5 broker URL, e.g. mqtt://controller:PASS@127.0.0.1:1883."
+    broker: str | None = typer.Option(
+        None,
+        "--broker",
+        help="MQTT 5 broker URL, e.g. mqtts://controller:PASS@broker.example:8883 "
+        "(default: the 'fogline broker' in DATA/broker).",
     ),
     data: Path = typer.Option(
         Path("fleet-data"), "--data", help="Keys, the release repository, the registry."
@@ -36,16 +39,18 @@ def controller(
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Its PEM private key."),
 ) -> None:
     """Run the controller until Ctrl-C, printing what happens in the fleet."""
+    from fogline.fleet._broker import controller_url, device_credentials
     from fogline.fleet._controller import Controller, ControllerConfig
 
+    if broker is None and broker_admin is None:
+        broker_admin = data / "broker"  # where 'fogline broker' keeps its files by default
+    broker_url = broker if broker is not None else controller_url(broker_admin or data / "broker")
     credentials = None
-    if broker_admin is not None:
-        from fogline.fleet._broker import device_credentials
-
+    if broker_admin is not None and (broker_admin / "passwords").exists():
         credentials = device_credentials(broker_admin)
     config = ControllerConfig(
         data=data,
-        broker=broker,
+        broker=broker_url,
         prefix=prefix,
         host=host,
         http_port=http_port,

@@ -6,6 +6,7 @@ telemetry; each agent converges its device to the desired state it reads
 from the broker. Topics and message bodies are in :mod:`._protocol`.
 """
 
+from fogline.fleet._agent import Agent, AgentConfig
 from fogline.fleet._broker import (
     BrokerConfig,
     Credentials,
@@ -33,6 +34,8 @@ from fogline.fleet._protocol import (
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "Agent",
+    "AgentConfig",
     "BrokerConfig",
     "Command",
     "Credentials",

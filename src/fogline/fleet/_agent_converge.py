@@ -342,8 +342,12 @@ class Converger:
         )
         retry.at = time.monotonic() + delay
         current = _version(self.installer.active(name))
-        self._set(name, version=current, target=version, phase="failed", error=str(exc))
-        self._event(f"{name} {version}: failed: {exc}; retrying in {delay:.0f} s")
+        # Still on its way, not failed: a short outage must not look like a bad
+        # release to the rollout (which has its own timeout for a device that
+        # never gets there).
+        error = f"retrying in {delay:.0f} s: {exc}"
+        self._set(name, version=current, target=version, phase="downloading", error=error)
+        self._event(f"{name} {version}: {error}")
 
     def _block(self, name: str, version: str, generation: int) -> None:
         with self._lock:

@@ -27,6 +27,7 @@ keeps two threads from rewriting the password file at once.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import secrets
@@ -44,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fogline.errors import ConfigError, TransportError
 from fogline.fleet._protocol import DEFAULT_PREFIX, TOPIC_KINDS, DeviceTopics, check_device_id
+from fogline.pipeline._mqtt import MqttUrl
 
 #: Topic kinds a device may read (the controller writes them) and may write.
 DEVICE_READS = ("desired", "command")
@@ -187,7 +189,8 @@ class BrokerConfig(BaseModel):
     # Mosquitto lets any user connect with any client id, so without this one
     # device can take over (and with clean start wipe) another's session. On,
     # the client id is the user name: one connection per device and controller.
-    username_as_client_id: bool = False
+    # It needs auth (Mosquitto refuses clients without a user name under it).
+    username_as_client_id: bool = True
     extra: tuple[str, ...] = ()  # appended verbatim, after the listener
 
     @property
@@ -253,7 +256,7 @@ class BrokerConfig(BaseModel):
         if os.geteuid() == 0:
             lines.append("user root")  # else it drops to "mosquitto" and cannot write the folder
         lines.append(f"listener {self.port} {self.host}")
-        if self.username_as_client_id:
+        if self.username_as_client_id and self.auth:
             lines.append("use_username_as_clientid true")
         if self.tls_cert is not None and self.tls_key is not None:
             lines += [f"certfile {self.tls_cert.absolute()}", f"keyfile {self.tls_key.absolute()}"]
@@ -332,7 +335,8 @@ class LocalBroker:
         _check_port_free(self.config.host, self.config.port)
         log_start = self._log_size()
         self._process = subprocess.Popen(
-            [self.binary, "-c", str(self.config.config_file)],
+            # Absolute: reload_broker() recognises the process by this argument.
+            [self.binary, "-c", str(self.config.config_file.absolute())],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -504,12 +508,28 @@ def _check_port_free(host: str, port: int) -> None:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
+def controller_url(folder: Path) -> MqttUrl:
+    """The controller's broker URL with its credentials, from a ``fogline broker`` folder."""
+    path = Path(folder) / "controller.json"
+    try:
+        kept = json.loads(path.read_text())
+        url = MqttUrl.parse(str(kept["url"]))
+        return MqttUrl(url.host, url.port, url.tls, str(kept["user"]), str(kept["password"]))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path} is missing: start 'fogline broker --data {folder}' first, or pass --broker URL"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a controller credentials file ({exc})") from exc
+
+
 __all__ = [
     "BrokerConfig",
     "Credentials",
     "LocalBroker",
     "PasswordFile",
     "acl_lines",
+    "controller_url",
     "device_credentials",
     "mosquitto_binary",
     "reload_broker",

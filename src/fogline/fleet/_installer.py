@@ -33,10 +33,12 @@ threads alike).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import secrets
 import shutil
+import ssl
 import stat
 import time
 from collections.abc import Iterator
@@ -90,6 +92,12 @@ class _Installed(BaseModel):
     pending: dict[str, _Slot] = Field(default_factory=dict)  # a swap that may have happened
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """The system's CAs, loaded once: loading them costs ~0.3 s, too much per installer."""
+    return ssl.create_default_context()
+
+
 class ReleaseInstaller:
     """Fetch, verify, stage and activate releases from one TUF repository (see the module doc).
 
@@ -126,7 +134,9 @@ class ReleaseInstaller:
                 f"{self._trust_file} is missing: enrol the device with the repository's root.json "
                 "(trusted_root=...)"
             )
-        self._client = httpx.Client(timeout=timeout, headers={"Accept-Encoding": "identity"})
+        self._client = httpx.Client(
+            timeout=timeout, headers={"Accept-Encoding": "identity"}, verify=_tls_context()
+        )
         self._fetcher = _HttpxFetcher(self._client)
 
     # -- layout -------------------------------------------------------------------------------

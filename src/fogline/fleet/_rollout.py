@@ -406,7 +406,7 @@ class Rollouts:
         if d.converged_at is None:
             self._update(d.id, converged_at=now)
             self.registry.event(
-                "wave", f"wave {d.wave + 1} of {d.waves}: {len(wave)} devices on {d.version}",
+                "wave", f"wave {d.wave + 1} of {d.waves}: {_devices(len(wave))} on {d.version}",
                 deployment=d.id,
             )  # fmt: skip
             if d.strategy.bake_seconds > 0:
@@ -435,7 +435,7 @@ class Rollouts:
         else:
             self._update(d.id, status="succeeded")
             self.registry.event(
-                "deployment", f"{d.release} {d.version} reached all {len(d.devices)} devices",
+                "deployment", f"{d.release} {d.version} reached {_devices(len(d.devices))}",
                 deployment=d.id,
             )  # fmt: skip
 
@@ -472,7 +472,7 @@ class Rollouts:
         self._update(d.id, status="rolled-back", reason=reason)
         self.registry.event(
             "rollback",
-            f"{d.release} {d.version} rolled back on {len(touched)} devices: {reason}",
+            f"{d.release} {d.version} rolled back on {_devices(len(touched))}: {reason}",
             deployment=d.id,
         )
         self.publish(changed)
@@ -512,6 +512,10 @@ def _device_verdict(
     if status.target == version and status.phase in ("failed", "refused") and not stale:
         return f"{status.phase}: {status.error or 'no reason given'}"
     return None
+
+
+def _devices(count: int) -> str:
+    return "1 device" if count == 1 else f"{count} devices"
 
 
 def describe(d: Deployment) -> str:
