@@ -302,6 +302,7 @@ class Converger:
         self._report()
         report = self._check(staged)
         if not report.ok:
+            self.installer.discard(name)  # never activated: not kept on disk
             raise _HealthFailed(f"health check: {report.reason}")
         self.installer.activate(staged)
         self._after_swap(name, self.installer.active(name), report)

@@ -261,6 +261,16 @@ class ReleaseInstaller:
             self._switch(staged.name, _Slot(active=staged.version, previous=previous))
             self._prune(staged.name)
 
+    def discard(self, name: str) -> None:
+        """Remove staged releases of ``name`` that are neither active nor previous.
+
+        For a release that was fetched but refused by its health check: it
+        is never activated, so it should not stay on the device's disk.
+        """
+        with self._locked():
+            if (self._releases / name).is_dir():
+                self._prune(name)
+
     def active(self, name: str) -> StagedRelease | None:
         """The release ``active/<name>`` points at, or None."""
         version = self._link_version(name)
