@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -49,8 +48,8 @@ from fogline.pipeline._mqtt import (
     MqttUrl,
     _new_client,
     _properties,
-    _publish_properties,
     _stop_loop,
+    publish_acknowledged,
 )
 
 log = logging.getLogger(__name__)
@@ -156,39 +155,9 @@ class AgentSession:
         """
         if not self._connected.is_set():
             raise TransportError(f"{self.url}: not connected")
-        sent = []
-        for message in messages:
-            info = self._client.publish(
-                message.topic.value,
-                message.payload,
-                message.qos,
-                message.retain,
-                _publish_properties(message),
-            )
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                raise TransportError(
-                    f"{self.url}: cannot publish to {message.topic}: {paho.error_string(info.rc)}"
-                )
-            sent.append((message, info))
-        deadline = time.monotonic() + timeout
-        for message, info in sent:
-            while not info.is_published():
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TransportError(
-                        f"{self.url}: no acknowledgement for {message.topic} within {timeout:g} s"
-                    )
-                if not self._connected.is_set():
-                    raise TransportError(
-                        f"{self.url}: connection lost before {message.topic} was acknowledged"
-                    )
-                try:
-                    info.wait_for_publish(min(left, 0.1))
-                except (RuntimeError, ValueError) as exc:
-                    raise TransportError(f"{self.url}: publish to {message.topic}: {exc}") from exc
-            reason = self._refused.pop(info.mid, None)
-            if reason is not None:
-                raise TransportError(f"{self.url}: the broker refused {message.topic}: {reason}")
+        publish_acknowledged(
+            self._client, self.url, messages, timeout, self._connected, self._refused
+        )
 
     def close(self, timeout: float = 5.0) -> None:
         """Say offline (retained), disconnect cleanly, stop paho's thread."""

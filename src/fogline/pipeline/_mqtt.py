@@ -22,7 +22,7 @@ import ssl
 import string
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
@@ -361,50 +361,9 @@ class MqttPublisher:
     def publish(self, *messages: MqttMessage) -> None:
         """Send ``messages`` in order and wait for the broker's acknowledgement of each."""
         self._connect()
-        sent = []
-        for message in messages:
-            try:
-                info = self._client.publish(
-                    message.topic.value,
-                    message.payload,
-                    message.qos,
-                    message.retain,
-                    _publish_properties(message),
-                )
-            except (ValueError, OSError) as exc:
-                raise TransportError(
-                    f"{self.url}: cannot publish to {message.topic}: {exc}"
-                ) from exc
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                raise TransportError(
-                    f"{self.url}: cannot publish to {message.topic}: {paho.error_string(info.rc)}"
-                )
-            sent.append((message, info))
-        deadline = time.monotonic() + self.timeout
-        for message, info in sent:
-            self._await(message, info, deadline)
-
-    def _await(self, message: MqttMessage, info: paho.MQTTMessageInfo, deadline: float) -> None:
-        while not info.is_published():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TransportError(
-                    f"{self.url}: no acknowledgement for {message.topic} within {self.timeout:g} s"
-                )
-            if not self._connected.is_set():
-                raise TransportError(
-                    f"{self.url}: connection lost before {message.topic} was acknowledged"
-                )
-            try:
-                info.wait_for_publish(min(left, 0.1))
-            except (RuntimeError, ValueError) as exc:
-                raise TransportError(
-                    f"{self.url}: publish to {message.topic} failed: {exc}"
-                ) from exc
-        # paho calls on_publish (which records the reason) before it marks the info published.
-        reason = self._reasons.pop(info.mid, None)
-        if reason is not None and reason.is_failure:
-            raise TransportError(f"{self.url}: the broker refused {message.topic}: {reason}")
+        publish_acknowledged(
+            self._client, self.url, messages, self.timeout, self._connected, self._reasons
+        )
 
     def _connect(self) -> None:
         with self._lock:
@@ -465,6 +424,60 @@ class MqttPublisher:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def publish_acknowledged(
+    client: paho.Client,
+    url: MqttUrl,
+    messages: Sequence[MqttMessage],
+    timeout: float,
+    connected: threading.Event,
+    reasons: dict[int, ReasonCode],
+) -> None:
+    """Publish ``messages`` in order on ``client`` and wait until the broker acknowledged each.
+
+    ``reasons`` is where the client's ``on_publish`` keeps each PUBACK's
+    reason code by message id (paho calls it before it marks the message
+    published). Raises :class:`TransportError` when a message cannot be
+    sent, the connection drops first, ``timeout`` passes, or the broker
+    refuses one (an ACL): the caller keeps the messages and sends them again.
+    """
+    sent = []
+    for message in messages:
+        try:
+            info = client.publish(
+                message.topic.value,
+                message.payload,
+                message.qos,
+                message.retain,
+                _publish_properties(message),
+            )
+        except (ValueError, OSError) as exc:
+            raise TransportError(f"{url}: cannot publish to {message.topic}: {exc}") from exc
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise TransportError(
+                f"{url}: cannot publish to {message.topic}: {paho.error_string(info.rc)}"
+            )
+        sent.append((message, info))
+    deadline = time.monotonic() + timeout
+    for message, info in sent:
+        while not info.is_published():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TransportError(
+                    f"{url}: no acknowledgement for {message.topic} within {timeout:g} s"
+                )
+            if not connected.is_set():
+                raise TransportError(
+                    f"{url}: connection lost before {message.topic} was acknowledged"
+                )
+            try:
+                info.wait_for_publish(min(left, 0.1))
+            except (RuntimeError, ValueError) as exc:
+                raise TransportError(f"{url}: publish to {message.topic} failed: {exc}") from exc
+        reason = reasons.pop(info.mid, None)
+        if reason is not None and reason.is_failure:
+            raise TransportError(f"{url}: the broker refused {message.topic}: {reason}")
 
 
 def _publish_properties(message: MqttMessage) -> Properties | None:
