@@ -9,6 +9,7 @@ leave out is inference, which these tests are not about.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator
@@ -250,3 +251,42 @@ def test_an_enrolled_device_gets_working_credentials_limited_to_its_topics(setup
     finally:
         client.loop_stop()
         client.disconnect()
+
+
+def test_groups_and_tags_from_the_cli(setup: Setup) -> None:
+    from fogline.cli import main
+
+    token = setup.api.post("/api/tokens", json={"group": "lab", "tags": ["cam"]}).json()["token"]
+    httpx.post(
+        setup.controller.base_url + "/api/enrol", json={"device_id": "cam-9", "token": token}
+    )
+    common = ["--controller", setup.controller.base_url, "--token", setup.controller.token]
+    assert main(["fleet", "group", "cam-9", "field", "--tag", "outdoor", *common]) == 0
+    device = setup.api.get("/api/devices/cam-9").json()
+    assert (device["group"], device["tags"]) == ("field", ["outdoor"])
+    assert main(["fleet", "group", "nope", "field", *common]) == 2
+    missing = setup.api.patch("/api/devices/cam-9", json={"grup": "x"})
+    assert missing.status_code == 422 and "grup" in missing.json()["error"]
+
+
+def test_the_api_over_https(tmp_path: Path) -> None:
+    from certificates import self_signed
+
+    (tmp_path / "tls").mkdir()
+    cert, key = self_signed(tmp_path / "tls")
+    data = tmp_path / "controller"
+    init_keys(data)
+    controller = Controller(
+        ControllerConfig(
+            data=data, broker="mqtt://127.0.0.1:1", http_port=0, tls_cert=cert, tls_key=key
+        )
+    ).start()
+    try:
+        assert controller.base_url.startswith("https://")
+        trust = ssl.create_default_context(cafile=str(cert))
+        answer = httpx.get(controller.base_url + "/api/health", verify=trust)
+        assert answer.status_code == 200 and answer.json()["ok"] is True
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(controller.base_url + "/api/health")  # not trusted without the CA
+    finally:
+        controller.stop()

@@ -115,6 +115,24 @@ def devices(
     console.print(table)
 
 
+@fleet.command("group")
+def group_command(
+    device: str = typer.Argument(..., help="The device."),
+    group: str = typer.Argument(..., help="Its new group."),
+    tag: list[str] | None = typer.Option(None, "--tag", help="Replace its tags with these."),
+    controller: str = _CONTROLLER,
+    token: str | None = _TOKEN,
+    data: Path = _DATA,
+) -> None:
+    """Move a device to another group (deployments target groups), optionally re-tag it."""
+    body: dict[str, Any] = {"group": group}
+    if tag:
+        body["tags"] = tag
+    row = Api(controller, token, data).call("PATCH", f"/api/devices/{device}", body)
+    tags = ", ".join(row["tags"]) or "no tags"
+    console.print(f"{row['id']}: group {row['group']}, {tags}", highlight=False)
+
+
 @fleet.command("releases")
 def releases(
     controller: str = _CONTROLLER,

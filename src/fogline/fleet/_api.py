@@ -153,10 +153,10 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
     async def update_device(request: Request) -> Response:
         device_id = request.path_params["device_id"]
         update = DeviceUpdate.model_validate(await _json(request))
-        if ctx.registry.device(device_id) is None:
+        current = ctx.registry.device(device_id)
+        if current is None:
             raise ApiError(f"no device {device_id!r}", 404)
-        if update.group is not None:
-            ctx.registry.set_group(device_id, update.group, update.tags)
+        ctx.registry.set_group(device_id, update.group or current.group, update.tags)
         found = ctx.registry.device(device_id)
         assert found is not None
         return JSONResponse(found.to_dict())
