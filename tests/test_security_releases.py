@@ -340,6 +340,22 @@ def test_refresh_timestamp_re_signs_only_when_near_expiry(
     assert_repository_verifies(data)
 
 
+def test_root_and_targets_are_renewed_before_they_expire(
+    data: Path, repo: ReleaseRepository
+) -> None:
+    root, targets = metadata(data, "root.json").signed, metadata(data, "targets.json").signed
+    assert not repo.refresh_timestamp(renew_within=timedelta(days=300))  # a year left: nothing
+    assert repo.refresh_timestamp(renew_within=timedelta(days=400))
+    new_root, new_targets = (
+        metadata(data, "root.json").signed,
+        metadata(data, "targets.json").signed,
+    )
+    assert (new_root.version, new_targets.version) == (root.version + 1, targets.version + 1)
+    assert new_root.expires >= root.expires and new_targets.expires >= targets.expires
+    assert new_root.keys.keys() == root.keys.keys()  # renewed, not rotated
+    assert_repository_verifies(data)  # a device with root version 1 chains to version 2
+
+
 def test_readers_never_see_a_half_written_file_while_releases_are_created(
     data: Path, repo: ReleaseRepository, tmp_path: Path
 ) -> None:

@@ -257,6 +257,15 @@ class MetadataStore:
         for md in (targets_md, snapshot_md, timestamp_md):
             self._write(md)
 
+    def renew_root(self, root_signer: CryptoSigner) -> Metadata[Root]:
+        """Root version N+1 with the same keys and a new expiry, signed by the root key."""
+        md = self.root()
+        md.signed.version += 1
+        md.signed.expires = utcnow() + EXPIRY["root"]
+        self._sign(md, root_signer)
+        self.write_root(md)
+        return md
+
     def rotate_root_keys(
         self, key_role: str, new: CryptoSigner, old_root: CryptoSigner
     ) -> Metadata[Root]:

@@ -205,14 +205,28 @@ class ReleaseRepository:
         self,
         min_remaining: timedelta = timedelta(hours=6),
         expires: timedelta = EXPIRY["timestamp"],
+        *,
+        renew_within: timedelta = timedelta(days=30),
     ) -> bool:
-        """Re-sign snapshot and timestamp with the online key when they expire within ``min_remaining``.
+        """Keep every role's metadata from expiring; returns whether anything was re-signed.
 
-        A controller calls this periodically; devices refuse a stale
-        timestamp (a freeze attack looks just like a controller that stopped
-        doing this). Returns whether anything was re-signed.
+        Snapshot and timestamp are re-signed with the online key when they
+        expire within ``min_remaining``; root and targets (valid a year) with
+        their own keys when they expire within ``renew_within`` and those keys
+        are in this folder. A controller calls this periodically: devices
+        refuse stale metadata (a freeze attack looks just like a controller
+        that stopped doing this).
         """
         with self.layout.locked():
+            renewed = False
+            soon = utcnow() + renew_within
+            if self._store.root().signed.expires <= soon and self.layout.key_file("root").is_file():
+                self._store.renew_root(self._store.signer("root"))
+                renewed = True
+            targets = self._store.targets()
+            if targets.signed.expires <= soon and self.layout.key_file("targets").is_file():
+                self._store.publish_targets(targets, self._store.signer("targets"))
+                return True  # with a new snapshot and timestamp
             deadline = utcnow() + min_remaining
             if self._store.snapshot().signed.expires <= deadline:
                 self._store.publish_snapshot()
@@ -220,7 +234,7 @@ class ReleaseRepository:
             if self._store.timestamp().signed.expires <= deadline:
                 self._store.publish_timestamp(expires=expires)
                 return True
-        return False
+        return renewed
 
 
 def _hash(relative: str, source: Path) -> tuple[ReleaseFile, Path]:
