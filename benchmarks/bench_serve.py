@@ -25,6 +25,10 @@ Servers, each its own process on the same 2 cores as the load generator:
   pool, as FastAPI does for a ``def`` endpoint; ``inline`` calls it on the
   event loop.
 * BentoML: not measured; the line printed says why (see ``BENTOML_WHY``).
+* ``floor`` (concurrency 1 only, a reference, not a server row): uvloop and
+  httptools with no framework and no model, reading each request whole and
+  sending back a canned answer of the same size as the real one. What the
+  round trip costs this client and loopback before any server does work.
 
 Every server gets the same ONNX Runtime threads (``--threads``, intra-op;
 inter-op 1) and is warmed up before its first cell and briefly before each
@@ -185,6 +189,66 @@ async def infer(name: str, request: Request) -> Response:
 
 if __name__ == "__main__":
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+'''
+
+
+FLOOR_SERVER = '''\
+"""The round trip's floor: read each request whole, send a canned OIP answer; no model."""
+
+import asyncio
+import json
+import sys
+
+import httptools
+import uvloop
+
+logits = bytes(4000)  # [1, 1000] FP32, the size of the real answer
+header = json.dumps(
+    {
+        "model_name": "floor",
+        "outputs": [
+            {
+                "name": "logits",
+                "datatype": "FP32",
+                "shape": [1, 1000],
+                "parameters": {"binary_data_size": len(logits)},
+            }
+        ],
+    }
+).encode()
+ANSWER = (
+    b"HTTP/1.1 200 OK\\r\\ncontent-type: application/octet-stream\\r\\n"
+    b"inference-header-content-length: %d\\r\\ncontent-length: %d\\r\\n\\r\\n"
+    % (len(header), len(header) + len(logits))
+) + header + logits
+EMPTY = b"HTTP/1.1 200 OK\\r\\ncontent-length: 0\\r\\n\\r\\n"
+
+
+class Floor(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.parser = httptools.HttpRequestParser(self)
+        self.body = []
+
+    def data_received(self, data):
+        self.parser.feed_data(data)
+
+    def on_body(self, body):
+        self.body.append(body)
+
+    def on_message_complete(self):
+        whole = b"".join(self.body)  # what any server that uses the body must do
+        self.body = []
+        self.transport.write(ANSWER if whole else EMPTY)
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Floor, "127.0.0.1", int(sys.argv[1]))
+    await server.serve_forever()
+
+
+uvloop.run(main())
 '''
 
 
@@ -385,6 +449,8 @@ def run(folder: Path, args: argparse.Namespace) -> str:
     )
     naive_script = folder / "naive_server.py"
     naive_script.write_text(NAIVE_SERVER)
+    floor_script = folder / "floor_server.py"
+    floor_script.write_text(FLOOR_SERVER)
 
     fogline_port, naive_port = free_port(), free_port()
     fogline = launch(
@@ -407,12 +473,17 @@ def run(folder: Path, args: argparse.Namespace) -> str:
             naive_port,
         )
         processes.append(naive)
+        floor_port = free_port()
+        floor = launch(
+            "floor", [sys.executable, str(floor_script), str(floor_port)], folder, {}, floor_port
+        )
+        processes.append(floor)
         targets = {
             "fogline 2ms": (fogline.url, models["fogline 2ms"]),
             "fogline 0ms": (fogline.url, models["fogline 0ms"]),
             f"naive ({args.naive})": (naive.url, "mobilenet"),
         }
-        return measure(folder, onnx, targets, args)
+        return measure(folder, onnx, targets, floor.url, args)
     finally:
         for process in processes:
             process.stop()
@@ -428,7 +499,11 @@ def bare_cell(session: ort.InferenceSession, batch: int, seconds: float) -> Cell
 
 
 def measure(
-    folder: Path, onnx: Path, targets: dict[str, tuple[str, str]], args: argparse.Namespace
+    folder: Path,
+    onnx: Path,
+    targets: dict[str, tuple[str, str]],
+    floor_url: str,
+    args: argparse.Namespace,
 ) -> str:
     image = photo_crops(1, SIZE, seed=1).numpy()
     session = bare_session(onnx, args.threads)
@@ -444,17 +519,19 @@ def measure(
     # Per concurrency, each round runs every server once (and, as references, a bare
     # session.run loop in this process: batch 1 at c=1, a full batch at c=32), the order
     # flipped every round so that a noisy neighbour hits every side alike.
+    # At c=1 the floor server is a third reference: the round trip with no server work.
     bare1, bare_full = "bare run, batch 1", f"bare run, batch {args.max_batch}"
+    floor = "floor"
     cells: dict[tuple[str, int], list[Cell]] = {}
     names = list(targets)
     warm = 0.3 if args.quick else 1.0
     for concurrency in args.concurrency:
-        extra = {1: [bare1], 32: [bare_full]}.get(concurrency, [])
+        extra = {1: [bare1, floor], 32: [bare_full]}.get(concurrency, [])
         lineup = names + extra
         for index in range(args.rounds):
             for name in lineup if index % 2 == 0 else lineup[::-1]:
-                if name in targets:
-                    url, model = targets[name]
+                if name in targets or name == floor:
+                    url, model = targets.get(name, (floor_url, "floor"))
                     asyncio.run(drive(url, model, concurrency, warm, image))
                     cell = asyncio.run(drive(url, model, concurrency, args.duration, image))
                 else:
@@ -507,6 +584,11 @@ def measure(
         lines.append(
             f"in-process reference, {args.threads} threads: bare session.run batch 1 p50 "
             f"{b1_p50:.2f} ms ({b1_rate:.1f} items/s)"
+        )
+        lines.append(
+            f"c=1 floor (uvloop + httptools, no framework, no model, a canned answer): p50 "
+            f"round trip {median(floor, 1, 'p50'):.2f} ms, p99 {median(floor, 1, 'p99'):.2f} ms: "
+            "what this client and loopback cost before any server work"
         )
         for name in names:
             # The difference within each round (adjacent cells), then the median over rounds.
