@@ -324,7 +324,7 @@ def test_overview_shows_counts_versions_charts_and_events(
     expect(digits.locator('[data-label="1.1.0"] .bar-value')).to_have_text("1 of 5")
     expect(digits.locator('[data-label="1.0.0"] .bar-value')).to_have_text("4 of 5")
     expect(page.locator("#running")).to_contain_text("digits 1.1.0")
-    expect(page.locator("#recent-events")).to_contain_text("rolled back on 1 devices")
+    expect(page.locator("#recent-events")).to_contain_text("rolled back on 1 device:")
     for chart in ("throughput", "p99", "errors", "reporting"):
         path = page.locator(f'#fleet-charts [data-chart="{chart}"] svg .series path').first
         expect(path).to_have_attribute("d", _MANY_POINTS)
@@ -431,7 +431,7 @@ def test_deployments_show_wave_progress_and_the_rollback_reason(
     screenshot(page, shots, "deployments")
 
     failed.locator("h2 a").click()
-    expect(page.locator("#deployment-events")).to_contain_text("rolled back on 1 devices")
+    expect(page.locator("#deployment-events")).to_contain_text("rolled back on 1 device:")
     expect(page.locator("#deployment-devices tr[data-device='gate-1']")).to_contain_text(
         "rolled-back"
     )
