@@ -25,6 +25,21 @@ def test_a_good_file_loads_and_its_pieces_fit(tmp_path: Path):
         checked.model.engine.close()
 
 
+def test_outputs_go_to_the_output_folder_and_inputs_stay_beside_the_file(tmp_path: Path):
+    """How a fleet agent runs a pipeline from a read-only release folder."""
+    release, work = tmp_path / "release", tmp_path / "work"
+    release.mkdir()
+    spec = digits_spec(
+        sinks=[{"type": "jsonl", "name": "review", "path": "review.jsonl"}],
+        store={"path": "results.db"},
+    )
+    loaded = load_spec(write_spec(release, spec), outputs=work)
+    assert loaded.store is not False and loaded.store.path == work.resolve() / "results.db"
+    assert loaded.sinks[0].path == work.resolve() / "review.jsonl"  # type: ignore[union-attr]
+    beside = load_spec(write_spec(release, spec))
+    assert beside.store is not False and beside.store.path == release.resolve() / "results.db"
+
+
 def mutate(change: dict[str, Any]) -> dict[str, Any]:
     spec = copy.deepcopy(digits_spec())
     for key, value in change.items():

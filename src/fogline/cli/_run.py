@@ -50,9 +50,16 @@ def run(
     live: bool | None = typer.Option(
         None, "--live/--no-live", help="Show the live table (default: when on a terminal)."
     ),
+    output_dir: Path | None = typer.Option(
+        None,
+        "--output-dir",
+        help="Write relative outputs (store, files) here, not beside the pipeline file.",
+    ),
 ) -> None:
     """Run a pipeline until its sources end, --duration passes, or Ctrl-C; then drain and sum up."""
-    checked = plan(load_spec(pipeline))
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    checked = plan(load_spec(pipeline, outputs=output_dir))
     runner = Pipeline(checked)
     try:
         with _logging(), _signals(runner), _prometheus(runner, metrics_port):

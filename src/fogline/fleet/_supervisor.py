@@ -74,9 +74,21 @@ class ChildSpec:
 
 
 def pipeline_child(entry: Path, *, cwd: Path, metrics_port: int | None = None) -> ChildSpec:
-    """``fogline run`` of a pipeline YAML, with Prometheus metrics on ``metrics_port``."""
+    """``fogline run`` of a pipeline YAML, with Prometheus metrics on ``metrics_port``.
+
+    The release folder is read-only: relative outputs (the store, files) go to ``cwd``.
+    """
     port = metrics_port or free_port()
-    argv = (sys.executable, "-m", "fogline", "run", str(entry), "--no-live")
+    argv = (
+        sys.executable,
+        "-m",
+        "fogline",
+        "run",
+        str(entry),
+        "--no-live",
+        "--output-dir",
+        str(cwd),
+    )
     return ChildSpec((*argv, "--metrics-port", str(port)), cwd, port)
 
 

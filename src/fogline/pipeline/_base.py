@@ -115,12 +115,17 @@ class Sink(Protocol):
 # --- specs ---------------------------------------------------------------------------------------
 
 
-def _resolve(value: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base")
+def _resolve(value: Path, info: ValidationInfo, key: str = "base") -> Path:
+    context = info.context or {}
+    base = context.get(key, context.get("base"))
     path = value.expanduser()
     if base is not None and not path.is_absolute():
         path = Path(base) / path
     return path
+
+
+def _resolve_output(value: Path, info: ValidationInfo) -> Path:
+    return _resolve(value, info, "outputs")
 
 
 def existing(what: str) -> AfterValidator:
@@ -137,8 +142,9 @@ def existing(what: str) -> AfterValidator:
 
 #: A path resolved against the spec's folder that must exist at load time.
 ExistingPath = Annotated[Path, existing("file or folder")]
-#: A path resolved against the spec's folder (an output: need not exist yet).
-OutputPath = Annotated[Path, AfterValidator(_resolve)]
+#: An output (need not exist yet): resolved against the output folder when one is given
+#: (``fogline run --output-dir``; a fleet agent runs a read-only release so), else the spec's.
+OutputPath = Annotated[Path, AfterValidator(_resolve_output)]
 
 
 class Spec(BaseModel):

@@ -160,8 +160,12 @@ class PipelineSpec(Spec):
 # --- step 1: YAML → PipelineSpec -----------------------------------------------------------------
 
 
-def load_spec(path: str | Path) -> PipelineSpec:
-    """Read and validate a pipeline file; :class:`ConfigError` lists every problem found."""
+def load_spec(path: str | Path, *, outputs: Path | None = None) -> PipelineSpec:
+    """Read and validate a pipeline file; :class:`ConfigError` lists every problem found.
+
+    Relative inputs resolve against the file's folder; relative outputs (the
+    store, files that sinks write) against ``outputs`` when it is given.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -176,15 +180,21 @@ def load_spec(path: str | Path) -> PipelineSpec:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or exc
         raise ConfigError(f"{path}: not valid YAML: {where}{problem}") from exc
-    return parse_spec(data, base=path.parent.resolve(), origin=str(path))
+    return parse_spec(data, base=path.parent.resolve(), origin=str(path), outputs=outputs)
 
 
-def parse_spec(data: object, *, base: Path, origin: str = "pipeline") -> PipelineSpec:
-    """Validate already-parsed YAML/JSON ``data``; relative paths resolve against ``base``."""
+def parse_spec(
+    data: object, *, base: Path, origin: str = "pipeline", outputs: Path | None = None
+) -> PipelineSpec:
+    """Validate already-parsed YAML/JSON ``data``; relative paths resolve against ``base``
+    (outputs against ``outputs`` when given)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{origin}: a pipeline is a mapping of keys, got {type(data).__name__}")
     try:
-        return PipelineSpec.model_validate(data, context={"base": base})
+        context: dict[str, Path] = {"base": base}
+        if outputs is not None:
+            context["outputs"] = outputs.resolve()
+        return PipelineSpec.model_validate(data, context=context)
     except ValidationError as exc:
         problems = [_explain(error, data) for error in exc.errors()]
         raise ConfigError(
