@@ -219,7 +219,9 @@ def test_fetch_verifies_stages_and_activates_a_runnable_release(
     installer = device()
     assert installer.active(NAME) is None
 
-    staged = installer.fetch(NAME, "1.0.0")
+    steps: list[str] = []
+    staged = installer.fetch(NAME, "1.0.0", progress=steps.append)
+    assert steps == ["verifying", "downloading", "staging"]
     assert installer.active(NAME) is None  # staged, not yet active
     installer.activate(staged)
 

@@ -297,7 +297,14 @@ class Converger:
         current = _version(self.installer.active(name))
         self._set(name, version=current, target=version, phase="downloading", error=None)
         self._report()
-        staged = self.installer.fetch(name, version, allow_downgrade_to_previous=downgrade)
+
+        def progress(phase: str) -> None:
+            self._set(name, version=current, target=version, phase=phase)
+            self._report()
+
+        staged = self.installer.fetch(
+            name, version, allow_downgrade_to_previous=downgrade, progress=progress
+        )
         self._set(name, version=current, target=version, phase="checking")
         self._report()
         report = self._check(staged)

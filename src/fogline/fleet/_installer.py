@@ -41,7 +41,7 @@ import shutil
 import ssl
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -192,9 +192,18 @@ class ReleaseInstaller:
     # -- public API ---------------------------------------------------------------------------
 
     def fetch(
-        self, name: str, version: str, *, allow_downgrade_to_previous: bool = False
+        self,
+        name: str,
+        version: str,
+        *,
+        allow_downgrade_to_previous: bool = False,
+        progress: Callable[[str], None] | None = None,
     ) -> StagedRelease:
         """Verify and stage release ``name`` ``version``; the active release is not touched.
+
+        ``progress`` hears each step as it starts: ``"verifying"`` (the signed
+        metadata and the release document), ``"downloading"`` (the files, each
+        checked against its size and hash), ``"staging"``.
 
         Raises :class:`ReleaseRefused` when a check fails (signature, hash,
         size, older than active, expired), :class:`ModelNotFound` when the
@@ -207,10 +216,12 @@ class ReleaseInstaller:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         version = str(wanted)
+        step = progress or (lambda _phase: None)
         with self._locked():
             slot = self._state().releases.get(name, _Slot())
             if slot.active is not None and wanted < Version(slot.active):
                 return self._downgrade(name, version, slot, allow_downgrade_to_previous)
+            step("verifying")
             updater = self._refresh()
             doc_info = self._targetinfo(updater, release_target_path(name, version))
             if doc_info is None:
@@ -241,9 +252,11 @@ class ReleaseInstaller:
                         "signed targets disagree on its size or hash: refused"
                     )
                 infos.setdefault(item.sha256, info)
+            step("downloading")
             for item in doc.files:
                 if item.sha256 in infos:
                     self._download(infos.pop(item.sha256), f"file {item.path}")
+            step("staging")
             return self._stage(doc, body)
 
     def activate(self, staged: StagedRelease) -> None:
