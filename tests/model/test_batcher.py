@@ -223,6 +223,38 @@ def test_one_item_arrives_after_max_wait(engine: Engine, images: np.ndarray):
     assert batcher.stats.batch_sizes == {1: 1}
 
 
+def test_idle_dispatch_sends_a_lone_item_at_once_and_batches_what_arrives_meanwhile(
+    engine: Engine,
+):
+    # Prepare: a max wait no test would sit out; the engine holds its first batch
+    gated = Gated(engine, open_gate=False)
+    policy = BatchPolicy(max_batch=8, max_wait_s=60.0, preferred_sizes=(3,), idle_dispatch=True)
+
+    # Execute
+    with MicroBatcher(gated, policy) as batcher:
+        first = batcher.submit(tagged(0))
+        assert gated.running.wait(WAIT)  # cut at once: the engine was idle
+        rest = [batcher.submit(tagged(tag)) for tag in (1, 2, 3)]  # arrive while it runs
+        gated.gate.set()
+        results = [f.result(WAIT) for f in (first, *rest)]
+
+    # Assert
+    assert len(results) == 4
+    assert gated.batches == [[0], [1, 2, 3]]
+
+
+def test_without_idle_dispatch_a_lone_item_waits_for_company(engine: Engine):
+    gated = Gated(engine)
+    policy = BatchPolicy(max_batch=8, max_wait_s=60.0, preferred_sizes=(3,))
+    with MicroBatcher(gated, policy) as batcher:
+        first = batcher.submit(tagged(0))
+        assert not gated.running.wait(0.3)  # held for max_wait (a minute) or company
+        rest = [batcher.submit(tagged(tag)) for tag in (1, 2)]
+        results = [f.result(WAIT) for f in (first, *rest)]
+    assert len(results) == 3
+    assert gated.batches == [[0, 1, 2]]
+
+
 def test_a_preferred_size_is_cut_without_waiting(engine: Engine):
     # Prepare: a max wait that no test would sit out
     gated = Gated(engine)
