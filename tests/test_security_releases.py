@@ -17,6 +17,7 @@ from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 from fogline.errors import ConfigError, ModelNotFound
 from fogline.examples import digits_model_path
 from fogline.security import (
+    RELEASE_NAME_PATTERN,
     ReleaseDocument,
     ReleaseRepository,
     check_relative_path,
@@ -388,6 +389,12 @@ def test_readers_never_see_a_half_written_file_while_releases_are_created(
 
 
 # -- the release document ---------------------------------------------------------------------
+
+
+def test_release_names_follow_the_device_id_rule() -> None:
+    from fogline.fleet._protocol import DEVICE_ID_PATTERN
+
+    assert RELEASE_NAME_PATTERN == DEVICE_ID_PATTERN  # two copies: topic levels, folder names
 
 
 @given(st.text(alphabet="ab./\\\x00", max_size=12))

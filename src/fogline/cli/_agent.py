@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from pydantic import ValidationError
 
-from fogline.cli._app import app, console, console_err
+from fogline.cli._app import FLEET_MODULES, app, console, console_err, needs_extra
 from fogline.errors import ConfigError
 from fogline.fleet._protocol import DEFAULT_PREFIX, check_device_id
 from fogline.pipeline._mqtt import to_url
@@ -43,6 +43,7 @@ def agent(
     ),
 ) -> None:
     """Converge this device to the releases the controller wants, report state and telemetry."""
+    needs_extra("fleet", *FLEET_MODULES)
     from fogline.fleet._agent import Agent, AgentConfig
 
     try:

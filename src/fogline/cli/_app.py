@@ -31,3 +31,27 @@ def parse_batches(text: str) -> tuple[int, ...]:
             f"expected comma-separated positive integers, got {text!r}", param_hint="--batch"
         )
     return values
+
+
+def needs_extra(extra: str, *modules: str) -> None:
+    """Raise a one-line ConfigError naming the extra to install when a module is missing."""
+    import importlib.util
+
+    def present(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            return False
+
+    missing = [name for name in modules if not present(name)]
+    if missing:
+        from fogline.errors import ConfigError
+
+        raise ConfigError(
+            f"this command needs {', '.join(missing)} (not installed here): "
+            f"pip install 'fogline[{extra}]'"
+        )
+
+
+#: What the fleet commands that sign, verify or serve need (the ``fleet`` extra).
+FLEET_MODULES = ("tuf", "securesystemslib", "cryptography", "starlette", "uvicorn")

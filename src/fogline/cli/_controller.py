@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from fogline.cli._app import app, console, console_err
+from fogline.cli._app import FLEET_MODULES, app, console, console_err, needs_extra
 from fogline.fleet._protocol import DEFAULT_PREFIX
 
 
@@ -39,6 +39,7 @@ def controller(
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Its PEM private key."),
 ) -> None:
     """Run the controller until Ctrl-C, printing what happens in the fleet."""
+    needs_extra("fleet", *FLEET_MODULES)
     from fogline.fleet._broker import controller_url, device_credentials
     from fogline.fleet._controller import Controller, ControllerConfig
 

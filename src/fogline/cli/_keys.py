@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fogline.cli._app import app, console
+from fogline.cli._app import FLEET_MODULES, app, console, needs_extra
 
 if TYPE_CHECKING:
     from fogline.security import KeysInfo
@@ -53,6 +53,7 @@ def init(
     ),
 ) -> None:
     """Generate the root, targets and online keys and an empty signed repository."""
+    needs_extra("fleet", *FLEET_MODULES)
     from fogline.security import init_keys
 
     _print(init_keys(data, force=force))
@@ -61,6 +62,7 @@ def init(
 @keys.command("show")
 def show(data: Path = _DATA) -> None:
     """Key ids, key files, metadata versions and expiry dates."""
+    needs_extra("fleet", *FLEET_MODULES)
     from fogline.security import show_keys
 
     _print(show_keys(data))
@@ -72,6 +74,7 @@ def rotate(
     role: str = typer.Option(..., "--role", help="targets, online or root."),
 ) -> None:
     """Replace one key; devices follow through the new root version it signs."""
+    needs_extra("fleet", *FLEET_MODULES)
     from fogline.security import rotate_key
 
     _print(rotate_key(data, role))

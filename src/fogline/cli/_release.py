@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fogline.cli._app import app, console
+from fogline.cli._app import FLEET_MODULES, app, console, needs_extra
 
 release = typer.Typer(
     help="Signed releases (models, pipelines, model repositories).", no_args_is_help=True
@@ -50,6 +50,7 @@ def create(
     description: str = typer.Option("", "--description"),
 ) -> None:
     """Sign FOLDER as a release: files stored by sha256, a signed release document."""
+    needs_extra("fleet", *FLEET_MODULES)
     from fogline.security import ReleaseRepository
 
     repo = ReleaseRepository(data)
@@ -80,6 +81,7 @@ def create(
 @release.command("list")
 def list_(data: Path = _DATA) -> None:
     """Every signed release, by name and version."""
+    needs_extra("fleet", *FLEET_MODULES)
     from fogline.security import ReleaseRepository
 
     table = Table(title=f"releases in {escape(str(data))}")

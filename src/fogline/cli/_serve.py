@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from fogline.cli._app import app, console_err
+from fogline.cli._app import app, console_err, needs_extra
 from fogline.errors import ConfigError
 
 
@@ -42,6 +42,7 @@ def serve(
     cors: list[str] = typer.Option([], "--cors-origin", help="Allow browsers from this origin."),
 ) -> None:
     """Serve every model of a repository until Ctrl-C (SIGINT/SIGTERM drain in-flight requests)."""
+    needs_extra("serve", "starlette", "uvicorn", "grpc", "tritonclient")
     from fogline.serve import CONTROLS, Server
     from fogline.serve._server import run
 

@@ -6,7 +6,6 @@ telemetry; each agent converges its device to the desired state it reads
 from the broker. Topics and message bodies are in :mod:`._protocol`.
 """
 
-from fogline.fleet._agent import Agent, AgentConfig
 from fogline.fleet._broker import (
     BrokerConfig,
     Credentials,
@@ -16,7 +15,6 @@ from fogline.fleet._broker import (
     device_credentials,
     reload_broker,
 )
-from fogline.fleet._installer import ReleaseInstaller, StagedRelease
 from fogline.fleet._protocol import (
     DEFAULT_PREFIX,
     Command,
@@ -57,3 +55,20 @@ __all__ = [
     "parse_device_topic",
     "reload_broker",
 ]
+
+# The agent and the installer need the 'fleet' extra (python-tuf); a device or a
+# tool that only speaks the protocol should not, so they load on first use.
+_LAZY = {
+    "Agent": "fogline.fleet._agent",
+    "AgentConfig": "fogline.fleet._agent",
+    "ReleaseInstaller": "fogline.fleet._installer",
+    "StagedRelease": "fogline.fleet._installer",
+}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fogline.fleet' has no attribute {name!r}")

@@ -39,20 +39,19 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from fogline.security import RELEASE_NAME_PATTERN
-
 #: The default first topic level; a controller and its agents must agree on it.
 DEFAULT_PREFIX = "fogline"
 #: The kinds of topic a device has.
 TOPIC_KINDS = ("desired", "command", "state", "telemetry", "presence")
-#: What a device id may be: it is an MQTT user name and a topic level, so the
-#: same rule as for a release name (also a topic level and a folder name).
-DEVICE_ID_PATTERN = RELEASE_NAME_PATTERN
+#: What a device id may be: it is an MQTT user name and a topic level. A release
+#: name follows the same rule (``fogline.security.RELEASE_NAME_PATTERN``, kept
+#: apart so that this module needs no crypto library; a test keeps them equal).
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
 
 DeviceId = Annotated[str, StringConstraints(pattern=DEVICE_ID_PATTERN)]
 #: A release name (versions are PEP 440).
-ReleaseName = Annotated[str, StringConstraints(pattern=RELEASE_NAME_PATTERN)]
+ReleaseName = Annotated[str, StringConstraints(pattern=DEVICE_ID_PATTERN)]
 
 
 def check_device_id(device_id: str) -> str:
