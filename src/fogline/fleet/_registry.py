@@ -299,6 +299,18 @@ class Registry:
         )
         return _device(rows[0]) if rows else None
 
+    def devices_by_id(self, device_ids: Sequence[str]) -> dict[str, Device]:
+        """The known devices among ``device_ids``, in a few queries rather than one each."""
+        found: dict[str, Device] = {}
+        for chunk in _chunks(device_ids):
+            rows = self._rows(
+                "SELECT id, grp, tags, enrolled_at, last_seen, online, state FROM devices "
+                f"WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update((row[0], _device(row)) for row in rows)
+        return found
+
     def devices(self, group: str | None = None) -> list[Device]:
         sql = "SELECT id, grp, tags, enrolled_at, last_seen, online, state FROM devices"
         if group is None:
@@ -413,6 +425,18 @@ class Registry:
         rows = self._rows("SELECT body FROM desired WHERE device_id = ?", (device_id,))
         return DesiredState.model_validate_json(rows[0][0]) if rows else DesiredState(generation=0)
 
+    def generations(self, device_ids: Sequence[str]) -> dict[str, int]:
+        """The desired-state generation of each of ``device_ids`` that has one."""
+        found: dict[str, int] = {}
+        for chunk in _chunks(device_ids):
+            rows = self._rows(
+                "SELECT device_id, generation FROM desired "
+                f"WHERE device_id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            )
+            found.update((device_id, int(generation)) for device_id, generation in rows)
+        return found
+
     def all_desired(self) -> dict[str, DesiredState]:
         return {
             device_id: DesiredState.model_validate_json(body)
@@ -481,6 +505,12 @@ class Registry:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._tx() as conn:
             yield conn
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
+    """Slices small enough for SQLite's limit on bound parameters."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _device(row: tuple[Any, ...]) -> Device:

@@ -377,21 +377,26 @@ class Rollouts:
         if d.wave_started is None:
             self._assign(d, wave, now)
             return
-        devices = {x.device_id: self.registry.device(x.device_id) for x in wave}
+        ids = [x.device_id for x in wave]
+        devices = self.registry.devices_by_id(ids)
+        generations = self.registry.generations(ids)
         failures: list[str] = []
-        converged: list[str] = []
+        broken: list[str] = []
+        converged: set[str] = set()
+        arrived: list[str] = []
         for x in wave:
-            device = devices[x.device_id]
             verdict = _device_verdict(
-                device, d.release, d.version, self.registry.desired(x.device_id).generation
+                devices.get(x.device_id), d.release, d.version, generations.get(x.device_id, 0)
             )
             if verdict == "converged":
-                converged.append(x.device_id)
+                converged.add(x.device_id)
                 if x.status == "assigned":
-                    self._mark(d.id, [x.device_id], "converged", now)
+                    arrived.append(x.device_id)
             elif verdict is not None:
                 failures.append(f"{x.device_id}: {verdict}")
-                self._mark(d.id, [x.device_id], "failed", now)
+                broken.append(x.device_id)
+        self._mark(d.id, arrived, "converged", now)
+        self._mark(d.id, broken, "failed", now)
         if failures:
             self._roll_back(d, "; ".join(failures))
             return
@@ -416,7 +421,6 @@ class Rollouts:
             converged_at = d.converged_at
         if now - converged_at < d.strategy.bake_seconds:
             return
-        ids = [x.device_id for x in wave]
         rows = self.registry.metrics(devices=ids, release=d.release, since=d.wave_started)
         rows = [row for row in rows if row["version"] == d.version]
         missing = d.criteria.waiting_for(ids, rows)
@@ -441,15 +445,18 @@ class Rollouts:
 
     def _assign(self, d: Deployment, wave: Sequence[DeploymentDevice], now: float) -> None:
         ids = [x.device_id for x in wave]
+        devices = self.registry.devices_by_id(ids)
+        rows = []
+        for device_id in ids:
+            device = devices.get(device_id)
+            previous = None if device is None else device.version(d.release)
+            rows.append((previous, now, d.id, device_id))
         with self.registry.transaction() as conn:
-            for device_id in ids:
-                device = self.registry.device(device_id)
-                previous = None if device is None else device.version(d.release)
-                conn.execute(
-                    "UPDATE deployment_devices SET status = 'assigned', previous = ?, since = ? "
-                    "WHERE deployment = ? AND device_id = ?",
-                    (previous, now, d.id, device_id),
-                )
+            conn.executemany(
+                "UPDATE deployment_devices SET status = 'assigned', previous = ?, since = ? "
+                "WHERE deployment = ? AND device_id = ?",
+                rows,
+            )
             conn.execute(
                 "UPDATE deployments SET wave_started = ?, updated = ? WHERE id = ?",
                 (now, now, d.id),
@@ -478,6 +485,8 @@ class Rollouts:
         self.publish(changed)
 
     def _mark(self, deployment_id: str, device_ids: Sequence[str], status: str, now: float) -> None:
+        if not device_ids:
+            return
         self.registry.executemany(
             "UPDATE deployment_devices SET status = ?, since = ? WHERE deployment = ? AND device_id = ?",
             [(status, now, deployment_id, device_id) for device_id in device_ids],
