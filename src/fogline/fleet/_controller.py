@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -44,7 +43,7 @@ from fogline.fleet._protocol import (
 from fogline.fleet._registry import Inbox, Registry
 from fogline.fleet._rollout import Rollouts
 from fogline.model._atomic import atomic_path
-from fogline.pipeline._mqtt import MqttUrl, to_url
+from fogline.pipeline._mqtt import MqttUrl, _new_client, to_url
 
 log = logging.getLogger("fogline.controller")
 
@@ -262,21 +261,10 @@ class Controller:
     # -- MQTT -------------------------------------------------------------------------------
 
     def _new_client(self) -> paho.Client:
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.config.client_id,
-            protocol=paho.MQTTv5,
-            reconnect_on_failure=True,
-        )
+        client = _new_client(self.url, self.config.client_id, 30.0, reconnect=True)
         client.max_queued_messages_set(0)
         client.max_inflight_messages_set(1000)
         client.reconnect_delay_set(1, 10)
-        if self.url.username is not None:
-            client.username_pw_set(self.url.username, self.url.password)
-        if self.url.tls:
-            import ssl
-
-            client.tls_set_context(ssl.create_default_context())
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
