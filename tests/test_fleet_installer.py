@@ -304,11 +304,15 @@ def test_unreachable_repository_is_a_transport_error(
 # -- forged and stale releases: refused, active release untouched ---------------------------
 
 
-def refused(installer: ReleaseInstaller, match: str, version: str = "2.0.0", **kw: Any) -> None:
-    with pytest.raises(ReleaseRefused, match=match):
+def refused(installer: ReleaseInstaller, match: str, version: str = "2.0.0", **kw: Any) -> str:
+    with pytest.raises(ReleaseRefused, match=match) as caught:
         installer.fetch(NAME, version, **kw)
     assert_intact(installer.active(NAME), "1.0.0")
     assert not list((installer.data / "releases" / NAME).glob(".staging-*"))
+    # The agent says "refused: <message>"; the message says what, once, in its own words.
+    message = str(caught.value)
+    assert "refused" not in message and "Observed" not in message, message
+    return message
 
 
 def test_refuses_tampered_targets_metadata(
@@ -341,7 +345,8 @@ def test_refuses_a_file_whose_hash_differs(
     forged = bytearray(blob.read_bytes())
     forged[-1] ^= 0xFF
     blob.write_bytes(bytes(forged))
-    refused(installer, "hash mismatch for file model.onnx")
+    message = refused(installer, "hash mismatch for file model.onnx")
+    assert message.count("hash mismatch") == 1 and "the signed metadata says" in message
     assert not list((installer.data / "downloads").iterdir())  # a bad download is not kept
 
 

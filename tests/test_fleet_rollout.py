@@ -16,6 +16,9 @@ from fogline.fleet import DesiredState, DeviceState, Metrics, ReleaseStatus, Tel
 from fogline.fleet._registry import Inbox, Registry
 from fogline.fleet._rollout import Criteria, Rollouts, Strategy
 
+#: The devices' telemetry period in these tests: a silence of more than 2 x 5 + 1 s counts.
+PERIOD = 5.0
+
 
 class Clock:
     def __init__(self) -> None:
@@ -52,16 +55,40 @@ class Fleet:
         self.registry.ingest(Inbox(states=[state]))
 
     def telemetry(
-        self, device_id: str, version: str, *, items: int, errors: int, **extra: float
+        self,
+        device_id: str,
+        version: str,
+        *,
+        items: int = 0,
+        errors: int = 0,
+        stamp: float | None = None,
+        **extra: float,
     ) -> None:
+        """One report received now; ``stamp`` is the device's own time (a late one from its outbox)."""
+        stamp = self.clock.now if stamp is None else stamp
         report = Telemetry(
             device_id=device_id,
-            time=self.clock.now,
-            sequence=int(self.clock.now),
+            time=stamp,
+            sequence=int(stamp * 10),
             versions={"det": version},
             metrics={"det": Metrics(items=items, errors=errors, **extra)},
+            period=PERIOD,
         )
-        self.registry.ingest(Inbox(telemetry=[(f"{device_id}:{self.clock.now}", report)]))
+        self.registry.ingest(
+            Inbox(telemetry=[(f"{device_id}:{stamp}", report)]), now=self.clock.now
+        )
+
+    def run_for(self, seconds: float, devices: list[str], version: str) -> None:
+        """Let ``seconds`` pass, each of ``devices`` sending a heartbeat every period, ticking."""
+        end = self.clock.now + seconds
+        while self.clock.now < end:
+            self.clock.now += PERIOD
+            for device_id in devices:
+                self.telemetry(device_id, version)
+            self.rollouts.tick()
+
+    def on(self, version: str) -> list[str]:
+        return [i for i in self.ids if self.desired_version(i) == version]
 
     def desired_version(self, device_id: str) -> str | None:
         return self.registry.desired(device_id).releases.get("det")
@@ -86,16 +113,14 @@ def test_canary_then_the_rest(fleet: Fleet) -> None:
     assert [fleet.desired_version(i) for i in fleet.ids].count("1.1.0") == 1
     fleet.follow("1.1.0")
     fleet.rollouts.tick()  # converged: the bake starts
-    fleet.clock.now += 30
-    fleet.rollouts.tick()
-    assert [fleet.desired_version(i) for i in fleet.ids].count("1.1.0") == 1  # still baking
-    fleet.clock.now += 31
-    fleet.rollouts.tick()  # bake over: the second wave is assigned
+    canary = fleet.on("1.1.0")
+    fleet.run_for(30, canary, "1.1.0")
+    assert len(fleet.on("1.1.0")) == 1  # still baking
+    fleet.run_for(30, canary, "1.1.0")  # bake over: the second wave is assigned
     assert all(fleet.desired_version(i) == "1.1.0" for i in fleet.ids)
     fleet.follow("1.1.0")
     fleet.rollouts.tick()
-    fleet.clock.now += 61
-    fleet.rollouts.tick()
+    fleet.run_for(60, fleet.ids, "1.1.0")
     done = fleet.rollouts.get(d.id)
     assert done is not None and done.status == "succeeded"
     assert done.counts() == {"converged": 5}
@@ -135,8 +160,7 @@ def test_error_rate_over_the_limit_rolls_back(fleet: Fleet) -> None:
     canary = next(i for i in fleet.ids if fleet.desired_version(i) == "1.1.0")
     fleet.clock.now += 5
     fleet.telemetry(canary, "1.1.0", items=1000, errors=50)
-    fleet.clock.now += 6
-    fleet.rollouts.tick()
+    fleet.run_for(6, [canary], "1.1.0")
     done = fleet.rollouts.get(d.id)
     assert done is not None and done.status == "rolled-back"
     assert done.reason == "error rate 5.0% over 1000 items > 1.0%"
@@ -156,11 +180,93 @@ def test_criteria_wait_for_telemetry_then_pass(fleet: Fleet) -> None:
     fleet.rollouts.tick()
     running = fleet.rollouts.get(d.id)
     assert running is not None and running.status == "running" and running.wave == 0
+    assert running.bake is not None and running.bake.waiting == tuple(fleet.on("1.1.0"))
     canary = next(i for i in fleet.ids if fleet.desired_version(i) == "1.1.0")
     fleet.telemetry(canary, "1.1.0", items=100, errors=0, p99_ms=12.0)
     fleet.rollouts.tick()
     moved = fleet.rollouts.get(d.id)
     assert moved is not None and moved.wave == 1
+
+
+def test_a_silent_canary_does_not_pass_its_bake_and_is_rolled_back_at_the_deadline(
+    fleet: Fleet,
+) -> None:
+    d = fleet.rollouts.create(
+        "det", "1.1.0", "default", strategy=Strategy(canary=1, bake_seconds=10, timeout_seconds=60)
+    )
+    assert d.criteria.require_telemetry  # the default
+    fleet.follow("1.1.0")
+    fleet.rollouts.tick()  # converged at t0: the bake would end at t0 + 10
+    canary = fleet.on("1.1.0")
+    fleet.clock.now += 69  # the bake and most of the timeout pass with no report
+    fleet.rollouts.tick()
+    waiting = fleet.rollouts.get(d.id)
+    assert waiting is not None and (waiting.status, waiting.wave) == ("running", 0)
+    assert waiting.bake is not None and waiting.bake.silent == tuple(canary)
+    fleet.clock.now += 2  # past t0 + bake + timeout
+    fleet.rollouts.tick()
+    done = fleet.rollouts.get(d.id)
+    assert done is not None and done.status == "rolled-back"
+    assert done.reason == (
+        f"no telemetry on 1.1.0 covering the 10 s bake within the 60 s timeout from "
+        f"{canary[0]} (never reported on it)"
+    )
+    assert fleet.on("1.1.0") == []
+
+
+def test_a_silence_during_the_bake_restarts_it_from_the_next_report(fleet: Fleet) -> None:
+    """What a broker outage looks like: reports stop, then the queued ones arrive in one burst."""
+    d = fleet.rollouts.create(
+        "det", "1.1.0", "default", strategy=Strategy(canary=1, bake_seconds=20)
+    )
+    fleet.follow("1.1.0")
+    fleet.rollouts.tick()
+    canary = fleet.on("1.1.0")
+    t0 = fleet.clock.now
+    fleet.run_for(10, canary, "1.1.0")
+    outage = fleet.clock.now
+    fleet.clock.now += 30  # 30 s of silence, longer than the bake itself
+    fleet.rollouts.tick()
+    assert fleet.on("1.1.0") == canary  # the bake did not pass while nothing was heard
+    for stamp in (outage + 5, outage + 10, outage + 15, outage + 20, outage + 25, outage + 30):
+        fleet.telemetry(canary[0], "1.1.0", stamp=stamp)  # the outbox, delivered at once
+    fleet.rollouts.tick()
+    baking = fleet.rollouts.get(d.id)
+    assert baking is not None and baking.bake is not None
+    assert baking.bake.start == fleet.clock.now > t0 + 20  # restarted from the burst
+    fleet.run_for(15, canary, "1.1.0")
+    assert fleet.on("1.1.0") == canary  # 15 s of the restarted 20 s bake
+    fleet.run_for(5, canary, "1.1.0")
+    moved = fleet.rollouts.get(d.id)
+    assert moved is not None and moved.wave == 1
+
+
+def test_without_required_telemetry_the_bake_is_a_time(fleet: Fleet) -> None:
+    d = fleet.rollouts.create(
+        "det",
+        "1.1.0",
+        "default",
+        strategy=Strategy(canary=1, bake_seconds=10),
+        criteria=Criteria(require_telemetry=False),
+    )
+    assert d.to_dict()["criteria_text"] == "error rate ≤ 5.0%; no telemetry required"
+    fleet.follow("1.1.0")
+    fleet.rollouts.tick()
+    fleet.clock.now += 11
+    fleet.rollouts.tick()
+    moved = fleet.rollouts.get(d.id)
+    assert moved is not None and moved.wave == 1
+
+
+def test_a_report_on_the_old_version_does_not_cover_the_bake(fleet: Fleet) -> None:
+    d = fleet.rollouts.create(
+        "det", "1.1.0", "default", strategy=Strategy(canary=1, bake_seconds=10)
+    )
+    fleet.follow("1.1.0")
+    fleet.rollouts.tick()
+    fleet.run_for(20, fleet.on("1.1.0"), "1.0.0")
+    still = fleet.rollouts.get(d.id)
+    assert still is not None and (still.status, still.wave) == ("running", 0)
 
 
 def test_a_wave_that_does_not_converge_in_time_rolls_back(fleet: Fleet) -> None:

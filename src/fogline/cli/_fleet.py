@@ -8,7 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.console import Group
+from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from fogline.cli._app import app, console
 from fogline.errors import ConfigError, TransportError
@@ -181,11 +184,25 @@ def deploy(
     strategy: str = typer.Option("canary", help="all, canary or waves."),
     canary: str = typer.Option("1", help="Canary size: a count or a percentage like 10%."),
     waves: str = typer.Option("", help="For --strategy waves: sizes such as 10%,50%."),
-    bake: float = typer.Option(60.0, "--bake", min=0.0, help="Seconds each wave is watched."),
-    timeout: float = typer.Option(600.0, "--timeout", min=1.0, help="Seconds a wave may take."),
+    bake: float = typer.Option(
+        60.0, "--bake", min=0.0, help="Seconds each wave is watched once it runs the release."
+    ),
+    timeout: float = typer.Option(
+        600.0,
+        "--timeout",
+        min=1.0,
+        help="Seconds a wave may take to converge, and to cover its bake with telemetry.",
+    ),
     max_error_rate: float | None = typer.Option(0.05, "--max-error-rate", min=0.0, max=1.0),
     max_p99_ms: float | None = typer.Option(None, "--max-p99-ms", min=0.0),
     min_accuracy: float | None = typer.Option(None, "--min-accuracy", min=0.0, max=1.0),
+    require_telemetry: bool = typer.Option(
+        True,
+        "--require-telemetry/--no-require-telemetry",
+        help="A wave passes its bake only on telemetry from every device on the new version, "
+        "covering the bake; a silent device extends it by up to --timeout, then the rollout "
+        "rolls back. --no-require-telemetry makes the bake a time alone.",
+    ),
     controller: str = _CONTROLLER,
     token: str | None = _TOKEN,
     data: Path = _DATA,
@@ -207,6 +224,7 @@ def deploy(
             "max_error_rate": max_error_rate,
             "max_p99_ms": max_p99_ms,
             "min_accuracy": min_accuracy,
+            "require_telemetry": require_telemetry,
         },
     }
     made = Api(controller, token, data).call("POST", "/api/deployments", body)
@@ -223,45 +241,100 @@ def _size(text: str) -> int | str:
 
 
 def _show(d: dict[str, Any]) -> None:
+    console.print(_describe(d))
+
+
+def _describe(d: dict[str, Any], now: float | None = None) -> Group:
+    """A deployment in a few lines: where it is, its criteria, its bake, why it stopped."""
+    now = time.time() if now is None else now
     colour = {"running": "yellow", "succeeded": "green", "rolled-back": "red"}.get(d["status"], "")
-    console.print(
-        f"[bold]{d['id']}[/] {d['release']} {d['version']} → {d['group']}: "
-        f"[{colour}]{d['status']}[/], wave {d['wave'] + 1} of {d['waves']} ({d['strategy']['kind']})",
-        highlight=False,
-    )
+    lines = [
+        Text.from_markup(
+            f"[bold]{d['id']}[/] {d['release']} {d['version']} → {d['group']}: "
+            f"[{colour}]{d['status']}[/], wave {d['wave'] + 1} of {d['waves']} "
+            f"({d['strategy']['kind']})"
+        )
+    ]
     counts = ", ".join(f"{n} {status}" for status, n in sorted(d["counts"].items()))
-    console.print(f"  devices: {counts}", highlight=False)
+    lines.append(Text(f"  devices: {counts}"))
+    strategy = d["strategy"]
+    lines.append(
+        Text(
+            f"  criteria: {d['criteria_text']}; bake {strategy['bake_seconds']:g} s, "
+            f"timeout {strategy['timeout_seconds']:g} s"
+        )
+    )
+    bake = d.get("bake")
+    if d["status"] == "running" and bake:
+        lines.append(Text(f"  bake: {_bake(bake, now)}"))
     if d.get("reason"):
-        console.print(f"  reason: {d['reason']}", highlight=False)
+        lines.append(Text(f"  reason: {d['reason']}"))
+    return Group(*lines)
+
+
+def _bake(bake: dict[str, Any], now: float) -> str:
+    left = bake["end"] - now
+    if not bake["waiting"]:
+        return "covered by every device's telemetry"
+    heard = []
+    for device in bake["waiting"]:
+        last = bake["last_heard"].get(device)
+        state = "silent" if device in bake["silent"] else "reporting"
+        heard.append(
+            f"{device} (no report yet)" if last is None
+            else f"{device} ({state}, last heard {max(0.0, now - last):.0f} s ago)"
+        )  # fmt: skip
+    when = f"{left:.0f} s to go" if left > 0 else "waiting"
+    return f"{when}; telemetry still needed from {', '.join(heard)}"
 
 
 @rollout.command("status")
 def status(
-    deployment: str | None = typer.Argument(None, help="A deployment id (default: all)."),
-    watch: bool = typer.Option(False, "--watch", help="Refresh until it ends."),
+    deployment: str | None = typer.Argument(
+        None, help="A deployment id (default: the running ones, else the latest)."
+    ),
+    show_all: bool = typer.Option(False, "--all", help="Every deployment ever made, oldest first."),
+    watch: bool = typer.Option(False, "--watch", help="Redraw in place until it ends."),
     controller: str = _CONTROLLER,
     token: str | None = _TOKEN,
     data: Path = _DATA,
     as_json: bool = _JSON,
 ) -> None:
-    """Where each rollout is: its wave, device counts, and why it stopped if it did."""
+    """Where a rollout is: its wave, device counts, criteria and bake, and why it stopped if it did."""
     api = Api(controller, token, data)
-    while True:
-        if deployment is None:
-            rows = api.call("GET", "/api/deployments")
-        else:
-            rows = [api.call("GET", f"/api/deployments/{deployment}")]
-        if as_json:
-            _print_json(rows if deployment is None else rows[0])
-        else:
-            if not rows:
-                console.print("no deployments yet: fogline fleet deploy NAME VERSION --group G")
-            for row in rows:
-                _show(row)
-        if not watch or all(row["status"] != "running" for row in rows):
-            return
-        time.sleep(2.0)
-        console.print()
+
+    def fetch() -> list[dict[str, Any]]:
+        if deployment is not None:
+            return [api.call("GET", f"/api/deployments/{deployment}")]
+        rows: list[dict[str, Any]] = api.call("GET", "/api/deployments")
+        if show_all:
+            return rows
+        current = [r for r in rows if r["status"] == "running"] or rows[-1:]
+        # The list leaves out each one's bake progress; the single view has it.
+        return [api.call("GET", f"/api/deployments/{r['id']}") for r in current]
+
+    def render(rows: list[dict[str, Any]]) -> Group:
+        if not rows:
+            return Group(Text("no deployments yet: fogline fleet deploy NAME VERSION --group G"))
+        return Group(*[_describe(row) for row in rows])
+
+    rows = fetch()
+    if as_json:
+        _print_json(rows[0] if deployment is not None else rows)
+        return
+    if not watch or all(row["status"] != "running" for row in rows):
+        console.print(render(rows))
+        return
+    with Live(render(rows), console=console, auto_refresh=False) as live:
+        while any(row["status"] == "running" for row in rows):
+            time.sleep(1.0)
+            rows = fetch() if deployment is not None or show_all else _refresh(api, rows)
+            live.update(render(rows), refresh=True)
+
+
+def _refresh(api: Api, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same deployments again: a watch follows what it started with to their end."""
+    return [api.call("GET", f"/api/deployments/{row['id']}") for row in rows]
 
 
 @fleet.command("rollback")

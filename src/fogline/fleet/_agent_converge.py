@@ -59,6 +59,15 @@ log = logging.getLogger(__name__)
 Health = Literal["ok", "degraded", "failed"]
 
 
+#: What the agent's log says of each phase a release goes through on its way.
+_PHASE_WORDS: dict[str, str] = {
+    "verifying": "verifying the signed metadata of",
+    "downloading": "downloading the files of",
+    "staging": "staging",
+    "checking": "health-checking",
+}
+
+
 class _Saved(BaseModel):
     """What survives a restart of the agent (``DEV/agent/state.json``)."""
 
@@ -295,7 +304,9 @@ class Converger:
 
     def _install(self, name: str, version: str, downgrade: bool) -> None:
         current = _version(self.installer.active(name))
-        self._set(name, version=current, target=version, phase="downloading", error=None)
+        # The installer's first step checks the signed metadata (or, for a rollback, the kept
+        # release's files): each phase is named for what it does, so none repeats.
+        self._set(name, version=current, target=version, phase="verifying", error=None)
         self._report()
 
         def progress(phase: str) -> None:
@@ -354,7 +365,15 @@ class Converger:
         # release to the rollout (which has its own timeout for a device that
         # never gets there).
         error = f"retrying in {delay:.0f} s: {exc}"
-        self._set(name, version=current, target=version, phase="downloading", error=error)
+        with self._lock:
+            old = self._saved.releases.get(name)
+        # The phase it was in when the network failed, so the log does not read as a new step.
+        phase = (
+            old.phase
+            if old is not None and old.phase in ("verifying", "downloading")
+            else "downloading"
+        )
+        self._set(name, version=current, target=version, phase=phase, error=error)
         self._event(f"{name} {version}: {error}")
 
     def _block(self, name: str, version: str, generation: int) -> None:
@@ -455,7 +474,8 @@ class Converger:
             self._save()
             phase: Phase = new.phase
             if "phase" in changes and phase not in ("active", "failed", "refused"):
-                self._event(f"{name}: {phase} {new.target or new.version or ''}".rstrip())
+                what = _PHASE_WORDS.get(phase, phase)
+                self._event(f"{name}: {what} {new.target or new.version or ''}".rstrip())
 
     def _health(self, releases: dict[str, ReleaseStatus]) -> Health:
         health: Health = "ok"

@@ -231,7 +231,7 @@ class ReleaseInstaller:
             doc = _parse_document(body, name, version)
             if doc.is_expired():
                 raise ReleaseRefused(
-                    f"release {name} {version} expired at {doc.expires.isoformat()}: refused"
+                    f"release {name} {version} expired at {doc.expires.isoformat()}"
                 )
             staged = self._staged(name, version)
             if staged is not None and staged.document == doc:
@@ -244,12 +244,12 @@ class ReleaseInstaller:
                 if info is None:
                     raise ReleaseRefused(
                         f"file {item.path} of {name} {version} (blob {item.sha256[:12]}…) "
-                        "is not in the signed targets: refused"
+                        "is not in the signed targets"
                     )
                 if info.length != item.length or info.hashes.get("sha256") != item.sha256:
                     raise ReleaseRefused(
                         f"file {item.path} of {name} {version}: the release document and the "
-                        "signed targets disagree on its size or hash: refused"
+                        "signed targets disagree on its size or hash"
                     )
                 infos.setdefault(item.sha256, info)
             step("downloading")
@@ -367,7 +367,7 @@ class ReleaseInstaller:
         """The verified blob for ``info``, downloaded (or resumed) when not already here."""
         sha = info.hashes.get("sha256", "")
         if not _SHA256.match(sha):
-            raise ReleaseRefused(f"{label} has no sha256 in the signed metadata: refused")
+            raise ReleaseRefused(f"{label} has no sha256 in the signed metadata")
         blob = self._blobs / sha
         if blob.is_file():
             if _matches(blob, info):
@@ -380,12 +380,13 @@ class ReleaseInstaller:
                 with open(part, "rb") as fh:
                     info.verify_length_and_hashes(fh)
             except tuf_errors.LengthOrHashMismatchError as exc:
+                observed = sha256_file(part)
                 part.unlink(missing_ok=True)
                 if resumed and not attempt:
                     continue  # the kept part may be what was wrong: once more from the start
                 raise ReleaseRefused(
-                    f"hash mismatch for {label}: the downloaded bytes do not match the signed "
-                    f"sha256 {sha[:12]}…: refused ({exc})"
+                    f"hash mismatch for {label}: the downloaded bytes hash to {observed[:12]}…, "
+                    f"the signed metadata says {sha[:12]}…"
                 ) from exc
             os.chmod(part, 0o444)
             os.replace(part, blob)
@@ -426,7 +427,7 @@ class ReleaseInstaller:
                     part.unlink(missing_ok=True)
                     raise ReleaseRefused(
                         f"size exceeds metadata: the server announces {offset + int(announced)} "
-                        f"bytes for {label}, the signed metadata says {length}: refused"
+                        f"bytes for {label}, the signed metadata says {length}"
                     )
                 received = offset
                 with open(part, mode) as out:
@@ -441,13 +442,13 @@ class ReleaseInstaller:
             part.unlink(missing_ok=True)
             raise ReleaseRefused(
                 f"endless data: the server sent more than the {length} bytes the signed metadata "
-                f"gives for {label}: refused"
+                f"gives for {label}"
             )
         if received < length:
             part.unlink(missing_ok=True)
             raise ReleaseRefused(
                 f"size mismatch for {label}: the server sent {received} bytes, the signed "
-                f"metadata says {length}: refused"
+                f"metadata says {length}"
             )
         return offset
 
@@ -491,14 +492,14 @@ class ReleaseInstaller:
         if not allowed or slot.previous != version:
             extra = f" (previous is {slot.previous})" if allowed else ""
             raise ReleaseRefused(
-                f"release {name} {version} is older than active {slot.active}: refused as a "
-                f"rollback; only the previous release may be taken back{extra}"
+                f"release {name} {version} is older than active {slot.active}; only the "
+                f"previous release may be taken back{extra}"
             )
         staged = self._staged(name, version)
         if staged is None:
             raise ReleaseRefused(
                 f"release {name} {version} is older than active {slot.active} and no longer on "
-                "this device: refused"
+                "this device"
             )
         self._verify_tree(staged)
         return staged
@@ -659,7 +660,7 @@ def _tuf_errors(what: str) -> Iterator[None]:
     except tuf_errors.LengthOrHashMismatchError as exc:
         raise ReleaseRefused(f"hash mismatch while {what}: {exc}") from exc
     except tuf_errors.RepositoryError as exc:
-        raise ReleaseRefused(f"metadata refused while {what}: {exc}") from exc
+        raise ReleaseRefused(f"bad metadata while {what}: {exc}") from exc
     except tuf_errors.DownloadLengthMismatchError as exc:
         raise ReleaseRefused(f"endless data while {what}: {exc}") from exc
     except tuf_errors.DownloadError as exc:
@@ -674,7 +675,7 @@ def _parse_document(body: bytes, name: str, version: str) -> ReleaseDocument:
         raise ReleaseRefused(f"release document {name} {version} is not valid: {exc}") from exc
     if doc.name != name or doc.version != version:
         raise ReleaseRefused(
-            f"release document {name} {version} describes {doc.name} {doc.version}: refused"
+            f"release document {name} {version} describes {doc.name} {doc.version}"
         )
     return doc
 

@@ -195,6 +195,8 @@ class Telemetry(_Message):
     metrics: dict[ReleaseName, Metrics] = Field(default_factory=dict)
     cpu_percent: float | None = None
     memory_mb: float | None = None
+    #: Seconds between reports: how long a silence the controller's bake tolerates.
+    period: float | None = Field(default=None, gt=0)
 
 
 class Command(_Message):

@@ -8,11 +8,16 @@ called by the controller after each batch of device reports and twice a
 second, so a restarted controller simply carries on.
 
 A wave passes when every device in it runs the new version and is healthy,
-and after ``bake_seconds`` the telemetry it sent on that version meets the
-criteria (error rate, p99 latency, accuracy on the release's canary set).
-A device that fails or refuses the release, a failed criterion, or a wave
-that does not converge within ``timeout_seconds`` stops the rollout and
-rolls back every device it touched; devices in later waves never see it.
+then bakes: for ``bake_seconds`` every device must keep sending telemetry on
+that version, with no silence (see :mod:`fogline.fleet._bake`), and what it
+sent must meet the criteria (error rate, p99 latency, accuracy on the
+release's canary set). A silent device extends the bake by up to
+``timeout_seconds``; an operator who wants a bake on time alone says so
+with ``require_telemetry=False``. A device that fails or refuses the
+release, a failed criterion, a wave that does not converge within
+``timeout_seconds``, or one whose devices stay silent past its deadline
+stops the rollout and rolls back every device it touched; devices in later
+waves never see it.
 """
 
 from __future__ import annotations
@@ -24,13 +29,14 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal
 
 from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from fogline.errors import ConfigError
+from fogline.fleet._bake import DEFAULT_PERIOD, BakeProgress, Report, bake_progress
 from fogline.fleet._protocol import DesiredState
 from fogline.fleet._registry import Device, Registry
 
@@ -99,14 +105,41 @@ class Strategy(BaseModel):
 
 
 class Criteria(BaseModel):
-    """What a wave's devices must show on the new version before the rollout goes on."""
+    """What a wave's devices must show on the new version before the rollout goes on.
+
+    ``require_telemetry`` (the default) makes the bake wait for telemetry on
+    the new version from every device of the wave, covering the whole bake;
+    without it the bake is a time and the criteria judge whatever arrived.
+
+    >>> Criteria().describe()
+    'error rate ≤ 5.0%; telemetry from every device covering the bake'
+    >>> Criteria(max_error_rate=None, require_telemetry=False).describe()
+    'none (the bake is a time: no telemetry required)'
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_error_rate: float | None = Field(default=0.05, ge=0, le=1)
     max_p99_ms: float | None = Field(default=None, gt=0)
     min_accuracy: float | None = Field(default=None, ge=0, le=1)
-    require_telemetry: bool = False
+    require_telemetry: bool = True
+
+    def describe(self) -> str:
+        """The criteria in words, as ``fogline fleet rollout status`` prints them."""
+        parts = []
+        if self.max_error_rate is not None:
+            parts.append(f"error rate ≤ {self.max_error_rate:.1%}")
+        if self.max_p99_ms is not None:
+            parts.append(f"p99 ≤ {self.max_p99_ms:g} ms")
+        if self.min_accuracy is not None:
+            parts.append(f"canary-set accuracy ≥ {self.min_accuracy:.1%}")
+        if self.require_telemetry:
+            parts.append("telemetry from every device covering the bake")
+        elif not parts:
+            return "none (the bake is a time: no telemetry required)"
+        else:
+            parts.append("no telemetry required")
+        return "; ".join(parts)
 
     def judge(self, devices: Sequence[str], rows: Sequence[dict[str, Any]]) -> str | None:
         """None when the rows meet every criterion, else why not.
@@ -137,13 +170,10 @@ class Criteria(BaseModel):
         return None
 
     def waiting_for(self, devices: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[str]:
-        """Devices whose telemetry is still needed before :meth:`judge` may decide."""
-        needs = self.require_telemetry or self.min_accuracy is not None
-        if not needs:
+        """Devices whose accuracy on the canary set is still needed before :meth:`judge` decides."""
+        if self.min_accuracy is None:
             return []
-        reported = {row["device_id"] for row in rows}
-        if self.min_accuracy is not None:
-            reported = {row["device_id"] for row in rows if row["accuracy"] is not None}
+        reported = {row["device_id"] for row in rows if row["accuracy"] is not None}
         return [device for device in devices if device not in reported]
 
 
@@ -177,6 +207,7 @@ class Deployment:
     created: float
     updated: float
     devices: tuple[DeploymentDevice, ...]
+    bake: BakeProgress | None = None  # filled by Rollouts.get while the current wave bakes
 
     @property
     def waves(self) -> int:
@@ -196,6 +227,7 @@ class Deployment:
             "group": self.group,
             "strategy": self.strategy.model_dump(),
             "criteria": self.criteria.model_dump(),
+            "criteria_text": self.criteria.describe(),
             "status": self.status,
             "wave": self.wave,
             "waves": self.waves,
@@ -206,6 +238,7 @@ class Deployment:
             "updated": self.updated,
             "counts": self.counts(),
             "devices": [d.__dict__ for d in self.devices],
+            "bake": None if self.bake is None else self.bake.to_dict(),
         }
 
 
@@ -237,7 +270,12 @@ class Rollouts:
             "converged_at, reason, created, updated FROM deployments WHERE id = ?",
             (deployment_id,),
         )
-        return self._deployment(rows[0]) if rows else None
+        if not rows:
+            return None
+        found = self._deployment(rows[0])
+        if found.status == "running" and found.converged_at is not None:
+            found = replace(found, bake=self._bake(found, self.clock()))
+        return found
 
     def list(self, *, status: str | None = None) -> list[Deployment]:
         sql = (
@@ -421,12 +459,21 @@ class Rollouts:
             converged_at = d.converged_at
         if now - converged_at < d.strategy.bake_seconds:
             return
+        deadline = converged_at + d.strategy.bake_seconds + d.strategy.timeout_seconds
+        if d.criteria.require_telemetry:
+            bake = self._bake(replace(d, converged_at=converged_at), now)
+            if not bake.passed:
+                if now > deadline:
+                    self._roll_back(d, _silent_reason(d, bake, now))
+                return
         rows = self.registry.metrics(devices=ids, release=d.release, since=d.wave_started)
         rows = [row for row in rows if row["version"] == d.version]
         missing = d.criteria.waiting_for(ids, rows)
         if missing:
-            if now - d.wave_started > d.strategy.timeout_seconds:
-                self._roll_back(d, f"no telemetry on {d.version} from {', '.join(missing)}")
+            if now > deadline:
+                self._roll_back(
+                    d, f"no accuracy on the canary set on {d.version} from {', '.join(missing)}"
+                )
             return
         failed = d.criteria.judge(ids, rows)
         if failed is not None:
@@ -442,6 +489,43 @@ class Rollouts:
                 "deployment", f"{d.release} {d.version} reached {_devices(len(d.devices))}",
                 deployment=d.id,
             )  # fmt: skip
+
+    def _bake(self, d: Deployment, now: float) -> BakeProgress:
+        """How far the current wave's bake has come (``d.converged_at`` must be set)."""
+        assert d.wave_started is not None and d.converged_at is not None
+        ids = [x.device_id for x in d.devices if x.wave == d.wave]
+        reports: dict[str, list[Report]] = {}
+        periods: dict[str, float] = {}
+        for chunk in _chunks(ids):
+            # Device stamps only narrow the index scan (an hour of clock skew is allowed);
+            # what counts is when the controller received each report.
+            rows = self.registry.query(
+                "SELECT device_id, received, json_extract(body, ?), json_extract(body, '$.period') "
+                f"FROM telemetry WHERE device_id IN ({','.join('?' * len(chunk))}) "
+                "AND time >= ? AND received >= ? ORDER BY received",
+                [f'$.versions."{d.release}"', *chunk, d.wave_started - 3600.0, d.wave_started],
+            )
+            # Each device's period from its latest report, whatever it ran (bare columns
+            # of a MAX() aggregate come from the row that holds the maximum in SQLite).
+            for device_id, period, _ in self.registry.query(
+                "SELECT device_id, json_extract(body, '$.period'), MAX(time) FROM telemetry "
+                f"WHERE device_id IN ({','.join('?' * len(chunk))}) GROUP BY device_id",
+                chunk,
+            ):
+                periods[device_id] = float(period or DEFAULT_PERIOD)
+            for device_id, received, version, period in rows:
+                if version == d.version:
+                    reports.setdefault(device_id, []).append(
+                        Report(float(received), float(period or DEFAULT_PERIOD))
+                    )
+        return bake_progress(
+            ids,
+            reports,
+            converged_at=d.converged_at,
+            bake_seconds=d.strategy.bake_seconds,
+            now=now,
+            periods=periods,
+        )
 
     def _assign(self, d: Deployment, wave: Sequence[DeploymentDevice], now: float) -> None:
         ids = [x.device_id for x in wave]
@@ -521,6 +605,25 @@ def _device_verdict(
     if status.target == version and status.phase in ("failed", "refused") and not stale:
         return f"{status.phase}: {status.error or 'no reason given'}"
     return None
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> list[Sequence[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _silent_reason(d: Deployment, bake: BakeProgress, now: float) -> str:
+    """Why a wave whose devices did not cover its bake with telemetry is rolled back."""
+    heard = []
+    for device in bake.waiting:
+        last = bake.last_heard.get(device)
+        heard.append(
+            f"{device} (never reported on it)" if last is None
+            else f"{device} (last heard {now - last:.0f} s ago)"
+        )  # fmt: skip
+    return (
+        f"no telemetry on {d.version} covering the {d.strategy.bake_seconds:g} s bake "
+        f"within the {d.strategy.timeout_seconds:g} s timeout from {', '.join(heard)}"
+    )
 
 
 def _devices(count: int) -> str:

@@ -182,6 +182,7 @@ class SimulatedDevice:
             },
             cpu_percent=20.0 + 10 * random.random(),
             memory_mb=120.0,
+            period=self.fleet.telemetry_seconds,
         )
         self._publish(self.topics.telemetry, report.model_dump_json())
 

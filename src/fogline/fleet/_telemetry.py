@@ -271,6 +271,7 @@ class TelemetryReporter:
             metrics=dict(metrics),
             cpu_percent=cpu,
             memory_mb=memory,
+            period=self.period,
         )
         result = Result(
             source=self.device_id,
