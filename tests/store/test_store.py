@@ -151,6 +151,8 @@ def test_bad_options(db_path: Path, kwargs: dict[str, Any], message: str) -> Non
         {"outputs": [1, 2]},
         {"outputs": {1: "x"}},
         {"sync": 1},
+        {"position": ""},
+        {"position": 17},
     ],
 )
 def test_result_validates_itself(overrides: dict[str, Any]) -> None:
@@ -164,6 +166,25 @@ def test_result_validates_itself(overrides: dict[str, Any]) -> None:
     }
     with pytest.raises(ValueError):
         Result(**(fields | overrides))
+
+
+def test_a_position_round_trips_and_a_result_from_before_positions_reads_as_none(
+    store: ResultStore, make_result: Any
+) -> None:
+    # Prepare
+    placed = make_result(position="clip.avi#frame 120", sync=True)
+    old_style = {k: v for k, v in make_result().to_dict().items() if k != "position"}
+
+    # Execute
+    (id_,) = store.add([placed])
+    (message,) = store.pending()
+
+    # Assert
+    assert store.get(id_).result.position == "clip.avi#frame 120"  # type: ignore[union-attr]
+    assert message.to_dict()["result"]["position"] == "clip.avi#frame 120"
+    assert Result.from_dict(placed.to_dict()) == placed
+    assert Result.from_dict(old_style).position is None
+    assert make_result().to_dict()["position"] is None  # the key is always there
 
 
 def test_add_refuses_non_results(store: ResultStore) -> None:

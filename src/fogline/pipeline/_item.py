@@ -37,7 +37,10 @@ class Item:
 
     @property
     def position(self) -> str:
-        """Where the item came from, for error messages (``meta["position"]`` or source#seq)."""
+        """Where the item came from: ``meta["position"]``, else ``source#sequence``.
+
+        Error messages name the item by it, and its result carries it.
+        """
         return str(self.meta.get("position") or f"{self.source}#{self.sequence}")
 
 

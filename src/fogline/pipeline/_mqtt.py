@@ -218,7 +218,7 @@ class TopicTemplate:
         return Topic("".join(parts))
 
     def for_result(self, result: Result) -> Topic:
-        """The topic for one result: its source, model, model_version, sequence and outputs."""
+        """The topic for one result: its own fields (source, sequence, position, ...) and outputs."""
         return self.render(result_fields(result))
 
     def check(self, known: Collection[str]) -> None:
@@ -247,6 +247,7 @@ def result_fields(result: Result) -> dict[str, object]:
     fields.update(
         source=result.source,
         sequence=result.sequence,
+        position=result.position,
         captured_at=result.captured_at,
         model=result.model,
         model_version=result.model_version,

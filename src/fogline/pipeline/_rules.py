@@ -25,7 +25,7 @@ from simpleeval import EvalWithCompoundTypes, NameNotDefined
 from fogline.errors import ConfigError, ItemError
 
 #: Names every condition may use, whatever the post-processing makes.
-BASE_NAMES = frozenset({"source", "sequence", "captured_at", "model", "truth"})
+BASE_NAMES = frozenset({"source", "sequence", "position", "captured_at", "model", "truth"})
 _FUNCTIONS = {
     "abs": abs,
     "min": min,

@@ -378,6 +378,7 @@ class Pipeline:
                         **done.result,
                         "source": done.source,
                         "sequence": done.sequence,
+                        "position": done.position,
                         "captured_at": done.captured_at,
                         "model": opened.name,
                         "truth": done.meta.get("label"),
@@ -404,6 +405,7 @@ class Pipeline:
                 opened.version,
                 done.result,
                 sync=bool(keep),
+                position=done.position,
             )
             metrics.observe("postprocess", time.monotonic() - now)
             self._stored.put((result, done.t0, chosen))

@@ -17,13 +17,17 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Result:
-    """One model output to keep: what produced it, when, and the outputs themselves.
+    """One model output to keep: what produced it, from which input, when, and the outputs.
 
-    ``sync=True`` also queues it in the outbox, to be delivered when online.
+    ``position`` is where in its source the input was (``"cat/a.png"``,
+    ``"clip.avi#frame 120"``, ``"log.csv:17"``, ``"mqtt sensors/pump1"``);
+    ``None`` for a result that has none (telemetry, a row stored before
+    results had positions). ``sync=True`` also queues it in the outbox, to be
+    delivered when online.
 
-    >>> r = Result("cam0", 7, 1_700_000_000.0, "digits", "3", {"label": 4, "score": 0.98})
-    >>> r.sync, r.to_dict()["outputs"]["label"]
-    (False, 4)
+    >>> r = Result("cam0", 7, 1_700_000_000.0, "digits", "3", {"label": 4}, position="a.png")
+    >>> r.sync, r.to_dict()["outputs"]["label"], r.to_dict()["position"]
+    (False, 4, 'a.png')
     >>> Result.from_dict(r.to_dict()) == r
     True
     >>> Result("", 7, 0.0, "digits", "3", {})
@@ -39,6 +43,7 @@ class Result:
     model_version: str
     outputs: Mapping[str, Any] = field(hash=False)
     sync: bool = False
+    position: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
@@ -59,12 +64,15 @@ class Result:
             raise ValueError("outputs must have string keys")
         if not isinstance(self.sync, bool):
             raise ValueError(f"sync must be a bool, got {self.sync!r}")
+        if self.position is not None and (not isinstance(self.position, str) or not self.position):
+            raise ValueError(f"position must be a non-empty str or None, got {self.position!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (``outputs`` as given)."""
+        """A JSON-ready dict (``outputs`` as given); ``position`` is always there, maybe ``None``."""
         return {
             "source": self.source,
             "sequence": self.sequence,
+            "position": self.position,
             "captured_at": self.captured_at,
             "model": self.model,
             "model_version": self.model_version,
@@ -74,6 +82,7 @@ class Result:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Result:
+        """The inverse of :meth:`to_dict`; a dict from before positions (no key) reads as ``None``."""
         return cls(
             source=data["source"],
             sequence=data["sequence"],
@@ -82,6 +91,7 @@ class Result:
             model_version=data["model_version"],
             outputs=data["outputs"],
             sync=bool(data.get("sync", False)),
+            position=data.get("position"),
         )
 
 

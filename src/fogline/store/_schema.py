@@ -1,5 +1,10 @@
 """The store's SQLite schema, versioned with ``PRAGMA user_version``, and how a file is opened.
 
+The schema is the list :data:`MIGRATIONS`: step ``n`` takes a store from
+version ``n`` to ``n + 1``. A new file runs them all; a file an older fogline
+wrote runs the ones it has not had, in the transaction that opens it, so
+every store of one version has the same schema however it got there.
+
 Opening maps every ``sqlite3`` failure to :class:`~fogline.errors.StoreError`
 (or :class:`~fogline.errors.StoreFormatError` when the file is not SQLite,
 belongs to another application, or was written by a newer fogline), naming
@@ -14,12 +19,10 @@ from pathlib import Path
 
 from fogline.errors import StoreError, StoreFormatError
 
-#: The schema this code writes; ``PRAGMA user_version`` of a store it created.
-SCHEMA_VERSION = 1
-
 #: Counters kept in the ``counters`` table; ``produced = delivered + pending + dropped``.
 COUNTERS = ("delivered", "dropped", "produced")
 
+# A step, once released, never changes: stores out there were made by it.
 # AUTOINCREMENT so an id is never reused after retention or delivery removed
 # the newest rows: ids name results to receivers and order the outbox.
 _SCHEMA_V1 = """
@@ -46,7 +49,18 @@ CREATE TABLE counters (
     name  TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
+INSERT INTO counters (name, value) VALUES ('delivered', 0), ('dropped', 0), ('produced', 0)
 """
+
+# Where in its source each result's input was ("cat/a.png", "log.csv:17");
+# NULL for the rows stored before version 2.
+_ADD_POSITION = "ALTER TABLE results ADD COLUMN position TEXT"
+
+#: The schema, one step per version: ``MIGRATIONS[n]`` takes version ``n`` to ``n + 1``.
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _ADD_POSITION)
+
+#: The schema this code writes; ``PRAGMA user_version`` of a store it created.
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def connect(path: Path, *, timeout: float) -> sqlite3.Connection:
@@ -95,19 +109,18 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
                         f"{path}: a SQLite database, but not a fogline store "
                         f"(it has {tables} schema objects and no store version)"
                     )
-                # One statement at a time: executescript() would commit first.
-                for statement in _SCHEMA_V1.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.executemany(
-                    "INSERT INTO counters (name, value) VALUES (?, 0)", [(c,) for c in COUNTERS]
-                )
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version > SCHEMA_VERSION:
                 raise StoreFormatError(
                     f"{path}: store schema version {version} was written by a newer fogline; "
                     f"this one reads up to version {SCHEMA_VERSION}"
                 )
+            if version < SCHEMA_VERSION:
+                for step in MIGRATIONS[version:]:
+                    # One statement at a time: executescript() would commit first.
+                    for statement in step.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")

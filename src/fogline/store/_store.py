@@ -34,7 +34,7 @@ from fogline.store._schema import connect
 OutboxPolicy = Literal["drop-oldest", "reject"]
 OUTBOX_POLICIES: tuple[OutboxPolicy, ...] = ("drop-oldest", "reject")
 
-_RESULT_COLUMNS = "id, source, sequence, captured_at, model, model_version, outputs, sync"
+_RESULT_COLUMNS = "id, source, sequence, captured_at, model, model_version, outputs, sync, position"
 _RESULT_COLUMNS_R = ", ".join("r." + c for c in _RESULT_COLUMNS.split(", "))
 
 
@@ -84,9 +84,10 @@ class ResultStore:
     >>> import pathlib, tempfile
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "results.db"
     >>> with ResultStore(path) as store:
-    ...     ids = store.add([Result("cam0", 0, 1.0, "digits", "3", {"label": 4}, sync=True)])
-    ...     store.get(ids[0]).result.outputs, store.count(), store.stats().pending
-    ({'label': 4}, 1, 1)
+    ...     kept = Result("cam0", 0, 1.0, "digits", "3", {"label": 4}, sync=True, position="a.png")
+    ...     ids = store.add([kept])
+    ...     store.get(ids[0]).result.position, store.count(), store.stats().pending
+    ('a.png', 1, 1)
     """
 
     def __init__(
@@ -203,11 +204,12 @@ class ResultStore:
                         result.model_version,
                         outputs,
                         int(result.sync),
+                        result.position,
                     )
                 )
             conn.executemany(
                 "INSERT INTO results (source, sequence, captured_at, model, model_version,"
-                " outputs, sync) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                " outputs, sync, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             # One writer inside one transaction: the rows got consecutive ids ending here.
@@ -363,9 +365,16 @@ def _bump(conn: sqlite3.Connection, name: str, by: int) -> None:
 
 
 def _record(row: tuple[Any, ...]) -> Record:
-    id_, source, sequence, captured_at, model, model_version, outputs, sync = row
+    id_, source, sequence, captured_at, model, model_version, outputs, sync, position = row
     result = Result(
-        source, sequence, captured_at, model, model_version, _loads(outputs), bool(sync)
+        source,
+        sequence,
+        captured_at,
+        model,
+        model_version,
+        _loads(outputs),
+        bool(sync),
+        position,
     )
     return Record(id_, result)
 

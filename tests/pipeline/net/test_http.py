@@ -58,7 +58,8 @@ def endpoint() -> Iterator[Endpoint]:
 
 def make_results(count: int, sync: bool = False) -> list[Result]:
     return [
-        Result("cam0", i, 1.0 + i, "digits", "3", {"label": i}, sync=sync) for i in range(count)
+        Result("cam0", i, 1.0 + i, "digits", "3", {"label": i}, sync, f"scans/{i}.png")
+        for i in range(count)
     ]
 
 
@@ -108,6 +109,7 @@ def test_transport_keys_requests_and_the_sender_retries_a_500(
         assert store.stats().delivered == 3
     bodies = [r["json"] for r in endpoint.requests]
     assert [b["result_id"] for b in bodies] == [ids[0], ids[0], ids[0], ids[1], ids[2]]
+    assert [b["result"]["position"] for b in bodies[2:]] == [f"scans/{i}.png" for i in range(3)]
     assert all(r["headers"]["Idempotency-Key"] == r["json"]["key"] for r in endpoint.requests)
     assert len({b["key"] for b in bodies}) == 3
 

@@ -19,7 +19,9 @@ from fogline.store import OutboxSender, Result, ResultStore
 
 def results(start: int, count: int) -> list[Result]:
     return [
-        Result("cam0", i, 1_700_000_000.0 + i, "digits", "3", {"label": i % 10}, sync=True)
+        Result(
+            "cam0", i, 1_700_000_000.0 + i, "digits", "3", {"label": i % 10}, True, f"log.csv:{i}"
+        )
         for i in range(start, start + count)
     ]
 

@@ -96,7 +96,8 @@ def test_sink_publishes_each_result_on_its_topic(
     subscriber = subscribe("fogline/#")
     spec = MqttSinkSpec(url=mosquitto.url, topic="fogline/{source}/{label}", retain=True)
     results = [
-        Result(f"cam{i % 2}", i, 1.0 + i, "digits", "3", {"label": str(i)}) for i in range(6)
+        Result(f"cam{i % 2}", i, 1.0 + i, "digits", "3", {"label": str(i)}, False, f"#frame {i}")
+        for i in range(6)
     ]
     sink = spec.build()
     # Execute

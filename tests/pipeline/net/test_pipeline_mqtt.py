@@ -83,8 +83,13 @@ def test_results_are_published_and_the_outbox_survives_a_broker_outage(
     ids = [body["result_id"] for body in by_key.values()]
     assert ids == sorted(ids)
     assert sorted(ids) == list(range(1, stored + 1))
+    assert all(
+        body["result"]["position"] == f"cam#{body['result']['sequence']}"
+        for body in by_key.values()
+    )
     # the alert sink got unsure results on their source's topic (none while the broker was away
     # is allowed: a sink is best effort, the outbox is the guaranteed path)
     for body in collect(alerts, 1, timeout=2):
         assert body["topic"] == "alerts/cam"
+        assert body["position"] == f"cam#{body['sequence']}"
         assert body["outputs"]["confident"] is False

@@ -22,11 +22,12 @@ from fogline.store import JsonlTransport, Result
 
 
 def result_fields(result: Result) -> dict[str, Any]:
-    """The flat fields a template or condition sees: the outputs plus source, sequence, model."""
+    """The flat fields a template or condition sees: the outputs plus source, position, model."""
     return {
         **result.outputs,
         "source": result.source,
         "sequence": result.sequence,
+        "position": result.position,
         "captured_at": result.captured_at,
         "model": result.model,
         "model_version": result.model_version,

@@ -83,7 +83,8 @@ class MqttSink:
                 topic = self.topic.for_result(result)
                 payload = _dumps(result.to_dict())
             except (ValueError, TypeError) as exc:
-                bad.append(ItemError(str(exc), f"{result.source}#{result.sequence}"))
+                where = result.position or f"{result.source}#{result.sequence}"
+                bad.append(ItemError(str(exc), where))
                 continue
             messages.append(MqttMessage(topic, payload, self.qos, self.retain))
         if messages:

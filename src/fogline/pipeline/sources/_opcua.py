@@ -24,6 +24,7 @@ from fogline.errors import ConfigError, TransportError
 from fogline.pipeline._base import ArraySpec, SourceSpec
 from fogline.pipeline._item import Corrupt, Item
 from fogline.pipeline._optional import optional
+from fogline.pipeline.sources._shown import shown_url
 
 if TYPE_CHECKING:
     from asyncua.client.client import Client
@@ -136,6 +137,7 @@ class OpcuaSource:
 
         self.name = name
         self._endpoint = endpoint
+        self._where = shown_url(endpoint)  # in positions and messages: no password
         self._nodes = [ua.NodeId.from_string(n).to_string() for n in nodes]
         self._interval_ms = interval_ms
 
@@ -153,15 +155,13 @@ class OpcuaSource:
                 while collector.ready and not stop.is_set():
                     entry = collector.ready.popleft()
                     if isinstance(entry, str):
-                        yield Corrupt(self.name, self._endpoint, entry)
+                        yield Corrupt(self.name, self._where, entry)
                         continue
-                    meta = {"position": f"{self._endpoint}#{sequence}"}
+                    meta = {"position": f"{self._where}#{sequence}"}
                     yield Item(self.name, sequence, time.time(), entry, meta)
                     sequence += 1
                 if client.state is UaClientState.DISCONNECTED:
-                    raise TransportError(
-                        f"{self._endpoint}: the OPC UA server closed the connection"
-                    )
+                    raise TransportError(f"{self._where}: the OPC UA server closed the connection")
         finally:
             with contextlib.suppress(Exception):
                 loop.run_until_complete(asyncio.wait_for(client.disconnect(), TIMEOUT_S))
@@ -174,7 +174,7 @@ class OpcuaSource:
         try:
             await client.connect()
         except (OSError, TimeoutError, UaError) as exc:
-            raise ConfigError(f"cannot connect to OPC UA server {self._endpoint}: {exc}") from exc
+            raise ConfigError(f"cannot connect to OPC UA server {self._where}: {exc}") from exc
         collector = _Collector(self._nodes)
         subscription = await client.create_subscription(self._interval_ms, collector)
         nodes = [client.get_node(n) for n in self._nodes]
@@ -185,5 +185,5 @@ class OpcuaSource:
             if isinstance(h, ua.StatusCode)
         ]
         if bad:
-            raise ConfigError(f"{self._endpoint}: cannot subscribe to node(s) {', '.join(bad)}")
+            raise ConfigError(f"{self._where}: cannot subscribe to node(s) {', '.join(bad)}")
         return collector

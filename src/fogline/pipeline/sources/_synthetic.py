@@ -104,7 +104,9 @@ class SyntheticSource:
 
     The arrays are shared, not copied (a frame of 224x224x3 floats would
     cost more to copy than to make): they are read-only, and stages make new
-    arrays rather than change the ones they are given.
+    arrays rather than change the ones they are given. An item has no
+    ``meta`` (a dict per item would cost a load test): its position is
+    :attr:`Item.position`'s own ``"name#sequence"``.
     """
 
     def __init__(self, name: str, pool: list[np.ndarray], count: int | None = None) -> None:

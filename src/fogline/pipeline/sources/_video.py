@@ -21,6 +21,7 @@ from fogline.pipeline._base import ArraySpec, ExistingPath, SourceSpec
 from fogline.pipeline._item import Corrupt, Item
 from fogline.pipeline._optional import optional
 from fogline.pipeline.sources._pacing import Pacer
+from fogline.pipeline.sources._shown import shown_url
 
 #: How long a live source keeps retrying failed grabs before it ends.
 LIVE_RETRY_S = 3.0
@@ -35,7 +36,9 @@ class VideoSpec(SourceSpec):
 
     Give exactly one of the three. ``loop`` starts a file over at its end;
     ``realtime`` plays a file at its recorded frame rate instead of as fast as
-    possible. A camera or stream defaults to ``policy: drop-oldest``.
+    possible. A camera or stream defaults to ``policy: drop-oldest``. An
+    item's ``meta["position"]`` is ``"clip.avi#frame 120"``, ``"camera
+    0#frame 120"`` or the stream's URL (without its password) and ``#frame N``.
 
     >>> spec = VideoSpec(device=0)
     >>> spec.policy, spec.is_live, spec.output().describe()
@@ -97,7 +100,7 @@ class VideoSource:
         if isinstance(target, int):
             self._label = f"camera {target}"
         else:
-            self._label = target if self._live else target.rsplit("/", 1)[-1]
+            self._label = shown_url(target) if self._live else target.rsplit("/", 1)[-1]
 
     def _open(self) -> Any:  # a cv2.VideoCapture
         cv2 = optional("cv2")
