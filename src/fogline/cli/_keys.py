@@ -19,7 +19,7 @@ keys = typer.Typer(
 )
 app.add_typer(keys, name="keys")
 
-_DATA = typer.Option(..., "--data", help="The controller's data folder.")
+_DATA = typer.Option(Path("fleet-data"), "--data", help="The controller's data folder.")
 
 
 def _print(info: KeysInfo) -> None:

@@ -34,6 +34,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import fogline
+from fogline._files import keep_private
 from fogline.errors import ConfigError
 from fogline.fleet._agent_converge import Converger, Options
 from fogline.fleet._agent_enrol import (
@@ -138,6 +139,7 @@ class Agent:
         if self._started:
             raise ConfigError("the agent is already started")
         self._started = True
+        keep_private(self.data)  # its credentials, keys and state: 0700, ignored by git
         agent_dir = self.data / "agent"
         agent_dir.mkdir(parents=True, exist_ok=True)
         url, prefix = self._identity()

@@ -43,6 +43,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fogline._files import keep_private
 from fogline.errors import ConfigError, TransportError
 from fogline.fleet._protocol import DEFAULT_PREFIX, TOPIC_KINDS, DeviceTopics, check_device_id
 from fogline.pipeline._mqtt import MqttUrl
@@ -119,7 +120,7 @@ class PasswordFile:
         self.tool = found
         self._lock = threading.Lock()
         if not self.path.exists():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            keep_private(self.path.parent)
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
     def users(self) -> list[str]:
@@ -319,7 +320,7 @@ class LocalBroker:
         """Write ``mosquitto.conf`` and, with auth, the ACL and an empty password file."""
         config = self.config
         config.check()
-        config.folder.mkdir(parents=True, exist_ok=True)
+        keep_private(config.folder)  # passwords: 0700, ignored by git
         if config.acl_file is not None:
             _ = self.passwords  # creates the file Mosquitto refuses to start without
             config.acl_file.write_text(

@@ -16,6 +16,7 @@ is signed by the root key of the version before it.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from tuf.api.metadata import Signed  # type: ignore[attr-defined]
 
+from fogline._files import keep_private
 from fogline.errors import ConfigError
 from fogline.security._metadata import (
     KEY_ROLES,
@@ -72,7 +74,10 @@ def init_keys(data: Path, *, force: bool = False) -> KeysInfo:
             f"{layout.data} already has release keys or a repository; --force replaces them "
             "(devices enrolled with the old root.json will then refuse its releases)"
         )
-    layout.data.mkdir(parents=True, exist_ok=True)
+    # The folder holds the private keys: 0700 and ignored by git, like the key folder in it.
+    keep_private(layout.data)
+    keep_private(layout.keys_dir)
+    os.chmod(layout.keys_dir, 0o700)  # an existing key folder too (write_key makes keys 0600)
     with layout.locked():
         if force:
             shutil.rmtree(layout.repository_dir, ignore_errors=True)
