@@ -3,9 +3,10 @@
 The controller's HTTP app (API + dashboard) runs on uvicorn on a loopback
 port, over a real SQLite registry filled through its own methods: devices
 report their state and telemetry (``Registry.ingest``), deployments are made
-and judged by ``Rollouts`` — one canary fails its health check and is rolled
-back by the rollout logic, one is running. Each test saves a screenshot under
-pytest's tmp folder and prints its path.
+and judged by ``Rollouts`` — one canary refuses its release and one fails its
+health check, each rolled back by the rollout logic; one is running. Each test
+saves a screenshot under pytest's tmp folder and prints its path, after
+checking that the page shows no stray ``null``, ``undefined`` or ``NaN``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ class Fleet:
     registry: Registry
     rollouts: Rollouts
     published: list[Any]
+    refused_deployment: str
     failed_deployment: str
     running_deployment: str
 
@@ -134,16 +136,21 @@ def active(version: str) -> ReleaseStatus:
     return ReleaseStatus(version=version, phase="active")
 
 
-def fill(registry: Registry, rollouts: Rollouts) -> tuple[str, str]:
-    """Five devices in two groups, 20 minutes of telemetry, a failed canary, a running rollout."""
+def fill(registry: Registry, rollouts: Rollouts) -> tuple[str, str, str]:
+    """Five devices in two groups, 20 minutes of telemetry, three deployments.
+
+    In group ``lab`` the canary (gate-1, enrolled with a token) first refuses
+    one release, then fails the health check of the next: both are rolled
+    back by the rollout logic. In ``line-a`` a canary converged and bakes.
+    """
     for device_id, group, tags in [
         ("cam-1", "line-a", ["north"]),
         ("cam-2", "line-a", ["north"]),
         ("cam-3", "line-a", ["south"]),
-        ("gate-1", "lab", []),
         ("gate-2", "lab", []),
     ]:
         registry.set_group(device_id, group, tags)
+    registry.redeem_token(registry.create_token(group="lab"), "gate-1")
     registry.ingest(
         Inbox(
             states=[
@@ -193,6 +200,22 @@ def fill(registry: Registry, rollouts: Rollouts) -> tuple[str, str]:
             )
     registry.ingest(Inbox(telemetry=reports))
 
+    # A canary that refuses its release (expired metadata): rolled back, it runs 1.0.0 again.
+    refused = rollouts.create(
+        "digits", "1.0.1", "lab", strategy=Strategy(kind="canary", canary=1, bake_seconds=0)
+    )
+    canary = next(d.device_id for d in refused.devices if d.status == "assigned")
+    refusal = ReleaseStatus(
+        version="1.0.0",
+        target="1.0.1",
+        phase="refused",
+        error="release digits 1.0.1 expired at 2025-01-31T00:00:00+00:00: refused",
+    )
+    generation = registry.desired(canary).generation
+    registry.ingest(Inbox(states=[state(canary, generation, digits=refusal)]))
+    rollouts.tick()
+    generation = registry.desired(canary).generation
+    registry.ingest(Inbox(states=[state(canary, generation, digits=active("1.0.0"))]))
     # A canary whose health check fails on its device: the rollout rolls it back by itself.
     failed = rollouts.create(
         "digits", "1.1.0", "lab", strategy=Strategy(kind="canary", canary=1, bake_seconds=0)
@@ -217,7 +240,7 @@ def fill(registry: Registry, rollouts: Rollouts) -> tuple[str, str]:
         Inbox(states=[state(first, generation, digits=active("1.1.0"), vad=active("2.0.0"))])
     )
     rollouts.tick()
-    return failed.id, running.id
+    return refused.id, failed.id, running.id
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +248,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     registry = Registry(tmp_path_factory.mktemp("controller") / "registry.db")
     published: list[Any] = []
     rollouts = Rollouts(registry, published.extend)
-    failed, running = fill(registry, rollouts)
+    refused, failed, running = fill(registry, rollouts)
     app = application(
         ApiContext(
             registry=registry,
@@ -239,7 +262,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     )
     served = Served(app)
     try:
-        yield Fleet(served.url, registry, rollouts, published, failed, running)
+        yield Fleet(served.url, registry, rollouts, published, refused, failed, running)
     finally:
         served.stop()
         registry.close()
@@ -280,7 +303,39 @@ def page(browser: Browser) -> Iterator[Page]:
     assert errors == [], "the dashboard logged errors (a script error or a CSP violation)"
 
 
+#: Text that means a script put a missing or wrong value on the page.
+STRAY = ("null", "undefined", "NaN", "[object Object]")
+
+_FIND_STRAY = """(stray) => {
+  const found = [];
+  const where = (el) => `${el.tagName.toLowerCase()}${el.id ? "#" + el.id : ""}`
+    + `${el.className && typeof el.className === "string" ? "." + el.className.split(" ")[0] : ""}`;
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    const text = node.textContent.trim();
+    if (stray.includes(text)) found.push(`${where(node.parentElement)}: ${JSON.stringify(text)}`);
+  }
+  for (const el of document.body.querySelectorAll("[title], [aria-label]")) {
+    for (const name of ["title", "aria-label"]) {
+      const text = (el.getAttribute(name) ?? "").trim();
+      if (stray.includes(text) || /\\b(undefined|NaN)\\b|\\[object Object\\]/.test(text)) {
+        found.push(`${where(el)}[${name}]: ${JSON.stringify(text)}`);
+      }
+    }
+  }
+  return found;
+}"""
+
+
+def stray_text(page: Page) -> list[str]:
+    """Where the page shows a text node (or a tooltip) that is only ``null``, ``undefined``…"""
+    found: list[str] = page.evaluate(_FIND_STRAY, list(STRAY))
+    return found
+
+
 def screenshot(page: Page, shots: Path, name: str) -> Path:
+    """Check the page for stray text (every page a test looks at), then save a screenshot."""
+    assert stray_text(page) == [], f"{name}: stray text on the page"
     path = shots / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     print(f"screenshot: {path}")
@@ -393,6 +448,50 @@ def test_device_page_has_desired_and_reported_state_and_charts(
     expect(page.locator('#desired-reported tr[data-release="digits"] td').nth(1)).to_have_text(
         "1.1.0"
     )
+
+
+def test_device_page_lists_the_rollbacks_and_refusals_that_involved_it(
+    page: Page, fleet: Fleet, shots: Path
+) -> None:
+    open_dashboard(page, fleet, "#/devices/gate-1")
+
+    events = page.locator("#device-events li.event")
+    refusal = events.filter(has=page.locator(".ev-kind", has_text="refused"))
+    expect(refusal).to_have_count(1)
+    expect(refusal).to_contain_text("digits 1.0.1 refused: release digits 1.0.1 expired at")
+    expect(refusal.locator("a")).to_have_text(fleet.refused_deployment)
+    failure = events.filter(has=page.locator(".ev-kind", has_text="failed"))
+    expect(failure).to_contain_text("digits 1.1.0 failed: health check: p99 84.0 ms")
+    rollbacks = events.filter(has=page.locator(".ev-kind", has_text="rollback"))
+    expect(rollbacks).to_have_count(2)
+    expect(rollbacks.nth(0)).to_contain_text("digits 1.1.0 rolled back on 1 device: gate-1: failed")
+    expect(rollbacks.nth(1)).to_contain_text(
+        "digits 1.0.1 rolled back on 1 device: gate-1: refused"
+    )
+    expect(rollbacks.nth(1).locator("a")).to_have_text(fleet.refused_deployment)
+    expect(events.filter(has=page.locator(".ev-kind", has_text="enrolled"))).to_contain_text(
+        "enrolled in group lab"
+    )
+    expect(events.filter(has=page.locator(".ev-kind", has_text="deployment"))).to_have_count(2)
+    screenshot(page, shots, "device-gate-1")
+
+    # gate-2 waited in a later wave of both lab deployments: neither touched it.
+    page.goto(f"{fleet.url}/#/devices/gate-2")
+    expect(page.locator("#device-events")).to_contain_text("no events for this device yet")
+    screenshot(page, shots, "device-gate-2")
+
+
+def test_the_events_api_answers_for_one_device(fleet: Fleet) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    mine = httpx.get(f"{fleet.url}/api/events?device=gate-1", headers=auth).json()
+    theirs = httpx.get(f"{fleet.url}/api/events?device=cam-3", headers=auth).json()
+
+    kinds = [e["kind"] for e in mine]
+    assert kinds[:2] == ["rollback", "failed"]  # newest first
+    assert {"enrolled", "deployment", "refused", "rollback", "failed"} == set(kinds)
+    assert all(e["device_id"] in ("gate-1", None) for e in mine)
+    assert theirs == []  # waiting in line-a's second wave
 
 
 def test_releases_table(page: Page, fleet: Fleet, shots: Path) -> None:
@@ -510,24 +609,78 @@ def test_an_empty_fleet_says_what_to_do(page: Page, tmp_path: Path, shots: Path)
         expect(page.locator("#versions")).to_contain_text("No devices yet")
         expect(page.locator("#versions")).to_contain_text("fogline agent")
         expect(page.locator('#fleet-charts [data-chart="throughput"]')).to_contain_text(
-            "no telemetry"
+            "no data in this period"
         )
         screenshot(page, shots, "empty-overview")
+        page.click("text=Devices")
+        expect(page.locator("#devices")).to_contain_text("fogline fleet token")
+        screenshot(page, shots, "empty-devices")
         page.click("text=Releases")
         expect(page.locator("#releases")).to_contain_text("fogline release create")
+        screenshot(page, shots, "empty-releases")
         page.click("text=Deployments")
         expect(page.locator("#deployments")).to_contain_text("fogline fleet deploy")
+        screenshot(page, shots, "empty-deployments")
+        page.goto(f"{url}/#/devices/nobody")
+        expect(page.locator("main")).to_contain_text("No device nobody.")
+        screenshot(page, shots, "no-such-device")
+        page.goto(f"{url}/#/deployments/d-none")
+        expect(page.locator("main")).to_contain_text("No deployment d-none.")
+        screenshot(page, shots, "no-such-deployment")
+        page.goto(f"{url}/#/nowhere")
+        expect(page.locator("main")).to_contain_text("no such page")
+        screenshot(page, shots, "not-found")
+
+
+def test_charts_of_a_model_release_say_it_has_no_workload(
+    page: Page, tmp_path: Path, shots: Path
+) -> None:
+    with serve_registry(tmp_path, releases) as (url, registry):
+        # probe-1 runs only a model release, which runs its health check and nothing else,
+        # so it sends no metrics; cam-9 runs a server that has not reported yet.
+        registry.ingest(Inbox(states=[state("probe-1", digits=active("1.0.0"))]))
+        page.goto(f"{url}/?token={TOKEN}#/devices/probe-1")
+
+        for chart in ("throughput", "latency", "errors"):
+            expect(
+                page.locator(f'#device-charts [data-chart="{chart}"] .chart-empty')
+            ).to_have_text(
+                "no workload: a model release runs only its health check; throughput, latency "
+                "and errors appear when a pipeline or serve release runs"
+            )
+        for chart in ("cpu", "memory"):
+            expect(
+                page.locator(f'#device-charts [data-chart="{chart}"] .chart-empty')
+            ).to_contain_text("no workload: CPU and memory")
+        screenshot(page, shots, "device-model-only")
+        page.goto(f"{url}/#/")
+        expect(page.locator('#fleet-charts [data-chart="p99"] .chart-empty')).to_contain_text(
+            "no workload"
+        )
+
+        registry.ingest(Inbox(states=[state("cam-9", vad=active("2.0.0"))]))
+        page.goto(f"{url}/#/devices/cam-9")
+        expect(page.locator('#device-charts [data-chart="throughput"] .chart-empty')).to_have_text(
+            "no data in this period"
+        )
+        screenshot(page, shots, "device-serve-no-telemetry")
+        page.goto(f"{url}/#/")
+        expect(page.locator('#fleet-charts [data-chart="p99"] .chart-empty')).to_have_text(
+            "no data in this period"
+        )
 
 
 @contextlib.contextmanager
-def serve_registry(folder: Path) -> Iterator[tuple[str, Registry]]:
+def serve_registry(
+    folder: Path, listed: Callable[[], list[dict[str, Any]]] = list
+) -> Iterator[tuple[str, Registry]]:
     """A dashboard over a registry of its own, for tests that change or need an empty one."""
     registry = Registry(folder / "registry.db")
     app = application(
         ApiContext(
             registry=registry,
             rollouts=Rollouts(registry, lambda changed: None),
-            releases=list,
+            releases=listed,
             enrol=lambda device_id: {},
             token=TOKEN,
             wake=lambda: None,

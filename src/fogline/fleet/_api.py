@@ -213,7 +213,12 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         return JSONResponse(fleet_series(rows, step))
 
     async def events(request: Request) -> Response:
-        return JSONResponse(ctx.registry.events(limit=int(_float(request, "limit", 100))))
+        found = ctx.registry.events(
+            device=request.query_params.get("device"),
+            deployment=request.query_params.get("deployment"),
+            limit=int(_float(request, "limit", 100)),
+        )
+        return JSONResponse(found)
 
     async def token(request: Request) -> Response:
         req = TokenRequest.model_validate(await _json(request))

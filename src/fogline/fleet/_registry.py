@@ -221,17 +221,37 @@ class Registry:
         now: float | None = None,
     ) -> None:
         with self._tx() as conn:
-            conn.execute(
-                "INSERT INTO events (time, kind, device_id, deployment, message) VALUES (?,?,?,?,?)",
-                (time.time() if now is None else now, kind, device_id, deployment, message),
+            _insert_event(
+                conn, time.time() if now is None else now, kind, message, device_id, deployment
             )
 
-    def events(self, *, deployment: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def events(
+        self, *, deployment: str | None = None, device: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The newest ``limit`` events, newest first, of one deployment and/or one device.
+
+        A device's events are its own (enrolment, a release it failed or
+        refused) and those of every deployment that reached it: a rollback is
+        recorded once per deployment, with no device, and belongs on the page
+        of each device it sent back. A device still waiting in a later wave
+        was never touched by the deployment, so that deployment's events are
+        not listed for it.
+        """
         sql = "SELECT time, kind, device_id, deployment, message FROM events"
+        where: list[str] = []
         args: list[object] = []
         if deployment is not None:
-            sql += " WHERE deployment = ?"
+            where.append("deployment = ?")
             args.append(deployment)
+        if device is not None:
+            where.append(
+                "(device_id = ? OR (device_id IS NULL AND deployment IN ("
+                "SELECT deployment FROM deployment_devices "
+                "WHERE device_id = ? AND status != 'waiting')))"
+            )
+            args += [device, device]
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         rows = self._rows(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
         keys = ("time", "kind", "device_id", "deployment", "message")
         return [dict(zip(keys, row, strict=True)) for row in rows]
@@ -328,12 +348,16 @@ class Registry:
         Unknown devices are registered in group ``default`` when they first
         report (a broker without authentication lets anyone in; enrolment is
         what a secured fleet uses). Telemetry is deduplicated on its key, so
-        a report delivered twice counts once.
+        a report delivered twice counts once. A release that turns ``failed``
+        or ``refused`` is recorded as an event of the device (see
+        :func:`_setbacks`), once per transition, not on every report.
         """
         now = time.time() if now is None else now
         added = 0
         with self._tx() as conn:
             for state in inbox.states:
+                for kind, message, deployment in _setbacks(conn, state):
+                    _insert_event(conn, now, kind, message, state.device_id, deployment)
                 conn.execute(
                     "INSERT INTO devices (id, last_seen, state) VALUES (?,?,?) "
                     "ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen, "
@@ -505,6 +529,61 @@ class Registry:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._tx() as conn:
             yield conn
+
+
+def _insert_event(
+    conn: sqlite3.Connection,
+    now: float,
+    kind: str,
+    message: str,
+    device_id: str | None,
+    deployment: str | None,
+) -> None:
+    conn.execute(
+        "INSERT INTO events (time, kind, device_id, deployment, message) VALUES (?,?,?,?,?)",
+        (now, kind, device_id, deployment, message),
+    )
+
+
+def _setbacks(conn: sqlite3.Connection, state: DeviceState) -> list[tuple[str, str, str | None]]:
+    """``(kind, message, deployment)`` for each release ``state`` newly reports failed or refused.
+
+    "Newly" means its status differs from the one the registry holds: the
+    agent re-publishes an unchanged state (on reconnect, as its retained
+    message), and that must not add an event each time, while a retry that
+    fails again has a new ``since``. The deployment is the newest one that
+    sent this device that version of the release, if any, so the setback is
+    also listed on that deployment's page.
+    """
+    bad = {
+        name: status
+        for name, status in state.releases.items()
+        if status.phase in ("failed", "refused")
+    }
+    if not bad:  # most reports: no extra query
+        return []
+    row = conn.execute("SELECT state FROM devices WHERE id = ?", (state.device_id,)).fetchone()
+    old = DeviceState.model_validate_json(row[0]) if row and row[0] else None
+    found: list[tuple[str, str, str | None]] = []
+    for name, status in sorted(bad.items()):
+        if old is not None and old.releases.get(name) == status:
+            continue
+        version = status.target or status.version
+        cause = f": {status.error}" if status.error else " (no reason given)"
+        deployment = conn.execute(
+            "SELECT d.id FROM deployments d JOIN deployment_devices x ON x.deployment = d.id "
+            "WHERE x.device_id = ? AND d.release = ? AND d.version = ? AND x.status != 'waiting' "
+            "ORDER BY d.created DESC LIMIT 1",
+            (state.device_id, name, version),
+        ).fetchone()
+        found.append(
+            (
+                status.phase,
+                f"{name} {version or ''}".rstrip() + f" {status.phase}{cause}",
+                None if deployment is None else deployment[0],
+            )
+        )
+    return found
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:

@@ -2,7 +2,7 @@
 // the operator-token prompt, and the "live" indicator.
 
 import {Unauthorized, Unreachable, getToken, setToken, takeTokenFromUrl} from "./api.js";
-import {code, h} from "./dom.js";
+import {code, h, replace} from "./dom.js";
 import {ago} from "./format.js";
 import {deploymentPage, deploymentsPage} from "./deployments.js";
 import {devicePage, devicesPage} from "./devices.js";
@@ -55,7 +55,7 @@ function show() {
   for (const link of document.querySelectorAll("[data-nav]")) {
     link.classList.toggle("active", link.dataset.nav === nav);
   }
-  main.replaceChildren(page.el);
+  replace(main, page.el);
   if (!locked) refresh();
 }
 
@@ -110,7 +110,7 @@ function askForToken(reason) {
     locked = false;
     show();
   }}, input, h("button", {type: "submit"}, "Use token"));
-  main.replaceChildren(h("div", {className: "page token-prompt", id: "token-prompt"},
+  replace(main, h("div", {className: "page token-prompt", id: "token-prompt"},
     h("h1", null, "Operator token needed"),
     h("p", {title: reason}, had ? "The controller refused the token this tab has." : "The controller needs its operator token to show the fleet."),
     h("p", null, "Paste the token from ", code("<data>/admin.token"),

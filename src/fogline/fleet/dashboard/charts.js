@@ -9,6 +9,9 @@ const M = {top: 12, right: 16, bottom: 30, left: 52};
 const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
 const MAX_MARKERS = 90;
 
+/** What an empty chart says when its caller knows no better reason. */
+export const NO_DATA = "no data in this period";
+
 /** Round steps of 1, 2 or 5 × 10^k so that about `count` of them span `max`. */
 export function niceTicks(max, count = 4) {
   const top = max > 0 ? max : 1;
@@ -64,16 +67,17 @@ function runs(points) {
  * A line chart over time.
  *
  * series: [{name, points: [[unixSeconds, value|null], …], dashed?}]; range: [t0, t1];
- * format(value) labels the y axis and tooltips; unit names the y axis.
+ * format(value) labels the y axis and tooltips; unit names the y axis; emptyText says why,
+ * in place of the chart, when there is nothing to draw.
  */
-export function lineChart({title, unit, series, range, format = number, id}) {
+export function lineChart({title, unit, series, range, format = number, id, emptyText = NO_DATA}) {
   const [t0, t1] = range;
   const values = series.flatMap((line) => line.points.map((p) => p[1])).filter((v) => v !== null && v !== undefined);
   const figure = h("figure", {className: "chart", dataset: {chart: id ?? title}});
   figure.append(h("figcaption", null, h("span", {className: "chart-title"}, title),
     series.length > 1 ? legend(series) : null));
   if (!values.length) {
-    figure.append(h("div", {className: "chart-empty"}, "no telemetry in this period"));
+    figure.append(h("div", {className: "chart-empty"}, emptyText));
     return figure;
   }
   const ticks = niceTicks(Math.max(...values));

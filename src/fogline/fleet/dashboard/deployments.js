@@ -3,7 +3,7 @@
 
 import {ApiError, api} from "./api.js";
 import {progress} from "./charts.js";
-import {badge, code, empty, h} from "./dom.js";
+import {badge, code, empty, h, replace} from "./dom.js";
 import {timeAgo} from "./format.js";
 import {DEPLOY_STATUSES, criteriaText, eventList, strategyText, waves} from "./fleet.js";
 
@@ -23,12 +23,12 @@ export function deploymentsPage(params) {
     const all = await api("api/deployments");
     const shown = all.filter((d) => !status || d.status === status).reverse();
     if (!shown.length) {
-      list.replaceChildren(all.length ? empty(`No ${status} deployment.`)
+      replace(list, all.length ? empty(`No ${status} deployment.`)
         : empty("No deployments yet.", "Roll a release out with ",
           code("fogline fleet deploy NAME VERSION --group GROUP --strategy canary"), "."));
       return;
     }
-    list.replaceChildren(...shown.map((d) => deploymentCard(d, now, true)));
+    replace(list, ...shown.map((d) => deploymentCard(d, now, true)));
   }
 
   return {title: "Deployments", el, update};
@@ -104,7 +104,7 @@ export function deploymentPage(params) {
       d = await api(`api/deployments/${encodeURIComponent(id)}`);
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) {
-        el.replaceChildren(empty(`No deployment ${id}.`, h("a", {href: "#/deployments"}, "Back to the deployments")));
+        replace(el, empty(`No deployment ${id}.`, h("a", {href: "#/deployments"}, "Back to the deployments")));
         return;
       }
       throw err;
@@ -112,9 +112,9 @@ export function deploymentPage(params) {
     const button = d.status === "rolled-back" ? null
       : h("button", {type: "button", className: "danger", id: "rollback", disabled: busy,
         onclick: (event) => rollBack(d, event.currentTarget)}, "Roll back");
-    card.replaceChildren(deploymentCard(d, now, false, h("footer", {className: "dep-foot"},
+    replace(card, deploymentCard(d, now, false, h("footer", {className: "dep-foot"},
       h("span", {className: "muted small"}, `Success criteria: ${criteriaText(d.criteria)}.`), button)));
-    devices.replaceChildren(h("table", {className: "grid-table"},
+    replace(devices, h("table", {className: "grid-table"},
       h("thead", null, h("tr", null, ["Device", "Wave", "Status", "Previous", "Since"].map((t) => h("th", null, t)))),
       h("tbody", null, d.devices.map((x) => h("tr", {dataset: {device: x.device_id}},
         h("td", null, h("a", {href: `#/devices/${encodeURIComponent(x.device_id)}`}, x.device_id)),
@@ -122,7 +122,7 @@ export function deploymentPage(params) {
         h("td", null, badge(x.status)),
         h("td", null, x.previous ? code(x.previous) : h("span", {className: "muted"}, "none")),
         h("td", null, x.since ? timeAgo(x.since, now) : "—"))))));
-    events.replaceChildren(eventList(d.events, now, "no events yet", {deployment: false}));
+    replace(events, eventList(d.events, now, "no events yet", {deployment: false}));
   }
 
   return {title: id, el, update};

@@ -1,15 +1,18 @@
 // The devices table (filter by group or id) and one device's page.
 
 import {ApiError, api} from "./api.js";
-import {lineChart} from "./charts.js";
-import {badge, code, empty, h} from "./dom.js";
+import {NO_DATA, lineChart} from "./charts.js";
+import {badge, code, empty, h, replace} from "./dom.js";
 import {number, timeAgo} from "./format.js";
 import {
-  chartRange, eventList, lastError, online, problem, rangeSelect, releaseCell, releaseNames,
+  NO_WORKLOAD, chartRange, eventList, lastError, online, problem, rangeSelect, releaseCell, releaseNames,
+  runsOnlyModels,
 } from "./fleet.js";
 
 const AGENT_HINT = "fogline agent --broker URL --controller URL --data DIR --device-id ID";
 const MAX_ROWS = 300;  // a big fleet is found by filtering; thousands of rows every 3 s would crawl
+const MAX_EVENTS = 20;
+const NO_USAGE = "no workload: CPU and memory are recorded with a pipeline's or server's telemetry";
 
 export function devicesPage(params) {
   const group = params.get("group") ?? "";
@@ -35,7 +38,7 @@ export function devicesPage(params) {
 
   function render(devices, now) {
     const groups = [...new Set(devices.map((d) => d.group))].sort();
-    groupSelect.replaceChildren(h("option", {value: ""}, `all groups (${devices.length})`),
+    replace(groupSelect, h("option", {value: ""}, `all groups (${devices.length})`),
       ...groups.map((g) => h("option", {value: g},
         `${g} (${devices.filter((d) => d.group === g).length})`)));
     groupSelect.value = groups.includes(group) ? group : "";
@@ -49,17 +52,17 @@ export function devicesPage(params) {
     summary.textContent = `${shown.length} of ${devices.length} devices`;
     const rows = shown.slice(0, MAX_ROWS);
     if (!devices.length) {
-      table.replaceChildren(empty("No devices yet.", "Start an agent with ", code(AGENT_HINT),
+      replace(table, empty("No devices yet.", "Start an agent with ", code(AGENT_HINT),
         "; enrol it first with a one-time token from ", code("fogline fleet token --group GROUP"), "."));
       return;
     }
     if (!shown.length) {
-      table.replaceChildren(empty(`No device matches${group ? ` in group ${group}` : ""}.`,
+      replace(table, empty(`No device matches${group ? ` in group ${group}` : ""}.`,
         h("a", {href: "#/devices"}, "Show all devices")));
       return;
     }
     const releases = releaseNames(rows);
-    table.replaceChildren(h("table", {className: "grid-table"},
+    replace(table, h("table", {className: "grid-table"},
       h("thead", null, h("tr", null,
         h("th", null, "Device"), h("th", null, "Group"), h("th", null, "Online"), h("th", null, "Last seen"),
         releases.map((name) => h("th", {className: "release-col"}, name)),
@@ -111,22 +114,26 @@ export function devicePage(params, refresh) {
   async function update(now) {
     const range = chartRange();
     let device;
+    let recent;
+    let releases;
     try {
-      device = await api(`api/devices/${encodeURIComponent(id)}?since=${now - range}`);
+      [device, recent, releases] = await Promise.all([
+        api(`api/devices/${encodeURIComponent(id)}?since=${now - range}`),
+        api(`api/events?device=${encodeURIComponent(id)}&limit=${MAX_EVENTS}`),
+        api("api/releases"),
+      ]);
     } catch (err) {
       if (err instanceof ApiError && err.status === 404) {
-        el.replaceChildren(empty(`No device ${id}.`, "It has not reported or enrolled yet. ",
+        replace(el, empty(`No device ${id}.`, "It has not reported or enrolled yet. ",
           h("a", {href: "#/devices"}, "Back to the devices")));
         return;
       }
       throw err;
     }
-    const recent = await api("api/events?limit=500");
-    head.replaceChildren(deviceHead(device, now));
-    states.replaceChildren(desiredTable(device, now));
-    charts.replaceChildren(...deviceCharts(device.metrics, [now - range, now]));
-    events.replaceChildren(eventList(recent.filter((e) => e.device_id === id).slice(0, 15), now,
-      "no events for this device yet"));
+    replace(head, deviceHead(device, now));
+    replace(states, desiredTable(device, now));
+    replace(charts, ...deviceCharts(device.metrics, [now - range, now], runsOnlyModels([device], releases)));
+    replace(events, eventList(recent, now, "no events for this device yet", {device: false}));
   }
 
   return {title: id, el, update};
@@ -180,7 +187,9 @@ function desiredTable(device, now) {
     })));
 }
 
-function deviceCharts(rows, range) {
+function deviceCharts(rows, range, noWorkload) {
+  const workload = noWorkload ? NO_WORKLOAD : NO_DATA;
+  const usage = noWorkload ? NO_USAGE : NO_DATA;
   const releases = [...new Set(rows.map((r) => r.release))].sort();
   const per = (pick, extra = {}) => releases.map((release, index) => ({
     name: releases.length > 1 ? `${release}${extra.suffix ?? ""}` : `${extra.label ?? release}`,
@@ -191,16 +200,16 @@ function deviceCharts(rows, range) {
   for (const row of rows) once.set(row.time, row);
   const reports = [...once.values()];
   return [
-    lineChart({title: "Throughput", unit: "items/s", id: "throughput", range,
+    lineChart({title: "Throughput", unit: "items/s", id: "throughput", range, emptyText: workload,
       series: per((r) => r.items_per_second)}),
-    lineChart({title: "Latency", unit: "ms", id: "latency", range,
+    lineChart({title: "Latency", unit: "ms", id: "latency", range, emptyText: workload,
       series: [...per((r) => r.p99_ms, {suffix: " p99", label: "p99"}),
         ...per((r) => r.p50_ms, {suffix: " p50", label: "p50", dashed: true})]}),
     lineChart({title: "Error rate", unit: "%", id: "errors", range, format: (v) => `${number(v)}%`,
-      series: per((r) => (r.items ? (100 * r.errors) / r.items : 0))}),
-    lineChart({title: "CPU", unit: "%", id: "cpu", range, format: (v) => `${number(v)}%`,
+      emptyText: workload, series: per((r) => (r.items ? (100 * r.errors) / r.items : 0))}),
+    lineChart({title: "CPU", unit: "%", id: "cpu", range, format: (v) => `${number(v)}%`, emptyText: usage,
       series: [{name: "cpu", color: 4, points: reports.map((r) => [r.time, r.cpu_percent])}]}),
-    lineChart({title: "Memory", unit: "MB", id: "memory", range,
+    lineChart({title: "Memory", unit: "MB", id: "memory", range, emptyText: usage,
       series: [{name: "memory", color: 5, points: reports.map((r) => [r.time, r.memory_mb])}]}),
   ];
 }

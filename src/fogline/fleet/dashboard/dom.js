@@ -35,6 +35,17 @@ export function h(tag, attrs, ...children) {
   return node;
 }
 
+/**
+ * Replace a node's children, skipping null, undefined and false and flattening arrays like h().
+ *
+ * The DOM's own replaceChildren (and append) turn null into the text "null": pages use this instead.
+ */
+export function replace(node, ...children) {
+  node.replaceChildren();
+  append(node, children);
+  return node;
+}
+
 /** An SVG element, attributes set verbatim. */
 export function s(tag, attrs, ...children) {
   const node = document.createElementNS(SVG_NS, tag);

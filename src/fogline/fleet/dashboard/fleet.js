@@ -33,6 +33,21 @@ export function releaseNames(devices) {
   return [...names].sort();
 }
 
+/** Why throughput, latency and error charts are empty where only model releases run. */
+export const NO_WORKLOAD = "no workload: a model release runs only its health check; throughput, "
+  + "latency and errors appear when a pipeline or serve release runs";
+
+/**
+ * Whether the devices run at least one release and every one is of kind "model" (per `releases`,
+ * the repository's documents): a model release has no workload, so it reports no telemetry.
+ */
+export function runsOnlyModels(devices, releases) {
+  const kinds = new Map(releases.map((r) => [`${r.name}@${r.version}`, r.kind]));
+  const running = devices.flatMap((d) => Object.entries(d.state?.releases ?? {}))
+    .filter(([, status]) => status.version);
+  return running.length > 0 && running.every(([name, status]) => kinds.get(`${name}@${status.version}`) === "model");
+}
+
 /** Phases that mean "on its way to a new version". */
 export const MOVING = new Set(["pending", "downloading", "verifying", "staging", "checking"]);
 
@@ -114,7 +129,7 @@ export function criteriaText(criteria) {
 }
 
 /** A list of registry events, newest first, with links to their device and deployment. */
-export function eventList(events, now, emptyText = "no events yet", {deployment = true} = {}) {
+export function eventList(events, now, emptyText = "no events yet", {deployment = true, device = true} = {}) {
   if (!events.length) return h("p", {className: "muted events-empty"}, emptyText);
   return h("ol", {className: "events"}, events.map((event) =>
     h("li", {className: `event ev-${event.kind.replace(/[^a-z-]/gi, "")}`},
@@ -122,6 +137,6 @@ export function eventList(events, now, emptyText = "no events yet", {deployment 
       h("span", {className: "ev-kind"}, event.kind),
       h("span", {className: "ev-message"}, event.message),
       h("span", {className: "ev-links"},
-        event.device_id ? h("a", {href: `#/devices/${encodeURIComponent(event.device_id)}`}, event.device_id) : null,
+        device && event.device_id ? h("a", {href: `#/devices/${encodeURIComponent(event.device_id)}`}, event.device_id) : null,
         deployment && event.deployment ? h("a", {href: `#/deployments/${encodeURIComponent(event.deployment)}`}, event.deployment) : null))));
 }

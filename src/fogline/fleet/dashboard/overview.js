@@ -1,12 +1,12 @@
 // The fleet at a glance: device counts, versions per release, fleet charts, deployments, events.
 
 import {api} from "./api.js";
-import {bars, lineChart, progress} from "./charts.js";
-import {badge, code, empty, h} from "./dom.js";
+import {NO_DATA, bars, lineChart, progress} from "./charts.js";
+import {badge, code, empty, h, replace} from "./dom.js";
 import {compareVersions, number} from "./format.js";
 import {
-  DEPLOY_STATUSES, MOVING, chartRange, eventList, problem, rangeSelect, releaseNames,
-  versionColours, waves,
+  DEPLOY_STATUSES, MOVING, NO_WORKLOAD, chartRange, eventList, problem, rangeSelect, releaseNames,
+  runsOnlyModels, versionColours, waves,
 } from "./fleet.js";
 
 export function overviewPage(_params, refresh) {
@@ -29,17 +29,18 @@ export function overviewPage(_params, refresh) {
   async function update(now) {
     const range = chartRange();
     const step = Math.max(10, Math.round(range / 120));
-    const [devices, deployments, series, recent] = await Promise.all([
+    const [devices, deployments, series, recent, releases] = await Promise.all([
       api("api/devices"),
       api("api/deployments?status=running"),
       api(`api/series?since=${now - range}&step=${step}`),
       api("api/events?limit=12"),
+      api("api/releases"),
     ]);
-    cards.replaceChildren(...countCards(devices, deployments));
-    versions.replaceChildren(versionBars(devices));
-    running.replaceChildren(runningList(deployments));
-    charts.replaceChildren(...fleetCharts(series, [now - range, now]));
-    events.replaceChildren(eventList(recent, now,
+    replace(cards, ...countCards(devices, deployments));
+    replace(versions, versionBars(devices));
+    replace(running, runningList(deployments));
+    replace(charts, ...fleetCharts(series, [now - range, now], runsOnlyModels(devices, releases)));
+    replace(events, eventList(recent, now,
       "no events yet: enrolments, deployments and rollbacks appear here"));
   }
 
@@ -112,15 +113,16 @@ function runningList(deployments) {
   }));
 }
 
-function fleetCharts(series, range) {
+function fleetCharts(series, range, noWorkload) {
+  const workload = noWorkload ? NO_WORKLOAD : NO_DATA;
   const at = (values, map = (v) => v) => series.time.map((t, i) => [t, values[i] === null ? null : map(values[i])]);
   return [
-    lineChart({title: "Throughput", unit: "items/s", id: "throughput", range,
+    lineChart({title: "Throughput", unit: "items/s", id: "throughput", range, emptyText: workload,
       series: [{name: "items/s", points: at(series.items_per_second)}]}),
-    lineChart({title: "Worst p99 latency", unit: "ms", id: "p99", range,
+    lineChart({title: "Worst p99 latency", unit: "ms", id: "p99", range, emptyText: workload,
       series: [{name: "p99 ms", points: at(series.p99_ms), color: 1}]}),
     lineChart({title: "Error rate", unit: "%", id: "errors", range, format: (v) => `${number(v)}%`,
-      series: [{name: "errors", points: at(series.error_rate, (v) => v * 100), color: 3}]}),
+      emptyText: workload, series: [{name: "errors", points: at(series.error_rate, (v) => v * 100), color: 3}]}),
     lineChart({title: "Devices reporting", unit: "devices", id: "reporting", range,
       series: [{name: "devices", points: at(series.devices), color: 2}]}),
   ];

@@ -1,7 +1,7 @@
 // The signed releases in the controller's repository.
 
 import {api} from "./api.js";
-import {badge, code, empty, h} from "./dom.js";
+import {badge, code, empty, h, replace} from "./dom.js";
 import {bytes, compareVersions, seconds, timeAgo} from "./format.js";
 
 const SOON = 14 * 86400;
@@ -13,14 +13,14 @@ export function releasesPage() {
   async function update(now) {
     const [releases, devices] = await Promise.all([api("api/releases"), api("api/devices")]);
     if (!releases.length) {
-      table.replaceChildren(empty("No releases yet.", "Publish a signed one with ",
+      replace(table, empty("No releases yet.", "Publish a signed one with ",
         code("fogline release create MODEL_DIR --name NAME --version VERSION --key KEY"), "."));
       return;
     }
     const running = (name, version) => devices.filter((d) => d.state?.releases?.[name]?.version === version).length;
     const sorted = [...releases].sort((a, b) => (a.name === b.name ? compareVersions(b.version, a.version)
       : a.name < b.name ? -1 : 1));
-    table.replaceChildren(h("table", {className: "grid-table"},
+    replace(table, h("table", {className: "grid-table"},
       h("thead", null, h("tr", null,
         ["Name", "Version", "Kind", "Files", "Size", "Created", "Expires", "Running on"].map((t) => h("th", null, t)))),
       h("tbody", null, sorted.map((r) => {
