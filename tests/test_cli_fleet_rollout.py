@@ -1,0 +1,65 @@
+"""``fogline fleet deploy`` and ``fleet rollout status`` as processes, against a real controller.
+
+The controller, broker and simulated devices are the ones of
+``test_fleet_controller`` (a real Mosquitto, real TUF installs).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from test_fleet_controller import Setup, wait_for
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    s = Setup(tmp_path)
+    yield s
+    s.close()
+
+
+def fogline(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "fogline", *args]
+    command += ["--controller", setup.controller.base_url, "--token", setup.controller.token]
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_deploy_status_and_watch_show_the_current_rollout_and_its_criteria(setup: Setup) -> None:
+    setup.devices(2)
+    wait_for("2 devices", lambda: len(setup.api.get("/api/devices").json()) == 2)
+
+    # An explicit opt-out of the telemetry requirement, and status saying so.
+    made = fogline(setup, "fleet", "deploy", "tiny", "1.0.0", "--strategy", "all", "--bake", "0",
+                   "--no-require-telemetry")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    first = made.stdout.split()[0]
+    assert setup.finished(first)["criteria"]["require_telemetry"] is False
+    shown = fogline(setup, "fleet", "rollout", "status")
+    assert shown.returncode == 0, shown.stderr
+    assert f"{first} tiny 1.0.0 → default: succeeded" in shown.stdout
+    assert "criteria: error rate ≤ 5.0%; no telemetry required; bake 0 s" in shown.stdout
+
+    # The default: telemetry from every device covering the bake; --watch redraws until it ends.
+    made = fogline(setup, "fleet", "deploy", "tiny", "1.1.0", "--canary", "1", "--bake", "2")
+    assert made.returncode == 0, made.stderr
+    second = made.stdout.split()[0]
+    watched = fogline(setup, "fleet", "rollout", "status", second, "--watch")
+    assert watched.returncode == 0, watched.stderr
+    assert f"{second} tiny 1.1.0 → default: succeeded, wave 2 of 2" in watched.stdout
+    assert watched.stdout.count(second) == 1, watched.stdout  # drawn in place, not reprinted
+    assert "criteria: error rate ≤ 5.0%; telemetry from every device covering the bake" in (
+        watched.stdout
+    )
+
+    # Without an id: the latest (none is running), not the whole history; --all has both.
+    latest = fogline(setup, "fleet", "rollout", "status")
+    assert second in latest.stdout and first not in latest.stdout
+    history = fogline(setup, "fleet", "rollout", "status", "--all")
+    assert history.stdout.index(first) < history.stdout.index(second)
