@@ -1,20 +1,22 @@
 # Two commands do all the set-up on a machine that has only python3:
-#   make demo   – create .venv, install fogline, optimize the bundled example
+#   make demo   – create .venv, install fogline and its extras, optimize and run the bundled example
 #   make test   – create .venv, install everything, lint, type-check, run the suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint bench clean broker
+.PHONY: demo test lint bench clean broker mosquitto
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-# Stamps re-install when pyproject.toml changes.
+# Stamps re-install when pyproject.toml changes. The demo installs every extra the
+# README's walkthroughs use (pipelines on images and video, the server, the fleet),
+# so each of its commands works after 'make demo' and 'source .venv/bin/activate'.
 $(VENV)/.demo-stamp: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[examples,openvino]'
+	$(PIP) install -e '.[examples,openvino,vision,serve,fleet]'
 	touch $@
 
 $(VENV)/.dev-stamp: pyproject.toml | $(BIN)/python
@@ -34,6 +36,10 @@ lint: $(VENV)/.dev-stamp
 broker:
 	@sh scripts/ensure-mosquitto
 	@sh scripts/ensure-chromium
+
+# The fleet walkthrough's broker alone (Debian's mosquitto package, as root).
+mosquitto:
+	@sh scripts/ensure-mosquitto
 
 test: lint broker
 	$(BIN)/pytest

@@ -279,11 +279,16 @@ def _bake(bake: dict[str, Any], now: float) -> str:
     heard = []
     for device in bake["waiting"]:
         last = bake["last_heard"].get(device)
-        state = "silent" if device in bake["silent"] else "reporting"
-        heard.append(
-            f"{device} (no report yet)" if last is None
-            else f"{device} ({state}, last heard {max(0.0, now - last):.0f} s ago)"
-        )  # fmt: skip
+        ago = max(0.0, now - last) if last is not None else None
+        if device in bake["silent"]:
+            since = "no report on it yet" if ago is None else f"last report {ago:.0f} s ago"
+            heard.append(f"{device} (silent: {since})")
+        else:
+            heard.append(
+                f"{device} ("
+                + ("no report yet" if ago is None else f"last report {ago:.0f} s ago")
+                + ")"
+            )
     when = f"{left:.0f} s to go" if left > 0 else "waiting"
     return f"{when}; telemetry still needed from {', '.join(heard)}"
 
@@ -325,11 +330,13 @@ def status(
     if not watch or all(row["status"] != "running" for row in rows):
         console.print(render(rows))
         return
-    with Live(render(rows), console=console, auto_refresh=False) as live:
+    # Redrawn in place while it runs (transient), then the final state printed once.
+    with Live(render(rows), console=console, auto_refresh=False, transient=True) as live:
         while any(row["status"] == "running" for row in rows):
             time.sleep(1.0)
             rows = fetch() if deployment is not None or show_all else _refresh(api, rows)
             live.update(render(rows), refresh=True)
+    console.print(render(rows))
 
 
 def _refresh(api: Api, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
