@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fogline.examples import digits_model_path
+from fogline.security import ReleaseRepository
 
 # Imported explicitly so the commands exist whether or not fogline.cli registers them yet.
 RUN = (
@@ -20,18 +21,19 @@ RUN = (
 )
 
 
-def fogline(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def fogline(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", RUN, *map(str, args)],
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, "COLUMNS": "250"},
+        cwd=cwd,
     )
 
 
-def ok(*args: str | Path) -> str:
-    result = fogline(*args)
+def ok(*args: str | Path, cwd: Path | None = None) -> str:
+    result = fogline(*args, cwd=cwd)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -125,3 +127,46 @@ def test_release_create_errors_are_one_line_and_write_nothing(data: Path, tmp_pa
         result = fogline("release", "create", *args, "--name", "digits", "--data", data)
         assert_clean_error(result, message)
         assert files_under(data) == before
+
+
+def test_release_verify_names_each_damaged_file_and_exits_2(tmp_path: Path) -> None:
+    from test_fleet_installer import model_folder
+    from test_security_releases import flip_byte
+
+    # Prepare: two releases in ./fleet-data, the default --data, sharing labels.txt
+    ok("keys", "init", "--data", "fleet-data", cwd=tmp_path)
+    for version in (1, 2):
+        folder = model_folder(tmp_path, version)
+        ok("release", "create", folder, "--name", "net", "--version", f"{version}.0", cwd=tmp_path)
+    intact = ok("release", "verify", cwd=tmp_path)
+    assert "net" in intact and intact.count(" ok ") == 2 and "damaged" not in intact
+    repo = ReleaseRepository(tmp_path / "fleet-data")
+    blobs = {f.path: f.blob_path for f in repo.release("net", "1.0").files}
+
+    # Execute: rot in the first release's model
+    flip_byte(repo.targets_dir / blobs["model.onnx"], 100)
+    everything = fogline("release", "verify", cwd=tmp_path)
+    one = fogline("release", "verify", "net", "2.0", "--data", tmp_path / "fleet-data")
+    first = fogline("release", "verify", "net", "1.0", "--data", tmp_path / "fleet-data")
+
+    # Assert
+    assert everything.returncode == 2 and "Traceback" not in everything.stderr
+    assert everything.stderr.splitlines() == [
+        f"error: release net 1.0: model.onnx hash differs (stored as {blobs['model.onnx']})"
+    ]
+    assert "damaged: model.onnx (hash differs)" in everything.stdout
+    assert " ok " in everything.stdout  # 2.0 still checks out
+    assert one.returncode == 0, one.stderr
+    assert first.returncode == 2 and "release net 1.0: model.onnx" in first.stderr
+    (repo.targets_dir / blobs["labels.txt"]).unlink()  # shared by both releases
+    both = fogline("release", "verify", "net", cwd=tmp_path)
+    assert both.returncode == 2
+    assert sorted(both.stderr.splitlines()) == [
+        f"error: release net 1.0: labels.txt missing (stored as {blobs['labels.txt']})",
+        f"error: release net 1.0: model.onnx hash differs (stored as {blobs['model.onnx']})",
+        f"error: release net 2.0: labels.txt missing (stored as {blobs['labels.txt']})",
+    ]
+    assert_clean_error(
+        fogline("release", "verify", "nope", cwd=tmp_path), "no release named 'nope'"
+    )
+    assert_clean_error(fogline("release", "verify", "net", "7", cwd=tmp_path), "no release net 7 ")

@@ -17,7 +17,9 @@ from tuf.api.metadata import Metadata, Root, Snapshot, Targets, Timestamp
 from fogline.errors import ConfigError, ModelNotFound
 from fogline.examples import digits_model_path
 from fogline.security import (
+    DOCUMENT,
     RELEASE_NAME_PATTERN,
+    IntegrityCheck,
     ReleaseDocument,
     ReleaseRepository,
     check_relative_path,
@@ -386,6 +388,118 @@ def test_readers_never_see_a_half_written_file_while_releases_are_created(
         thread.join()
     assert problems == []
     assert_repository_verifies(data)
+
+
+# -- verifying what is stored ----------------------------------------------------------------
+
+
+def flip_byte(file: Path, at: int = 0, *, keep_mtime: bool = False) -> None:
+    """Damage a stored file in place; ``keep_mtime`` leaves size, mtime and inode as they were,
+    as rot under the file system does."""
+    before = file.stat()
+    with open(file, "r+b") as fh:
+        fh.seek(at)
+        byte = fh.read(1)
+        fh.seek(at)
+        fh.write(bytes([byte[0] ^ 0x01]))
+    if keep_mtime:
+        os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def blob_of(repo: ReleaseRepository, name: str, version: str, path: str) -> Path:
+    item = next(f for f in repo.release(name, version).files if f.path == path)
+    return repo.targets_dir / item.blob_path
+
+
+@pytest.fixture
+def two_releases(data: Path, repo: ReleaseRepository, tmp_path: Path) -> ReleaseRepository:
+    repo.create_release(model_folder(tmp_path, 1, data_bytes=5000), "net", "1.0.0", key(data))
+    repo.create_release(model_folder(tmp_path, 2), "net", "1.1.0", key(data))  # shares labels.txt
+    return repo
+
+
+def test_verify_finds_each_damaged_file_and_names_its_release(
+    two_releases: ReleaseRepository,
+) -> None:
+    repo = two_releases
+    assert [(c.name, c.version, c.ok) for c in repo.verify()] == [
+        ("net", "1.0.0", True),
+        ("net", "1.1.0", True),
+    ]
+    model = blob_of(repo, "net", "1.0.0", "model.onnx")
+    flip_byte(model, 10)
+    data_bin = blob_of(repo, "net", "1.0.0", "data.bin")
+    data_bin.write_bytes(data_bin.read_bytes()[:-1])
+    labels = blob_of(repo, "net", "1.0.0", "labels.txt")
+    labels.unlink()
+
+    first, second = repo.verify()
+    assert [(d.path, d.problem, d.detail) for d in first.damage] == [
+        ("data.bin", "size differs", "4999 bytes, signed 5000"),
+        ("labels.txt", "missing", ""),
+        ("model.onnx", "hash differs", ""),
+    ]
+    damage = first.damage[2]
+    assert (damage.release, damage.version, damage.target) == (
+        "net",
+        "1.0.0",
+        f"blobs/{model.name}",
+    )
+    assert (
+        str(damage) == f"release net 1.0.0: model.onnx hash differs (stored as blobs/{model.name})"
+    )
+    assert first.reason is not None and "model.onnx hash differs" in first.reason
+    # the shared labels.txt is named in the other release too; its own model is intact
+    assert [(d.release, d.version, d.path) for d in second.damage] == [
+        ("net", "1.1.0", "labels.txt")
+    ]
+    assert [c.version for c in repo.verify("net", "1.1.0")] == ["1.1.0"]
+    assert len(repo.verify("net")) == 2
+
+
+def test_verify_checks_the_release_document_against_targets_json(
+    two_releases: ReleaseRepository,
+) -> None:
+    document = two_releases.targets_dir / "releases" / "net" / "1.1.0.json"
+    document.write_bytes(document.read_bytes().replace(b'"net"', b'"nat"'))
+    first, second = two_releases.verify()
+    assert first.ok
+    assert second.document is None
+    assert [(d.path, d.problem, d.target) for d in second.damage] == [
+        (DOCUMENT, "hash differs", "releases/net/1.1.0.json")
+    ]
+
+
+def test_verify_of_an_unknown_release_says_what_there_is(two_releases: ReleaseRepository) -> None:
+    with pytest.raises(ModelNotFound, match=r"no release named 'nope' .*\(releases: net\)"):
+        two_releases.verify("nope")
+    with pytest.raises(ModelNotFound, match=r"no release net 3\.0 .*versions: 1\.0\.0, 1\.1\.0"):
+        two_releases.verify("net", "3.0")
+    assert ReleaseRepository(two_releases.layout.data).verify() != []
+
+
+def test_a_check_hashes_once_until_the_file_changes_and_an_audit_hashes_again(
+    two_releases: ReleaseRepository,
+) -> None:
+    check = IntegrityCheck(two_releases)
+    model = blob_of(two_releases, "net", "1.1.0", "model.onnx")
+    assert check.target(f"blobs/{model.name}") == ()
+    flip_byte(model, 10, keep_mtime=True)  # rot: same size, mtime and inode
+    assert check.target(f"blobs/{model.name}") == ()  # remembered, not read again
+    assert all(c.ok for c in check.known())
+    damaged = [c for c in check.audit() if not c.ok]
+    assert [(c.version, c.reason) for c in damaged] == [
+        ("1.1.0", f"model.onnx hash differs (stored as blobs/{model.name})")
+    ]
+    assert [c.version for c in check.known() if not c.ok] == ["1.1.0"]  # remembered now
+    assert [d.path for d in check.target(f"blobs/{model.name}")] == ["model.onnx"]
+    flip_byte(model, 10, keep_mtime=True)  # restored from a backup, as it were
+    assert not check.verify("net", "1.1.0")[0].ok  # same stat: still the remembered result
+    assert all(c.ok for c in check.audit())
+    flip_byte(model, 10)  # a plain write changes the mtime: read again on the next request
+    assert check.target(f"blobs/{model.name}") != ()
+    with pytest.raises(ModelNotFound, match="not a signed target"):
+        check.target("blobs/" + "0" * 64)
 
 
 # -- the release document ---------------------------------------------------------------------

@@ -1,22 +1,29 @@
-"""``fogline release create|list``: signed releases in the controller's repository."""
+"""``fogline release create|list|verify``: signed releases in the controller's repository."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from fogline.cli._app import FLEET_MODULES, app, console, needs_extra
+from fogline.cli._app import FLEET_MODULES, app, console, console_err, needs_extra
+
+if TYPE_CHECKING:
+    from fogline.security import ReleaseCheck
 
 release = typer.Typer(
     help="Signed releases (models, pipelines, model repositories).", no_args_is_help=True
 )
 app.add_typer(release, name="release")
 
-_DATA = typer.Option(..., "--data", help="The controller's data folder (fogline keys init).")
+_DATA = typer.Option(
+    Path("fleet-data"), "--data", help="The controller's data folder (fogline keys init)."
+)
 
 
 def _size(length: int) -> str:
@@ -30,6 +37,11 @@ def _size(length: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")
+
+
+def _damaged(check: ReleaseCheck) -> str:
+    """The damaged files of a release in a table cell; the full lines go to stderr."""
+    return ", ".join(f"{d.path} ({d.problem})" for d in check.damage)
 
 
 @release.command("create")
@@ -99,3 +111,39 @@ def list_(data: Path = _DATA) -> None:
             doc.expires.strftime("%Y-%m-%d") + (" [red](expired)[/]" if doc.is_expired() else ""),
         )
     console.print(table)
+
+
+@release.command("verify")
+def verify(
+    name: str | None = typer.Argument(None, help="Only the releases of this name."),
+    version: str | None = typer.Argument(None, help="Only this version of NAME."),
+    data: Path = _DATA,
+) -> None:
+    """Hash the stored files of releases against the signed metadata; exit 2 if any differ."""
+    needs_extra("fleet", *FLEET_MODULES)
+    from fogline.security import ReleaseRepository
+
+    checks = ReleaseRepository(data).verify(name, version)
+    if not checks:
+        console.print(f"no releases in {escape(str(data))}")
+        return
+    table = Table(title=f"releases in {escape(str(data))}")
+    for column in ("name", "version", "files", "size", "check"):
+        table.add_column(column)
+    for check in checks:
+        doc = check.document
+        table.add_row(
+            escape(check.name),
+            escape(check.version),
+            "?" if doc is None else str(len(doc.files)),
+            "?" if doc is None else _size(doc.total_length),
+            "[green]ok[/]" if check.ok else f"[red]damaged[/]: {escape(_damaged(check))}",
+        )
+    console.print(table)
+    damage = [d for check in checks for d in check.damage]
+    for item in damage:  # one line each, as the CLI reports an error
+        console_err.print(
+            Text("error: ", style="bold red") + Text(str(item)), highlight=False, soft_wrap=True
+        )
+    if damage:
+        raise typer.Exit(2)

@@ -13,20 +13,33 @@ blobs, versioned documents) and large, so they go through Starlette's
 a bad range with 416, and sets ``ETag`` and ``Accept-Ranges``. Only names a
 repository writes are served: anything else, a ``..`` or a hidden temporary
 file, is 404.
+
+Given an :class:`~fogline.security.IntegrityCheck` (the controller gives
+one), a target is served only while its bytes are the signed ones: the first
+request for it is answered after its hash is checked (in a thread, off the
+event loop), later ones after a ``stat``; a damaged one gets 503 and a line
+naming the release files it holds, rather than bytes every device would
+refuse. A target that signed ``targets.json`` does not list is 404. Without a
+check (tests that serve forged files on purpose) targets go out as they are.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from fogline.security import ReleaseRepository
+from fogline.errors import ModelNotFound
+from fogline.security import IntegrityCheck, ReleaseRepository
+
+log = logging.getLogger("fogline.controller")
 
 #: The metadata files of a repository without consistent snapshots.
 _METADATA = re.compile(r"^(?:[1-9][0-9]{0,9}\.)?(?:root|targets|snapshot|timestamp)\.json$")
@@ -34,10 +47,13 @@ _METADATA = re.compile(r"^(?:[1-9][0-9]{0,9}\.)?(?:root|targets|snapshot|timesta
 _COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+!-]{0,127}$")
 
 
-def repository_routes(repo: ReleaseRepository, prefix: str = "/repository") -> list[BaseRoute]:
-    """The routes that serve ``repo``'s metadata and targets under ``prefix``."""
+def repository_routes(
+    repo: ReleaseRepository, prefix: str = "/repository", *, check: IntegrityCheck | None = None
+) -> list[BaseRoute]:
+    """The routes that serve ``repo``'s metadata and targets under ``prefix`` (see the module)."""
     metadata_dir = repo.metadata_dir
     targets_dir = repo.targets_dir
+    reported: set[str] = set()  # log each damage once, not on every device's retry
 
     async def metadata(request: Request) -> Response:
         name = request.path_params["file"]
@@ -60,6 +76,19 @@ def repository_routes(repo: ReleaseRepository, prefix: str = "/repository") -> l
         file = _target_file(targets_dir, request.path_params["path"])
         if file is None:
             return _not_found()
+        if check is not None:
+            try:
+                damage = await run_in_threadpool(check.target, request.path_params["path"])
+            except ModelNotFound:
+                return _not_found()
+            if damage:
+                message = "; ".join(map(str, damage))
+                if message not in reported:
+                    reported.add(message)
+                    log.error("refused to serve a damaged file: %s", message)
+                return PlainTextResponse(
+                    f"damaged on the controller, not served: {message}\n", status_code=503
+                )
         return FileResponse(
             file,
             media_type="application/octet-stream",

@@ -6,6 +6,12 @@ thread takes it off the queue in batches, stores a batch in one transaction
 and the dashboard on a thread of its own. Desired states are published
 retained at QoS 1, and all of them again after every reconnect, so a broker
 that restarted without its store still ends up with each device's latest.
+
+The stored releases are checked against their signed metadata
+(:class:`~fogline.security.IntegrityCheck`): a file before it is first served
+or deployed, and every one again by an auditor thread at start and every
+``verify_seconds``, so bytes that rotted on this disk are refused here, with
+the file named, rather than by each device after its download.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
-from fogline.errors import ConfigError
+from fogline.errors import ConfigError, ModelNotFound
 from fogline.fleet._api import ApiContext, application
 from fogline.fleet._protocol import (
     DEFAULT_PREFIX,
@@ -82,6 +88,8 @@ class ControllerConfig:
     credentials: Callable[[str], str | None] | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: How often every stored release is hashed again (rot that keeps the mtime); None: never.
+    verify_seconds: float | None = 3600.0
     extra_routes: list[Any] = field(default_factory=list)
 
 
@@ -105,9 +113,10 @@ class Controller:
         self.url = to_url(config.broker)
         self.data = Path(config.data)
         self.data.mkdir(parents=True, exist_ok=True)
-        from fogline.security import ReleaseRepository
+        from fogline.security import IntegrityCheck, ReleaseRepository
 
         self.repository = ReleaseRepository(self.data)  # refuses a folder without keys
+        self.integrity = IntegrityCheck(self.repository)
         self.token = config.token if config.token is not None else operator_token(self.data)
         self.registry = Registry(self.data / "registry.db")
         self.rollouts = Rollouts(self.registry, self._publish, releases=self._release_exists)
@@ -116,6 +125,7 @@ class Controller:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._worker: threading.Thread | None = None
+        self._auditor: threading.Thread | None = None
         self._http: Any = None
         self._http_thread: threading.Thread | None = None
         self.http_port: int | None = None
@@ -127,6 +137,11 @@ class Controller:
         self._start_http(timeout)
         self._worker = threading.Thread(target=self._work, name="fogline-controller", daemon=True)
         self._worker.start()
+        if self.config.verify_seconds is not None:
+            self._auditor = threading.Thread(
+                target=self._audit, name="fogline-controller-audit", daemon=True
+            )
+            self._auditor.start()
         try:
             self._client.connect_async(
                 self.url.host, self.url.port, keepalive=30, clean_start=False,
@@ -153,8 +168,9 @@ class Controller:
             self._client.disconnect()
         with contextlib.suppress(Exception):
             self._client.loop_stop()
-        if self._worker is not None:
-            self._worker.join(30)
+        for thread in (self._worker, self._auditor):
+            if thread is not None:
+                thread.join(30)
         if self._http is not None:
             self._http.should_exit = True
         if self._http_thread is not None:
@@ -179,10 +195,46 @@ class Controller:
     # -- releases (the signed repository in data/repository) --------------------------------
 
     def releases(self) -> list[dict[str, Any]]:
-        return [doc.model_dump(mode="json") for doc in self.repository.releases()]
+        """Every release's document plus ``damaged``: None, or which stored files do not match.
+
+        What is known without reading blobs (sizes, earlier hashes); a release
+        whose document itself is damaged is left out (the auditor logs it).
+        """
+        listed = []
+        for check in self.integrity.known():
+            if check.document is not None:
+                listed.append({**check.document.model_dump(mode="json"), "damaged": check.reason})
+        return listed
 
     def _release_exists(self, name: str, version: str) -> bool:
-        return any(r["name"] == name and r["version"] == version for r in self.releases())
+        """Whether ``name`` ``version`` can be deployed; ConfigError naming its damaged files."""
+        try:
+            [check] = self.integrity.verify(name, version)  # hashes what is not verified yet
+        except ModelNotFound:
+            return False
+        if check.version != version:
+            return False  # "v1.0" names release 1.0, but a deployment keeps the exact string
+        if not check.ok:
+            raise ConfigError(
+                f"release {name} {version} is damaged on the controller and will not be "
+                f"deployed: {check.reason}; restore the file from a backup or publish the "
+                "release again under a new version"
+            )
+        return True
+
+    def _audit(self) -> None:
+        """Hash every stored release again, at start and every ``verify_seconds``."""
+        interval = self.config.verify_seconds
+        assert interval is not None
+        while not self._stopping.is_set():
+            try:
+                for check in self.integrity.audit(stop=self._stopping):
+                    for damage in check.damage:
+                        log.error("%s: not served or deployed until it is restored", damage)
+            except Exception:  # the auditor must outlive one unreadable repository state
+                log.exception("controller release audit")
+            if self._stopping.wait(interval):
+                return
 
     def trusted_root(self) -> str:
         path = self.data / "repository" / "metadata" / "root.json"
@@ -222,7 +274,10 @@ class Controller:
         )
         app = application(
             ctx,
-            extra=[*repository_routes(self.repository), *self.config.extra_routes],
+            extra=[
+                *repository_routes(self.repository, check=self.integrity),
+                *self.config.extra_routes,
+            ],
             dashboard=dashboard_routes(),
         )
         config = uvicorn.Config(

@@ -20,20 +20,25 @@ from fogline.security._document import (
     parse_version,
     release_target_path,
 )
+from fogline.security._integrity import DOCUMENT, Damage, IntegrityCheck, ReleaseCheck
 from fogline.security._keys import KeysInfo, RoleInfo, init_keys, rotate_key, show_keys
 from fogline.security._metadata import EXPIRY, KEY_ROLES, RepositoryLayout
 from fogline.security._repository import PublishedRelease, ReleaseRepository
 
 __all__ = [
     "DEFAULT_RELEASE_EXPIRY",
+    "DOCUMENT",
     "EXPIRY",
     "KEY_ROLES",
     "KINDS",
     "RELEASE_NAME_PATTERN",
     "Canary",
+    "Damage",
     "Health",
+    "IntegrityCheck",
     "KeysInfo",
     "PublishedRelease",
+    "ReleaseCheck",
     "ReleaseDocument",
     "ReleaseFile",
     "ReleaseRepository",

@@ -41,6 +41,7 @@ from fogline.security._document import (
     release_target_path,
 )
 from fogline.security._files import atomic_output, atomic_write
+from fogline.security._integrity import IntegrityCheck, ReleaseCheck
 from fogline.security._metadata import (
     EXPIRY,
     MetadataStore,
@@ -193,6 +194,16 @@ class ReleaseRepository:
         if path not in self._store.targets().signed.targets:
             raise ModelNotFound(f"no release {name} {version} in {self.layout.data}")
         return self._read_document(path)
+
+    def verify(self, name: str | None = None, version: str | None = None) -> list[ReleaseCheck]:
+        """Hash the stored files of releases (all, one name's, or one) against the signed metadata.
+
+        Each release document against its entry in signed targets.json, each
+        file against the length and sha256 its document names. Damage is
+        reported, not raised; ``ModelNotFound`` for an unknown name or version.
+        A controller that checks repeatedly keeps one :class:`IntegrityCheck`.
+        """
+        return IntegrityCheck(self).verify(name, version)
 
     def _read_document(self, target: str) -> ReleaseDocument:
         file = self.targets_dir / target
