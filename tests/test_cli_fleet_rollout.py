@@ -63,3 +63,38 @@ def test_deploy_status_and_watch_show_the_current_rollout_and_its_criteria(setup
     assert second in latest.stdout and first not in latest.stdout
     history = fogline(setup, "fleet", "rollout", "status", "--all")
     assert history.stdout.index(first) < history.stdout.index(second)
+
+
+def test_a_damaged_release_is_listed_as_such_and_not_deployed(setup: Setup) -> None:
+    setup.devices(1)
+    wait_for("1 device", lambda: len(setup.api.get("/api/devices").json()) == 1)
+    document = setup.repo.targets_dir / "releases" / "tiny" / "1.1.0.json"
+    blob = next(
+        setup.repo.targets_dir / path
+        for path in (f["blob_path"] for f in _files(document))
+        if path.startswith("blobs/")
+    )
+    damaged = bytearray(blob.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # a bit flipped on the controller's disk
+    blob.chmod(0o644)
+    blob.write_bytes(bytes(damaged))
+
+    refused = fogline(setup, "fleet", "deploy", "tiny", "1.1.0", "--canary", "1")
+    assert refused.returncode == 2, refused.stdout
+    assert "release tiny 1.1.0 is damaged on the controller" in refused.stderr
+    assert "model.onnx hash differs" in refused.stderr and "Traceback" not in refused.stderr
+    listed = fogline(setup, "fleet", "releases")
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if "1.1.0" in line)
+    assert "damaged: model.onnx hash differs" in row
+    intact = next(line for line in listed.stdout.splitlines() if "1.0.0" in line)
+    assert "ok" in intact and "damaged" not in intact
+
+
+def _files(document: Path) -> list[dict[str, str]]:
+    """The files a signed release document names, with the blob each is stored as."""
+    import json
+
+    body = json.loads(document.read_bytes())
+    files = body.get("files") or body.get("signed", {}).get("files")
+    return [{**f, "blob_path": f"blobs/{f['sha256']}"} for f in files]

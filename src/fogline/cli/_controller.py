@@ -37,6 +37,13 @@ def controller(
     ),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate for HTTPS."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Its PEM private key."),
+    verify_every: float = typer.Option(
+        3600.0,
+        "--verify-every",
+        min=0.0,
+        help="Seconds between re-hashes of every stored release file (0: only before serving "
+        "a file the first time); a damaged release is neither served nor deployed.",
+    ),
 ) -> None:
     """Run the controller until Ctrl-C, printing what happens in the fleet."""
     needs_extra("fleet", *FLEET_MODULES)
@@ -59,6 +66,7 @@ def controller(
         credentials=credentials,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        verify_seconds=verify_every or None,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

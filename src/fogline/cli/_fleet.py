@@ -10,6 +10,7 @@ from typing import Any
 import typer
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -149,13 +150,15 @@ def releases(
         _print_json(rows)
         return
     table = Table(title=f"{len(rows)} releases")
-    for column in ("name", "version", "kind", "files", "size", "created", "expires"):
+    for column in ("name", "version", "kind", "files", "size", "created", "expires", "check"):
         table.add_column(column)
     for row in rows:
         size = sum(int(f["length"]) for f in row.get("files", []))
+        damaged = row.get("damaged")
         table.add_row(
             row["name"], row["version"], str(row.get("kind", "")), str(len(row.get("files", []))),
             f"{size / 1e6:.2f} MB", str(row.get("created", ""))[:19], str(row.get("expires", ""))[:19],
+            f"[red]damaged: {escape(damaged)}[/]" if damaged else "[green]ok[/]",
         )  # fmt: skip
     console.print(table)
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -178,8 +179,14 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
 
     async def deploy(request: Request) -> Response:
         req = DeployRequest.model_validate(await _json(request))
-        created = ctx.rollouts.create(
-            req.release, req.version, req.group, strategy=req.strategy, criteria=req.criteria
+        # A thread: checking the release may hash its files (seconds per GB) the first time.
+        created = await run_in_threadpool(
+            ctx.rollouts.create,
+            req.release,
+            req.version,
+            req.group,
+            strategy=req.strategy,
+            criteria=req.criteria,
         )
         ctx.wake()
         return JSONResponse(created.to_dict(), status_code=201)

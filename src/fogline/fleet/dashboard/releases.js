@@ -30,7 +30,9 @@ export function releasesPage() {
         const count = running(r.name, r.version);
         return h("tr", {dataset: {release: `${r.name}@${r.version}`}},
           h("td", null, h("strong", null, r.name), r.description ? h("div", {className: "muted small"}, r.description) : null),
-          h("td", null, code(r.version)),
+          h("td", null, code(r.version), r.damaged
+            ? [" ", badge("damaged", `${r.damaged}: the controller neither serves nor deploys it; check with 'fogline release verify'`)]
+            : null),
           h("td", null, r.kind),
           h("td", {title: files.map((f) => `${f.path} (${bytes(f.length)})`).join("\n")}, String(files.length)),
           h("td", null, bytes(size)),
