@@ -636,9 +636,23 @@ def test_charts_of_a_model_release_say_it_has_no_workload(
     page: Page, tmp_path: Path, shots: Path
 ) -> None:
     with serve_registry(tmp_path, releases) as (url, registry):
-        # probe-1 runs only a model release, which runs its health check and nothing else,
-        # so it sends no metrics; cam-9 runs a server that has not reported yet.
+        # probe-1 runs only a model release, which runs its health check and nothing else:
+        # its telemetry is a heartbeat of empty metrics (zero items), with the agent's CPU and
+        # memory; cam-9 runs a server that has not reported yet.
         registry.ingest(Inbox(states=[state("probe-1", digits=active("1.0.0"))]))
+        now = time.time()
+        heartbeats = [
+            (
+                f"probe-1:{i}",
+                Telemetry(
+                    device_id="probe-1", time=now - 10 * i, sequence=i,
+                    versions={"digits": "1.0.0"}, metrics={"digits": Metrics()},
+                    cpu_percent=1.5, memory_mb=150.0, period=10.0,
+                ),
+            )
+            for i in range(1, 4)
+        ]  # fmt: skip
+        registry.ingest(Inbox(telemetry=heartbeats))
         page.goto(f"{url}/?token={TOKEN}#/devices/probe-1")
 
         for chart in ("throughput", "latency", "errors"):
@@ -648,10 +662,11 @@ def test_charts_of_a_model_release_say_it_has_no_workload(
                 "no workload: a model release runs only its health check; throughput, latency "
                 "and errors appear when a pipeline or serve release runs"
             )
-        for chart in ("cpu", "memory"):
+        for chart in ("cpu", "memory"):  # the agent's own use is real, and charted
+            expect(page.locator(f'#device-charts [data-chart="{chart}"] svg')).to_have_count(1)
             expect(
                 page.locator(f'#device-charts [data-chart="{chart}"] .chart-empty')
-            ).to_contain_text("no workload: CPU and memory")
+            ).to_have_count(0)
         screenshot(page, shots, "device-model-only")
         page.goto(f"{url}/#/")
         expect(page.locator('#fleet-charts [data-chart="p99"] .chart-empty')).to_contain_text(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,8 @@ _TOKEN = typer.Option(
 )
 _DATA = typer.Option(Path("fleet-data"), "--data", help="The controller's data folder.")
 _JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
+#: The blob a damaged file is stored as: in 'fleet releases --json' and 'release verify', not the table.
+_STORED_AS = re.compile(r" \(stored as [^)]*\)")
 
 
 class Api:
@@ -158,7 +161,7 @@ def releases(
         table.add_row(
             row["name"], row["version"], str(row.get("kind", "")), str(len(row.get("files", []))),
             f"{size / 1e6:.2f} MB", str(row.get("created", ""))[:19], str(row.get("expires", ""))[:19],
-            f"[red]damaged: {escape(damaged)}[/]" if damaged else "[green]ok[/]",
+            f"[red]damaged: {escape(_STORED_AS.sub('', damaged))}[/]" if damaged else "[green]ok[/]",
         )  # fmt: skip
     console.print(table)
 

@@ -191,7 +191,8 @@ function deviceCharts(rows, range, noWorkload) {
   const workload = noWorkload ? NO_WORKLOAD : NO_DATA;
   const usage = noWorkload ? NO_USAGE : NO_DATA;
   const releases = [...new Set(rows.map((r) => r.release))].sort();
-  const per = (pick, extra = {}) => releases.map((release, index) => ({
+  // A model release reports empty heartbeats: flat zeros would read as a stalled workload.
+  const per = (pick, extra = {}) => (noWorkload ? [] : releases).map((release, index) => ({
     name: releases.length > 1 ? `${release}${extra.suffix ?? ""}` : `${extra.label ?? release}`,
     color: index, dashed: extra.dashed,
     points: rows.filter((r) => r.release === release).map((r) => [r.time, pick(r)]),

@@ -116,13 +116,15 @@ function runningList(deployments) {
 function fleetCharts(series, range, noWorkload) {
   const workload = noWorkload ? NO_WORKLOAD : NO_DATA;
   const at = (values, map = (v) => v) => series.time.map((t, i) => [t, values[i] === null ? null : map(values[i])]);
+  // A model release reports empty heartbeats: flat zeros would read as a stalled workload.
+  const work = (values, map) => (noWorkload ? [] : at(values, map));
   return [
     lineChart({title: "Throughput", unit: "items/s", id: "throughput", range, emptyText: workload,
-      series: [{name: "items/s", points: at(series.items_per_second)}]}),
+      series: [{name: "items/s", points: work(series.items_per_second)}]}),
     lineChart({title: "Worst p99 latency", unit: "ms", id: "p99", range, emptyText: workload,
-      series: [{name: "p99 ms", points: at(series.p99_ms), color: 1}]}),
+      series: [{name: "p99 ms", points: work(series.p99_ms), color: 1}]}),
     lineChart({title: "Error rate", unit: "%", id: "errors", range, format: (v) => `${number(v)}%`,
-      emptyText: workload, series: [{name: "errors", points: at(series.error_rate, (v) => v * 100), color: 3}]}),
+      emptyText: workload, series: [{name: "errors", points: work(series.error_rate, (v) => v * 100), color: 3}]}),
     lineChart({title: "Devices reporting", unit: "devices", id: "reporting", range,
       series: [{name: "devices", points: at(series.devices), color: 2}]}),
   ];
