@@ -567,6 +567,14 @@ def test_the_roll_back_button_rolls_a_running_deployment_back(
 
 def test_cancelling_the_confirm_leaves_the_deployment_running(page: Page, fleet: Fleet) -> None:
     open_dashboard(page, fleet, f"#/deployments/{fleet.running_deployment}")
+    # The canary converged but sent nothing on 1.1.0 yet: the bake says whose telemetry it needs.
+    canary = next(d for d in fleet.rollouts.get(fleet.running_deployment).devices if d.wave == 0)  # type: ignore[union-attr]
+    expect(page.locator("#deployment .bake")).to_contain_text(
+        f"telemetry still needed from {canary.device_id} (no report on it yet)"
+    )
+    expect(page.locator("#deployment .dep-foot")).to_contain_text(
+        "Success criteria: error rate ≤ 5.0%; telemetry from every device covering the bake."
+    )
     expect(page.locator("#rollback")).to_be_visible()
     page.once("dialog", lambda dialog: dialog.dismiss())
 

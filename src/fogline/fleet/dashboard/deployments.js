@@ -5,7 +5,7 @@ import {ApiError, api} from "./api.js";
 import {progress} from "./charts.js";
 import {badge, code, empty, h, replace} from "./dom.js";
 import {timeAgo} from "./format.js";
-import {DEPLOY_STATUSES, criteriaText, eventList, strategyText, waves} from "./fleet.js";
+import {DEPLOY_STATUSES, eventList, strategyText, waves} from "./fleet.js";
 
 const FILTERS = [["", "all"], ["running", "running"], ["succeeded", "succeeded"], ["rolled-back", "rolled back"]];
 
@@ -46,8 +46,23 @@ function deploymentCard(d, now, link, footer = null) {
       " · updated ", timeAgo(d.updated, now)),
     d.reason ? h("p", {className: `callout ${d.status === "rolled-back" ? "bad" : "info"} reason`},
       h("strong", null, d.status === "rolled-back" ? "Rolled back: " : "Note: "), d.reason) : null,
+    d.status === "running" && d.bake ? bakeNote(d.bake, now) : null,
     h("div", {className: "waves"}, waves(d).map((wave) => waveRow(d, wave))),
     footer);
+}
+
+/** Where the current wave's bake is: time left, or the devices whose telemetry it waits for. */
+function bakeNote(bake, now) {
+  if (!bake.waiting.length) return null;
+  const left = bake.end - now;
+  const who = bake.waiting.map((device) => {
+    const last = bake.last_heard[device];
+    const heard = last === null || last === undefined ? "no report on it yet" : `last report ${timeAgo(last, now)}`;
+    return `${device} (${bake.silent.includes(device) ? "silent, " : ""}${heard})`;
+  });
+  return h("p", {className: "callout info bake"},
+    h("strong", null, left > 0 ? `Baking, ${Math.ceil(left)} s to go: ` : "Bake waiting: "),
+    `telemetry still needed from ${who.join(", ")}.`);
 }
 
 function waveRow(d, wave) {
@@ -113,7 +128,7 @@ export function deploymentPage(params) {
       : h("button", {type: "button", className: "danger", id: "rollback", disabled: busy,
         onclick: (event) => rollBack(d, event.currentTarget)}, "Roll back");
     replace(card, deploymentCard(d, now, false, h("footer", {className: "dep-foot"},
-      h("span", {className: "muted small"}, `Success criteria: ${criteriaText(d.criteria)}.`), button)));
+      h("span", {className: "muted small"}, `Success criteria: ${d.criteria_text}.`), button)));
     replace(devices, h("table", {className: "grid-table"},
       h("thead", null, h("tr", null, ["Device", "Wave", "Status", "Previous", "Since"].map((t) => h("th", null, t)))),
       h("tbody", null, d.devices.map((x) => h("tr", {dataset: {device: x.device_id}},

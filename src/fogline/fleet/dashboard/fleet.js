@@ -118,16 +118,6 @@ export function strategyText(strategy) {
   return `waves ${strategy.waves.join(" → ")} → rest · ${bake}`;
 }
 
-/** The success criteria of a deployment, in words. */
-export function criteriaText(criteria) {
-  const parts = [];
-  if (criteria.max_error_rate !== null) parts.push(`error rate ≤ ${(criteria.max_error_rate * 100).toFixed(1)}%`);
-  if (criteria.max_p99_ms !== null) parts.push(`p99 ≤ ${criteria.max_p99_ms} ms`);
-  if (criteria.min_accuracy !== null) parts.push(`accuracy ≥ ${(criteria.min_accuracy * 100).toFixed(1)}%`);
-  if (criteria.require_telemetry) parts.push("telemetry from every device");
-  return parts.length ? parts.join(", ") : "devices report healthy";
-}
-
 /** A list of registry events, newest first, with links to their device and deployment. */
 export function eventList(events, now, emptyText = "no events yet", {deployment = true, device = true} = {}) {
   if (!events.length) return h("p", {className: "muted events-empty"}, emptyText);
