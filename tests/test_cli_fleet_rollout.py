@@ -33,7 +33,12 @@ def fogline(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_deploy_status_and_watch_show_the_current_rollout_and_its_criteria(setup: Setup) -> None:
     setup.devices(2)
-    wait_for("2 devices", lambda: len(setup.api.get("/api/devices").json()) == 2)
+    # What the walkthrough does before its first deploy: wait for the agents to come online.
+    too_many = fogline(setup, "fleet", "devices", "--wait", "3", "--wait-timeout", "2")
+    assert too_many.returncode == 2 and "of the 3 devices waited for are online" in too_many.stderr
+    waited = fogline(setup, "fleet", "devices", "--wait", "2")
+    assert waited.returncode == 0, waited.stderr
+    assert "sim-0" in waited.stdout and "sim-1" in waited.stdout
 
     # An explicit opt-out of the telemetry requirement, and status saying so.
     made = fogline(setup, "fleet", "deploy", "tiny", "1.0.0", "--strategy", "all", "--bake", "0",

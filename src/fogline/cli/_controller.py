@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -68,6 +69,14 @@ def controller(
         tls_key=tls_key,
         verify_seconds=verify_every or None,
     )
+    # The controller's own log (broker lost and found, damaged files, re-signing) with the
+    # same time stamps as the fleet's events below it.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("fogline.controller")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from fogline.cli._app import app, console
+from fogline.cli._app import app, console, console_err
 from fogline.errors import ConfigError, TransportError
 
 fleet = typer.Typer(
@@ -86,15 +86,32 @@ def _print_json(value: Any) -> None:
 @fleet.command("devices")
 def devices(
     group: str | None = typer.Option(None, help="Only this group."),
+    wait: int = typer.Option(
+        0, "--wait", min=0, help="First wait (up to --wait-timeout) until this many are online."
+    ),
+    wait_timeout: float = typer.Option(120.0, "--wait-timeout", min=1.0, help="Seconds."),
     controller: str = _CONTROLLER,
     token: str | None = _TOKEN,
     data: Path = _DATA,
     as_json: bool = _JSON,
 ) -> None:
     """Every device: group, online, last seen, what each release runs and how it is."""
-    rows = Api(controller, token, data).call(
-        "GET", "/api/devices" + (f"?group={group}" if group else "")
-    )
+    api = Api(controller, token, data)
+    path = "/api/devices" + (f"?group={group}" if group else "")
+    rows = api.call("GET", path)
+    if wait:
+        deadline = time.monotonic() + wait_timeout
+        with console_err.status("") as spinner:
+            while (online := sum(bool(r["online"]) for r in rows)) < wait:
+                if time.monotonic() > deadline:
+                    raise TransportError(
+                        f"{online} of the {wait} devices waited for are online after "
+                        f"{wait_timeout:g} s; check the agents' logs (did 'fogline fleet token' "
+                        "reach the controller?)"
+                    )
+                spinner.update(f"waiting for {wait} devices online: {online} so far")
+                time.sleep(0.5)
+                rows = api.call("GET", path)
     if as_json:
         _print_json(rows)
         return
