@@ -29,11 +29,11 @@ import uvicorn
 from onnx import TensorProto, helper
 from tuf.api.metadata import Metadata, Targets, Timestamp
 
+from fogline._files import remove_tree
 from fogline.errors import ConfigError, ModelNotFound, ReleaseRefused, TransportError
 from fogline.fleet._artifacts import repository_app
 from fogline.fleet._installer import ReleaseInstaller, StagedRelease
 from fogline.security import ReleaseRepository, init_keys, rotate_key
-from fogline.security._files import remove_tree
 from fogline.security._metadata import MetadataStore, generate_signer, load_signer
 
 NAME = "digits"

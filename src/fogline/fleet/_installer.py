@@ -52,6 +52,7 @@ from tuf.api import exceptions as tuf_errors
 from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 from tuf.ngclient import FetcherInterface, Updater  # type: ignore[attr-defined]
 
+from fogline._files import TEMP_PREFIX, atomic_write, file_lock, remove_tree, sha256_file
 from fogline.errors import ConfigError, FoglineError, ModelNotFound, ReleaseRefused, TransportError
 from fogline.security import (
     ReleaseDocument,
@@ -59,7 +60,6 @@ from fogline.security import (
     parse_version,
     release_target_path,
 )
-from fogline.security._files import TEMP_PREFIX, atomic_write, file_lock, remove_tree, sha256_file
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _STAGING = ".staging-"

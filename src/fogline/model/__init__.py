@@ -7,6 +7,7 @@
 ('pixels',)
 """
 
+from fogline._files import sha256_file
 from fogline.model._batcher import (
     LANE_OVERFLOWS,
     OVERFLOWS,
@@ -25,7 +26,7 @@ from fogline.model._engine import (
     backend_for,
     load_engine,
 )
-from fogline.model._manifest import MANIFEST_NAME, Manifest, sha256_file
+from fogline.model._manifest import MANIFEST_NAME, Manifest
 from fogline.model._onnx_file import load_onnx, onnx_signature
 from fogline.model._open import OpenedModel, open_model
 from fogline.model._signature import Signature, TensorSpec

@@ -1,15 +1,20 @@
-"""Write a file so that readers see the old one or the whole new one, never a part."""
+"""Write a file so that readers see the old one or the whole new one, never a part.
+
+The writer is :func:`fogline._files.atomic_output` (synced to disk before the
+rename); this module only keeps the model's name for it, with the mode a new
+file usually gets (0666 less the umask) rather than a fixed one.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from fogline._files import atomic_output
 
-@contextlib.contextmanager
+
+@contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target``.
 
@@ -20,15 +25,5 @@ def atomic_path(target: Path) -> Iterator[Path]:
     >>> (folder / "a.txt").read_text(), sorted(p.name for p in folder.iterdir())
     ('whole', ['a.txt'])
     """
-    target = Path(target)
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
+    with atomic_output(target, mode=None) as tmp:
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -9,7 +9,6 @@ not match its file is refused.
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,20 +16,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from fogline._files import atomic_output, sha256_file
 from fogline.errors import ManifestError
-from fogline.model._atomic import atomic_path
 from fogline.model._engine import BACKENDS, PRECISIONS
 from fogline.model._signature import Signature, TensorSpec
 
 MANIFEST_NAME = "fogline.yaml"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class TensorEntry(BaseModel):
@@ -158,7 +149,7 @@ class Manifest(BaseModel):
         """Write ``folder/fogline.yaml`` atomically (temp file, then rename)."""
         target = Path(folder) / MANIFEST_NAME
         text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
-        with atomic_path(target) as tmp:
+        with atomic_output(target, mode=None) as tmp:
             tmp.write_text(text)
         return target
 

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Literal, get_args
 from packaging.version import InvalidVersion, Version
 from pydantic import ValidationError
 
+from fogline._files import sha256_file
 from fogline.errors import ConfigError, ModelNotFound
 from fogline.security._document import ReleaseDocument, release_target_path
-from fogline.security._files import sha256_file
 
 if TYPE_CHECKING:
     from fogline.security._repository import ReleaseRepository

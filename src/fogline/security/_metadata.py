@@ -41,8 +41,8 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
 )
 from tuf.api.serialization.json import JSONSerializer
 
+from fogline._files import atomic_write, file_lock
 from fogline.errors import ConfigError
-from fogline.security._files import atomic_write, file_lock
 
 #: The three key files and the TUF roles each one signs.
 KEY_ROLES: dict[str, tuple[str, ...]] = {

@@ -28,6 +28,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 
+from fogline._files import atomic_output, atomic_write, sha256_file
 from fogline.errors import ConfigError, ModelNotFound
 from fogline.security._contents import collect_files, infer_kind_entry
 from fogline.security._document import (
@@ -40,7 +41,6 @@ from fogline.security._document import (
     parse_version,
     release_target_path,
 )
-from fogline.security._files import atomic_output, atomic_write
 from fogline.security._integrity import IntegrityCheck, ReleaseCheck
 from fogline.security._metadata import (
     EXPIRY,
@@ -249,10 +249,7 @@ class ReleaseRepository:
 
 
 def _hash(relative: str, source: Path) -> tuple[ReleaseFile, Path]:
-    digest = hashlib.sha256()
-    length = 0
-    with open(source, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-            length += len(chunk)
-    return ReleaseFile(path=relative, length=length, sha256=digest.hexdigest()), source
+    # The size is read after the hash: a file that changes in between differs from this
+    # sha256 when _store_blob copies it, which refuses it as changed during the release.
+    digest = sha256_file(source)
+    return ReleaseFile(path=relative, length=source.stat().st_size, sha256=digest), source
