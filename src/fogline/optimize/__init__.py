@@ -5,6 +5,7 @@
 'latency'
 """
 
+from fogline.data import Dataset, load_dataset
 from fogline.optimize._compress import (
     PRUNE_METHODS,
     FitOptions,
@@ -14,7 +15,6 @@ from fogline.optimize._compress import (
     parse_prune,
     prune_plan,
 )
-from fogline.optimize._data import Dataset, load_dataset
 from fogline.optimize._measure import Agreement, accuracy, agreement
 from fogline.optimize._report import Report, VariantResult
 from fogline.optimize._search import NOT_SELECTED, OptimizeOptions, optimize

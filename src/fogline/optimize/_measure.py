@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from fogline.data import Dataset
 from fogline.model import Engine, measure
-from fogline.optimize._data import Dataset
 
 
 @dataclass(frozen=True)

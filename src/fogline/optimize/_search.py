@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from fogline.data import Dataset
 from fogline.errors import ConfigError, FoglineError, ManifestError, OptimizeError
 from fogline.model import (
     MANIFEST_NAME,
@@ -39,7 +40,6 @@ from fogline.model import (
     load_onnx,
     time_calls,
 )
-from fogline.optimize._data import Dataset
 from fogline.optimize._measure import (
     Budget,
     accuracy,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import onnx
 
-from fogline.optimize._data import Dataset
+from fogline.data import Dataset
 from fogline.optimize._variants import calibration_reader
 
 #: Items used for the check: enough for stable statistics, few enough for memory.

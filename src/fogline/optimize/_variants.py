@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from fogline.data import Dataset
 from fogline.errors import BackendUnavailable, OptimizeError
-from fogline.optimize._data import Dataset
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 

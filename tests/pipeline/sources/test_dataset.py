@@ -1,4 +1,4 @@
-"""The dataset source: .npz files and Python functions, through fogline.optimize.load_dataset."""
+"""The dataset source: .npz files and Python functions, through fogline.data.load_dataset."""
 
 from __future__ import annotations
 

@@ -1,16 +1,15 @@
 """A data set replayed item by item: an ``.npz`` file or a Python function.
 
-Loading goes through :func:`fogline.optimize.load_dataset`, the same reader
+Loading goes through :func:`fogline.data.load_dataset`, the same reader
 the optimizer uses for calibration and evaluation data, so a function that
 feeds ``fogline optimize`` (``fogline.examples:digits_eval``) feeds a pipeline
-too. Besides the optimizer's conventions (arrays or dicts of arrays yielded
+too. Besides its conventions (arrays or dicts of arrays yielded
 in batches, labels under ``labels``), this source takes an ``.npz`` with
 arrays ``x`` and ``y``, and a function that returns ``x`` or ``(x, y)``.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import re
 import threading
@@ -21,13 +20,13 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import PrivateAttr, field_validator, model_validator
 
+from fogline.data import import_function, load_dataset
 from fogline.errors import ConfigError, DataError
 from fogline.model import Signature, TensorSpec
-from fogline.optimize import load_dataset
 from fogline.pipeline._base import ArraySpec, ExistingPath, SourceSpec
 from fogline.pipeline._item import Corrupt, Item
 
-#: Array names that hold labels, besides the optimizer's ``labels``.
+#: Array names that hold labels, besides ``labels`` (:func:`load_dataset` takes those).
 LABEL_NAMES = ("y",)
 _FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
@@ -100,7 +99,7 @@ class DatasetSpec(SourceSpec):
         labels = dataset.labels
         for name in LABEL_NAMES:
             if labels is None and name in names:
-                labels = np.concatenate([b[name] for b in dataset.batches])
+                labels = dataset.array(name)
                 names.discard(name)
         if len(names) != 1:
             raise DataError(
@@ -108,7 +107,7 @@ class DatasetSpec(SourceSpec):
                 "replays one array (x) with optional labels (y or labels)"
             )
         (x_name,) = names
-        x = np.concatenate([b[x_name] for b in dataset.batches])
+        x = dataset.array(x_name)
         return _checked(x, labels, self.where)
 
     def output(self) -> ArraySpec:
@@ -125,11 +124,7 @@ def _returned_arrays(spec: str) -> tuple[np.ndarray, np.ndarray | None] | None:
 
     A generator function is only inspected, not run: ``load_dataset`` runs it.
     """
-    module_name, _, func_name = spec.partition(":")
-    try:
-        func = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as exc:
-        raise DataError(f"{spec}: cannot import {func_name!r} from {module_name!r}: {exc}") from exc
+    func = import_function(spec)
     if inspect.isgeneratorfunction(func):
         return None
     try:

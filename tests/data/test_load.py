@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fogline.data import load_dataset
 from fogline.errors import DataError
 from fogline.model import Signature, TensorSpec
-from fogline.optimize import load_dataset
 
 GRAY = Signature((TensorSpec("pixels", "float32", ("batch", 1, 8, 8)),), ())
 RGB_NHWC = Signature((TensorSpec("image", "float32", (None, 16, 12, 3)),), ())
@@ -71,3 +71,14 @@ def test_callable_data_and_its_errors():
         load_dataset("fogline.examples:no_such_function", GRAY)
     with pytest.raises(DataError, match="no such file or folder"):
         load_dataset("missing-folder", GRAY)
+
+
+def test_a_function_yielding_labels_of_the_wrong_length_is_refused(tmp_path, monkeypatch):
+    (tmp_path / "short_labels.py").write_text(
+        "import numpy as np\n"
+        "def data():\n"
+        "    yield {'pixels': np.zeros((4, 1, 8, 8), np.float32), 'labels': np.arange(3)}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(DataError, match="4 items but 3 labels"):
+        load_dataset("short_labels:data", GRAY)
