@@ -2,9 +2,10 @@
 
 Every failure that a user can cause or fix is raised as a subclass of
 :class:`FoglineError`. Errors from ONNX, ONNX Runtime, OpenVINO, LiteRT,
-SQLite and the file system are caught at the boundary where they happen and re-raised
-``from`` the original as the most specific class below, so a caller needs
-only ``except FoglineError`` and the CLI can print one line and exit 2::
+SQLite, MQTT, HTTP and the file system are caught at the boundary where they
+happen and re-raised ``from`` the original as the most specific class below,
+so a caller needs only ``except FoglineError`` and the CLI can print one line
+and exit 2::
 
     FoglineError
     ├── ModelError                 a model file cannot be used
@@ -19,15 +20,24 @@ only ``except FoglineError`` and the CLI can print one line and exit 2::
     ├── DataError                  calibration / eval data cannot be read
     ├── ManifestError              a manifest is malformed or disagrees with its model
     ├── ConfigError                an option value is unknown or out of range
+    │   └── Conflict               valid, but not now: it conflicts with the current state
+    ├── Unauthorized               missing or wrong credentials (an operator or bearer token)
     ├── ModelNotFound              no such model or version (in the repository or loaded)
     ├── ModelNotReady              the model exists but is not loaded, or failed to load
     ├── ItemError                  one stream item cannot be used (corrupt frame, bad row)
     ├── TransportError             a message could not be sent (broker or endpoint down)
+    │   ├── Unreachable            no connection: name, route or port; retrying may help
+    │   ├── Refused                the other end said no (credentials, ACL); retrying will not
+    │   └── TimedOut               no answer in time (connect, PUBACK); retrying may help
     ├── ReleaseRefused             a release failed verification (signature, hash, size, age, expiry)
     ├── OptimizeError              no variant could be built or measured
     └── StoreError                 the results store cannot be opened, read or written
         ├── StoreFormatError       the file is not SQLite, or not a store this version reads
         └── OutboxFull             the outbox is at its limit and its policy is "reject"
+
+An HTTP server answers an error with :func:`http_status`, the one mapping
+from this tree to status codes (the inference server and the fleet API both
+use it).
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ __all__ = [
     "BackendUnavailable",
     "BatcherError",
     "ConfigError",
+    "Conflict",
     "DataError",
     "DeadlineExceeded",
     "Dropped",
@@ -50,11 +61,16 @@ __all__ = [
     "OptimizeError",
     "OutboxFull",
     "Overloaded",
+    "Refused",
     "ReleaseRefused",
     "SignatureMismatch",
     "StoreError",
     "StoreFormatError",
+    "TimedOut",
     "TransportError",
+    "Unauthorized",
+    "Unreachable",
+    "http_status",
 ]
 
 
@@ -110,6 +126,20 @@ class ConfigError(FoglineError):
     """An option has a value that fogline does not accept."""
 
 
+class Conflict(ConfigError):
+    """The request is well formed but conflicts with the current state; HTTP 409.
+
+    Starting a rollout of a release to a group where a deployment of it is
+    still running, or rolling back a deployment that is already rolled back.
+    Waiting (or acting on what is in the way) makes the same request succeed.
+    A :class:`ConfigError`, so code that catches those catches this too.
+    """
+
+
+class Unauthorized(FoglineError):
+    """The request carries no credentials, or the wrong ones (an operator or bearer token); 401."""
+
+
 class ModelNotFound(FoglineError):
     """A request or command names a model or version that does not exist."""
 
@@ -130,7 +160,38 @@ class ItemError(FoglineError):
 
 
 class TransportError(FoglineError):
-    """A message could not be delivered: the broker or endpoint is down or refused it."""
+    """A message could not be delivered: the broker or endpoint is down or refused it.
+
+    Raised as one of the subclasses below where the cause is known, so a
+    caller can tell the failures worth retrying from the one that is not.
+    """
+
+
+class Unreachable(TransportError):
+    """No connection could be made: the host name does not resolve, or nothing answers.
+
+    Raised when connecting to a broker or endpoint fails before it could say
+    anything (DNS failure, connection refused at the TCP level, network
+    down, TLS handshake cut off). Worth retrying: it may be back later.
+    """
+
+
+class Refused(TransportError):
+    """The broker or endpoint answered and said no: retrying the same request cannot fix it.
+
+    Raised for an MQTT CONNACK, PUBACK or SUBACK with a failure reason code
+    (bad user name or password, not authorised by the ACL, topic name
+    invalid, quota exceeded), or an endpoint that answers a request with a
+    refusal. The credentials, the ACL or the request must change first.
+    """
+
+
+class TimedOut(TransportError):
+    """A connect, a publish or a request got no answer in time.
+
+    Raised when a CONNACK, a PUBACK or a reply outlives its timeout. Worth
+    retrying: the message may or may not have arrived, so receivers dedupe.
+    """
 
 
 class ReleaseRefused(FoglineError):
@@ -158,3 +219,40 @@ class StoreFormatError(StoreError):
 
 class OutboxFull(StoreError):
     """The outbox holds its limit of pending messages and its policy is ``"reject"``."""
+
+
+# Most specific first: the first class the error is an instance of decides. Unlisted errors
+# are the server's own failure (500); a 4xx says the request can be changed to succeed.
+_HTTP_STATUS: tuple[tuple[type[FoglineError], int], ...] = (
+    (Conflict, 409),
+    (ConfigError, 400),
+    (SignatureMismatch, 400),
+    (Unauthorized, 401),
+    (ModelNotFound, 404),
+    (ModelNotReady, 503),
+    (Overloaded, 503),
+    (DeadlineExceeded, 504),
+)
+
+
+def http_status(exc: BaseException) -> int:
+    """The HTTP status code an HTTP server answers ``exc`` with: 4xx for the request, 5xx for us.
+
+    The one mapping from the error tree to status codes: a subclass gets its
+    own code where it has one, else its nearest listed ancestor's; anything
+    else (a failed model, a broken store, an error that is not fogline's)
+    is the server's failure, 500.
+
+    >>> http_status(Conflict("deployment d-1 is still running"))
+    409
+    >>> http_status(ConfigError("max_batch_size must be >= 0"))
+    400
+    >>> http_status(ModelNotFound("no model named 'digits'")), http_status(Overloaded("full"))
+    (404, 503)
+    >>> http_status(StoreError("disk full")), http_status(KeyError("x"))
+    (500, 500)
+    """
+    for kind, status in _HTTP_STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500

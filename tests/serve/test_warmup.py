@@ -21,7 +21,8 @@ from fogline.errors import ConfigError
 from fogline.examples import digits_model_path
 from fogline.serve import ModelConfig, TensorConfig
 from fogline.serve._config import WarmupInput, WarmupSample
-from fogline.serve._repository import Repository, read_config
+from fogline.serve._pbtxt import read_config
+from fogline.serve._repository import Repository
 from fogline.serve._server import Server
 from serve_repository import DIGITS_CONFIG, make_repository
 

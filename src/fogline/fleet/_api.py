@@ -3,7 +3,10 @@
 Every route but ``/api/health`` and ``/api/enrol`` needs the operator's
 bearer token (``Authorization: Bearer …``; the dashboard may pass it once as
 ``?token=`` and keeps it). Bad input gets a 4xx and ``{"error": "..."}``
-naming what was wrong; nothing escapes as a 500 with a trace.
+naming what was wrong; nothing escapes as a 500 with a trace. Status
+codes of fogline's errors come from :func:`fogline.errors.http_status`, the
+mapping the inference server uses too (a :class:`~fogline.errors.Conflict`
+is a 409, a :class:`~fogline.errors.ConfigError` a 400).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from fogline.errors import ConfigError, FoglineError
+from fogline.errors import ConfigError, FoglineError, Unauthorized, http_status
 from fogline.fleet._protocol import check_device_id
 from fogline.fleet._registry import Registry
 from fogline.fleet._rollout import Criteria, Rollouts, Strategy
@@ -34,6 +37,8 @@ _MAX_BODY = 1024 * 1024
 
 
 class ApiError(Exception):
+    """A request the API cannot take (malformed, unknown id, too big): ``status`` and the message."""
+
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
@@ -54,11 +59,11 @@ def _guarded(handler: Handler) -> Handler:
             return _error(str(exc), exc.status)
         except ValidationError as exc:
             return _error(_validation_message(exc), 422)
-        except ConfigError as exc:
-            return _error(str(exc), 409 if "still running" in str(exc) else 400)
+        except (ConfigError, Unauthorized) as exc:  # the request's own fault: nothing to log
+            return _error(str(exc), http_status(exc))
         except FoglineError as exc:
             log.warning("%s %s: %s", request.method, request.url.path, exc)
-            return _error(str(exc), 400)
+            return _error(str(exc), http_status(exc))
 
     return endpoint
 
@@ -273,10 +278,9 @@ def _with_token(handler: Handler, token: str | None) -> Handler:
     async def endpoint(request: Request) -> Response:
         given = request.headers.get("authorization", "").encode()
         if not hmac.compare_digest(given, expected):
-            raise ApiError(
+            raise Unauthorized(
                 "missing or wrong operator token (send Authorization: Bearer <token>; "
-                "it is in the controller's data folder, admin.token)",
-                401,
+                "it is in the controller's data folder, admin.token)"
             )
         return await handler(request)
 

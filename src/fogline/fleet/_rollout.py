@@ -35,7 +35,7 @@ from typing import Annotated, Any, Literal
 from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from fogline.errors import ConfigError
+from fogline.errors import ConfigError, Conflict
 from fogline.fleet._bake import DEFAULT_PERIOD, BakeProgress, Report, bake_progress
 from fogline.fleet._protocol import DesiredState
 from fogline.fleet._registry import Device, Registry
@@ -347,7 +347,7 @@ class Rollouts:
         with self._lock:
             for running in self.list(status="running"):
                 if running.release == release and running.group == group:
-                    raise ConfigError(
+                    raise Conflict(
                         f"deployment {running.id} of {release} {running.version} is still running "
                         f"on {group!r}; wait for it or roll it back first"
                     )
@@ -403,7 +403,7 @@ class Rollouts:
             if deployment is None:
                 raise ConfigError(f"no deployment {deployment_id!r}")
             if deployment.status == "rolled-back":
-                raise ConfigError(f"deployment {deployment_id} is already rolled back")
+                raise Conflict(f"deployment {deployment_id} is already rolled back")
             self._roll_back(deployment, reason)
         found = self.get(deployment_id)
         assert found is not None

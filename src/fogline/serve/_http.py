@@ -1,21 +1,25 @@
-"""The Open Inference Protocol over HTTP/REST, with Triton's binary tensor data extension.
+"""The Open Inference Protocol over HTTP/REST: the Starlette app (routes, bearer token, CORS).
+
+The bodies (JSON, and Triton's binary tensor data extension) are read and
+written by :mod:`fogline.serve._http_codec`; this module routes, limits the
+body size, and turns failures into answers.
 
 Concurrency: asyncio (Starlette on uvicorn); inference awaits the model's
 batcher or a worker thread, so the event loop only parses and answers.
 
 Every failure a client can cause gets a 4xx and the protocol's error body,
-``{"error": "..."}``, naming what was wrong and where; the server goes on.
+``{"error": "..."}``, naming what was wrong and where; the server goes on. The
+status of a fogline error is :func:`fogline.errors.http_status`'s, the mapping
+the fleet API uses too.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import numpy as np
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -23,47 +27,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from fogline.errors import (
-    ConfigError,
-    DeadlineExceeded,
-    FoglineError,
-    ModelNotFound,
-    ModelNotReady,
-    Overloaded,
-    SignatureMismatch,
-)
-from fogline.serve._datatypes import (
-    FROM_NAME,
-    check_shape,
-    datatype_of_output,
-    decode,
-    encode,
-    numpy_dtype,
+from fogline.errors import ConfigError, FoglineError, ModelNotReady, Unauthorized, http_status
+from fogline.serve._http_codec import (
+    HEADER_LENGTH,
+    BadRequest,
+    encode_infer,
+    parse_infer,
+    parse_json,
 )
 from fogline.serve._manager import ModelManager
 
 log = logging.getLogger("fogline.serve")
 
-HEADER_LENGTH = "inference-header-content-length"
 #: The largest request body accepted, unless the server is given another limit.
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
-
-_STATUS: list[tuple[type[BaseException], int]] = [
-    (ModelNotFound, 404),
-    (ModelNotReady, 503),
-    (Overloaded, 503),
-    (DeadlineExceeded, 504),
-    (SignatureMismatch, 400),
-    (ConfigError, 400),
-]
-
-
-class BadRequest(Exception):
-    """A request the protocol cannot take: answered with ``status`` and the message."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 def error(message: str, status: int) -> JSONResponse:
@@ -83,11 +60,11 @@ def _guarded(
         except TimeoutError:
             return error("the request timed out before the model answered", 504)
         except FoglineError as exc:
-            for kind, status in _STATUS:
-                if isinstance(exc, kind):
-                    return error(str(exc), status)
+            status = http_status(exc)
+            if status != 500:  # the request's fault, or the model's state: said as it is
+                return error(str(exc), status)
             log.exception("request failed")
-            return error(f"the model failed: {exc}", 500)
+            return error(f"the model failed: {exc}", status)
         except Exception as exc:  # a bug of ours: say so, log it, keep serving
             log.exception("request failed")
             return error(f"internal error: {type(exc).__name__}", 500)
@@ -162,13 +139,20 @@ def build_app(
         body = await _read_body(request, max_body)
         header, inputs, outputs = parse_infer(body, request.headers.get(HEADER_LENGTH))
         loaded, results = await manager.infer(p["name"], p.get("version"), inputs)
-        return infer_response(p["name"], loaded.version, header, results, outputs)
+        answer, json_length = encode_infer(p["name"], loaded.version, header, results, outputs)
+        if json_length is None:
+            return Response(answer, media_type="application/json")
+        return Response(
+            answer,
+            media_type="application/octet-stream",
+            headers={"Inference-Header-Content-Length": str(json_length)},
+        )
 
     async def repository_index(request: Request) -> Response:
         body = await _read_body(request, max_body)
         ready_only = False
         if body.strip():
-            options = _json(body, "the index request")
+            options = parse_json(body, "the index request")
             ready_only = bool(options.get("ready", False)) if isinstance(options, dict) else False
         rows = [
             {
@@ -235,9 +219,12 @@ class BearerToken:
         if scope["type"] == "http":
             given = dict(scope.get("headers") or []).get(b"authorization", b"")
             if not hmac.compare_digest(given, self.expected):
+                refusal = Unauthorized(
+                    "missing or wrong bearer token (send Authorization: Bearer <token>)"
+                )
                 response = JSONResponse(
-                    {"error": "missing or wrong bearer token (send Authorization: Bearer <token>)"},
-                    status_code=401,
+                    {"error": str(refusal)},
+                    status_code=http_status(refusal),
                     headers={"WWW-Authenticate": "Bearer"},
                 )
                 await response(scope, receive, send)
@@ -262,190 +249,3 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise BadRequest(f"the request body is over the limit of {limit} bytes", 413)
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _json(data: bytes, what: str) -> Any:
-    try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(f"{what} is not valid JSON: {exc}") from None
-
-
-def parse_infer(
-    body: bytes, header_length: str | None
-) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, bool] | None]:
-    """An inference request → (its JSON header, the input arrays, wanted outputs → binary?)."""
-    if header_length is not None:
-        try:
-            length = int(header_length)
-        except ValueError:
-            raise BadRequest(
-                f"Inference-Header-Content-Length {header_length!r} is not a number"
-            ) from None
-        if not 0 <= length <= len(body):
-            raise BadRequest(
-                f"Inference-Header-Content-Length says {length} bytes of JSON, but the body "
-                f"has {len(body)}"
-            )
-        header_bytes, binary = body[:length], memoryview(body)[length:]
-    else:
-        header_bytes, binary = body, memoryview(b"")
-    header = _json(header_bytes, "the request")
-    if not isinstance(header, dict):
-        raise BadRequest("the request must be a JSON object with an `inputs` list")
-    raw_inputs = header.get("inputs")
-    if not isinstance(raw_inputs, list) or not raw_inputs:
-        raise BadRequest("the request needs a non-empty `inputs` list")
-    inputs: dict[str, np.ndarray] = {}
-    offset = 0
-    for index, spec in enumerate(raw_inputs):
-        where = f"inputs[{index}]"
-        if not isinstance(spec, dict):
-            raise BadRequest(f"{where} must be an object with name, shape, datatype and data")
-        name = spec.get("name")
-        datatype = spec.get("datatype")
-        shape = spec.get("shape")
-        if not isinstance(name, str) or not name:
-            raise BadRequest(f"{where}: `name` must be a non-empty string")
-        where = f"input {name!r}"
-        if name in inputs:
-            raise BadRequest(f"{where} is given twice")
-        if not isinstance(datatype, str) or datatype not in FROM_NAME.values():
-            raise BadRequest(f"{where}: unknown datatype {datatype!r}")
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
-            raise BadRequest(
-                f"{where}: `shape` must be a list of non-negative integers, got {shape!r}"
-            )
-        parameters = spec.get("parameters") or {}
-        if not isinstance(parameters, dict):
-            raise BadRequest(f"{where}: `parameters` must be an object")
-        size = parameters.get("binary_data_size")
-        if size is not None:
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise BadRequest(f"{where}: binary_data_size must be a non-negative integer")
-            if offset + size > len(binary):
-                raise BadRequest(
-                    f"{where}: binary_data_size {size} runs past the end of the body "
-                    f"({len(binary) - offset} bytes left)"
-                )
-            inputs[name] = decode(binary[offset : offset + size], datatype, shape, name)
-            offset += size
-        else:
-            if "data" not in spec:
-                raise BadRequest(f"{where} has neither `data` nor binary_data_size")
-            inputs[name] = _from_json(spec["data"], datatype, shape, where)
-    if offset != len(binary):
-        raise BadRequest(
-            f"{len(binary) - offset} bytes of binary data after the last input: the "
-            "binary_data_size parameters do not add up to the body"
-        )
-    wanted = _requested_outputs(header)
-    return header, inputs, wanted
-
-
-def _from_json(data: Any, datatype: str, shape: list[int], where: str) -> np.ndarray:
-    count = check_shape(shape, where.removeprefix("input ").strip("'"))
-    flat = _flatten(data, where)
-    if len(flat) != count:
-        raise BadRequest(f"{where}: {len(flat)} values for shape {shape} ({count} elements)")
-    if datatype == "BYTES":
-        if not all(isinstance(v, str) for v in flat):
-            raise BadRequest(f"{where}: BYTES data must be strings")
-        return np.array([v.encode() for v in flat], dtype=object).reshape(shape)
-    if datatype == "BOOL":
-        if not all(isinstance(v, bool) for v in flat):
-            raise BadRequest(f"{where}: BOOL data must be true or false")
-    elif not all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
-        raise BadRequest(f"{where}: {datatype} data must be numbers")
-    dtype = numpy_dtype(datatype)
-    try:
-        array = np.asarray(flat, dtype=dtype)
-    except (OverflowError, ValueError) as exc:
-        raise BadRequest(f"{where}: a value does not fit {datatype}: {exc}") from None
-    if dtype.kind in "iu" and any(isinstance(v, float) and not float(v).is_integer() for v in flat):
-        raise BadRequest(f"{where}: {datatype} data must be whole numbers")
-    return array.reshape(shape)
-
-
-def _flatten(data: Any, where: str) -> list[Any]:
-    if not isinstance(data, list):
-        raise BadRequest(f"{where}: `data` must be a list")
-    flat: list[Any] = []
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(reversed(item))
-        else:
-            flat.append(item)
-    return flat
-
-
-def _requested_outputs(header: dict[str, Any]) -> dict[str, bool] | None:
-    parameters = header.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise BadRequest("`parameters` must be an object")
-    all_binary = bool(parameters.get("binary_data_output", False))
-    outputs = header.get("outputs")
-    if outputs is None:
-        return None if not all_binary else {"*": True}
-    if not isinstance(outputs, list):
-        raise BadRequest("`outputs` must be a list of {name, parameters}")
-    wanted: dict[str, bool] = {}
-    for index, spec in enumerate(outputs):
-        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-            raise BadRequest(f"outputs[{index}] must be an object with a `name`")
-        params = spec.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise BadRequest(f"outputs[{index}]: `parameters` must be an object")
-        wanted[spec["name"]] = bool(params.get("binary_data", all_binary))
-    return wanted
-
-
-def infer_response(
-    name: str,
-    version: int,
-    header: dict[str, Any],
-    results: dict[str, np.ndarray],
-    wanted: dict[str, bool] | None,
-) -> Response:
-    """The protocol's answer: JSON, or a JSON header followed by binary outputs."""
-    if wanted is None or "*" in wanted:
-        binary_all = wanted is not None
-        wanted = {output: binary_all for output in results}
-    unknown = sorted(set(wanted) - set(results))
-    if unknown:
-        raise BadRequest(
-            f"unknown output(s) {', '.join(unknown)}; model {name!r} has {', '.join(results)}"
-        )
-    outputs = []
-    blobs: list[bytes] = []
-    for output, binary in wanted.items():
-        array = results[output]
-        datatype = datatype_of_output(array, output)
-        entry: dict[str, Any] = {"name": output, "datatype": datatype, "shape": list(array.shape)}
-        if binary:
-            blob = encode(array, datatype)
-            entry["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        elif datatype == "BYTES":
-            entry["data"] = [
-                v.decode(errors="replace") if isinstance(v, bytes) else str(v)
-                for v in array.reshape(-1)
-            ]
-        else:
-            entry["data"] = array.reshape(-1).tolist()
-        outputs.append(entry)
-    answer: dict[str, Any] = {"model_name": name, "model_version": str(version), "outputs": outputs}
-    if "id" in header:
-        answer["id"] = header["id"]
-    text = json.dumps(answer, separators=(",", ":")).encode()
-    if not blobs:
-        return Response(text, media_type="application/json")
-    return Response(
-        text + b"".join(blobs),
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(text))},
-    )
