@@ -43,10 +43,9 @@ import psutil
 from onnx import TensorProto, helper, numpy_helper
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fogline.fleet._broker import BrokerConfig, LocalBroker
 from fogline.fleet._simulate import SimulatedFleet, installer_factory
-from fogline.pipeline._mqtt import MqttUrl
 from fogline.security import ReleaseRepository, init_keys
+from fogline.transport.mqtt import BrokerConfig, LocalBroker, MqttUrl
 
 TARGET_SECONDS = 60.0
 

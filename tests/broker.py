@@ -1,6 +1,6 @@
 """A real Mosquitto broker on loopback for tests: generated config, stop and start on one port.
 
-:class:`Mosquitto` is fogline's own :class:`~fogline.fleet._broker.LocalBroker`
+:class:`Mosquitto` is fogline's own :class:`~fogline.transport.mqtt.LocalBroker`
 without auth: a listener on 127.0.0.1 and a free port, anonymous access,
 persistence in its folder so QoS 1 sessions outlive a restart. It runs
 ``mosquitto -c <config>`` and waits until the port accepts connections.
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fogline.errors import FoglineError
-from fogline.fleet._broker import BrokerConfig, LocalBroker, mosquitto_binary
+from fogline.transport.mqtt import BrokerConfig, LocalBroker, mosquitto_binary
 
 __all__ = ["Mosquitto", "free_port", "mosquitto_binary"]
 

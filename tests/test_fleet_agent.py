@@ -31,7 +31,7 @@ from fleet_agent_support import (
 from fogline.fleet import Command, DesiredState
 from fogline.fleet._agent import Agent, AgentConfig
 from fogline.fleet._agent_enrol import read_credentials
-from fogline.pipeline._mqtt import MqttUrl
+from fogline.transport.mqtt import MqttUrl
 from serve_repository import make_repository
 
 

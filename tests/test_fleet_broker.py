@@ -33,10 +33,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 from broker import free_port
 from certificates import self_signed
 from fogline.errors import ConfigError
-from fogline.fleet import DeviceTopics
-from fogline.fleet._broker import (
+from fogline.fleet import (
     BrokerConfig,
     Credentials,
+    DeviceTopics,
     LocalBroker,
     PasswordFile,
     acl_lines,

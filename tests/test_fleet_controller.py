@@ -28,8 +28,8 @@ from fogline.errors import ConfigError
 from fogline.fleet import BrokerConfig, LocalBroker, device_credentials
 from fogline.fleet._controller import Controller, ControllerConfig
 from fogline.fleet._simulate import SimulatedFleet, installer_factory
-from fogline.pipeline._mqtt import MqttUrl
 from fogline.security import ReleaseRepository, init_keys
+from fogline.transport.mqtt import MqttUrl
 
 
 def tiny_model(folder: Path, seed: int) -> Path:

@@ -20,8 +20,8 @@ import pytest
 
 from fogline.fleet import BrokerConfig, LocalBroker
 from fogline.fleet._controller import Controller, ControllerConfig
-from fogline.pipeline._mqtt import MqttUrl
 from fogline.security import ReleaseRepository, init_keys
+from fogline.transport.mqtt import MqttUrl
 from test_fleet_controller import _free_port, tiny_model, wait_for
 from test_security_releases import flip_byte
 

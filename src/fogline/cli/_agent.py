@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from fogline.cli._app import FLEET_MODULES, app, console, console_err, needs_extra
 from fogline.errors import ConfigError
 from fogline.fleet._protocol import DEFAULT_PREFIX, check_device_id
-from fogline.pipeline._mqtt import to_url
+from fogline.transport.mqtt import to_url
 
 
 @app.command()

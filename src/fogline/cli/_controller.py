@@ -48,8 +48,8 @@ def controller(
 ) -> None:
     """Run the controller until Ctrl-C, printing what happens in the fleet."""
     needs_extra("fleet", *FLEET_MODULES)
-    from fogline.fleet._broker import controller_url, device_credentials
     from fogline.fleet._controller import Controller, ControllerConfig
+    from fogline.transport.mqtt import controller_url, device_credentials
 
     if broker is None and broker_admin is None:
         broker_admin = data / "broker"  # where 'fogline broker' keeps its files by default

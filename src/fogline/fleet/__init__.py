@@ -6,15 +6,6 @@ telemetry; each agent converges its device to the desired state it reads
 from the broker. Topics and message bodies are in :mod:`._protocol`.
 """
 
-from fogline.fleet._broker import (
-    BrokerConfig,
-    Credentials,
-    LocalBroker,
-    PasswordFile,
-    acl_lines,
-    device_credentials,
-    reload_broker,
-)
 from fogline.fleet._protocol import (
     DEFAULT_PREFIX,
     Command,
@@ -28,6 +19,15 @@ from fogline.fleet._protocol import (
     check_device_id,
     device_filter,
     parse_device_topic,
+)
+from fogline.transport.mqtt import (
+    BrokerConfig,
+    Credentials,
+    LocalBroker,
+    PasswordFile,
+    acl_lines,
+    device_credentials,
+    reload_broker,
 )
 
 __all__ = [

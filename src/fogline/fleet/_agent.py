@@ -55,8 +55,8 @@ from fogline.fleet._telemetry import (
     metrics_between,
     parse_scrape,
 )
-from fogline.pipeline._mqtt import BrokerUrl, MqttUrl
 from fogline.store import OutboxSender, ResultStore, Retention
+from fogline.transport.mqtt import BrokerUrl, MqttUrl
 
 log = logging.getLogger("fogline.agent")
 

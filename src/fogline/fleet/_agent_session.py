@@ -1,6 +1,7 @@
 """The agent's one MQTT 5 session: presence, desired state and commands in, state out.
 
-One paho-mqtt 2 client whose client id is the device id, with a persistent
+One client from :func:`fogline.transport.mqtt.new_client` (so TLS for
+``mqtts://`` and the URL's credentials) whose client id is the device id, with a persistent
 session (clean start off, a session expiry interval) so commands sent while
 the device is away wait for it at the broker. Its last will is
 ``Presence(online=False)``, retained, QoS 1 on the presence topic; on every
@@ -36,20 +37,21 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from fogline.errors import ConfigError, TransportError
 from fogline.fleet._protocol import Command, DesiredState, DeviceState, DeviceTopics, Presence
-from fogline.pipeline._mqtt import (
-    _CONFIG_REASONS,
+from fogline.transport.mqtt import (
     MqttMessage,
     MqttUrl,
-    _new_client,
-    _properties,
-    _stop_loop,
+    Topic,
+    connect_properties,
+    is_config_refusal,
+    new_client,
     publish_acknowledged,
+    publish_queued,
+    stop_loop,
 )
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ class AgentSession:
         self._state: DeviceState | None = None
         self._started = False
         self._closed = False
-        self._client = _new_client(url, topics.device_id, timeout, reconnect=True)
+        self._client = new_client(url, client_id=topics.device_id, timeout=timeout)
         self._client.reconnect_delay_set(min_delay=reconnect_min, max_delay=reconnect_max)
         self._client.will_set(
             topics.presence, Presence(online=False).model_dump_json(), qos=1, retain=True
@@ -121,8 +123,7 @@ class AgentSession:
         if self._started:
             return
         self._started = True
-        props = _properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = self.session_expiry
+        props = connect_properties(self.session_expiry)
         try:
             self._client.connect_async(
                 self.url.host, self.url.port, self.keepalive, clean_start=False, properties=props
@@ -172,7 +173,7 @@ class AgentSession:
                 with contextlib.suppress(RuntimeError, ValueError):
                     info.wait_for_publish(timeout)
             self._client.disconnect()
-        _stop_loop(self._client)
+        stop_loop(self._client)
 
     def __enter__(self) -> AgentSession:
         self.start()
@@ -184,15 +185,13 @@ class AgentSession:
     # -- paho's thread -------------------------------------------------------------
 
     def _publish(self, topic: str, payload: str, *, retain: bool) -> None:
-        info = self._client.publish(topic, payload, qos=1, retain=retain)
-        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-            log.warning("cannot publish to %s: %s", topic, paho.error_string(info.rc))
+        publish_queued(self._client, MqttMessage(Topic(topic), payload.encode(), 1, retain))
 
     def _on_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
         if reason.is_failure:
-            if reason.value in _CONFIG_REASONS:
+            if is_config_refusal(reason):
                 self.error = f"{self.url} refused the connection: {reason}"
             self._on_event(f"broker {self.url} refused the connection: {reason}")
             return

@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
@@ -49,7 +47,17 @@ from fogline.fleet._protocol import (
 from fogline.fleet._registry import Inbox, Registry
 from fogline.fleet._rollout import Rollouts
 from fogline.model._atomic import atomic_path
-from fogline.pipeline._mqtt import MqttUrl, _new_client, to_url
+from fogline.transport.mqtt import (
+    MqttMessage,
+    MqttUrl,
+    Topic,
+    connect_properties,
+    new_client,
+    publish_queued,
+    received,
+    stop_loop,
+    to_url,
+)
 
 log = logging.getLogger("fogline.controller")
 
@@ -145,7 +153,7 @@ class Controller:
         try:
             self._client.connect_async(
                 self.url.host, self.url.port, keepalive=30, clean_start=False,
-                properties=self._connect_properties(),
+                properties=connect_properties(SESSION_EXPIRY),
             )  # fmt: skip
         except (OSError, ValueError) as exc:
             self.stop()
@@ -166,8 +174,7 @@ class Controller:
         self._wake.set()
         with contextlib.suppress(Exception):
             self._client.disconnect()
-        with contextlib.suppress(Exception):
-            self._client.loop_stop()
+        stop_loop(self._client)
         for thread in (self._worker, self._auditor):
             if thread is not None:
                 thread.join(30)
@@ -316,7 +323,7 @@ class Controller:
     # -- MQTT -------------------------------------------------------------------------------
 
     def _new_client(self) -> paho.Client:
-        client = _new_client(self.url, self.config.client_id, 30.0, reconnect=True)
+        client = new_client(self.url, client_id=self.config.client_id, timeout=30.0)
         client.max_queued_messages_set(0)
         client.max_inflight_messages_set(1000)
         client.reconnect_delay_set(1, 10)
@@ -324,12 +331,6 @@ class Controller:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
-
-    @staticmethod
-    def _connect_properties() -> Properties:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = SESSION_EXPIRY
-        return props
 
     def _on_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
@@ -355,17 +356,24 @@ class Controller:
             log.warning("lost the broker %s (%s); reconnecting", self.url, reason)
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        props: dict[str, str] = {}
-        user = getattr(message.properties, "UserProperty", None) if message.properties else None
-        for key, value in user or ():
-            props[key] = value
-        self._inbox.put((message.topic, bytes(message.payload), props))
+        try:
+            got = received(message)
+        except ValueError:
+            self.stats.rejected += 1  # a topic that is not UTF-8 is no device's
+            return
+        self._inbox.put((got.topic.value, got.payload, dict(got.user_properties)))
 
     def _publish(self, changed: list[tuple[str, DesiredState]]) -> None:
+        """Publish each desired state retained at QoS 1; paho queues it while offline.
+
+        A state paho refuses (its queue is full) is logged and not counted:
+        every desired state is published again on the next connect.
+        """
         for device_id, desired in changed:
-            topic = DeviceTopics(self.config.prefix, device_id).desired
-            self._client.publish(topic, desired.model_dump_json(), qos=1, retain=True)
-            self.stats.published += 1
+            topic = Topic(DeviceTopics(self.config.prefix, device_id).desired)
+            message = MqttMessage(topic, desired.model_dump_json().encode(), 1, retain=True)
+            if publish_queued(self._client, message):
+                self.stats.published += 1
 
     # -- the worker -------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ for real through :class:`~fogline.fleet._installer.ReleaseInstaller`
 (TUF-verified download from the controller, atomic activation) on a small
 thread pool. What it leaves out is the part that costs a real device its own
 CPU: the health check's inference and the running pipeline. Telemetry is a
-synthetic report every ``telemetry_seconds``.
+synthetic report every ``telemetry_seconds``. Clients come from
+:func:`fogline.transport.mqtt.new_client`, so ``mqtts://`` is TLS here too.
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
@@ -42,7 +41,14 @@ from fogline.fleet._protocol import (
     ReleaseStatus,
     Telemetry,
 )
-from fogline.pipeline._mqtt import MqttUrl
+from fogline.transport.mqtt import (
+    MqttMessage,
+    MqttUrl,
+    Topic,
+    connect_properties,
+    new_client,
+    publish_queued,
+)
 
 log = logging.getLogger("fogline.simulate")
 
@@ -104,11 +110,10 @@ class SimulatedDevice:
         self.sequence = 0
         self.busy = False
         self.pending: DesiredState | None = None
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=device_id, protocol=paho.MQTTv5)
+        url = fleet.url
         if device_id in fleet.passwords:  # enrolled: its own user, as the ACL expects
-            client.username_pw_set(device_id, fleet.passwords[device_id])
-        elif fleet.url.username is not None:
-            client.username_pw_set(fleet.url.username, fleet.url.password)
+            url = MqttUrl(url.host, url.port, url.tls, device_id, fleet.passwords[device_id])
+        client = new_client(url, client_id=device_id, timeout=5.0)  # paho's default timeout
         client.will_set(
             self.topics.presence, Presence(online=False).model_dump_json(), qos=1, retain=True
         )
@@ -118,11 +123,9 @@ class SimulatedDevice:
         self.driver = _Loop(fleet.loop, client)
 
     def connect(self) -> None:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 3600
         self.client.connect(
             self.fleet.url.host, self.fleet.url.port, keepalive=60, clean_start=False,
-            properties=props,
+            properties=connect_properties(3600),
         )  # fmt: skip
 
     def _on_connect(
@@ -152,7 +155,7 @@ class SimulatedDevice:
         self.fleet.loop.create_task(self.converge(desired))
 
     def _publish(self, topic: str, payload: str, *, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=1, retain=retain)
+        publish_queued(self.client, MqttMessage(Topic(topic), payload.encode(), 1, retain))
         self.fleet.stats.published += 1
 
     def report(self) -> None:

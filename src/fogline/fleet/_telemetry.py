@@ -37,18 +37,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fogline.fleet._agent_session import AgentSession
 from fogline.fleet._protocol import Metrics, Telemetry
-from fogline.metrics import (
-    END_TO_END,
-    FAILURE,
-    PIPELINE_ITEMS,
-    PIPELINE_STAGE_SECONDS,
-    SERVE_REQUEST_SECONDS,
-    SERVE_REQUESTS,
-    SUCCESS,
-)
-from fogline.pipeline._mqtt import MqttMessage, Topic
-from fogline.pipeline.sinks._mqtt import _dumps
 from fogline.store import OutboxMessage, Result, ResultStore
+from fogline.transport.mqtt import MqttMessage, Topic, json_payload
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +59,19 @@ class _Names:
 
 
 _PIPELINE = _Names(
-    PIPELINE_ITEMS,
+    "fogline_pipeline_items",
     items=("processed",),
     errors=("errors", "failed"),
     drops=("dropped", "expired"),
-    histogram=PIPELINE_STAGE_SECONDS,
-    where=("stage", END_TO_END),
+    histogram="fogline_pipeline_stage_seconds",
+    where=("stage", "end_to_end"),
 )
 _SERVE = _Names(
-    SERVE_REQUESTS,
-    items=(SUCCESS,),
-    errors=(FAILURE,),
+    "fogline_serve_requests",
+    items=("success",),
+    errors=("failure",),
     drops=(),
-    histogram=SERVE_REQUEST_SECONDS,
+    histogram="fogline_serve_request_seconds",
     where=None,
 )
 
@@ -230,7 +220,7 @@ class TelemetryTransport:
             [
                 MqttMessage(
                     self.topic,
-                    _dumps(message.to_dict()),
+                    json_payload(message.to_dict()),
                     1,
                     user_properties=(("idempotency-key", message.key),),
                 )

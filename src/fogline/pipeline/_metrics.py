@@ -18,6 +18,7 @@ never produced.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 from collections import Counter
@@ -27,34 +28,27 @@ from typing import Any
 
 import numpy as np
 
-from fogline.metrics import (
-    END_TO_END,
-    PIPELINE_ITEMS,
-    PIPELINE_QUEUE_DEPTH,
-    PIPELINE_SINK_RESULTS,
-    PIPELINE_STAGE_SECONDS,
-    PIPELINE_THROUGHPUT,
-    Histogram,
-)
-
 #: Item outcomes, in the order the live table and summary show them.
 OUTCOMES = ("produced", "processed", "held", "dropped", "expired", "failed", "errors", "corrupt")
 #: Stages timed per item, in pipeline order; "end_to_end" is capture → stored.
-STAGES = ("preprocess", "inference", "postprocess", "store", END_TO_END)
+STAGES = ("preprocess", "inference", "postprocess", "store", "end_to_end")
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class _Latency:
-    """The Prometheus histogram of one stage, plus a ring of recent values for percentiles."""
+    """Counts, sum and Prometheus buckets of one stage, plus a ring of recent values."""
 
     def __init__(self, ring: int) -> None:
         self.count = 0
-        self.histogram = Histogram()
+        self.total = 0.0
+        self.buckets = [0] * (len(_BUCKETS) + 1)
         self.ring = np.zeros(ring)
 
     def add(self, seconds: float) -> None:
         self.ring[self.count % len(self.ring)] = seconds
         self.count += 1
-        self.histogram.observe(seconds)
+        self.total += seconds
+        self.buckets[bisect.bisect_left(_BUCKETS, seconds)] += 1
 
     def recent(self) -> np.ndarray:
         return self.ring[: min(self.count, len(self.ring))]
@@ -198,7 +192,7 @@ class Metrics:
             if count:
                 values = np.concatenate([p.recent() for p in parts])
                 p50, p99 = np.percentile(values, [50, 99])
-                total = sum(p.histogram.total for p in parts)
+                total = sum(p.total for p in parts)
                 stages[stage] = StageTiming(count, float(p50), float(p99), total / count)
         end = self._stopped if self._stopped is not None else time.monotonic()
         queues = {name: depth() for name, depth in self._queues.items()}
@@ -217,13 +211,15 @@ class Metrics:
         """A ``prometheus_client`` collector that reads these metrics at scrape time."""
         return _Collector(self, pipeline)
 
-    def _histograms(self) -> dict[str, Histogram]:
+    def _histograms(self) -> dict[str, tuple[list[int], float]]:
         with self._lock:
             tallies = list(self._tallies)
-        return {
-            stage: Histogram.merged(t.stages[stage].histogram for t in tallies if stage in t.stages)
-            for stage in STAGES
-        }
+        merged: dict[str, tuple[list[int], float]] = {}
+        for stage in STAGES:
+            parts = [t.stages[stage] for t in tallies if stage in t.stages]
+            buckets = [sum(column) for column in zip(*(p.buckets for p in parts), strict=True)]
+            merged[stage] = (buckets or [0] * (len(_BUCKETS) + 1), sum(p.total for p in parts))
+        return merged
 
 
 class _Collector:
@@ -240,21 +236,27 @@ class _Collector:
 
         snap = self._metrics.snapshot()
         labels = ["pipeline", "source", "outcome"]
-        items = CounterMetricFamily(PIPELINE_ITEMS, "Items by source and outcome.", labels=labels)
+        items = CounterMetricFamily(
+            "fogline_pipeline_items", "Items by source and outcome.", labels=labels
+        )
         for source, per in sorted(snap.counts.items()):
             for outcome in OUTCOMES:
                 items.add_metric([self._pipeline, source, outcome], per.get(outcome, 0))
         yield items
         latency = HistogramMetricFamily(
-            PIPELINE_STAGE_SECONDS,
+            "fogline_pipeline_stage_seconds",
             "Per-item latency of each stage; end_to_end is capture to stored.",
             labels=["pipeline", "stage"],
         )
-        for stage, histogram in self._metrics._histograms().items():
-            latency.add_metric([self._pipeline, stage], histogram.cumulative(), histogram.total)
+        for stage, (buckets, total) in self._metrics._histograms().items():
+            cumulative, running = [], 0
+            for bound, n in zip((*_BUCKETS, float("inf")), buckets, strict=True):
+                running += n
+                cumulative.append((_bound(bound), running))
+            latency.add_metric([self._pipeline, stage], cumulative, total)
         yield latency
         depth = GaugeMetricFamily(
-            PIPELINE_QUEUE_DEPTH,
+            "fogline_pipeline_queue_depth",
             "Items waiting in each queue.",
             labels=["pipeline", "queue"],
         )
@@ -262,7 +264,7 @@ class _Collector:
             depth.add_metric([self._pipeline, name], value)
         yield depth
         sinks = CounterMetricFamily(
-            PIPELINE_SINK_RESULTS,
+            "fogline_pipeline_sink_results",
             "Results per sink and outcome (written, failed, dropped).",
             labels=["pipeline", "sink", "outcome"],
         )
@@ -271,9 +273,13 @@ class _Collector:
                 sinks.add_metric([self._pipeline, name, outcome], value)
         yield sinks
         throughput = GaugeMetricFamily(
-            PIPELINE_THROUGHPUT,
+            "fogline_pipeline_throughput",
             "Processed items per second since the start.",
             labels=["pipeline"],
         )
         throughput.add_metric([self._pipeline], snap.throughput)
         yield throughput
+
+
+def _bound(value: float) -> str:
+    return "+Inf" if value == float("inf") else repr(value)

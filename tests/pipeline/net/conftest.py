@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from broker import Mosquitto
-from fogline.pipeline._mqtt import MqttMessage, MqttSubscriber
+from fogline.transport.mqtt import MqttMessage, MqttSubscriber
 
 Subscribe = Callable[..., MqttSubscriber]
 

@@ -12,9 +12,9 @@ import pytest
 
 from broker import Mosquitto
 from fogline.errors import ConfigError, TransportError
-from fogline.pipeline._mqtt import MqttMessage, MqttSubscriber
 from fogline.pipeline.sinks._mqtt import MqttTransport, MqttTransportSpec
 from fogline.store import OutboxSender, Result, ResultStore
+from fogline.transport.mqtt import MqttMessage, MqttSubscriber
 
 
 def results(start: int, count: int) -> list[Result]:

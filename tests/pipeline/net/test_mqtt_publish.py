@@ -10,9 +10,9 @@ import pytest
 
 from broker import Mosquitto
 from fogline.errors import ItemError, TransportError
-from fogline.pipeline._mqtt import MqttMessage, MqttPublisher, Topic
 from fogline.pipeline.sinks._mqtt import MqttSinkSpec
 from fogline.store import Result
+from fogline.transport.mqtt import MqttMessage, MqttPublisher, Topic
 
 Take = Callable[..., list]
 

@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from broker import Mosquitto
 from fogline.pipeline._item import Corrupt, Item
-from fogline.pipeline._mqtt import MqttMessage, MqttPublisher, Topic
 from fogline.pipeline.sources._mqtt import MqttSource, MqttSourceSpec
+from fogline.transport.mqtt import MqttMessage, MqttPublisher, Topic
 
 
 class Running:

@@ -94,7 +94,7 @@ def _opcua(tmp: Path, request: pytest.FixtureRequest) -> SourceSpec:
 
 
 def _mqtt(tmp: Path, request: pytest.FixtureRequest) -> SourceSpec:
-    from fogline.pipeline._mqtt import MqttMessage, MqttPublisher, Topic
+    from fogline.transport.mqtt import MqttMessage, MqttPublisher, Topic
 
     broker = request.getfixturevalue("mosquitto")
     done = threading.Event()

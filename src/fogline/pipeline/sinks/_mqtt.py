@@ -1,6 +1,6 @@
 """MQTT out of the pipeline: the live :class:`MqttSink` and the outbox's :class:`MqttTransport`.
 
-Both publish JSON through one :class:`~fogline.pipeline._mqtt.MqttPublisher`
+Both publish JSON through one :class:`~fogline.transport.mqtt.MqttPublisher`
 and wait for the broker's acknowledgement. The sink is the live feed (one
 message per result, on a topic made from the result, optionally retained);
 the transport is the durable path: it carries outbox messages, which the
@@ -9,35 +9,24 @@ sender retries until acknowledged, under their idempotency key.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import PositiveFloat, field_validator
 
 from fogline.errors import ConfigError, ItemError
 from fogline.pipeline._base import SinkSpec, TransportSpec
-from fogline.pipeline._mqtt import (
-    RESULT_FIELDS,
+from fogline.pipeline._mqtt import RESULT_FIELDS, result_topic
+from fogline.store import OutboxMessage, Result
+from fogline.transport.mqtt import (
     BrokerUrl,
     MqttMessage,
     MqttPublisher,
     MqttUrl,
     TopicTemplate,
     TopicTemplateField,
+    json_payload,
 )
-from fogline.store import OutboxMessage, Result
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), default=_jsonable).encode()
-
-
-def _jsonable(value: object) -> object:
-    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays
-    if callable(tolist):
-        return tolist()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _template(topic: TopicTemplate | str) -> TopicTemplate:
@@ -80,8 +69,8 @@ class MqttSink:
         bad: list[ItemError] = []
         for result in results:
             try:
-                topic = self.topic.for_result(result)
-                payload = _dumps(result.to_dict())
+                topic = result_topic(self.topic, result)
+                payload = json_payload(result.to_dict())
             except (ValueError, TypeError) as exc:
                 where = result.position or f"{result.source}#{result.sequence}"
                 bad.append(ItemError(str(exc), where))
@@ -134,8 +123,8 @@ class MqttTransport:
         self.publisher.publish(
             *(
                 MqttMessage(
-                    self.topic.for_result(message.result),
-                    _dumps(message.to_dict()),
+                    result_topic(self.topic, message.result),
+                    json_payload(message.to_dict()),
                     self.qos,
                     user_properties=(("idempotency-key", message.key),),
                 )

@@ -22,8 +22,8 @@ from pydantic import PositiveInt, model_validator
 from fogline.errors import ConfigError
 from fogline.pipeline._base import ArraySpec, SourceSpec
 from fogline.pipeline._item import Corrupt, Item
-from fogline.pipeline._mqtt import BrokerUrl, MqttSubscriber, TopicFilterField
 from fogline.pipeline._optional import optional
+from fogline.transport.mqtt import BrokerUrl, MqttSubscriber, TopicFilterField
 
 
 def decode_json(payload: bytes, shape: tuple[int, ...] | None) -> tuple[np.ndarray, str | None]:

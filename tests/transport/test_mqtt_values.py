@@ -1,4 +1,4 @@
-"""Broker URLs, topics, topic filters and topic templates validate themselves."""
+"""Broker URLs, topics, topic filters (shared ones too) and topic templates validate themselves."""
 
 from __future__ import annotations
 
@@ -7,16 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fogline.errors import ConfigError
-from fogline.pipeline._mqtt import (
-    RESULT_FIELDS,
+from fogline.transport.mqtt import (
+    MqttMessage,
     MqttUrl,
     Topic,
     TopicFilter,
     TopicTemplate,
+    json_payload,
     to_url,
 )
-from fogline.pipeline.sinks._mqtt import MqttSinkSpec
-from fogline.store import Result
 
 # Topic text without the characters that MQTT gives a meaning (wildcards, NUL) or splits on.
 level_text = st.text(st.characters(exclude_characters="+#/\x00", exclude_categories=("Cs",)))
@@ -94,7 +93,10 @@ def test_filter_refuses(text: str) -> None:
         TopicFilter(text)
 
 
-@given(st.fixed_dictionaries({name: st.text() for name in sorted(RESULT_FIELDS)}))
+FIELDS = ("model", "model_version", "sequence", "source")
+
+
+@given(st.fixed_dictionaries({name: st.text() for name in FIELDS}))
 def test_template_fills_one_level_per_field(values: dict[str, str]) -> None:
     topic = TopicTemplate("fogline/{source}/{model}/{model_version}/{sequence}").render(values)
     assert len(topic.levels) == 5
@@ -109,18 +111,46 @@ def test_template_refuses(text: str) -> None:
         TopicTemplate(text)
 
 
-def test_template_fields_are_checked_against_what_results_carry() -> None:
+def test_template_fields_are_checked_against_known_names() -> None:
     template = TopicTemplate("site/{source}/{label}")
-    template.check(RESULT_FIELDS | {"label"})
+    template.check({"source", "label", "other"})
     with pytest.raises(ConfigError, match=r"\{label\}"):
-        template.check(RESULT_FIELDS)
-    spec = MqttSinkSpec(url="mqtt://b", topic="site/{source}/{label}")
-    assert spec.fields() == {"source", "label"}
-
-
-def test_template_for_a_result_uses_outputs_and_result_fields() -> None:
-    result = Result("cam0", 4, 0.0, "digits", "3", {"label": "7", "source": "shadowed"})
-    topic = TopicTemplate("{model}/{source}/{label}").for_result(result)
-    assert str(topic) == "digits/cam0/7"
+        template.check({"source"})
     with pytest.raises(ValueError, match="needs"):
-        TopicTemplate("{missing}").for_result(result)
+        template.render({"source": "cam0"})
+
+
+@given(st.lists(st.one_of(level_text, st.just("+")), min_size=1, max_size=6), st.booleans())
+def test_shared_subscriptions_name_their_group_and_filter(parts: list[str], multi: bool) -> None:
+    inner = "/".join([*parts, "#"] if multi else parts)
+    if not inner:
+        return
+    shared = TopicFilter.shared("workers", inner)
+    assert shared.value == f"$share/workers/{inner}"
+    assert (shared.group, shared.topics) == ("workers", inner)
+    assert (TopicFilter(inner).group, TopicFilter(inner).topics) == (None, inner)
+
+
+@pytest.mark.parametrize(
+    "text", ["$share/", "$share/g", "$share/g/", "$share//a", "$share/g+/a", "$share/g/a/#/b"]
+)
+def test_shared_subscription_refuses(text: str) -> None:
+    with pytest.raises(ValueError):
+        TopicFilter(text)
+
+
+def test_messages_refuse_a_bad_qos_or_a_payload_that_is_not_bytes() -> None:
+    with pytest.raises(ValueError, match="QoS"):
+        MqttMessage(Topic("a"), b"", qos=3)
+    with pytest.raises(ValueError, match="bytes"):
+        MqttMessage(Topic("a"), "text")  # type: ignore[arg-type]
+
+
+def test_json_payload_takes_what_has_tolist_and_refuses_the_rest() -> None:
+    class Array:
+        def tolist(self) -> list[int]:
+            return [1, 2]
+
+    assert json_payload({"x": Array()}) == b'{"x":[1,2]}'
+    with pytest.raises(TypeError, match="object is not JSON serializable"):
+        json_payload(object())

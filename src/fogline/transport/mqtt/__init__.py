@@ -1,0 +1,98 @@
+"""MQTT 5 for every fogline component: value objects, one client factory, publish, subscribe, broker admin.
+
+* Value objects (frozen, self-validating, ``ValueError`` when malformed):
+  :class:`MqttUrl`, :class:`Topic`, :class:`TopicFilter` (with MQTT 5 shared
+  subscriptions, ``$share/GROUP/filter``), :class:`TopicTemplate` (rendered
+  from a mapping), :class:`MqttMessage`; and the pydantic field types
+  :data:`BrokerUrl`, :data:`TopicFilterField`, :data:`TopicTemplateField`.
+* :func:`new_client`: the one way to make a paho client (MQTT 5, the URL's
+  credentials, TLS for ``mqtts://``, client id rules), with
+  :func:`connect_properties`, :func:`publish_acknowledged` (publish and wait
+  for the PUBACK), :func:`publish_queued`, :func:`received`,
+  :func:`is_config_refusal` and :func:`stop_loop` for sessions that need
+  their own callbacks (the fleet's agent and controller, the simulator).
+* :class:`MqttPublisher` and :class:`MqttSubscriber` for everything else.
+* The local Mosquitto: :class:`BrokerConfig`, :class:`PasswordFile`, the ACL
+  (:func:`acl_lines`), :class:`LocalBroker`.
+
+Built on paho-mqtt 2 (callback API 2). Concurrency: each client's network
+I/O and callbacks run on paho's own thread (``loop_start``) — or, for the
+simulator, on an asyncio loop through paho's external-loop hooks — and
+callbacks only record what arrived (events, queues, reason codes by message
+id). A :class:`MqttPublisher`, a :class:`MqttSubscriber` or a session
+built on :func:`new_client` is driven from one other thread at a time (its
+``publish`` serialises connects behind a lock). Errors from paho and sockets
+are mapped here: :class:`~fogline.errors.TransportError` when a message
+could not be delivered, :class:`~fogline.errors.ConfigError` for a bad option
+or a refusal that retrying cannot fix. This package imports only
+:mod:`fogline.errors` (and ``fogline._files`` for the broker's private
+folder): never the store, the pipeline, numpy or ONNX.
+"""
+
+from fogline.transport.mqtt._broker import (
+    BrokerConfig,
+    Credentials,
+    LocalBroker,
+    PasswordFile,
+    acl_lines,
+    controller_url,
+    device_credentials,
+    mosquitto_binary,
+    reload_broker,
+)
+from fogline.transport.mqtt._client import (
+    CONFIG_REASONS,
+    connect_properties,
+    is_config_refusal,
+    new_client,
+    publish_acknowledged,
+    publish_queued,
+    received,
+    stop_loop,
+)
+from fogline.transport.mqtt._publisher import MqttPublisher
+from fogline.transport.mqtt._subscriber import MqttSubscriber
+from fogline.transport.mqtt._values import (
+    BrokerUrl,
+    MqttMessage,
+    MqttUrl,
+    Topic,
+    TopicFilter,
+    TopicFilterField,
+    TopicTemplate,
+    TopicTemplateField,
+    json_payload,
+    to_url,
+)
+
+__all__ = [
+    "CONFIG_REASONS",
+    "BrokerConfig",
+    "BrokerUrl",
+    "Credentials",
+    "LocalBroker",
+    "MqttMessage",
+    "MqttPublisher",
+    "MqttSubscriber",
+    "MqttUrl",
+    "PasswordFile",
+    "Topic",
+    "TopicFilter",
+    "TopicFilterField",
+    "TopicTemplate",
+    "TopicTemplateField",
+    "acl_lines",
+    "connect_properties",
+    "controller_url",
+    "device_credentials",
+    "is_config_refusal",
+    "json_payload",
+    "mosquitto_binary",
+    "new_client",
+    "publish_acknowledged",
+    "publish_queued",
+    "received",
+    "reload_broker",
+    "stop_loop",
+    "to_url",
+]
