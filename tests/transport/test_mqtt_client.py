@@ -19,6 +19,7 @@ from fogline.transport.mqtt import (
     Topic,
     TopicFilter,
     new_client,
+    publish_queued,
 )
 
 
@@ -95,3 +96,12 @@ def test_user_properties_travel_with_an_acknowledged_publish(mosquitto: Mosquitt
             publisher.publish(MqttMessage(Topic("q/1"), b"1", user_properties=(("k", "v"),)))
         message = subscriber.get(timeout=10)
         assert message is not None and message.property("k") == "v"
+
+
+def test_a_queued_publish_says_when_paho_refuses_it() -> None:
+    """Offline, paho queues a QoS 1 message for the reconnect; past its queue size it refuses."""
+    client = new_client(MqttUrl("127.0.0.1", 1))
+    client.max_queued_messages_set(1)
+    message = MqttMessage(Topic("fogline/devices/a/desired"), b"{}", retain=True)
+    assert publish_queued(client, message)  # kept for the reconnect
+    assert not publish_queued(client, message)  # the queue is full: logged, not dropped silently
