@@ -1,10 +1,12 @@
 """The controller's registry: devices, enrolment tokens, desired states, deployments, telemetry.
 
-One SQLite file (WAL, ``synchronous=NORMAL``: the registry is rebuilt from the
-devices' retained state if its last commits are lost) behind one lock, so the
-MQTT worker, the rollout loop and the HTTP API may all call it. Every write
-is one transaction; :meth:`Registry.ingest` takes a whole batch of device
-messages at once, which is what keeps a thousand devices cheap.
+One SQLite file, opened by :func:`fogline.store.open_database` with the
+registry's own :data:`MIGRATIONS` (WAL, ``synchronous=NORMAL``: the registry
+is rebuilt from the devices' retained state if its last commits are lost),
+behind one lock, so the MQTT worker, the rollout loop and the HTTP API may
+all call it. Every write is one transaction; :meth:`Registry.ingest` takes a
+whole batch of device messages at once, which is what keeps a thousand
+devices cheap.
 """
 
 from __future__ import annotations
@@ -21,12 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fogline.errors import ConfigError, StoreError, StoreFormatError
+from fogline.errors import ConfigError, StoreError
 from fogline.fleet._protocol import DesiredState, DeviceState, Presence, Telemetry
+from fogline.store import open_database
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
+# A step, once released, never changes: registries out there were made by it.
+_SCHEMA_V1 = """
 CREATE TABLE devices (
     id          TEXT PRIMARY KEY,
     grp         TEXT NOT NULL DEFAULT 'default',
@@ -110,6 +112,12 @@ CREATE TABLE events (
 );
 """
 
+#: The registry's schema, one step per version: ``MIGRATIONS[n]`` takes version ``n`` to ``n + 1``.
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+
+#: The schema this code writes; ``PRAGMA user_version`` of a registry it created.
+SCHEMA_VERSION = len(MIGRATIONS)
+
 
 @dataclass(frozen=True)
 class Device:
@@ -163,24 +171,14 @@ class Registry:
     def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
-        try:
-            self._conn = sqlite3.connect(
-                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-            )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                with self._tx() as conn:
-                    conn.executescript(
-                        "BEGIN;" + _SCHEMA + f"PRAGMA user_version={SCHEMA_VERSION};"
-                    )
-            elif version != SCHEMA_VERSION:
-                raise StoreFormatError(
-                    f"{self.path}: registry schema {version}, this fogline reads {SCHEMA_VERSION}"
-                )
-        except sqlite3.DatabaseError as exc:
-            raise StoreFormatError(f"{self.path}: not a fogline registry ({exc})") from exc
+        self._conn = open_database(
+            self.path,
+            MIGRATIONS,
+            what="registry",
+            timeout=timeout,
+            synchronous="NORMAL",  # rebuilt from the devices' retained state (see the module)
+            foreign_keys=False,  # it has always run without them; turning them on is a change
+        )
 
     def close(self) -> None:
         with self._lock:

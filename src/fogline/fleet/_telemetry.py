@@ -37,6 +37,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fogline.fleet._agent_session import AgentSession
 from fogline.fleet._protocol import Metrics, Telemetry
+from fogline.metrics import (
+    END_TO_END,
+    FAILURE,
+    PIPELINE_ITEMS,
+    PIPELINE_STAGE_SECONDS,
+    SERVE_REQUEST_SECONDS,
+    SERVE_REQUESTS,
+    SUCCESS,
+)
 from fogline.store import OutboxMessage, Result, ResultStore
 from fogline.transport.mqtt import MqttMessage, Topic, json_payload
 
@@ -59,19 +68,19 @@ class _Names:
 
 
 _PIPELINE = _Names(
-    "fogline_pipeline_items",
+    PIPELINE_ITEMS,
     items=("processed",),
     errors=("errors", "failed"),
     drops=("dropped", "expired"),
-    histogram="fogline_pipeline_stage_seconds",
-    where=("stage", "end_to_end"),
+    histogram=PIPELINE_STAGE_SECONDS,
+    where=("stage", END_TO_END),
 )
 _SERVE = _Names(
-    "fogline_serve_requests",
-    items=("success",),
-    errors=("failure",),
+    SERVE_REQUESTS,
+    items=(SUCCESS,),
+    errors=(FAILURE,),
     drops=(),
-    histogram="fogline_serve_request_seconds",
+    histogram=SERVE_REQUEST_SECONDS,
     where=None,
 )
 

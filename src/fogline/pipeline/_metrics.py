@@ -18,7 +18,6 @@ never produced.
 
 from __future__ import annotations
 
-import bisect
 import threading
 import time
 from collections import Counter
@@ -28,27 +27,34 @@ from typing import Any
 
 import numpy as np
 
+from fogline.metrics import (
+    END_TO_END,
+    PIPELINE_ITEMS,
+    PIPELINE_QUEUE_DEPTH,
+    PIPELINE_SINK_RESULTS,
+    PIPELINE_STAGE_SECONDS,
+    PIPELINE_THROUGHPUT,
+    Histogram,
+)
+
 #: Item outcomes, in the order the live table and summary show them.
 OUTCOMES = ("produced", "processed", "held", "dropped", "expired", "failed", "errors", "corrupt")
 #: Stages timed per item, in pipeline order; "end_to_end" is capture → stored.
-STAGES = ("preprocess", "inference", "postprocess", "store", "end_to_end")
-_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STAGES = ("preprocess", "inference", "postprocess", "store", END_TO_END)
 
 
 class _Latency:
-    """Counts, sum and Prometheus buckets of one stage, plus a ring of recent values."""
+    """The Prometheus histogram of one stage, plus a ring of recent values for percentiles."""
 
     def __init__(self, ring: int) -> None:
         self.count = 0
-        self.total = 0.0
-        self.buckets = [0] * (len(_BUCKETS) + 1)
+        self.histogram = Histogram()
         self.ring = np.zeros(ring)
 
     def add(self, seconds: float) -> None:
         self.ring[self.count % len(self.ring)] = seconds
         self.count += 1
-        self.total += seconds
-        self.buckets[bisect.bisect_left(_BUCKETS, seconds)] += 1
+        self.histogram.observe(seconds)
 
     def recent(self) -> np.ndarray:
         return self.ring[: min(self.count, len(self.ring))]
@@ -192,7 +198,7 @@ class Metrics:
             if count:
                 values = np.concatenate([p.recent() for p in parts])
                 p50, p99 = np.percentile(values, [50, 99])
-                total = sum(p.total for p in parts)
+                total = sum(p.histogram.total for p in parts)
                 stages[stage] = StageTiming(count, float(p50), float(p99), total / count)
         end = self._stopped if self._stopped is not None else time.monotonic()
         queues = {name: depth() for name, depth in self._queues.items()}
@@ -211,15 +217,13 @@ class Metrics:
         """A ``prometheus_client`` collector that reads these metrics at scrape time."""
         return _Collector(self, pipeline)
 
-    def _histograms(self) -> dict[str, tuple[list[int], float]]:
+    def _histograms(self) -> dict[str, Histogram]:
         with self._lock:
             tallies = list(self._tallies)
-        merged: dict[str, tuple[list[int], float]] = {}
-        for stage in STAGES:
-            parts = [t.stages[stage] for t in tallies if stage in t.stages]
-            buckets = [sum(column) for column in zip(*(p.buckets for p in parts), strict=True)]
-            merged[stage] = (buckets or [0] * (len(_BUCKETS) + 1), sum(p.total for p in parts))
-        return merged
+        return {
+            stage: Histogram.merged(t.stages[stage].histogram for t in tallies if stage in t.stages)
+            for stage in STAGES
+        }
 
 
 class _Collector:
@@ -236,27 +240,21 @@ class _Collector:
 
         snap = self._metrics.snapshot()
         labels = ["pipeline", "source", "outcome"]
-        items = CounterMetricFamily(
-            "fogline_pipeline_items", "Items by source and outcome.", labels=labels
-        )
+        items = CounterMetricFamily(PIPELINE_ITEMS, "Items by source and outcome.", labels=labels)
         for source, per in sorted(snap.counts.items()):
             for outcome in OUTCOMES:
                 items.add_metric([self._pipeline, source, outcome], per.get(outcome, 0))
         yield items
         latency = HistogramMetricFamily(
-            "fogline_pipeline_stage_seconds",
+            PIPELINE_STAGE_SECONDS,
             "Per-item latency of each stage; end_to_end is capture to stored.",
             labels=["pipeline", "stage"],
         )
-        for stage, (buckets, total) in self._metrics._histograms().items():
-            cumulative, running = [], 0
-            for bound, n in zip((*_BUCKETS, float("inf")), buckets, strict=True):
-                running += n
-                cumulative.append((_bound(bound), running))
-            latency.add_metric([self._pipeline, stage], cumulative, total)
+        for stage, histogram in self._metrics._histograms().items():
+            latency.add_metric([self._pipeline, stage], histogram.cumulative(), histogram.total)
         yield latency
         depth = GaugeMetricFamily(
-            "fogline_pipeline_queue_depth",
+            PIPELINE_QUEUE_DEPTH,
             "Items waiting in each queue.",
             labels=["pipeline", "queue"],
         )
@@ -264,7 +262,7 @@ class _Collector:
             depth.add_metric([self._pipeline, name], value)
         yield depth
         sinks = CounterMetricFamily(
-            "fogline_pipeline_sink_results",
+            PIPELINE_SINK_RESULTS,
             "Results per sink and outcome (written, failed, dropped).",
             labels=["pipeline", "sink", "outcome"],
         )
@@ -273,13 +271,9 @@ class _Collector:
                 sinks.add_metric([self._pipeline, name, outcome], value)
         yield sinks
         throughput = GaugeMetricFamily(
-            "fogline_pipeline_throughput",
+            PIPELINE_THROUGHPUT,
             "Processed items per second since the start.",
             labels=["pipeline"],
         )
         throughput.add_metric([self._pipeline], snap.throughput)
         yield throughput
-
-
-def _bound(value: float) -> str:
-    return "+Inf" if value == float("inf") else repr(value)

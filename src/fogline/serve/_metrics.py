@@ -8,23 +8,32 @@ so serving a request costs one dictionary update.
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fogline.metrics import (
+    FAILURE,
+    SERVE_BATCHES,
+    SERVE_COMPUTE_SECONDS,
+    SERVE_IN_FLIGHT,
+    SERVE_QUEUE_DEPTH,
+    SERVE_QUEUE_SECONDS,
+    SERVE_REQUEST_SECONDS,
+    SERVE_REQUESTS,
+    SUCCESS,
+    Histogram,
+)
+
 if TYPE_CHECKING:
     from fogline.serve._manager import ModelManager
-
-_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 @dataclass
 class _Series:
     success: int = 0
     failure: int = 0
-    seconds: float = 0.0
-    buckets: list[int] = field(default_factory=lambda: [0] * (len(_BUCKETS) + 1))
+    latency: Histogram = field(default_factory=Histogram)  # of the successful requests
 
 
 class RequestStats:
@@ -46,8 +55,7 @@ class RequestStats:
             series = self.series[key] = _Series()
         if ok:
             series.success += 1
-            series.seconds += seconds
-            series.buckets[bisect.bisect_left(_BUCKETS, seconds)] += 1
+            series.latency.observe(seconds)
         else:
             series.failure += 1
 
@@ -67,41 +75,37 @@ class ServerCollector:
 
         labels = ["model", "version"]
         requests = CounterMetricFamily(
-            "fogline_serve_requests", "Inference requests by outcome.", labels=[*labels, "outcome"]
+            SERVE_REQUESTS, "Inference requests by outcome.", labels=[*labels, "outcome"]
         )
         latency = HistogramMetricFamily(
-            "fogline_serve_request_seconds",
+            SERVE_REQUEST_SECONDS,
             "Time from a request's arrival at the model to its answer (queue + compute).",
             labels=labels,
         )
         for (model, version), series in sorted(self.manager.stats.series.items()):
-            requests.add_metric([model, version, "success"], series.success)
-            requests.add_metric([model, version, "failure"], series.failure)
-            cumulative, running = [], 0
-            for bound, count in zip((*_BUCKETS, float("inf")), series.buckets, strict=True):
-                running += count
-                cumulative.append(("+Inf" if bound == float("inf") else repr(bound), running))
-            latency.add_metric([model, version], cumulative, series.seconds)
+            requests.add_metric([model, version, SUCCESS], series.success)
+            requests.add_metric([model, version, FAILURE], series.failure)
+            latency.add_metric([model, version], series.latency.cumulative(), series.latency.total)
         yield requests
         yield latency
         in_flight = GaugeMetricFamily(
-            "fogline_serve_in_flight", "Requests inside a model version now.", labels=labels
+            SERVE_IN_FLIGHT, "Requests inside a model version now.", labels=labels
         )
         queued = GaugeMetricFamily(
-            "fogline_serve_queue_depth", "Items waiting in a version's batcher.", labels=labels
+            SERVE_QUEUE_DEPTH, "Items waiting in a version's batcher.", labels=labels
         )
         queue_time = CounterMetricFamily(
-            "fogline_serve_queue_seconds",
+            SERVE_QUEUE_SECONDS,
             "Time items waited in a version's batcher before their batch ran, summed.",
             labels=labels,
         )
         compute_time = CounterMetricFamily(
-            "fogline_serve_compute_seconds",
+            SERVE_COMPUTE_SECONDS,
             "Time the engine spent running a version's batches, summed.",
             labels=labels,
         )
         batches = CounterMetricFamily(
-            "fogline_serve_batches",
+            SERVE_BATCHES,
             "Batches the engine ran, by size.",
             labels=[*labels, "size"],
         )

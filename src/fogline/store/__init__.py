@@ -17,6 +17,7 @@ idempotency key that receivers dedupe on.
 [{'label': 4}]
 """
 
+from fogline.store._database import open_database
 from fogline.store._jsonl import JsonlTransport, read_deduplicated
 from fogline.store._outbox import OutboxSender, Transport
 from fogline.store._result import OutboxMessage, Record, Result
@@ -42,5 +43,6 @@ __all__ = [
     "ResultStore",
     "Retention",
     "Transport",
+    "open_database",
     "read_deduplicated",
 ]

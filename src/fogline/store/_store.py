@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fogline.errors import ConfigError, OutboxFull, StoreError
+from fogline.store._database import open_database
 from fogline.store._result import OutboxMessage, Record, Result, outputs_json
-from fogline.store._schema import connect
+from fogline.store._schema import MIGRATIONS
 
 OutboxPolicy = Literal["drop-oldest", "reject"]
 OUTBOX_POLICIES: tuple[OutboxPolicy, ...] = ("drop-oldest", "reject")
@@ -110,7 +111,9 @@ class ResultStore:
         self.outbox_policy: OutboxPolicy = outbox_policy
         self.retention = retention
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = connect(self.path, timeout=timeout)
+        self._conn: sqlite3.Connection | None = open_database(
+            self.path, MIGRATIONS, what="store", timeout=timeout
+        )
 
     # -- lifecycle -----------------------------------------------------------------
 

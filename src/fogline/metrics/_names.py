@@ -1,0 +1,49 @@
+"""The metric names fogline exposes: what the pipeline and the server write, telemetry reads.
+
+The fleet agent scrapes its children's Prometheus endpoints and reads these
+series back (``fogline.fleet``'s ``parse_scrape``), so a name here is a
+contract with every scraper: renaming one breaks dashboards and the fleet's
+telemetry alike. Counters are named without ``_total``, which the exposition
+adds; a histogram's series add ``_bucket``, ``_sum`` and ``_count``.
+
+>>> PIPELINE_ITEMS + "_total", SERVE_REQUEST_SECONDS + "_bucket"
+('fogline_pipeline_items_total', 'fogline_serve_request_seconds_bucket')
+"""
+
+from __future__ import annotations
+
+# -- a pipeline run (labels: pipeline, then those named) --------------------------------------
+
+#: Counter: items by ``source`` and ``outcome`` (produced, processed, held, dropped, ...).
+PIPELINE_ITEMS = "fogline_pipeline_items"
+#: Histogram: per-item latency of each ``stage``; :data:`END_TO_END` is capture to stored.
+PIPELINE_STAGE_SECONDS = "fogline_pipeline_stage_seconds"
+#: The ``stage`` of :data:`PIPELINE_STAGE_SECONDS` that times an item from capture to stored.
+END_TO_END = "end_to_end"
+#: Gauge: items waiting in each ``queue``.
+PIPELINE_QUEUE_DEPTH = "fogline_pipeline_queue_depth"
+#: Counter: results per ``sink`` and ``outcome`` (written, failed, dropped).
+PIPELINE_SINK_RESULTS = "fogline_pipeline_sink_results"
+#: Gauge: processed items per second since the start.
+PIPELINE_THROUGHPUT = "fogline_pipeline_throughput"
+
+# -- the inference server (labels: model, version, then those named) --------------------------
+
+#: Counter: inference requests by ``outcome``, :data:`SUCCESS` or :data:`FAILURE`.
+SERVE_REQUESTS = "fogline_serve_requests"
+#: The ``outcome`` of a request that was answered.
+SUCCESS = "success"
+#: The ``outcome`` of a request that failed.
+FAILURE = "failure"
+#: Histogram: a request's time from arrival at the model to its answer (queue + compute).
+SERVE_REQUEST_SECONDS = "fogline_serve_request_seconds"
+#: Gauge: requests inside a model version now.
+SERVE_IN_FLIGHT = "fogline_serve_in_flight"
+#: Gauge: items waiting in a version's batcher.
+SERVE_QUEUE_DEPTH = "fogline_serve_queue_depth"
+#: Counter: time items waited in a version's batcher before their batch ran, summed.
+SERVE_QUEUE_SECONDS = "fogline_serve_queue_seconds"
+#: Counter: time the engine spent running a version's batches, summed.
+SERVE_COMPUTE_SECONDS = "fogline_serve_compute_seconds"
+#: Counter: batches the engine ran, by ``size``.
+SERVE_BATCHES = "fogline_serve_batches"
