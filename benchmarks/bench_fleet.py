@@ -8,7 +8,7 @@ For each N, in a fresh folder:
   ``sys_interval 1`` so its ``$SYS`` counters give messages per second);
 * ``fogline controller`` as its own process (so its CPU and memory are its
   own), with keys and two signed releases of a small ONNX model;
-* ``fogline.fleet._simulate.SimulatedFleet``: N devices in this process, each
+* ``fogline.testing._simulator.SimulatedFleet``: N devices in this process, each
   with its own MQTT session (persistent, last will, QoS 1), each installing
   the release for real (TUF refresh, download, hash check, atomic
   activation) in its own device folder, on ``--workers`` threads.
@@ -43,8 +43,8 @@ import psutil
 from onnx import TensorProto, helper, numpy_helper
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fogline.fleet._simulate import SimulatedFleet, installer_factory
 from fogline.security import ReleaseRepository, init_keys
+from fogline.testing import SimulatedFleet, installer_factory
 from fogline.transport.mqtt import BrokerConfig, LocalBroker, MqttUrl
 
 TARGET_SECONDS = 60.0

@@ -33,8 +33,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fogline.examples import digits_model_path, digits_split
-from fogline.fleet import Command, DesiredState, DeviceState
-from fogline.fleet._artifacts import repository_routes
+from fogline.fleet.controller._artifacts import repository_routes
+from fogline.protocol import Command, DesiredState, DeviceState
 from fogline.security import PublishedRelease, ReleaseDocument, ReleaseRepository, init_keys
 
 ENROL_TOKEN = "one-time-token"

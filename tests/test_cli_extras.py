@@ -47,7 +47,7 @@ def test_the_cli_starts_without_the_fleet_and_serve_extras(tmp_path: Path) -> No
 def test_the_protocol_needs_no_crypto_library() -> None:
     code = HIDE.replace(
         "from fogline.cli import main\nraise SystemExit(main(sys.argv[1:]))",
-        "import fogline.fleet as f; print(f.DesiredState(generation=1).generation)",
+        "import fogline.protocol as p; print(p.DesiredState(generation=1).generation)",
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -28,9 +28,9 @@ from fleet_agent_support import (
     pipeline_release,
     release_phase,
 )
-from fogline.fleet import Command, DesiredState
-from fogline.fleet._agent import Agent, AgentConfig
-from fogline.fleet._agent_enrol import read_credentials
+from fogline.fleet.agent._agent import Agent, AgentConfig
+from fogline.fleet.agent._enrol import read_credentials
+from fogline.protocol import Command, DesiredState
 from fogline.transport.mqtt import MqttUrl
 from serve_repository import make_repository
 

@@ -32,7 +32,7 @@ from fleet_agent_support import (
     pipeline_release,
     release_phase,
 )
-from fogline.fleet import DesiredState, DeviceState
+from fogline.protocol import DesiredState, DeviceState
 
 ROUNDS = 8
 PAD_BYTES = 24 << 20

@@ -33,17 +33,16 @@ from paho.mqtt.reasoncodes import ReasonCode
 from broker import free_port
 from certificates import self_signed
 from fogline.errors import ConfigError
-from fogline.fleet import (
+from fogline.protocol import TOPIC_KINDS, DeviceTopics
+from fogline.transport.mqtt import (
     BrokerConfig,
     Credentials,
-    DeviceTopics,
     LocalBroker,
     PasswordFile,
     acl_lines,
     device_credentials,
     reload_broker,
 )
-from fogline.fleet._protocol import TOPIC_KINDS
 
 NOT_AUTHORIZED = 0x87
 BAD_CREDENTIALS = 0x86

@@ -1,6 +1,6 @@
 """The controller for real: Mosquitto with passwords and ACL, the HTTP API, simulated devices.
 
-The devices are :class:`~fogline.fleet._simulate.SimulatedFleet` devices:
+The devices are :class:`~fogline.testing._simulator.SimulatedFleet` devices:
 each has its own MQTT session and installs releases for real (TUF refresh,
 download from the controller, hash check, atomic activation). What they
 leave out is inference, which these tests are not about.
@@ -25,11 +25,10 @@ from onnx import TensorProto, helper, numpy_helper
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fogline.errors import ConfigError
-from fogline.fleet import BrokerConfig, LocalBroker, device_credentials
-from fogline.fleet._controller import Controller, ControllerConfig
-from fogline.fleet._simulate import SimulatedFleet, installer_factory
+from fogline.fleet.controller._controller import Controller, ControllerConfig
 from fogline.security import ReleaseRepository, init_keys
-from fogline.transport.mqtt import MqttUrl
+from fogline.testing._simulator import SimulatedFleet, installer_factory
+from fogline.transport.mqtt import BrokerConfig, LocalBroker, MqttUrl, device_credentials
 
 
 def tiny_model(folder: Path, seed: int) -> Path:

@@ -18,10 +18,9 @@ from typing import Any
 import httpx
 import pytest
 
-from fogline.fleet import BrokerConfig, LocalBroker
-from fogline.fleet._controller import Controller, ControllerConfig
+from fogline.fleet.controller._controller import Controller, ControllerConfig
 from fogline.security import ReleaseRepository, init_keys
-from fogline.transport.mqtt import MqttUrl
+from fogline.transport.mqtt import BrokerConfig, LocalBroker, MqttUrl
 from test_fleet_controller import _free_port, tiny_model, wait_for
 from test_security_releases import flip_byte
 

@@ -28,11 +28,11 @@ import pytest
 import uvicorn
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
-from fogline.fleet._api import ApiContext, application
-from fogline.fleet._dashboard import dashboard_routes
-from fogline.fleet._protocol import DeviceState, Metrics, Presence, ReleaseStatus, Telemetry
-from fogline.fleet._registry import Inbox, Registry
-from fogline.fleet._rollout import Rollouts, Strategy
+from fogline.fleet.controller._api import ApiContext, application
+from fogline.fleet.controller._dashboard import dashboard_routes
+from fogline.fleet.controller._registry import Inbox, Registry
+from fogline.fleet.controller._rollout import RolloutPlan, Rollouts
+from fogline.protocol import DeviceState, Presence, ReleaseMetrics, ReleaseStatus, Telemetry
 
 TOKEN = "operator-token-for-the-dashboard-test"
 CHROMIUM_ARGS = [
@@ -176,7 +176,7 @@ def fill(registry: Registry, rollouts: Rollouts) -> tuple[str, str, str]:
             if device_id == "cam-3" and step > 30:
                 continue  # went offline
             metrics = {
-                "digits": Metrics(
+                "digits": ReleaseMetrics(
                     items=600,
                     items_per_second=20 + index * 3 + 4 * math.sin(step / 4 + index),
                     p50_ms=4 + index,
@@ -202,7 +202,7 @@ def fill(registry: Registry, rollouts: Rollouts) -> tuple[str, str, str]:
 
     # A canary that refuses its release (expired metadata): rolled back, it runs 1.0.0 again.
     refused = rollouts.create(
-        "digits", "1.0.1", "lab", strategy=Strategy(kind="canary", canary=1, bake_seconds=0)
+        "digits", "1.0.1", "lab", strategy=RolloutPlan(kind="canary", canary=1, bake_seconds=0)
     )
     canary = next(d.device_id for d in refused.devices if d.status == "assigned")
     refusal = ReleaseStatus(
@@ -218,7 +218,7 @@ def fill(registry: Registry, rollouts: Rollouts) -> tuple[str, str, str]:
     registry.ingest(Inbox(states=[state(canary, generation, digits=active("1.0.0"))]))
     # A canary whose health check fails on its device: the rollout rolls it back by itself.
     failed = rollouts.create(
-        "digits", "1.1.0", "lab", strategy=Strategy(kind="canary", canary=1, bake_seconds=0)
+        "digits", "1.1.0", "lab", strategy=RolloutPlan(kind="canary", canary=1, bake_seconds=0)
     )
     canary = next(d.device_id for d in failed.devices if d.status == "assigned")
     broken = ReleaseStatus(
@@ -232,7 +232,10 @@ def fill(registry: Registry, rollouts: Rollouts) -> tuple[str, str, str]:
     rollouts.tick()
     # A canary on line-a that converged and is baking; the rest of the group waits.
     running = rollouts.create(
-        "digits", "1.1.0", "line-a", strategy=Strategy(kind="canary", canary=1, bake_seconds=3600)
+        "digits",
+        "1.1.0",
+        "line-a",
+        strategy=RolloutPlan(kind="canary", canary=1, bake_seconds=3600),
     )
     first = next(d.device_id for d in running.devices if d.status == "assigned")
     generation = registry.desired(first).generation
@@ -542,7 +545,7 @@ def test_the_roll_back_button_rolls_a_running_deployment_back(
     page: Page, fleet: Fleet, shots: Path
 ) -> None:
     made = fleet.rollouts.create(
-        "vad", "2.1.0", "lab", strategy=Strategy(kind="canary", canary=1, bake_seconds=600)
+        "vad", "2.1.0", "lab", strategy=RolloutPlan(kind="canary", canary=1, bake_seconds=600)
     )
     open_dashboard(page, fleet, f"#/deployments/{made.id}")
     expect(page.locator("#deployment .dep-head .badge")).to_have_text("running")
@@ -654,7 +657,7 @@ def test_charts_of_a_model_release_say_it_has_no_workload(
                 f"probe-1:{i}",
                 Telemetry(
                     device_id="probe-1", time=now - 10 * i, sequence=i,
-                    versions={"digits": "1.0.0"}, metrics={"digits": Metrics()},
+                    versions={"digits": "1.0.0"}, metrics={"digits": ReleaseMetrics()},
                     cpu_percent=1.5, memory_mb=150.0, period=10.0,
                 ),
             )

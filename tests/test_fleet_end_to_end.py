@@ -21,10 +21,9 @@ import pytest
 
 from broker import free_port
 from fleet_agent_support import check_active, model_release
-from fogline.fleet import BrokerConfig, LocalBroker, device_credentials
-from fogline.fleet._controller import Controller, ControllerConfig
+from fogline.fleet.controller._controller import Controller, ControllerConfig
 from fogline.security import ReleaseRepository, init_keys
-from fogline.transport.mqtt import MqttUrl
+from fogline.transport.mqtt import BrokerConfig, LocalBroker, MqttUrl, device_credentials
 
 DEVICES = ("cam-1", "cam-2", "cam-3")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fogline.errors import StoreFormatError
-from fogline.fleet._registry import MIGRATIONS, SCHEMA_VERSION, Registry
+from fogline.fleet.controller._registry import MIGRATIONS, SCHEMA_VERSION, Registry
 
 
 def tables(path: Path) -> list[tuple[str, str]]:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from fogline.fleet import DeviceState, ReleaseStatus
-from fogline.fleet._registry import Inbox, Registry
-from fogline.fleet._rollout import Rollouts, Strategy
+from fogline.fleet.controller._registry import Inbox, Registry
+from fogline.fleet.controller._rollout import RolloutPlan, Rollouts
+from fogline.protocol import DeviceState, ReleaseStatus
 
 IDS = ("dev-a", "dev-b", "dev-c")
 
@@ -40,7 +40,7 @@ def kinds(registry: Registry, device_id: str) -> list[str]:
 
 def test_a_device_sees_the_rollback_of_a_deployment_that_reached_it(registry: Registry) -> None:
     rollouts = Rollouts(registry, lambda changed: None)
-    made = rollouts.create("det", "1.1", "line", strategy=Strategy(kind="canary", canary=1))
+    made = rollouts.create("det", "1.1", "line", strategy=RolloutPlan(kind="canary", canary=1))
     canary = next(d.device_id for d in made.devices if d.status == "assigned")
     failed = ReleaseStatus(version="1.0", target="1.1", phase="failed", error="p99 90 ms > 20 ms")
 

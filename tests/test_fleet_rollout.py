@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from fogline.errors import ConfigError
-from fogline.fleet import DesiredState, DeviceState, Metrics, ReleaseStatus, Telemetry
-from fogline.fleet._registry import Inbox, Registry
-from fogline.fleet._rollout import Criteria, Rollouts, Strategy
+from fogline.fleet.controller._registry import Inbox, Registry
+from fogline.fleet.controller._rollout import Criteria, RolloutPlan, Rollouts
+from fogline.protocol import DesiredState, DeviceState, ReleaseMetrics, ReleaseStatus, Telemetry
 
 #: The devices' telemetry period in these tests: a silence of more than 2 x 5 + 1 s counts.
 PERIOD = 5.0
@@ -71,7 +71,7 @@ class Fleet:
             time=stamp,
             sequence=int(stamp * 10),
             versions={"det": version},
-            metrics={"det": Metrics(items=items, errors=errors, **extra)},
+            metrics={"det": ReleaseMetrics(items=items, errors=errors, **extra)},
             period=PERIOD,
         )
         self.registry.ingest(
@@ -107,7 +107,7 @@ def fleet(tmp_path: Path) -> Fleet:
 
 def test_canary_then_the_rest(fleet: Fleet) -> None:
     d = fleet.rollouts.create(
-        "det", "1.1.0", "default", strategy=Strategy(kind="canary", canary=1, bake_seconds=60)
+        "det", "1.1.0", "default", strategy=RolloutPlan(kind="canary", canary=1, bake_seconds=60)
     )
     assert d.waves == 2
     assert [fleet.desired_version(i) for i in fleet.ids].count("1.1.0") == 1
@@ -129,7 +129,7 @@ def test_canary_then_the_rest(fleet: Fleet) -> None:
 
 
 def test_a_failing_canary_rolls_back_and_the_rest_never_get_it(fleet: Fleet) -> None:
-    d = fleet.rollouts.create("det", "1.1.0", "default", strategy=Strategy(canary="40%"))
+    d = fleet.rollouts.create("det", "1.1.0", "default", strategy=RolloutPlan(canary="40%"))
     canaries = [i for i in fleet.ids if fleet.desired_version(i) == "1.1.0"]
     assert len(canaries) == 2
     fleet.report(
@@ -152,7 +152,7 @@ def test_error_rate_over_the_limit_rolls_back(fleet: Fleet) -> None:
         "det",
         "1.1.0",
         "default",
-        strategy=Strategy(canary=1, bake_seconds=10),
+        strategy=RolloutPlan(canary=1, bake_seconds=10),
         criteria=Criteria(max_error_rate=0.01, require_telemetry=True),
     )
     fleet.follow("1.1.0")
@@ -171,7 +171,7 @@ def test_criteria_wait_for_telemetry_then_pass(fleet: Fleet) -> None:
         "det",
         "1.1.0",
         "default",
-        strategy=Strategy(canary=1, bake_seconds=10),
+        strategy=RolloutPlan(canary=1, bake_seconds=10),
         criteria=Criteria(max_p99_ms=20, require_telemetry=True),
     )
     fleet.follow("1.1.0")
@@ -192,7 +192,10 @@ def test_a_silent_canary_does_not_pass_its_bake_and_is_rolled_back_at_the_deadli
     fleet: Fleet,
 ) -> None:
     d = fleet.rollouts.create(
-        "det", "1.1.0", "default", strategy=Strategy(canary=1, bake_seconds=10, timeout_seconds=60)
+        "det",
+        "1.1.0",
+        "default",
+        strategy=RolloutPlan(canary=1, bake_seconds=10, timeout_seconds=60),
     )
     assert d.criteria.require_telemetry  # the default
     fleet.follow("1.1.0")
@@ -217,7 +220,7 @@ def test_a_silent_canary_does_not_pass_its_bake_and_is_rolled_back_at_the_deadli
 def test_a_silence_during_the_bake_restarts_it_from_the_next_report(fleet: Fleet) -> None:
     """What a broker outage looks like: reports stop, then the queued ones arrive in one burst."""
     d = fleet.rollouts.create(
-        "det", "1.1.0", "default", strategy=Strategy(canary=1, bake_seconds=20)
+        "det", "1.1.0", "default", strategy=RolloutPlan(canary=1, bake_seconds=20)
     )
     fleet.follow("1.1.0")
     fleet.rollouts.tick()
@@ -246,7 +249,7 @@ def test_without_required_telemetry_the_bake_is_a_time(fleet: Fleet) -> None:
         "det",
         "1.1.0",
         "default",
-        strategy=Strategy(canary=1, bake_seconds=10),
+        strategy=RolloutPlan(canary=1, bake_seconds=10),
         criteria=Criteria(require_telemetry=False),
     )
     assert d.to_dict()["criteria_text"] == "error rate ≤ 5.0%; no telemetry required"
@@ -260,7 +263,7 @@ def test_without_required_telemetry_the_bake_is_a_time(fleet: Fleet) -> None:
 
 def test_a_report_on_the_old_version_does_not_cover_the_bake(fleet: Fleet) -> None:
     d = fleet.rollouts.create(
-        "det", "1.1.0", "default", strategy=Strategy(canary=1, bake_seconds=10)
+        "det", "1.1.0", "default", strategy=RolloutPlan(canary=1, bake_seconds=10)
     )
     fleet.follow("1.1.0")
     fleet.rollouts.tick()
@@ -271,7 +274,7 @@ def test_a_report_on_the_old_version_does_not_cover_the_bake(fleet: Fleet) -> No
 
 def test_a_wave_that_does_not_converge_in_time_rolls_back(fleet: Fleet) -> None:
     d = fleet.rollouts.create(
-        "det", "1.1.0", "default", strategy=Strategy(kind="all", timeout_seconds=120)
+        "det", "1.1.0", "default", strategy=RolloutPlan(kind="all", timeout_seconds=120)
     )
     fleet.report(fleet.ids[0], "1.1.0")
     fleet.clock.now += 121
@@ -285,7 +288,7 @@ def test_a_wave_that_does_not_converge_in_time_rolls_back(fleet: Fleet) -> None:
 def test_a_stale_failure_report_does_not_stop_a_new_deployment(fleet: Fleet) -> None:
     device = fleet.ids[0]
     fleet.report(device, "1.0.0", phase="failed", target="1.1.0", error="old attempt")
-    d = fleet.rollouts.create("det", "1.1.0", "default", strategy=Strategy(kind="all"))
+    d = fleet.rollouts.create("det", "1.1.0", "default", strategy=RolloutPlan(kind="all"))
     # The device has not read the new generation yet: its report is from before.
     state = DeviceState(
         device_id=device,
@@ -299,7 +302,7 @@ def test_a_stale_failure_report_does_not_stop_a_new_deployment(fleet: Fleet) -> 
 
 
 def test_operator_rollback_and_conflicts(fleet: Fleet) -> None:
-    d = fleet.rollouts.create("det", "1.1.0", "default", strategy=Strategy(kind="all"))
+    d = fleet.rollouts.create("det", "1.1.0", "default", strategy=RolloutPlan(kind="all"))
     with pytest.raises(ConfigError, match="still running"):
         fleet.rollouts.create("det", "1.2.0", "default")
     fleet.follow("1.1.0")
@@ -317,14 +320,14 @@ def test_operator_rollback_and_conflicts(fleet: Fleet) -> None:
 def test_a_device_without_the_release_is_rolled_back_by_removing_it(tmp_path: Path) -> None:
     fleet = Fleet(tmp_path, devices=0)
     fleet.registry.set_group("fresh", "default")
-    d = fleet.rollouts.create("det", "1.0.0", "default", strategy=Strategy(kind="all"))
+    d = fleet.rollouts.create("det", "1.0.0", "default", strategy=RolloutPlan(kind="all"))
     fleet.rollouts.rollback(d.id)
     assert fleet.registry.desired("fresh").releases == {}
 
 
 def test_telemetry_is_counted_once(fleet: Fleet) -> None:
     report = Telemetry(
-        device_id="dev-00", time=5.0, sequence=1, metrics={"det": Metrics(items=3, errors=0)}
+        device_id="dev-00", time=5.0, sequence=1, metrics={"det": ReleaseMetrics(items=3, errors=0)}
     )
     assert fleet.registry.ingest(Inbox(telemetry=[("k1", report)])) == 1
     assert fleet.registry.ingest(Inbox(telemetry=[("k1", report)])) == 0

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fogline.fleet import BrokerConfig, LocalBroker
+from fogline.transport.mqtt import BrokerConfig, LocalBroker
 
 
 def mode(path: Path) -> int:

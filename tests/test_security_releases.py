@@ -506,7 +506,7 @@ def test_a_check_hashes_once_until_the_file_changes_and_an_audit_hashes_again(
 
 
 def test_release_names_follow_the_device_id_rule() -> None:
-    from fogline.fleet._protocol import DEVICE_ID_PATTERN
+    from fogline.protocol import DEVICE_ID_PATTERN
 
     assert RELEASE_NAME_PATTERN == DEVICE_ID_PATTERN  # two copies: topic levels, folder names
 

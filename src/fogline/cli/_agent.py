@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from fogline.cli._app import FLEET_MODULES, app, console, console_err, needs_extra
 from fogline.errors import ConfigError
-from fogline.fleet._protocol import DEFAULT_PREFIX, check_device_id
+from fogline.protocol import DEFAULT_PREFIX, check_device_id
 from fogline.transport.mqtt import to_url
 
 
@@ -44,7 +44,7 @@ def agent(
 ) -> None:
     """Converge this device to the releases the controller wants, report state and telemetry."""
     needs_extra("fleet", *FLEET_MODULES)
-    from fogline.fleet._agent import Agent, AgentConfig
+    from fogline.fleet.agent import Agent, AgentConfig
 
     try:
         check_device_id(device_id)

@@ -13,7 +13,7 @@ import typer
 
 from fogline.cli._app import app, console_err
 from fogline.errors import TransportError
-from fogline.fleet import DEFAULT_PREFIX
+from fogline.protocol import DEFAULT_PREFIX
 from fogline.transport.mqtt import BrokerConfig, LocalBroker
 
 

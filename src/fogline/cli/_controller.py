@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from fogline.cli._app import FLEET_MODULES, app, console, console_err, needs_extra
-from fogline.fleet._protocol import DEFAULT_PREFIX
+from fogline.protocol import DEFAULT_PREFIX
 
 
 @app.command()
@@ -48,7 +48,7 @@ def controller(
 ) -> None:
     """Run the controller until Ctrl-C, printing what happens in the fleet."""
     needs_extra("fleet", *FLEET_MODULES)
-    from fogline.fleet._controller import Controller, ControllerConfig
+    from fogline.fleet.controller import Controller, ControllerConfig
     from fogline.transport.mqtt import controller_url, device_credentials
 
     if broker is None and broker_admin is None:

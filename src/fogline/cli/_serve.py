@@ -43,8 +43,7 @@ def serve(
 ) -> None:
     """Serve every model of a repository until Ctrl-C (SIGINT/SIGTERM drain in-flight requests)."""
     needs_extra("serve", "starlette", "uvicorn", "grpc", "tritonclient")
-    from fogline.serve import CONTROLS, Server
-    from fogline.serve._server import run
+    from fogline.serve import CONTROLS, Server, run
 
     if control not in CONTROLS:
         raise ConfigError(f"--control must be one of {', '.join(CONTROLS)}; got {control!r}")

@@ -25,10 +25,12 @@ from fogline.model._engine import (
     available_backends,
     backend_for,
     load_engine,
+    require,
 )
 from fogline.model._manifest import MANIFEST_NAME, Manifest
 from fogline.model._onnx_file import load_onnx, onnx_signature
 from fogline.model._open import OpenedModel, open_model
+from fogline.model._openvino import cpu_capabilities
 from fogline.model._signature import Signature, TensorSpec
 from fogline.model._sklearn import sklearn_to_onnx
 from fogline.model._torch import torch_to_onnx
@@ -53,11 +55,13 @@ __all__ = [
     "TensorSpec",
     "available_backends",
     "backend_for",
+    "cpu_capabilities",
     "load_engine",
     "load_onnx",
     "measure",
     "onnx_signature",
     "open_model",
+    "require",
     "sha256_file",
     "sklearn_to_onnx",
     "time_calls",

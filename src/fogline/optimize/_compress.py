@@ -32,8 +32,7 @@ import numpy as np
 
 from fogline.data import Dataset
 from fogline.errors import ConfigError, DataError
-from fogline.model import Signature, torch_to_onnx
-from fogline.model._engine import require
+from fogline.model import Signature, require, torch_to_onnx
 from fogline.optimize._variants import BuildContext, VariantPlan
 
 PRUNE_METHODS = ("magnitude", "structured")

@@ -194,7 +194,7 @@ def build_openvino_int8(ctx: BuildContext, out: Path) -> Path:
 def openvino_supports(precision: str) -> str | None:
     """None when this machine can run OpenVINO at ``precision``, else the reason not."""
     try:
-        from fogline.model._openvino import cpu_capabilities
+        from fogline.model import cpu_capabilities
 
         caps = cpu_capabilities()
     except BackendUnavailable as exc:

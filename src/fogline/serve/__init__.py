@@ -8,15 +8,18 @@ shared :class:`~fogline.model.MicroBatcher`.
 
 from fogline.serve._config import ModelConfig, TensorConfig, VersionPolicy
 from fogline.serve._manager import CONTROLS, LoadedVersion, ModelManager, VersionState
-from fogline.serve._server import Server
+from fogline.serve._repository import Repository
+from fogline.serve._server import Server, run
 
 __all__ = [
     "CONTROLS",
     "LoadedVersion",
     "ModelConfig",
     "ModelManager",
+    "Repository",
     "Server",
     "TensorConfig",
     "VersionPolicy",
     "VersionState",
+    "run",
 ]

@@ -28,7 +28,7 @@ from starlette.types import Scope
 from fogline.errors import ConfigError
 
 #: The package folder that holds the pages.
-PACKAGE, FOLDER = "fogline.fleet", "dashboard"
+PACKAGE, FOLDER = "fogline.fleet.controller", "dashboard"
 
 #: Only the controller's own scripts, styles and API; no inline script, no frames.
 CONTENT_SECURITY_POLICY = (

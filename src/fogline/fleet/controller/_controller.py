@@ -32,9 +32,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
+from fogline._files import atomic_output
 from fogline.errors import ConfigError, ModelNotFound
-from fogline.fleet._api import ApiContext, application
-from fogline.fleet._protocol import (
+from fogline.fleet.controller._api import ApiContext, application
+from fogline.fleet.controller._registry import Inbox, Registry
+from fogline.fleet.controller._rollout import Rollouts
+from fogline.protocol import (
     DEFAULT_PREFIX,
     DesiredState,
     DeviceState,
@@ -44,9 +47,6 @@ from fogline.fleet._protocol import (
     device_filter,
     parse_device_topic,
 )
-from fogline.fleet._registry import Inbox, Registry
-from fogline.fleet._rollout import Rollouts
-from fogline.model._atomic import atomic_path
 from fogline.transport.mqtt import (
     MqttMessage,
     MqttUrl,
@@ -107,7 +107,7 @@ def operator_token(data: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     token = secrets.token_urlsafe(32)
-    with atomic_path(path) as tmp:
+    with atomic_output(path, mode=None) as tmp:
         tmp.write_text(token + "\n")
     path.chmod(0o600)
     return token
@@ -268,8 +268,8 @@ class Controller:
     def _start_http(self, timeout: float) -> None:
         import uvicorn
 
-        from fogline.fleet._artifacts import repository_routes
-        from fogline.fleet._dashboard import dashboard_routes
+        from fogline.fleet.controller._artifacts import repository_routes
+        from fogline.fleet.controller._dashboard import dashboard_routes
 
         ctx = ApiContext(
             registry=self.registry,

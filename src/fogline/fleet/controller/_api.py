@@ -27,9 +27,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from fogline.errors import ConfigError, FoglineError, Unauthorized, http_status
-from fogline.fleet._protocol import check_device_id
-from fogline.fleet._registry import Registry
-from fogline.fleet._rollout import Criteria, Rollouts, Strategy
+from fogline.fleet.controller._registry import Registry
+from fogline.fleet.controller._rollout import Criteria, RolloutPlan, Rollouts
+from fogline.protocol import check_device_id
 
 log = logging.getLogger("fogline.controller")
 
@@ -97,7 +97,7 @@ class DeployRequest(BaseModel):
     release: str
     version: str
     group: str = "default"
-    strategy: Strategy = Field(default_factory=Strategy)
+    strategy: RolloutPlan = Field(default_factory=RolloutPlan)
     criteria: Criteria = Field(default_factory=Criteria)
 
 

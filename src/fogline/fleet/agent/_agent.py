@@ -36,25 +36,25 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 import fogline
 from fogline._files import keep_private
 from fogline.errors import ConfigError
-from fogline.fleet._agent_converge import Converger, Options
-from fogline.fleet._agent_enrol import (
+from fogline.fleet.agent._converge import Converger, Options
+from fogline.fleet.agent._enrol import (
     TRUSTED_ROOT,
-    Credentials,
+    DeviceLogin,
     enrol,
     install_root,
     read_credentials,
 )
-from fogline.fleet._agent_session import DEFAULT_SESSION_EXPIRY, AgentSession
-from fogline.fleet._installer import ReleaseInstaller
-from fogline.fleet._protocol import DEFAULT_PREFIX, DeviceId, DeviceState, DeviceTopics, Metrics
-from fogline.fleet._supervisor import Supervisor
-from fogline.fleet._telemetry import (
+from fogline.fleet.agent._installer import ReleaseInstaller
+from fogline.fleet.agent._session import DEFAULT_SESSION_EXPIRY, AgentSession
+from fogline.fleet.agent._supervisor import Supervisor
+from fogline.fleet.agent._telemetry import (
     Scrape,
     TelemetryReporter,
     TelemetryTransport,
     metrics_between,
     parse_scrape,
 )
+from fogline.protocol import DEFAULT_PREFIX, DeviceId, DeviceState, DeviceTopics, ReleaseMetrics
 from fogline.store import OutboxSender, ResultStore, Retention
 from fogline.transport.mqtt import BrokerUrl, MqttUrl
 
@@ -87,7 +87,7 @@ class AgentConfig(BaseModel):
     device_id: DeviceId
     prefix: str = Field(default=DEFAULT_PREFIX, min_length=1, pattern=r"^[^/+#\s]+$")
     telemetry_period: float = Field(default=10.0, gt=0)
-    credentials: Credentials | None = None
+    credentials: DeviceLogin | None = None
     token: str | None = Field(default=None, min_length=1)
     trusted_root: Path | None = None
     session_expiry: int = Field(default=DEFAULT_SESSION_EXPIRY, ge=1)
@@ -286,15 +286,15 @@ class Agent:
         if self.reporter is not None:
             self.reporter.report_once()
 
-    def _collect(self) -> tuple[Mapping[str, str], Mapping[str, Metrics]]:
+    def _collect(self) -> tuple[Mapping[str, str], Mapping[str, ReleaseMetrics]]:
         """The versions that run and what each release measured since the last report."""
         assert self.converger is not None and self.supervisor is not None
         versions = self.converger.versions()
         kinds = self.converger.kinds()
         now = time.monotonic()
-        metrics: dict[str, Metrics] = {}
+        metrics: dict[str, ReleaseMetrics] = {}
         for name in versions:
-            measured = Metrics()
+            measured = ReleaseMetrics()
             kind = kinds.get(name)
             text = None if kind is None else self.supervisor.metrics_text(name)
             if kind is not None and text is not None:

@@ -41,18 +41,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
+from fogline._files import atomic_output
 from fogline.errors import FoglineError, ModelNotFound, ReleaseRefused, TransportError
-from fogline.fleet._health import HealthReport, check_release
-from fogline.fleet._installer import ReleaseInstaller, StagedRelease
-from fogline.fleet._protocol import (
+from fogline.fleet.agent._health import HealthReport, check_release
+from fogline.fleet.agent._installer import ReleaseInstaller, StagedRelease
+from fogline.fleet.agent._supervisor import ChildSpec, Supervisor, pipeline_child, serve_child
+from fogline.protocol import (
     Command,
     DesiredState,
     DeviceState,
     Phase,
     ReleaseStatus,
 )
-from fogline.fleet._supervisor import ChildSpec, Supervisor, pipeline_child, serve_child
-from fogline.model._atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -509,7 +509,7 @@ class Converger:
         with self._lock:
             body = self._saved.model_dump_json()
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.state_file) as tmp:
+        with atomic_output(self.state_file, mode=None) as tmp:
             tmp.write_text(body)
 
 

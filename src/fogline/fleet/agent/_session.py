@@ -41,7 +41,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from fogline.errors import ConfigError, TransportError
-from fogline.fleet._protocol import Command, DesiredState, DeviceState, DeviceTopics, Presence
+from fogline.protocol import Command, DesiredState, DeviceState, DeviceTopics, Presence
 from fogline.transport.mqtt import (
     MqttMessage,
     MqttUrl,

@@ -132,7 +132,7 @@ def _open(kind: str, entry: Path) -> list[tuple[str, Engine]]:
 
         checked = plan(load_spec(entry))
         return [(f"{checked.model.name} {checked.model.version}", checked.model.engine)]
-    from fogline.serve._repository import Repository
+    from fogline.serve import Repository
 
     repository = Repository(entry)
     problems = repository.problems()

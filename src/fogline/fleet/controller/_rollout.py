@@ -9,7 +9,7 @@ second, so a restarted controller simply carries on.
 
 A wave passes when every device in it runs the new version and is healthy,
 then bakes: for ``bake_seconds`` every device must keep sending telemetry on
-that version, with no silence (see :mod:`fogline.fleet._bake`), and what it
+that version, with no silence (see :mod:`fogline.fleet.controller._bake`), and what it
 sent must meet the criteria (error rate, p99 latency, accuracy on the
 release's canary set). A silent device extends the bake by up to
 ``timeout_seconds``; an operator who wants a bake on time alone says so
@@ -36,9 +36,9 @@ from packaging.version import InvalidVersion, Version
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from fogline.errors import ConfigError, Conflict
-from fogline.fleet._bake import DEFAULT_PERIOD, BakeProgress, Report, bake_progress
-from fogline.fleet._protocol import DesiredState
-from fogline.fleet._registry import Device, Registry
+from fogline.fleet.controller._bake import DEFAULT_PERIOD, BakeProgress, Report, bake_progress
+from fogline.fleet.controller._registry import Device, Registry
+from fogline.protocol import DesiredState
 
 _PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%$")
 
@@ -68,7 +68,7 @@ def devices_in(size: int | str, total: int) -> int:
     return min(total, max(1, math.ceil(total * float(size.rstrip("%")) / 100)))
 
 
-class Strategy(BaseModel):
+class RolloutPlan(BaseModel):
     """How a deployment is cut into waves and how long each is watched."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -82,9 +82,9 @@ class Strategy(BaseModel):
     def cut(self, device_ids: Sequence[str]) -> list[list[str]]:
         """The waves, in order; each device in exactly one.
 
-        >>> Strategy(kind="canary", canary="25%").cut(list("abcdefgh"))
+        >>> RolloutPlan(kind="canary", canary="25%").cut(list("abcdefgh"))
         [['a', 'b'], ['c', 'd', 'e', 'f', 'g', 'h']]
-        >>> Strategy(kind="waves", waves=[1, "50%"]).cut(list("abcd"))
+        >>> RolloutPlan(kind="waves", waves=[1, "50%"]).cut(list("abcd"))
         [['a'], ['b'], ['c', 'd']]
         """
         ids = list(device_ids)
@@ -197,7 +197,7 @@ class Deployment:
     release: str
     version: str
     group: str
-    strategy: Strategy
+    strategy: RolloutPlan
     criteria: Criteria
     status: Status
     wave: int
@@ -304,7 +304,7 @@ class Rollouts:
             release=row[1],
             version=row[2],
             group=row[3],
-            strategy=Strategy.model_validate_json(row[4]),
+            strategy=RolloutPlan.model_validate_json(row[4]),
             criteria=Criteria.model_validate_json(row[5]),
             status=row[6],
             wave=row[7],
@@ -324,11 +324,11 @@ class Rollouts:
         version: str,
         group: str,
         *,
-        strategy: Strategy | None = None,
+        strategy: RolloutPlan | None = None,
         criteria: Criteria | None = None,
     ) -> Deployment:
         """Start rolling ``release`` ``version`` out to ``group``; ``ConfigError`` if it cannot."""
-        strategy = strategy or Strategy()
+        strategy = strategy or RolloutPlan()
         criteria = criteria or Criteria()
         try:
             Version(version)

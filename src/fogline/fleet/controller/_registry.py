@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from fogline.errors import ConfigError, StoreError
-from fogline.fleet._protocol import DesiredState, DeviceState, Presence, Telemetry
+from fogline.protocol import DesiredState, DeviceState, Presence, Telemetry
 from fogline.store import open_database
 
 # A step, once released, never changes: registries out there were made by it.

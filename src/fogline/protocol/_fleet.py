@@ -172,7 +172,7 @@ class DeviceState(_Message):
     time: float = Field(default_factory=time.time)
 
 
-class Metrics(_Message):
+class ReleaseMetrics(_Message):
     """What one release measured over the last period (all optional)."""
 
     items: int = 0  # processed in the period
@@ -192,7 +192,7 @@ class Telemetry(_Message):
     time: float
     sequence: int = Field(ge=0)
     versions: dict[ReleaseName, str] = Field(default_factory=dict)
-    metrics: dict[ReleaseName, Metrics] = Field(default_factory=dict)
+    metrics: dict[ReleaseName, ReleaseMetrics] = Field(default_factory=dict)
     cpu_percent: float | None = None
     memory_mb: float | None = None
     #: Seconds between reports: how long a silence the controller's bake tolerates.

@@ -5,7 +5,7 @@ external-loop hooks (a reader and a writer per socket, ``loop_misc`` once a
 second), so a thousand sessions need no thousand threads. Each device does
 what the real agent does on the wire — persistent session, last will,
 retained presence and state, QoS 1 — and, when told to, installs the release
-for real through :class:`~fogline.fleet._installer.ReleaseInstaller`
+for real through :class:`~fogline.fleet.agent._installer.ReleaseInstaller`
 (TUF-verified download from the controller, atomic activation) on a small
 thread pool. What it leaves out is the part that costs a real device its own
 CPU: the health check's inference and the running pipeline. Telemetry is a
@@ -32,12 +32,12 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
-from fogline.fleet._protocol import (
+from fogline.protocol import (
     DesiredState,
     DeviceState,
     DeviceTopics,
-    Metrics,
     Presence,
+    ReleaseMetrics,
     ReleaseStatus,
     Telemetry,
 )
@@ -173,7 +173,7 @@ class SimulatedDevice:
             sequence=self.sequence,
             versions=versions,
             metrics={
-                name: Metrics(
+                name: ReleaseMetrics(
                     items=300,
                     items_per_second=30.0,
                     p50_ms=4.0 + random.random(),
@@ -305,7 +305,7 @@ class SimulatedFleet:
 
 def installer_factory(root: Path, repository_url: str, trusted_root: Path) -> Installer:
     """Real installs: one device data folder under ``root`` per device, TUF-verified downloads."""
-    from fogline.fleet._installer import ReleaseInstaller
+    from fogline.fleet.agent import ReleaseInstaller
 
     installers: dict[str, ReleaseInstaller] = {}
 

@@ -44,8 +44,8 @@ from pathlib import Path
 
 import psutil
 
+from fogline._files import atomic_output
 from fogline.errors import ConfigError
-from fogline.model._atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ class Supervisor:
                 if c.process is not None
             }
         self._pid_file.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self._pid_file) as tmp:
+        with atomic_output(self._pid_file, mode=None) as tmp:
             tmp.write_text(json.dumps(table))
 
     def _end_leftovers(self, pid_file: Path) -> None:

@@ -25,19 +25,19 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fogline.errors import ConfigError, TransportError
-from fogline.fleet._protocol import DEFAULT_PREFIX
+from fogline.protocol import DEFAULT_PREFIX
 
 CREDENTIALS_NAME = "credentials.json"
 TRUSTED_ROOT = Path("trust") / "root.json"
 
 
-class Credentials(BaseModel):
+class DeviceLogin(BaseModel):
     """What enrolment gives a device: its MQTT user name and password, and the topic prefix.
 
     Both are None when the broker takes anonymous clients (a local trial).
 
-    >>> Credentials(username="cam-7", password="s3cret")
-    Credentials(username='cam-7', prefix='fogline')
+    >>> DeviceLogin(username="cam-7", password="s3cret")
+    DeviceLogin(username='cam-7', prefix='fogline')
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -47,7 +47,7 @@ class Credentials(BaseModel):
     prefix: str = Field(default=DEFAULT_PREFIX, min_length=1)
 
 
-class _Enrolment(Credentials):
+class _Enrolment(DeviceLogin):
     trusted_root: str = Field(min_length=2, repr=False)
 
 
@@ -72,7 +72,7 @@ def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
             os.unlink(name)
 
 
-def read_credentials(data: Path) -> Credentials | None:
+def read_credentials(data: Path) -> DeviceLogin | None:
     """The device's credentials, or None before enrolment."""
     path = data / CREDENTIALS_NAME
     try:
@@ -82,7 +82,7 @@ def read_credentials(data: Path) -> Credentials | None:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the credentials: {exc.strerror or exc}") from exc
     try:
-        return Credentials.model_validate_json(text)
+        return DeviceLogin.model_validate_json(text)
     except ValidationError as exc:
         raise ConfigError(
             f"{path} is not valid credentials ({exc.errors()[0]['msg']}); "
@@ -106,7 +106,7 @@ def install_root(data: Path, root: bytes | str) -> Path:
 
 def enrol(
     controller: str, data: Path, device_id: str, token: str, *, timeout: float = 30.0
-) -> Credentials:
+) -> DeviceLogin:
     """Trade a one-time ``token`` for credentials and the trusted root; store both.
 
     The root is written before the credentials: a device with credentials
@@ -134,7 +134,7 @@ def enrol(
     except ValidationError as exc:
         raise ConfigError(f"{url} answered with a malformed enrolment: {exc}") from exc
     install_root(data, answer.trusted_root)
-    credentials = Credentials(
+    credentials = DeviceLogin(
         username=answer.username, password=answer.password, prefix=answer.prefix
     )
     write_private(data / CREDENTIALS_NAME, credentials.model_dump_json().encode())

@@ -1,7 +1,7 @@
 """The agent's telemetry: read what each release measured, queue one report a period, send it.
 
 Every ``period`` seconds the agent builds a :class:`~fogline.fleet.Telemetry`
-body (per-release :class:`~fogline.fleet.Metrics`, the versions that run, CPU
+body (per-release :class:`~fogline.protocol.ReleaseMetrics`, the versions that run, CPU
 and memory of the agent and its children) and adds it to its
 :class:`~fogline.store.ResultStore` as a ``sync`` result: it is durable in
 SQLite before anything is sent, and the store's outbox keeps it while the
@@ -35,8 +35,7 @@ from dataclasses import dataclass, field
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from fogline.fleet._agent_session import AgentSession
-from fogline.fleet._protocol import Metrics, Telemetry
+from fogline.fleet.agent._session import AgentSession
 from fogline.metrics import (
     END_TO_END,
     FAILURE,
@@ -46,6 +45,7 @@ from fogline.metrics import (
     SERVE_REQUESTS,
     SUCCESS,
 )
+from fogline.protocol import ReleaseMetrics, Telemetry
 from fogline.store import OutboxMessage, Result, ResultStore
 from fogline.transport.mqtt import MqttMessage, Topic, json_payload
 
@@ -153,7 +153,7 @@ def quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
     return lower
 
 
-def metrics_between(before: Scrape | None, after: Scrape, seconds: float) -> Metrics:
+def metrics_between(before: Scrape | None, after: Scrape, seconds: float) -> ReleaseMetrics:
     """What happened between two scrapes of one child (``before`` None: since it started).
 
     A counter that went down means the child restarted: its new value is the delta.
@@ -172,7 +172,7 @@ def metrics_between(before: Scrape | None, after: Scrape, seconds: float) -> Met
     ]
     p50 = quantile(0.5, buckets)
     p99 = quantile(0.99, buckets)
-    return Metrics(
+    return ReleaseMetrics(
         items=int(items),
         items_per_second=items / seconds if seconds > 0 else 0.0,
         p50_ms=None if p50 is None else p50 * 1000.0,
@@ -251,7 +251,7 @@ class TelemetryReporter:
         self,
         store: ResultStore,
         device_id: str,
-        collect: Callable[[], tuple[Mapping[str, str], Mapping[str, Metrics]]],
+        collect: Callable[[], tuple[Mapping[str, str], Mapping[str, ReleaseMetrics]]],
         *,
         period: float = 10.0,
         agent_version: str = "",

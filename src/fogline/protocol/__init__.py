@@ -1,0 +1,47 @@
+"""What devices and the controller say to each other: fleet topics and message bodies.
+
+One module per conversation: :mod:`._fleet` (desired state, device state,
+telemetry, commands, presence); federated rounds come next. This package
+depends on pydantic only, so a controller, an agent or a tool can speak it
+without the ML stack.
+"""
+
+from fogline.protocol._fleet import (
+    DEFAULT_PREFIX,
+    DEVICE_ID_PATTERN,
+    TOPIC_KINDS,
+    Command,
+    DesiredState,
+    DeviceId,
+    DeviceState,
+    DeviceTopics,
+    Phase,
+    Presence,
+    ReleaseMetrics,
+    ReleaseName,
+    ReleaseStatus,
+    Telemetry,
+    check_device_id,
+    device_filter,
+    parse_device_topic,
+)
+
+__all__ = [
+    "DEFAULT_PREFIX",
+    "DEVICE_ID_PATTERN",
+    "TOPIC_KINDS",
+    "Command",
+    "DesiredState",
+    "DeviceId",
+    "DeviceState",
+    "DeviceTopics",
+    "Phase",
+    "Presence",
+    "ReleaseMetrics",
+    "ReleaseName",
+    "ReleaseStatus",
+    "Telemetry",
+    "check_device_id",
+    "device_filter",
+    "parse_device_topic",
+]
