@@ -31,7 +31,7 @@ from tuf.api.metadata import Metadata, Targets, Timestamp
 
 from fogline._files import remove_tree
 from fogline.errors import ConfigError, ModelNotFound, ReleaseRefused, TransportError
-from fogline.fleet.agent._installer import ReleaseInstaller, StagedRelease
+from fogline.fleet.agent import ReleaseInstaller, StagedRelease
 from fogline.fleet.controller._artifacts import repository_app
 from fogline.security import ReleaseRepository, init_keys, rotate_key
 from fogline.security._metadata import MetadataStore, generate_signer, load_signer
