@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from fogline.errors import ConfigError
-from fogline.fleet.controller._registry import Inbox, Registry
-from fogline.fleet.controller._rollout import Criteria, RolloutPlan, Rollouts
+from fogline.fleet.controller import Criteria, Inbox, Registry, RolloutPlan, Rollouts
 from fogline.protocol import DesiredState, DeviceState, ReleaseMetrics, ReleaseStatus, Telemetry
 
 #: The devices' telemetry period in these tests: a silence of more than 2 x 5 + 1 s counts.

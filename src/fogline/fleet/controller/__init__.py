@@ -19,16 +19,11 @@ from fogline.fleet.controller._controller import (
     ControllerStats,
     operator_token,
 )
+from fogline.fleet.controller._criteria import Criteria
+from fogline.fleet.controller._deployment import Deployment, DeploymentDevice, describe
+from fogline.fleet.controller._plan import RolloutPlan, devices_in
 from fogline.fleet.controller._registry import Device, Inbox, Registry
-from fogline.fleet.controller._rollout import (
-    Criteria,
-    Deployment,
-    DeploymentDevice,
-    RolloutPlan,
-    Rollouts,
-    describe,
-    devices_in,
-)
+from fogline.fleet.controller._rollout import Rollouts
 
 __all__ = [
     "Controller",

@@ -1,11 +1,12 @@
-"""Deployments: a release rolled out to a group in waves, each wave judged before the next.
+"""The rollout engine: :class:`Rollouts` creates, advances and rolls back deployments.
 
-A strategy cuts the group into waves: ``all`` (one wave), ``canary`` (N
-devices or N%, then the rest) or ``waves`` (cumulative sizes such as
-``["10%", "50%", "100%"]``). :meth:`Rollouts.tick` advances every running
-deployment one step; it is a plain function of the registry and the clock,
-called by the controller after each batch of device reports and twice a
-second, so a restarted controller simply carries on.
+A deployment rolls a release out to a group in the waves its
+:class:`~fogline.fleet.controller._plan.RolloutPlan` cuts, each wave judged
+by its :class:`~fogline.fleet.controller._criteria.Criteria` before the
+next. :meth:`Rollouts.tick` advances every running deployment one step; it
+is a plain function of the registry and the clock, called by the controller
+after each batch of device reports and twice a second, so a restarted
+controller simply carries on.
 
 A wave passes when every device in it runs the new version and is healthy,
 then bakes: for ``bake_seconds`` every device must keep sending telemetry on
@@ -22,225 +23,25 @@ waves never see it.
 
 from __future__ import annotations
 
-import json
-import math
-import re
 import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Annotated, Any, Literal
+from dataclasses import replace
+from typing import Any
 
 from packaging.version import InvalidVersion, Version
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from fogline.errors import ConfigError, Conflict
 from fogline.fleet.controller._bake import DEFAULT_PERIOD, BakeProgress, Report, bake_progress
+from fogline.fleet.controller._criteria import Criteria
+from fogline.fleet.controller._deployment import Deployment, DeploymentDevice
+from fogline.fleet.controller._plan import RolloutPlan
 from fogline.fleet.controller._registry import Device, Registry
 from fogline.protocol import DesiredState
 
-_PERCENT = re.compile(r"^(\d+(?:\.\d+)?)%$")
-
-
-def _size(value: int | str) -> int | str:
-    if isinstance(value, int):
-        if value < 1:
-            raise ValueError(f"a wave size must be at least 1 device, got {value}")
-        return value
-    match = _PERCENT.match(value.strip())
-    if not match or not 0 < float(match.group(1)) <= 100:
-        raise ValueError(f"a wave size is a device count or a percentage like '10%', got {value!r}")
-    return value.strip()
-
-
-Size = Annotated[int | str, AfterValidator(_size)]
-
-
-def devices_in(size: int | str, total: int) -> int:
-    """How many of ``total`` devices a size means (a percentage rounds up, at least one).
-
-    >>> devices_in("10%", 25), devices_in(3, 2), devices_in("100%", 7)
-    (3, 2, 7)
-    """
-    if isinstance(size, int):
-        return min(size, total)
-    return min(total, max(1, math.ceil(total * float(size.rstrip("%")) / 100)))
-
-
-class RolloutPlan(BaseModel):
-    """How a deployment is cut into waves and how long each is watched."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["all", "canary", "waves"] = "canary"
-    canary: Size = 1
-    waves: list[Size] = Field(default_factory=list)
-    bake_seconds: float = Field(default=60.0, ge=0)
-    timeout_seconds: float = Field(default=600.0, gt=0)
-
-    def cut(self, device_ids: Sequence[str]) -> list[list[str]]:
-        """The waves, in order; each device in exactly one.
-
-        >>> RolloutPlan(kind="canary", canary="25%").cut(list("abcdefgh"))
-        [['a', 'b'], ['c', 'd', 'e', 'f', 'g', 'h']]
-        >>> RolloutPlan(kind="waves", waves=[1, "50%"]).cut(list("abcd"))
-        [['a'], ['b'], ['c', 'd']]
-        """
-        ids = list(device_ids)
-        if self.kind == "all" or not ids:
-            return [ids] if ids else []
-        bounds = (
-            [devices_in(self.canary, len(ids))]
-            if self.kind == "canary"
-            else [devices_in(size, len(ids)) for size in self.waves]
-        )
-        waves: list[list[str]] = []
-        start = 0
-        for bound in [*bounds, len(ids)]:
-            if bound > start:
-                waves.append(ids[start:bound])
-                start = bound
-        return waves
-
-
-class Criteria(BaseModel):
-    """What a wave's devices must show on the new version before the rollout goes on.
-
-    ``require_telemetry`` (the default) makes the bake wait for telemetry on
-    the new version from every device of the wave, covering the whole bake;
-    without it the bake is a time and the criteria judge whatever arrived.
-
-    >>> Criteria().describe()
-    'error rate ≤ 5.0%; telemetry from every device covering the bake'
-    >>> Criteria(max_error_rate=None, require_telemetry=False).describe()
-    'none (the bake is a time: no telemetry required)'
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    max_error_rate: float | None = Field(default=0.05, ge=0, le=1)
-    max_p99_ms: float | None = Field(default=None, gt=0)
-    min_accuracy: float | None = Field(default=None, ge=0, le=1)
-    require_telemetry: bool = True
-
-    def describe(self) -> str:
-        """The criteria in words, as ``fogline fleet rollout status`` prints them."""
-        parts = []
-        if self.max_error_rate is not None:
-            parts.append(f"error rate ≤ {self.max_error_rate:.1%}")
-        if self.max_p99_ms is not None:
-            parts.append(f"p99 ≤ {self.max_p99_ms:g} ms")
-        if self.min_accuracy is not None:
-            parts.append(f"canary-set accuracy ≥ {self.min_accuracy:.1%}")
-        if self.require_telemetry:
-            parts.append("telemetry from every device covering the bake")
-        elif not parts:
-            return "none (the bake is a time: no telemetry required)"
-        else:
-            parts.append("no telemetry required")
-        return "; ".join(parts)
-
-    def judge(self, devices: Sequence[str], rows: Sequence[dict[str, Any]]) -> str | None:
-        """None when the rows meet every criterion, else why not.
-
-        >>> rows = [{"device_id": "a", "items": 100, "errors": 9, "p99_ms": 12.0, "accuracy": None}]
-        >>> Criteria(max_error_rate=0.05).judge(["a"], rows)
-        'error rate 9.0% over 100 items > 5.0%'
-        >>> Criteria(max_p99_ms=10).judge(["a"], rows)
-        'error rate 9.0% over 100 items > 5.0%'
-        >>> Criteria(max_error_rate=None, max_p99_ms=10).judge(["a"], rows)
-        'p99 12.0 ms on a > 10.0 ms'
-        """
-        items = sum(int(row["items"]) for row in rows)
-        errors = sum(int(row["errors"]) for row in rows)
-        if self.max_error_rate is not None and items and errors / items > self.max_error_rate:
-            return f"error rate {errors / items:.1%} over {items} items > {self.max_error_rate:.1%}"
-        if self.max_p99_ms is not None:
-            for row in rows:
-                if row["p99_ms"] is not None and row["p99_ms"] > self.max_p99_ms:
-                    return f"p99 {row['p99_ms']:.1f} ms on {row['device_id']} > {self.max_p99_ms:.1f} ms"
-        if self.min_accuracy is not None:
-            for row in rows:
-                if row["accuracy"] is not None and row["accuracy"] < self.min_accuracy:
-                    return (
-                        f"accuracy {row['accuracy']:.2%} on {row['device_id']} "
-                        f"< {self.min_accuracy:.2%}"
-                    )
-        return None
-
-    def waiting_for(self, devices: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[str]:
-        """Devices whose accuracy on the canary set is still needed before :meth:`judge` decides."""
-        if self.min_accuracy is None:
-            return []
-        reported = {row["device_id"] for row in rows if row["accuracy"] is not None}
-        return [device for device in devices if device not in reported]
-
-
-Status = Literal["running", "succeeded", "rolled-back"]
-
-
-@dataclass(frozen=True)
-class DeploymentDevice:
-    device_id: str
-    wave: int
-    status: str  # waiting, assigned, converged, failed, rolled-back
-    previous: str | None
-    since: float | None
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """One rollout of ``release`` ``version`` to ``group``, and where it is."""
-
-    id: str
-    release: str
-    version: str
-    group: str
-    strategy: RolloutPlan
-    criteria: Criteria
-    status: Status
-    wave: int
-    wave_started: float | None
-    converged_at: float | None
-    reason: str | None
-    created: float
-    updated: float
-    devices: tuple[DeploymentDevice, ...]
-    bake: BakeProgress | None = None  # filled by Rollouts.get while the current wave bakes
-
-    @property
-    def waves(self) -> int:
-        return 1 + max((d.wave for d in self.devices), default=-1)
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for device in self.devices:
-            out[device.status] = out.get(device.status, 0) + 1
-        return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "release": self.release,
-            "version": self.version,
-            "group": self.group,
-            "strategy": self.strategy.model_dump(),
-            "criteria": self.criteria.model_dump(),
-            "criteria_text": self.criteria.describe(),
-            "status": self.status,
-            "wave": self.wave,
-            "waves": self.waves,
-            "wave_started": self.wave_started,
-            "converged_at": self.converged_at,
-            "reason": self.reason,
-            "created": self.created,
-            "updated": self.updated,
-            "counts": self.counts(),
-            "devices": [d.__dict__ for d in self.devices],
-            "bake": None if self.bake is None else self.bake.to_dict(),
-        }
-
+# Criteria and RolloutPlan are re-exported for the modules that import them from here.
+__all__ = ["Criteria", "Publish", "RolloutPlan", "Rollouts"]
 
 Publish = Callable[[list[tuple[str, DesiredState]]], None]
 
@@ -628,9 +429,3 @@ def _silent_reason(d: Deployment, bake: BakeProgress, now: float) -> str:
 
 def _devices(count: int) -> str:
     return "1 device" if count == 1 else f"{count} devices"
-
-
-def describe(d: Deployment) -> str:
-    """One line for logs and the CLI."""
-    counts = json.dumps(d.counts(), sort_keys=True)
-    return f"{d.id} {d.release} {d.version} → {d.group}: {d.status}, wave {d.wave + 1}/{d.waves} {counts}"
