@@ -22,9 +22,14 @@ callbacks only record what arrived (events, queues, reason codes by message
 id). A :class:`MqttPublisher`, a :class:`MqttSubscriber` or a session
 built on :func:`new_client` is driven from one other thread at a time (its
 ``publish`` serialises connects behind a lock). Errors from paho and sockets
-are mapped here: :class:`~fogline.errors.TransportError` when a message
-could not be delivered, :class:`~fogline.errors.ConfigError` for a bad option
-or a refusal that retrying cannot fix. This package imports only
+are mapped here: a :class:`~fogline.errors.TransportError` when a message
+could not be delivered, as the most specific subclass:
+:class:`~fogline.errors.Unreachable` (no connection, or a CONNACK saying
+the broker is busy or unavailable), :class:`~fogline.errors.Refused` (a
+CONNACK reason in :data:`CONFIG_REASONS`, or a PUBACK with a failure
+reason: retrying cannot fix it), :class:`~fogline.errors.TimedOut` (no
+CONNACK or PUBACK in time); :class:`~fogline.errors.ConfigError` for a bad
+option. This package imports only
 :mod:`fogline.errors` (and ``fogline._files`` for the broker's private
 folder): never the store, the pipeline, numpy or ONNX.
 """

@@ -25,7 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fogline.errors import ConfigError, TransportError
+from fogline.errors import ConfigError, Refused, TimedOut, TransportError, Unreachable
 from fogline.transport.mqtt._values import MqttMessage, MqttUrl, Topic
 
 log = logging.getLogger(__name__)
@@ -157,9 +157,11 @@ def publish_acknowledged(
     ``connected`` is set while the client is connected; ``reasons`` is where
     the client's ``on_publish`` keeps each PUBACK's failing reason code by
     message id (paho calls it before it marks the message published). Raises
-    :class:`TransportError` when a message cannot be sent, the connection
-    drops first, ``timeout`` passes, or the broker refuses one (an ACL): the
-    caller keeps the messages and sends them again.
+    :class:`Unreachable` when the client is not connected or the connection
+    drops first, :class:`TimedOut` when ``timeout`` passes, :class:`Refused`
+    when the broker refuses one (an ACL, a quota), :class:`TransportError`
+    when paho cannot send one: the caller keeps the messages and sends them
+    again.
     """
     sent = []
     for message in messages:
@@ -174,29 +176,26 @@ def publish_acknowledged(
         except (ValueError, OSError) as exc:
             raise TransportError(f"{url}: cannot publish to {message.topic}: {exc}") from exc
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            raise TransportError(
-                f"{url}: cannot publish to {message.topic}: {paho.error_string(info.rc)}"
-            )
+            failure = Unreachable if info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN else TransportError
+            raise failure(f"{url}: cannot publish to {message.topic}: {paho.error_string(info.rc)}")
         sent.append((message, info))
     deadline = time.monotonic() + timeout
     for message, info in sent:
         while not info.is_published():
             left = deadline - time.monotonic()
             if left <= 0:
-                raise TransportError(
+                raise TimedOut(
                     f"{url}: no acknowledgement for {message.topic} within {timeout:g} s"
                 )
             if not connected.is_set():
-                raise TransportError(
-                    f"{url}: connection lost before {message.topic} was acknowledged"
-                )
+                raise Unreachable(f"{url}: connection lost before {message.topic} was acknowledged")
             try:
                 info.wait_for_publish(min(left, 0.1))
             except (RuntimeError, ValueError) as exc:
                 raise TransportError(f"{url}: publish to {message.topic} failed: {exc}") from exc
         reason = reasons.pop(info.mid, None)
         if reason is not None and reason.is_failure:
-            raise TransportError(f"{url}: the broker refused {message.topic}: {reason}")
+            raise Refused(f"{url}: the broker refused {message.topic}: {reason}")
 
 
 def _publish_properties(message: MqttMessage) -> Properties | None:

@@ -9,8 +9,13 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fogline.errors import TransportError
-from fogline.transport.mqtt._client import new_client, publish_acknowledged, stop_loop
+from fogline.errors import Refused, TimedOut, TransportError, Unreachable
+from fogline.transport.mqtt._client import (
+    is_config_refusal,
+    new_client,
+    publish_acknowledged,
+    stop_loop,
+)
 from fogline.transport.mqtt._values import MqttMessage, MqttUrl, to_url
 
 log = logging.getLogger(__name__)
@@ -22,17 +27,20 @@ class MqttPublisher:
     Connects on the first :meth:`publish`, and again on the next one after
     the connection dropped, so a broker that comes back is used without a
     restart. For QoS 1 and 2 ``publish`` waits for the PUBACK / PUBCOMP (QoS 0:
-    until written to the socket) and raises :class:`TransportError` when the
-    broker is unreachable, refuses, disconnects or does not answer within
-    ``timeout`` seconds: it never drops a message silently. Several messages
-    in one call are sent back to back and then awaited together.
+    until written to the socket) and raises a :class:`TransportError` when it
+    cannot: :class:`Unreachable` when the broker cannot be reached or
+    disconnects, :class:`Refused` when it refuses the connection for a
+    reason retrying cannot fix (credentials, ACL) or refuses a message,
+    :class:`TimedOut` when it does not answer within ``timeout`` seconds. It
+    never drops a message silently. Several messages in one call are sent
+    back to back and then awaited together.
 
     >>> from fogline.transport.mqtt import MqttMessage, Topic
     >>> publisher = MqttPublisher("mqtt://127.0.0.1:1")  # nothing listens on port 1
     >>> publisher.publish(MqttMessage(Topic("a/b"), b"{}"))  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    fogline.errors.TransportError: cannot connect to mqtt://127.0.0.1:1: ...
+    fogline.errors.Unreachable: cannot connect to mqtt://127.0.0.1:1: ...
     >>> publisher.close()
     """
 
@@ -75,16 +83,20 @@ class MqttPublisher:
             self._refusal = None
             try:
                 self._client.connect(self.url.host, self.url.port, keepalive=30)
+            except TimeoutError as exc:  # the TCP connect outlived the timeout
+                raise TimedOut(f"cannot connect to {self.url}: {exc}") from exc
             except (OSError, ValueError) as exc:
-                raise TransportError(f"cannot connect to {self.url}: {exc}") from exc
+                raise Unreachable(f"cannot connect to {self.url}: {exc}") from exc
             self._client.loop_start()
             if not self._connack.wait(self.timeout):
                 self._client.disconnect()
                 stop_loop(self._client)
-                raise TransportError(f"{self.url}: no CONNACK within {self.timeout:g} s")
+                raise TimedOut(f"{self.url}: no CONNACK within {self.timeout:g} s")
             if self._refusal is not None:
                 stop_loop(self._client)
-                raise TransportError(f"{self.url} refused the connection: {self._refusal}")
+                # Credentials or an ACL: Refused. Busy, unavailable, moved: may work later.
+                failure = Refused if is_config_refusal(self._refusal) else Unreachable
+                raise failure(f"{self.url} refused the connection: {self._refusal}")
             log.info("connected to %s", self.url)
 
     def _on_connect(
