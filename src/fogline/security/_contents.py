@@ -2,7 +2,8 @@
 
 A folder becomes a list of ``(relative path, absolute file)``; a symlink is
 followed only when it stays inside the folder. The kind and entry are
-inferred the way an operator would read the folder:
+inferred the way an operator would read the folder, from the table of what
+each kind contains (:data:`~fogline.security._document.CONTENTS`), first fit wins:
 
 * ``pipeline.yaml`` at the top → a ``pipeline`` whose entry is that file;
 * sub-folders holding numeric version folders (Triton's layout) → ``serve``,
@@ -17,11 +18,14 @@ import os
 from pathlib import Path, PurePosixPath
 
 from fogline.errors import ConfigError
-from fogline.security._document import Kind
-
-PIPELINE_FILE = "pipeline.yaml"
-MANIFEST_FILE = "fogline.yaml"  # the model manifest (fogline.model), read by the agent
-MODEL_SUFFIXES = (".onnx", ".tflite")
+from fogline.security._document import (
+    CONTENTS,
+    FOLDER_KIND,
+    KINDS,
+    MANIFEST_FILE,
+    PIPELINE_FILE,
+    Kind,
+)
 
 
 def collect_files(source: Path) -> list[tuple[str, Path]]:
@@ -64,40 +68,40 @@ def infer_kind_entry(paths: list[str], kind: str | None, entry: str | None) -> t
     >>> infer_kind_entry(["net.onnx", "labels.txt"], None, None)
     ('model', 'net.onnx')
     """
-    if kind is not None and kind not in ("model", "pipeline", "serve"):
-        raise ConfigError(f"--kind must be model, pipeline or serve; got {kind!r}")
+    wanted_kind = None if kind is None else _as_kind(kind)
     if entry is not None:
         _check_entry(paths, entry)
-        if kind is None:
-            kind = _kind_of_entry(paths, entry)
-        return _as_kind(kind), entry
+        return wanted_kind or _kind_of_entry(paths, entry), entry
     top = {p for p in paths if "/" not in p}
     guesses: list[tuple[Kind, str]] = []
-    if PIPELINE_FILE in top:
-        guesses.append(("pipeline", PIPELINE_FILE))
-    if _is_model_repository(paths):
-        guesses.append(("serve", "."))
-    if MANIFEST_FILE in top:
-        guesses.append(("model", "."))
-    models = [p for p in paths if p.endswith(MODEL_SUFFIXES)]
-    if len(models) == 1:
-        guesses.append(("model", models[0]))
+    singles: list[str] = []
+    for name, contents in CONTENTS.items():
+        if contents.top_entry is not None and contents.top_entry in top:
+            guesses.append((name, contents.top_entry))
+        if contents.repository and _is_model_repository(paths):
+            guesses.append((name, "."))
+        if contents.manifest is not None and contents.manifest in top:
+            guesses.append((name, "."))
+        if contents.single:
+            found = [p for p in paths if p.endswith(contents.suffixes)]
+            singles += found
+            if len(found) == 1:
+                guesses.append((name, found[0]))
     for guess in guesses:
-        if kind is None or guess[0] == kind:
+        if wanted_kind is None or guess[0] == wanted_kind:
             return guess
     wanted = f"a {kind} release" if kind else "this release"
     raise ConfigError(
-        f"cannot tell what {wanted} runs (found {len(models)} model files, "
+        f"cannot tell what {wanted} runs (found {len(singles)} model files, "
         f"no {PIPELINE_FILE}, no {MANIFEST_FILE}, no model repository); give --kind and --entry"
     )
 
 
-def _as_kind(kind: str) -> Kind:
-    if kind == "pipeline":
-        return "pipeline"
-    if kind == "serve":
-        return "serve"
-    return "model"
+def _as_kind(name: str) -> Kind:
+    for kind in KINDS:
+        if kind == name:
+            return kind
+    raise ConfigError(f"--kind must be {', '.join(KINDS[:-1])} or {KINDS[-1]}; got {name!r}")
 
 
 def _is_model_repository(paths: list[str]) -> bool:
@@ -119,13 +123,23 @@ def _check_entry(paths: list[str], entry: str) -> None:
     raise ConfigError(f"entry {entry!r} is not a file or folder of the release")
 
 
-def _kind_of_entry(paths: list[str], entry: str) -> str:
-    if entry.endswith((".yaml", ".yml")) and entry != MANIFEST_FILE:
-        return "pipeline"
-    if entry.endswith(MODEL_SUFFIXES) or entry == MANIFEST_FILE:
-        return "model"
+def _kind_of_entry(paths: list[str], entry: str) -> Kind:
+    """The kind of a release whose entry is given: by its name, or by what the folder holds.
+
+    >>> _kind_of_entry(["fogline.yaml", "m.onnx"], "fogline.yaml")
+    'model'
+    >>> _kind_of_entry(["app/pipeline.yml"], "app/pipeline.yml")
+    'pipeline'
+    """
+    for kind, contents in CONTENTS.items():  # a manifest is YAML, but not a pipeline
+        if entry == contents.manifest:
+            return kind
+    for kind, contents in CONTENTS.items():
+        if contents.suffixes and entry.endswith(contents.suffixes):
+            return kind
     prefix = "" if entry == "." else entry.rstrip("/") + "/"
     inside = [p[len(prefix) :] for p in paths if p.startswith(prefix)]
-    if _is_model_repository(inside):
-        return "serve"
-    return "model"
+    for kind, contents in CONTENTS.items():
+        if contents.repository and _is_model_repository(inside):
+            return kind
+    return FOLDER_KIND

@@ -18,9 +18,11 @@ trusts each file it downloads by hash, before it is parsed.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -29,13 +31,49 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 #: (a topic level and a path component).
 RELEASE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _NAME = re.compile(RELEASE_NAME_PATTERN)
-#: The kinds of release an agent knows how to run.
-KINDS = ("model", "pipeline", "serve")
 #: How long a release document is valid by default.
 DEFAULT_RELEASE_EXPIRY = timedelta(days=365)
 
 Kind = Literal["model", "pipeline", "serve"]
+#: The kinds of release an agent knows how to run (its ``kinds/`` has one module per name).
+KINDS: tuple[Kind, ...] = get_args(Kind)
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+PIPELINE_FILE = "pipeline.yaml"
+MANIFEST_FILE = "fogline.yaml"  # the model manifest (fogline.model), read by the agent
+MODEL_SUFFIXES = (".onnx", ".tflite")
+
+
+@dataclass(frozen=True)
+class KindContents:
+    """What the files of a release of one kind look like, so its kind and entry can be told.
+
+    ``top_entry``: a file at the top of the release that is its entry;
+    ``repository``: Triton's layout (``<model>/<numeric version>/<files>``), entry ``.``;
+    ``manifest``: a file at the top that makes the whole folder the entry (``.``);
+    ``suffixes``: an entry file named so is of this kind, and with ``single`` a release
+    holding exactly one such file is of this kind with that file as its entry.
+
+    >>> CONTENTS["model"].suffixes
+    ('.onnx', '.tflite')
+    """
+
+    top_entry: str | None = None
+    repository: bool = False
+    manifest: str | None = None
+    suffixes: tuple[str, ...] = ()
+    single: bool = False
+
+
+#: What a release of each kind contains, in the order a folder is recognised (the first
+#: that fits wins): a pipeline file, then a model repository, then a model.
+CONTENTS: Mapping[Kind, KindContents] = {
+    "pipeline": KindContents(top_entry=PIPELINE_FILE, suffixes=(".yaml", ".yml")),
+    "serve": KindContents(repository=True),
+    "model": KindContents(manifest=MANIFEST_FILE, suffixes=MODEL_SUFFIXES, single=True),
+}
+#: The kind of a release whose entry is a folder that fits no other (its manifest may be deeper).
+FOLDER_KIND: Kind = "model"
 
 
 def check_release_name(name: str) -> str:

@@ -52,7 +52,6 @@ from fogline.fleet.agent._telemetry import (
     TelemetryReporter,
     TelemetryTransport,
     metrics_between,
-    parse_scrape,
 )
 from fogline.protocol import DEFAULT_PREFIX, DeviceId, DeviceState, DeviceTopics, ReleaseMetrics
 from fogline.store import OutboxSender, ResultStore, Retention
@@ -298,7 +297,7 @@ class Agent:
             kind = kinds.get(name)
             text = None if kind is None else self.supervisor.metrics_text(name)
             if kind is not None and text is not None:
-                scrape = parse_scrape(kind, text)
+                scrape = kind.scrape(text)
                 before = self._scrapes.get(name)
                 seconds = now - before[1] if before else self.config.telemetry_period
                 measured = metrics_between(before[0] if before else None, scrape, seconds)

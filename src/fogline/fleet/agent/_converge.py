@@ -7,6 +7,9 @@ forged, stale or older releases), runs the health check on the staged copy,
 activates it (an atomic swap of ``DEV/active/<name>``) and (re)starts what the
 release runs. A name dropped from the desired state is stopped. Each phase
 is reported on the retained ``state`` topic as a :class:`~fogline.fleet.DeviceState`.
+What checking and running a release mean is up to its kind
+(:mod:`fogline.fleet.agent.kinds`); the loop keeps the kind of each release
+it runs a child for, which telemetry asks to read the child's metrics.
 
 On any failure the last-known-good release keeps running and the reason is
 reported: a network failure (:class:`~fogline.errors.TransportError`) is
@@ -43,9 +46,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from fogline._files import atomic_output
 from fogline.errors import FoglineError, ModelNotFound, ReleaseRefused, TransportError
-from fogline.fleet.agent._health import HealthReport, check_release
 from fogline.fleet.agent._installer import ReleaseInstaller, StagedRelease
-from fogline.fleet.agent._supervisor import ChildSpec, Supervisor, pipeline_child, serve_child
+from fogline.fleet.agent._supervisor import Supervisor
+from fogline.fleet.agent.kinds import HealthReport, ReleaseKind, check_release, kind_for
 from fogline.protocol import (
     Command,
     DesiredState,
@@ -136,6 +139,7 @@ class Converger:
         self._wake = threading.Event()
         self._retries: dict[str, _Retry] = {}
         self._published: str | None = None
+        self._kinds: dict[str, ReleaseKind] = {}  # the kind of each release with a child process
 
     # -- inputs (any thread) ---------------------------------------------------------
 
@@ -168,14 +172,10 @@ class Converger:
         with self._lock:
             return self._saved.accuracy.get(name)
 
-    def kinds(self) -> dict[str, str]:
+    def kinds(self) -> dict[str, ReleaseKind]:
         """The kind of each release with a child process (for telemetry)."""
-        out = {}
-        for name in self.supervisor.names():
-            spec = self.supervisor.spec(name)
-            if spec is not None:
-                out[name] = spec.argv[3]  # "run" or "serve"
-        return {n: "pipeline" if k == "run" else "serve" for n, k in out.items()}
+        with self._lock:
+            return dict(self._kinds)
 
     def state(self) -> DeviceState:
         with self._lock:
@@ -330,7 +330,7 @@ class Converger:
         sample = document.health.sample
         canary = document.canary.data
         return check_release(
-            document.kind,
+            kind_for(document.kind),
             release.entry,
             latency_budget_ms=document.health.latency_budget_ms,
             sample=None if sample is None else root / sample,
@@ -385,6 +385,7 @@ class Converger:
         if name in self.supervisor.names():
             self.supervisor.stop(name)
         with self._lock:
+            self._kinds.pop(name, None)
             self._saved.releases.pop(name, None)
             self._saved.accuracy.pop(name, None)
             self._saved.blocked.pop(name, None)
@@ -394,23 +395,23 @@ class Converger:
     # -- children --------------------------------------------------------------------
 
     def _start_child(self, name: str, installed: StagedRelease | None) -> None:
-        spec = self._child(name, installed)
-        if spec is None:
-            if name in self.supervisor.names():
-                self.supervisor.stop(name)
-            return
-        self.supervisor.start(name, spec, log_file=self.options.logs_dir / f"{name}.log")
-
-    def _child(self, name: str, installed: StagedRelease | None) -> ChildSpec | None:
-        if installed is None:
-            return None
-        document, entry = installed.document, installed.entry
-        cwd = self.options.run_dir / name
-        if document.kind == "pipeline":
-            return pipeline_child(entry, cwd=cwd)
-        if document.kind == "serve":
-            return serve_child(entry, cwd=cwd, http_port=self.options.serve_http_port)
-        return None
+        """Run what ``installed``'s kind runs for it (a swap); stop what ran when it runs nothing."""
+        if installed is not None:
+            kind = kind_for(installed.document.kind)
+            spec = kind.child(
+                installed.entry,
+                cwd=self.options.run_dir / name,
+                http_port=self.options.serve_http_port,
+            )
+            if spec is not None:
+                self.supervisor.start(name, spec, log_file=self.options.logs_dir / f"{name}.log")
+                with self._lock:
+                    self._kinds[name] = kind
+                return
+        if name in self.supervisor.names():
+            self.supervisor.stop(name)
+        with self._lock:
+            self._kinds.pop(name, None)
 
     # -- commands --------------------------------------------------------------------
 

@@ -1,10 +1,9 @@
 """Run what a release describes as child processes, restart them on a crash, read their metrics.
 
-A ``pipeline`` release runs ``python -m fogline run <entry> --no-live
---metrics-port P``; a ``serve`` release runs ``python -m fogline serve
---repository <entry> --http-port H --metrics-port P --no-grpc``; a ``model``
-release runs nothing (another program reads the active model file). Each
-child is a separate process, so a crash or a leak in a model runtime cannot
+What runs for a release is its kind's :class:`ChildSpec`
+(:mod:`fogline.fleet.agent.kinds`: ``fogline run`` for a ``pipeline``,
+``fogline serve`` for a ``serve`` release, nothing for a bare ``model``,
+which another program reads). Each child is a separate process, so a crash or a leak in a model runtime cannot
 take the agent down, and the agent can always stop it.
 
 A child that exits on its own is started again after a backoff that doubles
@@ -33,7 +32,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -62,50 +60,15 @@ def free_port(host: str = "127.0.0.1") -> int:
 class ChildSpec:
     """What to run for one release: the command line, its folder, its metrics port.
 
-    >>> spec = pipeline_child(Path("/dev/a/p.yaml"), cwd=Path("/tmp"), metrics_port=9100)
-    >>> spec.argv[1:5]
-    ('-m', 'fogline', 'run', '/dev/a/p.yaml')
+    >>> spec = ChildSpec(("python", "-m", "fogline", "run", "p.yaml"), Path("/tmp"), 9100)
+    >>> spec.argv[3], spec.http_port
+    ('run', None)
     """
 
     argv: tuple[str, ...]
     cwd: Path
     metrics_port: int
     http_port: int | None = None
-
-
-def pipeline_child(entry: Path, *, cwd: Path, metrics_port: int | None = None) -> ChildSpec:
-    """``fogline run`` of a pipeline YAML, with Prometheus metrics on ``metrics_port``.
-
-    The release folder is read-only: relative outputs (the store, files) go to ``cwd``.
-    """
-    port = metrics_port or free_port()
-    argv = (
-        sys.executable,
-        "-m",
-        "fogline",
-        "run",
-        str(entry),
-        "--no-live",
-        "--output-dir",
-        str(cwd),
-    )
-    return ChildSpec((*argv, "--metrics-port", str(port)), cwd, port)
-
-
-def serve_child(
-    repository: Path,
-    *,
-    cwd: Path,
-    http_port: int | None = None,
-    metrics_port: int | None = None,
-    host: str = "127.0.0.1",
-) -> ChildSpec:
-    """``fogline serve`` of a model repository over HTTP (gRPC off), with Prometheus metrics."""
-    http = http_port or free_port()
-    port = metrics_port or free_port()
-    argv = (sys.executable, "-m", "fogline", "serve", "--repository", str(repository))
-    options = ("--host", host, "--http-port", str(http), "--metrics-port", str(port), "--no-grpc")
-    return ChildSpec((*argv, *options), cwd, port, http)
 
 
 @dataclass

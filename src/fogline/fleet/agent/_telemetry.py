@@ -12,11 +12,12 @@ transport: each message is the outbox envelope (``key``, ``result_id``, ``result
 Telemetry body, with the idempotency key also as the MQTT 5 user property
 ``idempotency-key``, so the controller dedupes redeliveries.
 
-Metrics of a child process come from its Prometheus endpoint, parsed with
-``prometheus_client``'s own text parser. Counters are turned into per-period
-deltas (a restarted child starts again from zero, which is taken as such)
-and latency percentiles are read from the histogram buckets of the period,
-interpolated within a bucket as Prometheus' ``histogram_quantile`` does.
+Metrics of a child process come from its Prometheus endpoint, read by the
+release's kind (:meth:`~fogline.fleet.agent.kinds.ReleaseKind.scrape`).
+Counters are turned into per-period deltas (a restarted child starts again
+from zero, which is taken as such) and latency percentiles are read from the
+histogram buckets of the period, interpolated within a bucket as
+Prometheus' ``histogram_quantile`` does.
 
 Concurrency: :meth:`TelemetryReporter.run` and the sender's ``run`` each
 run on one thread of the agent; the store serialises their writes.
@@ -33,18 +34,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import psutil
-from prometheus_client.parser import text_string_to_metric_families
 
 from fogline.fleet.agent._session import AgentSession
-from fogline.metrics import (
-    END_TO_END,
-    FAILURE,
-    PIPELINE_ITEMS,
-    PIPELINE_STAGE_SECONDS,
-    SERVE_REQUEST_SECONDS,
-    SERVE_REQUESTS,
-    SUCCESS,
-)
 from fogline.protocol import ReleaseMetrics, Telemetry
 from fogline.store import OutboxMessage, Result, ResultStore
 from fogline.transport.mqtt import MqttMessage, Topic, json_payload
@@ -56,36 +47,6 @@ TELEMETRY_MODEL = "fogline-telemetry"
 
 
 @dataclass(frozen=True)
-class _Names:
-    """Which series of a child's metrics mean what, per kind of child."""
-
-    counter: str
-    items: tuple[str, ...]
-    errors: tuple[str, ...]
-    drops: tuple[str, ...]
-    histogram: str
-    where: tuple[str, str] | None  # the histogram's label and value to keep
-
-
-_PIPELINE = _Names(
-    PIPELINE_ITEMS,
-    items=("processed",),
-    errors=("errors", "failed"),
-    drops=("dropped", "expired"),
-    histogram=PIPELINE_STAGE_SECONDS,
-    where=("stage", END_TO_END),
-)
-_SERVE = _Names(
-    SERVE_REQUESTS,
-    items=(SUCCESS,),
-    errors=(FAILURE,),
-    drops=(),
-    histogram=SERVE_REQUEST_SECONDS,
-    where=None,
-)
-
-
-@dataclass(frozen=True)
 class Scrape:
     """The cumulative numbers of one scrape: items, errors, drops and latency buckets."""
 
@@ -93,39 +54,6 @@ class Scrape:
     errors: float = 0.0
     drops: float = 0.0
     buckets: tuple[tuple[float, float], ...] = ()  # (upper bound in seconds, cumulative count)
-
-
-def parse_scrape(kind: str, text: str) -> Scrape:
-    """Read a ``pipeline`` or ``serve`` child's Prometheus text into a :class:`Scrape`.
-
-    >>> text = '''# TYPE fogline_serve_requests counter
-    ... fogline_serve_requests_total{model="m",version="1",outcome="success"} 8
-    ... fogline_serve_requests_total{model="m",version="1",outcome="failure"} 2
-    ... '''
-    >>> parse_scrape("serve", text).items, parse_scrape("serve", text).errors
-    (8.0, 2.0)
-    """
-    names = _PIPELINE if kind == "pipeline" else _SERVE
-    items = errors = drops = 0.0
-    buckets: dict[float, float] = {}
-    where = names.where
-    counter, bucket = f"{names.counter}_total", f"{names.histogram}_bucket"
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:  # by sample name: family names vary with the writer
-            if sample.name == counter:
-                outcome = sample.labels.get("outcome", "")
-                if outcome in names.items:
-                    items += sample.value
-                elif outcome in names.errors:
-                    errors += sample.value
-                elif outcome in names.drops:
-                    drops += sample.value
-            elif sample.name == bucket:
-                if where is not None and sample.labels.get(where[0]) != where[1]:
-                    continue
-                bound = float(sample.labels["le"])
-                buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return Scrape(items, errors, drops, tuple(sorted(buckets.items())))
 
 
 def quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:

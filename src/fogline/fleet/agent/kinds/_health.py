@@ -2,16 +2,9 @@
 
 A release is activated only after this check passes, so a model that does
 not load, does not accept its own sample input, or is slower than its
-latency budget never replaces the one that runs. Every model goes through
-the one :class:`~fogline.model.Engine` interface:
-
-=========  ==========================================================================
-kind       what is opened
-=========  ==========================================================================
-model      the entry (a model file, or a folder with a fogline manifest)
-pipeline   the entry is a pipeline YAML: ``load_spec`` + ``plan`` open its model
-serve      the entry is a Triton-style repository: every served version is opened
-=========  ==========================================================================
+latency budget never replaces the one that runs. The release's kind opens
+its models (:meth:`ReleaseKind.open_engines`), and every model goes through
+the one :class:`~fogline.model.Engine` interface.
 
 Each model runs on the release's sample (an ``.npz`` whose arrays are named
 after the model's inputs; a single unnamed-fitting array feeds a single
@@ -29,15 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from fogline.errors import ConfigError, DataError, FoglineError, SignatureMismatch
-from fogline.model import Engine, open_model, time_calls
-
-ReleaseKind = Literal["model", "pipeline", "serve"]
-KINDS: tuple[ReleaseKind, ...] = ("model", "pipeline", "serve")
+from fogline.fleet.agent.kinds._kind import ReleaseKind
+from fogline.model import Engine, time_calls
 
 #: Timed runs per model (after one warm-up run); the median is held against the budget.
 TIMED_RUNS = 5
@@ -74,26 +64,28 @@ class HealthReport:
 
 
 def check_release(
-    kind: str,
+    kind: ReleaseKind,
     entry: Path,
     *,
     latency_budget_ms: float | None = None,
     sample: Path | None = None,
     canary: Path | None = None,
 ) -> HealthReport:
-    """Open what ``entry`` holds for ``kind``, run it, and say whether it is fit to activate.
+    """Open what ``entry`` holds as ``kind`` does, run it, and say whether it is fit to activate.
 
     Never raises for a bad release: every fogline error (and a model
     runtime's own) becomes a failing report with the reason.
+
+    >>> from fogline.fleet.agent.kinds import kind_for
+    >>> check_release(kind_for("model"), Path("/nowhere/model.onnx")).describe()
+    "failed: /nowhere/model.onnx: the release's entry does not exist"
     """
     try:
-        if kind not in KINDS:
-            raise ConfigError(f"unknown release kind {kind!r}; one of {', '.join(KINDS)}")
         if not entry.exists():
             raise ConfigError(f"{entry}: the release's entry does not exist")
         feeds = _read_npz(sample, "sample") if sample is not None else None
         labelled = _read_canary(canary) if canary is not None else None
-        engines = _open(kind, entry)
+        engines = kind.open_engines(entry)
     except FoglineError as exc:
         return HealthReport(ok=False, reason=str(exc))
     worst = 0.0
@@ -121,36 +113,6 @@ def check_release(
     return HealthReport(
         ok=True, latency_ms=worst, accuracy=accuracy, models=tuple(n for n, _ in engines)
     )
-
-
-def _open(kind: str, entry: Path) -> list[tuple[str, Engine]]:
-    if kind == "model":
-        opened = open_model(entry)
-        return [(f"{opened.name} {opened.version}", opened.engine)]
-    if kind == "pipeline":
-        from fogline.pipeline import load_spec, plan
-
-        checked = plan(load_spec(entry))
-        return [(f"{checked.model.name} {checked.model.version}", checked.model.engine)]
-    from fogline.serve import Repository
-
-    repository = Repository(entry)
-    problems = repository.problems()
-    if problems:
-        name, why = sorted(problems.items())[0]
-        raise ConfigError(f"{entry}: model {name!r} cannot be served: {why}")
-    engines: list[tuple[str, Engine]] = []
-    try:
-        for name in repository.model_names():
-            for version, path in repository.versions(name).items():
-                engines.append((f"{name} {version}", open_model(path).engine))
-    except BaseException:
-        for _, engine in engines:
-            engine.close()
-        raise
-    if not engines:
-        raise ConfigError(f"{entry}: the repository holds no model")
-    return engines
 
 
 def _timed(engine: Engine, name: str, sample: Mapping[str, np.ndarray] | None) -> float:
