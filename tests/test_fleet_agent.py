@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -30,7 +31,9 @@ from fleet_agent_support import (
 )
 from fogline.fleet.agent._agent import Agent, AgentConfig
 from fogline.fleet.agent._enrol import read_credentials
-from fogline.protocol import Command, DesiredState
+from fogline.fleet.agent._telemetry import TelemetryReporter, TelemetryTransport
+from fogline.protocol import Command, DesiredState, DeviceTopics, Telemetry
+from fogline.store import OutboxSender, ResultStore
 from fogline.transport.mqtt import MqttUrl
 from serve_repository import make_repository
 
@@ -103,7 +106,7 @@ def test_converges_to_a_release_and_reports_it_active(
         controller.wait(lambda: controller.presence.get("cam-1") is True, what="presence online")
         controller.wait(
             lambda: any(
-                body["result"]["outputs"]["metrics"].get("digits", {}).get("accuracy")
+                body["metrics"].get("digits", {}).get("accuracy")
                 for _, body in controller.telemetry
             ),
             what="telemetry with the canary accuracy",
@@ -111,10 +114,11 @@ def test_converges_to_a_release_and_reports_it_active(
     # Assert
     assert state.generation == 1 and state.health == "ok"
     assert check_active(tmp_path / "cam-1", "digits") == "1.0.0"
-    outputs = controller.telemetry[-1][1]["result"]["outputs"]
-    assert outputs["device_id"] == "cam-1" and outputs["versions"] == {"digits": "1.0.0"}
-    assert outputs["metrics"]["digits"]["accuracy"] > 0.9
-    assert outputs["memory_mb"] > 0
+    report = controller.telemetry[-1][1]
+    Telemetry.model_validate(report)  # the payload is the protocol's body itself
+    assert report["device_id"] == "cam-1" and report["versions"] == {"digits": "1.0.0"}
+    assert report["metrics"]["digits"]["accuracy"] > 0.9
+    assert report["memory_mb"] > 0
     controller.wait(lambda: controller.presence.get("cam-1") is False, what="presence offline")
     assert any("1.0.0 active" in line for line in agent.lines)  # type: ignore[attr-defined]
 
@@ -254,13 +258,13 @@ def test_telemetry_is_queued_while_the_broker_is_down_and_delivered_after(
             assert time.monotonic() < deadline, f"outbox not drained: {agent.store.stats()}"
             time.sleep(0.1)
         produced = agent.store.stats().produced
-        sequences = lambda: {b["result"]["outputs"]["sequence"] for _, b in controller.telemetry}  # noqa: E731
+        sequences = lambda: {b["sequence"] for _, b in controller.telemetry}  # noqa: E731
         controller.wait(lambda: set(range(produced)) <= sequences(), what="every report")
         dropped = agent.store.stats().dropped
     # Assert: nothing lost; a redelivery carries the same key as the first delivery
     by_key: dict[str, int] = {}
     for key, body in controller.telemetry:
-        sequence = body["result"]["outputs"]["sequence"]
+        sequence = body["sequence"]
         assert by_key.setdefault(key, sequence) == sequence
     assert len(set(by_key.values())) == len(by_key)
     assert dropped == 0
@@ -288,9 +292,7 @@ def test_telemetry_survives_an_agent_restart(
             assert time.monotonic() < deadline
             time.sleep(0.1)
         controller.wait(
-            lambda: (
-                {0, 1, 2} <= {b["result"]["outputs"]["sequence"] for _, b in controller.telemetry}
-            ),
+            lambda: {0, 1, 2} <= {b["sequence"] for _, b in controller.telemetry},
             what="the reports queued before the restart",
         )
 
@@ -311,7 +313,7 @@ def test_a_pipeline_release_runs_as_a_child_and_is_restarted_after_a_crash(
         assert first is not None
         controller.wait(
             lambda: any(
-                body["result"]["outputs"]["metrics"].get("scanner", {}).get("items", 0) > 0
+                body["metrics"].get("scanner", {}).get("items", 0) > 0
                 for _, body in controller.telemetry
             ),
             what="telemetry with the pipeline's throughput",
@@ -335,9 +337,7 @@ def test_a_pipeline_release_runs_as_a_child_and_is_restarted_after_a_crash(
         assert agent.supervisor.pid("scanner") is None
     assert second is not None and second != first
     metrics = [
-        b["result"]["outputs"]["metrics"]["scanner"]
-        for _, b in controller.telemetry
-        if "scanner" in b["result"]["outputs"]["metrics"]
+        b["metrics"]["scanner"] for _, b in controller.telemetry if "scanner" in b["metrics"]
     ]
     assert any(m["items_per_second"] > 0 and m["p50_ms"] is not None for m in metrics)
     with pytest.raises(ProcessLookupError):
@@ -376,7 +376,7 @@ def test_a_serve_release_runs_fogline_serve(
         )
         controller.wait(
             lambda: any(
-                body["result"]["outputs"]["metrics"].get("digits-server", {}).get("items", 0) >= 1
+                body["metrics"].get("digits-server", {}).get("items", 0) >= 1
                 for _, body in controller.telemetry
             ),
             what="telemetry counting the request",
@@ -451,3 +451,36 @@ def test_cli_refuses_bad_options_with_one_line(tmp_path: Path) -> None:
         "cam-7",
     )
     assert no_root.returncode == 2 and "--trusted-root" in no_root.stderr
+
+
+class _Session:
+    """Stands in for the agent's MQTT session: the test is about what goes in and out of the outbox."""
+
+    def __init__(self) -> None:
+        self.topics = DeviceTopics("fogline", "cam-1")
+        self.published: list[Any] = []
+
+    def publish_and_wait(self, messages: list[Any], timeout: float) -> None:
+        self.published.extend(messages)
+
+
+def test_a_report_is_a_plain_outbox_message_whose_payload_is_the_telemetry_body(
+    tmp_path: Path,
+) -> None:
+    # Prepare
+    session = _Session()
+    with ResultStore(tmp_path / "telemetry.db") as store:
+        reporter = TelemetryReporter(
+            store, "cam-1", lambda: ({"digits": "1.0.0"}, {}), topic=session.topics.telemetry
+        )
+        # Execute
+        body = reporter.report_once()
+        (message,) = store.pending()
+        OutboxSender(store, TelemetryTransport(session)).deliver_once()  # type: ignore[arg-type]
+        # Assert: no result in the store, the body itself in the outbox and on the wire
+        assert store.count() == 0
+    assert message.topic == "fogline/devices/cam-1/telemetry"
+    assert Telemetry.model_validate_json(message.payload) == body
+    (sent,) = session.published
+    assert (str(sent.topic), sent.payload) == (message.topic, message.payload)
+    assert sent.property("idempotency-key") == message.key

@@ -9,6 +9,7 @@ leave out is inference, which these tests are not about.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import threading
 import time
@@ -25,7 +26,8 @@ from onnx import TensorProto, helper, numpy_helper
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fogline.errors import ConfigError
-from fogline.fleet.controller._controller import Controller, ControllerConfig
+from fogline.fleet.controller._controller import Controller, ControllerConfig, _telemetry
+from fogline.protocol import Telemetry
 from fogline.security import ReleaseRepository, init_keys
 from fogline.testing._simulator import SimulatedFleet, installer_factory
 from fogline.transport.mqtt import BrokerConfig, LocalBroker, MqttUrl, device_credentials
@@ -289,3 +291,47 @@ def test_the_api_over_https(tmp_path: Path) -> None:
             httpx.get(controller.base_url + "/api/health")  # not trusted without the CA
     finally:
         controller.stop()
+
+
+# -- telemetry bodies --------------------------------------------------------------
+
+REPORT = Telemetry(device_id="cam-1", time=1_700_000_000.0, sequence=7, versions={"digits": "1"})
+
+
+def test_a_telemetry_payload_is_the_protocol_body_itself() -> None:
+    payload = REPORT.model_dump_json().encode()
+
+    key, report = _telemetry(payload, {"idempotency-key": "k-7"})
+
+    assert (key, report) == ("k-7", REPORT)
+
+
+def test_telemetry_an_older_agent_queued_in_the_result_envelope_is_still_read() -> None:
+    # Prepare: what an agent from before plain outbox messages sent (kept for one release)
+    old = {
+        "key": "k-old",
+        "result_id": 3,
+        "result": {
+            "source": "cam-1",
+            "sequence": 7,
+            "position": None,
+            "captured_at": 1_700_000_000.0,
+            "model": "fogline-telemetry",
+            "model_version": "0.9.0",
+            "outputs": REPORT.model_dump(mode="json"),
+            "sync": True,
+        },
+    }
+
+    key, report = _telemetry(json.dumps(old).encode(), {"idempotency-key": "k-old"})
+
+    assert (key, report) == ("k-old", REPORT)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"[]", b'{"key": "k", "result": "x"}', b'{"key": "k", "result": {}}', b"{}", b"not json"],
+)
+def test_a_malformed_telemetry_payload_is_a_value_error(payload: bytes) -> None:
+    with pytest.raises(ValueError):  # pydantic's ValidationError is one too
+        _telemetry(payload, {})

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from fogline.errors import StoreError
-from fogline.store import SCHEMA_VERSION, JsonlTransport, OutboxSender, Result, ResultStore
+from fogline.store import (
+    SCHEMA_VERSION,
+    JsonlTransport,
+    OutboxMessage,
+    OutboxSender,
+    Result,
+    ResultStore,
+)
 
 # The schema as fogline wrote it at version 1 (before results had a position),
 # copied here on purpose: the test must keep describing those files however the
@@ -124,3 +131,107 @@ def test_a_migration_that_fails_leaves_the_old_store_as_it_was(old_store: Path) 
     assert schema(old_store) == before
     with closing(sqlite3.connect(old_store)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+# The outbox as fogline wrote it at version 2 (a row per result, no topic or
+# payload): results gained a position, the outbox pointed at them.
+VERSION_2 = VERSION_1.replace(
+    "PRAGMA user_version = 1;",
+    """ALTER TABLE results ADD COLUMN position TEXT;
+UPDATE results SET position = 'a/0.png' WHERE id = 1;
+UPDATE outbox SET attempts = 3, last_error = 'TransportError: broker down' WHERE id = 1;
+INSERT INTO results (source, sequence, captured_at, model, model_version, outputs, sync)
+    VALUES ('cam/0', 3, 1700000003.5, 'digits', '3', '{"a":null,"b":[1,2.5]}', 1);
+INSERT INTO outbox (result_id, key) VALUES (4, 'key-4');
+UPDATE counters SET value = 4 WHERE name = 'produced';
+INSERT INTO outbox (result_id, key) VALUES (3, 'gone');
+DELETE FROM outbox WHERE key = 'gone';
+UPDATE counters SET value = 1 WHERE name = 'delivered';
+UPDATE counters SET value = 4 WHERE name = 'produced';
+PRAGMA user_version = 2;""",
+)
+
+# What the MQTT and HTTP outbox transports of version 2 sent for those rows:
+# OutboxMessage.to_dict() as compact JSON, written out here on purpose.
+SENT_BY_VERSION_2 = [
+    b'{"key":"key-1","result_id":1,"result":{"source":"cam0","sequence":0,"position":"a/0.png",'
+    b'"captured_at":1700000000.0,"model":"digits","model_version":"3","outputs":{"label":"4"},'
+    b'"sync":true}}',
+    b'{"key":"key-2","result_id":2,"result":{"source":"cam0","sequence":1,"position":null,'
+    b'"captured_at":1700000001.0,"model":"digits","model_version":"3","outputs":{"label":"7"},'
+    b'"sync":true}}',
+    b'{"key":"key-4","result_id":4,"result":{"source":"cam/0","sequence":3,"position":null,'
+    b'"captured_at":1700000003.5,"model":"digits","model_version":"3",'
+    b'"outputs":{"a":null,"b":[1,2.5]},"sync":true}}',
+]
+
+
+class Kept:
+    def __init__(self) -> None:
+        self.sent: list[OutboxMessage] = []
+
+    def send(self, message: OutboxMessage) -> None:
+        self.sent.append(message)
+
+
+@pytest.fixture
+def version_2_store(tmp_path: Path) -> Path:
+    path = tmp_path / "v2" / "results.db"
+    path.parent.mkdir()
+    with closing(sqlite3.connect(path)) as conn:
+        conn.executescript(VERSION_2)
+    return path
+
+
+def test_pending_messages_of_a_version_2_store_are_delivered_as_they_were_after_the_upgrade(
+    version_2_store: Path,
+) -> None:
+    # Execute: open it with this fogline, read what is pending, queue more, deliver
+    with ResultStore(version_2_store) as store:
+        pending = store.pending()
+        (new_id,) = store.add([Result("cam0", 4, 1_700_000_004.0, "digits", "3", {}, True)])
+        (plain,) = store.queue([("site/telemetry", b"{}")])
+        transport = Kept()
+        sent = OutboxSender(store, transport).deliver_once()
+        stats = store.stats()
+
+    # Assert: same order, keys, attempts and errors; the payload is the bytes version 2 sent
+    assert [(m.id, m.key, m.attempts) for m in pending] == [
+        (1, "key-1", 3),
+        (2, "key-2", 0),
+        (3, "key-4", 0),
+    ]
+    assert [m.payload for m in pending] == SENT_BY_VERSION_2
+    assert [m.topic for m in pending] == ["fogline/cam0/outbox"] * 2 + ["fogline/cam_0/outbox"]
+    with closing(sqlite3.connect(version_2_store)) as conn:
+        assert conn.execute("SELECT last_error FROM outbox").fetchall() == []
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    # ids go on after the highest ever used (the deleted 'gone' row had 4): never reused
+    assert [m.id for m in transport.sent] == [1, 2, 3, 5, 6]
+    assert [m.payload for m in transport.sent[:3]] == SENT_BY_VERSION_2
+    assert json.loads(transport.sent[3].payload)["result_id"] == new_id
+    assert transport.sent[4] == plain
+    assert sent == 5 and (stats.produced, stats.delivered, stats.pending) == (6, 6, 0)
+
+
+def test_the_errors_of_pending_messages_survive_the_upgrade(version_2_store: Path) -> None:
+    ResultStore(version_2_store).close()
+
+    with closing(sqlite3.connect(version_2_store)) as conn:
+        rows = conn.execute("SELECT key, attempts, last_error FROM outbox ORDER BY id").fetchall()
+
+    assert rows == [
+        ("key-1", 3, "TransportError: broker down"),
+        ("key-2", 0, None),
+        ("key-4", 0, None),
+    ]
+
+
+def test_a_migrated_version_2_store_has_the_schema_of_a_new_one(
+    version_2_store: Path, tmp_path: Path
+) -> None:
+    ResultStore(version_2_store).close()
+    ResultStore(tmp_path / "new.db").close()
+
+    assert schema(version_2_store) == schema(tmp_path / "new.db")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -10,14 +11,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fogline.errors import ConfigError, OutboxFull
+from fogline.errors import ConfigError, OutboxFull, StoreError
 from fogline.store import (
     JsonlTransport,
     OutboxMessage,
     OutboxSender,
+    OutboxTransport,
+    Result,
     ResultStore,
     Retention,
-    Transport,
     read_deduplicated,
 )
 
@@ -35,6 +37,16 @@ class ListTransport:
         if self.failing:
             raise ConnectionError("network unreachable")
         self.sent.append(message)
+
+
+def result_id(message: OutboxMessage) -> int:
+    """The store id of the result a message carries (its envelope's ``result_id``)."""
+    return int(json.loads(message.payload)["result_id"])
+
+
+def carried(message: OutboxMessage) -> Result:
+    """The result a message carries (its envelope's ``result``)."""
+    return Result.from_dict(json.loads(message.payload)["result"])
 
 
 class FakeClock:
@@ -83,8 +95,8 @@ def test_drop_oldest_counts_every_drop(db_path: Path, make_result: Any) -> None:
     stats = store.stats()
     assert (stats.produced, stats.pending, stats.dropped) == (14, 5, 9)
     assert store.dropped() == 9
-    assert first[0] not in [m.result_id for m in store.pending()]
-    assert later[0] not in [m.result_id for m in store.pending()]
+    assert first[0] not in [result_id(m) for m in store.pending()]
+    assert later[0] not in [result_id(m) for m in store.pending()]
     assert store.count() == 14  # results are kept; only their outbox messages went
     store.close()
     with ResultStore(db_path) as reopened:
@@ -147,10 +159,10 @@ def test_sender_delivers_in_order(store: ResultStore, make_result: Any) -> None:
 
     # Assert
     assert rounds == [3, 3, 1, 0]
-    assert [m.result_id for m in transport.sent] == ids
+    assert [result_id(m) for m in transport.sent] == ids
     assert len({m.key for m in transport.sent}) == 7
     assert store.stats().delivered == 7 and store.stats().pending == 0
-    assert isinstance(transport, Transport)
+    assert isinstance(transport, OutboxTransport)
 
 
 def test_sender_backs_off_exponentially(store: ResultStore, make_result: Any) -> None:
@@ -171,7 +183,7 @@ def test_sender_backs_off_exponentially(store: ResultStore, make_result: Any) ->
         clock.now += 0.01
     assert waits == [1.0, 2.0, 4.0, 4.0]
     head = store.pending(1)[0]
-    assert head.attempts == 4 and head.result_id == ids[0]
+    assert head.attempts == 4 and result_id(head) == ids[0]
     assert isinstance(sender.last_error, ConnectionError)
 
     # Execute: the network is back
@@ -180,7 +192,7 @@ def test_sender_backs_off_exponentially(store: ResultStore, make_result: Any) ->
 
     # Assert: all of them, in order, and no more waiting
     assert delivered == 3
-    assert [m.result_id for m in transport.sent] == ids
+    assert [result_id(m) for m in transport.sent] == ids
     assert sender.deliver_once() == 0 and sender.next_attempt == float("-inf")
 
 
@@ -203,7 +215,7 @@ def test_failure_mid_round_keeps_order(store: ResultStore, make_result: Any) -> 
 
     # Assert
     assert (first, second) == (2, 3)
-    assert [m.result_id for m in transport.sent] == ids
+    assert [result_id(m) for m in transport.sent] == ids
 
 
 def test_new_sender_resumes_after_reopening(db_path: Path, make_result: Any) -> None:
@@ -220,7 +232,7 @@ def test_new_sender_resumes_after_reopening(db_path: Path, make_result: Any) -> 
         stats = store.stats()
 
     # Assert
-    assert [m.result_id for m in first.sent + second.sent] == ids
+    assert [result_id(m) for m in first.sent + second.sent] == ids
     assert (stats.delivered, stats.pending) == (6, 0)
 
 
@@ -240,7 +252,7 @@ def test_run_in_a_thread(store: ResultStore, make_result: Any) -> None:
         stop.set()
         thread.join(timeout=5)
     assert not thread.is_alive()
-    assert [m.result_id for m in transport.sent] == ids
+    assert [result_id(m) for m in transport.sent] == ids
 
 
 def test_bad_sender_options(store: ResultStore) -> None:
@@ -275,7 +287,7 @@ def test_receiver_dedupes_redeliveries(
     assert len(path.read_text().splitlines()) == 9
     assert [m["result_id"] for m in received] == ids
     assert [m["key"] for m in received] == [m.key for m in messages]
-    assert received[0]["result"]["outputs"] == messages[0].result.outputs
+    assert received[0]["result"]["outputs"] == carried(messages[0]).outputs
 
 
 # -- property: the counts always reconcile ----------------------------------------
@@ -331,3 +343,83 @@ def test_counts_reconcile(
         if policy == "reject":
             assert stats.dropped == 0
     store.close()
+
+
+# -- plain messages -------------------------------------------------------------------
+
+
+def test_plain_messages_queue_between_results_and_go_in_order(
+    store: ResultStore, make_result: Any
+) -> None:
+    # Prepare
+    (first,) = store.add([make_result(sync=True)])
+    queued = store.queue([("site/a", b"\x00binary"), ("site/b", b'{"n":1}')])
+    (last,) = store.add([make_result(sync=True)])
+    transport = ListTransport()
+
+    # Execute
+    OutboxSender(store, transport).deliver_once()
+
+    # Assert: one order for both kinds; plain ones as given, each under its own key
+    assert [m.topic for m in transport.sent][1:3] == ["site/a", "site/b"]
+    assert transport.sent[1:3] == queued
+    assert [m.payload for m in queued] == [b"\x00binary", b'{"n":1}']
+    assert [result_id(m) for m in (transport.sent[0], transport.sent[3])] == [first, last]
+    assert len({m.key for m in transport.sent}) == 4
+    assert store.stats().delivered == store.stats().produced == 4 and reconciles(store)
+
+
+def test_queue_follows_the_outbox_policy(db_path: Path) -> None:
+    with ResultStore(db_path, outbox_limit=3, outbox_policy="reject") as store:
+        store.queue([("t", b"1"), ("t", b"2")])
+        with pytest.raises(OutboxFull):
+            store.queue([("t", b"3"), ("t", b"4")])
+        assert [m.payload for m in store.pending()] == [b"1", b"2"]
+    with ResultStore(db_path.with_name("drop.db"), outbox_limit=3) as store:
+        store.queue([("t", str(i).encode()) for i in range(5)])
+        assert [m.payload for m in store.pending()] == [b"2", b"3", b"4"]
+        assert store.stats().dropped == 2 and reconciles(store)
+
+
+def test_queue_refuses_what_is_not_a_message(store: ResultStore) -> None:
+    with pytest.raises(ValueError, match="bytes"):
+        store.queue([("t", "text")])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="topic"):
+        store.queue([("", b"{}")])
+    assert store.pending() == [] and store.stats().produced == 0
+
+
+def test_a_results_payload_is_the_envelope_the_transports_always_sent(store: ResultStore) -> None:
+    # Prepare: outputs given unsorted, a numpy-like value; the bytes are pinned on purpose
+    class Scalar:
+        def tolist(self) -> float:
+            return 0.5
+
+    result = Result("cam0", 2, 1.25, "digits", "3", {"b": Scalar(), "a": [1]}, True, "x.png")
+
+    # Execute
+    (id_,) = store.add([result])
+    (message,) = store.pending()
+
+    # Assert
+    assert message.topic == "fogline/cam0/outbox"
+    assert (
+        message.payload
+        == (
+            f'{{"key":"{message.key}","result_id":{id_},"result":{{"source":"cam0","sequence":2,'
+            '"position":"x.png","captured_at":1.25,"model":"digits","model_version":"3",'
+            '"outputs":{"a":[1],"b":0.5},"sync":true}}'
+        ).encode()
+    )
+
+
+def test_a_result_the_encoder_cannot_make_a_message_of_stores_nothing(
+    db_path: Path, make_result: Any
+) -> None:
+    def refuse(record: Any, key: str) -> tuple[str, bytes]:
+        raise ValueError("no topic for this one")
+
+    with ResultStore(db_path, encode=refuse) as store:
+        with pytest.raises(StoreError, match="no topic for this one"):
+            store.add([make_result(), make_result(sync=True)])
+        assert store.count() == 0 and store.pending() == []

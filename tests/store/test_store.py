@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -181,7 +182,7 @@ def test_a_position_round_trips_and_a_result_from_before_positions_reads_as_none
 
     # Assert
     assert store.get(id_).result.position == "clip.avi#frame 120"  # type: ignore[union-attr]
-    assert message.to_dict()["result"]["position"] == "clip.avi#frame 120"
+    assert json.loads(message.payload)["result"]["position"] == "clip.avi#frame 120"
     assert Result.from_dict(placed.to_dict()) == placed
     assert Result.from_dict(old_style).position is None
     assert make_result().to_dict()["position"] is None  # the key is always there

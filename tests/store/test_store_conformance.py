@@ -16,6 +16,7 @@ configuration: errors at the boundary, the sender, threads, migration.)
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +25,29 @@ from typing import Any
 import pytest
 
 from fogline.errors import OutboxFull, StoreError
-from fogline.store import OUTBOX_POLICIES, OutboxPolicy, Record, Result, ResultStore, Retention
+from fogline.store import (
+    OUTBOX_POLICIES,
+    OutboxMessage,
+    OutboxPolicy,
+    Record,
+    Result,
+    ResultStore,
+    Retention,
+)
 
 #: Every configuration's outbox holds this many messages.
+
+
+def result_id(message: OutboxMessage) -> int:
+    """The store id of the result a message carries (its envelope's ``result_id``)."""
+    return int(json.loads(message.payload)["result_id"])
+
+
+def carried(message: OutboxMessage) -> Result:
+    """The result a message carries (its envelope's ``result``)."""
+    return Result.from_dict(json.loads(message.payload)["result"])
+
+
 LIMIT = 8
 #: "Now" for retention by age; results are captured up to two hours before it.
 NOW = 1_700_100_000.0
@@ -151,8 +172,8 @@ def test_sync_results_are_queued_in_the_same_transaction(
     # Assert
     queued = store.pending()[len(waiting) :]
     assert store.pending()[: len(waiting)] == waiting
-    assert [m.result_id for m in queued] == [i for i, r in zip(ids, batch, strict=True) if r.sync]
-    assert [m.result for m in queued] == [r for r in batch if r.sync]
+    assert [result_id(m) for m in queued] == [i for i, r in zip(ids, batch, strict=True) if r.sync]
+    assert [carried(m) for m in queued] == [r for r in batch if r.sync]
     assert len({m.key for m in [*waiting, *queued]}) == len(waiting) + len(queued)
     assert all(m.attempts == 0 for m in queued)
     assert store.stats().produced == produced + 3
@@ -176,8 +197,8 @@ def test_a_delivered_message_leaves_the_outbox_once_and_a_failed_one_stays(
     # Assert
     assert (acked, again, attempts) == (2, 0, 1)
     left = store.pending()
-    assert [(m.id, m.key, m.result) for m in left] == [
-        (m.id, m.key, m.result) for m in [*waiting, *messages[2:]]
+    assert [(m.id, m.key, carried(m)) for m in left] == [
+        (m.id, m.key, carried(m)) for m in [*waiting, *messages[2:]]
     ]
     assert [m.attempts for m in left] == [0] * len(waiting) + [1, 0]
     assert store.stats().delivered == delivered + 2
@@ -193,9 +214,9 @@ def test_retention_spares_undelivered_results(
     ids = store.add(
         [make(age=7200, sync=True), make(age=7000), make(age=6000, sync=True), make(), make()]
     )
-    store.mark_delivered([m.id for m in store.pending() if m.result_id == ids[2]])
+    store.mark_delivered([m.id for m in store.pending() if result_id(m) == ids[2]])
     before = everything(store)
-    pending = {m.result_id for m in store.pending(1_000_000)}
+    pending = {result_id(m) for m in store.pending(1_000_000)}
     # Execute
     deleted = store.apply_retention(now=NOW)
     # Assert
@@ -239,8 +260,8 @@ def test_a_full_outbox_follows_its_policy_and_counts_drops(
     elif config.policy == "drop-oldest":
         ids = store.add(overflow)
         assert store.count() == count + 3  # results stay; only outbox messages go
-        assert [m.result_id for m in store.pending()] == [
-            *(m.result_id for m in full[2:]),
+        assert [result_id(m) for m in store.pending()] == [
+            *(result_id(m) for m in full[2:]),
             ids[0],
             ids[2],
         ]

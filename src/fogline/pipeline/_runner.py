@@ -46,6 +46,7 @@ from fogline.pipeline._item import Corrupt, Item
 from fogline.pipeline._metrics import Metrics, Snapshot, Tally
 from fogline.pipeline._rules import Condition
 from fogline.pipeline._spec import Plan
+from fogline.pipeline.sinks import outbox_encoder
 from fogline.store import OutboxSender, Result, ResultStore, Retention
 
 log = logging.getLogger("fogline.pipeline")
@@ -169,6 +170,8 @@ class Pipeline:
                 outbox_limit=outbox.limit if outbox else 100_000,
                 outbox_policy=outbox.policy if outbox else "drop-oldest",
                 retention=retention,
+                # The pipeline decides each sync result's outbox topic and payload.
+                encode=outbox_encoder(outbox.transport if outbox else None),
             )
         workers = [
             _SinkWorker(name, sink_spec.build(), sink_spec.queue, sink_spec.policy, metrics)

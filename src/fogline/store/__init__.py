@@ -1,9 +1,11 @@
 """The device's durable results store and outbox: one SQLite file in WAL mode, stdlib only.
 
 A result is durable before :meth:`ResultStore.add` returns; the ``sync`` ones
-are queued in the outbox in the same transaction and delivered at least once
-by an :class:`OutboxSender` over a :class:`Transport`, each under an
-idempotency key that receivers dedupe on.
+are queued in the outbox in the same transaction, as plain
+:class:`OutboxMessage` values (topic, payload bytes, idempotency key), and
+delivered at least once by an :class:`OutboxSender` over an
+:class:`OutboxTransport`; receivers dedupe on the key. Messages that are not
+results (the agent's telemetry) go in with :meth:`ResultStore.queue`.
 
 >>> import pathlib, tempfile
 >>> from fogline.store import JsonlTransport, OutboxSender, Result, ResultStore, read_deduplicated
@@ -19,8 +21,16 @@ idempotency key that receivers dedupe on.
 
 from fogline.store._database import open_database
 from fogline.store._jsonl import JsonlTransport, read_deduplicated
-from fogline.store._outbox import OutboxSender, Transport
-from fogline.store._result import OutboxMessage, Record, Result
+from fogline.store._outbox import OutboxSender, OutboxTransport
+from fogline.store._result import (
+    OutboxMessage,
+    Record,
+    Result,
+    ResultEncoder,
+    envelope,
+    outbox_topic,
+    result_message,
+)
 from fogline.store._schema import SCHEMA_VERSION
 from fogline.store._store import (
     OUTBOX_POLICIES,
@@ -38,11 +48,15 @@ __all__ = [
     "OutboxPolicy",
     "OutboxSender",
     "OutboxStats",
+    "OutboxTransport",
     "Record",
     "Result",
+    "ResultEncoder",
     "ResultStore",
     "Retention",
-    "Transport",
+    "envelope",
     "open_database",
+    "outbox_topic",
     "read_deduplicated",
+    "result_message",
 ]

@@ -23,11 +23,15 @@ connection yet.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
 from fogline.errors import StoreError, StoreFormatError
+
+#: One step of a schema: SQL statements separated by ``;``, or a function that runs
+#: on the connection (for a step SQL alone cannot take: rewriting rows in Python).
+Migration = str | Callable[[sqlite3.Connection], None]
 
 #: How hard a commit is pushed to disk (SQLite's ``PRAGMA synchronous``).
 Synchronous = Literal["FULL", "NORMAL"]
@@ -35,7 +39,7 @@ Synchronous = Literal["FULL", "NORMAL"]
 
 def open_database(
     path: Path,
-    migrations: Sequence[str],
+    migrations: Sequence[Migration],
     *,
     what: str = "database",
     timeout: float = 5.0,
@@ -44,8 +48,9 @@ def open_database(
 ) -> sqlite3.Connection:
     """Open (or create) the SQLite file at ``path`` in WAL mode, at version ``len(migrations)``.
 
-    ``migrations[n]`` is the SQL (statements separated by ``;``) that takes the
-    file from version ``n`` to ``n + 1``; a released step never changes.
+    ``migrations[n]`` is the SQL (statements separated by ``;``), or a function
+    given the connection, that takes the file from version ``n`` to ``n + 1``,
+    inside the transaction that opens it; a released step never changes.
     ``what`` names the file in errors (``"store"``, ``"registry"``). ``timeout``
     is how long a writer waits for another. ``synchronous="FULL"`` makes each
     commit survive a power loss; ``"NORMAL"`` only a process crash, for files
@@ -100,7 +105,9 @@ def _configure(
         raise StoreError(f"{path}: SQLite refused WAL mode (journal_mode is {mode})")
 
 
-def _migrate(conn: sqlite3.Connection, path: Path, what: str, migrations: Sequence[str]) -> None:
+def _migrate(
+    conn: sqlite3.Connection, path: Path, what: str, migrations: Sequence[Migration]
+) -> None:
     latest = len(migrations)
     try:
         conn.execute("BEGIN IMMEDIATE")
@@ -122,6 +129,14 @@ def _migrate(conn: sqlite3.Connection, path: Path, what: str, migrations: Sequen
                 )
             if version < latest:
                 for step in migrations[version:]:
+                    if callable(step):
+                        try:
+                            step(conn)
+                        except (ValueError, TypeError) as exc:  # a row the step cannot read
+                            raise StoreError(
+                                f"{path}: cannot prepare the {what} schema: {exc}"
+                            ) from exc
+                        continue
                     # One statement at a time: executescript() would commit first.
                     for statement in step.split(";"):
                         if statement.strip():

@@ -1,7 +1,8 @@
 """A file transport for the outbox and its receiver side: JSON lines, deduplicated on the key.
 
-:class:`JsonlTransport` appends one line per message and fsyncs before
-``send`` returns, so a returned send is durable. :func:`read_deduplicated`
+:class:`JsonlTransport` appends one line per message (its payload, which
+is a JSON object, with sorted keys) and fsyncs before ``send`` returns, so a
+returned send is durable. :func:`read_deduplicated`
 is the receiver: it keeps the first line of each idempotency key, which turns
 at-least-once delivery into an exactly-once effect.
 
@@ -18,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fogline.errors import StoreError
+from fogline.errors import StoreError, TransportError
 from fogline.store._result import OutboxMessage
 
 
@@ -29,10 +30,15 @@ class JsonlTransport:
     is next opened, so it cannot merge with the next message; the receiver
     skips it, and the message is sent again because its send never returned.
 
+    The topic is not written: a file has one destination. The payload is
+    written as one line of JSON with sorted keys (so a result's envelope reads
+    as it always did); a payload that is not a JSON object raises
+    :class:`~fogline.errors.TransportError` and stays in the outbox.
+
     >>> import pathlib, tempfile
-    >>> from fogline.store import OutboxMessage, Result
+    >>> from fogline.store import OutboxMessage
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "out.jsonl"
-    >>> message = OutboxMessage(1, "k-1", 9, Result("cam0", 0, 0.0, "m", "1", {}, sync=True))
+    >>> message = OutboxMessage("fogline/cam0/outbox", b'{"key":"k-1","result_id":9}', "k-1", id=1)
     >>> with JsonlTransport(path) as transport:
     ...     transport.send(message); transport.send(message)
     >>> [m["result_id"] for m in read_deduplicated(path)]
@@ -68,9 +74,7 @@ class JsonlTransport:
 
     def send_many(self, messages: Sequence[OutboxMessage]) -> None:
         """Append one line per message, then one fsync: all are durable when this returns."""
-        data = "".join(
-            json.dumps(m.to_dict(), sort_keys=True, separators=(",", ":")) + "\n" for m in messages
-        ).encode()
+        data = "".join(_line(m) + "\n" for m in messages).encode()
         with self._lock:
             fd = self._open()
             view = memoryview(data)
@@ -90,6 +94,18 @@ class JsonlTransport:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _line(message: OutboxMessage) -> str:
+    try:
+        body = json.loads(message.payload)
+    except ValueError as exc:
+        raise TransportError(
+            f"outbox message {message.id}: the payload is not JSON ({exc})"
+        ) from exc
+    if not isinstance(body, dict):
+        raise TransportError(f"outbox message {message.id}: the payload is not a JSON object")
+    return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
 
 def read_deduplicated(path: str | Path) -> list[dict[str, Any]]:

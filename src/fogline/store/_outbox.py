@@ -1,4 +1,4 @@
-"""Delivering the outbox: the :class:`Transport` role and the :class:`OutboxSender`.
+"""Delivering the outbox: the :class:`OutboxTransport` role and the :class:`OutboxSender`.
 
 Delivery is at least once: a message leaves the outbox only after its
 transport's ``send`` returned, so a crash in between sends it again, with the
@@ -23,8 +23,8 @@ from fogline.store._store import ResultStore
 
 
 @runtime_checkable
-class Transport(Protocol):
-    """Carries one outbox message to its receiver; raises on any failure.
+class OutboxTransport(Protocol):
+    """Carries one outbox message (topic, payload bytes, key) to its receiver; raises on any failure.
 
     Returning means the receiver has the message durably: it will not be
     sent again unless the device crashes before recording the delivery.
@@ -48,16 +48,16 @@ class OutboxSender:
     A message that always fails blocks the ones behind it; that is the price
     of ordered delivery.
 
-    >>> import pathlib, tempfile
+    >>> import json, pathlib, tempfile
     >>> from fogline.store import ResultStore, Result
     >>> class Printer:
     ...     def send(self, message):
-    ...         print(message.result_id, message.result.outputs)
+    ...         print(message.id, message.topic, json.loads(message.payload)["result"]["outputs"])
     >>> store = ResultStore(pathlib.Path(tempfile.mkdtemp()) / "r.db")
     >>> _ = store.add([Result("cam0", i, 0.0, "m", "1", {"i": i}, sync=True) for i in range(2)])
     >>> OutboxSender(store, Printer()).deliver_once()
-    1 {'i': 0}
-    2 {'i': 1}
+    1 fogline/cam0/outbox {'i': 0}
+    2 fogline/cam0/outbox {'i': 1}
     2
     >>> store.stats().pending, store.stats().delivered
     (0, 2)
@@ -67,7 +67,7 @@ class OutboxSender:
     def __init__(
         self,
         store: ResultStore,
-        transport: Transport,
+        transport: OutboxTransport,
         *,
         batch: int = 100,
         backoff_initial: float = 0.5,

@@ -1,5 +1,7 @@
 """Value objects of the store: a :class:`Result`, a stored :class:`Record`, an :class:`OutboxMessage`.
 
+And how a stored result becomes an outbox message by default (:func:`result_message`).
+
 All are frozen dataclasses that validate themselves; they hold no
 connection and are safe to share between threads. ``outputs`` is checked to
 be a mapping with string keys here; whether its values are JSON is found out
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,32 +115,77 @@ class Record:
 
 @dataclass(frozen=True)
 class OutboxMessage:
-    """A pending outbox entry: deliver ``result`` under idempotency ``key``.
+    """One outbox message: ``payload`` bytes for ``topic``, delivered under idempotency ``key``.
 
-    ``id`` orders delivery; ``attempts`` counts failed deliveries so far.
-    Receivers dedupe on ``key``, which is fixed when the result is added and
-    the same on every redelivery.
+    The outbox does not look inside a message: what ``topic`` and ``payload``
+    mean is up to whoever queued it (the pipeline queues each ``sync``
+    result's :func:`envelope`, the agent its telemetry body). ``id`` orders
+    delivery (0 for a message not queued yet); ``attempts`` counts failed
+    deliveries so far. Receivers dedupe on ``key``, which is fixed when the
+    message is queued and the same on every redelivery.
 
-    >>> m = OutboxMessage(1, "0b6f…", 5, Result("cam0", 0, 0.0, "digits", "3", {}, sync=True))
-    >>> sorted(m.to_dict())
-    ['key', 'result', 'result_id']
+    >>> m = OutboxMessage("fogline/cam0/outbox", b'{"label":4}', "0b6f…", id=1)
+    >>> m.topic, m.payload, m.attempts
+    ('fogline/cam0/outbox', b'{"label":4}', 0)
+    >>> OutboxMessage("t", "text", "k")
+    Traceback (most recent call last):
+    ...
+    ValueError: an outbox payload is bytes, got str
     """
 
-    id: int
+    topic: str
+    payload: bytes
     key: str
-    result_id: int
-    result: Result
+    id: int = 0
     attempts: int = 0
 
     def __post_init__(self) -> None:
-        if not self.key:
+        if not isinstance(self.topic, str) or not self.topic:
+            raise ValueError("an outbox message needs a non-empty topic")
+        if not isinstance(self.payload, bytes):
+            raise ValueError(f"an outbox payload is bytes, got {type(self.payload).__name__}")
+        if not isinstance(self.key, str) or not self.key:
             raise ValueError("an outbox message needs an idempotency key")
+        if isinstance(self.id, bool) or not isinstance(self.id, int) or self.id < 0:
+            raise ValueError(f"an outbox id is zero or more, got {self.id!r}")
         if self.attempts < 0:
             raise ValueError(f"attempts cannot be negative, got {self.attempts}")
 
-    def to_dict(self) -> dict[str, Any]:
-        """What a transport sends: the key, the result's store id and the result."""
-        return {"key": self.key, "result_id": self.result_id, "result": self.result.to_dict()}
+
+#: How a store turns a stored ``sync`` result and its key into an outbox ``(topic, payload)``.
+ResultEncoder = Callable[[Record, str], tuple[str, bytes]]
+
+
+def envelope(record: Record, key: str) -> bytes:
+    """The outbox payload of a stored result: ``{"key", "result_id", "result"}`` as compact JSON.
+
+    ``record`` is the result as the store reads it back (outputs sorted, numpy
+    values as lists), so the bytes are the same however the result was made.
+
+    >>> envelope(Record(9, Result("cam0", 0, 1.0, "m", "1", {"b": 2, "a": 1}, sync=True)), "k-1")[:40]
+    b'{"key":"k-1","result_id":9,"result":{"so'
+    """
+    body = {"key": key, "result_id": record.id, "result": record.result.to_dict()}
+    return json.dumps(body, separators=(",", ":"), default=_jsonable).encode()
+
+
+def outbox_topic(result: Result) -> str:
+    """The default topic of a result's outbox message: ``fogline/{source}/outbox``.
+
+    The source is one topic level: ``/``, ``+``, ``#`` and NUL in it become ``_``.
+
+    >>> outbox_topic(Result("line 1/cam+0", 0, 0.0, "m", "1", {}))
+    'fogline/line 1_cam_0/outbox'
+    """
+    level = result.source
+    for char in "/+#\x00":
+        level = level.replace(char, "_")
+    return f"fogline/{level}/outbox"
+
+
+def result_message(record: Record, key: str) -> tuple[str, bytes]:
+    """The store's default :data:`ResultEncoder`: :func:`outbox_topic` and :func:`envelope`."""
+    return outbox_topic(record.result), envelope(record, key)
 
 
 def _jsonable(value: object) -> object:
@@ -152,3 +199,15 @@ def _jsonable(value: object) -> object:
 def outputs_json(outputs: Mapping[str, Any]) -> str:
     """Serialise ``outputs``; numpy values become lists/numbers; raises TypeError/ValueError."""
     return json.dumps(outputs, sort_keys=True, separators=(",", ":"), default=_jsonable)
+
+
+def record_from_row(row: Sequence[Any]) -> Record:
+    """A :class:`Record` from a ``results`` row: id, source, sequence, captured_at, model,
+    model_version, outputs (JSON text), sync, position."""
+    id_, source, sequence, captured_at, model, model_version, outputs, sync, position = row
+    value = json.loads(outputs)
+    assert isinstance(value, dict)
+    result = Result(
+        source, sequence, captured_at, model, model_version, value, bool(sync), position
+    )
+    return Record(id_, result)

@@ -7,6 +7,11 @@ ones a file has not had when the store opens it.
 
 from __future__ import annotations
 
+import sqlite3
+
+from fogline.store._database import Migration
+from fogline.store._result import record_from_row, result_message
+
 #: Counters kept in the ``counters`` table; ``produced = delivered + pending + dropped``.
 COUNTERS = ("delivered", "dropped", "produced")
 
@@ -44,8 +49,58 @@ INSERT INTO counters (name, value) VALUES ('delivered', 0), ('dropped', 0), ('pr
 # NULL for the rows stored before version 2.
 _ADD_POSITION = "ALTER TABLE results ADD COLUMN position TEXT"
 
+# Version 3: the outbox holds plain messages (topic, payload, key) instead of
+# pointing at a result. ``result_id`` stays, nullable, for the messages that
+# carry a result: retention keeps a result while its message is pending.
+_PLAIN_OUTBOX = """
+ALTER TABLE outbox RENAME TO outbox_v2;
+CREATE TABLE outbox (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic      TEXT    NOT NULL,
+    payload    BLOB    NOT NULL,
+    key        TEXT    NOT NULL UNIQUE,
+    result_id  INTEGER UNIQUE REFERENCES results (id),
+    attempts   INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT
+)
+"""
+
+
+def _plain_outbox(conn: sqlite3.Connection) -> None:
+    """Version 2 to 3: each pending message gets the topic and payload it would have been sent with.
+
+    That is the result's envelope (``{"key", "result_id", "result"}``, the
+    bytes the MQTT and HTTP transports sent) on its default topic
+    ``fogline/{source}/outbox``; ids, keys, attempts and errors are kept, so
+    the messages go out in the same order under the same keys, and the id
+    sequence goes on where it was (an id is never reused).
+    """
+    for statement in _PLAIN_OUTBOX.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    rows = conn.execute(
+        "SELECT o.id, o.key, o.attempts, o.last_error, r.id, r.source, r.sequence,"
+        " r.captured_at, r.model, r.model_version, r.outputs, r.sync, r.position"
+        " FROM outbox_v2 o JOIN results r ON r.id = o.result_id ORDER BY o.id"
+    ).fetchall()
+    for outbox_id, key, attempts, last_error, *result_row in rows:
+        record = record_from_row(result_row)
+        topic, payload = result_message(record, key)
+        conn.execute(
+            "INSERT INTO outbox (id, topic, payload, key, result_id, attempts, last_error)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (outbox_id, topic, payload, key, record.id, attempts, last_error),
+        )
+    conn.execute("DELETE FROM sqlite_sequence WHERE name = 'outbox'")
+    conn.execute(
+        "INSERT INTO sqlite_sequence (name, seq)"
+        " SELECT 'outbox', seq FROM sqlite_sequence WHERE name = 'outbox_v2'"
+    )
+    conn.execute("DROP TABLE outbox_v2")
+
+
 #: The schema, one step per version: ``MIGRATIONS[n]`` takes version ``n`` to ``n + 1``.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _ADD_POSITION)
+MIGRATIONS: tuple[Migration, ...] = (_SCHEMA_V1, _ADD_POSITION, _plain_outbox)
 
 #: The schema this code writes; ``PRAGMA user_version`` of a store it created.
 SCHEMA_VERSION = len(MIGRATIONS)

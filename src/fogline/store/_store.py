@@ -16,7 +16,6 @@ before acknowledged".) One fsync per ``add`` call: batch results to go faster.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import threading
@@ -29,14 +28,21 @@ from typing import Any, Literal
 
 from fogline.errors import ConfigError, OutboxFull, StoreError
 from fogline.store._database import open_database
-from fogline.store._result import OutboxMessage, Record, Result, outputs_json
+from fogline.store._result import (
+    OutboxMessage,
+    Record,
+    Result,
+    ResultEncoder,
+    outputs_json,
+    record_from_row,
+    result_message,
+)
 from fogline.store._schema import MIGRATIONS
 
 OutboxPolicy = Literal["drop-oldest", "reject"]
 OUTBOX_POLICIES: tuple[OutboxPolicy, ...] = ("drop-oldest", "reject")
 
 _RESULT_COLUMNS = "id, source, sequence, captured_at, model, model_version, outputs, sync, position"
-_RESULT_COLUMNS_R = ", ".join("r." + c for c in _RESULT_COLUMNS.split(", "))
 
 
 @dataclass(frozen=True)
@@ -76,8 +82,14 @@ class OutboxStats:
 class ResultStore:
     """Results and their outbox in one SQLite file (WAL); see the module docstring.
 
-    Idempotency keys are random UUIDs (uuid4) drawn when a result is added and
-    stored with its outbox row, so every redelivery carries the same key. They
+    The outbox holds plain :class:`OutboxMessage` values (topic, payload
+    bytes, key). A ``sync`` result is queued as the message ``encode`` makes
+    of it (by default :func:`~fogline.store.result_message`: its envelope on
+    ``fogline/{source}/outbox``; the pipeline passes its own to choose the
+    topic); :meth:`queue` takes messages that are not results (telemetry).
+
+    Idempotency keys are random UUIDs (uuid4) drawn when a message is queued
+    and stored with it, so every redelivery carries the same key. They
     are deliberately not derived from ``source``/``sequence``: a source's
     sequence restarts at 0 when the device reboots, and a derived key would make
     receivers discard genuinely new results as duplicates.
@@ -99,6 +111,7 @@ class ResultStore:
         outbox_policy: OutboxPolicy = "drop-oldest",
         retention: Retention = Retention(),
         timeout: float = 5.0,
+        encode: ResultEncoder = result_message,
     ) -> None:
         if outbox_limit < 1:
             raise ConfigError(f"outbox_limit must be at least 1, got {outbox_limit}")
@@ -110,6 +123,7 @@ class ResultStore:
         self.outbox_limit = outbox_limit
         self.outbox_policy: OutboxPolicy = outbox_policy
         self.retention = retention
+        self.encode = encode
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = open_database(
             self.path, MIGRATIONS, what="store", timeout=timeout
@@ -183,12 +197,7 @@ class ResultStore:
             return []
         with self._write() as conn:
             queued = sum(r.sync for r in batch)
-            pending = self._pending_count(conn)
-            if self.outbox_policy == "reject" and pending + queued > self.outbox_limit:
-                raise OutboxFull(
-                    f"{self.path}: the outbox holds {pending} of {self.outbox_limit} messages; "
-                    f"this batch would add {queued} (policy reject: nothing of it was stored)"
-                )
+            pending = self._make_room(conn, queued, "batch")
             rows = []
             for index, result in enumerate(batch):
                 try:
@@ -219,25 +228,63 @@ class ResultStore:
             (last,) = conn.execute("SELECT last_insert_rowid()").fetchone()
             ids = list(range(last - len(batch) + 1, last + 1))
             if queued:
-                entropy = os.urandom(16 * queued)
-                keys = (
-                    str(uuid.UUID(bytes=entropy[16 * i : 16 * i + 16], version=4))
-                    for i in range(queued)
-                )
+                messages = []
+                keys = _new_keys(queued)
+                for index, (id_, row) in enumerate(zip(ids, rows, strict=True)):
+                    if not batch[index].sync:
+                        continue
+                    # The result as get() reads it back, so its message is the same either way.
+                    record = record_from_row((id_, *row))
+                    key = next(keys)
+                    try:
+                        topic, payload = self.encode(record, key)
+                        message = OutboxMessage(topic, payload, key)
+                    except (TypeError, ValueError) as exc:
+                        raise StoreError(
+                            f"result {index} of the batch (source {record.result.source!r}, "
+                            f"sequence {record.result.sequence}): no outbox message ({exc}); "
+                            "nothing was stored"
+                        ) from exc
+                    messages.append((message.topic, message.payload, message.key, id_))
                 conn.executemany(
-                    "INSERT INTO outbox (result_id, key) VALUES (?, ?)",
-                    zip((i for i, r in zip(ids, batch, strict=True) if r.sync), keys, strict=True),
+                    "INSERT INTO outbox (topic, payload, key, result_id) VALUES (?, ?, ?, ?)",
+                    messages,
                 )
-            if queued:
-                _bump(conn, "produced", queued)
-                overflow = pending + queued - self.outbox_limit
-                if overflow > 0:  # only reachable with drop-oldest
-                    dropped = conn.execute(
-                        "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)",
-                        (overflow,),
-                    ).rowcount
-                    _bump(conn, "dropped", dropped)
+                self._queued(conn, pending, queued)
         return ids
+
+    def queue(self, messages: Iterable[tuple[str, bytes]]) -> list[OutboxMessage]:
+        """Queue plain ``(topic, payload)`` messages in the outbox, in one transaction.
+
+        Each gets a fresh idempotency key; the queued messages (with their
+        ids and keys) are returned once they are durable. A full outbox is
+        handled as in :meth:`add`: ``"reject"`` raises :class:`OutboxFull`
+        and queues none, ``"drop-oldest"`` drops the oldest pending ones.
+
+        >>> import pathlib, tempfile
+        >>> with ResultStore(pathlib.Path(tempfile.mkdtemp()) / "r.db") as store:
+        ...     (m,) = store.queue([("site/telemetry", b'{"cpu":3.5}')])
+        ...     store.pending() == [m], m.payload
+        (True, b'{"cpu":3.5}')
+        """
+        # Checked (non-empty topic, bytes) before the transaction; the keys come next.
+        batch = [OutboxMessage(topic, payload, "unset") for topic, payload in messages]
+        if not batch:
+            return []
+        keys = _new_keys(len(batch))
+        with self._write() as conn:
+            pending = self._make_room(conn, len(batch), "batch of messages")
+            queued = []
+            for message in batch:
+                key = next(keys)
+                cursor = conn.execute(
+                    "INSERT INTO outbox (topic, payload, key) VALUES (?, ?, ?)",
+                    (message.topic, message.payload, key),
+                )
+                assert cursor.lastrowid is not None
+                queued.append(OutboxMessage(message.topic, message.payload, key, cursor.lastrowid))
+            self._queued(conn, pending, len(batch))
+        return queued
 
     def get(self, id: int) -> Record | None:
         """The result stored under ``id``, or ``None`` (never stored, or removed by retention)."""
@@ -245,7 +292,7 @@ class ResultStore:
             row = conn.execute(
                 f"SELECT {_RESULT_COLUMNS} FROM results WHERE id = ?", (id,)
             ).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else record_from_row(row)
 
     def query(
         self, *, source: str | None = None, since: float | None = None, limit: int = 1000
@@ -266,7 +313,7 @@ class ResultStore:
             sql += " WHERE " + " AND ".join(where)
         with self._read() as conn:
             rows = conn.execute(sql + " ORDER BY id LIMIT ?", (*params, limit)).fetchall()
-        return [_record(row) for row in rows]
+        return [record_from_row(row) for row in rows]
 
     def count(self) -> int:
         """How many results the store holds."""
@@ -307,15 +354,13 @@ class ResultStore:
         """The first ``limit`` pending outbox messages, in delivery (id) order."""
         with self._read() as conn:
             rows = conn.execute(
-                f"SELECT o.id, o.key, o.attempts, {_RESULT_COLUMNS_R} FROM outbox o"
-                " JOIN results r ON r.id = o.result_id ORDER BY o.id LIMIT ?",
+                "SELECT topic, payload, key, id, attempts FROM outbox ORDER BY id LIMIT ?",
                 (limit,),
             ).fetchall()
-        messages = []
-        for outbox_id, key, attempts, *result_row in rows:
-            record = _record(tuple(result_row))
-            messages.append(OutboxMessage(outbox_id, key, record.id, record.result, attempts))
-        return messages
+        return [
+            OutboxMessage(topic, bytes(payload), key, id_, attempts)
+            for topic, payload, key, id_, attempts in rows
+        ]
 
     def mark_delivered(self, ids: Sequence[int]) -> int:
         """Remove delivered messages from the outbox and count them; return how many were pending.
@@ -356,6 +401,27 @@ class ResultStore:
             dropped=counters["dropped"],
         )
 
+    def _make_room(self, conn: sqlite3.Connection, adding: int, what: str) -> int:
+        """The pending count; raises :class:`OutboxFull` if ``adding`` overflows under ``reject``."""
+        pending = self._pending_count(conn)
+        if self.outbox_policy == "reject" and adding and pending + adding > self.outbox_limit:
+            raise OutboxFull(
+                f"{self.path}: the outbox holds {pending} of {self.outbox_limit} messages; "
+                f"this {what} would add {adding} (policy reject: nothing of it was stored)"
+            )
+        return pending
+
+    def _queued(self, conn: sqlite3.Connection, pending: int, queued: int) -> None:
+        """Count ``queued`` new messages; with drop-oldest, drop what overflows the limit."""
+        _bump(conn, "produced", queued)
+        overflow = pending + queued - self.outbox_limit
+        if overflow > 0:  # only reachable with drop-oldest
+            dropped = conn.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT ?)",
+                (overflow,),
+            ).rowcount
+            _bump(conn, "dropped", dropped)
+
     @staticmethod
     def _pending_count(conn: sqlite3.Connection) -> int:
         # From the counters, O(1); stats() recounts the table, and the tests check they agree.
@@ -367,22 +433,7 @@ def _bump(conn: sqlite3.Connection, name: str, by: int) -> None:
     conn.execute("UPDATE counters SET value = value + ? WHERE name = ?", (by, name))
 
 
-def _record(row: tuple[Any, ...]) -> Record:
-    id_, source, sequence, captured_at, model, model_version, outputs, sync, position = row
-    result = Result(
-        source,
-        sequence,
-        captured_at,
-        model,
-        model_version,
-        _loads(outputs),
-        bool(sync),
-        position,
-    )
-    return Record(id_, result)
-
-
-def _loads(text: str) -> dict[str, Any]:
-    value = json.loads(text)
-    assert isinstance(value, dict)
-    return value
+def _new_keys(n: int) -> Iterator[str]:
+    """``n`` random idempotency keys (uuid4), from one read of the OS's entropy."""
+    entropy = os.urandom(16 * n)
+    return (str(uuid.UUID(bytes=entropy[16 * i : 16 * i + 16], version=4)) for i in range(n))

@@ -13,7 +13,7 @@ import pytest
 
 from fogline.errors import ConfigError, TransportError
 from fogline.pipeline.sinks._http import HttpSinkSpec, HttpTransport, HttpTransportSpec
-from fogline.store import OutboxMessage, OutboxSender, Result, ResultStore
+from fogline.store import OutboxMessage, OutboxSender, Record, Result, ResultStore, envelope
 
 
 class Endpoint:
@@ -146,4 +146,5 @@ def test_bad_urls_are_refused(url: str) -> None:
 
 
 def _message() -> OutboxMessage:
-    return OutboxMessage(1, "k-1", 1, make_results(1, sync=True)[0])
+    record = Record(1, make_results(1, sync=True)[0])
+    return OutboxMessage("fogline/cam/outbox", envelope(record, "k-1"), "k-1", id=1)

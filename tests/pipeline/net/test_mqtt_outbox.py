@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from broker import Mosquitto
 from fogline.errors import ConfigError, TransportError
@@ -126,5 +127,6 @@ def test_broker_down_keeps_messages_pending_and_drains_in_order_when_back(
 def test_transport_refuses_what_it_cannot_deliver_reliably(mosquitto: Mosquitto) -> None:
     with pytest.raises(ConfigError, match="qos 1 or 2"):
         MqttTransport(mosquitto.url, qos=0)
-    with pytest.raises(ConfigError, match="label"):
-        MqttTransport(mosquitto.url, "x/{label}")
+    # The topic is the pipeline's choice, from the spec, and may use the result's own fields only.
+    with pytest.raises(ValidationError, match="label"):
+        MqttTransportSpec(url=mosquitto.url, topic="x/{label}")

@@ -59,7 +59,8 @@ from fogline.transport.mqtt import BrokerUrl, MqttUrl
 
 log = logging.getLogger("fogline.agent")
 
-#: Telemetry results kept in the device's store (sent ones beyond this are deleted).
+#: Results kept in the device's store: telemetry an older agent stored as results
+#: (sent ones beyond this are deleted); reports are plain outbox messages now.
 TELEMETRY_ROWS = 10_000
 
 
@@ -176,8 +177,8 @@ class Agent:
             self.store,
             self.config.device_id,
             self._collect,
+            topic=topics.telemetry,
             period=self.config.telemetry_period,
-            agent_version=fogline.__version__,
             pids=self.supervisor.pids,
         )
         self.sender = OutboxSender(

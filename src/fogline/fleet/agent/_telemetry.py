@@ -1,15 +1,14 @@
 """The agent's telemetry: read what each release measured, queue one report a period, send it.
 
-Every ``period`` seconds the agent builds a :class:`~fogline.fleet.Telemetry`
+Every ``period`` seconds the agent builds a :class:`~fogline.protocol.Telemetry`
 body (per-release :class:`~fogline.protocol.ReleaseMetrics`, the versions that run, CPU
-and memory of the agent and its children) and adds it to its
-:class:`~fogline.store.ResultStore` as a ``sync`` result: it is durable in
-SQLite before anything is sent, and the store's outbox keeps it while the
+and memory of the agent and its children) and queues it in the outbox of its
+:class:`~fogline.store.ResultStore` as a plain message (topic
+``{prefix}/devices/{device_id}/telemetry``, payload the body's JSON): it is
+durable in SQLite before anything is sent, and the outbox keeps it while the
 broker is away, across agent restarts too. An :class:`~fogline.store.OutboxSender`
-delivers the outbox to ``{prefix}/devices/{device_id}/telemetry`` over the
-agent's one MQTT session, in the format of the pipeline's MQTT outbox
-transport: each message is the outbox envelope (``key``, ``result_id``, ``result``) whose ``result.outputs`` is the
-Telemetry body, with the idempotency key also as the MQTT 5 user property
+delivers the outbox over the agent's one MQTT session: the payload is the
+Telemetry body itself, with the idempotency key as the MQTT 5 user property
 ``idempotency-key``, so the controller dedupes redeliveries.
 
 Metrics of a child process come from its Prometheus endpoint, read by the
@@ -37,13 +36,10 @@ import psutil
 
 from fogline.fleet.agent._session import AgentSession
 from fogline.protocol import ReleaseMetrics, Telemetry
-from fogline.store import OutboxMessage, Result, ResultStore
+from fogline.store import OutboxMessage, ResultStore
 from fogline.transport.mqtt import MqttMessage, Topic, json_payload
 
 log = logging.getLogger(__name__)
-
-#: The ``model`` field of a telemetry result in the store (what it is, for a reader of the store).
-TELEMETRY_MODEL = "fogline-telemetry"
 
 
 @dataclass(frozen=True)
@@ -136,12 +132,15 @@ class ProcessTree:
 
 
 class TelemetryTransport:
-    """The outbox :class:`~fogline.store.Transport` to this device's telemetry topic.
+    """The :class:`~fogline.store.OutboxTransport` to this device's telemetry topic.
 
-    The payload is what the pipeline's MQTT outbox transport sends
-    (``OutboxMessage.to_dict()`` as JSON, the idempotency key also as the
-    user property ``idempotency-key``), published over the agent's own
-    session: ``send_many`` returns once the broker acknowledged every one.
+    Each message's payload goes as it is, with the idempotency key as the
+    user property ``idempotency-key``, over the agent's own session:
+    ``send_many`` returns once the broker acknowledged every one. Every
+    message goes to this session's telemetry topic, whatever topic it was
+    queued with: the agent's outbox holds telemetry only, and a report an
+    older agent queued (before plain messages) carries the store's default
+    topic, not the telemetry one.
     """
 
     def __init__(self, session: AgentSession, *, timeout: float = 10.0) -> None:
@@ -157,7 +156,7 @@ class TelemetryTransport:
             [
                 MqttMessage(
                     self.topic,
-                    json_payload(message.to_dict()),
+                    message.payload,
                     1,
                     user_properties=(("idempotency-key", message.key),),
                 )
@@ -171,6 +170,8 @@ class TelemetryReporter:
     """Every ``period`` seconds, queue one :class:`Telemetry` body in the store's outbox.
 
     ``collect()`` returns the versions that run and the metrics per release.
+    Each report is a plain outbox message on ``topic`` (the device's
+    telemetry topic) whose payload is the :class:`Telemetry` body as JSON.
     The sequence number goes on from the store's count of queued messages, so
     it keeps growing across agent restarts.
     """
@@ -181,14 +182,14 @@ class TelemetryReporter:
         device_id: str,
         collect: Callable[[], tuple[Mapping[str, str], Mapping[str, ReleaseMetrics]]],
         *,
+        topic: str,
         period: float = 10.0,
-        agent_version: str = "",
         pids: Callable[[], Iterable[int]] = tuple,
     ) -> None:
         self.store = store
         self.device_id = device_id
+        self.topic = topic
         self.period = period
-        self.agent_version = agent_version
         self._collect = collect
         self._pids = pids
         self._tree = ProcessTree()
@@ -209,16 +210,7 @@ class TelemetryReporter:
             memory_mb=memory,
             period=self.period,
         )
-        result = Result(
-            source=self.device_id,
-            sequence=body.sequence,
-            captured_at=now,
-            model=TELEMETRY_MODEL,
-            model_version=self.agent_version or "0",
-            outputs=body.model_dump(mode="json"),
-            sync=True,
-        )
-        self.store.add([result])
+        self.store.queue([(self.topic, json_payload(body.model_dump(mode="json")))])
         return body
 
     def run(self, stop: threading.Event) -> None:

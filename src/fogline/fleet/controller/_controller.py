@@ -448,11 +448,17 @@ def _same_device(topic_device: str, body_device: str) -> None:
 
 
 def _telemetry(payload: bytes, props: dict[str, str]) -> tuple[str, Telemetry]:
-    """A report, bare or inside the outbox envelope (``{"key", "result": {"outputs"}}``)."""
+    """A report (the protocol's :class:`Telemetry` body) and its idempotency key."""
     body = json.loads(payload)
-    if isinstance(body, dict) and "result" in body and "key" in body:
-        report = Telemetry.model_validate(body["result"]["outputs"])
-        return str(body["key"]), report
+    # Compatibility, for one release only: an agent from before plain outbox
+    # messages sent its report inside the pipeline's result envelope
+    # ({"key", "result_id", "result": {"outputs": <Telemetry>}}), and such
+    # reports may still sit in an old agent's outbox during a rollout.
+    # Remove this branch in the release after the one that added it.
+    if isinstance(body, dict) and "result" in body and "key" in body and "device_id" not in body:
+        result = body["result"]
+        outputs = result.get("outputs") if isinstance(result, dict) else None
+        return str(body["key"]), Telemetry.model_validate(outputs)
     report = Telemetry.model_validate(body)
     key = props.get("idempotency-key") or f"{report.device_id}:{report.sequence}:{report.time}"
     return key, report

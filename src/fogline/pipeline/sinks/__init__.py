@@ -11,11 +11,13 @@ from fogline.pipeline.sinks._basic import (
 )
 from fogline.pipeline.sinks._http import HttpSink, HttpSinkSpec, HttpTransport, HttpTransportSpec
 from fogline.pipeline.sinks._mqtt import MqttSink, MqttSinkSpec, MqttTransport, MqttTransportSpec
+from fogline.pipeline.sinks._outbox import DEFAULT_OUTBOX_TOPIC, outbox_encoder
 
 SPECS = (JsonlSinkSpec, StdoutSinkSpec, ShellSinkSpec, MqttSinkSpec, HttpSinkSpec)
 TRANSPORT_SPECS = (JsonlTransportSpec, MqttTransportSpec, HttpTransportSpec)
 
 __all__ = [
+    "DEFAULT_OUTBOX_TOPIC",
     "SPECS",
     "TRANSPORT_SPECS",
     "HttpSink",
@@ -33,4 +35,5 @@ __all__ = [
     "ShellSinkSpec",
     "StdoutSink",
     "StdoutSinkSpec",
+    "outbox_encoder",
 ]

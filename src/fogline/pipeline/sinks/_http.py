@@ -6,12 +6,14 @@ answer is delivery, anything else a :class:`~fogline.errors.TransportError`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Literal
 
 import httpx
 from pydantic import AfterValidator, Field, PositiveFloat
 
+from fogline.errors import TransportError
 from fogline.pipeline._base import SinkSpec, TransportSpec
 from fogline.pipeline._http import JsonPoster, check_http_url
 from fogline.store import OutboxMessage, Result
@@ -47,9 +49,11 @@ class HttpSink:
 
 
 class HttpTransport:
-    """An outbox :class:`~fogline.store.Transport`: POST each message, keyed by ``Idempotency-Key``.
+    """An outbox :class:`~fogline.store.OutboxTransport`: POST each payload, keyed by ``Idempotency-Key``.
 
-    The body is ``OutboxMessage.to_dict()`` (which holds the key as well).
+    The body is the message's payload, a JSON document (for a result, its
+    envelope ``{"key", "result_id", "result"}``, which holds the key as
+    well); the topic is not sent: the URL is the destination.
     A 2xx answer means delivered. Every other outcome raises
     :class:`~fogline.errors.TransportError` and the sender retries with
     backoff: 5xx, 408, 425, 429 and unreachable endpoints are temporary; any
@@ -70,7 +74,14 @@ class HttpTransport:
         self.poster = JsonPoster(url, headers=headers, timeout=timeout, client=client)
 
     def send(self, message: OutboxMessage) -> None:
-        self.poster.post(message.to_dict(), {"Idempotency-Key": message.key})
+        try:
+            body = json.loads(message.payload)
+        except ValueError as exc:
+            raise TransportError(
+                f"outbox message {message.id}: the payload is not JSON ({exc})"
+            ) from exc
+        # Compact JSON read and written again is the same bytes.
+        self.poster.post(body, {"Idempotency-Key": message.key})
 
     def close(self) -> None:
         self.poster.close()

@@ -4,7 +4,9 @@ Both publish JSON through one :class:`~fogline.transport.mqtt.MqttPublisher`
 and wait for the broker's acknowledgement. The sink is the live feed (one
 message per result, on a topic made from the result, optionally retained);
 the transport is the durable path: it carries outbox messages, which the
-sender retries until acknowledged, under their idempotency key.
+sender retries until acknowledged, under their idempotency key, each to the
+topic the pipeline gave it when it queued the result (the transport spec's
+``topic`` template, see :func:`~fogline.pipeline.sinks.outbox_encoder`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Literal
 
 from pydantic import PositiveFloat, field_validator
 
-from fogline.errors import ConfigError, ItemError
+from fogline.errors import ConfigError, ItemError, TransportError
 from fogline.pipeline._base import SinkSpec, TransportSpec
 from fogline.pipeline._mqtt import RESULT_FIELDS, result_topic
 from fogline.store import OutboxMessage, Result
@@ -23,6 +25,7 @@ from fogline.transport.mqtt import (
     MqttMessage,
     MqttPublisher,
     MqttUrl,
+    Topic,
     TopicTemplate,
     TopicTemplateField,
     json_payload,
@@ -87,29 +90,24 @@ class MqttSink:
 
 
 class MqttTransport:
-    """An outbox :class:`~fogline.store.Transport`: each message as JSON to a topic per result.
+    """An outbox :class:`~fogline.store.OutboxTransport`: each message's payload to its topic.
 
-    The payload is ``OutboxMessage.to_dict()`` (``key``, ``result_id``,
-    ``result``); the idempotency key is also the MQTT 5 user property
-    ``idempotency-key``, so a receiver can dedupe without parsing. ``send``
-    returns only after the broker acknowledged (QoS 1 or 2) and raises
-    :class:`TransportError` otherwise, so the sender keeps the message and
-    retries it. The topic may use the result's own fields only
-    (:data:`RESULT_FIELDS`): outputs differ from result to result, and a
-    message that can never be sent would hold up the outbox.
+    The payload goes as it is (for a result, its envelope ``key``,
+    ``result_id``, ``result`` as JSON); the idempotency key is also the MQTT 5
+    user property ``idempotency-key``, so a receiver can dedupe without
+    parsing. ``send`` returns only after the broker acknowledged (QoS 1 or 2)
+    and raises :class:`TransportError` otherwise, so the sender keeps the
+    message and retries it.
     """
 
     def __init__(
         self,
         url: MqttUrl | str,
-        topic: TopicTemplate | str = "fogline/{source}/outbox",
         *,
         qos: int = 1,
         client_id: str | None = None,
         timeout: float = 10.0,
     ) -> None:
-        self.topic = _template(topic)
-        self.topic.check(RESULT_FIELDS)
         if qos not in (1, 2):
             raise ConfigError(f"the outbox needs acknowledged delivery: qos 1 or 2, got {qos!r}")
         self.qos = qos
@@ -120,15 +118,19 @@ class MqttTransport:
 
     def send_many(self, messages: Sequence[OutboxMessage]) -> None:
         """Publish all, in order, and wait for every acknowledgement (one round trip)."""
+        try:
+            topics = [Topic(message.topic) for message in messages]
+        except ValueError as exc:
+            raise TransportError(f"an outbox message cannot be published: {exc}") from exc
         self.publisher.publish(
             *(
                 MqttMessage(
-                    result_topic(self.topic, message.result),
-                    json_payload(message.to_dict()),
+                    topic,
+                    message.payload,
                     self.qos,
                     user_properties=(("idempotency-key", message.key),),
                 )
-                for message in messages
+                for topic, message in zip(topics, messages, strict=True)
             )
         )
 
@@ -180,6 +182,11 @@ class MqttSinkSpec(SinkSpec):
 class MqttTransportSpec(TransportSpec):
     """``outbox.transport`` of ``type: mqtt``: ``url``, ``topic`` (result fields only), ``qos`` 1|2.
 
+    The topic is filled from each result when the pipeline queues it
+    (:func:`~fogline.pipeline.sinks.outbox_encoder`), from the result's own
+    fields only (:data:`RESULT_FIELDS`): outputs differ from result to
+    result, and a message that can never be sent would hold up the outbox.
+
     >>> from pydantic import ValidationError
     >>> try:
     ...     MqttTransportSpec(url="mqtt://broker.local", topic="site/{label}")
@@ -205,6 +212,4 @@ class MqttTransportSpec(TransportSpec):
         return topic
 
     def build(self) -> MqttTransport:
-        return MqttTransport(
-            self.url, self.topic, qos=self.qos, client_id=self.client_id, timeout=self.timeout
-        )
+        return MqttTransport(self.url, qos=self.qos, client_id=self.client_id, timeout=self.timeout)
