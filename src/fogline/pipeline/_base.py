@@ -9,7 +9,7 @@ source         ``Source.read(stop)`` → items    :class:`SourceSpec` (``output(
 preprocess     ``Stage(item)`` → item or None   :class:`PreprocessSpec` (``output(given)``)
 postprocess    ``Stage(item)`` → item or None   :class:`PostprocessSpec` (``check(sig)``)
 sink           ``Sink.write(results)``          :class:`SinkSpec`
-outbox         ``store.Transport.send(msg)``    :class:`TransportSpec`
+outbox         ``OutboxTransport.send(m)``      :class:`TransportSpec`
 =============  ===============================  ==========================================
 
 Specs check everything they can before anything starts: a preprocessing
@@ -229,12 +229,12 @@ class SinkSpec(Spec):
 
 
 class TransportSpec(Spec):
-    """Where the outbox delivers: a :class:`fogline.store.Transport` factory."""
+    """Where the outbox delivers: a :class:`fogline.store.OutboxTransport` factory."""
 
     type: str
 
     def build(self) -> Any:
-        """A :class:`fogline.store.Transport` (with an optional ``close``)."""
+        """A :class:`fogline.store.OutboxTransport` (with an optional ``close``)."""
         raise NotImplementedError
 
 
