@@ -3,8 +3,12 @@
 :class:`JsonPoster` is what the webhook sink and the HTTP outbox transport
 share: one ``httpx.Client`` (connections kept alive), a timeout, fixed
 headers, and one rule for what counts as delivered: a 2xx answer. httpx's
-own exceptions are mapped here, raised ``from`` the original. Used from one
-thread at a time (the sink's or the sender's); httpx's client is thread-safe.
+own exceptions are mapped here, raised ``from`` the original, as the most
+specific subclass: :class:`~fogline.errors.Unreachable` when no connection
+could be made, :class:`~fogline.errors.TimedOut` when no answer came in
+time, :class:`~fogline.errors.Refused` for a 4xx answer other than 408, 425
+and 429 (the request must change first). Used from one thread at a time
+(the sink's or the sender's); httpx's client is thread-safe.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from fogline.errors import ConfigError, TransportError
+from fogline.errors import ConfigError, Refused, TimedOut, TransportError, Unreachable
 
 #: Statuses that say "try again later" rather than "this request is wrong".
 RETRYABLE = frozenset({408, 425, 429})
@@ -54,7 +58,7 @@ class JsonPoster:
     ...     poster.post({"a": 1})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    fogline.errors.TransportError: POST http://127.0.0.1:1/hook: cannot connect: ...
+    fogline.errors.Unreachable: POST http://127.0.0.1:1/hook: cannot connect: ...
     """
 
     def __init__(
@@ -75,19 +79,22 @@ class JsonPoster:
         self.timeout = timeout
         self._client = client or httpx.Client(timeout=timeout)
         self._owns_client = client is None
+        self._closed = False
 
     def post(self, body: Any, headers: Mapping[str, str] | None = None) -> httpx.Response:
         """POST ``body`` as JSON; the 2xx response, or :class:`TransportError`."""
-        content = json.dumps(body, separators=(",", ":")).encode()
         where = f"POST {self.url}"
+        if self._closed:
+            raise TransportError(f"{where}: the poster is closed")
+        content = json.dumps(body, separators=(",", ":")).encode()
         try:
             response = self._client.post(
                 self.url, content=content, headers={**self.headers, **(headers or {})}
             )
         except httpx.TimeoutException as exc:
-            raise TransportError(f"{where}: no answer within {self.timeout:g} s") from exc
+            raise TimedOut(f"{where}: no answer within {self.timeout:g} s") from exc
         except httpx.ConnectError as exc:
-            raise TransportError(f"{where}: cannot connect: {exc}") from exc
+            raise Unreachable(f"{where}: cannot connect: {exc}") from exc
         except (httpx.HTTPError, httpx.InvalidURL, OSError) as exc:
             raise TransportError(f"{where}: {type(exc).__name__}: {exc}") from exc
         if response.is_success:
@@ -97,9 +104,12 @@ class JsonPoster:
         status = f"{response.status_code} {response.reason_phrase}".strip()
         if response.status_code >= 500 or response.status_code in RETRYABLE:
             raise TransportError(f"{where}: the endpoint failed: {status}: {excerpt}")
-        raise TransportError(f"{where}: the endpoint rejected it: {status}: {excerpt}")
+        rejected = Refused if response.status_code >= 400 else TransportError
+        raise rejected(f"{where}: the endpoint rejected it: {status}: {excerpt}")
 
     def close(self) -> None:
+        """Close the client (when it made its own); a later :meth:`post` is a TransportError."""
+        self._closed = True
         if self._owns_client:
             self._client.close()
 

@@ -240,10 +240,7 @@ def test_an_empty_batch_delivers_nothing(
     assert destination.arrived(1) == [destination.record(RESULTS[0])]
 
 
-# HttpSink is left out: after close() its write raises httpx's RuntimeError ("Cannot send
-# a request, as the client has been closed"), not TransportError (bug: JsonPoster.post does
-# not check that it is closed). Put "http" back when that is fixed.
-@pytest.mark.parametrize("kind", [kind for kind in CLOSABLE if kind != "http"])
+@pytest.mark.parametrize("kind", CLOSABLE)
 def test_close_is_idempotent_and_a_closed_sink_refuses_to_write(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -266,12 +263,7 @@ def test_closable_kinds_are_found() -> None:
     assert "stdout" not in CLOSABLE
 
 
-# JsonlSink is left out: on a full disk (/dev/full) its write raises a bare OSError
-# ("No space left on device"), not TransportError (bug: JsonlSink.write does not map
-# OSError; its close() raises the same OSError). Put "jsonl" back when that is fixed.
-@pytest.mark.parametrize(
-    "kind", sorted(k for k in EXAMPLES if EXAMPLES[k].failing is not None and k != "jsonl")
-)
+@pytest.mark.parametrize("kind", sorted(k for k in EXAMPLES if EXAMPLES[k].failing is not None))
 def test_a_failed_delivery_is_a_transport_error(
     kind: str, tmp_path: Path, closed_port: int
 ) -> None:

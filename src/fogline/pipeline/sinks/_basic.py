@@ -11,14 +11,15 @@ import string
 import subprocess
 import sys
 from collections.abc import Sequence
+from io import FileIO
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from pydantic import field_validator
 
-from fogline.errors import ConfigError, TransportError
+from fogline.errors import ConfigError, StoreError, TransportError
 from fogline.pipeline._base import OutputPath, SinkSpec, TransportSpec
-from fogline.store import JsonlTransport, Result
+from fogline.store import JsonlTransport, OutboxMessage, Result
 
 
 def result_fields(result: Result) -> dict[str, Any]:
@@ -51,23 +52,37 @@ def template_fields(template: str) -> set[str]:
 
 
 class JsonlSink:
-    """Appends one JSON object per result to a file (created with its folder)."""
+    """Appends one JSON object per result to a file (created with its folder).
+
+    A write the file system refuses (a full disk) is a
+    :class:`~fogline.errors.TransportError`, as for every sink: the results
+    did not reach the sink's destination (the store, not this file, is the
+    durable copy). The file is unbuffered, so a failed write leaves nothing
+    behind for the next write or ``close()`` to fail on again.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: TextIO | None = path.open("a", encoding="utf-8")
+        self._file: FileIO | None = path.open("ab", buffering=0)
 
     def write(self, results: Sequence[Result]) -> None:
         if self._file is None:
             raise TransportError(f"the JSON lines sink {self.path} is closed")
-        self._file.write("".join(json.dumps(r.to_dict()) + "\n" for r in results))
-        self._file.flush()
+        view = memoryview("".join(json.dumps(r.to_dict()) + "\n" for r in results).encode())
+        try:
+            while view:
+                view = view[self._file.write(view) :]
+        except OSError as exc:
+            raise TransportError(f"the JSON lines sink {self.path}: cannot write: {exc}") from exc
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            try:
+                file.close()
+            except OSError as exc:
+                raise TransportError(f"the JSON lines sink {self.path}: {exc}") from exc
 
 
 class StdoutSink:
@@ -163,7 +178,29 @@ class JsonlTransportSpec(TransportSpec):
     path: OutputPath
 
     def build(self) -> JsonlTransport:
-        return JsonlTransport(self.path)
+        return _JsonlTransport(self.path)
+
+
+class _JsonlTransport(JsonlTransport):
+    """The store's :class:`~fogline.store.JsonlTransport`, failing as every transport does.
+
+    It reports a file it cannot open as :class:`~fogline.errors.StoreError`
+    and a full disk as a bare ``OSError``; an outbox transport that cannot
+    deliver raises :class:`~fogline.errors.TransportError` (the message stays
+    pending either way), so both are mapped here, raised ``from`` the original.
+    """
+
+    def send_many(self, messages: Sequence[OutboxMessage]) -> None:
+        try:
+            super().send_many(messages)  # send() goes through here too
+        except (StoreError, OSError) as exc:
+            raise TransportError(f"cannot deliver to {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError as exc:
+            raise TransportError(f"closing {self.path}: {exc}") from exc
 
 
 def fields_of(spec: Any) -> set[str]:
