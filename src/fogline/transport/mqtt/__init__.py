@@ -34,12 +34,10 @@ option. This package imports only
 folder): never the store, the pipeline, numpy or ONNX.
 """
 
+from fogline.transport.mqtt._acl import acl_lines
 from fogline.transport.mqtt._broker import (
     BrokerConfig,
-    Credentials,
     LocalBroker,
-    PasswordFile,
-    acl_lines,
     controller_url,
     device_credentials,
     mosquitto_binary,
@@ -55,6 +53,7 @@ from fogline.transport.mqtt._client import (
     received,
     stop_loop,
 )
+from fogline.transport.mqtt._passwords import Credentials, PasswordFile
 from fogline.transport.mqtt._publisher import MqttPublisher
 from fogline.transport.mqtt._subscriber import MqttSubscriber
 from fogline.transport.mqtt._values import (
