@@ -18,6 +18,7 @@ from fogline.errors import ConfigError, ModelNotFound
 from fogline.examples import digits_model_path
 from fogline.security import (
     DOCUMENT,
+    KINDS,
     RELEASE_NAME_PATTERN,
     IntegrityCheck,
     ReleaseDocument,
@@ -27,6 +28,8 @@ from fogline.security import (
     rotate_key,
     show_keys,
 )
+from fogline.security._contents import infer_kind_entry
+from fogline.security._document import CONTENTS, FOLDER_KIND
 from serve_repository import make_repository
 from test_fleet_installer import model_folder
 
@@ -230,6 +233,34 @@ def test_kind_and_entry_are_inferred(
     folder = make(tmp_path)  # type: ignore[operator]
     doc = repo.create_release(folder, "thing", "1.0.0", key(data)).document
     assert (doc.kind, doc.entry) == (kind, entry)
+
+
+def test_every_kind_says_what_its_release_contains() -> None:
+    assert set(CONTENTS) == set(KINDS) and FOLDER_KIND in KINDS
+
+
+_PART = st.sampled_from(
+    ["pipeline.yaml", "fogline.yaml", "a.onnx", "b.tflite", "c.yml", "1", "2", "m", "x.txt"]
+)
+_PATH = st.lists(_PART, min_size=1, max_size=3).map("/".join)
+
+
+@given(
+    st.lists(_PATH, min_size=1, max_size=6, unique=True),
+    st.one_of(st.none(), st.sampled_from(KINDS)),
+    st.one_of(st.none(), st.just("."), _PATH),
+)
+def test_an_inferred_kind_is_known_and_its_entry_is_in_the_release(
+    paths: list[str], kind: str | None, entry: str | None
+) -> None:
+    try:
+        found, found_entry = infer_kind_entry(paths, kind, entry)
+    except ConfigError:
+        return
+    assert found in KINDS and (kind is None or found == kind)
+    assert found_entry == "." or any(
+        p == found_entry or p.startswith(found_entry + "/") for p in paths
+    )
 
 
 def _manifest_folder(folder: Path) -> Path:
