@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import settings
 from fogline.examples import digits_model_path
 from fogline.model import load_engine
 from fogline.optimize import Dataset, load_dataset
+from support.broker import Mosquitto, mosquitto_binary
 
 # Shared 2-core machines stall now and then: a per-example time limit would
 # turn a slow moment into a failure. In CI the examples are derandomized so a
@@ -34,3 +36,17 @@ def digits_calibration(digits_model: Path) -> Dataset:
 def digits_eval(digits_model: Path) -> Dataset:
     signature = load_engine(digits_model).signature
     return load_dataset("fogline.examples:digits_eval", signature)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A running broker of its own for each test, in ``tmp_path / "mosquitto"``.
+
+    Without Mosquitto the MQTT tests fail rather than skip: they are the proof
+    that the MQTT transport, sources, sinks and outbox work (``make test``
+    installs it).
+    """
+    if mosquitto_binary() is None:
+        pytest.fail("the mosquitto broker is not installed: run scripts/ensure-mosquitto")
+    with Mosquitto(tmp_path / "mosquitto") as broker:
+        yield broker

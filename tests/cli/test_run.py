@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from digits_pipeline import digits_spec, write_spec
+from support.digits_pipeline import digits_spec, write_spec
 
 ENV = {**os.environ, "COLUMNS": "200"}
 

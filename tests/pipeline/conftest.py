@@ -1,23 +1,46 @@
-"""Fixtures for the pipeline tests: a real Mosquitto broker on loopback."""
+"""Fixtures for the pipeline tests: subscribers on the test broker, closed after each test."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from broker import Mosquitto, mosquitto_binary
+from fogline.transport.mqtt import MqttMessage, MqttSubscriber
+from support.broker import Mosquitto
+
+Subscribe = Callable[..., MqttSubscriber]
 
 
 @pytest.fixture
-def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
-    """A running broker of its own for each test, in ``tmp_path / "mosquitto"``.
+def subscribe(mosquitto: Mosquitto) -> Iterator[Subscribe]:
+    """Subscribe to a filter on the test broker and wait until the broker confirmed it."""
+    opened: list[MqttSubscriber] = []
 
-    Without Mosquitto the MQTT tests fail rather than skip: they are the proof
-    that the MQTT sources, sinks and outbox work (``make test`` installs it).
-    """
-    if mosquitto_binary() is None:
-        pytest.fail("the mosquitto broker is not installed: run scripts/ensure-mosquitto")
-    with Mosquitto(tmp_path / "mosquitto") as broker:
-        yield broker
+    def make(topic: str, **options: Any) -> MqttSubscriber:
+        subscriber = MqttSubscriber(mosquitto.url, topic, **options)
+        opened.append(subscriber)
+        assert subscriber.wait_subscribed(10), subscriber.error or "no SUBACK"
+        return subscriber
+
+    yield make
+    for subscriber in opened:
+        subscriber.close()
+
+
+def receive(subscriber: MqttSubscriber, count: int, timeout: float = 10.0) -> list[MqttMessage]:
+    """Up to ``count`` messages, waiting at most ``timeout`` seconds in all."""
+    deadline = time.monotonic() + timeout
+    messages: list[MqttMessage] = []
+    while len(messages) < count and time.monotonic() < deadline:
+        message = subscriber.get(timeout=max(0.0, deadline - time.monotonic()))
+        if message is not None:
+            messages.append(message)
+    return messages
+
+
+@pytest.fixture
+def take() -> Callable[..., list[MqttMessage]]:
+    return receive

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from digits_pipeline import digits_spec, write_spec
 from fogline.store import read_deduplicated
+from support.digits_pipeline import digits_spec, write_spec
 
 
 def committed(db: Path) -> set[int]:

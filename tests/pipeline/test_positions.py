@@ -18,10 +18,10 @@ import cv2
 import numpy as np
 import pytest
 
-from digits_pipeline import digits_spec, write_spec
 from fogline.examples import PIXEL_SCALE, digits_stream
 from fogline.pipeline import Pipeline, Snapshot, load_spec, plan
 from fogline.store import read_deduplicated
+from support.digits_pipeline import digits_spec, write_spec
 
 #: Grey levels 0..16 become 0..240 in a PNG or a video frame.
 BRIGHTNESS = 15

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from digits_pipeline import digits_spec, write_spec
 from fogline.examples import digits_model_path
 from fogline.pipeline import Pipeline, Snapshot, load_spec, plan
 from fogline.store import read_deduplicated
+from support.digits_pipeline import digits_spec, write_spec
 
 SETTLED = ("processed", "held", "dropped", "expired", "failed", "errors")
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from digits_pipeline import LABELS, digits_spec, write_spec
 from fogline.errors import ConfigError
 from fogline.pipeline import ArraySpec, load_spec, plan
+from support.digits_pipeline import LABELS, digits_spec, write_spec
 
 
 def test_a_good_file_loads_and_its_pieces_fit(tmp_path: Path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_repository import make_repository
+from support.serve_repository import make_repository
 
 
 @pytest.fixture

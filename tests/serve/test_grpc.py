@@ -26,7 +26,6 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from certificates import self_signed
 from fogline.errors import (
     ConfigError,
     ModelError,
@@ -40,7 +39,8 @@ from fogline.examples import digits_model_path
 from fogline.serve._grpc import EXTENSIONS, ServerTLS, _status_of, start_grpc
 from fogline.serve._manager import ModelManager
 from fogline.serve._repository import Repository
-from serve_repository import DIGITS_CONFIG, make_repository
+from support.certificates import self_signed
+from support.serve_repository import DIGITS_CONFIG, make_repository
 
 T = TypeVar("T")
 

@@ -335,7 +335,7 @@ def test_prometheus_metrics_per_model_and_version(repository: Path) -> None:
 
 def test_a_full_queue_is_answered_503_overloaded_and_the_rest_are_served(tmp_path: Path) -> None:
     from fogline.serve._server import Server
-    from serve_repository import DIGITS_CONFIG, make_repository
+    from support.serve_repository import DIGITS_CONFIG, make_repository
 
     # Every request waits out the delay, even one that finds the model idle: the queue fills.
     config = DIGITS_CONFIG.replace(
@@ -403,7 +403,7 @@ def test_a_broken_new_version_never_takes_traffic_and_the_old_one_keeps_serving(
 
 def test_a_lone_request_is_not_held_for_the_queue_delay(tmp_path: Path) -> None:
     from fogline.serve._server import Server
-    from serve_repository import DIGITS_CONFIG, make_repository
+    from support.serve_repository import DIGITS_CONFIG, make_repository
 
     # Prepare: a queue delay of an hour, which only a request held for it would notice
     config = DIGITS_CONFIG.replace(

@@ -67,7 +67,7 @@ def request(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     from fogline.serve._server import Server
-    from serve_repository import make_repository
+    from support.serve_repository import make_repository
 
     repository = make_repository(tmp_path_factory.mktemp("fuzz") / "models")
     with Server(repository, http_port=0, grpc_port=None, max_body=1 << 20) as server:

@@ -16,8 +16,8 @@ import pytest
 import tritonclient.http as http
 from tritonclient.utils import InferenceServerException
 
-from certificates import self_signed
 from fogline.serve._server import Server
+from support.certificates import self_signed
 
 
 def test_a_token_is_required_when_configured(repository: Path) -> None:

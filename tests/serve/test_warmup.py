@@ -24,7 +24,7 @@ from fogline.serve._config import WarmupInput, WarmupSample
 from fogline.serve._pbtxt import read_config
 from fogline.serve._repository import Repository
 from fogline.serve._server import Server
-from serve_repository import DIGITS_CONFIG, make_repository
+from support.serve_repository import DIGITS_CONFIG, make_repository
 
 HANG = 30.0  # seconds: a bound that only a hang reaches
 

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from broker import Mosquitto, free_port
-from certificates import self_signed
 from fogline.errors import ConfigError, TransportError
 from fogline.transport.mqtt import (
     BrokerConfig,
@@ -21,6 +19,8 @@ from fogline.transport.mqtt import (
     new_client,
     publish_queued,
 )
+from support.broker import Mosquitto, free_port
+from support.certificates import self_signed
 
 
 def drain(subscriber: MqttSubscriber, quiet: float = 0.5) -> list[MqttMessage]:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from broker import Mosquitto, free_port
 from fogline.errors import Refused, TimedOut, TransportError, Unreachable
 from fogline.transport.mqtt import (
     BrokerConfig,
@@ -23,6 +22,7 @@ from fogline.transport.mqtt import (
     MqttUrl,
     Topic,
 )
+from support.broker import Mosquitto, free_port
 
 MESSAGE = MqttMessage(Topic("fogline/devices/cam-1/telemetry"), b"{}")
 

@@ -1,7 +1,7 @@
 """The metric names fogline exposes: what the pipeline and the server write, telemetry reads.
 
 The fleet agent scrapes its children's Prometheus endpoints and reads these
-series back (``fogline.fleet``'s ``parse_scrape``), so a name here is a
+series back (each release kind's ``scrape`` in ``fogline.fleet.agent.kinds``), so a name here is a
 contract with every scraper: renaming one breaks dashboards and the fleet's
 telemetry alike. Counters are named without ``_total``, which the exposition
 adds; a histogram's series add ``_bucket``, ``_sum`` and ``_count``.

@@ -5,7 +5,9 @@ It reads its desired state from the broker (:mod:`fogline.protocol`,
 (:class:`ReleaseInstaller`, python-tuf), checks their health, runs them as
 child processes and reports their metrics. It is the only part of the
 fleet that touches the data plane (``model``, ``pipeline``, ``serve``), and
-only to check and run releases.
+only in :mod:`.kinds`: one module per release kind (how to health-check it,
+the child that runs it, the metrics it reports), so a new kind is one new
+module.
 
 Concurrency: paho's network thread hands messages to the converger's own
 thread; the supervisor, telemetry reporter and outbox sender each run on a

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from broker import Mosquitto
 from fogline.pipeline._item import Corrupt, Item
 from fogline.pipeline.sources._mqtt import MqttSource, MqttSourceSpec
 from fogline.transport.mqtt import MqttMessage, MqttPublisher, Topic
+from support.broker import Mosquitto
 
 
 class Running:

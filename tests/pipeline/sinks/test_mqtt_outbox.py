@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from broker import Mosquitto
 from fogline.errors import ConfigError, TransportError
 from fogline.pipeline.sinks._mqtt import MqttTransport, MqttTransportSpec
 from fogline.store import OutboxSender, Result, ResultStore
 from fogline.transport.mqtt import MqttMessage, MqttSubscriber
+from support.broker import Mosquitto
 
 
 def results(start: int, count: int) -> list[Result]:

@@ -20,7 +20,6 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 import fogline.fleet.agent.kinds as kinds_package
-from fleet_agent_support import model_release, pipeline_release
 from fogline.errors import ConfigError
 from fogline.fleet.agent._telemetry import Scrape
 from fogline.fleet.agent.kinds import KINDS, ReleaseKind, check_release, kind_for
@@ -34,7 +33,8 @@ from fogline.metrics import (
     SUCCESS,
 )
 from fogline.security import KINDS as DOCUMENT_KINDS
-from serve_repository import make_repository
+from support.fleet_agent import model_release, pipeline_release
+from support.serve_repository import make_repository
 
 #: For each kind, a real release of it: builds the folder under the given one, returns its entry.
 RELEASES: dict[str, Callable[[Path], Path]] = {

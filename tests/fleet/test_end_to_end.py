@@ -19,11 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
-from broker import free_port
-from fleet_agent_support import check_active, model_release
 from fogline.fleet.controller._controller import Controller, ControllerConfig
 from fogline.security import ReleaseRepository, init_keys
 from fogline.transport.mqtt import BrokerConfig, LocalBroker, MqttUrl, device_credentials
+from support.broker import free_port
+from support.fleet_agent import check_active, model_release
 
 DEVICES = ("cam-1", "cam-2", "cam-3")
 

@@ -1,7 +1,8 @@
 """``fogline fleet deploy`` and ``fleet rollout status`` as processes, against a real controller.
 
 The controller, broker and simulated devices are the ones of
-``test_fleet_controller`` (a real Mosquitto, real TUF installs).
+``tests/fleet/controller/test_controller.py`` (``support.fleet_controller``: a real
+Mosquitto, real TUF installs).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from test_fleet_controller import Setup, wait_for
+from support.fleet_controller import Setup, wait_for
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import threading
 import time
 from pathlib import Path
 
-from broker import Mosquitto
-from digits_pipeline import digits_spec, write_spec
 from fogline.pipeline import Pipeline, load_spec, plan
+from support.broker import Mosquitto
+from support.digits_pipeline import digits_spec, write_spec
 
 
 def collect(subscriber, until_count: int, timeout: float = 30.0, seen=None) -> list[dict]:  # type: ignore[no-untyped-def]

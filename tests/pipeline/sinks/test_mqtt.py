@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
-from broker import Mosquitto
 from fogline.errors import ItemError, TransportError
 from fogline.pipeline.sinks._mqtt import MqttSinkSpec
 from fogline.store import Result
 from fogline.transport.mqtt import MqttMessage, MqttPublisher, Topic
+from support.broker import Mosquitto
 
 Take = Callable[..., list]
 

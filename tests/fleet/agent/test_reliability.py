@@ -23,8 +23,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from broker import Mosquitto
-from fleet_agent_support import (
+from fogline.protocol import DesiredState, DeviceState
+from support.broker import Mosquitto
+from support.fleet_agent import (
     FakeController,
     ReleaseServer,
     check_active,
@@ -32,7 +33,6 @@ from fleet_agent_support import (
     pipeline_release,
     release_phase,
 )
-from fogline.protocol import DesiredState, DeviceState
 
 ROUNDS = 8
 PAD_BYTES = 24 << 20

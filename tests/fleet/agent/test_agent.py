@@ -19,8 +19,14 @@ from typing import Any
 import httpx
 import pytest
 
-from broker import Mosquitto, free_port
-from fleet_agent_support import (
+from fogline.fleet.agent._agent import Agent, AgentConfig
+from fogline.fleet.agent._enrol import read_credentials
+from fogline.fleet.agent._telemetry import TelemetryReporter, TelemetryTransport
+from fogline.protocol import Command, DesiredState, DeviceTopics, Telemetry
+from fogline.store import OutboxSender, ResultStore
+from fogline.transport.mqtt import MqttUrl
+from support.broker import Mosquitto, free_port
+from support.fleet_agent import (
     ENROL_TOKEN,
     FakeController,
     ReleaseServer,
@@ -29,13 +35,7 @@ from fleet_agent_support import (
     pipeline_release,
     release_phase,
 )
-from fogline.fleet.agent._agent import Agent, AgentConfig
-from fogline.fleet.agent._enrol import read_credentials
-from fogline.fleet.agent._telemetry import TelemetryReporter, TelemetryTransport
-from fogline.protocol import Command, DesiredState, DeviceTopics, Telemetry
-from fogline.store import OutboxSender, ResultStore
-from fogline.transport.mqtt import MqttUrl
-from serve_repository import make_repository
+from support.serve_repository import make_repository
 
 
 @pytest.fixture

@@ -130,8 +130,8 @@ def test_release_create_errors_are_one_line_and_write_nothing(data: Path, tmp_pa
 
 
 def test_release_verify_names_each_damaged_file_and_exits_2(tmp_path: Path) -> None:
-    from test_fleet_installer import model_folder
-    from test_security_releases import flip_byte
+    from support.damage import flip_byte
+    from support.releases import model_folder
 
     # Prepare: two releases in ./fleet-data, the default --data, sharing labels.txt
     ok("keys", "init", "--data", "fleet-data", cwd=tmp_path)

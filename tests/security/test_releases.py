@@ -30,8 +30,9 @@ from fogline.security import (
 )
 from fogline.security._contents import infer_kind_entry
 from fogline.security._document import CONTENTS, FOLDER_KIND
-from serve_repository import make_repository
-from test_fleet_installer import model_folder
+from support.damage import flip_byte
+from support.releases import model_folder
+from support.serve_repository import make_repository
 
 
 @pytest.fixture
@@ -422,19 +423,6 @@ def test_readers_never_see_a_half_written_file_while_releases_are_created(
 
 
 # -- verifying what is stored ----------------------------------------------------------------
-
-
-def flip_byte(file: Path, at: int = 0, *, keep_mtime: bool = False) -> None:
-    """Damage a stored file in place; ``keep_mtime`` leaves size, mtime and inode as they were,
-    as rot under the file system does."""
-    before = file.stat()
-    with open(file, "r+b") as fh:
-        fh.seek(at)
-        byte = fh.read(1)
-        fh.seek(at)
-        fh.write(bytes([byte[0] ^ 0x01]))
-    if keep_mtime:
-        os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns))
 
 
 def blob_of(repo: ReleaseRepository, name: str, version: str, path: str) -> Path:

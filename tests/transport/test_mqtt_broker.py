@@ -30,8 +30,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from broker import free_port
-from certificates import self_signed
 from fogline.errors import ConfigError
 from fogline.protocol import TOPIC_KINDS, DeviceTopics
 from fogline.transport.mqtt import (
@@ -43,6 +41,8 @@ from fogline.transport.mqtt import (
     device_credentials,
     reload_broker,
 )
+from support.broker import free_port
+from support.certificates import self_signed
 
 NOT_AUTHORIZED = 0x87
 BAD_CREDENTIALS = 0x86

@@ -21,8 +21,9 @@ import pytest
 from fogline.fleet.controller._controller import Controller, ControllerConfig
 from fogline.security import ReleaseRepository, init_keys
 from fogline.transport.mqtt import BrokerConfig, LocalBroker, MqttUrl
-from test_fleet_controller import _free_port, tiny_model, wait_for
-from test_security_releases import flip_byte
+from support.broker import free_port
+from support.damage import flip_byte
+from support.fleet_controller import tiny_model, wait_for
 
 
 class Fleet:
@@ -36,7 +37,7 @@ class Fleet:
             model = tiny_model(folder / f"m{seed}", seed)
             self.repo.create_release(model, "tiny", version, self.data / "keys" / "targets.pem")
         self.broker = LocalBroker(
-            BrokerConfig(folder=folder / "broker", port=_free_port(), auth=True)
+            BrokerConfig(folder=folder / "broker", port=free_port(), auth=True)
         )
         self.broker.start()
         user = self.broker.add_controller()
