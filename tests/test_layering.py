@@ -22,12 +22,14 @@ import fogline
 
 SRC = Path(fogline.__file__).parent
 
-#: DESIGN.md's component table: component → the components it may import. The two at the
-#: top of the table, ``errors`` (the one error tree) and ``_files`` (atomic writes, hashes,
-#: private folders), are above every other, so every component may import them; a component
-#: imports itself freely.
+#: DESIGN.md's component table: component → the components it may import. The modules at
+#: the top of the table, ``errors`` (the one error tree), ``_files`` (atomic writes, hashes,
+#: private folders) and ``_names`` (the rule for device ids and release names), are above
+#: every other, so every component may import them; a component imports itself freely.
+FOUNDATION = ("errors", "_files", "_names")
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
+    "_names": set(),
     "_files": {"errors"},
     "security": {"_files"},
     "transport": {"security"},
@@ -119,7 +121,7 @@ def test_every_import_points_the_way_the_table_allows() -> None:
             if target == "fogline":
                 continue  # the package's own metadata (fogline.__version__)
             theirs = component(target)
-            if theirs in (mine, "errors", "_files") or theirs in ALLOWED[mine]:
+            if theirs in (mine, *FOUNDATION) or theirs in ALLOWED[mine]:
                 continue
             wrong.append(f"{path.relative_to(SRC.parent)}:{line}: {mine} imports {target}")
     assert not wrong, "imports DESIGN.md's table forbids:\n" + "\n".join(sorted(set(wrong)))
@@ -138,7 +140,7 @@ def test_no_private_name_is_imported_across_components() -> None:
             if theirs == mine or target == "fogline":
                 continue
             parts = target.split(".")[1:]
-            private_module = any(p.startswith("_") for p in parts if p != "_files")
+            private_module = any(p.startswith("_") for p in parts if p not in FOUNDATION)
             private_name = imported is not None and imported.startswith("_")
             if private_module or private_name:
                 shown = target + (f" import {imported}" if imported else "")

@@ -19,11 +19,11 @@ from fogline.examples import digits_model_path
 from fogline.security import (
     DOCUMENT,
     KINDS,
-    RELEASE_NAME_PATTERN,
     IntegrityCheck,
     ReleaseDocument,
     ReleaseRepository,
     check_relative_path,
+    check_release_name,
     init_keys,
     rotate_key,
     show_keys,
@@ -524,10 +524,20 @@ def test_a_check_hashes_once_until_the_file_changes_and_an_audit_hashes_again(
 # -- the release document ---------------------------------------------------------------------
 
 
-def test_release_names_follow_the_device_id_rule() -> None:
-    from fogline.protocol import DEVICE_ID_PATTERN
+@given(st.text(alphabet="aZ09._-/ #+\x00", max_size=70))
+def test_release_names_and_device_ids_follow_one_rule(name: str) -> None:
+    """Both are topic levels and folder names: what one accepts the other accepts, same words."""
+    from fogline.protocol import check_device_id
 
-    assert RELEASE_NAME_PATTERN == DEVICE_ID_PATTERN  # two copies: topic levels, folder names
+    outcomes = []
+    for check in (check_release_name, check_device_id):
+        try:
+            outcomes.append(("ok", check(name)))
+        except ValueError as exc:
+            outcomes.append(("refused", str(exc).split(" ", 2)[-1]))
+    assert outcomes[0] == outcomes[1]
+    if outcomes[0][0] == "ok":
+        assert name[0].isalnum() and "/" not in name and len(name) <= 64
 
 
 @given(st.text(alphabet="ab./\\\x00", max_size=12))

@@ -32,22 +32,21 @@ the receiver, never applied.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from fogline._names import NAME_PATTERN, check_name, is_name
+
 #: The default first topic level; a controller and its agents must agree on it.
 DEFAULT_PREFIX = "fogline"
 #: The kinds of topic a device has.
 TOPIC_KINDS = ("desired", "command", "state", "telemetry", "presence")
-#: What a device id may be: it is an MQTT user name and a topic level. A release
-#: name follows the same rule (``fogline.security.RELEASE_NAME_PATTERN``, kept
-#: apart so that this module needs no crypto library; a test keeps them equal).
-DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_DEVICE_ID = re.compile(DEVICE_ID_PATTERN)
+#: What a device id may be: it is an MQTT user name, a topic level and a folder name.
+#: A release name follows the same rule, kept once in :mod:`fogline._names`.
+DEVICE_ID_PATTERN = NAME_PATTERN
 
 DeviceId = Annotated[str, StringConstraints(pattern=DEVICE_ID_PATTERN)]
 #: A release name (versions are PEP 440).
@@ -62,12 +61,7 @@ def check_device_id(device_id: str) -> str:
     ...
     ValueError: device id 'cam/7' must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit
     """
-    if not _DEVICE_ID.match(device_id):
-        raise ValueError(
-            f"device id {device_id!r} must be 1-64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return device_id
+    return check_name(device_id, "device id")
 
 
 @dataclass(frozen=True)
@@ -114,7 +108,7 @@ def parse_device_topic(prefix: str, topic: str) -> tuple[str, str] | None:
     levels = topic.split("/")
     if len(levels) != 4 or levels[0] != prefix or levels[1] != "devices":
         return None
-    if levels[3] not in TOPIC_KINDS or not _DEVICE_ID.match(levels[2]):
+    if levels[3] not in TOPIC_KINDS or not is_name(levels[2]):
         return None
     return levels[2], levels[3]
 

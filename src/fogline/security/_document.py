@@ -17,7 +17,6 @@ trusts each file it downloads by hash, before it is parsed.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -27,10 +26,11 @@ from typing import Annotated, Literal, get_args
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from fogline._names import NAME_PATTERN, check_name
+
 #: What a release name may be; the same rule as a device id in :mod:`fogline.fleet`
 #: (a topic level and a path component).
-RELEASE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_NAME = re.compile(RELEASE_NAME_PATTERN)
+RELEASE_NAME_PATTERN = NAME_PATTERN  # the rule device ids follow too (fogline._names)
 #: How long a release document is valid by default.
 DEFAULT_RELEASE_EXPIRY = timedelta(days=365)
 
@@ -84,12 +84,7 @@ def check_release_name(name: str) -> str:
     ...
     ValueError: release name 'digits/2' must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit
     """
-    if not _NAME.match(name):
-        raise ValueError(
-            f"release name {name!r} must be 1-64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
+    return check_name(name, "release name")
 
 
 def parse_version(text: str) -> Version:
