@@ -19,146 +19,16 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fogline.errors import ConfigError, StoreError
-from fogline.protocol import DesiredState, DeviceState, Presence, Telemetry
+from fogline.fleet.controller._records import Device, Inbox, device_from_row
+from fogline.fleet.controller._schema import MIGRATIONS, SCHEMA_VERSION
+from fogline.protocol import DesiredState, DeviceState
 from fogline.store import open_database
 
-# A step, once released, never changes: registries out there were made by it.
-_SCHEMA_V1 = """
-CREATE TABLE devices (
-    id          TEXT PRIMARY KEY,
-    grp         TEXT NOT NULL DEFAULT 'default',
-    tags        TEXT NOT NULL DEFAULT '[]',
-    enrolled_at REAL,
-    last_seen   REAL,
-    online      INTEGER NOT NULL DEFAULT 0,
-    state       TEXT
-) WITHOUT ROWID;
-CREATE TABLE tokens (
-    digest     TEXT PRIMARY KEY,
-    grp        TEXT NOT NULL,
-    tags       TEXT NOT NULL,
-    created    REAL NOT NULL,
-    expires    REAL NOT NULL,
-    used_by    TEXT
-) WITHOUT ROWID;
-CREATE TABLE desired (
-    device_id  TEXT PRIMARY KEY,
-    generation INTEGER NOT NULL,
-    body       TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE deployments (
-    id          TEXT PRIMARY KEY,
-    release     TEXT NOT NULL,
-    version     TEXT NOT NULL,
-    grp         TEXT NOT NULL,
-    strategy    TEXT NOT NULL,
-    criteria    TEXT NOT NULL,
-    status      TEXT NOT NULL,
-    wave        INTEGER NOT NULL DEFAULT 0,
-    wave_started REAL,
-    converged_at REAL,
-    reason      TEXT,
-    created     REAL NOT NULL,
-    updated     REAL NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE deployment_devices (
-    deployment TEXT NOT NULL REFERENCES deployments (id),
-    device_id  TEXT NOT NULL,
-    wave       INTEGER NOT NULL,
-    status     TEXT NOT NULL DEFAULT 'waiting',
-    previous   TEXT,
-    since      REAL,
-    PRIMARY KEY (deployment, device_id)
-) WITHOUT ROWID;
-CREATE TABLE telemetry (
-    key        TEXT PRIMARY KEY,
-    device_id  TEXT NOT NULL,
-    time       REAL NOT NULL,
-    received   REAL NOT NULL,
-    body       TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX telemetry_time ON telemetry (time);
-CREATE INDEX telemetry_device ON telemetry (device_id, time);
-CREATE TABLE metrics (
-    device_id  TEXT NOT NULL,
-    time       REAL NOT NULL,
-    release    TEXT NOT NULL,
-    version    TEXT,
-    items      INTEGER NOT NULL,
-    items_per_second REAL NOT NULL,
-    p50_ms     REAL,
-    p99_ms     REAL,
-    errors     INTEGER NOT NULL,
-    drops      INTEGER NOT NULL,
-    accuracy   REAL,
-    drift      REAL,
-    cpu_percent REAL,
-    memory_mb  REAL
-);
-CREATE INDEX metrics_time ON metrics (time);
-CREATE INDEX metrics_device ON metrics (device_id, time);
-CREATE TABLE events (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
-    time       REAL NOT NULL,
-    kind       TEXT NOT NULL,
-    device_id  TEXT,
-    deployment TEXT,
-    message    TEXT NOT NULL
-);
-"""
-
-#: The registry's schema, one step per version: ``MIGRATIONS[n]`` takes version ``n`` to ``n + 1``.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
-
-#: The schema this code writes; ``PRAGMA user_version`` of a registry it created.
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-@dataclass(frozen=True)
-class Device:
-    """What the controller knows of one device."""
-
-    id: str
-    group: str
-    tags: tuple[str, ...]
-    enrolled_at: float | None
-    last_seen: float | None
-    online: bool
-    state: DeviceState | None
-
-    def version(self, release: str) -> str | None:
-        """The version of ``release`` this device last said it runs."""
-        if self.state is None or release not in self.state.releases:
-            return None
-        return self.state.releases[release].version
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "group": self.group,
-            "tags": list(self.tags),
-            "enrolled_at": self.enrolled_at,
-            "last_seen": self.last_seen,
-            "online": self.online,
-            "state": None if self.state is None else self.state.model_dump(mode="json"),
-        }
-
-
-@dataclass
-class Inbox:
-    """One batch of device messages, as parsed by the controller's MQTT worker."""
-
-    states: list[DeviceState] = field(default_factory=list)
-    presence: list[tuple[str, Presence]] = field(default_factory=list)
-    telemetry: list[tuple[str, Telemetry]] = field(default_factory=list)  # (idempotency key, body)
-
-    def __bool__(self) -> bool:
-        return bool(self.states or self.presence or self.telemetry)
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Device", "Inbox", "Registry"]
 
 
 def _digest(token: str) -> str:
@@ -315,7 +185,7 @@ class Registry:
             "SELECT id, grp, tags, enrolled_at, last_seen, online, state FROM devices WHERE id = ?",
             (device_id,),
         )
-        return _device(rows[0]) if rows else None
+        return device_from_row(rows[0]) if rows else None
 
     def devices_by_id(self, device_ids: Sequence[str]) -> dict[str, Device]:
         """The known devices among ``device_ids``, in a few queries rather than one each."""
@@ -326,14 +196,16 @@ class Registry:
                 f"WHERE id IN ({','.join('?' * len(chunk))})",
                 chunk,
             )
-            found.update((row[0], _device(row)) for row in rows)
+            found.update((row[0], device_from_row(row)) for row in rows)
         return found
 
     def devices(self, group: str | None = None) -> list[Device]:
         sql = "SELECT id, grp, tags, enrolled_at, last_seen, online, state FROM devices"
         if group is None:
-            return [_device(row) for row in self._rows(sql + " ORDER BY id")]
-        return [_device(row) for row in self._rows(sql + " WHERE grp = ? ORDER BY id", (group,))]
+            return [device_from_row(row) for row in self._rows(sql + " ORDER BY id")]
+        return [
+            device_from_row(row) for row in self._rows(sql + " WHERE grp = ? ORDER BY id", (group,))
+        ]
 
     def groups(self) -> list[str]:
         return [row[0] for row in self._rows("SELECT DISTINCT grp FROM devices ORDER BY grp")]
@@ -588,16 +460,3 @@ def _chunks(items: Sequence[str], size: int = 500) -> Iterator[Sequence[str]]:
     """Slices small enough for SQLite's limit on bound parameters."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def _device(row: tuple[Any, ...]) -> Device:
-    device_id, grp, tags, enrolled_at, last_seen, online, state = row
-    return Device(
-        id=device_id,
-        group=grp,
-        tags=tuple(json.loads(tags)),
-        enrolled_at=enrolled_at,
-        last_seen=last_seen,
-        online=bool(online),
-        state=None if state is None else DeviceState.model_validate_json(state),
-    )
