@@ -17,6 +17,7 @@ from fogline.cli import (  # noqa: F401
     _controller,
     _demo,
     _distill,
+    _fl,
     _fleet,
     _inspect,
     _keys,

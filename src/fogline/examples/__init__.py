@@ -88,3 +88,34 @@ __all__ = [
     "digits_stream",
     "digits_train",
 ]
+
+
+def digits_task() -> dict[str, object]:
+    """The federated digits task for the numpy softmax trainer (no torch needed).
+
+    ``fogline fl simulate --task fogline.examples:digits_task``: inputs are the
+    64 pixels flattened (``pixels`` [batch, 64]), the softmax weights start at zero.
+    """
+    (X, y), (Xt, yt) = digits_split("train"), digits_split("eval")
+    return {
+        "weights": {"W": np.zeros((64, 10), np.float32), "b": np.zeros(10, np.float32)},
+        "train": (X.reshape(len(X), 64), y),
+        "test": (Xt.reshape(len(Xt), 64), yt),
+        "lr": 0.5,
+        "batch_size": 16,
+        "input_names": ["pixels"],
+    }
+
+
+def digits_torch_task() -> dict[str, object]:
+    """The federated digits task with a tiny torch MLP (``pip install 'fogline[train]'``)."""
+    from fogline.examples.digits_torch import federated_mlp
+
+    return {
+        "model": federated_mlp(),
+        "train": digits_split("train"),
+        "test": digits_split("eval"),
+        "lr": 0.1,
+        "batch_size": 16,
+        "input_names": ["pixels"],
+    }

@@ -47,3 +47,9 @@ def student() -> DigitsNet:
     """A network with about a tenth of the teacher's parameters, untrained."""
     torch.manual_seed(0)
     return DigitsNet(width=8, hidden=32)
+
+
+def federated_mlp(hidden: int = 32) -> nn.Module:
+    """A tiny, untrained MLP for ``fogline fl simulate`` (pixels [batch,1,8,8] → logits [batch,10])."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, hidden), nn.ReLU(), nn.Linear(hidden, 10))

@@ -1,0 +1,100 @@
+"""``fogline fl simulate`` as a real process: history.json, a model.onnx ONNX Runtime runs, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from fogline.examples import digits_split
+from fogline.model import Manifest
+
+FIELDS = {
+    "round",
+    "accuracy",
+    "loss",
+    "participants",
+    "bytes_up",
+    "bytes_down",
+    "seconds",
+    "epsilon",
+}
+
+
+def fogline(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fogline", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_simulate_writes_the_history_and_a_model_that_classifies_at_the_recorded_accuracy(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    done = fogline(
+        "fl", "simulate", "--task", "fogline.examples:digits_task", "--clients", "10",
+        "--rounds", "5", "--secagg", "--dp-noise", "0.3", "--dp-clip", "2.0", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "federated simulation" in done.stdout
+    history = json.loads((out / "history.json").read_text())
+    assert [r["round"] for r in history] == [1, 2, 3, 4, 5]
+    assert all(set(r) == FIELDS for r in history)
+    assert history[-1]["epsilon"] > history[0]["epsilon"] > 0
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    X, y = digits_split("eval")
+    (probabilities,) = session.run(None, {"pixels": X.reshape(len(X), 64)})
+    accuracy = float((probabilities.argmax(axis=1) == y).mean())
+    assert accuracy == pytest.approx(history[-1]["accuracy"], abs=1e-6)
+    assert accuracy > 0.3  # chance is 0.1; this much noise costs accuracy (0.51 measured)
+    manifest = Manifest.read(out)
+    manifest.verify(out)
+    assert manifest.inputs[0].name == "pixels"
+
+
+def test_the_torch_task_exports_a_model_onnx_runtime_runs(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    out = tmp_path / "torch"
+    done = fogline(
+        "fl", "simulate", "--task", "fogline.examples:digits_torch_task", "--clients", "5",
+        "--rounds", "3", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    history = json.loads((out / "history.json").read_text())
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    X, y = digits_split("eval")
+    (logits,) = session.run(None, {"pixels": X})
+    assert float((np.argmax(logits, axis=1) == y).mean()) == pytest.approx(
+        history[-1]["accuracy"], abs=1e-3
+    )
+    assert history[-1]["accuracy"] > 0.6
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--task", "fogline.examples:digits_eval"], "must return a dict"),
+        (["--task", "fogline.examples:nope"], "cannot import"),
+        (["--strategy", "fedsgd"], "unknown strategy"),
+        (["--strategy", "krum", "--secagg"], "krum"),
+        (["--split", "dirichlet:zero"], "--split"),
+        (["--malicious", "0.2:bitflip"], "--malicious"),
+        (["--dp-noise", "1.0"], "--dp-clip"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    base = ["--task", "fogline.examples:digits_task", "--clients", "4", "--rounds", "1"]
+    done = fogline("fl", "simulate", *base, *args, "--out", str(out))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert not out.exists()

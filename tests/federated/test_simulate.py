@@ -1,0 +1,120 @@
+"""Simulated federated rounds on the bundled digits task: accuracy, secure aggregation, privacy, dropouts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fogline.errors import ConfigError, DataError
+from fogline.federated import SimulationConfig, SplitSpec, load_task, simulate
+
+TASK = "fogline.examples:digits_task"
+
+
+def run(**options: object):  # type: ignore[no-untyped-def]
+    config = SimulationConfig(**{"clients": 10, "rounds": 5, **options})  # type: ignore[arg-type]
+    return simulate(load_task(TASK), config)
+
+
+def test_fedavg_on_digits_reaches_a_real_accuracy() -> None:
+    result = run()
+    accuracy = [r.accuracy for r in result.history]
+    # measured 0.920 after 5 rounds (seed 0); 0.77 after the first
+    assert accuracy[-1] >= 0.88
+    assert accuracy[-1] > accuracy[0]
+    assert [r.round for r in result.history] == [1, 2, 3, 4, 5]
+    assert all(r.participants == 10 and r.epsilon is None for r in result.history)
+
+
+def test_secure_aggregation_matches_the_plain_run_within_quantization_error() -> None:
+    plain, secure = run(rounds=3), run(rounds=3, secagg=True)
+    assert np.allclose(plain.weights.vector(), secure.weights.vector(), atol=1e-5)
+    assert [r.accuracy for r in plain.history] == pytest.approx(
+        [r.accuracy for r in secure.history], abs=0.002
+    )
+    assert secure.history[0].bytes_up > plain.history[0].bytes_up
+
+
+def test_a_label_skewed_split_with_fedprox_still_learns() -> None:
+    result = run(strategy="fedprox", split=SplitSpec.parse("dirichlet:0.5"))
+    assert result.history[-1].accuracy >= 0.75
+
+
+def test_differential_privacy_records_increasing_epsilon() -> None:
+    result = run(dp_noise=1.0, dp_clip=1.0, fraction=0.5)
+    epsilon = [r.epsilon for r in result.history]
+    assert all(e is not None for e in epsilon)
+    assert epsilon == sorted(epsilon) and epsilon[0] < epsilon[-1]  # type: ignore[type-var]
+    assert all(r.participants == 5 for r in result.history)
+
+
+def test_dropouts_complete_with_and_without_secure_aggregation() -> None:
+    plain = run(dropout=0.3, rounds=3)
+    secure = run(dropout=0.3, rounds=3, secagg=True)
+    for result in (plain, secure):
+        assert len(result.history) == 3
+        assert min(r.participants for r in result.history) < 10
+        assert result.history[-1].accuracy > 0.7
+
+
+def test_sign_flip_attackers_hurt_fedavg_and_krum_resists() -> None:
+    attacked = run(malicious=0.2, attack="sign-flip")
+    robust = run(malicious=0.2, attack="sign-flip", strategy="krum")
+    assert robust.history[-1].accuracy > attacked.history[-1].accuracy
+    assert robust.history[-1].accuracy >= 0.85
+    noisy = run(malicious=0.2, attack="gaussian", strategy="trimmed-mean")
+    assert noisy.history[-1].accuracy >= 0.8
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"strategy": "krum", "secagg": True}, "krum.*only their mean"),
+        ({"strategy": "fedmedian", "dp_noise": 1.0, "dp_clip": 1.0}, "fedmedian"),
+        ({"strategy": "fedsgd"}, "unknown strategy"),
+        ({"dp_noise": 1.0}, "go together"),
+        ({"clients": 1}, "at least 2"),
+        ({"fraction": 0.0}, "--fraction"),
+        ({"dropout": 1.0}, "--dropout"),
+    ],
+)
+def test_a_bad_configuration_is_refused_before_anything_runs(
+    options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        SimulationConfig(**{"clients": 10, "rounds": 1, **options})  # type: ignore[arg-type]
+
+
+def bad_not_a_dict() -> object:
+    return [1, 2]
+
+
+def bad_no_test() -> object:
+    return {
+        "weights": {"W": np.zeros((64, 10)), "b": np.zeros(10)},
+        "train": (np.zeros((3, 64)), np.zeros(3, int)),
+    }
+
+
+def bad_both() -> object:
+    return {"weights": {}, "model": object(), "train": None, "test": None}
+
+
+def bad_labels() -> object:
+    data = (np.zeros((3, 64)), np.zeros(3))
+    return {"weights": {"W": np.zeros((64, 10)), "b": np.zeros(10)}, "train": data, "test": data}
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("bad_not_a_dict", "must return a dict"),
+        ("bad_no_test", "no 'test'"),
+        ("bad_both", "exactly one of"),
+        ("bad_labels", "integer labels"),
+        ("nothing_here", "cannot import"),
+    ],
+)
+def test_a_task_that_returns_the_wrong_thing_is_one_data_error(name: str, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        load_task(f"{__name__}:{name}")
