@@ -98,3 +98,35 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert len(lines) == 1 and message in lines[0], done.stderr
     assert "Traceback" not in done.stderr
     assert not out.exists()
+
+
+HIDE_TORCH = """
+import importlib.abc, sys
+class Hide(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name.split(".")[0])
+        return None
+sys.meta_path.insert(0, Hide())
+from fogline.cli import main
+raise SystemExit(main(sys.argv[1:]))
+"""
+
+
+def test_without_torch_the_numpy_task_runs_and_the_torch_task_names_the_extra(
+    tmp_path: Path,
+) -> None:
+    def run(task: str, out: Path) -> subprocess.CompletedProcess[str]:
+        args = ["fl", "simulate", "--task", task, "--clients", "3", "--rounds", "1"]
+        return subprocess.run(
+            [sys.executable, "-c", HIDE_TORCH, *args, "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert run("fogline.examples:digits_task", tmp_path / "numpy").returncode == 0
+    done = run("fogline.examples:digits_torch_task", tmp_path / "torch")
+    assert done.returncode == 2
+    assert "pip install 'fogline[train]'" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "torch").exists()

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from fogline.data import import_function
-from fogline.errors import ConfigError, Conflict, DataError, FoglineError
+from fogline.errors import BackendUnavailable, ConfigError, Conflict, DataError, FoglineError
 from fogline.federated._client import ClientTrainer, SoftmaxTrainer, TorchTrainer
 from fogline.federated._privacy import GaussianMechanism, PrivacyAccountant, PrivacyConfig
 from fogline.federated._secagg import SecAggClient, SecAggServer
@@ -114,6 +114,12 @@ def load_task(spec: str) -> Task:
         result = func()
     except FoglineError:
         raise
+    except ModuleNotFoundError as exc:
+        if exc.name == "torch":
+            raise BackendUnavailable(
+                f"{spec} needs torch, which is not installed: pip install 'fogline[train]'"
+            ) from exc
+        raise DataError(f"{spec}: raised {type(exc).__name__}: {exc}") from exc
     except Exception as exc:
         raise DataError(f"{spec}: raised {type(exc).__name__}: {exc}") from exc
     if not isinstance(result, Mapping):
