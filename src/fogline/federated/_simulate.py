@@ -203,7 +203,8 @@ class SimulationConfig:
         if mean_only and self.strategy not in MEAN_STRATEGIES:
             raise ConfigError(
                 f"strategy {self.strategy!r} needs each client's update, and "
-                f"{' and '.join(mean_only)} give it only their mean; "
+                f"{' and '.join(mean_only)} {'give' if len(mean_only) > 1 else 'gives'} it only "
+                "their mean; "
                 f"use one of {', '.join(sorted(MEAN_STRATEGIES))}"
             )
         if self.secagg and self.clients < 2:
