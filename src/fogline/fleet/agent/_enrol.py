@@ -9,9 +9,13 @@ again.
 
 Enrolment is one HTTPS (or HTTP) request: ``POST {controller}/api/enrol``
 with ``{"device_id", "token"}``, answered with ``{"username", "password",
-"trusted_root", "prefix"}``. Network failures are a
-:class:`~fogline.errors.TransportError`; a refused token or a malformed
-answer a :class:`~fogline.errors.ConfigError`.
+"trusted_root", "prefix"}``. Failures are a
+:class:`~fogline.errors.TransportError` of the most specific kind:
+:class:`~fogline.errors.Unreachable` when no connection can be made,
+:class:`~fogline.errors.TimedOut` when no answer comes in time, and
+:class:`~fogline.errors.Refused` for a 4xx answer (an unknown, used or
+expired token) other than 408, 425 and 429; a malformed answer is a
+:class:`~fogline.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fogline.errors import ConfigError, TransportError
+from fogline.errors import ConfigError
+from fogline.fleet.agent._download import http_error, status_error
 from fogline.protocol import DEFAULT_PREFIX
 
 CREDENTIALS_NAME = "credentials.json"
@@ -116,7 +121,7 @@ def enrol(
     try:
         response = httpx.post(url, json={"device_id": device_id, "token": token}, timeout=timeout)
     except httpx.HTTPError as exc:
-        raise TransportError(f"cannot enrol at {url}: {exc}") from exc
+        raise http_error(f"cannot enrol at {url}: {exc}", exc) from exc
     if response.status_code >= 400:
         why = response.text
         try:
@@ -125,9 +130,10 @@ def enrol(
                 why = str(body["error"])
         except ValueError:
             pass
-        raise ConfigError(
+        raise status_error(
             f"the controller refused the enrolment of {device_id!r} "
-            f"({response.status_code}): {str(why).strip()[:300]}"
+            f"({response.status_code}): {str(why).strip()[:300]}",
+            response.status_code,
         )
     try:
         answer = _Enrolment.model_validate_json(response.content)

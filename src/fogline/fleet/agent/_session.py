@@ -14,7 +14,10 @@ backoff between ``reconnect_min`` and ``reconnect_max`` seconds.
 Bodies are validated with the protocol's pydantic models; one that does not
 validate is logged and dropped, never applied. A refusal that retrying
 cannot fix (bad user name or password, not authorised) is kept in
-:attr:`AgentSession.error` for the agent to report.
+:attr:`AgentSession.error` for the agent to report; paho goes on retrying
+(the broker's password file may change), but a publish while refused raises
+:class:`~fogline.errors.Refused` rather than
+:class:`~fogline.errors.Unreachable`, so a caller can tell the two apart.
 
 Concurrency: callbacks run on paho's network thread; ``on_desired`` and
 ``on_command`` must return quickly (the agent only hands them to its
@@ -40,7 +43,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
-from fogline.errors import ConfigError, TransportError
+from fogline.errors import ConfigError, Refused, TransportError, Unreachable
 from fogline.protocol import Command, DesiredState, DeviceState, DeviceTopics, Presence
 from fogline.transport.mqtt import (
     MqttMessage,
@@ -93,6 +96,7 @@ class AgentSession:
         self.session_expiry = session_expiry
         self.keepalive = keepalive
         self.error: str | None = None
+        self._config_refused = False  # the last CONNACK refused credentials or the ACL
         self._on_desired = on_desired
         self._on_command = on_command
         self._on_event = on_event
@@ -128,7 +132,9 @@ class AgentSession:
             self._client.connect_async(
                 self.url.host, self.url.port, self.keepalive, clean_start=False, properties=props
             )
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
+            raise Unreachable(f"cannot connect to {self.url}: {exc}") from exc
+        except ValueError as exc:  # paho's own check of the host, port or keepalive
             raise TransportError(f"cannot connect to {self.url}: {exc}") from exc
         self._client.loop_start()
 
@@ -150,12 +156,15 @@ class AgentSession:
     def publish_and_wait(self, messages: Sequence[MqttMessage], timeout: float = 10.0) -> None:
         """Publish ``messages`` in order on this session and wait for every acknowledgement.
 
-        Raises :class:`TransportError` when offline, when the connection drops
-        before the broker acknowledged, after ``timeout`` seconds, or when the
-        broker refuses one (an ACL): the caller (the outbox) sends them again.
+        Raises a :class:`TransportError` when offline (:class:`Refused` when
+        the broker refused this device's credentials or ACL on connect,
+        :class:`Unreachable` otherwise), when the connection drops before the
+        broker acknowledged, after ``timeout`` seconds, or when the broker
+        refuses one (an ACL): the caller (the outbox) sends them again.
         """
         if not self._connected.is_set():
-            raise TransportError(f"{self.url}: not connected")
+            offline = Refused if self._config_refused else Unreachable
+            raise offline(f"{self.url}: not connected")
         publish_acknowledged(
             self._client, self.url, messages, timeout, self._connected, self._refused
         )
@@ -191,11 +200,13 @@ class AgentSession:
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
         if reason.is_failure:
-            if is_config_refusal(reason):
+            self._config_refused = is_config_refusal(reason)
+            if self._config_refused:
                 self.error = f"{self.url} refused the connection: {reason}"
             self._on_event(f"broker {self.url} refused the connection: {reason}")
             return
         self.error = None
+        self._config_refused = False
         self._connected.set()
         self._on_event(f"connected to {self.url}")
         self._publish(self.topics.presence, Presence(online=True).model_dump_json(), retain=True)
