@@ -75,6 +75,27 @@ def test_the_torch_task_exports_a_model_onnx_runtime_runs(tmp_path: Path) -> Non
     assert history[-1]["accuracy"] > 0.6
 
 
+def test_an_epsilon_budget_stops_the_run_and_still_writes_history_model_and_privacy(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "run"
+    done = fogline(
+        "fl", "simulate", "--task", "fogline.examples:digits_task", "--clients", "10",
+        "--rounds", "20", "--fraction", "0.3", "--dp-noise", "1.0", "--dp-clip", "1.0",
+        "--dp-mode", "distributed", "--secagg", "--epsilon-budget", "5", "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    # epsilon after 3 rounds is 4.905 and after 4 is 5.455 (rdp; q 0.3, z 1, delta 1e-5)
+    assert "stopped before round 4: it would take ε above the budget 5; spent ε = 4.905" in (
+        done.stdout.replace("\n", " ")
+    )
+    history = json.loads((out / "history.json").read_text())
+    assert [r["round"] for r in history] == [1, 2, 3]
+    privacy = json.loads((out / "privacy.json").read_text())
+    assert privacy["rounds"] == 3 and privacy["epsilon"] == history[-1]["epsilon"]
+    assert (out / "model.onnx").is_file()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -85,6 +106,8 @@ def test_the_torch_task_exports_a_model_onnx_runtime_runs(tmp_path: Path) -> Non
         (["--split", "dirichlet:zero"], "--split"),
         (["--malicious", "0.2:bitflip"], "--malicious"),
         (["--dp-noise", "1.0"], "--dp-clip"),
+        (["--epsilon-budget", "3"], "--epsilon-budget needs --dp-noise and --dp-clip"),
+        (["--dp-noise", "1", "--dp-clip", "1", "--dp-mode", "local"], "--dp-mode"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(

@@ -72,13 +72,22 @@ def simulate(
     secagg: bool = typer.Option(False, "--secagg", help="Aggregate through secure aggregation."),
     dp_noise: float | None = typer.Option(None, "--dp-noise", help="Noise multiplier z."),
     dp_clip: float | None = typer.Option(None, "--dp-clip", help="L2 clip norm C of an update."),
+    dp_mode: str = typer.Option(
+        "central", "--dp-mode", help="central (server noise) or distributed (client noise)."
+    ),
+    epsilon_budget: float | None = typer.Option(
+        None, "--epsilon-budget", help="Stop before a round would spend more ε than this."
+    ),
     dropout: float = typer.Option(0.0, "--dropout", help="Chance a sampled client drops."),
     malicious: str | None = typer.Option(
         None, "--malicious", help="FRACTION:ATTACK, ATTACK sign-flip or gaussian."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the split, sampling and training."),
 ) -> None:
-    """Split a task's data among clients and play federated rounds; writes history and model."""
+    """Split a task's data among clients and play federated rounds; writes history and model.
+
+    With privacy, also DIR/privacy.json: the ε (at δ) the rounds played spent.
+    """
     needs_extra("federated", *FEDERATED_MODULES)
     from fogline._files import atomic_write
     from fogline.federated import (
@@ -101,6 +110,8 @@ def simulate(
         secagg=secagg,
         dp_noise=dp_noise,
         dp_clip=dp_clip,
+        dp_mode=dp_mode,  # type: ignore[arg-type]  # checked by the config
+        epsilon_budget=epsilon_budget,
         dropout=dropout,
         malicious=bad,
         attack=attack,  # type: ignore[arg-type]  # checked by _malicious and the config
@@ -127,10 +138,21 @@ def simulate(
 
         result = run(loaded, config, on_round=advance)
     console.print(_table(history))
+    if result.stopped_at is not None and result.privacy is not None:
+        console.print(
+            f"stopped before round {result.stopped_at}: it would take ε above the budget "
+            f"{epsilon_budget:g}; spent ε = {result.privacy.epsilon:.3f} (δ = "
+            f"{result.privacy.delta:g}) in {result.privacy.rounds} rounds",
+            highlight=False,
+        )
     model = export_model(result, out)
     text = json.dumps(history_json(result.history), indent=2, allow_nan=False) + "\n"
     atomic_write(out / "history.json", text.encode())
+    written = [out / "history.json", model]
+    if result.privacy is not None:
+        atomic_write(out / "privacy.json", (result.privacy.to_json() + "\n").encode())
+        written.append(out / "privacy.json")
     console.print(
-        f"wrote {escape(str(out / 'history.json'))} and {escape(str(model))} (with fogline.yaml)",
+        f"wrote {', '.join(escape(str(p)) for p in written)} (with fogline.yaml)",
         highlight=False,
     )

@@ -13,7 +13,11 @@ secure aggregation each client sends ``[n_i/s * delta_i, n_i/s]`` (``s`` the
 largest client's size, public in a simulation), so the field sum gives the
 examples-weighted mean whoever survives. With privacy each client's change
 is clipped, the sum is divided by the expected number of clients and the
-server adds Gaussian noise (central mode); the accountant counts ε per round.
+server adds Gaussian noise (central mode), or each client adds its share of
+that noise to its clipped change before it is summed (masked, under secure
+aggregation) and the server adds only the shares of clients that dropped
+(distributed mode). The accountant counts ε per round; with an ε budget the
+run stops before the first round that would take it over.
 
 A round that ends with fewer updates than it needs (dropouts, or secure
 aggregation below its threshold) leaves the global model as it was and is
@@ -34,7 +38,13 @@ import numpy.typing as npt
 from fogline.data import import_function
 from fogline.errors import BackendUnavailable, ConfigError, Conflict, DataError, FoglineError
 from fogline.federated._client import ClientTrainer, SoftmaxTrainer, TorchTrainer
-from fogline.federated._privacy import GaussianMechanism, PrivacyAccountant, PrivacyConfig
+from fogline.federated._privacy import (
+    GaussianMechanism,
+    NoiseMode,
+    PrivacyAccountant,
+    PrivacyConfig,
+    PrivacySpent,
+)
 from fogline.federated._secagg import SecAggClient, SecAggServer
 from fogline.federated._secagg_field import upload_cost
 from fogline.federated._secagg_messages import SecAggParams
@@ -171,6 +181,8 @@ class SimulationConfig:
     dp_noise: float | None = None
     dp_clip: float | None = None
     dp_delta: float = 1e-5
+    dp_mode: NoiseMode = "central"
+    epsilon_budget: float | None = None
     dropout: float = 0.0
     malicious: float = 0.0
     attack: Attack = "sign-flip"
@@ -207,6 +219,18 @@ class SimulationConfig:
                 "their mean; "
                 f"use one of {', '.join(sorted(MEAN_STRATEGIES))}"
             )
+        if self.dp_mode not in ("central", "distributed"):
+            raise ConfigError(f"--dp-mode must be central or distributed, not {self.dp_mode!r}")
+        if self.epsilon_budget is not None and not self.dp:
+            raise ConfigError("--epsilon-budget needs --dp-noise and --dp-clip")
+        if self.dp_mode != "central" and not self.dp:
+            raise ConfigError(f"--dp-mode {self.dp_mode} needs --dp-noise and --dp-clip")
+        if self.epsilon_budget is not None and not (
+            math.isfinite(self.epsilon_budget) and self.epsilon_budget > 0
+        ):
+            raise ConfigError(
+                f"--epsilon-budget must be a finite number > 0, not {self.epsilon_budget}"
+            )
         if self.secagg and self.clients < 2:
             raise ConfigError("--secagg needs at least 2 clients")
         if self.dp:
@@ -224,6 +248,7 @@ class SimulationConfig:
             clip_norm=self.dp_clip,
             sampling_rate=self.fraction,
             delta=self.dp_delta,
+            mode=self.dp_mode,
         )
 
     def sampled(self) -> int:
@@ -250,13 +275,19 @@ class RoundRecord:
 
 @dataclass(frozen=True, eq=False)
 class SimulationResult:
-    """The history of a run and the global model it ended with."""
+    """The history of a run and the global model it ended with.
+
+    ``privacy`` is what the run spent (None without privacy); ``stopped_at`` the
+    round the ε budget did not allow, which was not played (None: all were).
+    """
 
     task: Task
     config: SimulationConfig
     history: tuple[RoundRecord, ...]
     weights: Weights
     trainer: ClientTrainer
+    privacy: PrivacySpent | None = None
+    stopped_at: int | None = None
 
 
 def _attack(
@@ -304,7 +335,11 @@ def simulate(
     *,
     on_round: Callable[[RoundRecord], None] | None = None,
 ) -> SimulationResult:
-    """Play ``config.rounds`` rounds of ``task``; ``on_round`` is called after each."""
+    """Play ``config.rounds`` rounds of ``task``; ``on_round`` is called after each.
+
+    With ``config.epsilon_budget``, the run stops before the first round after
+    which the accountant's ε would exceed the budget (see ``stopped_at``).
+    """
     rng = np.random.default_rng(config.seed)
     trainer = task.trainer(config.local_epochs)
     current = task.initial_weights(trainer)
@@ -321,7 +356,12 @@ def simulate(
         accountant = PrivacyAccountant(config.privacy)
     model_bytes = 4 * current.size
     history: list[RoundRecord] = []
+    stopped_at = None
     for r in range(1, config.rounds + 1):
+        budget = config.epsilon_budget
+        if accountant is not None and budget is not None and accountant.would_exceed(budget):
+            stopped_at = r
+            break
         start = time.perf_counter()
         instructions = strategy.configure(r, names, rng)
         updates: list[Update] = []
@@ -360,7 +400,8 @@ def simulate(
         history.append(record)
         if on_round is not None:
             on_round(record)
-    return SimulationResult(task, config, tuple(history), current, trainer)
+    spent = accountant.spent() if accountant is not None else None
+    return SimulationResult(task, config, tuple(history), current, trainer, spent, stopped_at)
 
 
 def _aggregate(
@@ -384,14 +425,15 @@ def _aggregate(
     for u in updates:
         delta = u.weights.vector() - base
         if mechanism is not None:  # clipped, unweighted: each client counts once
-            (clipped,) = mechanism.clip([delta])
-            rows[u.client] = np.append(clipped, 1.0)
+            # distributed mode: plus this client's share of the noise on the sum of all sent
+            (sent,) = mechanism.client_update([delta], clients=len(updates))
+            rows[u.client] = np.append(sent, 1.0)
         else:
             share = u.num_examples / largest
             rows[u.client] = np.append(share * delta, share)
     up = 0
     if config.secagg:
-        clip = SECAGG_CLIP if mechanism is None else max(SECAGG_CLIP, config.dp_clip or 0.0)
+        clip = SECAGG_CLIP if mechanism is None else max(SECAGG_CLIP, _field_clip(mechanism))
         secured = _secure_sum(r, rows, dropped, clip)
         if secured is None:
             return None, len(updates) - len(dropped), up
@@ -403,12 +445,27 @@ def _aggregate(
         total = np.sum([rows[u.client] for u in survivors], axis=0)
         count = len(survivors)
     if mechanism is not None:
-        (mean,) = mechanism.server_average([total[:-1]], expected_clients=config.sampled())
+        if mechanism.config.mode == "distributed" and count < len(updates):
+            # the shares of the clients that dropped left with them: the server adds them back
+            missing = mechanism.share_std(len(updates)) * math.sqrt(len(updates) - count)
+            (noised,) = mechanism.add_noise([total[:-1]], missing)
+            total = np.append(noised, count)
+        (mean,) = mechanism.server_average(
+            [total[:-1] / config.sampled()], expected_clients=config.sampled()
+        )
     else:
         mean = total[:-1] / total[-1]
     examples = sum(u.num_examples for u in survivors) or 1
     pooled = Update("aggregate", current.like(base + mean), examples)
     return strategy.aggregate(r, current, [pooled]).weights, count, up
+
+
+def _field_clip(mechanism: GaussianMechanism) -> float:
+    """The field's per-coordinate bound for clipped updates, with room for a noise share."""
+    c = mechanism.config
+    if c.mode == "central":
+        return c.clip_norm
+    return c.clip_norm + 6 * mechanism.share_std(1)  # six standard deviations of the largest share
 
 
 def history_json(history: Sequence[RoundRecord]) -> list[dict[str, Any]]:
