@@ -58,7 +58,7 @@ def test_simulate_writes_the_history_and_a_model_that_classifies_at_the_recorded
 
 
 def test_the_torch_task_exports_a_model_onnx_runtime_runs(tmp_path: Path) -> None:
-    pytest.importorskip("torch")
+    # torch is in the dev extra (fogline[train]): this runs in every `make test`, never skips.
     out = tmp_path / "torch"
     done = fogline(
         "fl", "simulate", "--task", "fogline.examples:digits_torch_task", "--clients", "5",

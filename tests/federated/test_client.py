@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
+import torch
 
 from fogline.examples import digits_split
 from fogline.federated import SoftmaxTrainer, TorchTrainer, load_weights, weights_from_module
@@ -46,9 +46,6 @@ def test_fedprox_mu_keeps_the_numpy_trainer_closer_to_the_global_weights() -> No
     free = trainer.fit("c", start, digits(), {}, np.random.default_rng(0))
     held = trainer.fit("c", start, digits(), {"mu": 1.0}, np.random.default_rng(0))
     assert distance(held.weights, start) < 0.8 * distance(free.weights, start)
-
-
-torch = pytest.importorskip("torch")
 
 
 def mlp() -> object:
