@@ -37,7 +37,7 @@ from fogline.fleet.controller._bake import DEFAULT_PERIOD, BakeProgress, Report,
 from fogline.fleet.controller._criteria import Criteria
 from fogline.fleet.controller._deployment import Deployment, DeploymentDevice
 from fogline.fleet.controller._plan import RolloutPlan
-from fogline.fleet.controller._registry import Device, Registry
+from fogline.fleet.controller._registry import Device, Registry, _chunks
 from fogline.protocol import DesiredState
 
 # Criteria and RolloutPlan are re-exported for the modules that import them from here.
@@ -406,10 +406,6 @@ def _device_verdict(
     if status.target == version and status.phase in ("failed", "refused") and not stale:
         return f"{status.phase}: {status.error or 'no reason given'}"
     return None
-
-
-def _chunks(items: Sequence[str], size: int = 500) -> list[Sequence[str]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _silent_reason(d: Deployment, bake: BakeProgress, now: float) -> str:
