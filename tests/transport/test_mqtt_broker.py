@@ -161,9 +161,12 @@ def test_acl_names_every_device_topic_once_with_the_user_as_device_id() -> None:
     assert {(access, topic.rsplit("/", 1)[1]) for _, access, topic in rules} == {
         ("read", "desired"),
         ("read", "command"),
+        ("read", "fl-round"),
+        ("read", "fl-ack"),
         ("write", "state"),
         ("write", "telemetry"),
         ("write", "presence"),
+        ("write", "fl-update"),
     }
     assert {kind for *_, kind in (topic.split("/") for *_, topic in rules)} == set(TOPIC_KINDS)
     assert all(topic.startswith("plant/devices/%u/") for *_, topic in rules)

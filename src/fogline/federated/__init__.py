@@ -13,6 +13,7 @@ from fogline.federated._client import (
     load_weights,
     weights_from_module,
 )
+from fogline.federated._codec import decode_update, decode_weights, encode_update, encode_weights
 from fogline.federated._export import export_model, softmax_onnx
 from fogline.federated._privacy import (
     GaussianMechanism,
@@ -68,6 +69,10 @@ __all__ = [
     "UnmaskResponse",
     "UploadCost",
     "clip_update",
+    "decode_update",
+    "decode_weights",
+    "encode_update",
+    "encode_weights",
     "export_model",
     "history_json",
     "load_task",

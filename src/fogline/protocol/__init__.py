@@ -1,7 +1,7 @@
 """What devices and the controller say to each other: fleet topics and message bodies.
 
 One module per conversation: :mod:`._fleet` (desired state, device state,
-telemetry, commands, presence); federated rounds come next. This package
+telemetry, commands, presence) and :mod:`._rounds` (federated rounds). This package
 depends on pydantic only, so a controller, an agent or a tool can speak it
 without the ML stack.
 """
@@ -25,10 +25,19 @@ from fogline.protocol._fleet import (
     device_filter,
     parse_device_topic,
 )
+from fogline.protocol._rounds import (
+    FL_TOPIC_KINDS,
+    RoundTask,
+    UpdateAck,
+    UpdateChunk,
+    decode_frame,
+    encode_frame,
+)
 
 __all__ = [
     "DEFAULT_PREFIX",
     "DEVICE_ID_PATTERN",
+    "FL_TOPIC_KINDS",
     "TOPIC_KINDS",
     "Command",
     "DesiredState",
@@ -40,8 +49,13 @@ __all__ = [
     "ReleaseMetrics",
     "ReleaseName",
     "ReleaseStatus",
+    "RoundTask",
     "Telemetry",
+    "UpdateAck",
+    "UpdateChunk",
     "check_device_id",
+    "decode_frame",
     "device_filter",
+    "encode_frame",
     "parse_device_topic",
 ]

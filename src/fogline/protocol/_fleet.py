@@ -1,6 +1,7 @@
 """What controller and agents say to each other over MQTT 5: topics and message bodies.
 
-Every device has five topics under ``{prefix}/devices/{device_id}/``. The
+Every device has five fleet topics under ``{prefix}/devices/{device_id}/``
+(and three for federated rounds, :mod:`fogline.protocol._rounds`). The
 device id is also the device's MQTT user name, so one pattern ACL
 (:func:`fogline.fleet.acl_lines`) lets a device read only its own commands
 and write only its own reports.
@@ -43,7 +44,10 @@ from fogline._names import NAME_PATTERN, check_name, is_name
 #: The default first topic level; a controller and its agents must agree on it.
 DEFAULT_PREFIX = "fogline"
 #: The kinds of topic a device has.
-TOPIC_KINDS = ("desired", "command", "state", "telemetry", "presence")
+#: The last three carry federated rounds (:mod:`fogline.protocol._rounds`).
+TOPIC_KINDS = (
+    "desired", "command", "state", "telemetry", "presence", "fl-round", "fl-ack", "fl-update",
+)  # fmt: skip
 #: What a device id may be: it is an MQTT user name, a topic level and a folder name.
 #: A release name follows the same rule, kept once in :mod:`fogline._names`.
 DEVICE_ID_PATTERN = NAME_PATTERN
@@ -74,8 +78,13 @@ class DeviceTopics:
     def __post_init__(self) -> None:
         check_device_id(self.device_id)
 
-    def _topic(self, kind: str) -> str:
+    def topic(self, kind: str) -> str:
+        """This device's topic of ``kind`` (one of :data:`TOPIC_KINDS`)."""
+        if kind not in TOPIC_KINDS:
+            raise ValueError(f"unknown device topic kind {kind!r}; one of {', '.join(TOPIC_KINDS)}")
         return f"{self.prefix}/devices/{self.device_id}/{kind}"
+
+    _topic = topic
 
     @property
     def desired(self) -> str:

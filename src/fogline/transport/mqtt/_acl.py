@@ -2,14 +2,15 @@
 
 :func:`acl_lines` is a Mosquitto ACL file (an EMQX or HiveMQ cluster loads
 the same rules): every device logs in with its device id as MQTT user name
-and may read only its own ``desired`` and ``command`` topics and write only
-its own ``state``, ``telemetry`` and ``presence``
+and may read only its own ``desired``, ``command``, ``fl-round`` and ``fl-ack``
+topics and write only its own ``state``, ``telemetry``, ``presence`` and
+``fl-update``
 (``{prefix}/devices/{device_id}/{kind}``; the kinds are parameters, so that
 this layer does not import the fleet's protocol, whose tests keep them
 equal). The controller user reads and writes the whole prefix.
 
 >>> acl_lines()[-2:]
-['pattern write fogline/devices/%u/telemetry', 'pattern write fogline/devices/%u/presence']
+['pattern write fogline/devices/%u/presence', 'pattern write fogline/devices/%u/fl-update']
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from fogline.errors import ConfigError
 #: The first topic level of a fleet unless told otherwise.
 DEFAULT_PREFIX = "fogline"
 #: Topic kinds a device may read (the controller writes them) and may write.
-DEVICE_READS = ("desired", "command")
-DEVICE_WRITES = ("state", "telemetry", "presence")
+DEVICE_READS = ("desired", "command", "fl-round", "fl-ack")
+DEVICE_WRITES = ("state", "telemetry", "presence", "fl-update")
 
 _USER = re.compile(r"^[^\s:/+#]{1,64}$")
 
@@ -54,7 +55,8 @@ def acl_lines(
         f"topic readwrite {prefix}/#",
         "",
         "# A device's MQTT user name is its device id: it reads only its own desired",
-        "# state and commands, and writes only its own state, telemetry and presence.",
+        "# state, commands and federated rounds, and writes only its own state,",
+        "# telemetry, presence and federated updates.",
     ]
     for access, kinds in (("read", reads), ("write", writes)):
         for kind in kinds:

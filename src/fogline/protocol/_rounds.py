@@ -1,0 +1,146 @@
+"""What controller and devices say during a federated run: rounds down, chunked updates up.
+
+Three more topics under each device's ``{prefix}/devices/{device_id}/``, so
+the one pattern ACL still lets a device read only its own and write only its
+own:
+
+=============  ==========  =====  ========  =================================================
+topic          direction   QoS    retained  body
+=============  ==========  =====  ========  =================================================
+``fl-round``   controller  1      yes       frame: :class:`RoundTask` + the global model
+``fl-ack``     controller  1      yes       :class:`UpdateAck`: which chunks are stored
+``fl-update``  device      1      no        frame: :class:`UpdateChunk` + a piece of the update
+=============  ==========  =====  ========  =================================================
+
+A *frame* is one MQTT payload: the header as one line of JSON, a newline,
+then the binary body (:func:`encode_frame`, :func:`decode_frame`), so the
+model and updates travel as bytes, not base64.
+
+Resuming: the round and the acknowledgement are retained, so a device that
+reconnects (or restarts) reads at once which round is open and which of its
+chunks the controller already stored, and sends only the rest. The
+controller stores a chunk before it acknowledges it; an update is complete
+when every chunk is stored and the whole matches its ``sha256``. A device
+that cannot take part (not eligible: busy, on battery) says so with a
+``decline`` instead of chunks, so the round need not wait for it.
+
+>>> task = RoundTask(run="r1", round=3, task="fogline.examples:digits_task",
+...                  deadline=1e9, model_sha256="0" * 64, model_size=10)
+>>> header, body = decode_frame(encode_frame(task, b"weights"), RoundTask)
+>>> header.round, body
+(3, b'weights')
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fogline.protocol._fleet import DeviceId
+
+__all__ = [
+    "FL_TOPIC_KINDS",
+    "RoundTask",
+    "UpdateAck",
+    "UpdateChunk",
+    "decode_frame",
+    "encode_frame",
+]
+
+#: The device topics of a federated run (see the module docstring).
+FL_TOPIC_KINDS = ("fl-round", "fl-ack", "fl-update")
+#: How an update's change is encoded (:func:`fogline.federated.encode_update`).
+UPDATE_ENCODING = "f16-delta-deflate"
+#: How the global model is encoded (:func:`fogline.federated.encode_weights`).
+MODEL_ENCODING = "npz"
+
+Sha256 = str
+_HEX = r"^[0-9a-f]{64}$"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class RoundTask(_Message):
+    """One round offered to one device: train the attached global model and send the change.
+
+    ``task`` is the ``module:function`` the device's learner release must
+    declare; ``deadline`` (Unix time) is when the controller stops waiting;
+    ``config`` is the strategy's per-round settings (``epochs``, ``mu``).
+    """
+
+    run: str = Field(min_length=1, max_length=64)
+    round: int = Field(ge=1)
+    task: str = Field(min_length=3)
+    deadline: float
+    config: dict[str, float] = Field(default_factory=dict)
+    model_sha256: Sha256 = Field(pattern=_HEX)
+    model_size: int = Field(ge=0)
+    model_encoding: Literal["npz"] = MODEL_ENCODING
+    chunk_bytes: int = Field(default=65536, ge=1024)
+
+    @field_validator("deadline")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("the deadline must be a finite time")
+        return value
+
+
+class UpdateChunk(_Message):
+    """One piece of a device's update (or its ``decline`` of the round).
+
+    The update's whole length ``size`` and ``sha256`` ride on every chunk, so
+    the controller can check it whichever chunk arrives last.
+    """
+
+    device_id: DeviceId
+    run: str = Field(min_length=1, max_length=64)
+    round: int = Field(ge=1)
+    kind: Literal["chunk", "decline"] = "chunk"
+    index: int = Field(default=0, ge=0)
+    total: int = Field(default=1, ge=1, le=100_000)
+    size: int = Field(default=0, ge=0)
+    sha256: Sha256 | None = Field(default=None, pattern=_HEX)
+    encoding: Literal["f16-delta-deflate"] = UPDATE_ENCODING
+    num_examples: int = Field(default=0, ge=0)
+    loss: float | None = None
+    train_seconds: float = Field(default=0.0, ge=0)
+    bytes_down: int = Field(default=0, ge=0)
+    reason: str | None = Field(default=None, max_length=500)
+
+
+class UpdateAck(_Message):
+    """The controller's answer to a device's update, retained: what it stored, or why not.
+
+    ``status``: ``partial`` (``received`` lists the stored chunk indices),
+    ``accepted`` (complete, checked, counted), ``refused`` (``reason`` says
+    why; do not resend), ``closed`` (the round ended before it was complete).
+    """
+
+    run: str
+    round: int = Field(ge=1)
+    status: Literal["partial", "accepted", "refused", "closed"]
+    received: list[int] = Field(default_factory=list)
+    reason: str | None = None
+
+
+def encode_frame(header: BaseModel, body: bytes = b"") -> bytes:
+    """One payload: ``header`` as a line of JSON, a newline, ``body``."""
+    return header.model_dump_json().encode() + b"\n" + body
+
+
+def decode_frame(payload: bytes, model: type[M]) -> tuple[M, bytes]:
+    """The header (validated as ``model``) and the body of a frame; ValueError when malformed."""
+    line, newline, body = payload.partition(b"\n")
+    if not newline:
+        raise ValueError("a frame is a JSON header line, a newline and a body; no newline found")
+    try:
+        return model.model_validate_json(line), body
+    except ValidationError as exc:
+        raise ValueError(str(exc)) from None
