@@ -130,9 +130,11 @@ def _kind_of_entry(paths: list[str], entry: str) -> Kind:
     'model'
     >>> _kind_of_entry(["app/pipeline.yml"], "app/pipeline.yml")
     'pipeline'
+    >>> _kind_of_entry(["learner.yaml"], "learner.yaml")
+    'learner'
     """
     for kind, contents in CONTENTS.items():  # a manifest is YAML, but not a pipeline
-        if entry == contents.manifest:
+        if entry in (contents.manifest, contents.top_entry):
             return kind
     for kind, contents in CONTENTS.items():
         if contents.suffixes and entry.endswith(contents.suffixes):

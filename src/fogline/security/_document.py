@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import PurePosixPath
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from packaging.version import InvalidVersion, Version
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -34,12 +34,13 @@ RELEASE_NAME_PATTERN = NAME_PATTERN  # the rule device ids follow too (fogline._
 #: How long a release document is valid by default.
 DEFAULT_RELEASE_EXPIRY = timedelta(days=365)
 
-Kind = Literal["model", "pipeline", "serve"]
+Kind = Literal["model", "pipeline", "serve", "learner"]
 #: The kinds of release an agent knows how to run (its ``kinds/`` has one module per name).
 KINDS: tuple[Kind, ...] = get_args(Kind)
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
 PIPELINE_FILE = "pipeline.yaml"
+LEARNER_FILE = "learner.yaml"  # what a device trains in federated rounds (fleet.agent.kinds)
 MANIFEST_FILE = "fogline.yaml"  # the model manifest (fogline.model), read by the agent
 MODEL_SUFFIXES = (".onnx", ".tflite")
 
@@ -69,6 +70,7 @@ class KindContents:
 #: that fits wins): a pipeline file, then a model repository, then a model.
 CONTENTS: Mapping[Kind, KindContents] = {
     "pipeline": KindContents(top_entry=PIPELINE_FILE, suffixes=(".yaml", ".yml")),
+    "learner": KindContents(top_entry=LEARNER_FILE, suffixes=(".yaml", ".yml")),
     "serve": KindContents(repository=True),
     "model": KindContents(manifest=MANIFEST_FILE, suffixes=MODEL_SUFFIXES, single=True),
 }
@@ -186,6 +188,9 @@ class ReleaseDocument(_Model):
     health: Health = Field(default_factory=Health)
     canary: Canary = Field(default_factory=Canary)
     description: str = ""
+    #: Where the release came from, signed with it: for a federated model the strategy,
+    #: rounds, participants per round, secure aggregation and privacy (ε, δ).
+    provenance: dict[str, Any] | None = None
 
     @field_validator("name")
     @classmethod

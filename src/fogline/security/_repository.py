@@ -24,6 +24,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
@@ -93,6 +94,7 @@ class ReleaseRepository:
         sample: str | None = None,
         canary: str | None = None,
         description: str = "",
+        provenance: dict[str, Any] | None = None,
     ) -> PublishedRelease:
         """Sign ``folder`` as release ``name`` ``version`` with the targets key at ``key_path``.
 
@@ -132,6 +134,7 @@ class ReleaseRepository:
                 health=Health(latency_budget_ms=latency_budget_ms, sample=sample),
                 canary=Canary(data=canary),
                 description=description,
+                provenance=provenance,
             )
         except ValidationError as exc:
             raise ConfigError(f"release {name} {version}: {exc}") from None
