@@ -1,8 +1,8 @@
 """Federated learning across the fleet: strategies, the client trainer, rounds, secure aggregation, privacy.
 
-Work in progress (issue 12): the strategies, secure aggregation, the
-privacy accountant, the client trainers and ``fogline fl simulate`` (rounds
-in one process) have landed; rounds over the broker come next.
+The strategies, secure aggregation, the privacy accountant, the client
+trainers, ``fogline fl simulate`` (rounds in one process) and the
+:class:`Coordinator` the controller runs for rounds across the fleet.
 """
 
 from fogline.federated._client import (
@@ -14,7 +14,8 @@ from fogline.federated._client import (
     weights_from_module,
 )
 from fogline.federated._codec import decode_update, decode_weights, encode_update, encode_weights
-from fogline.federated._export import export_model, softmax_onnx
+from fogline.federated._coordinator import Coordinator, FleetHooks
+from fogline.federated._export import export_model, export_weights, softmax_onnx
 from fogline.federated._privacy import (
     GaussianMechanism,
     PrivacyAccountant,
@@ -22,6 +23,7 @@ from fogline.federated._privacy import (
     PrivacySpent,
     clip_update,
 )
+from fogline.federated._run_store import RunStore
 from fogline.federated._secagg import SecAggClient, SecAggResult, SecAggServer
 from fogline.federated._secagg_field import FieldQuantizer, UploadCost, upload_cost
 from fogline.federated._secagg_messages import (
@@ -45,9 +47,11 @@ from fogline.federated._split import SplitSpec, split_clients
 
 __all__ = [
     "ClientTrainer",
+    "Coordinator",
     "EncryptedShare",
     "Evaluation",
     "FieldQuantizer",
+    "FleetHooks",
     "GaussianMechanism",
     "KeyAdvert",
     "MaskedInput",
@@ -55,6 +59,7 @@ __all__ = [
     "PrivacyConfig",
     "PrivacySpent",
     "RoundRecord",
+    "RunStore",
     "SecAggClient",
     "SecAggParams",
     "SecAggResult",
@@ -74,6 +79,7 @@ __all__ = [
     "encode_update",
     "encode_weights",
     "export_model",
+    "export_weights",
     "history_json",
     "load_task",
     "load_weights",

@@ -1,4 +1,4 @@
-"""The global model of a simulated run as ``model.onnx`` with its ``fogline.yaml`` manifest.
+"""A global model (of a simulated or a fleet run) as ``model.onnx`` with its ``fogline.yaml`` manifest.
 
 A torch module is exported by :func:`fogline.model.torch_to_onnx` (the
 ``train`` extra); numpy softmax weights become a three-node graph built with
@@ -14,12 +14,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from fogline._files import atomic_write
-from fogline.federated._client import TorchTrainer, load_weights
-from fogline.federated._simulate import SimulationResult
+from fogline.federated._client import ClientTrainer, TorchTrainer, load_weights
+from fogline.federated._simulate import SimulationResult, Task
 from fogline.federated.strategy import Weights
 from fogline.model import Manifest, load_onnx, onnx_signature, torch_to_onnx
 
-__all__ = ["export_model", "softmax_onnx"]
+__all__ = ["export_model", "export_weights", "softmax_onnx"]
 
 OPSET = 17
 
@@ -48,13 +48,24 @@ def softmax_onnx(weights: Weights, input_name: str = "input") -> onnx.ModelProto
 
 def export_model(result: SimulationResult, folder: Path) -> Path:
     """Write ``folder/model.onnx`` and ``folder/fogline.yaml``; the model's path."""
+    final = result.history[-1] if result.history else None
+    accuracy = None if final is None else final.accuracy
+    return export_weights(result.task, result.trainer, result.weights, folder, accuracy)
+
+
+def export_weights(
+    task: Task, trainer: ClientTrainer, weights: Weights, folder: Path, accuracy: float | None
+) -> Path:
+    """Write ``weights`` of ``task`` as ``folder/model.onnx`` with its manifest; the model's path.
+
+    ``accuracy`` (0..1, on the task's test set) goes into the manifest's metrics.
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.onnx"
-    task = result.task
-    if isinstance(result.trainer, TorchTrainer):
-        module = result.trainer.module
-        load_weights(module, result.weights)
+    if isinstance(trainer, TorchTrainer):
+        module = trainer.module
+        load_weights(module, weights)
         sample = np.ascontiguousarray(task.test[0][:2], np.float32)
         import torch
 
@@ -66,16 +77,15 @@ def export_model(result: SimulationResult, folder: Path) -> Path:
             output_names=("logits",),
         )
     else:
-        model = softmax_onnx(result.weights, task.input_names[0])
+        model = softmax_onnx(weights, task.input_names[0])
         atomic_write(path, model.SerializeToString())
-    final = result.history[-1] if result.history else None
     manifest = Manifest.for_model(
         path,
         onnx_signature(load_onnx(path), path),
         name=task.name.replace("_", "-"),
         backend="onnxruntime",
         precision="fp32",
-        metrics={} if final is None else {"accuracy": round(100 * final.accuracy, 2)},
+        metrics={} if accuracy is None else {"accuracy": round(100 * accuracy, 2)},
     )
     manifest.write(folder)
     return path

@@ -28,6 +28,7 @@ from fogline.protocol._fleet import (
 from fogline.protocol._rounds import (
     FL_TOPIC_KINDS,
     RoundTask,
+    RunSpec,
     UpdateAck,
     UpdateChunk,
     decode_frame,
@@ -50,6 +51,7 @@ __all__ = [
     "ReleaseName",
     "ReleaseStatus",
     "RoundTask",
+    "RunSpec",
     "Telemetry",
     "UpdateAck",
     "UpdateChunk",

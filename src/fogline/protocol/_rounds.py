@@ -36,13 +36,21 @@ from __future__ import annotations
 import math
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from fogline.protocol._fleet import DeviceId
+from fogline.protocol._fleet import DEVICE_ID_PATTERN, DeviceId
 
 __all__ = [
     "FL_TOPIC_KINDS",
     "RoundTask",
+    "RunSpec",
     "UpdateAck",
     "UpdateChunk",
     "decode_frame",
@@ -81,7 +89,7 @@ class RoundTask(_Message):
     config: dict[str, float] = Field(default_factory=dict)
     model_sha256: Sha256 = Field(pattern=_HEX)
     model_size: int = Field(ge=0)
-    model_encoding: Literal["npz"] = MODEL_ENCODING
+    model_encoding: Literal["npz"] = "npz"
     chunk_bytes: int = Field(default=65536, ge=1024)
 
     @field_validator("deadline")
@@ -107,7 +115,7 @@ class UpdateChunk(_Message):
     total: int = Field(default=1, ge=1, le=100_000)
     size: int = Field(default=0, ge=0)
     sha256: Sha256 | None = Field(default=None, pattern=_HEX)
-    encoding: Literal["f16-delta-deflate"] = UPDATE_ENCODING
+    encoding: Literal["f16-delta-deflate"] = "f16-delta-deflate"
     num_examples: int = Field(default=0, ge=0)
     loss: float | None = None
     train_seconds: float = Field(default=0.0, ge=0)
@@ -144,3 +152,47 @@ def decode_frame(payload: bytes, model: type[M]) -> tuple[M, bytes]:
         return model.model_validate_json(line), body
     except ValidationError as exc:
         raise ValueError(str(exc)) from None
+
+
+class RunSpec(_Message):
+    """A federated run as the operator asks for it (``fogline fl start``, ``POST /api/fl/runs``).
+
+    ``task`` is the ``module:function`` of the model and the operator's
+    validation set (its ``test`` split); devices train on their own data
+    through a ``learner`` release that names the same task. ``release`` is
+    the name of the model release the run ends in. The gate refuses a model
+    whose validation accuracy is below the newest release of that name by
+    more than ``max_drop`` (or below ``min_accuracy``); ``then="canary"``
+    deploys what passed with the fleet's rollout (its ``canary_*`` options).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    release: str = Field(pattern=DEVICE_ID_PATTERN)
+    group: str = "default"
+    rounds: int = Field(default=10, ge=1, le=100_000)
+    strategy: str = "fedavg"
+    min_clients: int = Field(default=2, ge=1)
+    fraction: float = Field(default=1.0, gt=0, le=1)
+    deadline: float = Field(default=60.0, gt=0, description="seconds a round waits for updates")
+    local_epochs: int = Field(default=1, ge=1)
+    dp_noise: float | None = Field(default=None, gt=0)
+    dp_clip: float | None = Field(default=None, gt=0)
+    dp_delta: float = Field(default=1e-5, gt=0, lt=1)
+    epsilon_budget: float | None = Field(default=None, gt=0)
+    max_drop: float = Field(default=0.01, ge=0, le=1)
+    min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    version: str | None = None
+    then: Literal["canary"] | None = None
+    canary_min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    canary_bake: float = Field(default=30.0, ge=0)
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _together(self) -> RunSpec:
+        if (self.dp_noise is None) != (self.dp_clip is None):
+            raise ValueError("--dp-noise and --dp-clip go together")
+        if self.epsilon_budget is not None and self.dp_noise is None:
+            raise ValueError("--epsilon-budget needs --dp-noise and --dp-clip")
+        return self

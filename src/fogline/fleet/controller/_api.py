@@ -27,9 +27,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from fogline.errors import ConfigError, FoglineError, Unauthorized, http_status
+from fogline.fleet.controller._learning import Learning
 from fogline.fleet.controller._registry import Registry
 from fogline.fleet.controller._rollout import Criteria, RolloutPlan, Rollouts
-from fogline.protocol import check_device_id
+from fogline.protocol import RunSpec, check_device_id
 
 log = logging.getLogger("fogline.controller")
 
@@ -133,6 +134,7 @@ class ApiContext:
     enrol: Callable[[str], dict[str, Any]]  # device id → credentials and trust
     token: str | None
     wake: Callable[[], None]  # ask the controller loop to tick now
+    learning: Learning | None = None  # federated runs (None: this controller runs none)
 
 
 def routes(ctx: ApiContext) -> list[BaseRoute]:
@@ -249,6 +251,28 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             raise ApiError(str(exc), 403) from None
         return JSONResponse(ctx.enrol(req.device_id), status_code=201)
 
+    def _learning() -> Learning:
+        if ctx.learning is None:
+            raise ApiError("this controller runs no federated learning", 404)
+        return ctx.learning
+
+    async def fl_runs(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(_learning().runs))
+
+    async def fl_start(request: Request) -> Response:
+        spec = RunSpec.model_validate(await _json(request))
+        # A thread: loading the task imports its module and builds its data (seconds).
+        started = await run_in_threadpool(_learning().start_run, spec)
+        return JSONResponse(started, status_code=201)
+
+    async def fl_run(request: Request) -> Response:
+        found = await run_in_threadpool(_learning().run, request.path_params["run_id"])
+        return JSONResponse(found)
+
+    async def fl_stop(request: Request) -> Response:
+        stopped = await run_in_threadpool(_learning().stop_run, request.path_params["run_id"])
+        return JSONResponse(stopped)
+
     def admin(handler: Handler) -> Handler:
         return _guarded(_with_token(handler, ctx.token))
 
@@ -267,6 +291,10 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         Route("/api/series", admin(series)),
         Route("/api/events", admin(events)),
         Route("/api/tokens", admin(token), methods=["POST"]),
+        Route("/api/fl/runs", admin(fl_runs)),
+        Route("/api/fl/runs", admin(fl_start), methods=["POST"]),
+        Route("/api/fl/runs/{run_id}", admin(fl_run)),
+        Route("/api/fl/runs/{run_id}/stop", admin(fl_stop), methods=["POST"]),
     ]
 
 

@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from fogline._files import atomic_output
 from fogline.errors import ConfigError, ModelNotFound
 from fogline.fleet.controller._api import ApiContext, application
+from fogline.fleet.controller._learning import Learning
 from fogline.fleet.controller._registry import Inbox, Registry
 from fogline.fleet.controller._rollout import Rollouts
 from fogline.protocol import (
@@ -128,6 +129,15 @@ class Controller:
         self.token = config.token if config.token is not None else operator_token(self.data)
         self.registry = Registry(self.data / "registry.db")
         self.rollouts = Rollouts(self.registry, self._publish, releases=self._release_exists)
+        self.learning = Learning(
+            self.data,
+            registry=self.registry,
+            rollouts=self.rollouts,
+            repository=self.repository,
+            publish=self._publish_raw,
+            prefix=config.prefix,
+            wake=self.wake,
+        )
         self.stats = ControllerStats()
         self._inbox: queue.Queue[tuple[str, bytes, dict[str, str]]] = queue.Queue()
         self._wake = threading.Event()
@@ -159,6 +169,7 @@ class Controller:
             self.stop()
             raise ConfigError(f"broker {self.url}: {exc}") from exc
         self._client.loop_start()
+        self.learning.resume()  # a federated run that was going on before a restart
         return self
 
     def wait_connected(self, timeout: float = 30.0) -> bool:
@@ -182,6 +193,7 @@ class Controller:
             self._http.should_exit = True
         if self._http_thread is not None:
             self._http_thread.join(30)
+        self.learning.stop()
         self.registry.close()
 
     def __enter__(self) -> Controller:
@@ -278,6 +290,7 @@ class Controller:
             enrol=self._enrol,
             token=self.token,
             wake=self.wake,
+            learning=self.learning,
         )
         app = application(
             ctx,
@@ -339,9 +352,8 @@ class Controller:
             log.error("broker %s refused the controller: %s", self.url, reason)
             return
         prefix = self.config.prefix
-        client.subscribe(
-            [(device_filter(prefix, kind), 1) for kind in ("state", "presence", "telemetry")]
-        )
+        kinds = ("state", "presence", "telemetry", "fl-update")
+        client.subscribe([(device_filter(prefix, kind), 1) for kind in kinds])
         if self.stats.reconnects:
             log.info("reconnected to %s", self.url)
         self.stats.connected = True
@@ -374,6 +386,11 @@ class Controller:
             message = MqttMessage(topic, desired.model_dump_json().encode(), 1, retain=True)
             if publish_queued(self._client, message):
                 self.stats.published += 1
+
+    def _publish_raw(self, topic: str, payload: bytes, retain: bool) -> None:
+        """Publish one message at QoS 1 (federated rounds); paho queues it while offline."""
+        if publish_queued(self._client, MqttMessage(Topic(topic), payload, 1, retain=retain)):
+            self.stats.published += 1
 
     # -- the worker -------------------------------------------------------------------------
 
@@ -437,6 +454,8 @@ class Controller:
                 key, report = _telemetry(payload, props)
                 _same_device(device_id, report.device_id)
                 inbox.telemetry.append((key, report))
+            elif kind == "fl-update":
+                self.learning.submit(device_id, payload)
         except (ValidationError, ValueError) as exc:
             self.stats.rejected += 1
             log.warning("dropped a %s message from %s: %s", kind, device_id, _short(exc))
