@@ -18,6 +18,7 @@ from fogline.cli import (  # noqa: F401
     _demo,
     _distill,
     _fl,
+    _fl_fleet,
     _fleet,
     _inspect,
     _keys,
