@@ -103,6 +103,7 @@ def test_an_epsilon_budget_stops_the_run_and_still_writes_history_model_and_priv
         (["--task", "fogline.examples:nope"], "cannot import"),
         (["--strategy", "fedsgd"], "unknown strategy"),
         (["--strategy", "krum", "--secagg"], "krum"),
+        (["--secagg", "--secagg-bits", "4"], "--secagg-bits 4"),
         (["--split", "dirichlet:zero"], "--split"),
         (["--malicious", "0.2:bitflip"], "--malicious"),
         (["--dp-noise", "1.0"], "--dp-clip"),

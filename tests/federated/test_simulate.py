@@ -7,6 +7,7 @@ import pytest
 
 from fogline.errors import ConfigError, DataError
 from fogline.federated import (
+    FieldQuantizer,
     PrivacyAccountant,
     SimulationConfig,
     SplitSpec,
@@ -32,13 +33,39 @@ def test_fedavg_on_digits_reaches_a_real_accuracy() -> None:
     assert all(r.participants == 10 and r.epsilon is None for r in result.history)
 
 
-def test_secure_aggregation_matches_the_plain_run_within_quantization_error() -> None:
-    plain, secure = run(rounds=3), run(rounds=3, secagg=True)
+def test_secure_aggregation_at_32_bits_matches_the_plain_run() -> None:
+    plain, secure = run(rounds=3), run(rounds=3, secagg=True, secagg_bits=32)
     assert np.allclose(plain.weights.vector(), secure.weights.vector(), atol=1e-5)
     assert [r.accuracy for r in plain.history] == pytest.approx(
         [r.accuracy for r in secure.history], abs=0.002
     )
-    assert secure.history[0].bytes_up > plain.history[0].bytes_up
+
+
+def test_secure_aggregation_at_16_bits_is_off_by_at_most_the_fields_rounding() -> None:
+    plain, secure = run(rounds=1), run(rounds=1, secagg=True)
+    assert secure.config.secagg_bits == 16
+    # each client sends [s_i * delta_i, s_i] with s_i <= 1 and the largest s_i = 1; the field
+    # sum of 10 rows is off by at most 10 * clip / levels per coordinate, the mean (sum / sum
+    # of s_i >= 1) by at most that times (1 + |mean|), |mean| being at most what FedAvg moved
+    field = FieldQuantizer(bits=16, clip=8.0, num_clients=10)
+    moved = float(np.abs(plain.weights.vector()).max())  # from zero weights
+    bound = field.sum_error_bound(10) * (1 + moved) * 1.01
+    error = np.abs(plain.weights.vector() - secure.weights.vector()).max()
+    assert 0 < error <= bound
+    assert secure.history[0].accuracy == pytest.approx(plain.history[0].accuracy, abs=0.01)
+
+
+def test_bytes_up_is_the_encoded_change_plainly_and_the_protocol_under_secure_aggregation() -> None:
+    plain, secure = run(rounds=1), run(rounds=1, secagg=True)
+    size = plain.weights.size  # 64 * 10 + 10
+    # float16 is 2 bytes a coordinate; deflate keeps it at most that (plus a few bytes framing)
+    # and the change of SGD on digits is not compressible below 1 byte a coordinate
+    assert 10 * size <= plain.history[0].bytes_up <= 10 * (2 * size + 16)
+    # keys (2 * 32), a sealed pair of shares (92) and an unmask share (32) for each of the 9
+    # others, and the masked vector of size + 1 coordinates at 2 bytes each
+    assert secure.history[0].bytes_up == 10 * (64 + 9 * 92 + 9 * 32 + 2 * (size + 1))
+    at32 = run(rounds=1, secagg=True, secagg_bits=32).history[0].bytes_up
+    assert at32 - secure.history[0].bytes_up == 10 * 2 * (size + 1)
 
 
 def test_a_label_skewed_split_with_fedprox_still_learns() -> None:
@@ -121,6 +148,8 @@ def test_distributed_noise_on_the_aggregate_matches_central_noise(secagg: bool) 
         ({"dp_mode": "distributed"}, "needs --dp-noise"),
         ({"dp_noise": 1.0, "dp_clip": 1.0, "dp_mode": "local"}, "--dp-mode"),
         ({"dp_noise": 1.0, "dp_clip": 1.0, "epsilon_budget": 0.0}, "--epsilon-budget"),
+        ({"secagg": True, "secagg_bits": 4}, "--secagg-bits 4"),
+        ({"secagg": True, "secagg_bits": 16.0}, "--secagg-bits must be an integer"),
     ],
 )
 def test_a_bad_configuration_is_refused_before_anything_runs(

@@ -70,6 +70,9 @@ def simulate(
     local_epochs: int = typer.Option(1, "--local-epochs", help="Local epochs per round."),
     fraction: float = typer.Option(1.0, "--fraction", help="Fraction of clients per round."),
     secagg: bool = typer.Option(False, "--secagg", help="Aggregate through secure aggregation."),
+    secagg_bits: int = typer.Option(
+        16, "--secagg-bits", help="Bits per coordinate of secure aggregation's field (8 to 62)."
+    ),
     dp_noise: float | None = typer.Option(None, "--dp-noise", help="Noise multiplier z."),
     dp_clip: float | None = typer.Option(None, "--dp-clip", help="L2 clip norm C of an update."),
     dp_mode: str = typer.Option(
@@ -108,6 +111,7 @@ def simulate(
         local_epochs=local_epochs,
         fraction=fraction,
         secagg=secagg,
+        secagg_bits=secagg_bits,
         dp_noise=dp_noise,
         dp_clip=dp_clip,
         dp_mode=dp_mode,  # type: ignore[arg-type]  # checked by the config
