@@ -1,0 +1,311 @@
+"""The controller's coordinator of federated rounds, on a real SQLite file, with devices played here.
+
+The coordinator is the thing under test: its store is real (``federated.db``),
+its updates are real frames of real training on the digits task, and what it
+publishes is read back and decoded. What stands in is only its surroundings
+(the MQTT session, the registry's online devices, the repository), recorded
+by :class:`Fleet`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fogline.errors import ConfigError, Conflict
+from fogline.federated import (
+    Coordinator,
+    FleetHooks,
+    RunStore,
+    SplitSpec,
+    decode_weights,
+    encode_update,
+    load_task,
+    split_clients,
+)
+from fogline.protocol import RoundTask, RunSpec, UpdateAck, UpdateChunk, decode_frame, encode_frame
+
+TASK = "fogline.examples:digits_task"
+DEVICES = ["edge-0", "edge-1", "edge-2"]
+
+
+class Fleet:
+    """The coordinator's surroundings: what it publishes, who is online, releases made."""
+
+    def __init__(self, folder: Path, online: list[str]) -> None:
+        self.online = list(online)
+        self.retained: dict[str, bytes] = {}
+        self.released: list[tuple[str, str, dict[str, Any]]] = []
+        self.deployed: list[tuple[str, str, str]] = []
+        self.newest: tuple[str, Path] | None = None
+        self.hooks = FleetHooks(
+            publish=self.publish,
+            members=lambda group: list(self.online),
+            newest_release=lambda name: self.newest,
+            create_release=self.create_release,
+            deploy=self.deploy,
+            work=folder / "work",
+        )
+
+    def publish(self, topic: str, payload: bytes, retain: bool) -> None:
+        assert retain
+        self.retained[topic] = payload
+
+    def create_release(
+        self, folder: Path, name: str, version: str, canary: str, provenance: dict[str, Any]
+    ) -> None:
+        assert (folder / "model.onnx").exists() and (folder / canary).exists()
+        self.released.append((name, version, provenance))
+
+    def deploy(self, name: str, version: str, group: str, spec: RunSpec) -> str:
+        self.deployed.append((name, version, group))
+        return "dep-1"
+
+    def task(self, device: str) -> tuple[RoundTask, bytes] | None:
+        payload = self.retained.get(f"fogline/devices/{device}/fl-round")
+        return decode_frame(payload, RoundTask) if payload else None
+
+    def ack(self, device: str) -> UpdateAck | None:
+        payload = self.retained.get(f"fogline/devices/{device}/fl-ack")
+        return UpdateAck.model_validate_json(payload) if payload else None
+
+
+@pytest.fixture(scope="module")
+def task():  # type: ignore[no-untyped-def]
+    return load_task(TASK)
+
+
+@pytest.fixture(scope="module")
+def shards(task):  # type: ignore[no-untyped-def]
+    parts = split_clients(task.train, len(DEVICES), SplitSpec("iid"), seed=0)
+    return dict(zip(DEVICES, parts, strict=True))
+
+
+def train(task, shards, device: str, round_task: RoundTask, model: bytes, chunk: int = 0):  # type: ignore[no-untyped-def]
+    """What a device sends for a round: its update as UpdateChunk frames."""
+    weights = decode_weights(model)
+    trainer = task.trainer(1)
+    update = trainer.fit(
+        device, weights, shards[device], round_task.config, np.random.default_rng(0)
+    )
+    blob = encode_update(update.weights, weights)
+    size = chunk or len(blob)
+    pieces = [blob[i : i + size] for i in range(0, len(blob), size)]
+    return [
+        encode_frame(
+            UpdateChunk(
+                device_id=device, run=round_task.run, round=round_task.round, index=i,
+                total=len(pieces), size=len(blob), sha256=hashlib.sha256(blob).hexdigest(),
+                num_examples=update.num_examples, bytes_down=len(model),
+            ),
+            piece,
+        )
+        for i, piece in enumerate(pieces)
+    ]  # fmt: skip
+
+
+def wait(predicate, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def spec(**options: Any) -> RunSpec:
+    return RunSpec(**{"task": TASK, "release": "digits-fl", "rounds": 3, "deadline": 30.0,
+                      "seed": 1, "min_clients": 2, **options})  # fmt: skip
+
+
+def play_round(coordinator, fleet, task, shards, number: int, devices=DEVICES) -> None:  # type: ignore[no-untyped-def]
+    wait(lambda: all((t := fleet.task(d)) is not None and t[0].round == number for d in devices))
+    for device in devices:
+        header, model = fleet.task(device)  # type: ignore[misc]
+        assert hashlib.sha256(model).hexdigest() == header.model_sha256
+        for frame in train(task, shards, device, header, model, chunk=600):
+            coordinator.submit(device, frame)
+
+
+def test_a_run_trains_gates_releases_and_deploys_a_canary(tmp_path, task, shards) -> None:  # type: ignore[no-untyped-def]
+    fleet = Fleet(tmp_path, DEVICES)
+    store = RunStore(tmp_path / "federated.db")
+    coordinator = Coordinator(store, fleet.hooks, tick=0.05).start()
+    try:
+        run = coordinator.start_run(spec(then="canary"))
+        for number in (1, 2, 3):
+            play_round(coordinator, fleet, task, shards, number)
+        wait(lambda: coordinator.describe(run["id"])["status"] == "finished")  # type: ignore[index]
+        found = coordinator.describe(run["id"])
+        assert found is not None
+        rounds = found["rounds"]
+        assert [r["status"] for r in rounds] == ["closed"] * 3
+        assert all(r["participants"] == 3 for r in rounds)
+        # measured 0.92 after three rounds of three iid devices; 10% is the untrained model
+        assert rounds[-1]["accuracy"] > 0.85 and rounds[-1]["accuracy"] >= rounds[0]["accuracy"]
+        # every upload was counted: float16 deltas, deflated, in 600-byte chunks plus headers
+        assert all(0 < r["bytes_up"] < 3 * 4 * 650 for r in rounds)
+        assert all(r["bytes_down"] > 0 for r in rounds)
+        [(name, version, provenance)] = fleet.released
+        assert (name, version) == ("digits-fl", "1.0.0")
+        assert provenance["strategy"] == "fedavg" and provenance["participants"] == [3, 3, 3]
+        assert fleet.deployed == [("digits-fl", "1.0.0", "default")]
+        gate = found["result"]["gate"]
+        assert gate["passed"] and gate["accuracy"] == pytest.approx(
+            rounds[-1]["accuracy"], abs=0.01
+        )
+        # the rounds are withdrawn: nothing retained is left for a device to act on
+        assert all(fleet.task(d) is None for d in DEVICES)
+    finally:
+        coordinator.stop()
+        store.close()
+
+
+def test_bad_updates_are_refused_with_a_reason_and_the_round_goes_on(
+    tmp_path, task, shards
+) -> None:  # type: ignore[no-untyped-def]
+    fleet = Fleet(tmp_path, DEVICES)
+    store = RunStore(tmp_path / "federated.db")
+    coordinator = Coordinator(store, fleet.hooks, tick=0.05).start()
+    try:
+        run = coordinator.start_run(spec(rounds=1, fraction=0.5, min_clients=2))
+        wait(lambda: sum(fleet.task(d) is not None for d in DEVICES) == 2)
+        sampled = [d for d in DEVICES if fleet.task(d) is not None]
+        outsider = next(d for d in DEVICES if d not in sampled)
+        header, model = fleet.task(sampled[0])  # type: ignore[misc]
+        good = train(task, shards, sampled[0], header, model)
+
+        def refused(device: str, frames: list[bytes], reason: str) -> None:
+            for frame in frames:
+                coordinator.submit(device, frame)
+            wait(lambda: (a := fleet.ack(device)) is not None and a.status == "refused")
+            ack = fleet.ack(device)
+            assert ack is not None and reason in (ack.reason or ""), ack
+            fleet.retained.pop(f"fogline/devices/{device}/fl-ack")
+
+        # a device that was not sampled
+        refused(outsider, train(task, shards, outsider, header, model), "not sampled")
+        # a run and a round that do not exist
+        bogus = UpdateChunk(
+            device_id=sampled[0], run="nope", round=1, sha256="0" * 64, num_examples=1
+        )
+        refused(sampled[0], [encode_frame(bogus, b"x")], "run 'nope' does not exist")
+        bogus = bogus.model_copy(update={"run": run["id"], "round": 7})
+        refused(sampled[0], [encode_frame(bogus, b"x")], "round 7")
+        # NaN in the change: refused, counted, and this device's round is over
+        weights = decode_weights(model)
+        nan = weights.like(np.full(weights.size, np.nan))
+        blob = encode_update(nan, weights)
+        frame = UpdateChunk(
+            device_id=sampled[1], run=run["id"], round=1, size=len(blob),
+            sha256=hashlib.sha256(blob).hexdigest(), num_examples=10,
+        )  # fmt: skip
+        refused(sampled[1], [encode_frame(frame, blob)], "NaN or Inf")
+        # the good one, then the same again: accepted once, the copy counted as a duplicate
+        for frame in good + good:
+            coordinator.submit(sampled[0], frame)
+        wait(lambda: coordinator.counters["duplicates"] == 1)
+        ack = fleet.ack(sampled[0])
+        assert ack is not None and ack.status == "accepted"
+        # both sampled answered (one accepted, one refused): the round closes short of updates
+        wait(lambda: coordinator.describe(run["id"])["status"] in ("finished", "gate-failed"))  # type: ignore[index]
+        found = coordinator.describe(run["id"])
+        assert found is not None
+        [round1] = found["rounds"]
+        assert round1["status"] == "failed" and "1 update(s)" in round1["reason"]
+        assert coordinator.counters["refused"] >= 4
+    finally:
+        coordinator.stop()
+        store.close()
+
+
+def test_a_restarted_coordinator_resumes_the_open_round_with_what_it_acknowledged(
+    tmp_path, task, shards
+) -> None:  # type: ignore[no-untyped-def]
+    fleet = Fleet(tmp_path, DEVICES)
+    store = RunStore(tmp_path / "federated.db")
+    first = Coordinator(store, fleet.hooks, tick=0.05).start()
+    run = first.start_run(spec(rounds=1))
+    wait(lambda: all(fleet.task(d) is not None for d in DEVICES))
+    header, model = fleet.task(DEVICES[0])  # type: ignore[misc]
+    frames = train(task, shards, DEVICES[0], header, model, chunk=500)
+    assert len(frames) >= 2
+    for frame in frames:
+        first.submit(DEVICES[0], frame)
+    wait(lambda: (a := fleet.ack(DEVICES[0])) is not None and a.status == "accepted")
+    # half of the second device's chunks are stored and acknowledged, then the controller dies
+    frames1 = train(task, shards, DEVICES[1], header, model, chunk=500)
+    first.submit(DEVICES[1], frames1[0])
+    wait(lambda: (a := fleet.ack(DEVICES[1])) is not None and a.received == [0])
+    first.stop()
+    store.close()
+
+    store = RunStore(tmp_path / "federated.db")
+    second = Coordinator(store, fleet.hooks, tick=0.05).start()
+    try:
+        found = second.describe(run["id"])
+        assert found is not None and found["status"] == "running"
+        assert found["current"]["status"] == "open"
+        assert [u["device"] for u in found["current"]["updates"]] == [DEVICES[0]]
+        for frame in frames1[1:]:  # the device sends only what the retained ack lacks
+            second.submit(DEVICES[1], frame)
+        for frame in train(task, shards, DEVICES[2], header, model):
+            second.submit(DEVICES[2], frame)
+        wait(lambda: second.describe(run["id"])["status"] == "finished")  # type: ignore[index]
+        [round1] = second.describe(run["id"])["rounds"]  # type: ignore[index]
+        assert round1["status"] == "closed" and round1["participants"] == 3
+    finally:
+        second.stop()
+        store.close()
+
+
+def test_a_round_closes_at_its_deadline_with_the_updates_it_has(tmp_path, task, shards) -> None:  # type: ignore[no-untyped-def]
+    fleet = Fleet(tmp_path, DEVICES)
+    store = RunStore(tmp_path / "federated.db")
+    coordinator = Coordinator(store, fleet.hooks, tick=0.05).start()
+    try:
+        run = coordinator.start_run(spec(rounds=1, deadline=3.0))
+        play_round(coordinator, fleet, task, shards, 1, devices=DEVICES[:2])  # one straggles
+        wait(lambda: coordinator.describe(run["id"])["status"] == "finished")  # type: ignore[index]
+        [round1] = coordinator.describe(run["id"])["rounds"]  # type: ignore[index]
+        assert round1["status"] == "closed" and round1["participants"] == 2
+        assert round1["closed"] - round1["opened"] >= 2.9
+        ack = fleet.ack(DEVICES[2])
+        assert ack is not None and ack.status == "closed"  # the straggler is told
+    finally:
+        coordinator.stop()
+        store.close()
+
+
+def test_the_gate_refuses_a_model_worse_than_the_newest_release(tmp_path, task, shards) -> None:  # type: ignore[no-untyped-def]
+    fleet = Fleet(tmp_path, DEVICES)
+    # the newest release: a trained model from a first run
+    store = RunStore(tmp_path / "federated.db")
+    coordinator = Coordinator(store, fleet.hooks, tick=0.05).start()
+    try:
+        first = coordinator.start_run(spec(rounds=2))
+        for number in (1, 2):
+            play_round(coordinator, fleet, task, shards, number)
+        wait(lambda: coordinator.describe(first["id"])["status"] == "finished")  # type: ignore[index]
+        fleet.newest = ("1.0.0", tmp_path / "work" / first["id"] / "release")
+        # a run whose only round fails leaves the untrained model: far worse, refused
+        fleet.online = DEVICES[:1]
+        with pytest.raises(ConfigError, match="1 online device"):
+            coordinator.start_run(spec(rounds=1, min_clients=2))
+        fleet.online = DEVICES
+        second = coordinator.start_run(spec(rounds=1, deadline=1.0))
+        with pytest.raises(Conflict, match="already trains release 'digits-fl'"):
+            coordinator.start_run(spec())
+        wait(lambda: coordinator.describe(second["id"])["status"] == "gate-failed")  # type: ignore[index]
+        found = coordinator.describe(second["id"])
+        assert found is not None
+        assert "below release digits-fl 1.0.0" in found["reason"]
+        assert len(fleet.released) == 1  # only the first run's model was signed
+    finally:
+        coordinator.stop()
+        store.close()
