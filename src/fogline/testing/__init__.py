@@ -3,8 +3,12 @@
 :class:`SimulatedFleet` runs N devices in one process, each with its own
 MQTT 5 session and real TUF-verified installs, for the rollout tests and
 ``benchmarks/bench_fleet.py``; it leaves out each device's inference.
+:class:`LocalFleet` runs the real thing as processes: a broker, ``fogline
+controller`` and one ``fogline agent`` per device, each of which can be
+killed with ``SIGKILL`` and started again.
 """
 
+from fogline.testing._local_fleet import LocalFleet, wait_until
 from fogline.testing._simulator import (
     SimulatedDevice,
     SimulatedFleet,
@@ -12,4 +16,11 @@ from fogline.testing._simulator import (
     installer_factory,
 )
 
-__all__ = ["SimulatedDevice", "SimulatedFleet", "SimulationStats", "installer_factory"]
+__all__ = [
+    "LocalFleet",
+    "SimulatedDevice",
+    "SimulatedFleet",
+    "SimulationStats",
+    "installer_factory",
+    "wait_until",
+]
