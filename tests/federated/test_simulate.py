@@ -95,6 +95,9 @@ def test_sign_flip_attackers_hurt_fedavg_and_krum_resists() -> None:
     robust = run(malicious=0.2, attack="sign-flip", strategy="krum")
     assert robust.history[-1].accuracy > attacked.history[-1].accuracy
     assert robust.history[-1].accuracy >= 0.85
+    # two attackers in ten: Multi-Krum told f=2 averages the eight best, none of them flipped
+    told = run(malicious=0.2, attack="sign-flip", strategy="multi-krum", strategy_options={"f": 2})
+    assert told.history[-1].accuracy >= 0.85
     noisy = run(malicious=0.2, attack="gaussian", strategy="trimmed-mean")
     assert noisy.history[-1].accuracy >= 0.8
 
@@ -149,6 +152,8 @@ def test_distributed_noise_on_the_aggregate_matches_central_noise(secagg: bool) 
         ({"dp_noise": 1.0, "dp_clip": 1.0, "dp_mode": "local"}, "--dp-mode"),
         ({"dp_noise": 1.0, "dp_clip": 1.0, "epsilon_budget": 0.0}, "--epsilon-budget"),
         ({"secagg": True, "secagg_bits": 4}, "--secagg-bits 4"),
+        ({"strategy": "krum", "strategy_options": {"g": 2}}, "strategy 'krum'.*'g'"),
+        ({"strategy_options": {"fraction": 0.5}}, "--fraction, not a strategy option"),
         ({"secagg": True, "secagg_bits": 16.0}, "--secagg-bits must be an integer"),
     ],
 )

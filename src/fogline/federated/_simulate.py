@@ -178,6 +178,8 @@ class SimulationConfig:
     clients: int
     rounds: int
     strategy: str = "fedavg"
+    #: Keyword options of the strategy (``{"f": 2}`` for Krum with two attackers, ``{"mu": 0.1}``).
+    strategy_options: Mapping[str, Any] = field(default_factory=dict)
     split: SplitSpec = field(default_factory=SplitSpec)
     local_epochs: int = 1
     fraction: float = 1.0
@@ -206,6 +208,9 @@ class SimulationConfig:
             raise ConfigError(
                 f"unknown strategy {self.strategy!r}; known: {', '.join(sorted(STRATEGIES))}"
             )
+        if "fraction" in self.strategy_options:
+            raise ConfigError("the strategy's fraction is --fraction, not a strategy option")
+        strategy_for(self.strategy, fraction=1.0, **self.strategy_options)  # refuses bad options
         if not 0 < self.fraction <= 1:
             raise ConfigError(f"--fraction must be in (0, 1], not {self.fraction}")
         if not 0 <= self.dropout < 1:
@@ -369,7 +374,9 @@ def simulate(
     attackers = set(
         rng.choice(names, size=round(config.malicious * len(names)), replace=False).tolist()
     )
-    strategy: Strategy = strategy_for(config.strategy, fraction=config.fraction)
+    strategy: Strategy = strategy_for(
+        config.strategy, fraction=config.fraction, **config.strategy_options
+    )
     mechanism = accountant = None
     if config.dp:
         mechanism = GaussianMechanism(config.privacy, seed=config.seed)
