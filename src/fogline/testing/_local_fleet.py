@@ -58,8 +58,8 @@ class LocalFleet:
         self.broker = LocalBroker(BrokerConfig(folder=self.data / "broker", port=_free_port()))
         self.broker.start()
         user = self.broker.add_controller()
-        url = MqttUrl.parse(self.broker.url)
-        self.controller_broker = str(MqttUrl(url.host, url.port, False, user.user, user.password))
+        url = MqttUrl.parse(self.broker.url)  # str(MqttUrl) leaves the password out
+        self.controller_broker = f"mqtt://{user.user}:{user.password}@{url.host}:{url.port}"
         self.http_port = _free_port()
         self.base_url = f"http://127.0.0.1:{self.http_port}"
         self.telemetry_period = telemetry_period
