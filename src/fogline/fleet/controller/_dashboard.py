@@ -1,8 +1,10 @@
 """The controller's web dashboard: static pages that read the JSON API from the browser.
 
 The dashboard is plain HTML, CSS and JavaScript modules in the package folder
-``fogline/fleet/dashboard`` — no build step, nothing fetched from elsewhere.
-The server side is only this: ``/`` serves ``index.html`` and
+``fogline/fleet/controller/dashboard`` — no build step, nothing fetched from
+elsewhere. Its pages (the overview, devices, releases, deployments, and the
+federated runs under ``#/learning``) are routed in the browser by the URL's
+``#`` part. The server side is only this: ``/`` serves ``index.html`` and
 ``/dashboard/…`` serves the other files. Everything the pages show comes from
 ``/api/…`` with the operator's bearer token, which the page reads once from
 ``?token=`` and keeps in the tab's ``sessionStorage``; without a valid token

@@ -6,6 +6,8 @@ import {code, h, replace} from "./dom.js";
 import {ago} from "./format.js";
 import {deploymentPage, deploymentsPage} from "./deployments.js";
 import {devicePage, devicesPage} from "./devices.js";
+import {learningPage} from "./learning.js";
+import {runPage} from "./learning-run.js";
 import {overviewPage} from "./overview.js";
 import {releasesPage} from "./releases.js";
 
@@ -18,6 +20,8 @@ const ROUTES = [
   [/^\/releases\/?$/, "releases", releasesPage],
   [/^\/deployments\/?$/, "deployments", deploymentsPage],
   [/^\/deployments\/([^/]+)$/, "deployments", deploymentPage],
+  [/^\/learning\/?$/, "learning", learningPage],
+  [/^\/learning\/([^/]+)$/, "learning", runPage],
 ];
 
 const main = document.getElementById("main");

@@ -1,4 +1,5 @@
-// Charts drawn as inline SVG: line charts over time, with axes, ticks, labels and a legend.
+// Charts drawn as inline SVG: line charts over time (or per round), with axes, ticks, labels
+// and a legend.
 
 import {h, s} from "./dom.js";
 import {number, when} from "./format.js";
@@ -40,6 +41,34 @@ function timeLabel(t, step) {
   return step < 60 ? `${hm}:${pad(d.getSeconds())}` : hm;
 }
 
+/** The x axis of a chart over time: ticks on whole local minutes or hours, tooltips with the date. */
+export const TIME_AXIS = {
+  ticks(t0, t1) {
+    const {ticks, step} = timeTicks(t0, t1);
+    return ticks.map((t) => [t, timeLabel(t, step)]);
+  },
+  at: (t) => `at ${when(t)}`,
+  aria: "over time",
+};
+
+const ROUND_STEPS = [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000, 20000, 50000];
+
+/** The x axis of a chart per federated round: whole rounds, about eight ticks at most. */
+export const ROUND_AXIS = {
+  ticks(t0, t1) {
+    const first = Math.max(1, Math.ceil(t0));
+    const last = Math.floor(t1);
+    const step = ROUND_STEPS.find((v) => (last - first) / v < 8) ?? 100000;
+    const ticks = [];
+    for (let r = first; r <= last; r += 1) {
+      if (step === 1 || r % step === 0) ticks.push([r, String(r)]);
+    }
+    return ticks;
+  },
+  at: (round) => `in round ${round}`,
+  aria: "per round",
+};
+
 /** Split points into runs wherever a value is missing or a gap is much longer than usual. */
 function runs(points) {
   const gaps = [];
@@ -64,13 +93,15 @@ function runs(points) {
 }
 
 /**
- * A line chart over time.
+ * A line chart over time (or, with axis: ROUND_AXIS, per round).
  *
- * series: [{name, points: [[unixSeconds, value|null], …], dashed?}]; range: [t0, t1];
+ * series: [{name, points: [[x, value|null], …], dashed?}], x in Unix seconds (or rounds);
+ * range: [x0, x1];
  * format(value) labels the y axis and tooltips; unit names the y axis; emptyText says why,
  * in place of the chart, when there is nothing to draw.
  */
-export function lineChart({title, unit, series, range, format = number, id, emptyText = NO_DATA}) {
+export function lineChart({title, unit, series, range, format = number, id, emptyText = NO_DATA,
+  axis = TIME_AXIS}) {
   const [t0, t1] = range;
   const values = series.flatMap((line) => line.points.map((p) => p[1])).filter((v) => v !== null && v !== undefined);
   const figure = h("figure", {className: "chart", dataset: {chart: id ?? title}});
@@ -84,17 +115,16 @@ export function lineChart({title, unit, series, range, format = number, id, empt
   const top = ticks[ticks.length - 1];
   const x = (t) => M.left + ((t - t0) / Math.max(1, t1 - t0)) * (W - M.left - M.right);
   const y = (v) => H - M.bottom - (v / top) * (H - M.top - M.bottom);
-  const svg = s("svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${title} over time`});
+  const svg = s("svg", {viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `${title} ${axis.aria}`});
 
   const grid = s("g", {class: "grid"});
   for (const v of ticks) {
     grid.append(s("line", {x1: M.left, x2: W - M.right, y1: y(v), y2: y(v)}));
     grid.append(s("text", {x: M.left - 6, y: y(v) + 4, "text-anchor": "end"}, format(v)));
   }
-  const {ticks: times, step} = timeTicks(t0, t1);
-  for (const t of times) {
+  for (const [t, label] of axis.ticks(t0, t1)) {
     grid.append(s("line", {class: "tick", x1: x(t), x2: x(t), y1: H - M.bottom, y2: H - M.bottom + 4}));
-    grid.append(s("text", {x: x(t), y: H - M.bottom + 17, "text-anchor": "middle"}, timeLabel(t, step)));
+    grid.append(s("text", {x: x(t), y: H - M.bottom + 17, "text-anchor": "middle"}, label));
   }
   grid.append(s("line", {class: "axis", x1: M.left, x2: W - M.right, y1: H - M.bottom, y2: H - M.bottom}));
   grid.append(s("line", {class: "axis", x1: M.left, x2: M.left, y1: M.top, y2: H - M.bottom}));
@@ -116,7 +146,7 @@ export function lineChart({title, unit, series, range, format = number, id, empt
       for (const [t, v] of visible) {
         if (v === null || v === undefined) continue;
         group.append(s("circle", {cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 2.6},
-          s("title", null, `${line.name}: ${format(v)}${unit ? ` ${unit}` : ""} at ${when(t)}`)));
+          s("title", null, `${line.name}: ${format(v)}${unit ? ` ${unit}` : ""} ${axis.at(t)}`)));
       }
     }
     svg.append(group);
