@@ -4,18 +4,28 @@ The model file ships with fogline; the data is built from the copy of the
 digits set that scikit-learn ships, so nothing is ever downloaded. The
 calibration and evaluation functions can be named on the command line as
 ``fogline.examples:digits_calibration`` and ``fogline.examples:digits_eval``.
+
+For federated learning: ``digits_task`` (``fogline fl simulate --task``),
+``digits_device_data`` (one device's part of its training set) and the
+``learner`` release folder :func:`digits_learner_path`, ready for
+``fogline release create``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from fogline.errors import DataError
+from fogline.data import import_function
+from fogline.errors import ConfigError, DataError
 
 _HERE = Path(__file__).parent / "digits"
+_LEARNER = Path(__file__).parent / "digits_learner"
 TRAIN_SIZE = 1200
 LABELS = [str(i) for i in range(10)]
 #: Pixel values in load_digits run 0..16; the model takes them scaled to 0..1.
@@ -25,6 +35,15 @@ PIXEL_SCALE = 1.0 / 16.0
 def digits_model_path() -> Path:
     """Path of the bundled FP32 digits model (``pixels`` [batch,1,8,8] → ``logits`` [batch,10])."""
     return _HERE / "model.onnx"
+
+
+def digits_learner_path() -> Path:
+    """The bundled ``learner`` release folder: ``learner.yaml`` training ``digits_task``.
+
+    Each device trains on its own third of the digits training set
+    (:func:`digits_device_data` with ``clients: 3``).
+    """
+    return _LEARNER
 
 
 def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -82,10 +101,14 @@ __all__ = [
     "LABELS",
     "PIXEL_SCALE",
     "digits_calibration",
+    "digits_device_data",
     "digits_eval",
+    "digits_learner_path",
     "digits_model_path",
     "digits_split",
     "digits_stream",
+    "digits_task",
+    "digits_torch_task",
     "digits_train",
 ]
 
@@ -119,3 +142,44 @@ def digits_torch_task() -> dict[str, object]:
         "batch_size": 16,
         "input_names": ["pixels"],
     }
+
+
+def device_part(device_id: str, clients: int) -> int:
+    """Which of ``clients`` parts a device holds: the trailing number of its id, else a hash.
+
+    >>> device_part("edge-07", 10), device_part("edge-13", 10)
+    (7, 3)
+    >>> 0 <= device_part("camera", 10) < 10
+    True
+    """
+    if isinstance(clients, bool) or not isinstance(clients, int) or clients < 1:
+        raise ConfigError(f"clients must be a positive integer, not {clients!r}")
+    number = re.search(r"(\d+)$", device_id)
+    if number is not None:
+        return int(number.group(1)) % clients
+    return int.from_bytes(hashlib.sha256(device_id.encode()).digest()[:8], "big") % clients
+
+
+def digits_device_data(
+    device_id: str, clients: int = 10, split: str = "dirichlet:0.5", seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """One device's own ``(X, y)``: its part of :func:`digits_task`'s training set.
+
+    The training set (pixels flattened to 64, as ``digits_task`` has them) is
+    split among ``clients`` the way ``fogline fl simulate --split`` does
+    (``iid``, ``dirichlet:ALPHA``, ``shards:K``; the same ``seed``, the same
+    parts); the device gets part :func:`device_part`. A ``learner.yaml``
+    names it as ``data: fogline.examples:digits_device_data``.
+
+    >>> X, y = digits_device_data("edge-2", clients=3, split="iid")
+    >>> X.shape[1], len(X) == len(y), 390 < len(y) < 410
+    (64, True, True)
+    """
+    # Looked up by name: fogline.federated sits above the examples in the layering
+    # table (tests/test_layering.py), and only this function needs it.
+    spec: Any = import_function("fogline.federated:SplitSpec")
+    split_clients = import_function("fogline.federated:split_clients")
+    X, y = digits_split("train")
+    parts = split_clients((X.reshape(len(X), 64), y), clients, spec.parse(split), seed)
+    part: tuple[np.ndarray, np.ndarray] = parts[device_part(device_id, clients)]
+    return part

@@ -1,4 +1,4 @@
-"""The device agent: one MQTT session, a convergence loop, a supervisor, telemetry.
+"""The device agent: one MQTT session, a convergence loop, a supervisor, telemetry, FL rounds.
 
 :class:`Agent` ties the parts together::
 
@@ -9,11 +9,15 @@
     OutboxSender (its thread) ◄── ResultStore ◄── TelemetryReporter ◄── Supervisor
                                   (outbox)         (its thread)         (children's metrics)
 
+    AgentSession ──fl-round, fl-ack──► RoundParticipant (its thread) ──fl-update──► AgentSession
+                                       trains the active learner release's task
+
 Its data folder ``DEV`` holds ``credentials.json`` and ``trust/root.json``
 (:mod:`._agent_enrol`), the installer's releases (``releases/``, ``active/``,
 ``installed.json``, ``blobs/``, ``downloads/``), and the agent's own ``agent/`` folder: the
 convergence state, the telemetry store and outbox, the children's pids and
-logs. Everything there is written atomically, so the agent may be killed
+logs, and ``agent/fl/`` (the update of a federated round, saved before it is
+sent, and the rounds already finished). Everything there is written atomically, so the agent may be killed
 at any moment and converges after a restart.
 
 Concurrency: threads, because paho-mqtt calls back on its own network
@@ -28,14 +32,14 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import fogline
 from fogline._files import keep_private
-from fogline.errors import ConfigError
+from fogline.errors import ConfigError, FoglineError, Unreachable
 from fogline.fleet.agent._converge import Converger, Options
 from fogline.fleet.agent._enrol import (
     TRUSTED_ROOT,
@@ -45,6 +49,7 @@ from fogline.fleet.agent._enrol import (
     read_credentials,
 )
 from fogline.fleet.agent._installer import ReleaseInstaller
+from fogline.fleet.agent._rounds import RESEND_AFTER, RoundCounters, RoundParticipant
 from fogline.fleet.agent._session import DEFAULT_SESSION_EXPIRY, AgentSession
 from fogline.fleet.agent._supervisor import Supervisor
 from fogline.fleet.agent._telemetry import (
@@ -55,7 +60,7 @@ from fogline.fleet.agent._telemetry import (
 )
 from fogline.protocol import DEFAULT_PREFIX, DeviceId, DeviceState, DeviceTopics, ReleaseMetrics
 from fogline.store import OutboxSender, ResultStore, Retention
-from fogline.transport.mqtt import BrokerUrl, MqttUrl
+from fogline.transport.mqtt import BrokerUrl, MqttMessage, MqttUrl
 
 log = logging.getLogger("fogline.agent")
 
@@ -93,6 +98,7 @@ class AgentConfig(BaseModel):
     session_expiry: int = Field(default=DEFAULT_SESSION_EXPIRY, ge=1)
     serve_http_port: int | None = Field(default=None, ge=1, le=65535)
     retry_max: float = Field(default=60.0, gt=0)
+    round_resend_seconds: float = Field(default=RESEND_AFTER, gt=0)
 
     @field_validator("controller")
     @classmethod
@@ -130,6 +136,7 @@ class Agent:
         self.store: ResultStore | None = None
         self.reporter: TelemetryReporter | None = None
         self.sender: OutboxSender | None = None
+        self.rounds: RoundParticipant | None = None
         self._scrapes: dict[str, tuple[Scrape, float]] = {}
 
     # -- lifecycle -------------------------------------------------------------------
@@ -162,12 +169,25 @@ class Agent:
             agent_version=fogline.__version__,
             on_report=self._report_now,
         )
+        rounds = self.rounds = RoundParticipant(
+            self.config.device_id,
+            agent_dir / "fl",
+            learners=self._learners,
+            publish=self._publish_rounds,
+            connected=lambda: self.session is not None and self.session.connected,
+            update_topic=topics.topic("fl-update"),
+            on_event=self._event,
+            resend_after=self.config.round_resend_seconds,
+        )
         self.session = AgentSession(
             url,
             topics,
             on_desired=self.converger.desire,
             on_command=self.converger.command,
             on_event=self._event,
+            on_round=rounds.on_round,
+            on_ack=rounds.on_ack,
+            on_rounds_ready=rounds.on_ready,
             session_expiry=self.config.session_expiry,
         )
         self.store = ResultStore(
@@ -189,6 +209,7 @@ class Agent:
         self._thread("converge", self.converger.run)
         self._thread("telemetry", self.reporter.run)
         self._thread("outbox", self._deliver)
+        self._thread("rounds", rounds.run)
 
     def stop(self) -> None:
         """Stop converging, stop the children, say offline, close the store."""
@@ -219,6 +240,10 @@ class Agent:
 
     def state(self) -> DeviceState | None:
         return None if self.converger is None else self.converger.state()
+
+    def round_counters(self) -> RoundCounters | None:
+        """Bytes, rounds and chunks of federated runs since the agent started."""
+        return None if self.rounds is None else self.rounds.counters()
 
     # -- parts -----------------------------------------------------------------------
 
@@ -277,6 +302,24 @@ class Agent:
                     log.exception("telemetry delivery failed")
             if delivered < self.sender.batch:
                 stop.wait(self.sender.poll_interval)
+
+    def _learners(self) -> list[Path]:
+        """The entries (``learner.yaml``) of the learner releases that run now."""
+        assert self.converger is not None and self.installer is not None
+        entries = []
+        for name in sorted(self.converger.versions()):
+            try:
+                release = self.installer.active(name)
+            except (OSError, FoglineError):  # swapped or pruned under us: not a learner now
+                continue
+            if release is not None and release.document.kind == "learner":
+                entries.append(release.entry)
+        return entries
+
+    def _publish_rounds(self, messages: Sequence[MqttMessage], timeout: float) -> None:
+        if self.session is None:
+            raise Unreachable("the agent's session has not started")
+        self.session.publish_and_wait(messages, timeout)
 
     def _publish_state(self, state: DeviceState) -> None:
         if self.session is not None:

@@ -1,4 +1,4 @@
-"""The agent's one MQTT 5 session: presence, desired state and commands in, state out.
+"""The agent's one MQTT 5 session: presence, desired state, commands and rounds in, state out.
 
 One client from :func:`fogline.transport.mqtt.new_client` (so TLS for
 ``mqtts://`` and the URL's credentials) whose client id is the device id, with a persistent
@@ -8,7 +8,12 @@ the device is away wait for it at the broker. Its last will is
 connect it publishes ``Presence(online=True)`` (retained), subscribes to its
 ``desired`` (retained) and ``command`` topics at QoS 1, and publishes its
 latest state again (retained), so the controller sees the truth after a
-broker restart or a long absence. paho reconnects on its own thread with a
+broker restart or a long absence. In a second SUBSCRIBE it takes its
+federated ``fl-round`` and ``fl-ack`` topics (both retained, QoS 1) and hands
+their raw payloads to ``on_round`` and ``on_ack``; ``on_rounds_ready`` hears
+each time that subscription is granted (the retained round and acknowledgement
+follow). A broker whose ACL refuses those topics leaves the device out of
+federated runs, said once as an event, and everything else goes on. paho reconnects on its own thread with a
 backoff between ``reconnect_min`` and ``reconnect_max`` seconds.
 
 Bodies are validated with the protocol's pydantic models; one that does not
@@ -19,9 +24,9 @@ cannot fix (bad user name or password, not authorised) is kept in
 :class:`~fogline.errors.Refused` rather than
 :class:`~fogline.errors.Unreachable`, so a caller can tell the two apart.
 
-Concurrency: callbacks run on paho's network thread; ``on_desired`` and
-``on_command`` must return quickly (the agent only hands them to its
-convergence thread). :meth:`AgentSession.publish_state` and
+Concurrency: callbacks run on paho's network thread; ``on_desired``,
+``on_command``, ``on_round``, ``on_ack`` and ``on_rounds_ready`` must return
+quickly (the agent only hands them to its convergence and round threads). :meth:`AgentSession.publish_state` and
 :meth:`~AgentSession.publish_and_wait` may be called from any thread.
 
 Telemetry goes over this same connection (:meth:`~AgentSession.publish_and_wait`
@@ -79,6 +84,9 @@ class AgentSession:
         on_desired: Callable[[DesiredState], None] = lambda desired: None,
         on_command: Callable[[Command], None] = lambda command: None,
         on_event: Callable[[str], None] = lambda line: None,
+        on_round: Callable[[bytes], None] = lambda payload: None,
+        on_ack: Callable[[bytes], None] = lambda payload: None,
+        on_rounds_ready: Callable[[], None] = lambda: None,
         session_expiry: int = DEFAULT_SESSION_EXPIRY,
         keepalive: int = 30,
         reconnect_min: int = 1,
@@ -100,6 +108,12 @@ class AgentSession:
         self._on_desired = on_desired
         self._on_command = on_command
         self._on_event = on_event
+        self._on_round = on_round
+        self._on_ack = on_ack
+        self._on_rounds_ready = on_rounds_ready
+        self._round_topics = (topics.topic("fl-round"), topics.topic("fl-ack"))
+        self._rounds_mid: int | None = None  # the SUBSCRIBE of the round topics
+        self._rounds_refused = False
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._lock = threading.Lock()
@@ -211,6 +225,7 @@ class AgentSession:
         self._on_event(f"connected to {self.url}")
         self._publish(self.topics.presence, Presence(online=True).model_dump_json(), retain=True)
         client.subscribe([(self.topics.desired, 1), (self.topics.command, 1)])
+        _, self._rounds_mid = client.subscribe([(topic, 1) for topic in self._round_topics])
         with self._lock:
             state = self._state
         if state is not None:
@@ -235,6 +250,16 @@ class AgentSession:
         self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
     ) -> None:
         refused = [r for r in reasons if r.is_failure]
+        if mid == self._rounds_mid:
+            if not refused:
+                self._on_rounds_ready()
+            elif not self._rounds_refused:  # said once: retrying cannot change the ACL
+                self._rounds_refused = True
+                self._on_event(
+                    f"{self.url} refused this device's federated round topics ({refused[0]}): "
+                    "it takes no part in federated runs"
+                )
+            return
         if refused:
             self.error = (
                 f"{self.url} refused the subscription to this device's topics: {refused[0]}"
@@ -251,6 +276,10 @@ class AgentSession:
                 self._on_desired(DesiredState.model_validate_json(message.payload))
             elif message.topic == self.topics.command:
                 self._on_command(Command.model_validate_json(message.payload))
+            elif message.topic == self._round_topics[0]:
+                self._on_round(bytes(message.payload))  # empty: the round was withdrawn
+            elif message.topic == self._round_topics[1]:
+                self._on_ack(bytes(message.payload))
         except (ValidationError, UnicodeDecodeError, ValueError) as exc:
             log.warning("dropped a malformed message on %s: %s", message.topic, exc)
             self._on_event(f"dropped a malformed message on {message.topic}")

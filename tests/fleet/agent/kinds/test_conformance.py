@@ -34,6 +34,7 @@ from fogline.metrics import (
 )
 from fogline.security import KINDS as DOCUMENT_KINDS
 from support.fleet_agent import model_release, pipeline_release
+from support.fleet_learner import learner_release
 from support.serve_repository import make_repository
 
 #: For each kind, a real release of it: builds the folder under the given one, returns its entry.
@@ -41,7 +42,10 @@ RELEASES: dict[str, Callable[[Path], Path]] = {
     "model": lambda folder: model_release(folder) / "model.onnx",
     "pipeline": lambda folder: pipeline_release(folder) / "pipeline.yaml",
     "serve": lambda folder: make_repository(folder),
+    "learner": lambda folder: learner_release(folder) / "learner.yaml",
 }
+#: Kinds whose releases hold no model to open (a learner declares what the device trains).
+NO_MODEL = {"learner"}
 
 NAMES = sorted(KINDS)
 
@@ -69,7 +73,7 @@ def test_every_kind_module_holds_one_registered_kind() -> None:
 
 
 def test_an_unknown_kind_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="unknown release kind 'binary'; one of model"):
+    with pytest.raises(ConfigError, match="unknown release kind .binary.; one of learner, model"):
         kind_for("binary")
 
 
@@ -80,7 +84,10 @@ def test_a_release_of_the_kind_passes_its_health_check(name: str, tmp_path: Path
     report = check_release(kind_for(name), entry, latency_budget_ms=10_000)
 
     assert report.ok, report.reason
-    assert report.models and report.latency_ms is not None and report.latency_ms > 0
+    if name in NO_MODEL:
+        assert report.models == ()
+    else:
+        assert report.models and report.latency_ms is not None and report.latency_ms > 0
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -112,9 +119,9 @@ def test_an_empty_scrape_measures_nothing(name: str) -> None:
     assert kind_for(name).scrape("") == Scrape()
 
 
-def test_only_a_bare_model_runs_no_child(tmp_path: Path) -> None:
+def test_only_a_bare_model_and_a_learner_run_no_child(tmp_path: Path) -> None:
     runs = {name: kind_for(name).child(tmp_path, cwd=tmp_path) is not None for name in NAMES}
-    assert runs == {"model": False, "pipeline": True, "serve": True}
+    assert runs == {"learner": False, "model": False, "pipeline": True, "serve": True}
 
 
 def test_a_serve_child_listens_on_the_port_it_is_given(tmp_path: Path) -> None:
@@ -158,3 +165,23 @@ def test_a_serve_scrape_reads_requests_by_outcome_and_their_latency() -> None:
 
     assert (scrape.items, scrape.errors, scrape.drops) == (8.0, 2.0, 0.0)
     assert scrape.buckets == ((0.01, 1.0), (float("inf"), 2.0))
+
+
+def test_a_learner_spec_with_a_bad_key_names_it(tmp_path: Path) -> None:
+    entry = learner_release(tmp_path / "release", epochs=0) / "learner.yaml"
+
+    report = check_release(kind_for("learner"), entry)
+
+    assert not report.ok and report.reason is not None
+    assert "epochs" in report.reason and "greater than or equal to 1" in report.reason
+
+
+def test_a_learner_spec_with_an_unknown_key_or_a_missing_module_fails(tmp_path: Path) -> None:
+    unknown = learner_release(tmp_path / "a", eligibility={"min_battery": 20}) / "learner.yaml"
+    missing = learner_release(tmp_path / "b", data="no_such_module:load") / "learner.yaml"
+
+    first = check_release(kind_for("learner"), unknown)
+    second = check_release(kind_for("learner"), missing)
+
+    assert not first.ok and "eligibility.min_battery" in (first.reason or "")
+    assert not second.ok and "'no_such_module' is not installed" in (second.reason or "")

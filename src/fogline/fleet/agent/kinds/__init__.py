@@ -6,10 +6,11 @@ child's metrics. This package is the only place the agent touches the data
 plane (``fogline.model``, ``fogline.pipeline``, ``fogline.serve``). The names
 are those of :data:`fogline.security.KINDS`, which says what a release of
 each kind contains; a new kind is one new module here, registered in
-:data:`KINDS`.
+:data:`KINDS`. A ``learner`` opens no model and runs no child: it declares
+what the device trains in federated rounds (``learner.yaml``).
 
 >>> sorted(KINDS)
-['model', 'pipeline', 'serve']
+['learner', 'model', 'pipeline', 'serve']
 """
 
 from collections.abc import Mapping
@@ -18,13 +19,14 @@ from types import MappingProxyType
 from fogline.errors import ConfigError
 from fogline.fleet.agent.kinds._health import HealthReport, check_release
 from fogline.fleet.agent.kinds._kind import ReleaseKind
+from fogline.fleet.agent.kinds.learner import Eligibility, LearnerKind, LearnerSpec, load_learner
 from fogline.fleet.agent.kinds.model import ModelKind
 from fogline.fleet.agent.kinds.pipeline import PipelineKind
 from fogline.fleet.agent.kinds.serve import ServeKind
 
 #: Every kind the agent runs, by name.
 KINDS: Mapping[str, ReleaseKind] = MappingProxyType(
-    {kind.name: kind for kind in (ModelKind(), PipelineKind(), ServeKind())}
+    {kind.name: kind for kind in (LearnerKind(), ModelKind(), PipelineKind(), ServeKind())}
 )
 
 
@@ -36,7 +38,7 @@ def kind_for(name: str) -> ReleaseKind:
     >>> kind_for("binary")
     Traceback (most recent call last):
     ...
-    fogline.errors.ConfigError: unknown release kind 'binary'; one of model, pipeline, serve
+    fogline.errors.ConfigError: unknown release kind 'binary'; one of learner, model, pipeline, serve
     """
     try:
         return KINDS[name]
@@ -46,11 +48,15 @@ def kind_for(name: str) -> ReleaseKind:
 
 __all__ = [
     "KINDS",
+    "Eligibility",
     "HealthReport",
+    "LearnerKind",
+    "LearnerSpec",
     "ModelKind",
     "PipelineKind",
     "ReleaseKind",
     "ServeKind",
     "check_release",
     "kind_for",
+    "load_learner",
 ]

@@ -1,0 +1,623 @@
+"""The device's side of a federated run: train when a round is offered, send the change in chunks.
+
+The controller offers a round on the device's retained ``fl-round`` topic (a
+:class:`~fogline.protocol.RoundTask` frame with the global model) and answers
+on the retained ``fl-ack`` topic (:class:`~fogline.protocol.UpdateAck`);
+the device sends :class:`~fogline.protocol.UpdateChunk` frames on ``fl-update``
+(QoS 1). :class:`RoundParticipant` plays the device:
+
+1. A round whose deadline has passed, or that is already finished here
+   (accepted, refused, closed, declined), is ignored; an empty ``fl-round``
+   withdraws the round (its saved update is dropped).
+2. The round's ``task`` must be the ``task`` of an active ``learner``
+   release (:mod:`fogline.fleet.agent.kinds.learner`), the model must match
+   the round's ``model_size`` and ``model_sha256``, and the device must be
+   eligible (CPU not busier than ``max_cpu_percent`` over the last second; not
+   on battery when ``require_mains``); otherwise the device sends a
+   ``decline`` with the reason, so the round need not wait for it. So does a
+   training that fails (the data function, a model that is not the task's).
+3. It trains the task's trainer from the global model on its own data
+   (``data(device_id=..., **data_args)``) with the round's ``config``
+   (``epochs``, ``mu``), encodes the change (:func:`~fogline.federated.encode_update`)
+   and saves it with its metadata in one atomic file, ``DEV/agent/fl/update.bin``,
+   *before* sending a byte: an agent killed mid-upload sends the saved update
+   again after a restart, without training again, if the retained round is
+   still open.
+4. It sends the update as frames of at most the round's ``chunk_bytes``
+   (header included). The controller's ``partial`` acknowledgement lists the
+   chunks it stored; the missing ones are sent again a moment after a
+   reconnect (once the retained acknowledgement had time to arrive) or when
+   nothing progressed for ``resend_after`` seconds (doubling up to a minute).
+   ``accepted``, ``refused`` or ``closed`` finishes the round: the saved update
+   is deleted and the round remembered in ``DEV/agent/fl/finished.json``.
+
+A newer round replaces an older one whose update is not taken yet. Bytes
+down (the round frames) and up (every frame sent) are counted per round (in
+the chunk headers) and in :meth:`RoundParticipant.counters`.
+
+Concurrency: the session's paho thread only hands raw payloads over
+(:meth:`~RoundParticipant.on_round`, :meth:`~RoundParticipant.on_ack`,
+:meth:`~RoundParticipant.on_ready`); :meth:`~RoundParticipant.run` is the one
+thread that trains, saves and sends, one round at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import json
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fogline._files import atomic_write
+from fogline.errors import DataError, FoglineError, TransportError
+from fogline.federated import Task, decode_weights, encode_update, load_task
+from fogline.fleet.agent.kinds import Eligibility, LearnerSpec, load_learner
+from fogline.protocol import RoundTask, UpdateAck, UpdateChunk, decode_frame, encode_frame
+from fogline.transport.mqtt import MqttMessage, Topic
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait after (re)subscribing for the retained acknowledgement before resending.
+RESUME_GRACE = 1.0
+#: Seconds without progress before the missing chunks go again; doubles up to RESEND_MAX.
+RESEND_AFTER = 5.0
+RESEND_MAX = 60.0
+#: Chunks per publish_and_wait call, and how long one call may wait for the broker.
+BATCH = 16
+PUBLISH_TIMEOUT = 30.0
+#: How often the worker looks at its timers (and samples the CPU) when nothing arrives.
+TICK = 0.25
+#: Over how many seconds the CPU load is measured for eligibility.
+CPU_WINDOW = 1.0
+#: How many finished rounds are remembered.
+FINISHED_KEPT = 256
+FINAL = ("accepted", "refused", "closed")
+
+Key = tuple[str, int]
+
+
+class SavedUpdate(BaseModel):
+    """What is saved with an encoded update, so that it can be sent again after a restart."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    run: str
+    round: int
+    deadline: float
+    sha256: str
+    size: int
+    piece: int = Field(ge=1)  # bytes of the update per chunk
+    total: int = Field(ge=1)
+    num_examples: int
+    loss: float | None = None
+    train_seconds: float
+    bytes_down: int
+
+
+@dataclass
+class RoundCounters:
+    """Totals since the agent started: bytes, rounds and chunks."""
+
+    bytes_down: int = 0
+    bytes_up: int = 0
+    rounds_trained: int = 0
+    rounds_declined: int = 0
+    rounds_accepted: int = 0
+    chunks_sent: int = 0
+    chunks_resent: int = 0
+
+
+@dataclass
+class _Upload:
+    meta: SavedUpdate
+    blob: bytes
+    live: bool  # the open round was seen since it was saved (False after a restart, until then)
+    received: set[int] = field(default_factory=set)
+    next_send: float = 0.0  # monotonic time of the next (re)send of missing chunks
+    sent_at: float = 0.0  # monotonic time of the last pass
+    wait: float = RESEND_AFTER
+    passes: int = 0
+    bytes_sent: int = 0
+
+    @property
+    def key(self) -> Key:
+        return self.meta.run, self.meta.round
+
+    def piece(self, index: int) -> bytes:
+        return self.blob[index * self.meta.piece : (index + 1) * self.meta.piece]
+
+
+class CpuMeter:
+    """The system's CPU load over the last ``window`` seconds, from ``psutil.cpu_times``.
+
+    >>> 0.0 <= CpuMeter(window=0.05).percent() <= 100.0
+    True
+    """
+
+    def __init__(self, window: float = CPU_WINDOW) -> None:
+        self.window = window
+        self._samples: deque[tuple[float, float, float]] = deque(maxlen=64)
+
+    def sample(self) -> tuple[float, float, float]:
+        times = psutil.cpu_times()._asdict()
+        total = sum(times.values()) - times.get("guest", 0.0) - times.get("guest_nice", 0.0)
+        idle = times.get("idle", 0.0) + times.get("iowait", 0.0)
+        now = (time.monotonic(), total - idle, total)
+        self._samples.append(now)
+        return now
+
+    def percent(self) -> float:
+        """Busy share of the last ``window`` seconds (waits for one when no sample is recent)."""
+        latest = self.sample()
+        base = next((s for s in reversed(self._samples) if latest[0] - s[0] >= self.window), None)
+        if base is None or latest[0] - base[0] > 2 * self.window:
+            base = latest
+            time.sleep(self.window)
+            latest = self.sample()
+        spent = latest[2] - base[2]
+        return 0.0 if spent <= 0 else max(0.0, min(100.0, 100.0 * (latest[1] - base[1]) / spent))
+
+
+def _size(n: int) -> str:
+    return f"{n} B" if n < 1000 else f"{n / 1000:.1f} kB"
+
+
+class RoundParticipant:
+    """One device's part in federated runs; see the module docstring.
+
+    ``learners`` lists the entries (``learner.yaml``) of the active learner
+    releases; ``publish`` sends messages and waits for the broker's
+    acknowledgements (the session's ``publish_and_wait``); ``connected`` says
+    whether the session is up; ``update_topic`` is the device's ``fl-update``.
+    """
+
+    def __init__(
+        self,
+        device_id: str,
+        folder: Path,
+        *,
+        learners: Callable[[], Iterable[Path]],
+        publish: Callable[[Sequence[MqttMessage], float], None],
+        connected: Callable[[], bool],
+        update_topic: str,
+        on_event: Callable[[str], None] = lambda line: None,
+        resend_after: float = RESEND_AFTER,
+        cpu: CpuMeter | None = None,
+    ) -> None:
+        self.device_id = device_id
+        self.folder = Path(folder)
+        self.resend_after = resend_after
+        self._learners = learners
+        self._publish = publish
+        self._connected = connected
+        self._topic = Topic(update_topic)
+        self._event = on_event
+        self._cpu = cpu or CpuMeter()
+        self._cond = threading.Condition()
+        self._rounds: list[bytes] = []  # raw fl-round payloads, in order of arrival
+        self._acks: list[bytes] = []
+        self._ready_at: float | None = None  # when the round topics were last (re)subscribed
+        self._counters = RoundCounters()
+        # the worker's own
+        self._upload: _Upload | None = None
+        self._declines: list[tuple[float, UpdateChunk]] = []  # (deadline, decline) not yet sent
+        self._finished: dict[Key, str] = {}
+        self._tasks: dict[str, Task] = {}
+
+    # -- inputs (paho's thread: hand over, nothing else) -------------------------------
+
+    def on_round(self, payload: bytes) -> None:
+        with self._cond:
+            self._rounds.append(payload)
+            self._cond.notify_all()
+
+    def on_ack(self, payload: bytes) -> None:
+        with self._cond:
+            self._acks.append(payload)
+            self._cond.notify_all()
+
+    def on_ready(self) -> None:
+        """The round topics are (re)subscribed: retained round and ack are on their way."""
+        with self._cond:
+            self._ready_at = time.monotonic()
+            self._cond.notify_all()
+
+    def counters(self) -> RoundCounters:
+        with self._cond:
+            return dataclasses.replace(self._counters)
+
+    # -- the worker ------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Take part in rounds until ``stop`` is set."""
+        self._restore()
+        while not stop.is_set():
+            try:
+                self.step()
+            except Exception:  # a bug must not end federated learning for good
+                log.exception("federated round step failed")
+                self._event("federated round step failed (see the log); going on")
+            with self._cond:
+                if not (self._rounds or self._acks):
+                    self._cond.wait(TICK)
+
+    def step(self) -> None:
+        """Take what arrived (rounds, then acknowledgements), then send what is due."""
+        self._cpu.sample()
+        with self._cond:
+            rounds, self._rounds = self._rounds, []
+            acks, self._acks = self._acks, []
+        for payload in rounds:
+            self._take_round(payload)
+        for payload in acks:
+            self._take_ack(payload)
+        self._send_declines()
+        self._pump()
+
+    # -- rounds ----------------------------------------------------------------------
+
+    def _take_round(self, payload: bytes) -> None:
+        if not payload:  # the retained round was cleared: withdrawn
+            if self._upload is not None:
+                self._drop(self._upload, "the round was withdrawn")
+            return
+        try:
+            task, body = decode_frame(payload, RoundTask)
+        except ValueError as exc:
+            log.warning("dropped a malformed fl-round frame: %s", exc)
+            self._event("dropped a malformed federated round")
+            return
+        with self._cond:
+            self._counters.bytes_down += len(payload)
+        key = (task.run, task.round)
+        if key in self._finished or task.deadline < time.time():
+            return
+        upload = self._upload
+        if upload is not None:
+            if upload.key == key:
+                if not upload.live:  # saved before a restart, and the round is still open
+                    upload.live = True
+                    upload.next_send = time.monotonic() + RESUME_GRACE
+                    self._say(key, f"resuming the saved update ({upload.meta.total} chunk(s))")
+                return
+            self._drop(upload, f"round {task.round} of run {task.run} replaces it")
+        self._train(task, body, len(payload))
+
+    def _train(self, task: RoundTask, body: bytes, down: int) -> None:
+        key = (task.run, task.round)
+        found = self._learner(task.task)
+        if found is None:
+            self._decline(task, f"no active learner release for task {task.task}", down)
+            return
+        reason = self._model_mismatch(task, body)  # first: it costs nothing, eligibility a second
+        if reason is None:
+            reason = self._ineligible(found.eligibility)
+        if reason is not None:
+            self._decline(task, reason, down)
+            return
+        try:
+            meta, blob = self._fit(task, body, found, down)
+        except FoglineError as exc:
+            self._decline(task, f"training failed: {exc}", down)
+            return
+        except Exception as exc:  # the task's or the data's own code failed
+            log.exception("training round %s of run %s failed", task.round, task.run)
+            self._decline(task, f"training failed: {type(exc).__name__}: {exc}", down)
+            return
+        with self._cond:
+            replaced = any(not p or (_round_key(p) or key) != key for p in self._rounds)
+            self._counters.rounds_trained += 1
+        if replaced:  # a newer round (or a withdrawal) came while training: it wins
+            self._say(key, "trained, but a newer round arrived; not sent")
+            return
+        atomic_write(self._update_file, encode_frame(meta, blob), mode=0o600)
+        upload = self._upload = _Upload(meta, blob, live=True, wait=self.resend_after)
+        self._send(upload, range(meta.total))
+        sent = f"sent {_size(upload.bytes_sent)} in {meta.total} chunk(s)"
+        if upload.passes == 0:
+            sent = f"saved {_size(meta.size)}, to send when connected"
+        self._say(
+            key,
+            f"trained on {meta.num_examples} examples in {meta.train_seconds:.2g} s, {sent}",
+        )
+
+    def _learner(self, task: str) -> LearnerSpec | None:
+        for entry in self._learners():
+            try:
+                spec = load_learner(entry)
+            except FoglineError as exc:
+                log.warning("skipped a learner release: %s", exc)
+                continue
+            if spec.task == task:
+                return spec
+        return None
+
+    def _ineligible(self, rule: Eligibility) -> str | None:
+        if rule.require_mains:
+            try:
+                battery = psutil.sensors_battery()
+            except (AttributeError, NotImplementedError, OSError):
+                battery = None  # the platform cannot tell: counted as mains
+            if battery is not None and battery.power_plugged is False:
+                return f"on battery ({battery.percent:.0f}%)"
+        if rule.max_cpu_percent < 100:
+            cpu = self._cpu.percent()
+            if cpu > rule.max_cpu_percent:
+                return f"cpu {round(cpu, 1):g}% > {rule.max_cpu_percent:g}%"
+        return None
+
+    @staticmethod
+    def _model_mismatch(task: RoundTask, body: bytes) -> str | None:
+        if len(body) != task.model_size:
+            return f"the model is {len(body)} bytes, the round says {task.model_size}"
+        digest = hashlib.sha256(body).hexdigest()
+        if digest != task.model_sha256:
+            return f"the model's sha256 is {digest[:12]}…, the round says {task.model_sha256[:12]}…"
+        return None
+
+    def _fit(
+        self, task: RoundTask, body: bytes, spec: LearnerSpec, down: int
+    ) -> tuple[SavedUpdate, bytes]:
+        """Train on this device's data from the round's model; the saved metadata and the change."""
+        loaded = self._tasks.get(spec.task)
+        if loaded is None:
+            loaded = self._tasks[spec.task] = load_task(spec.task)
+        base = decode_weights(body, f"the model of round {task.round}")
+        function = _import(spec.data)
+        try:
+            data = function(device_id=self.device_id, **spec.data_args)
+            X, y = np.asarray(data[0]), np.asarray(data[1])
+        except FoglineError:
+            raise
+        except Exception as exc:
+            raise FoglineError(f"{spec.data}: raised {type(exc).__name__}: {exc}") from exc
+        trainer = loaded.trainer(spec.epochs)
+        started = time.monotonic()
+        update = trainer.fit(self.device_id, base, (X, y), task.config, np.random.default_rng())
+        seconds = time.monotonic() - started
+        loss: float | None = trainer.evaluate(update.weights, (X, y)).loss
+        blob = encode_update(update.weights, base)
+        meta = SavedUpdate(
+            run=task.run,
+            round=task.round,
+            deadline=task.deadline,
+            sha256=hashlib.sha256(blob).hexdigest(),
+            size=len(blob),
+            piece=1,
+            total=1,
+            num_examples=update.num_examples,
+            loss=loss if loss is not None and math.isfinite(loss) else None,
+            train_seconds=round(seconds, 6),
+            bytes_down=down,
+        )
+        # the widest header a chunk of this update can have: a frame stays within chunk_bytes
+        widest = len(encode_frame(self._chunk(meta, 99_999, 100_000)))
+        piece = task.chunk_bytes - widest
+        total = max(1, math.ceil(len(blob) / piece))
+        if total > 100_000:
+            raise FoglineError(
+                f"an update of {len(blob)} bytes needs {total} chunks of {task.chunk_bytes} "
+                "bytes, more than 100000"
+            )
+        return meta.model_copy(update={"piece": piece, "total": total}), blob
+
+    def _chunk(self, meta: SavedUpdate, index: int, total: int) -> UpdateChunk:
+        return UpdateChunk(
+            device_id=self.device_id,
+            run=meta.run,
+            round=meta.round,
+            index=index,
+            total=total,
+            size=meta.size,
+            sha256=meta.sha256,
+            num_examples=meta.num_examples,
+            loss=meta.loss,
+            train_seconds=meta.train_seconds,
+            bytes_down=meta.bytes_down,
+        )
+
+    # -- declines --------------------------------------------------------------------
+
+    def _decline(self, task: RoundTask, reason: str, down: int) -> None:
+        key = (task.run, task.round)
+        self._finished[key] = "declined"  # not saved: after a restart the device may take it
+        decline = UpdateChunk(
+            device_id=self.device_id,
+            run=task.run,
+            round=task.round,
+            kind="decline",
+            reason=reason[:500],
+            bytes_down=down,
+        )
+        self._declines.append((task.deadline, decline))
+        with self._cond:
+            self._counters.rounds_declined += 1
+        self._say(key, f"declined: {reason}")
+        self._send_declines()
+
+    def _send_declines(self) -> None:
+        now = time.time()
+        self._declines = [(d, c) for d, c in self._declines if d >= now]
+        while self._declines and self._connected():
+            decline = self._declines[0][1]
+            payload = encode_frame(decline)
+            try:
+                self._publish([MqttMessage(self._topic, payload, 1)], PUBLISH_TIMEOUT)
+            except TransportError as exc:
+                log.info("a decline waits for the broker: %s", exc)
+                return
+            self._declines.pop(0)
+            with self._cond:
+                self._counters.bytes_up += len(payload)
+
+    # -- acknowledgements and (re)sending ---------------------------------------------
+
+    def _take_ack(self, payload: bytes) -> None:
+        if not payload:
+            return
+        try:
+            ack = UpdateAck.model_validate_json(payload)
+        except ValidationError:
+            try:  # a controller may send it as a frame with an empty body
+                ack = decode_frame(payload, UpdateAck)[0]
+            except ValueError as exc:
+                log.warning("dropped a malformed fl-ack: %s", exc)
+                self._event("dropped a malformed federated acknowledgement")
+                return
+        key = (ack.run, ack.round)
+        upload = self._upload if self._upload is not None and self._upload.key == key else None
+        if ack.status in FINAL:
+            if upload is not None:
+                self._finish(upload, ack)
+            elif key not in self._finished or self._finished[key] == "declined":
+                self._remember(key, ack.status)
+            return
+        if upload is not None:
+            stored = {i for i in ack.received if 0 <= i < upload.meta.total}
+            if stored - upload.received:  # progress: wait again before resending
+                upload.wait = self.resend_after
+                upload.next_send = time.monotonic() + upload.wait
+            upload.received = stored
+
+    def _pump(self) -> None:
+        upload = self._upload
+        if upload is None:
+            return
+        if time.time() > upload.meta.deadline:
+            self._drop(upload, "its deadline passed before the controller took it")
+            return
+        if not upload.live:
+            return
+        with self._cond:
+            ready_at = self._ready_at
+        if ready_at is not None and ready_at > upload.sent_at:  # reconnected since the last pass
+            upload.next_send = min(upload.next_send, ready_at + RESUME_GRACE)
+        if time.monotonic() < upload.next_send or not self._connected():
+            return
+        missing = [i for i in range(upload.meta.total) if i not in upload.received]
+        if not missing:  # all stored: the controller is checking the whole
+            upload.next_send = time.monotonic() + upload.wait
+            return
+        first = upload.passes == 0
+        self._send(upload, missing)
+        upload.wait = min(upload.wait * 2, RESEND_MAX)
+        if not first:
+            with self._cond:
+                self._counters.chunks_resent += len(missing)
+            self._say(
+                upload.key, f"sent {len(missing)} missing chunk(s) of {upload.meta.total} again"
+            )
+
+    def _send(self, upload: _Upload, indices: Iterable[int]) -> None:
+        """Send the chunks ``indices`` of ``upload``; offline or refused, the pump tries again."""
+        meta = upload.meta
+        frames = [encode_frame(self._chunk(meta, i, meta.total), upload.piece(i)) for i in indices]
+        upload.sent_at = time.monotonic()
+        upload.next_send = upload.sent_at + upload.wait
+        try:
+            for start in range(0, len(frames), BATCH):
+                batch = frames[start : start + BATCH]
+                self._publish([MqttMessage(self._topic, f, 1) for f in batch], PUBLISH_TIMEOUT)
+                upload.bytes_sent += sum(map(len, batch))
+                with self._cond:
+                    self._counters.bytes_up += sum(map(len, batch))
+                    self._counters.chunks_sent += len(batch)
+        except TransportError as exc:
+            log.info("round %s of run %s: upload interrupted: %s", meta.round, meta.run, exc)
+            return
+        upload.passes += 1
+
+    def _finish(self, upload: _Upload, ack: UpdateAck) -> None:
+        if ack.status == "accepted":
+            with self._cond:
+                self._counters.rounds_accepted += 1
+            what = f"accepted by the controller ({_size(upload.bytes_sent)} sent)"
+        elif ack.status == "refused":
+            what = f"refused by the controller: {ack.reason or 'no reason given'}"
+        else:
+            what = "closed before the controller had the whole update"
+        self._say(upload.key, what)
+        self._upload = None
+        self._update_file.unlink(missing_ok=True)
+        self._remember(upload.key, ack.status)
+
+    def _drop(self, upload: _Upload, why: str) -> None:
+        self._say(upload.key, f"update dropped: {why}")
+        self._upload = None
+        self._update_file.unlink(missing_ok=True)
+
+    # -- what is kept on disk -----------------------------------------------------------
+
+    @property
+    def _update_file(self) -> Path:
+        return self.folder / "update.bin"
+
+    @property
+    def _finished_file(self) -> Path:
+        return self.folder / "finished.json"
+
+    def _remember(self, key: Key, status: str) -> None:
+        self._finished[key] = status
+        kept = [[run, r, s] for (run, r), s in self._finished.items() if s != "declined"]
+        atomic_write(self._finished_file, json.dumps(kept[-FINISHED_KEPT:]).encode())
+
+    def _restore(self) -> None:
+        """The finished rounds and the saved update (sent again once its round is seen open)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            for run, r, status in json.loads(self._finished_file.read_text()):
+                self._finished[(str(run), int(r))] = str(status)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("ignored %s: %s", self._finished_file, exc)
+        try:
+            meta, blob = decode_frame(self._update_file.read_bytes(), SavedUpdate)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            log.warning("discarded %s: %s", self._update_file, exc)
+            self._update_file.unlink(missing_ok=True)
+            return
+        if hashlib.sha256(blob).hexdigest() != meta.sha256 or time.time() > meta.deadline:
+            self._update_file.unlink(missing_ok=True)
+            return
+        self._upload = _Upload(meta, blob, live=False, wait=self.resend_after)
+
+    def _say(self, key: Key, what: str) -> None:
+        self._event(f"federated run {key[0]} round {key[1]}: {what}")
+
+
+def _import(spec: str) -> Callable[..., Any]:
+    """The function ``module:function`` (``fogline.data`` has the same, below the agent's layer)."""
+    module, _, name = spec.partition(":")
+    try:
+        function: Callable[..., Any] = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise DataError(f"{spec}: cannot import {name!r} from {module!r}: {exc}") from exc
+    return function
+
+
+def _round_key(payload: bytes) -> Key | None:
+    """The (run, round) of a raw fl-round payload; None for a malformed one."""
+    try:
+        task = decode_frame(payload, RoundTask)[0]
+    except ValueError:
+        return None
+    return task.run, task.round
+
+
+__all__ = ["CpuMeter", "RoundCounters", "RoundParticipant", "SavedUpdate"]

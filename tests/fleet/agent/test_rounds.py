@@ -1,0 +1,409 @@
+"""The device's side of federated rounds: a real agent, Mosquitto with its ACL, a signed learner release.
+
+Mosquitto runs with passwords and fogline's ACL, so the device may read only
+its own ``fl-round`` and ``fl-ack`` and write only its own ``fl-update``. The
+learner release (the bundled ``digits_learner`` folder) is signed, served and
+installed through the agent's real installer. The test plays the controller
+with paho (:class:`RoundController`): it offers rounds (retained frames of a
+:class:`RoundTask` and the global model), reads the chunks, and acknowledges
+(retained :class:`UpdateAck`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from fogline.examples import digits_device_data, digits_task
+from fogline.federated import SoftmaxTrainer, decode_update, encode_weights
+from fogline.federated.strategy import Weights
+from fogline.fleet.agent._agent import Agent, AgentConfig
+from fogline.fleet.agent._enrol import DeviceLogin
+from fogline.protocol import (
+    DesiredState,
+    DeviceState,
+    RoundTask,
+    UpdateAck,
+    UpdateChunk,
+    decode_frame,
+    encode_frame,
+)
+from fogline.transport.mqtt import BrokerConfig, Credentials, LocalBroker, MqttUrl
+from support.broker import free_port
+from support.fleet_agent import ReleaseServer
+from support.fleet_learner import learner_release, wide_task
+
+DEVICE = "edge-1"
+TASK = "fogline.examples:digits_task"
+LEARNER = "digits-learner"
+WIDE_TASK = "support.fleet_learner:wide_task"
+
+
+@dataclass(frozen=True)
+class Received:
+    chunk: UpdateChunk
+    body: bytes
+    size: int  # of the whole frame
+    at: float  # monotonic
+
+
+class RoundController:
+    """The controller's side, by hand: desired states, rounds and acks out; states and chunks in."""
+
+    def __init__(self, url: MqttUrl, login: Credentials) -> None:
+        self.states: dict[str, DeviceState] = {}
+        self.chunks: list[Received] = []
+        self._lock = threading.Condition()
+        self._client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id="controller", protocol=paho.MQTTv5
+        )
+        self._client.username_pw_set(login.user, login.password)
+        self._client.on_connect = lambda client, *_: client.subscribe(
+            [("fogline/devices/+/state", 1), ("fogline/devices/+/fl-update", 1)]
+        )
+        self._client.on_message = self._on_message
+        self._client.connect(url.host, url.port)
+        self._client.loop_start()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        device, kind = message.topic.split("/")[2:]
+        with self._lock:
+            if kind == "state":
+                self.states[device] = DeviceState.model_validate_json(message.payload)
+            else:
+                chunk, body = decode_frame(message.payload, UpdateChunk)
+                self.chunks.append(Received(chunk, body, len(message.payload), time.monotonic()))
+            self._lock.notify_all()
+
+    def _publish(self, device: str, kind: str, payload: bytes) -> None:
+        topic = f"fogline/devices/{device}/{kind}"
+        self._client.publish(topic, payload, qos=1, retain=True).wait_for_publish(10)
+
+    def desire(self, desired: DesiredState) -> None:
+        self._publish(DEVICE, "desired", desired.model_dump_json().encode())
+
+    def offer(self, task: RoundTask, model: bytes) -> bytes:
+        frame = encode_frame(task, model)
+        self._publish(DEVICE, "fl-round", frame)
+        return frame
+
+    def ack(self, ack: UpdateAck) -> None:
+        self._publish(DEVICE, "fl-ack", ack.model_dump_json().encode())
+
+    def wait(self, what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
+        with self._lock:
+            assert self._lock.wait_for(check, timeout), f"timed out waiting for {what}"
+
+    def update(self, round_: int, since: float = 0.0) -> list[Received]:
+        """The chunks of round ``round_`` received after ``since``, once every index came."""
+
+        def arrived() -> list[Received]:
+            return [
+                r
+                for r in self.chunks
+                if r.chunk.round == round_ and r.chunk.kind == "chunk" and r.at > since
+            ]
+
+        self.wait(
+            f"the chunks of round {round_}",
+            lambda: (
+                bool(arrived())
+                and {r.chunk.index for r in arrived()} >= set(range(arrived()[0].chunk.total))
+            ),
+        )
+        return arrived()
+
+    def decline(self, round_: int) -> UpdateChunk:
+        found: list[UpdateChunk] = []
+
+        def declined() -> bool:
+            found[:] = [
+                r.chunk
+                for r in self.chunks
+                if r.chunk.round == round_ and r.chunk.kind == "decline"
+            ]
+            return bool(found)
+
+        self.wait(f"a decline of round {round_}", declined)
+        return found[0]
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+@dataclass
+class Fleet:
+    broker: LocalBroker
+    url: MqttUrl
+    device: Credentials
+    releases: ReleaseServer
+    controller: RoundController
+    folder: Path
+
+    def install(self, **learner: Any) -> None:
+        """Sign the learner release and make it desired.
+
+        The test machine may well be busy: the learner trains whatever the CPU
+        load, unless the test is about that (it gives its own ``eligibility``).
+        """
+        learner.setdefault("eligibility", {"max_cpu_percent": 100})
+        release = learner_release(self.folder / "learner", **learner)
+        self.releases.publish(release, LEARNER, "1.0.0")
+        self.controller.desire(DesiredState(generation=1, releases={LEARNER: "1.0.0"}))
+
+    def wait_active(self) -> None:
+        def active() -> bool:
+            state = self.controller.states.get(DEVICE)
+            status = None if state is None else state.releases.get(LEARNER)
+            return status is not None and (status.version, status.phase) == ("1.0.0", "active")
+
+        self.controller.wait("the learner release to be active", active)
+
+    def agent(self, **extra: Any) -> Agent:
+        config = AgentConfig(
+            broker=self.url,
+            controller=self.releases.url,
+            data=self.folder / DEVICE,
+            device_id=DEVICE,
+            trusted_root=self.releases.root,
+            credentials=DeviceLogin(username=self.device.user, password=self.device.password),
+            telemetry_period=5.0,
+            round_resend_seconds=1.0,
+            **extra,
+        )
+        lines: list[str] = []
+        agent = Agent(config, on_event=lines.append)
+        agent.lines = lines  # type: ignore[attr-defined]
+        return agent
+
+    def agent_process(self, log: Path) -> subprocess.Popen[bytes]:
+        broker = f"mqtt://{self.device.user}:{self.device.password}@{self.url.host}:{self.url.port}"
+        command = [
+            sys.executable, "-m", "fogline", "agent", "--broker", broker,
+            "--controller", self.releases.url, "--data", str(self.folder / DEVICE),
+            "--device-id", DEVICE, "--trusted-root", str(self.releases.root),
+            "--telemetry-period", "5",
+        ]  # fmt: skip
+        with log.open("ab") as out:
+            return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Iterator[Fleet]:
+    broker = LocalBroker(BrokerConfig(folder=tmp_path / "broker", port=free_port(), auth=True))
+    broker.start()
+    releases = ReleaseServer(tmp_path / "controller")
+    try:
+        login = broker.add_controller()
+        device = broker.add_device(DEVICE)
+        url = MqttUrl.parse(broker.url)
+        controller = RoundController(url, login)
+        try:
+            yield Fleet(broker, url, device, releases, controller, tmp_path)
+        finally:
+            controller.close()
+    finally:
+        releases.close()
+        broker.stop()
+
+
+def global_model(task: Callable[[], dict[str, Any]] = digits_task) -> tuple[Weights, bytes]:
+    weights = Weights(dict(task()["weights"]))
+    return weights, encode_weights(weights)
+
+
+def round_task(round_: int, model: bytes, **changes: Any) -> RoundTask:
+    fields: dict[str, Any] = {
+        "run": "r1",
+        "round": round_,
+        "task": TASK,
+        "deadline": time.time() + 60,
+        "config": {"epochs": 1},
+        "model_sha256": hashlib.sha256(model).hexdigest(),
+        "model_size": len(model),
+        "chunk_bytes": 1024,
+    }
+    return RoundTask(**(fields | changes))
+
+
+def reassemble(received: list[Received]) -> bytes:
+    by_index = {r.chunk.index: r.body for r in received}
+    return b"".join(by_index[i] for i in range(received[0].chunk.total))
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_the_device_trains_the_round_and_its_chunks_make_an_update_that_moved_the_weights(
+    fleet: Fleet,
+) -> None:
+    # Prepare
+    fleet.install()
+    base, model = global_model()
+    saved = fleet.folder / DEVICE / "agent" / "fl" / "update.bin"
+    with fleet.agent() as agent:
+        fleet.wait_active()
+        # Execute
+        frame = fleet.controller.offer(round_task(1, model), model)
+        received = fleet.controller.update(1)
+        saved_before_ack = saved.exists()
+        fleet.controller.ack(UpdateAck(run="r1", round=1, status="accepted"))
+        wait_for("the saved update to go", lambda: not saved.exists())
+        counters = agent.round_counters()
+        lines = list(agent.lines)  # type: ignore[attr-defined]
+    # Assert: the chunks are one update that decodes against the model and trained it
+    blob = reassemble(received)
+    first = received[0].chunk
+    assert first.total > 1 and len({r.chunk.index for r in received}) == first.total
+    assert all(r.size <= 1024 for r in received)  # the whole frame within chunk_bytes
+    assert first.size == len(blob) and first.sha256 == hashlib.sha256(blob).hexdigest()
+    X, y = digits_device_data(DEVICE, clients=3)
+    assert first.num_examples == len(y) and first.bytes_down == len(frame)
+    assert first.loss is not None and first.train_seconds > 0
+    trained = decode_update(blob, base)
+    assert np.abs(trained.vector() - base.vector()).max() > 0.01
+    evaluate = SoftmaxTrainer().evaluate
+    assert evaluate(trained, (X, y)).loss < evaluate(base, (X, y)).loss
+    assert first.loss == pytest.approx(evaluate(trained, (X, y)).loss, rel=0.05)
+    # saved before it was sent, deleted once accepted; the round is remembered
+    assert saved_before_ack
+    assert '["r1", 1, "accepted"]' in (saved.parent / "finished.json").read_text()
+    assert any(
+        line.startswith(f"federated run r1 round 1: trained on {len(y)} examples in ")
+        and f"in {first.total} chunk(s)" in line
+        for line in lines
+    ), lines
+    assert "federated run r1 round 1: accepted by the controller" in "\n".join(lines)
+    assert counters is not None and counters.rounds_trained == counters.rounds_accepted == 1
+    assert counters.bytes_down == len(frame)
+    assert counters.bytes_up == sum(r.size for r in received)
+
+
+def test_a_device_declines_another_task_a_damaged_model_and_a_busy_cpu(fleet: Fleet) -> None:
+    # Prepare: the learner trains only when the CPU is idle (0 %), and one core is kept busy
+    fleet.install(eligibility={"max_cpu_percent": 0})
+    _, model = global_model()
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        with fleet.agent() as agent:
+            fleet.wait_active()
+            # Execute
+            fleet.controller.offer(round_task(1, model, task="elsewhere:task"), model)
+            other = fleet.controller.decline(1)
+            fleet.controller.offer(round_task(2, model, model_sha256="0" * 64), model)
+            damaged = fleet.controller.decline(2)
+            fleet.controller.offer(round_task(3, model), model)
+            cpu = fleet.controller.decline(3)
+            lines = list(agent.lines)  # type: ignore[attr-defined]
+            counters = agent.round_counters()
+    finally:
+        busy.kill()
+        busy.wait()
+    # Assert
+    assert other.reason == "no active learner release for task elsewhere:task"
+    assert damaged.reason is not None and "sha256" in damaged.reason
+    assert cpu.reason is not None and cpu.reason.startswith("cpu ") and "> 0%" in cpu.reason
+    assert all(d.device_id == DEVICE and d.bytes_down > 0 for d in (other, damaged, cpu))
+    assert not [r for r in fleet.controller.chunks if r.chunk.kind == "chunk"]
+    assert f"federated run r1 round 3: declined: {cpu.reason}" in lines
+    assert counters is not None and counters.rounds_declined == 3 and counters.rounds_trained == 0
+
+
+def test_after_a_partial_ack_only_the_missing_chunks_are_sent_again(fleet: Fleet) -> None:
+    # Prepare: a wider model than digits, so that its update takes several chunks
+    fleet.install(task=WIDE_TASK, data="support.fleet_learner:wide_device_data")
+    _, model = global_model(wide_task)
+    with fleet.agent() as agent:
+        fleet.wait_active()
+        fleet.controller.offer(round_task(1, model, task=WIDE_TASK), model)
+        first = fleet.controller.update(1)
+        total = first[0].chunk.total
+        stored = [0, total - 1]  # the controller "lost" the chunks in between
+        # Execute
+        acked = time.monotonic()
+        fleet.controller.ack(UpdateAck(run="r1", round=1, status="partial", received=stored))
+        fleet.controller.wait(
+            "the missing chunks",
+            lambda: (
+                {r.chunk.index for r in fleet.controller.chunks if r.at > acked}
+                >= set(range(1, total - 1))
+            ),
+        )
+        time.sleep(0.3)  # anything else it would (wrongly) send again
+        again = [r for r in fleet.controller.chunks if r.at > acked]
+        fleet.controller.ack(UpdateAck(run="r1", round=1, status="accepted"))
+        wait_for(
+            "the round to be finished",
+            lambda: "federated run r1 round 1: accepted" in " ".join(agent.lines),  # type: ignore[attr-defined]
+        )
+        counters = agent.round_counters()
+    # Assert
+    assert total >= 4
+    assert sorted(r.chunk.index for r in again) == list(range(1, total - 1))
+    assert {r.chunk.sha256 for r in again} == {first[0].chunk.sha256}
+    assert counters is not None and counters.chunks_resent == total - 2
+    assert reassemble(first) == reassemble([*[r for r in first if r.chunk.index in stored], *again])
+
+
+def test_an_agent_killed_after_saving_its_update_resends_it_without_training_again(
+    fleet: Fleet,
+) -> None:
+    # Prepare: the update is saved and sent; the controller stored only chunk 0
+    fleet.install()
+    base, model = global_model()
+    log = fleet.folder / "agent.log"
+    saved = fleet.folder / DEVICE / "agent" / "fl" / "update.bin"
+    agent = fleet.agent_process(log)
+    try:
+        fleet.wait_active()
+        fleet.controller.offer(round_task(1, model, deadline=time.time() + 120), model)
+        first = fleet.controller.update(1)
+        fleet.controller.ack(UpdateAck(run="r1", round=1, status="partial", received=[0]))
+        # Execute: kill -9, then start it again
+        os.kill(agent.pid, signal.SIGKILL)
+        agent.wait()
+        assert saved.exists()
+        restarted = time.monotonic()
+        agent = fleet.agent_process(log)
+        total = first[0].chunk.total
+        fleet.controller.wait(
+            "the missing chunks after the restart",
+            lambda: (
+                {r.chunk.index for r in fleet.controller.chunks if r.at > restarted}
+                >= set(range(1, total))
+            ),
+        )
+        again = [r for r in fleet.controller.chunks if r.at > restarted]
+        fleet.controller.ack(UpdateAck(run="r1", round=1, status="accepted"))
+        wait_for("the saved update to go", lambda: not saved.exists())
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(30)
+    # Assert: the same update (no second training), only the chunks the controller lacked
+    text = log.read_text()
+    assert text.count("federated run r1 round 1: trained on") == 1, text
+    assert "federated run r1 round 1: resuming the saved update" in text
+    assert sorted(r.chunk.index for r in again) == list(range(1, total))
+    assert {r.chunk.sha256 for r in again} == {first[0].chunk.sha256}
+    blob = reassemble([first[0], *again])
+    assert hashlib.sha256(blob).hexdigest() == first[0].chunk.sha256
+    assert decode_update(blob, base).size == base.size
