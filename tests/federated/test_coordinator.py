@@ -20,14 +20,17 @@ import pytest
 from fogline.errors import ConfigError, Conflict
 from fogline.federated import (
     Coordinator,
+    FieldQuantizer,
     FleetHooks,
     RunStore,
+    SecAggDevice,
     SplitSpec,
     decode_weights,
     encode_update,
     load_task,
     split_clients,
 )
+from fogline.federated.strategy import strategy_for
 from fogline.protocol import RoundTask, RunSpec, UpdateAck, UpdateChunk, decode_frame, encode_frame
 
 TASK = "fogline.examples:digits_task"
@@ -306,6 +309,65 @@ def test_the_gate_refuses_a_model_worse_than_the_newest_release(tmp_path, task, 
         assert found is not None
         assert "below release digits-fl 1.0.0" in found["reason"]
         assert len(fleet.released) == 1  # only the first run's model was signed
+    finally:
+        coordinator.stop()
+        store.close()
+
+
+def secagg_frame(device: str, task: RoundTask, stage: str, body: bytes, examples: int = 0) -> bytes:
+    header = UpdateChunk(
+        device_id=device, run=task.run, round=task.round, kind="secagg", stage=stage,
+        num_examples=examples, bytes_down=task.model_size,
+    )  # fmt: skip
+    return encode_frame(header, body)
+
+
+def test_secure_aggregation_over_frames_survives_a_device_dropping_after_sharing_keys(
+    tmp_path, task, shards
+) -> None:  # type: ignore[no-untyped-def]
+    fleet = Fleet(tmp_path, DEVICES)
+    store = RunStore(tmp_path / "federated.db")
+    coordinator = Coordinator(store, fleet.hooks, tick=0.05).start()
+    try:
+        run = coordinator.start_run(spec(rounds=1, secagg=True, deadline=4.0))
+        wait(lambda: all(fleet.task(d) is not None for d in DEVICES))
+        header, model = fleet.task(DEVICES[0])  # type: ignore[misc]
+        assert header.secagg is not None and header.secagg.bits == 16
+        base = decode_weights(model)
+        devices, updates = {}, {}
+        for device in DEVICES:
+            update = task.trainer(1).fit(device, base, shards[device], header.config,
+                                         np.random.default_rng(0))  # fmt: skip
+            updates[device] = update
+            change = update.weights.vector() - base.vector()
+            devices[device] = SecAggDevice(device, header.secagg, change, update.num_examples)
+            coordinator.submit(device, secagg_frame(device, header, "keys", devices[device].keys(),
+                                                    update.num_examples))  # fmt: skip
+        for stage in ("shares", "mask", "unmask"):
+            alive = DEVICES if stage == "shares" else DEVICES[:2]  # edge-2 drops after sharing
+            wait(lambda s=stage, a=alive: all(  # type: ignore[misc]
+                (t := fleet.task(d)) is not None and t[0].stage == s for d in a))  # fmt: skip
+            for device in alive:
+                stage_task, body = fleet.task(device)  # type: ignore[misc]
+                reply = devices[device].answer(stage, body)
+                coordinator.submit(device, secagg_frame(device, stage_task, stage, reply))
+        wait(lambda: coordinator.describe(run["id"])["status"] == "finished")  # type: ignore[index]
+        found = coordinator.describe(run["id"])
+        assert found is not None
+        [round1] = found["rounds"]
+        assert round1["status"] == "closed" and round1["participants"] == 2, round1
+        # what the controller ended with is the survivors' examples-weighted mean
+        survivors = [updates[d] for d in DEVICES[:2]]
+        expected = strategy_for("fedavg").aggregate(1, base, survivors).weights.vector()
+        got = decode_weights(store.run(run["id"])["model"]).vector()  # type: ignore[index]
+        # within the field's rounding: at most sum_error_bound on the weighted sum of two rows
+        # (the change and its weight), divided by the sum of the two weights
+        weights = sum(min(1.0, u.num_examples / header.secagg.scale) for u in survivors)
+        bound = FieldQuantizer(16, 8.0, num_clients=3).sum_error_bound(2)
+        assert np.max(np.abs(got - expected)) <= 2 * bound / weights
+        # every device's bytes were counted; the one that dropped is recorded as such
+        statuses = {u["device"]: u["status"] for u in store.updates(run["id"], 1)}
+        assert statuses == {"edge-0": "accepted", "edge-1": "accepted", "edge-2": "dropped"}
     finally:
         coordinator.stop()
         store.close()

@@ -38,6 +38,11 @@ def start(
     dp_clip: float | None = typer.Option(None, "--dp-clip", min=0.0, help="Clipping norm."),
     dp_delta: float = typer.Option(1e-5, "--dp-delta"),
     epsilon_budget: float | None = typer.Option(None, "--epsilon-budget", min=0.0),
+    secagg: bool = typer.Option(
+        False, "--secagg", help="Secure aggregation: the controller learns only the sum."
+    ),
+    secagg_bits: int = typer.Option(16, "--secagg-bits", min=8, max=62),
+    secagg_clip: float = typer.Option(8.0, "--secagg-clip", min=0.0),
     max_drop: float = typer.Option(
         0.01,
         "--max-drop",
@@ -68,6 +73,7 @@ def start(
         "strategy": strategy, "min_clients": min_clients, "fraction": fraction,
         "deadline": deadline, "local_epochs": local_epochs, "dp_noise": dp_noise,
         "dp_clip": dp_clip, "dp_delta": dp_delta, "epsilon_budget": epsilon_budget,
+        "secagg": secagg, "secagg_bits": secagg_bits, "secagg_clip": secagg_clip,
         "max_drop": max_drop, "min_accuracy": min_accuracy, "version": version, "then": then,
         "canary_min_accuracy": canary_min_accuracy, "canary_bake": canary_bake, "seed": seed,
     }  # fmt: skip
@@ -139,7 +145,7 @@ def _describe(run: dict[str, Any]) -> Group:
         (f"run {run['id']}", "bold"),
         f"  {run['status']}  round {run['round']}/{spec['rounds']}  ",
         f"task {spec['task']} → release {spec['release']}  group {spec['group']}  ",
-        f"{spec['strategy']}",
+        f"{spec['strategy']}" + (" + secure aggregation" if spec.get("secagg") else ""),
     )
     parts: list[Any] = [head]
     if run.get("waiting"):
@@ -165,9 +171,10 @@ def _describe(run: dict[str, Any]) -> Group:
         left = max(0.0, current["deadline"] - time.time())
         answered = {u["device"]: u["status"] for u in current["updates"]}
         waiting = [d for d in current["sampled"] if d not in answered]
+        stage = f" (secure aggregation: {current['stage']})" if spec.get("secagg") else ""
         parts.append(
             Text(
-                f"round {current['round']} open, {left:.0f} s to its deadline: "
+                f"round {current['round']} open{stage}, {left:.0f} s to its deadline: "
                 f"{sum(s == 'accepted' for s in answered.values())} update(s) in, "
                 f"waiting for {', '.join(waiting) or 'nobody'}"
             )

@@ -34,6 +34,7 @@ from fogline.federated._secagg_messages import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from fogline.federated._secagg_wire import SecAggDevice
 from fogline.federated._simulate import (
     RoundRecord,
     SimulationConfig,
@@ -61,6 +62,7 @@ __all__ = [
     "RoundRecord",
     "RunStore",
     "SecAggClient",
+    "SecAggDevice",
     "SecAggParams",
     "SecAggResult",
     "SecAggServer",

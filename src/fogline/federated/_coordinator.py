@@ -53,12 +53,25 @@ from fogline.federated._codec import decode_update, decode_weights, encode_weigh
 from fogline.federated._export import export_weights
 from fogline.federated._privacy import GaussianMechanism, PrivacyAccountant, PrivacyConfig
 from fogline.federated._run_store import ACTIVE, RunStore
+from fogline.federated._secagg import SecAggResult, SecAggServer
+from fogline.federated._secagg_messages import SecAggParams
+from fogline.federated._secagg_wire import (
+    decode_adverts,
+    decode_masked,
+    decode_response,
+    decode_shares,
+    encode_adverts,
+    encode_request,
+    encode_shares,
+    params_from,
+)
 from fogline.federated._simulate import MEAN_STRATEGIES, Task, load_task
 from fogline.federated.strategy import STRATEGIES, Strategy, Update, Weights, strategy_for
 from fogline.protocol import (
     DeviceTopics,
     RoundTask,
     RunSpec,
+    SecAggSettings,
     UpdateAck,
     UpdateChunk,
     decode_frame,
@@ -71,6 +84,11 @@ log = logging.getLogger("fogline.federated")
 
 #: Bytes a chunk of an update may hold, asked of devices.
 CHUNK_BYTES = 64 * 1024
+#: Under secure aggregation a device weighs its change by min(1, examples / this).
+SECAGG_SCALE = 1000.0
+#: What a device sends back for each stage the controller opens, and the stage after it.
+REPLY = {"train": "keys", "shares": "shares", "mask": "mask", "unmask": "unmask"}
+NEXT = {"train": "shares", "shares": "mask", "mask": "unmask"}
 
 
 @dataclass
@@ -159,6 +177,13 @@ class Coordinator:
                 f"strategy {spec.strategy!r} needs each device's update, and --dp-noise gives it "
                 f"only their mean; use one of {', '.join(sorted(MEAN_STRATEGIES))}"
             )
+        if spec.secagg and spec.strategy not in MEAN_STRATEGIES:
+            raise ConfigError(
+                f"strategy {spec.strategy!r} needs each device's update, and --secagg gives it "
+                f"only their sum; use one of {', '.join(sorted(MEAN_STRATEGIES))}"
+            )
+        if spec.secagg and spec.min_clients < 2:
+            raise ConfigError("--secagg needs --min-clients of at least 2")
         busy = [
             r["id"]
             for r in self.store.runs(ACTIVE)
@@ -211,6 +236,7 @@ class Coordinator:
             out["current"] = {
                 "round": current["round"],
                 "status": current["status"],
+                "stage": current["stage"],
                 "deadline": current["deadline"],
                 "sampled": current["sampled"],
                 "updates": self.store.updates(run_id, current["round"]),
@@ -227,6 +253,7 @@ class Coordinator:
             "reason": row["reason"],
             "waiting": live.waiting if live is not None else None,
             "result": row["result"],
+            "last": self.store.last_round(row["id"]),
             "created": row["created"],
             "updated": row["updated"],
             "spec": spec.model_dump(mode="json"),
@@ -282,7 +309,11 @@ class Coordinator:
         live = self._live[run_id]
         current = self.store.round(run_id, row["round"]) if row["round"] else None
         if current is not None and current["status"] == "open":
-            if row["status"] == "stopping" or self._round_done(run_id, current):
+            if row["status"] == "stopping":
+                self._close_round(run_id, live, current, reason="stopped by the operator")
+            elif live.spec.secagg:
+                self._advance_secagg(run_id, live, current)
+            elif self._round_done(run_id, current):
                 self._close_round(run_id, live, current)
             return
         if row["status"] == "stopping":
@@ -324,6 +355,18 @@ class Coordinator:
         sha = hashlib.sha256(model).hexdigest()
         deadline = time.time() + live.spec.deadline
         sampled = [i.client for i in instructions]
+        secagg = None
+        if live.spec.secagg:
+            dimension = decode_weights(model).size + 1  # the change and its weight
+            params = SecAggParams(
+                num_clients=len(sampled), dimension=dimension, clip=live.spec.secagg_clip,
+                bits=live.spec.secagg_bits, round_id=f"{run_id}/{number}",
+            )  # fmt: skip
+            secagg = SecAggSettings(
+                num_clients=params.num_clients, dimension=params.dimension, clip=params.clip,
+                bits=params.bits, threshold=params.threshold, round_id=params.round_id,
+                scale=SECAGG_SCALE,
+            )  # fmt: skip
         self.store.open_round(run_id, number, deadline, sampled, model, sha)
         task = RoundTask(
             run=run_id,
@@ -334,10 +377,12 @@ class Coordinator:
             model_sha256=sha,
             model_size=len(model),
             chunk_bytes=CHUNK_BYTES,
+            secagg=secagg,
         )
         frame = encode_frame(task, model)
         for device in sampled:
             self.hooks.publish(self._topic(device, "fl-round"), frame, True)
+        self.store.add_sent(run_id, number, len(frame) * len(sampled))
         log.info("federated run %s round %d opened: %s", run_id, number, ", ".join(sampled))
 
     def _round_done(self, run_id: str, current: dict[str, Any]) -> bool:
@@ -346,12 +391,23 @@ class Coordinator:
         answered = {u["device"] for u in self.store.updates(run_id, current["round"])}
         return answered >= set(current["sampled"])
 
-    def _close_round(self, run_id: str, live: _Live, current: dict[str, Any]) -> None:
+    def _close_round(
+        self,
+        run_id: str,
+        live: _Live,
+        current: dict[str, Any],
+        *,
+        reason: str | None = None,
+        secured: Weights | None = None,
+    ) -> None:
+        """Aggregate what the round has (or take ``secured``, the unmasked aggregate) and close it."""
         number = current["round"]
         base = decode_weights(current["model"])
         rows = [
             u for u in self.store.updates(run_id, number, data=True) if u["status"] == "accepted"
         ]
+        if live.spec.secagg:
+            rows = []  # nothing decodable: the secure sum is all the controller has
         updates = [
             Update(
                 u["device"],
@@ -362,8 +418,17 @@ class Coordinator:
         ]
         needed = max(live.spec.min_clients, live.strategy.bound(len(updates)).minimum)
         new: Weights | None = None
-        reason = None
-        if len(updates) < needed:
+        participants = len(updates)
+        if live.spec.secagg:
+            new = secured
+            participants = sum(
+                1 for u in self.store.updates(run_id, number) if u["status"] == "accepted"
+            )
+            if new is None and reason is None:
+                reason = "secure aggregation did not complete"
+        elif reason is not None:
+            pass
+        elif len(updates) < needed:
             reason = (
                 f"{len(updates)} update(s) by the deadline, {needed} needed "
                 f"({len(current['sampled'])} sampled); the model is kept"
@@ -386,7 +451,7 @@ class Coordinator:
             model=None if new is None else encode_weights(new),
             accuracy=evaluated.accuracy,
             loss=evaluated.loss,
-            participants=len(updates),
+            participants=participants,
             epsilon=epsilon,
             reason=reason,
         )
@@ -402,7 +467,7 @@ class Coordinator:
                 )
         log.info(
             "federated run %s round %d closed: %d update(s), accuracy %.4f%s",
-            run_id, number, len(updates), evaluated.accuracy, f" ({reason})" if reason else "",
+            run_id, number, participants, evaluated.accuracy, f" ({reason})" if reason else "",
         )  # fmt: skip
 
     def _aggregate(
@@ -418,6 +483,174 @@ class Coordinator:
         (mean,) = live.mechanism.server_average([total / sampled], expected_clients=sampled)
         examples = sum(u.num_examples for u in updates)
         pooled = Update("aggregate", base.like(vector + mean), examples)
+        return live.strategy.aggregate(number, base, [pooled]).weights
+
+    # -- secure aggregation ------------------------------------------------------------------
+
+    def _settings(self, run_id: str, live: _Live, current: dict[str, Any]) -> SecAggSettings:
+        """The round's settings, the same every time they are worked out (also after a restart)."""
+        params = SecAggParams(
+            num_clients=len(current["sampled"]),
+            dimension=decode_weights(current["model"]).size + 1,
+            clip=live.spec.secagg_clip,
+            bits=live.spec.secagg_bits,
+            round_id=f"{run_id}/{current['round']}",
+        )
+        return SecAggSettings(
+            num_clients=params.num_clients, dimension=params.dimension, clip=params.clip,
+            bits=params.bits, threshold=params.threshold, round_id=params.round_id,
+            scale=SECAGG_SCALE,
+        )  # fmt: skip
+
+    def _on_secagg(
+        self, device: str, header: UpdateChunk, body: bytes, current: dict[str, Any], wire: int
+    ) -> None:
+        run_id, number, stage = header.run, header.round, current["stage"]
+        live = self._live.get(run_id)
+        if live is None or not live.spec.secagg:
+            self._refuse(device, header, f"run {run_id} does not use secure aggregation")
+            return
+        if header.stage != REPLY[stage]:
+            self._refuse(
+                device, header, f"a {header.stage} message while round {number} is at stage {stage}"
+            )
+            return
+        params = params_from(self._settings(run_id, live, current))
+        try:  # checked now, so that one device's garbage cannot fail the round later
+            if header.stage == "keys":
+                adverts = decode_adverts(body)
+                if [a.client_id for a in adverts] != [device] or header.num_examples < 1:
+                    raise ItemError(
+                        "a keys message holds this device's one advert and its examples"
+                    )
+            elif header.stage == "shares":
+                if any(s.sender != device for s in decode_shares(body)):
+                    raise ItemError("shares must all be sent by this device")
+            elif header.stage == "mask":
+                decode_masked(device, body, params)
+            elif decode_response(body).client_id != device:
+                raise ItemError("an unmask response must come from this device")
+        except ItemError as exc:
+            self._refuse(device, header, str(exc))
+            self.store.add_update(run_id, number, device, status="refused", reason=str(exc))
+            return
+        stored = self.store.add_secagg(
+            run_id, number, header.stage, device, body, wire=wire,
+            examples=header.num_examples, bytes_down=header.bytes_down,
+        )  # fmt: skip
+        if not stored:
+            self.counters["duplicates"] += 1
+        self._wake.set()
+
+    def _expected(self, run_id: str, current: dict[str, Any]) -> set[str]:
+        """Who should answer the round's current stage."""
+        number, stage = current["round"], current["stage"]
+        gone = {u["device"] for u in self.store.updates(run_id, number)}  # declined, refused
+        if stage == "train":
+            return set(current["sampled"]) - gone
+        previous = REPLY[{"shares": "train", "mask": "shares", "unmask": "mask"}[stage]]
+        return {m["device"] for m in self.store.secagg(run_id, number, previous)} - gone
+
+    def _advance_secagg(self, run_id: str, live: _Live, current: dict[str, Any]) -> None:
+        number, stage = current["round"], current["stage"]
+        got = {m["device"] for m in self.store.secagg(run_id, number, REPLY[stage])}
+        deadline = current["deadline"] if stage == "train" else current["stage_deadline"]
+        if not got >= self._expected(run_id, current) and time.time() < deadline:
+            return
+        settings = self._settings(run_id, live, current)
+        try:
+            output = self._replay(run_id, number, params_from(settings), stage)
+        except (ItemError, Conflict, ConfigError) as exc:
+            self._close_round(
+                run_id, live, current, reason=f"secure aggregation failed at {stage}: {exc}"
+            )
+            return
+        if isinstance(output, SecAggResult):
+            self._close_round(
+                run_id, live, current, secured=self._unmasked(run_id, live, current, output)
+            )
+            return
+        following = NEXT[stage]
+        bodies: dict[str, bytes]
+        if following == "shares":
+            assert isinstance(output, list)
+            blob = encode_adverts(output)
+            bodies = {a.client_id: blob for a in output}
+        elif following == "mask":
+            assert isinstance(output, dict)
+            bodies = {device: encode_shares(shares) for device, shares in output.items()}
+        else:
+            blob = encode_request(output)
+            bodies = {device: blob for device in sorted(output.survivors)}
+        until = time.time() + live.spec.deadline
+        self.store.set_stage(run_id, number, following, until)
+        sent = 0
+        for device, blob in bodies.items():
+            task = RoundTask(
+                run=run_id, round=number, task=live.spec.task, deadline=until,
+                model_sha256=hashlib.sha256(blob).hexdigest(), model_size=len(blob),
+                stage=following, secagg=settings,  # type: ignore[arg-type]
+            )  # fmt: skip
+            frame = encode_frame(task, blob)
+            self.hooks.publish(self._topic(device, "fl-round"), frame, True)
+            sent += len(frame)
+        self.store.add_sent(run_id, number, sent)
+        log.info(
+            "federated run %s round %d: secure aggregation stage %s with %d device(s)",
+            run_id, number, following, len(bodies),
+        )  # fmt: skip
+
+    def _replay(self, run_id: str, number: int, params: SecAggParams, upto: str) -> Any:
+        """The server of the round rebuilt from the stored messages, run up to ``upto``'s answers.
+
+        Returns what that stage produced: the adverts, each device's inbox of
+        shares, the unmask request, or the unmasked sum.
+        """
+        server = SecAggServer(params)
+
+        def stored(stage: str) -> list[dict[str, Any]]:
+            return self.store.secagg(run_id, number, stage)
+
+        adverts = server.collect_adverts(
+            [a for m in stored("keys") for a in decode_adverts(m["body"])]
+        )
+        if upto == "train":
+            return adverts
+        inbox = server.route_shares([s for m in stored("shares") for s in decode_shares(m["body"])])
+        if upto == "shares":
+            return inbox
+        request = server.collect_masked(
+            [decode_masked(m["device"], m["body"], params) for m in stored("mask")
+             if m["device"] in inbox]
+        )  # fmt: skip
+        if upto == "mask":
+            return request
+        return server.aggregate([decode_response(m["body"]) for m in stored("unmask")])
+
+    def _unmasked(
+        self, run_id: str, live: _Live, current: dict[str, Any], result: SecAggResult
+    ) -> Weights | None:
+        """The new global weights from the unmasked sum; records each device's bytes and part."""
+        number = current["round"]
+        messages = self.store.secagg(run_id, number)
+        examples = {m["device"]: m["examples"] for m in messages if m["stage"] == "keys"}
+        for device in sorted({m["device"] for m in messages}):
+            mine = [m for m in messages if m["device"] == device]
+            self.store.add_update(
+                run_id, number, device,
+                status="accepted" if device in result.survivors else "dropped",
+                reason=None if device in result.survivors else "dropped before unmasking",
+                examples=examples.get(device, 0),
+                bytes_up=sum(m["wire"] for m in mine),
+                bytes_down=max(m["bytes_down"] for m in mine),
+            )  # fmt: skip
+        weight = float(result.total[-1])
+        if weight <= 0:
+            return None
+        base = decode_weights(current["model"])
+        mean = result.total[:-1] / weight
+        total_examples = sum(examples.get(d, 0) for d in result.survivors) or 1
+        pooled = Update("aggregate", base.like(base.vector() + mean), total_examples)
         return live.strategy.aggregate(number, base, [pooled]).weights
 
     # -- updates -----------------------------------------------------------------------------
@@ -476,6 +709,9 @@ class Coordinator:
                 run=header.run, round=header.round, status="closed",
                 reason=f"round {header.round} is closed",
             ))  # fmt: skip
+            return
+        if header.kind == "secagg":
+            self._on_secagg(device, header, body, current, len(payload))
             return
         if header.kind == "decline":
             self.store.add_update(

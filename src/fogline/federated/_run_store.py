@@ -55,7 +55,21 @@ CREATE TABLE rounds (
     bytes_down INTEGER NOT NULL DEFAULT 0,
     epsilon    REAL,
     reason     TEXT,
+    stage      TEXT NOT NULL DEFAULT 'train',
+    stage_deadline REAL,
+    sent       INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (run, round)
+) WITHOUT ROWID;
+CREATE TABLE secagg (
+    run      TEXT NOT NULL,
+    round    INTEGER NOT NULL,
+    stage    TEXT NOT NULL,
+    device   TEXT NOT NULL,
+    body     BLOB NOT NULL,
+    wire     INTEGER NOT NULL,
+    examples INTEGER NOT NULL DEFAULT 0,
+    bytes_down INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run, round, stage, device)
 ) WITHOUT ROWID;
 CREATE TABLE chunks (
     run      TEXT NOT NULL,
@@ -193,7 +207,7 @@ class RunStore:
 
     def rounds(self, run_id: str) -> list[dict[str, Any]]:
         found = self.rows(
-            "SELECT run, round, status, opened, deadline, closed, sampled, accuracy, loss, "
+            "SELECT run, round, status, stage, opened, deadline, closed, sampled, accuracy, loss, "
             "participants, bytes_up, bytes_down, epsilon, reason FROM rounds WHERE run = ? "
             "ORDER BY round",
             (run_id,),
@@ -218,10 +232,12 @@ class RunStore:
         """Close the round and, when it produced one, make ``model`` the run's global model."""
         now = time.time()
         with self.transaction() as tx:
-            up, down = tx.execute(
-                "SELECT COALESCE(SUM(bytes_up), 0), COALESCE(SUM(bytes_down), 0) FROM updates "
-                "WHERE run = ? AND round = ?",
+            (up,) = tx.execute(
+                "SELECT COALESCE(SUM(bytes_up), 0) FROM updates WHERE run = ? AND round = ?",
                 (run_id, round),
+            ).fetchone()
+            (down,) = tx.execute(  # what the controller sent, whether or not it was answered
+                "SELECT sent FROM rounds WHERE run = ? AND round = ?", (run_id, round)
             ).fetchone()
             tx.execute(
                 "UPDATE rounds SET status = ?, closed = ?, accuracy = ?, loss = ?, "
@@ -231,6 +247,7 @@ class RunStore:
                  round),
             )  # fmt: skip
             tx.execute("DELETE FROM chunks WHERE run = ? AND round = ?", (run_id, round))
+            tx.execute("DELETE FROM secagg WHERE run = ? AND round = ?", (run_id, round))
             tx.execute(
                 "UPDATE updates SET data = NULL WHERE run = ? AND round = ?", (run_id, round)
             )
@@ -238,6 +255,59 @@ class RunStore:
                 tx.execute(
                     "UPDATE runs SET model = ?, updated = ? WHERE id = ?", (model, now, run_id)
                 )
+
+    def add_sent(self, run_id: str, round: int, count: int) -> None:
+        """Count ``count`` more bytes sent to devices in this round."""
+        with self.transaction() as tx:
+            tx.execute(
+                "UPDATE rounds SET sent = sent + ? WHERE run = ? AND round = ?",
+                (count, run_id, round),
+            )
+
+    def last_round(self, run_id: str) -> dict[str, Any] | None:
+        """The latest closed round's figures, for a run's summary."""
+        return self.one(
+            "SELECT round, accuracy, loss, epsilon FROM rounds WHERE run = ? AND closed IS NOT "
+            "NULL ORDER BY round DESC LIMIT 1",
+            (run_id,),
+        )
+
+    def set_stage(self, run_id: str, round: int, stage: str, deadline: float) -> None:
+        with self.transaction() as tx:
+            tx.execute(
+                "UPDATE rounds SET stage = ?, stage_deadline = ? WHERE run = ? AND round = ?",
+                (stage, deadline, run_id, round),
+            )
+
+    # -- secure aggregation's messages -------------------------------------------------------
+
+    def add_secagg(
+        self,
+        run_id: str,
+        round: int,
+        stage: str,
+        device: str,
+        body: bytes,
+        *,
+        wire: int,
+        examples: int = 0,
+        bytes_down: int = 0,
+    ) -> bool:
+        """Store a device's message of a stage; False when it had sent that stage already."""
+        with self.transaction() as tx:
+            cursor = tx.execute(
+                "INSERT OR IGNORE INTO secagg VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (run_id, round, stage, device, body, wire, examples, bytes_down),
+            )
+            return cursor.rowcount == 1
+
+    def secagg(self, run_id: str, round: int, stage: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM secagg WHERE run = ? AND round = ?"
+        args: tuple[object, ...] = (run_id, round)
+        if stage is not None:
+            sql += " AND stage = ?"
+            args += (stage,)
+        return self.rows(sql + " ORDER BY device", args)
 
     # -- chunks and updates ----------------------------------------------------------------
 

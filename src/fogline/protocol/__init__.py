@@ -27,8 +27,10 @@ from fogline.protocol._fleet import (
 )
 from fogline.protocol._rounds import (
     FL_TOPIC_KINDS,
+    STAGES,
     RoundTask,
     RunSpec,
+    SecAggSettings,
     UpdateAck,
     UpdateChunk,
     decode_frame,
@@ -39,6 +41,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "DEVICE_ID_PATTERN",
     "FL_TOPIC_KINDS",
+    "STAGES",
     "TOPIC_KINDS",
     "Command",
     "DesiredState",
@@ -52,6 +55,7 @@ __all__ = [
     "ReleaseStatus",
     "RoundTask",
     "RunSpec",
+    "SecAggSettings",
     "Telemetry",
     "UpdateAck",
     "UpdateChunk",

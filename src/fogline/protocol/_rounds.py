@@ -49,8 +49,10 @@ from fogline.protocol._fleet import DEVICE_ID_PATTERN, DeviceId
 
 __all__ = [
     "FL_TOPIC_KINDS",
+    "STAGES",
     "RoundTask",
     "RunSpec",
+    "SecAggSettings",
     "UpdateAck",
     "UpdateChunk",
     "decode_frame",
@@ -74,6 +76,28 @@ class _Message(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+#: The stages of a round under secure aggregation, in order (``train`` alone without it).
+STAGES = ("train", "shares", "mask", "unmask")
+Stage = Literal["train", "shares", "mask", "unmask"]
+
+
+class SecAggSettings(_Message):
+    """A round's secure aggregation, as every sampled device must know it (SecAgg+ style).
+
+    The device sends ``[w * change, w]`` with ``w = min(1, examples / scale)``,
+    each coordinate clipped to ``clip`` and quantized to ``bits`` bits; the
+    controller learns only the sum, and it needs ``threshold`` devices to the end.
+    """
+
+    num_clients: int = Field(ge=2)
+    dimension: int = Field(ge=1)
+    clip: float = Field(gt=0)
+    bits: int = Field(ge=8, le=62)
+    threshold: int = Field(ge=2)
+    round_id: str
+    scale: float = Field(default=1000.0, gt=0)
+
+
 class RoundTask(_Message):
     """One round offered to one device: train the attached global model and send the change.
 
@@ -91,6 +115,11 @@ class RoundTask(_Message):
     model_size: int = Field(ge=0)
     model_encoding: Literal["npz"] = "npz"
     chunk_bytes: int = Field(default=65536, ge=1024)
+    #: Under secure aggregation: which stage this message opens, and its settings. The
+    #: body is the model for ``train``; for the later stages, what that stage needs
+    #: (every device's keys, this device's sealed shares, whom to unmask).
+    stage: Stage = "train"
+    secagg: SecAggSettings | None = None
 
     @field_validator("deadline")
     @classmethod
@@ -110,7 +139,8 @@ class UpdateChunk(_Message):
     device_id: DeviceId
     run: str = Field(min_length=1, max_length=64)
     round: int = Field(ge=1)
-    kind: Literal["chunk", "decline"] = "chunk"
+    kind: Literal["chunk", "decline", "secagg"] = "chunk"
+    stage: Literal["keys", "shares", "mask", "unmask"] | None = None  # of a secagg message
     index: int = Field(default=0, ge=0)
     total: int = Field(default=1, ge=1, le=100_000)
     size: int = Field(default=0, ge=0)
@@ -181,6 +211,9 @@ class RunSpec(_Message):
     dp_clip: float | None = Field(default=None, gt=0)
     dp_delta: float = Field(default=1e-5, gt=0, lt=1)
     epsilon_budget: float | None = Field(default=None, gt=0)
+    secagg: bool = False
+    secagg_bits: int = Field(default=16, ge=8, le=62)
+    secagg_clip: float = Field(default=8.0, gt=0)
     max_drop: float = Field(default=0.01, ge=0, le=1)
     min_accuracy: float | None = Field(default=None, ge=0, le=1)
     version: str | None = None
@@ -195,4 +228,9 @@ class RunSpec(_Message):
             raise ValueError("--dp-noise and --dp-clip go together")
         if self.epsilon_budget is not None and self.dp_noise is None:
             raise ValueError("--epsilon-budget needs --dp-noise and --dp-clip")
+        if self.secagg and self.dp_noise is not None:
+            raise ValueError(
+                "--secagg with --dp-noise is not supported on the fleet yet "
+                "(try it with fogline fl simulate --secagg --dp-mode distributed)"
+            )
         return self
