@@ -12,6 +12,7 @@ with paho (:class:`RoundController`): it offers rounds (retained frames of a
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -96,8 +97,12 @@ class RoundController:
     def desire(self, desired: DesiredState) -> None:
         self._publish(DEVICE, "desired", desired.model_dump_json().encode())
 
-    def offer(self, task: RoundTask, model: bytes) -> bytes:
+    def offer(self, task: RoundTask, model: bytes, **header: Any) -> bytes:
+        """Publish the round (``header``: more header fields, of a newer protocol)."""
         frame = encode_frame(task, model)
+        if header:
+            line = json.dumps(task.model_dump(mode="json") | header).encode()
+            frame = line + b"\n" + model
         self._publish(DEVICE, "fl-round", frame)
         return frame
 
@@ -298,7 +303,9 @@ def test_the_device_trains_the_round_and_its_chunks_make_an_update_that_moved_th
     assert counters.bytes_up == sum(r.size for r in received)
 
 
-def test_a_device_declines_another_task_a_damaged_model_and_a_busy_cpu(fleet: Fleet) -> None:
+def test_a_device_declines_another_task_a_damaged_model_a_busy_cpu_and_secure_aggregation(
+    fleet: Fleet,
+) -> None:
     # Prepare: the learner trains only when the CPU is idle (0 %), and one core is kept busy
     fleet.install(eligibility={"max_cpu_percent": 0})
     _, model = global_model()
@@ -313,6 +320,10 @@ def test_a_device_declines_another_task_a_damaged_model_and_a_busy_cpu(fleet: Fl
             damaged = fleet.controller.decline(2)
             fleet.controller.offer(round_task(3, model), model)
             cpu = fleet.controller.decline(3)
+            secagg = {"num_clients": 3, "dimension": 650, "clip": 8.0, "bits": 16,
+                      "threshold": 2, "round_id": "r1/4"}  # fmt: skip
+            fleet.controller.offer(round_task(4, model), model, stage="train", secagg=secagg)
+            secure = fleet.controller.decline(4)
             lines = list(agent.lines)  # type: ignore[attr-defined]
             counters = agent.round_counters()
     finally:
@@ -322,10 +333,11 @@ def test_a_device_declines_another_task_a_damaged_model_and_a_busy_cpu(fleet: Fl
     assert other.reason == "no active learner release for task elsewhere:task"
     assert damaged.reason is not None and "sha256" in damaged.reason
     assert cpu.reason is not None and cpu.reason.startswith("cpu ") and "> 0%" in cpu.reason
-    assert all(d.device_id == DEVICE and d.bytes_down > 0 for d in (other, damaged, cpu))
+    assert secure.reason == "this agent does not take part in secure aggregation"
+    assert all(d.device_id == DEVICE and d.bytes_down > 0 for d in (other, damaged, cpu, secure))
     assert not [r for r in fleet.controller.chunks if r.chunk.kind == "chunk"]
     assert f"federated run r1 round 3: declined: {cpu.reason}" in lines
-    assert counters is not None and counters.rounds_declined == 3 and counters.rounds_trained == 0
+    assert counters is not None and counters.rounds_declined == 4 and counters.rounds_trained == 0
 
 
 def test_after_a_partial_ack_only_the_missing_chunks_are_sent_again(fleet: Fleet) -> None:
@@ -367,24 +379,25 @@ def test_after_a_partial_ack_only_the_missing_chunks_are_sent_again(fleet: Fleet
 def test_an_agent_killed_after_saving_its_update_resends_it_without_training_again(
     fleet: Fleet,
 ) -> None:
-    # Prepare: the update is saved and sent; the controller stored only chunk 0
+    # Prepare: an agent process saved and sent its update; the controller stored only chunk 0
     fleet.install()
     base, model = global_model()
-    log = fleet.folder / "agent.log"
     saved = fleet.folder / DEVICE / "agent" / "fl" / "update.bin"
-    agent = fleet.agent_process(log)
+    process = fleet.agent_process(fleet.folder / "agent.log")
     try:
         fleet.wait_active()
         fleet.controller.offer(round_task(1, model, deadline=time.time() + 120), model)
         first = fleet.controller.update(1)
         fleet.controller.ack(UpdateAck(run="r1", round=1, status="partial", received=[0]))
-        # Execute: kill -9, then start it again
-        os.kill(agent.pid, signal.SIGKILL)
-        agent.wait()
-        assert saved.exists()
-        restarted = time.monotonic()
-        agent = fleet.agent_process(log)
-        total = first[0].chunk.total
+        # Execute: kill -9, then the agent starts again on the same folder
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert saved.exists()
+    restarted = time.monotonic()
+    total = first[0].chunk.total
+    with fleet.agent() as agent:
         fleet.controller.wait(
             "the missing chunks after the restart",
             lambda: (
@@ -395,13 +408,12 @@ def test_an_agent_killed_after_saving_its_update_resends_it_without_training_aga
         again = [r for r in fleet.controller.chunks if r.at > restarted]
         fleet.controller.ack(UpdateAck(run="r1", round=1, status="accepted"))
         wait_for("the saved update to go", lambda: not saved.exists())
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(30)
-    # Assert: the same update (no second training), only the chunks the controller lacked
-    text = log.read_text()
-    assert text.count("federated run r1 round 1: trained on") == 1, text
-    assert "federated run r1 round 1: resuming the saved update" in text
+        counters = agent.round_counters()
+        lines = list(agent.lines)  # type: ignore[attr-defined]
+    # Assert: the same update, not trained again, and only the chunks the controller lacked
+    assert counters is not None and counters.rounds_trained == 0
+    assert counters.chunks_sent == total - 1 and counters.rounds_accepted == 1
+    assert f"federated run r1 round 1: resuming the saved update ({total} chunk(s))" in lines
     assert sorted(r.chunk.index for r in again) == list(range(1, total))
     assert {r.chunk.sha256 for r in again} == {first[0].chunk.sha256}
     blob = reassemble([first[0], *again])

@@ -15,7 +15,9 @@ the device sends :class:`~fogline.protocol.UpdateChunk` frames on ``fl-update``
    eligible (CPU not busier than ``max_cpu_percent`` over the last second; not
    on battery when ``require_mains``); otherwise the device sends a
    ``decline`` with the reason, so the round need not wait for it. So does a
-   training that fails (the data function, a model that is not the task's).
+   training that fails (the data function, a model that is not the task's),
+   and a round that asks for secure aggregation, which this agent does not do
+   yet (it would otherwise send its change in the clear).
 3. It trains the task's trainer from the global model on its own data
    (``data(device_id=..., **data_args)``) with the round's ``config``
    (``epochs``, ``mu``), encodes the change (:func:`~fogline.federated.encode_update`)
@@ -294,6 +296,9 @@ class RoundParticipant:
                     self._say(key, f"resuming the saved update ({upload.meta.total} chunk(s))")
                 return
             self._drop(upload, f"round {task.round} of run {task.run} replaces it")
+        if _asks_secure_aggregation(payload):
+            self._decline(task, "this agent does not take part in secure aggregation", len(payload))
+            return
         self._train(task, body, len(payload))
 
     def _train(self, task: RoundTask, body: bytes, down: int) -> None:
@@ -609,6 +614,21 @@ def _import(spec: str) -> Callable[..., Any]:
     except (ImportError, AttributeError) as exc:
         raise DataError(f"{spec}: cannot import {name!r} from {module!r}: {exc}") from exc
     return function
+
+
+def _asks_secure_aggregation(payload: bytes) -> bool:
+    """Whether a round's header asks for secure aggregation (settings, or a stage after training).
+
+    Read from the raw header, so that a round of a newer controller that this
+    agent's protocol models do not know yet is declined, not trained in the clear.
+    """
+    try:
+        header = json.loads(payload.partition(b"\n")[0])
+    except ValueError:
+        return False
+    return isinstance(header, dict) and (
+        header.get("secagg") is not None or header.get("stage", "train") != "train"
+    )
 
 
 def _round_key(payload: bytes) -> Key | None:
