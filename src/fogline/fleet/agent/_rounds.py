@@ -129,7 +129,7 @@ class _Upload:
     live: bool  # the open round was seen since it was saved (False after a restart, until then)
     received: set[int] = field(default_factory=set)
     next_send: float = 0.0  # monotonic time of the next (re)send of missing chunks
-    sent_at: float = 0.0  # monotonic time of the last pass
+    sent_at: float = 0.0  # monotonic time of the last pass (or of resuming after a restart)
     wait: float = RESEND_AFTER
     passes: int = 0
     bytes_sent: int = 0
@@ -292,7 +292,8 @@ class RoundParticipant:
             if upload.key == key:
                 if not upload.live:  # saved before a restart, and the round is still open
                     upload.live = True
-                    upload.next_send = time.monotonic() + RESUME_GRACE
+                    upload.sent_at = time.monotonic()  # the retained ack comes right after
+                    upload.next_send = upload.sent_at + RESUME_GRACE
                     self._say(key, f"resuming the saved update ({upload.meta.total} chunk(s))")
                 return
             self._drop(upload, f"round {task.round} of run {task.run} replaces it")
@@ -411,8 +412,8 @@ class RoundParticipant:
         # the widest header a chunk of this update can have: a frame stays within chunk_bytes
         widest = len(encode_frame(self._chunk(meta, 99_999, 100_000)))
         piece = task.chunk_bytes - widest
-        total = max(1, math.ceil(len(blob) / piece))
-        if total > 100_000:
+        total = max(1, math.ceil(len(blob) / max(piece, 1)))
+        if piece < 1 or total > 100_000:
             raise FoglineError(
                 f"an update of {len(blob)} bytes needs {total} chunks of {task.chunk_bytes} "
                 "bytes, more than 100000"
@@ -556,8 +557,8 @@ class RoundParticipant:
             what = "closed before the controller had the whole update"
         self._say(upload.key, what)
         self._upload = None
+        self._remember(upload.key, ack.status)  # first: killed in between, it is not sent again
         self._update_file.unlink(missing_ok=True)
-        self._remember(upload.key, ack.status)
 
     def _drop(self, upload: _Upload, why: str) -> None:
         self._say(upload.key, f"update dropped: {why}")
@@ -597,7 +598,12 @@ class RoundParticipant:
             log.warning("discarded %s: %s", self._update_file, exc)
             self._update_file.unlink(missing_ok=True)
             return
-        if hashlib.sha256(blob).hexdigest() != meta.sha256 or time.time() > meta.deadline:
+        finished = (meta.run, meta.round) in self._finished
+        if (
+            finished
+            or hashlib.sha256(blob).hexdigest() != meta.sha256
+            or time.time() > meta.deadline
+        ):
             self._update_file.unlink(missing_ok=True)
             return
         self._upload = _Upload(meta, blob, live=False, wait=self.resend_after)
