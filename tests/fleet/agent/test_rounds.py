@@ -28,6 +28,8 @@ import numpy as np
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from fogline.examples import digits_device_data, digits_task
 from fogline.federated import SoftmaxTrainer, decode_update, encode_weights
@@ -77,7 +79,10 @@ class RoundController:
             [("fogline/devices/+/state", 1), ("fogline/devices/+/fl-update", 1)]
         )
         self._client.on_message = self._on_message
-        self._client.connect(url.host, url.port)
+        self._client.reconnect_delay_set(min_delay=1, max_delay=2)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 3600  # chunks wait for it while it reconnects
+        self._client.connect(url.host, url.port, clean_start=False, properties=props)
         self._client.loop_start()
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
@@ -187,9 +192,7 @@ class Fleet:
             device_id=DEVICE,
             trusted_root=self.releases.root,
             credentials=DeviceLogin(username=self.device.user, password=self.device.password),
-            telemetry_period=5.0,
-            round_resend_seconds=1.0,
-            **extra,
+            **({"telemetry_period": 5.0, "round_resend_seconds": 1.0} | extra),
         )
         lines: list[str] = []
         agent = Agent(config, on_event=lines.append)
@@ -374,6 +377,44 @@ def test_after_a_partial_ack_only_the_missing_chunks_are_sent_again(fleet: Fleet
     assert {r.chunk.sha256 for r in again} == {first[0].chunk.sha256}
     assert counters is not None and counters.chunks_resent == total - 2
     assert reassemble(first) == reassemble([*[r for r in first if r.chunk.index in stored], *again])
+
+
+def test_after_a_reconnect_the_missing_chunks_go_without_waiting_for_the_resend_delay(
+    fleet: Fleet,
+) -> None:
+    # Prepare: the controller stored the first half; the agent would wait a minute to resend
+    fleet.install(task=WIDE_TASK, data="support.fleet_learner:wide_device_data")
+    _, model = global_model(wide_task)
+    with fleet.agent(round_resend_seconds=60.0) as agent:
+        fleet.wait_active()
+        fleet.controller.offer(round_task(1, model, task=WIDE_TASK), model)
+        first = fleet.controller.update(1)
+        total = first[0].chunk.total
+        stored = list(range(total // 2))
+        fleet.controller.ack(UpdateAck(run="r1", round=1, status="partial", received=stored))
+        # Execute: the broker restarts (it keeps the retained round and ack)
+        fleet.broker.stop()
+        restarted = time.monotonic()
+        fleet.broker.start()
+        fleet.controller.wait(
+            "the missing chunks after the reconnect",
+            lambda: (
+                {r.chunk.index for r in fleet.controller.chunks if r.at > restarted}
+                >= set(range(total // 2, total))
+            ),
+        )
+        again = [r for r in fleet.controller.chunks if r.at > restarted]
+        fleet.controller.ack(UpdateAck(run="r1", round=1, status="accepted"))
+        wait_for(
+            "the round to be finished",
+            lambda: "federated run r1 round 1: accepted" in " ".join(agent.lines),  # type: ignore[attr-defined]
+        )
+        counters = agent.round_counters()
+    # Assert: well within the minute, and only what the controller lacked
+    assert time.monotonic() - restarted < 30
+    assert sorted(r.chunk.index for r in again) == list(range(total // 2, total))
+    assert counters is not None and counters.chunks_resent == total - total // 2
+    assert counters.rounds_trained == 1
 
 
 def test_an_agent_killed_after_saving_its_update_resends_it_without_training_again(
