@@ -42,7 +42,11 @@ Printed, each line beside its anchor (the figure or claim it is compared with):
   ``PrivacyAccountant``, and dp-accounting's ``RdpAccountant`` directly),
   beside the accuracy with that noise and without it.
 
-The figures also go to ``benchmarks/results/federated.json`` (``--out``).
+The figures also go to ``benchmarks/results/federated.json`` (``--out``;
+``federated-quick.json`` for ``--quick``). Each side's numeric work is
+single-threaded: Flower's numpy in its Ray actors (``OMP_NUM_THREADS=1``, one
+CPU per actor, as many actors as cores), fogline's torch
+(``torch.set_num_threads(1)``; fogline trains the clients one after another).
 """
 
 from __future__ import annotations
@@ -82,6 +86,8 @@ HERE = Path(__file__).resolve().parent
 FLWR_VENV = HERE / ".venv-flwr"
 FLWR_PINS = ("flwr[simulation]==1.42.*", "flwr[simulation]>=1,<2")
 TASK = "fogline.examples:digits_task"
+#: The model each side trains: fogline's task, as the Flower side names it.
+MODELS = {"softmax": TASK, "mlp": "fogline.examples:digits_torch_task"}
 CLIENTS = 10
 SEED = 0
 SPLITS = ("dirichlet:0.5", "shards:2")
@@ -113,27 +119,44 @@ def flower_python() -> Path:
     raise SystemExit(f"could not install Flower into {FLWR_VENV}")
 
 
-def run_flower(task: Task, splits: dict[str, list[list[int]]], rounds: int, engine: str) -> dict:
-    """Play FedAvg and FedProx on both splits in Flower; its results as JSON."""
+def run_flower(
+    tasks: dict[str, Task],
+    splits: dict[str, list[list[int]]],
+    rounds: int,
+    engine: str,
+    seed: int = SEED,
+) -> dict[str, Any]:
+    """Play FedAvg and FedProx on both splits, for each model, in Flower; its results as JSON."""
     python = flower_python()
+    task = tasks["softmax"]
     X, y = task.train
     Xt, yt = task.test
-    assert task.lr is not None and task.batch_size is not None
+    for other in tasks.values():  # the same pixels, whatever shape the model takes them in
+        assert np.array_equal(other.train[0].reshape(len(y), -1), X)
+        assert np.array_equal(other.test[0].reshape(len(yt), -1), Xt)
+    models = {}
+    for name, t in tasks.items():
+        initial = t.initial_weights(t.trainer(1))
+        models[name] = {
+            "lr": t.lr,
+            "batch_size": t.batch_size,
+            "initial": [a.tolist() for a in initial.arrays.values()],
+        }
     job = {
         "X": X.tolist(),
         "y": y.tolist(),
         "Xt": Xt.tolist(),
         "yt": yt.tolist(),
         "splits": splits,
-        "lr": task.lr,
-        "batch_size": task.batch_size,
+        "models": models,
         "local_epochs": 1,
         "mu": MU,
-        "seed": SEED,
+        "seed": seed,
         "clients": CLIENTS,
         "engine": engine,
         "runs": [
-            {"strategy": s, "split": split, "rounds": rounds}
+            {"model": model, "strategy": s, "split": split, "rounds": rounds}
+            for model in tasks
             for split in SPLITS
             for s in STRATEGIES
         ],
@@ -155,9 +178,10 @@ def run_flower(task: Task, splits: dict[str, list[list[int]]], rounds: int, engi
             tail = log.read_text()[-3000:]
             if engine == "ray":
                 print(f"Flower on Ray failed; in one process instead:\n{tail}", file=sys.stderr)
-                return run_flower(task, splits, rounds, "inprocess")
+                return run_flower(tasks, splits, rounds, "inprocess", seed)
             raise SystemExit(f"the Flower side failed:\n{tail}")
-        return json.loads(result_path.read_text())
+        answer: dict[str, Any] = json.loads(result_path.read_text())
+        return answer
 
 
 # -- fogline ------------------------------------------------------------------------------
@@ -179,7 +203,11 @@ def split_indices(task: Task) -> dict[str, list[list[int]]]:
     return splits
 
 
-def play(task: Task, rounds: int, **options: Any) -> tuple[SimulationResult, float]:
+def play(task: Task | str, rounds: int, **options: Any) -> tuple[SimulationResult, float]:
+    """One fogline simulation and its wall time; a task named by its spec is loaded afresh
+    (a torch task's module is trained in place, so each run needs its own)."""
+    if isinstance(task, str):
+        task = load_task(task)
     options = {"clients": CLIENTS, "rounds": rounds, "seed": SEED, **options}
     if "split" in options:
         options["split"] = SplitSpec.parse(options["split"])
@@ -281,103 +309,151 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="5 rounds: a smoke run")
     parser.add_argument("--engine", choices=("ray", "inprocess"), default="ray")
-    parser.add_argument("--out", type=Path, default=HERE / "results" / "federated.json")
+    parser.add_argument("--out", type=Path, help="default: benchmarks/results/federated.json")
     args = parser.parse_args()
     rounds = 5 if args.quick else args.rounds
+    if args.out is None:  # a smoke run does not overwrite the figures of a full one
+        args.out = HERE / "results" / ("federated-quick.json" if args.quick else "federated.json")
+    # One thread for torch, as Flower's actors get one each (OMP_NUM_THREADS=1): on a small
+    # machine two torch threads per tiny batch only contend, and the timing swings 5x.
+    import torch
+
+    torch.set_num_threads(1)
     checkpoints = [c for c in CHECKPOINTS if c < rounds] + [rounds]
     logging.getLogger("absl").setLevel(logging.ERROR)  # dp-accounting's convergence chatter
-    task = load_task(TASK)
+    tasks = {name: load_task(spec) for name, spec in MODELS.items()}
+    task = tasks["softmax"]
     splits = split_indices(task)
-    size = task.weights.size if task.weights is not None else 0
+    sizes = {name: t.initial_weights(t.trainer(1)).size for name, t in tasks.items()}
     figures: dict[str, Any] = {
-        "task": TASK,
+        "tasks": MODELS,
+        "parameters": sizes,
         "clients": CLIENTS,
         "rounds": rounds,
-        "parameters": size,
-        "lr": task.lr,
+        "lr": {name: t.lr for name, t in tasks.items()},
         "batch_size": task.batch_size,
         "local_epochs": 1,
+        "splits": list(SPLITS),
+        "seed": SEED,
+        "fedprox_mu": MU,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
     }
 
     print(f"Flower side ({args.engine}) ...", file=sys.stderr)
-    flower = run_flower(task, splits, rounds, args.engine)
+    flower = run_flower(tasks, splits, rounds, args.engine)
     engine = flower["runs"][0]["engine"]
     figures["flwr"] = flower["flwr"]
     figures["flower_engine"] = engine
-    flower_runs = {(r["strategy"], r["split"]): r for r in flower["runs"]}
+    flower_runs = {(r["model"], r["strategy"], r["split"]): r for r in flower["runs"]}
+    # Flower again with its clients' shuffling seeded otherwise: how far two runs of the same
+    # thing land apart, the noise floor under the accuracy comparison
+    flower_again: dict[tuple[str, str, str], Any] = {}
+    if not args.quick:
+        print("Flower side, second seed ...", file=sys.stderr)
+        second = run_flower(tasks, splits, rounds, engine, seed=SEED + 1)
+        flower_again = {(r["model"], r["strategy"], r["split"]): r for r in second["runs"]}
 
     print("fogline side ...", file=sys.stderr)
-    fog: dict[tuple[str, str], tuple[SimulationResult, float]] = {}
-    for split in SPLITS:
-        for strategy in STRATEGIES:
-            fog[strategy, split] = play(task, rounds, strategy=strategy, split=split)
+    fog: dict[tuple[str, str, str], tuple[SimulationResult, float]] = {}
+    for model in MODELS:
+        for split in SPLITS:
+            for strategy in STRATEGIES:
+                on = task if model == "softmax" else MODELS[model]  # torch: a fresh module
+                fog[model, strategy, split] = play(on, rounds, strategy=strategy, split=split)
+    runs = [(m, st, sp) for m in MODELS for sp in SPLITS for st in STRATEGIES]
 
     engine_words = (
         "flwr.simulation.run_simulation on Ray"
         if engine == "ray"
         else "Flower's strategy and clients driven in one process (no simulation engine)"
     )
-    print(f"fogline vs Flower {flower['flwr']} ({engine_words}); digits softmax ({size} weights),")
     print(
-        f"{CLIENTS} clients, all each round, lr {task.lr}, batch {task.batch_size}, 1 local epoch"
+        f"fogline vs Flower {flower['flwr']} ({engine_words}), {CLIENTS} clients, all each round,"
+    )
+    print(
+        f"1 local epoch, batch {task.batch_size}; softmax: {sizes['softmax']} weights, "
+        f"lr {tasks['softmax'].lr}; mlp (64-32-10): {sizes['mlp']} weights, lr {tasks['mlp'].lr}"
     )
     print()
 
     # accuracy
-    print("accuracy (anchor: Flower on the same split; claim: fogline within 1 point)")
+    print(
+        "accuracy (anchor: Flower on the same split; claim: fogline within 1 point; "
+        "'Flower again': Flower with its clients seeded otherwise)"
+    )
     accuracy = []
-    for split in SPLITS:
-        for strategy in STRATEGIES:
-            ours, _ = fog[strategy, split]
-            theirs = flower_runs[strategy, split]
-            for c in checkpoints:
-                a = 100 * ours.history[c - 1].accuracy
-                b = 100 * theirs["accuracy"][c - 1]
-                ok = abs(a - b) <= 1.0
-                accuracy.append(
-                    {"strategy": strategy, "split": split, "round": c, "fogline": a, "flower": b}
-                )
-                print(
-                    f"  {strategy:<8} {split:<14} round {c:>3}:  fogline {a:6.2f} %   "
-                    f"Flower {b:6.2f} %   diff {a - b:+6.2f}  {verdict(ok)}"
-                )
+    for model, strategy, split in runs:
+        ours, _ = fog[model, strategy, split]
+        theirs = flower_runs[model, strategy, split]
+        for c in checkpoints:
+            a = 100 * ours.history[c - 1].accuracy
+            b = 100 * theirs["accuracy"][c - 1]
+            b2 = (
+                100 * flower_again[model, strategy, split]["accuracy"][c - 1]
+                if flower_again
+                else None
+            )
+            ok = abs(a - b) <= 1.0
+            accuracy.append(
+                {
+                    "model": model,
+                    "strategy": strategy,
+                    "split": split,
+                    "round": c,
+                    "fogline": a,
+                    "flower": b,
+                    "flower_second_seed": b2,
+                }
+            )
+            print(
+                f"  {model:<7} {strategy:<8} {split:<14} round {c:>3}:  fogline {a:6.2f} %   "
+                f"Flower {b:6.2f} %   diff {a - b:+6.2f}  {verdict(ok)}"
+                + ("" if b2 is None else f"   (Flower again {b2:6.2f} %, {b2 - b:+6.2f})")
+            )
     figures["accuracy"] = accuracy
     print()
 
     # bytes
     print("upload per client per round (anchor: Flower's serialised Parameters)")
-    uploads = {}
-    for split in SPLITS:
-        ours = per_client_up(fog["fedavg", split][0])
-        theirs = float(np.mean(flower_runs["fedavg", split]["upload_bytes"]))
-        uploads[split] = {"fogline_plain": ours, "flower": theirs, "ratio": ours / theirs}
+    uploads: dict[str, Any] = {}
+    for model in MODELS:
+        for split in SPLITS:
+            ours_up = per_client_up(fog[model, "fedavg", split][0])
+            theirs_up = float(np.mean(flower_runs[model, "fedavg", split]["upload_bytes"]))
+            uploads[f"{model} {split}"] = {
+                "fogline_plain": ours_up,
+                "flower": theirs_up,
+                "ratio": ours_up / theirs_up,
+            }
+            print(
+                f"  {model:<7} fedavg   {split:<14} fogline plain {ours_up:7.0f} B   Flower "
+                f"{theirs_up:7.0f} B   ratio {ours_up / theirs_up:.2f}x (claim <= 0.6x) "
+                f"{verdict(ours_up / theirs_up <= 0.6)}"
+            )
+    for model in MODELS:
+        on = task if model == "softmax" else MODELS[model]
+        secure, _ = play(on, rounds, strategy="fedavg", split=SPLITS[0], secagg=True)
+        dimension = sizes[model] + 1  # the change and the client's weight
+        cost = upload_cost(dimension, CLIENTS, SECAGG_BITS)
+        cost32 = upload_cost(dimension, CLIENTS, 32)
+        plain = uploads[f"{model} {SPLITS[0]}"]["fogline_plain"]
+        measured = per_client_up(secure)
+        clean_accuracy = fog[model, "fedavg", SPLITS[0]][0].history[-1].accuracy
         print(
-            f"  fedavg   {split:<14} fogline plain {ours:7.0f} B   Flower {theirs:7.0f} B   "
-            f"ratio {ours / theirs:.2f}x (claim <= 0.6x) {verdict(ours / theirs <= 0.6)}"
+            f"  {model:<7} secagg   {SPLITS[0]:<14} fogline {SECAGG_BITS}-bit {measured:7.0f} B "
+            f"(masked {cost.masked}, keys {cost.keys}, shares {cost.shares}, unmask {cost.unmask})"
         )
-    secure, _ = play(task, rounds, strategy="fedavg", split=SPLITS[0], secagg=True)
-    cost = upload_cost(size + 1, CLIENTS, SECAGG_BITS)
-    cost32 = upload_cost(size + 1, CLIENTS, 32)
-    plain = uploads[SPLITS[0]]["fogline_plain"]
-    measured = per_client_up(secure)
-    print(
-        f"  secagg   {SPLITS[0]:<14} fogline {SECAGG_BITS}-bit {measured:7.0f} B "
-        f"(masked {cost.masked}, keys {cost.keys}, shares {cost.shares}, unmask {cost.unmask})"
-    )
-    print(
-        f"           anchor fogline plain {plain:7.0f} B   ratio {measured / plain:.2f}x "
-        f"(claim <= 1.3x) {verdict(measured / plain <= 1.3)}; at 32 bits {cost32.total} B, "
-        f"{cost32.total / plain:.2f}x"
-    )
-    print(
-        f"           accuracy after {rounds} rounds with secagg {100 * secure.history[-1].accuracy:.2f} % "
-        f"(anchor: plain {100 * fog['fedavg', SPLITS[0]][0].history[-1].accuracy:.2f} %)"
-    )
-    figures["upload_bytes"] = {
-        **uploads,
-        "secagg": {
+        print(
+            f"          anchor fogline plain {plain:7.0f} B   ratio {measured / plain:.2f}x "
+            f"(claim <= 1.3x) {verdict(measured / plain <= 1.3)}; at 32 bits {cost32.total} B, "
+            f"{cost32.total / plain:.2f}x"
+        )
+        print(
+            f"          accuracy after {rounds} rounds with secagg "
+            f"{100 * secure.history[-1].accuracy:.2f} % (anchor: plain {100 * clean_accuracy:.2f} %)"
+        )
+        uploads[f"{model} secagg"] = {
             "bits": SECAGG_BITS,
             "measured": measured,
             "cost": cost.__dict__,
@@ -385,34 +461,35 @@ def main() -> None:
             "ratio_to_plain": measured / plain,
             "total_at_32_bits": cost32.total,
             "accuracy": secure.history[-1].accuracy,
-        },
-        "flower_parameters_bytes_check": flower["parameters_bytes"],
-    }
+            "accuracy_plain": clean_accuracy,
+        }
+    uploads["flower_parameters_bytes_check"] = flower["parameters_bytes"]
+    figures["upload_bytes"] = uploads
     print()
 
     # wall time
     print(f"wall time of {rounds} rounds (anchor: Flower's simulation; claim: fogline <= Flower)")
     wall = []
-    for split in SPLITS:
-        for strategy in STRATEGIES:
-            ours, seconds = fog[strategy, split]
-            theirs = flower_runs[strategy, split]
-            per_round = sum(r.seconds for r in ours.history) / rounds
-            wall.append(
-                {
-                    "strategy": strategy,
-                    "split": split,
-                    "fogline_s": seconds,
-                    "flower_s": theirs["seconds"],
-                    "fogline_round_s": per_round,
-                    "flower_round_s": theirs["round_seconds"],
-                }
-            )
-            print(
-                f"  {strategy:<8} {split:<14} fogline {seconds:6.2f} s   Flower {theirs['seconds']:6.2f} s"
-                f"   per round {1000 * per_round:6.1f} vs {1000 * theirs['round_seconds']:6.1f} ms"
-                f"  {verdict(seconds <= theirs['seconds'])}"
-            )
+    for model, strategy, split in runs:
+        ours, seconds = fog[model, strategy, split]
+        theirs = flower_runs[model, strategy, split]
+        per_round = sum(r.seconds for r in ours.history) / rounds
+        wall.append(
+            {
+                "model": model,
+                "strategy": strategy,
+                "split": split,
+                "fogline_s": seconds,
+                "flower_s": theirs["seconds"],
+                "fogline_round_s": per_round,
+                "flower_round_s": theirs["round_seconds"],
+            }
+        )
+        print(
+            f"  {model:<7} {strategy:<8} {split:<14} fogline {seconds:6.2f} s   Flower "
+            f"{theirs['seconds']:6.2f} s   per round {1000 * per_round:6.1f} vs "
+            f"{1000 * theirs['round_seconds']:6.1f} ms  {verdict(seconds <= theirs['seconds'])}"
+        )
     figures["wall_time"] = wall
     print()
 
@@ -423,7 +500,11 @@ def main() -> None:
     )
     attack = []
     for split in ("iid", *SPLITS):
-        clean = fog["fedavg", split][0] if split in SPLITS else play(task, rounds, split=split)[0]
+        clean = (
+            fog["softmax", "fedavg", split][0]
+            if split in SPLITS
+            else play(task, rounds, split=split)[0]
+        )
         anchor = 100 * clean.history[-1].accuracy
         row = {"split": split, "fedavg_no_attack": anchor}
         for strategy in ("fedavg", *ROBUST):
@@ -451,7 +532,8 @@ def main() -> None:
 
     # dropouts through secure aggregation
     print(
-        "secure aggregation, 30 % of 10 clients dropping, real updates after 10 rounds "
+        "secure aggregation, 30 % of 10 clients dropping, real updates after "
+        f"{min(10, rounds)} rounds "
         "(anchor: the plain sum of the survivors)"
     )
     drops = []
@@ -461,7 +543,7 @@ def main() -> None:
         ok = d["max_abs_error"] <= d["error_bound"] * (1 + 1e-9)  # float rounding of the bound
         print(
             f"  dropped {stage:<13} round completed, {d['summed']} inputs summed (threshold "
-            f"{d['threshold']}): max abs error {d['max_abs_error']:.2e}, field step "
+            f"{d['threshold']}): max abs error vs the plain sum {d['max_abs_error']:.2e}, field step "
             f"{d['field_step']:.2e}, bound {d['error_bound']:.2e} {verdict(ok)}  "
             f"({d['seconds']:.2f} s)"
         )
