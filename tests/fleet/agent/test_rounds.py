@@ -12,7 +12,6 @@ with paho (:class:`RoundController`): it offers rounds (retained frames of a
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -32,7 +31,23 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from fogline.examples import digits_device_data, digits_task
-from fogline.federated import SoftmaxTrainer, decode_update, encode_weights
+from fogline.federated import (
+    SecAggDevice,
+    SecAggServer,
+    SoftmaxTrainer,
+    decode_update,
+    encode_weights,
+)
+from fogline.federated._secagg_wire import (
+    decode_adverts,
+    decode_masked,
+    decode_response,
+    decode_shares,
+    encode_adverts,
+    encode_request,
+    encode_shares,
+    params_from,
+)
 from fogline.federated.strategy import Weights
 from fogline.fleet.agent._agent import Agent, AgentConfig
 from fogline.fleet.agent._enrol import DeviceLogin
@@ -40,6 +55,7 @@ from fogline.protocol import (
     DesiredState,
     DeviceState,
     RoundTask,
+    SecAggSettings,
     UpdateAck,
     UpdateChunk,
     decode_frame,
@@ -102,12 +118,8 @@ class RoundController:
     def desire(self, desired: DesiredState) -> None:
         self._publish(DEVICE, "desired", desired.model_dump_json().encode())
 
-    def offer(self, task: RoundTask, model: bytes, **header: Any) -> bytes:
-        """Publish the round (``header``: more header fields, of a newer protocol)."""
+    def offer(self, task: RoundTask, model: bytes) -> bytes:
         frame = encode_frame(task, model)
-        if header:
-            line = json.dumps(task.model_dump(mode="json") | header).encode()
-            frame = line + b"\n" + model
         self._publish(DEVICE, "fl-round", frame)
         return frame
 
@@ -149,6 +161,21 @@ class RoundController:
             return bool(found)
 
         self.wait(f"a decline of round {round_}", declined)
+        return found[0]
+
+    def secagg(self, round_: int, stage: str) -> Received:
+        """The device's secure-aggregation message of ``stage`` in round ``round_``."""
+        found: list[Received] = []
+
+        def arrived() -> bool:
+            found[:] = [
+                r
+                for r in self.chunks
+                if (r.chunk.round, r.chunk.kind, r.chunk.stage) == (round_, "secagg", stage)
+            ]
+            return bool(found)
+
+        self.wait(f"the {stage} of round {round_}", arrived)
         return found[0]
 
     def close(self) -> None:
@@ -306,9 +333,7 @@ def test_the_device_trains_the_round_and_its_chunks_make_an_update_that_moved_th
     assert counters.bytes_up == sum(r.size for r in received)
 
 
-def test_a_device_declines_another_task_a_damaged_model_a_busy_cpu_and_secure_aggregation(
-    fleet: Fleet,
-) -> None:
+def test_a_device_declines_another_task_a_damaged_model_and_a_busy_cpu(fleet: Fleet) -> None:
     # Prepare: the learner trains only when the CPU is idle (0 %), and one core is kept busy
     fleet.install(eligibility={"max_cpu_percent": 0})
     _, model = global_model()
@@ -323,10 +348,6 @@ def test_a_device_declines_another_task_a_damaged_model_a_busy_cpu_and_secure_ag
             damaged = fleet.controller.decline(2)
             fleet.controller.offer(round_task(3, model), model)
             cpu = fleet.controller.decline(3)
-            secagg = {"num_clients": 3, "dimension": 650, "clip": 8.0, "bits": 16,
-                      "threshold": 2, "round_id": "r1/4"}  # fmt: skip
-            fleet.controller.offer(round_task(4, model), model, stage="train", secagg=secagg)
-            secure = fleet.controller.decline(4)
             lines = list(agent.lines)  # type: ignore[attr-defined]
             counters = agent.round_counters()
     finally:
@@ -336,11 +357,10 @@ def test_a_device_declines_another_task_a_damaged_model_a_busy_cpu_and_secure_ag
     assert other.reason == "no active learner release for task elsewhere:task"
     assert damaged.reason is not None and "sha256" in damaged.reason
     assert cpu.reason is not None and cpu.reason.startswith("cpu ") and "> 0%" in cpu.reason
-    assert secure.reason == "this agent does not take part in secure aggregation"
-    assert all(d.device_id == DEVICE and d.bytes_down > 0 for d in (other, damaged, cpu, secure))
+    assert all(d.device_id == DEVICE and d.bytes_down > 0 for d in (other, damaged, cpu))
     assert not [r for r in fleet.controller.chunks if r.chunk.kind == "chunk"]
     assert f"federated run r1 round 3: declined: {cpu.reason}" in lines
-    assert counters is not None and counters.rounds_declined == 4 and counters.rounds_trained == 0
+    assert counters is not None and counters.rounds_declined == 3 and counters.rounds_trained == 0
 
 
 def test_after_a_partial_ack_only_the_missing_chunks_are_sent_again(fleet: Fleet) -> None:
@@ -415,6 +435,66 @@ def test_after_a_reconnect_the_missing_chunks_go_without_waiting_for_the_resend_
     assert sorted(r.chunk.index for r in again) == list(range(total // 2, total))
     assert counters is not None and counters.chunks_resent == total - total // 2
     assert counters.rounds_trained == 1
+
+
+def test_under_secure_aggregation_the_device_sends_its_keys_and_answers_every_stage(
+    fleet: Fleet,
+) -> None:
+    # Prepare: two sampled devices, the real agent and one played here; the test is the server
+    fleet.install()
+    base, model = global_model()
+    settings = SecAggSettings(
+        num_clients=2, dimension=base.size + 1, clip=8.0, bits=16, threshold=2, round_id="r1/1"
+    )
+    server = SecAggServer(params_from(settings))
+    other_change = np.linspace(-0.05, 0.05, base.size)
+    other = SecAggDevice("edge-2", settings, other_change, 300)
+
+    def stage(name: str, body: bytes) -> RoundTask:
+        return round_task(1, body, stage=name, secagg=settings)
+
+    with fleet.agent() as agent:
+        fleet.wait_active()
+        # Execute: train, then shares, mask and unmask, each opened on fl-round
+        fleet.controller.offer(round_task(1, model, secagg=settings), model)
+        keys = fleet.controller.secagg(1, "keys")
+        adverts = server.collect_adverts(decode_adverts(keys.body) + decode_adverts(other.keys()))
+        offered = encode_adverts(adverts)
+        fleet.controller.offer(stage("shares", offered), offered)
+        shares = fleet.controller.secagg(1, "shares")
+        inbox = server.route_shares(
+            decode_shares(shares.body) + decode_shares(other.answer("shares", offered))
+        )
+        mine, theirs = encode_shares(inbox[DEVICE]), encode_shares(inbox["edge-2"])
+        fleet.controller.offer(stage("mask", mine), mine)
+        masked = fleet.controller.secagg(1, "mask")
+        request = server.collect_masked(
+            [
+                decode_masked(DEVICE, masked.body, server.params),
+                decode_masked("edge-2", other.answer("mask", theirs), server.params),
+            ]
+        )
+        asked = encode_request(request)
+        fleet.controller.offer(stage("unmask", asked), asked)
+        unmask = fleet.controller.secagg(1, "unmask")
+        result = server.aggregate(
+            [decode_response(unmask.body), decode_response(other.answer("unmask", asked))]
+        )
+        fleet.controller.ack(UpdateAck(run="r1", round=1, status="accepted"))
+        lines = list(agent.lines)  # type: ignore[attr-defined]
+    # Assert: the sum holds the device's weighted change, which trained it; nothing in the clear
+    examples = keys.chunk.num_examples
+    weight = min(1.0, examples / settings.scale)
+    assert set(result.survivors) == {DEVICE, "edge-2"}
+    assert result.total[-1] == pytest.approx(weight + 0.3, abs=1e-3)
+    change = (result.total[:-1] - 0.3 * other_change) / weight
+    trained = base.like(base.vector() + change)
+    X, y = digits_device_data(DEVICE, clients=3)
+    evaluate = SoftmaxTrainer().evaluate
+    assert examples == len(y) and evaluate(trained, (X, y)).loss < evaluate(base, (X, y)).loss
+    assert not [r for r in fleet.controller.chunks if r.chunk.kind != "secagg"]
+    assert any("sent its keys for secure aggregation" in line for line in lines), lines
+    assert "federated run r1 round 1: secure aggregation: answered unmask" in " ".join(lines)
 
 
 def test_an_agent_killed_after_saving_its_update_resends_it_without_training_again(

@@ -15,9 +15,7 @@ the device sends :class:`~fogline.protocol.UpdateChunk` frames on ``fl-update``
    eligible (CPU not busier than ``max_cpu_percent`` over the last second; not
    on battery when ``require_mains``); otherwise the device sends a
    ``decline`` with the reason, so the round need not wait for it. So does a
-   training that fails (the data function, a model that is not the task's),
-   and a round that asks for secure aggregation, which this agent does not do
-   yet (it would otherwise send its change in the clear).
+   training that fails (the data function, a model that is not the task's).
 3. It trains the task's trainer from the global model on its own data
    (``data(device_id=..., **data_args)``) with the round's ``config``
    (``epochs``, ``mu``), encodes the change (:func:`~fogline.federated.encode_update`)
@@ -32,6 +30,15 @@ the device sends :class:`~fogline.protocol.UpdateChunk` frames on ``fl-update``
    nothing progressed for ``resend_after`` seconds (doubling up to a minute).
    ``accepted``, ``refused`` or ``closed`` finishes the round: the saved update
    is deleted and the round remembered in ``DEV/agent/fl/finished.json``.
+
+Under secure aggregation (the round carries ``secagg`` settings) the change
+never leaves in the clear: after training, a :class:`~fogline.federated.SecAggDevice`
+sends its keys (an ``UpdateChunk`` of kind ``secagg``, stage ``keys``) and
+answers each later stage the controller opens on ``fl-round`` (``shares``,
+``mask``, ``unmask``, each body checked against its size and sha256) with one
+frame of the same stage. Its keys live in memory only, so a device restarted
+mid-round stays out of that round (the protocol tolerates it); the round is
+remembered as ``secagg`` so that it is not trained again.
 
 A newer round replaces an older one whose update is not taken yet. Bytes
 down (the round frames) and up (every frame sent) are counted per round (in
@@ -65,7 +72,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fogline._files import atomic_write
 from fogline.errors import DataError, FoglineError, TransportError
-from fogline.federated import Task, decode_weights, encode_update, load_task
+from fogline.federated import SecAggDevice, Task, decode_weights, encode_update, load_task
+from fogline.federated.strategy import Weights
 from fogline.fleet.agent.kinds import Eligibility, LearnerSpec, load_learner
 from fogline.protocol import RoundTask, UpdateAck, UpdateChunk, decode_frame, encode_frame
 from fogline.transport.mqtt import MqttMessage, Topic
@@ -142,6 +150,19 @@ class _Upload:
         return self.blob[index * self.meta.piece : (index + 1) * self.meta.piece]
 
 
+@dataclass(frozen=True)
+class _Trained:
+    base: Weights
+    weights: Weights
+    num_examples: int
+    loss: float | None
+    seconds: float
+
+    @property
+    def change(self) -> np.ndarray:
+        return self.weights.vector() - self.base.vector()
+
+
 class CpuMeter:
     """The system's CPU load over the last ``window`` seconds, from ``psutil.cpu_times``.
 
@@ -215,8 +236,10 @@ class RoundParticipant:
         self._counters = RoundCounters()
         # the worker's own
         self._upload: _Upload | None = None
-        self._declines: list[tuple[float, UpdateChunk]] = []  # (deadline, decline) not yet sent
+        self._outbox: list[tuple[float, bytes]] = []  # (deadline, frame): declines, secagg replies
         self._finished: dict[Key, str] = {}
+        self._secagg: dict[Key, tuple[SecAggDevice, int]] = {}  # this round's masking, examples
+        self._answered: set[tuple[str, int, str]] = set()  # secagg stages answered
         self._tasks: dict[str, Task] = {}
 
     # -- inputs (paho's thread: hand over, nothing else) -------------------------------
@@ -266,7 +289,7 @@ class RoundParticipant:
             self._take_round(payload)
         for payload in acks:
             self._take_ack(payload)
-        self._send_declines()
+        self._send_outbox()
         self._pump()
 
     # -- rounds ----------------------------------------------------------------------
@@ -285,7 +308,12 @@ class RoundParticipant:
         with self._cond:
             self._counters.bytes_down += len(payload)
         key = (task.run, task.round)
-        if key in self._finished or task.deadline < time.time():
+        if task.deadline < time.time():
+            return
+        if task.stage != "train":
+            self._secagg_stage(task, body, len(payload))
+            return
+        if key in self._finished:
             return
         upload = self._upload
         if upload is not None:
@@ -297,9 +325,6 @@ class RoundParticipant:
                     self._say(key, f"resuming the saved update ({upload.meta.total} chunk(s))")
                 return
             self._drop(upload, f"round {task.round} of run {task.run} replaces it")
-        if _asks_secure_aggregation(payload):
-            self._decline(task, "this agent does not take part in secure aggregation", len(payload))
-            return
         self._train(task, body, len(payload))
 
     def _train(self, task: RoundTask, body: bytes, down: int) -> None:
@@ -315,7 +340,13 @@ class RoundParticipant:
             self._decline(task, reason, down)
             return
         try:
-            meta, blob = self._fit(task, body, found, down)
+            trained = self._fit(task, body, found)
+            if task.secagg is None:
+                meta, blob = self._encode(task, trained, down)
+            else:
+                masking = SecAggDevice(
+                    self.device_id, task.secagg, trained.change, trained.num_examples
+                )
         except FoglineError as exc:
             self._decline(task, f"training failed: {exc}", down)
             return
@@ -328,6 +359,18 @@ class RoundParticipant:
             self._counters.rounds_trained += 1
         if replaced:  # a newer round (or a withdrawal) came while training: it wins
             self._say(key, "trained, but a newer round arrived; not sent")
+            return
+        if task.secagg is not None:
+            self._secagg = {key: (masking, trained.num_examples)}
+            self._answered = set()
+            self._remember(key, "secagg")  # its keys live in memory: after a restart, it is out
+            reply = self._secagg_frame(task, "keys", masking.keys(), down, trained)
+            self._queue(task.deadline, reply)
+            self._say(
+                key,
+                f"trained on {trained.num_examples} examples in {trained.seconds:.2g} s, "
+                f"sent its keys for secure aggregation ({_size(len(reply))})",
+            )
             return
         atomic_write(self._update_file, encode_frame(meta, blob), mode=0o600)
         upload = self._upload = _Upload(meta, blob, live=True, wait=self.resend_after)
@@ -374,10 +417,8 @@ class RoundParticipant:
             return f"the model's sha256 is {digest[:12]}…, the round says {task.model_sha256[:12]}…"
         return None
 
-    def _fit(
-        self, task: RoundTask, body: bytes, spec: LearnerSpec, down: int
-    ) -> tuple[SavedUpdate, bytes]:
-        """Train on this device's data from the round's model; the saved metadata and the change."""
+    def _fit(self, task: RoundTask, body: bytes, spec: LearnerSpec) -> _Trained:
+        """Train on this device's data from the round's model."""
         loaded = self._tasks.get(spec.task)
         if loaded is None:
             loaded = self._tasks[spec.task] = load_task(spec.task)
@@ -394,8 +435,18 @@ class RoundParticipant:
         started = time.monotonic()
         update = trainer.fit(self.device_id, base, (X, y), task.config, np.random.default_rng())
         seconds = time.monotonic() - started
-        loss: float | None = trainer.evaluate(update.weights, (X, y)).loss
-        blob = encode_update(update.weights, base)
+        loss = trainer.evaluate(update.weights, (X, y)).loss
+        return _Trained(
+            base,
+            update.weights,
+            update.num_examples,
+            loss if math.isfinite(loss) else None,
+            round(seconds, 6),
+        )
+
+    def _encode(self, task: RoundTask, trained: _Trained, down: int) -> tuple[SavedUpdate, bytes]:
+        """The encoded change and what is saved with it, cut into chunks within ``chunk_bytes``."""
+        blob = encode_update(trained.weights, trained.base)
         meta = SavedUpdate(
             run=task.run,
             round=task.round,
@@ -404,9 +455,9 @@ class RoundParticipant:
             size=len(blob),
             piece=1,
             total=1,
-            num_examples=update.num_examples,
-            loss=loss if loss is not None and math.isfinite(loss) else None,
-            train_seconds=round(seconds, 6),
+            num_examples=trained.num_examples,
+            loss=trained.loss,
+            train_seconds=trained.seconds,
             bytes_down=down,
         )
         # the widest header a chunk of this update can have: a frame stays within chunk_bytes
@@ -448,26 +499,72 @@ class RoundParticipant:
             reason=reason[:500],
             bytes_down=down,
         )
-        self._declines.append((task.deadline, decline))
         with self._cond:
             self._counters.rounds_declined += 1
         self._say(key, f"declined: {reason}")
-        self._send_declines()
+        self._queue(task.deadline, encode_frame(decline))
 
-    def _send_declines(self) -> None:
+    def _queue(self, deadline: float, frame: bytes) -> None:
+        """Send a one-frame message now, or when connected again (until ``deadline``)."""
+        self._outbox.append((deadline, frame))
+        self._send_outbox()
+
+    def _send_outbox(self) -> None:
         now = time.time()
-        self._declines = [(d, c) for d, c in self._declines if d >= now]
-        while self._declines and self._connected():
-            decline = self._declines[0][1]
-            payload = encode_frame(decline)
+        self._outbox = [(d, f) for d, f in self._outbox if d >= now]
+        while self._outbox and self._connected():
+            frame = self._outbox[0][1]
             try:
-                self._publish([MqttMessage(self._topic, payload, 1)], PUBLISH_TIMEOUT)
+                self._publish([MqttMessage(self._topic, frame, 1)], PUBLISH_TIMEOUT)
             except TransportError as exc:
-                log.info("a decline waits for the broker: %s", exc)
+                log.info("a federated message waits for the broker: %s", exc)
                 return
-            self._declines.pop(0)
+            self._outbox.pop(0)
             with self._cond:
-                self._counters.bytes_up += len(payload)
+                self._counters.bytes_up += len(frame)
+
+    # -- secure aggregation ----------------------------------------------------------
+
+    def _secagg_frame(
+        self, task: RoundTask, stage: str, body: bytes, down: int, trained: _Trained | None = None
+    ) -> bytes:
+        key = (task.run, task.round)
+        examples = trained.num_examples if trained is not None else self._secagg[key][1]
+        header = UpdateChunk.model_validate(
+            {
+                "device_id": self.device_id,
+                "run": task.run,
+                "round": task.round,
+                "kind": "secagg",
+                "stage": stage,
+                "num_examples": examples,
+                "loss": None if trained is None else trained.loss,
+                "train_seconds": 0.0 if trained is None else trained.seconds,
+                "bytes_down": down,
+            }
+        )
+        return encode_frame(header, body)
+
+    def _secagg_stage(self, task: RoundTask, body: bytes, down: int) -> None:
+        """Answer a later stage of secure aggregation (shares, mask, unmask) from this round's keys."""
+        key = (task.run, task.round)
+        held = self._secagg.get(key)
+        mark = (task.run, task.round, task.stage)
+        if held is None or mark in self._answered:
+            return  # not in this round's masking (declined, or restarted since), or answered
+        reason = self._model_mismatch(task, body)
+        try:
+            if reason is not None:
+                raise FoglineError(reason.replace("the model", "the stage's body"))
+            reply = held[0].answer(task.stage, body)
+        except FoglineError as exc:
+            self._secagg.pop(key, None)
+            self._say(key, f"left secure aggregation at stage {task.stage}: {exc}")
+            return
+        self._answered.add(mark)
+        frame = self._secagg_frame(task, task.stage, reply, down)
+        self._queue(task.deadline, frame)
+        self._say(key, f"secure aggregation: answered {task.stage} ({_size(len(frame))})")
 
     # -- acknowledgements and (re)sending ---------------------------------------------
 
@@ -486,9 +583,10 @@ class RoundParticipant:
         key = (ack.run, ack.round)
         upload = self._upload if self._upload is not None and self._upload.key == key else None
         if ack.status in FINAL:
+            self._secagg.pop(key, None)
             if upload is not None:
                 self._finish(upload, ack)
-            elif key not in self._finished or self._finished[key] == "declined":
+            elif self._finished.get(key) in (None, "declined", "secagg"):
                 self._remember(key, ack.status)
             return
         if upload is not None:
@@ -620,21 +718,6 @@ def _import(spec: str) -> Callable[..., Any]:
     except (ImportError, AttributeError) as exc:
         raise DataError(f"{spec}: cannot import {name!r} from {module!r}: {exc}") from exc
     return function
-
-
-def _asks_secure_aggregation(payload: bytes) -> bool:
-    """Whether a round's header asks for secure aggregation (settings, or a stage after training).
-
-    Read from the raw header, so that a round of a newer controller that this
-    agent's protocol models do not know yet is declined, not trained in the clear.
-    """
-    try:
-        header = json.loads(payload.partition(b"\n")[0])
-    except ValueError:
-        return False
-    return isinstance(header, dict) and (
-        header.get("secagg") is not None or header.get("stage", "train") != "train"
-    )
 
 
 def _round_key(payload: bytes) -> Key | None:
