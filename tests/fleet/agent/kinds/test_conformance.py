@@ -73,7 +73,7 @@ def test_every_kind_module_holds_one_registered_kind() -> None:
 
 
 def test_an_unknown_kind_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="unknown release kind .binary.; one of learner, model"):
+    with pytest.raises(ConfigError, match=r"unknown release kind .binary.; one of learner, model"):
         kind_for("binary")
 
 
