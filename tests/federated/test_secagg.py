@@ -242,3 +242,15 @@ def test_the_upload_expansion_against_float32_fedavg() -> None:
     small = upload_cost(1_000, 10, 16)
     assert small.total == small.masked + small.keys + small.shares + small.unmask
     assert small.masked == 2_000 and small.plain == 4_000
+
+
+@pytest.mark.parametrize("bits, clients", [(16, 10), (16, 3), (32, 7), (12, 5)])
+def test_unchanged_coordinates_sum_to_exactly_zero(bits: int, clients: int) -> None:
+    # with an odd number of levels 0.0 fell halfway between two, and every client's
+    # zero came back half a step low: a sum of unchanged coordinates drifted
+    q = FieldQuantizer(bits=bits, clip=8.0, num_clients=clients)
+    zeros = q.quantize(np.zeros(5))
+    total = zeros
+    for _ in range(clients - 1):
+        total = q.add(total, zeros)
+    assert np.array_equal(q.dequantize_sum(total, clients), np.zeros(5))

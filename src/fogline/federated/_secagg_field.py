@@ -2,7 +2,8 @@
 
 Masks only cancel exactly in modular arithmetic, so a float update is first
 clipped to ``[-clip, clip]`` and mapped to an integer in ``[0, levels]``,
-where ``levels = (2**bits - 1) // num_clients`` leaves enough headroom that
+where ``levels = (2**bits - 1) // num_clients`` (rounded down to an even
+number, so that zero is exactly a level) leaves enough headroom that
 the sum of ``num_clients`` quantized updates never wraps modulo ``2**bits``.
 Field elements are held in ``uint64`` arrays; ``bits`` is at most 62 so a sum
 of two of them never overflows before it is reduced.
@@ -40,10 +41,10 @@ class FieldQuantizer:
 
     >>> q = FieldQuantizer(bits=16, clip=1.0, num_clients=4)
     >>> q.levels
-    16383
+    16382
     >>> field = q.quantize(np.array([-1.0, 0.0, 0.5, 3.0]))
     >>> [int(v) for v in field]
-    [0, 8192, 12287, 16383]
+    [0, 8191, 12286, 16382]
     >>> total = q.add(field, field)
     >>> [round(float(v), 3) for v in q.dequantize_sum(total, count=2)]
     [-2.0, 0.0, 1.0, 2.0]
@@ -74,8 +75,14 @@ class FieldQuantizer:
 
     @property
     def levels(self) -> int:
-        """The largest quantized value, so that ``num_clients`` of them fit below the modulus."""
-        return (self.modulus - 1) // self.num_clients
+        """The largest quantized value, so that ``num_clients`` of them fit below the modulus.
+
+        Even, so that 0.0 falls exactly on a level (``levels / 2``): with an odd
+        count it would fall halfway between two, numpy's round-half-to-even
+        would send every exact zero half a step down, and a sum of unchanged
+        coordinates would drift by ``count`` half-steps instead of being exact.
+        """
+        return ((self.modulus - 1) // self.num_clients) & ~1
 
     @property
     def step(self) -> float:

@@ -346,8 +346,11 @@ def test_a_device_declines_another_task_a_damaged_model_and_a_busy_cpu(fleet: Fl
             other = fleet.controller.decline(1)
             fleet.controller.offer(round_task(2, model, model_sha256="0" * 64), model)
             damaged = fleet.controller.decline(2)
-            fleet.controller.offer(round_task(3, model), model)
+            # a busy CPU may pass: the device waits, and declines only near the deadline
+            offered = time.time()
+            fleet.controller.offer(round_task(3, model, deadline=offered + 6), model)
             cpu = fleet.controller.decline(3)
+            declined_after = time.time() - offered
             lines = list(agent.lines)  # type: ignore[attr-defined]
             counters = agent.round_counters()
     finally:
@@ -357,6 +360,8 @@ def test_a_device_declines_another_task_a_damaged_model_and_a_busy_cpu(fleet: Fl
     assert other.reason == "no active learner release for task elsewhere:task"
     assert damaged.reason is not None and "sha256" in damaged.reason
     assert cpu.reason is not None and cpu.reason.startswith("cpu ") and "> 0%" in cpu.reason
+    assert 3.5 <= declined_after <= 6.0  # it waited, and said so, until 2 s before the deadline
+    assert any("round 3: waiting to be eligible: cpu" in line for line in lines)
     assert all(d.device_id == DEVICE and d.bytes_down > 0 for d in (other, damaged, cpu))
     assert not [r for r in fleet.controller.chunks if r.chunk.kind == "chunk"]
     assert f"federated run r1 round 3: declined: {cpu.reason}" in lines

@@ -11,11 +11,15 @@ the device sends :class:`~fogline.protocol.UpdateChunk` frames on ``fl-update``
    withdraws the round (its saved update is dropped).
 2. The round's ``task`` must be the ``task`` of an active ``learner``
    release (:mod:`fogline.fleet.agent.kinds.learner`), the model must match
-   the round's ``model_size`` and ``model_sha256``, and the device must be
-   eligible (CPU not busier than ``max_cpu_percent`` over the last second; not
-   on battery when ``require_mains``); otherwise the device sends a
-   ``decline`` with the reason, so the round need not wait for it. So does a
-   training that fails (the data function, a model that is not the task's).
+   the round's ``model_size`` and ``model_sha256``; otherwise the device
+   sends a ``decline`` with the reason, so the round need not wait for it. So
+   does a training that fails (the data function, a model that is not the
+   task's). The device must also be eligible (CPU not busier than
+   ``max_cpu_percent`` over the last second; not on battery when
+   ``require_mains``): that passes, so it looks again every
+   ``ELIGIBILITY_RETRY`` seconds and declines only in the last quarter of the
+   time the round had left when it first looked (at least 2 s before the
+   deadline).
 3. It trains the task's trainer from the global model on its own data
    (``data(device_id=..., **data_args)``) with the round's ``config``
    (``epochs``, ``mu``), encodes the change (:func:`~fogline.federated.encode_update`)
@@ -92,6 +96,8 @@ PUBLISH_TIMEOUT = 30.0
 TICK = 0.25
 #: Over how many seconds the CPU load is measured for eligibility.
 CPU_WINDOW = 1.0
+#: Seconds between looks at the eligibility of a round the device waits for.
+ELIGIBILITY_RETRY = 2.0
 #: How many finished rounds are remembered.
 FINISHED_KEPT = 256
 FINAL = ("accepted", "refused", "closed")
@@ -161,6 +167,26 @@ class _Trained:
     @property
     def change(self) -> np.ndarray:
         return self.weights.vector() - self.base.vector()
+
+
+@dataclass
+class _Waiting:
+    """A round this device is not eligible for yet (a busy CPU, on battery)."""
+
+    task: RoundTask
+    body: bytes
+    down: int
+    first: float  # Unix time it was first found ineligible
+    next_try: float = 0.0  # monotonic
+
+    @property
+    def key(self) -> Key:
+        return self.task.run, self.task.round
+
+    def give_up(self, now: float) -> bool:
+        """Whether to decline now: in the last quarter of the time it had, or 2 s before the end."""
+        left = self.task.deadline - now
+        return left < max(2.0, 0.25 * (self.task.deadline - self.first))
 
 
 class CpuMeter:
@@ -236,6 +262,7 @@ class RoundParticipant:
         self._counters = RoundCounters()
         # the worker's own
         self._upload: _Upload | None = None
+        self._waiting: _Waiting | None = None  # a round it is not eligible for yet
         self._outbox: list[tuple[float, bytes]] = []  # (deadline, frame): declines, secagg replies
         self._finished: dict[Key, str] = {}
         self._secagg: dict[Key, tuple[SecAggDevice, int]] = {}  # this round's masking, examples
@@ -289,12 +316,15 @@ class RoundParticipant:
             self._take_round(payload)
         for payload in acks:
             self._take_ack(payload)
+        self._retry_waiting()
         self._send_outbox()
         self._pump()
 
     # -- rounds ----------------------------------------------------------------------
 
     def _take_round(self, payload: bytes) -> None:
+        if not payload or (self._waiting is not None and _round_key(payload) != self._waiting.key):
+            self._waiting = None  # withdrawn or replaced while it waited to be eligible
         if not payload:  # the retained round was cleared: withdrawn
             if self._upload is not None:
                 self._drop(self._upload, "the round was withdrawn")
@@ -334,11 +364,20 @@ class RoundParticipant:
             self._decline(task, f"no active learner release for task {task.task}", down)
             return
         reason = self._model_mismatch(task, body)  # first: it costs nothing, eligibility a second
-        if reason is None:
-            reason = self._ineligible(found.eligibility)
         if reason is not None:
             self._decline(task, reason, down)
             return
+        busy = self._ineligible(found.eligibility)
+        if busy is not None:  # a busy CPU or a battery passes: wait, decline near the deadline
+            waiting = self._waiting
+            if waiting is None or waiting.key != key:
+                waiting = self._waiting = _Waiting(task, body, down, time.time())
+                self._say(key, f"waiting to be eligible: {busy}")
+            if waiting.give_up(time.time()):
+                self._waiting = None
+                self._decline(task, busy, down)
+            return
+        self._waiting = None
         try:
             trained = self._fit(task, body, found)
             if task.secagg is None:
@@ -382,6 +421,14 @@ class RoundParticipant:
             key,
             f"trained on {meta.num_examples} examples in {meta.train_seconds:.2g} s, {sent}",
         )
+
+    def _retry_waiting(self) -> None:
+        """Look again, every ``ELIGIBILITY_RETRY`` seconds, at a round that waits to be eligible."""
+        waiting = self._waiting
+        if waiting is None or time.monotonic() < waiting.next_try:
+            return
+        waiting.next_try = time.monotonic() + ELIGIBILITY_RETRY
+        self._train(waiting.task, waiting.body, waiting.down)
 
     def _learner(self, task: str) -> LearnerSpec | None:
         for entry in self._learners():

@@ -55,7 +55,7 @@ class HealthReport:
     def describe(self) -> str:
         if not self.ok:
             return f"failed: {self.reason}"
-        parts = [f"ok: {len(self.models)} model(s)"]
+        parts = [f"ok: {len(self.models)} model(s)" if self.models else "ok: nothing to run"]
         if self.latency_ms is not None:
             parts.append(f"{self.latency_ms:.3g} ms")
         if self.accuracy is not None:
