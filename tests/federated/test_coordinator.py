@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,19 @@ class Fleet:
         return UpdateAck.model_validate_json(payload) if payload else None
 
 
+@contextmanager
+def running(folder: Path) -> Iterator[tuple[Fleet, RunStore, Coordinator]]:
+    """A coordinator on ``folder/federated.db`` among a recorded fleet; stopped at the end."""
+    fleet = Fleet(folder, DEVICES)
+    store = RunStore(folder / "federated.db")
+    coordinator = Coordinator(store, fleet.hooks, tick=0.05).start()
+    try:
+        yield fleet, store, coordinator
+    finally:
+        coordinator.stop()
+        store.close()
+
+
 @pytest.fixture(scope="module")
 def task():  # type: ignore[no-untyped-def]
     return load_task(TASK)
@@ -136,10 +151,7 @@ def play_round(coordinator, fleet, task, shards, number: int, devices=DEVICES) -
 
 
 def test_a_run_trains_gates_releases_and_deploys_a_canary(tmp_path, task, shards) -> None:  # type: ignore[no-untyped-def]
-    fleet = Fleet(tmp_path, DEVICES)
-    store = RunStore(tmp_path / "federated.db")
-    coordinator = Coordinator(store, fleet.hooks, tick=0.05).start()
-    try:
+    with running(tmp_path) as (fleet, _store, coordinator):
         run = coordinator.start_run(spec(then="canary"))
         for number in (1, 2, 3):
             play_round(coordinator, fleet, task, shards, number)
@@ -164,18 +176,12 @@ def test_a_run_trains_gates_releases_and_deploys_a_canary(tmp_path, task, shards
         )
         # the rounds are withdrawn: nothing retained is left for a device to act on
         assert all(fleet.task(d) is None for d in DEVICES)
-    finally:
-        coordinator.stop()
-        store.close()
 
 
 def test_bad_updates_are_refused_with_a_reason_and_the_round_goes_on(
     tmp_path, task, shards
 ) -> None:  # type: ignore[no-untyped-def]
-    fleet = Fleet(tmp_path, DEVICES)
-    store = RunStore(tmp_path / "federated.db")
-    coordinator = Coordinator(store, fleet.hooks, tick=0.05).start()
-    try:
+    with running(tmp_path) as (fleet, _store, coordinator):
         run = coordinator.start_run(spec(rounds=1, fraction=0.5, min_clients=2))
         wait(lambda: sum(fleet.task(d) is not None for d in DEVICES) == 2)
         sampled = [d for d in DEVICES if fleet.task(d) is not None]
@@ -222,9 +228,6 @@ def test_bad_updates_are_refused_with_a_reason_and_the_round_goes_on(
         [round1] = found["rounds"]
         assert round1["status"] == "failed" and "1 update(s)" in round1["reason"]
         assert coordinator.counters["refused"] >= 4
-    finally:
-        coordinator.stop()
-        store.close()
 
 
 def test_a_restarted_coordinator_resumes_the_open_round_with_what_it_acknowledged(
@@ -268,10 +271,7 @@ def test_a_restarted_coordinator_resumes_the_open_round_with_what_it_acknowledge
 
 
 def test_a_round_closes_at_its_deadline_with_the_updates_it_has(tmp_path, task, shards) -> None:  # type: ignore[no-untyped-def]
-    fleet = Fleet(tmp_path, DEVICES)
-    store = RunStore(tmp_path / "federated.db")
-    coordinator = Coordinator(store, fleet.hooks, tick=0.05).start()
-    try:
+    with running(tmp_path) as (fleet, _store, coordinator):
         run = coordinator.start_run(spec(rounds=1, deadline=3.0))
         play_round(coordinator, fleet, task, shards, 1, devices=DEVICES[:2])  # one straggles
         wait(lambda: coordinator.describe(run["id"])["status"] == "finished")  # type: ignore[index]
@@ -280,17 +280,11 @@ def test_a_round_closes_at_its_deadline_with_the_updates_it_has(tmp_path, task, 
         assert round1["closed"] - round1["opened"] >= 2.9
         ack = fleet.ack(DEVICES[2])
         assert ack is not None and ack.status == "closed"  # the straggler is told
-    finally:
-        coordinator.stop()
-        store.close()
 
 
 def test_the_gate_refuses_a_model_worse_than_the_newest_release(tmp_path, task, shards) -> None:  # type: ignore[no-untyped-def]
-    fleet = Fleet(tmp_path, DEVICES)
-    # the newest release: a trained model from a first run
-    store = RunStore(tmp_path / "federated.db")
-    coordinator = Coordinator(store, fleet.hooks, tick=0.05).start()
-    try:
+    with running(tmp_path) as (fleet, _store, coordinator):
+        # the newest release: a trained model from a first run
         first = coordinator.start_run(spec(rounds=2))
         for number in (1, 2):
             play_round(coordinator, fleet, task, shards, number)
@@ -309,9 +303,6 @@ def test_the_gate_refuses_a_model_worse_than_the_newest_release(tmp_path, task, 
         assert found is not None
         assert "below release digits-fl 1.0.0" in found["reason"]
         assert len(fleet.released) == 1  # only the first run's model was signed
-    finally:
-        coordinator.stop()
-        store.close()
 
 
 def secagg_frame(device: str, task: RoundTask, stage: str, body: bytes, examples: int = 0) -> bytes:
@@ -325,10 +316,7 @@ def secagg_frame(device: str, task: RoundTask, stage: str, body: bytes, examples
 def test_secure_aggregation_over_frames_survives_a_device_dropping_after_sharing_keys(
     tmp_path, task, shards
 ) -> None:  # type: ignore[no-untyped-def]
-    fleet = Fleet(tmp_path, DEVICES)
-    store = RunStore(tmp_path / "federated.db")
-    coordinator = Coordinator(store, fleet.hooks, tick=0.05).start()
-    try:
+    with running(tmp_path) as (fleet, store, coordinator):
         run = coordinator.start_run(spec(rounds=1, secagg=True, deadline=4.0))
         wait(lambda: all(fleet.task(d) is not None for d in DEVICES))
         header, model = fleet.task(DEVICES[0])  # type: ignore[misc]
@@ -368,6 +356,3 @@ def test_secure_aggregation_over_frames_survives_a_device_dropping_after_sharing
         # every device's bytes were counted; the one that dropped is recorded as such
         statuses = {u["device"]: u["status"] for u in store.updates(run["id"], 1)}
         assert statuses == {"edge-0": "accepted", "edge-1": "accepted", "edge-2": "dropped"}
-    finally:
-        coordinator.stop()
-        store.close()

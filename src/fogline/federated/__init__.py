@@ -41,6 +41,7 @@ from fogline.federated._simulate import (
     SimulationResult,
     Task,
     history_json,
+    load_device_data,
     load_task,
     simulate,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "export_model",
     "export_weights",
     "history_json",
+    "load_device_data",
     "load_task",
     "load_weights",
     "simulate",

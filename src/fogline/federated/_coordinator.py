@@ -844,7 +844,9 @@ class Coordinator:
         newest = self.hooks.newest_release(spec.release)
         if newest is None:
             gate["baseline"] = None
-            gate["reason"] = f"no release {spec.release!r} yet to compare with"
+            gate["reason"] = (
+                f"validation accuracy {new:.2%}; no release {spec.release!r} yet to compare with"
+            )
             return gate
         version, files = newest
         gate["baseline_version"] = version
@@ -866,7 +868,10 @@ class Coordinator:
                 ),
             )
         else:
-            gate["reason"] = f"{new:.4f} against release {version}'s {old:.4f}"
+            gate["reason"] = (
+                f"validation accuracy {new:.2%} against release {spec.release} {version}'s "
+                f"{old:.2%} (at most {spec.max_drop:.0%} lower allowed)"
+            )
         return gate
 
     def _provenance(self, run_id: str, live: _Live, rounds: list[dict[str, Any]]) -> dict[str, Any]:

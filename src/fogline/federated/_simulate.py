@@ -58,6 +58,7 @@ __all__ = [
     "SimulationResult",
     "Task",
     "history_json",
+    "load_device_data",
     "load_task",
     "simulate",
 ]
@@ -169,6 +170,22 @@ def load_task(spec: str) -> Task:
         batch_size=result.get("batch_size"),
         input_names=tuple(names),
     )
+
+
+def load_device_data(spec: str, device_id: str, args: Mapping[str, Any] | None = None) -> Data:
+    """A device's own ``(X, y)``: ``module:function`` called as ``function(device_id=..., **args)``.
+
+    What a ``learner`` release's ``data`` names; a :class:`DataError` says
+    what is wrong with what it returned (checked as a task's ``train``).
+    """
+    func = import_function(spec)
+    try:
+        result = func(device_id=device_id, **dict(args or {}))
+    except FoglineError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{spec}: raised {type(exc).__name__}: {exc}") from exc
+    return _data(spec, "the device's data", result)
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import json
 import logging
 import math
@@ -68,15 +67,21 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fogline._files import atomic_write
-from fogline.errors import DataError, FoglineError, TransportError
-from fogline.federated import SecAggDevice, Task, decode_weights, encode_update, load_task
+from fogline.errors import FoglineError, TransportError
+from fogline.federated import (
+    SecAggDevice,
+    Task,
+    decode_weights,
+    encode_update,
+    load_device_data,
+    load_task,
+)
 from fogline.federated.strategy import Weights
 from fogline.fleet.agent.kinds import Eligibility, LearnerSpec, load_learner
 from fogline.protocol import RoundTask, UpdateAck, UpdateChunk, decode_frame, encode_frame
@@ -307,15 +312,17 @@ class RoundParticipant:
                     self._cond.wait(TICK)
 
     def step(self) -> None:
-        """Take what arrived (rounds, then acknowledgements), then send what is due."""
+        """Take what arrived (acknowledgements, then rounds), then send what is due."""
         self._cpu.sample()
         with self._cond:
             rounds, self._rounds = self._rounds, []
             acks, self._acks = self._acks, []
-        for payload in rounds:
-            self._take_round(payload)
+        # acknowledgements first: a round that closed right after taking this device's
+        # update is withdrawn on another topic, and may arrive in the same batch
         for payload in acks:
             self._take_ack(payload)
+        for payload in rounds:
+            self._take_round(payload)
         self._retry_waiting()
         self._send_outbox()
         self._pump()
@@ -470,14 +477,7 @@ class RoundParticipant:
         if loaded is None:
             loaded = self._tasks[spec.task] = load_task(spec.task)
         base = decode_weights(body, f"the model of round {task.round}")
-        function = _import(spec.data)
-        try:
-            data = function(device_id=self.device_id, **spec.data_args)
-            X, y = np.asarray(data[0]), np.asarray(data[1])
-        except FoglineError:
-            raise
-        except Exception as exc:
-            raise FoglineError(f"{spec.data}: raised {type(exc).__name__}: {exc}") from exc
+        X, y = load_device_data(spec.data, self.device_id, spec.data_args)
         trainer = loaded.trainer(spec.epochs)
         started = time.monotonic()
         update = trainer.fit(self.device_id, base, (X, y), task.config, np.random.default_rng())
@@ -755,16 +755,6 @@ class RoundParticipant:
 
     def _say(self, key: Key, what: str) -> None:
         self._event(f"federated run {key[0]} round {key[1]}: {what}")
-
-
-def _import(spec: str) -> Callable[..., Any]:
-    """The function ``module:function`` (``fogline.data`` has the same, below the agent's layer)."""
-    module, _, name = spec.partition(":")
-    try:
-        function: Callable[..., Any] = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise DataError(f"{spec}: cannot import {name!r} from {module!r}: {exc}") from exc
-    return function
 
 
 def _round_key(payload: bytes) -> Key | None:
