@@ -356,3 +356,7 @@ def test_secure_aggregation_over_frames_survives_a_device_dropping_after_sharing
         # every device's bytes were counted; the one that dropped is recorded as such
         statuses = {u["device"]: u["status"] for u in store.updates(run["id"], 1)}
         assert statuses == {"edge-0": "accepted", "edge-1": "accepted", "edge-2": "dropped"}
+        # the signed release says how it was aggregated
+        [(_, _, provenance)] = fleet.released
+        assert provenance["secure_aggregation"]["bits"] == 16
+        assert provenance["participants"] == [2]

@@ -891,7 +891,15 @@ class Coordinator:
             "fraction": spec.fraction,
             "min_clients": spec.min_clients,
             "local_epochs": spec.local_epochs,
-            "secure_aggregation": None,
+            "secure_aggregation": None
+            if not spec.secagg
+            else {
+                "protocol": "SecAgg+ (X25519, HKDF, ChaCha20, Shamir shares)",
+                "bits": spec.secagg_bits,
+                "clip": spec.secagg_clip,
+                "weight_scale": SECAGG_SCALE,
+                "tolerates": "a third of the sampled devices dropping",
+            },
             "privacy": privacy,
             "accuracy": rounds[-1]["accuracy"] if rounds else None,
         }

@@ -80,6 +80,9 @@ function runHead(run, now) {
       fact("devices a round", `${spec.fraction === 1 ? "all" : `${number(spec.fraction * 100)}% of the`} online, `
         + `at least ${spec.min_clients}`),
       fact("deadline", `${number(spec.deadline)} s a round · ${plural(spec.local_epochs, "local epoch")}`),
+      fact("secure aggregation", spec.secagg ? `${spec.secagg_bits}-bit field, clip ${number(spec.secagg_clip)}`
+        + (run.current?.stage && run.current.status === "open" ? ` · stage ${run.current.stage}` : "")
+        : h("span", {className: "muted"}, "off")),
       fact("differential privacy", spec.dp_noise === null ? h("span", {className: "muted"}, "off")
         : `noise ${number(spec.dp_noise)}, clip ${number(spec.dp_clip)}, δ ${spec.dp_delta.toExponential()}`
           + (spec.epsilon_budget !== null ? `, ε budget ${number(spec.epsilon_budget)}` : "")),
