@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fogline.protocol import ACTIVE_RUN_STATUSES
 from fogline.store import open_database
 
 __all__ = ["RunStore"]
@@ -102,8 +103,8 @@ CREATE TABLE updates (
 """
 MIGRATIONS = [_SCHEMA_V1]
 
-#: A run's statuses; the first three are picked up again after a restart.
-ACTIVE = ("running", "stopping", "finishing")
+#: A run's statuses that are picked up again after a restart.
+ACTIVE = ACTIVE_RUN_STATUSES
 
 
 class RunStore:

@@ -26,6 +26,7 @@ from fogline.protocol._fleet import (
     parse_device_topic,
 )
 from fogline.protocol._rounds import (
+    ACTIVE_RUN_STATUSES,
     FL_TOPIC_KINDS,
     STAGES,
     RoundTask,
@@ -38,6 +39,7 @@ from fogline.protocol._rounds import (
 )
 
 __all__ = [
+    "ACTIVE_RUN_STATUSES",
     "DEFAULT_PREFIX",
     "DEVICE_ID_PATTERN",
     "FL_TOPIC_KINDS",

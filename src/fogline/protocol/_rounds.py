@@ -48,6 +48,7 @@ from pydantic import (
 from fogline.protocol._fleet import DEVICE_ID_PATTERN, DeviceId
 
 __all__ = [
+    "ACTIVE_RUN_STATUSES",
     "FL_TOPIC_KINDS",
     "STAGES",
     "RoundTask",
@@ -59,6 +60,8 @@ __all__ = [
     "encode_frame",
 ]
 
+#: The statuses of a federated run that is not over (picked up again after a restart).
+ACTIVE_RUN_STATUSES = ("running", "stopping", "finishing")
 #: The device topics of a federated run (see the module docstring).
 FL_TOPIC_KINDS = ("fl-round", "fl-ack", "fl-update")
 #: How an update's change is encoded (:func:`fogline.federated.encode_update`).

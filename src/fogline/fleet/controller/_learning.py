@@ -12,8 +12,10 @@ result, and the rollouts to deploy it as a canary.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
+import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -26,7 +28,7 @@ from fogline.fleet.controller._criteria import Criteria
 from fogline.fleet.controller._plan import RolloutPlan
 from fogline.fleet.controller._registry import Registry
 from fogline.fleet.controller._rollout import Rollouts
-from fogline.protocol import RunSpec
+from fogline.protocol import ACTIVE_RUN_STATUSES, RunSpec
 
 if TYPE_CHECKING:
     from fogline.federated import Coordinator
@@ -67,8 +69,19 @@ class Learning:
         return self._coordinator is not None
 
     def resume(self) -> None:
-        """Load the coordinator when a database of runs exists (a run may need resuming)."""
-        if (self.data / DATABASE).exists():
+        """Load the coordinator when a run was going on before a restart (and only then)."""
+        path = self.data / DATABASE
+        if not path.exists():
+            return
+        statuses = ", ".join(f"'{s}'" for s in ACTIVE_RUN_STATUSES)
+        try:
+            with contextlib.closing(sqlite3.connect(path, timeout=10)) as conn:
+                (active,) = conn.execute(
+                    f"SELECT COUNT(*) FROM runs WHERE status IN ({statuses})"
+                ).fetchone()
+        except sqlite3.Error:
+            active = 1  # unreadable here: the store opens it and says what is wrong
+        if active:
             self.coordinator()
 
     def coordinator(self) -> Coordinator:
