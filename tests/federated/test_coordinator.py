@@ -27,12 +27,13 @@ from fogline.federated import (
     RunStore,
     SecAggDevice,
     SplitSpec,
+    decode_update,
     decode_weights,
     encode_update,
     load_task,
     split_clients,
 )
-from fogline.federated.strategy import strategy_for
+from fogline.federated.strategy import Update, strategy_for
 from fogline.protocol import RoundTask, RunSpec, UpdateAck, UpdateChunk, decode_frame, encode_frame
 
 TASK = "fogline.examples:digits_task"
@@ -360,3 +361,54 @@ def test_secure_aggregation_over_frames_survives_a_device_dropping_after_sharing
         [(_, _, provenance)] = fleet.released
         assert provenance["secure_aggregation"]["bits"] == 16
         assert provenance["participants"] == [2]
+
+
+def test_with_async_a_late_update_is_folded_into_the_next_round_by_its_staleness(
+    tmp_path, task, shards
+) -> None:  # type: ignore[no-untyped-def]
+    with running(tmp_path) as (fleet, store, coordinator):
+        run = coordinator.start_run(spec(rounds=2, deadline=2.0, asynchronous=True))
+        wait(lambda: all(fleet.task(d) is not None for d in DEVICES))
+        header1, model1 = fleet.task(DEVICES[0])  # type: ignore[misc]
+        assert header1.config["async"] == 1.0
+        for device in DEVICES[:2]:
+            for frame in train(task, shards, device, header1, model1):
+                coordinator.submit(device, frame)
+        # edge-2 straggles past round 1's deadline: its round is not withdrawn, nor closed
+        wait(lambda: (t := fleet.task(DEVICES[0])) is not None and t[0].round == 2)
+        assert fleet.ack(DEVICES[2]) is None
+        late = train(task, shards, DEVICES[2], header1, model1)
+        for frame in late:
+            coordinator.submit(DEVICES[2], frame)
+        wait(lambda: (a := fleet.ack(DEVICES[2])) is not None and a.status == "accepted")
+        assert store.update(run["id"], 1, DEVICES[2])["status"] == "late"  # type: ignore[index]
+        header2, model2 = fleet.task(DEVICES[0])  # type: ignore[misc]
+        fresh = {}
+        for device in DEVICES:
+            frames = train(task, shards, device, header2, model2)
+            fresh[device] = frames
+            for frame in frames:
+                coordinator.submit(device, frame)
+        wait(lambda: coordinator.describe(run["id"])["status"] == "finished")  # type: ignore[index]
+        found = coordinator.describe(run["id"])
+        assert found is not None
+        round2 = found["rounds"][1]
+        assert round2["participants"] == 4 and "3 on time and 1 late" in round2["reason"]
+        assert store.update(run["id"], 1, DEVICES[2])["status"] == "folded"  # type: ignore[index]
+        # the aggregate is FedAvg of the three fresh updates and the late change at weight 2**-0.5
+        base1, base2 = decode_weights(model1), decode_weights(model2)
+
+        def weights(frames: list[bytes], base: Any) -> Any:
+            header, body = decode_frame(frames[0], UpdateChunk)
+            return decode_update(body, base), header.num_examples
+
+        updates = []
+        for device in DEVICES:
+            w, n = weights(fresh[device], base2)
+            updates.append(Update(device, w, n))
+        w_late, n_late = weights(late, base1)
+        moved = base2.like(base2.vector() + 2**-0.5 * (w_late.vector() - base1.vector()))
+        updates.append(Update("late", moved, n_late))
+        expected = strategy_for("fedavg").aggregate(2, base2, updates).weights.vector()
+        got = decode_weights(store.run(run["id"])["model"]).vector()  # type: ignore[index]
+        assert np.allclose(got, expected, atol=1e-6)

@@ -42,6 +42,10 @@ def start(
         False, "--secagg", help="Secure aggregation: the controller learns only the sum."
     ),
     secagg_bits: int = typer.Option(16, "--secagg-bits", min=8, max=62),
+    asynchronous: bool = typer.Option(
+        False, "--async", help="Fold updates that arrive after their round into the next one."
+    ),
+    max_staleness: int = typer.Option(3, "--max-staleness", min=1),
     secagg_clip: float = typer.Option(8.0, "--secagg-clip", min=0.0),
     max_drop: float = typer.Option(
         0.01,
@@ -74,6 +78,7 @@ def start(
         "deadline": deadline, "local_epochs": local_epochs, "dp_noise": dp_noise,
         "dp_clip": dp_clip, "dp_delta": dp_delta, "epsilon_budget": epsilon_budget,
         "secagg": secagg, "secagg_bits": secagg_bits, "secagg_clip": secagg_clip,
+        "asynchronous": asynchronous, "max_staleness": max_staleness,
         "max_drop": max_drop, "min_accuracy": min_accuracy, "version": version, "then": then,
         "canary_min_accuracy": canary_min_accuracy, "canary_bake": canary_bake, "seed": seed,
     }  # fmt: skip
@@ -145,7 +150,9 @@ def _describe(run: dict[str, Any]) -> Group:
         (f"run {run['id']}", "bold"),
         f"  {run['status']}  round {run['round']}/{spec['rounds']}  ",
         f"task {spec['task']} → release {spec['release']}  group {spec['group']}  ",
-        f"{spec['strategy']}" + (" + secure aggregation" if spec.get("secagg") else ""),
+        f"{spec['strategy']}"
+        + (" + secure aggregation" if spec.get("secagg") else "")
+        + (" (async)" if spec.get("asynchronous") else ""),
     )
     parts: list[Any] = [head]
     if run.get("waiting"):

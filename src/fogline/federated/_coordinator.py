@@ -317,6 +317,8 @@ class Coordinator:
                 self._close_round(run_id, live, current)
             return
         if row["status"] == "stopping":
+            if live.spec.asynchronous:
+                self._withdraw_all(run_id)
             self.store.set_status(run_id, "stopped")
             self._live.pop(run_id, None)
             return
@@ -352,6 +354,8 @@ class Coordinator:
         instructions = live.strategy.configure(number, members, rng)
         config = {k: float(v) for k, v in instructions[0].config.items() if _number(v)}
         config["epochs"] = float(live.spec.local_epochs)
+        if live.spec.asynchronous:
+            config["async"] = 1.0  # a device sends an update it finished even if a newer round came
         sha = hashlib.sha256(model).hexdigest()
         deadline = time.time() + live.spec.deadline
         sampled = [i.client for i in instructions]
@@ -416,6 +420,9 @@ class Coordinator:
             )
             for u in rows
         ]
+        late = self._late(run_id, live, number, base) if live.spec.asynchronous else []
+        fresh = len(updates)
+        updates += late
         needed = max(live.spec.min_clients, live.strategy.bound(len(updates)).minimum)
         new: Weights | None = None
         participants = len(updates)
@@ -438,6 +445,12 @@ class Coordinator:
                 new = self._aggregate(live, number, base, updates, len(current["sampled"]))
             except ConfigError as exc:  # below a strategy's bound after its own checks
                 reason = str(exc)
+            else:
+                for update in late:  # used once
+                    device, _, origin = update.client.rpartition("@")
+                    self.store.fold(run_id, int(origin), device, number)
+                if late:
+                    reason = f"{fresh} on time and {len(late)} late, folded in by staleness"
         epsilon = None
         if new is not None and live.accountant is not None:
             epsilon = live.accountant.step()
@@ -457,6 +470,12 @@ class Coordinator:
         )
         answered = {u["device"] for u in self.store.updates(run_id, number)}
         for device in current["sampled"]:
+            if (
+                live.spec.asynchronous
+                and device not in answered
+                and reason != "stopped by the operator"
+            ):
+                continue  # a straggler goes on: what it sends is folded into a later round
             self.hooks.publish(self._topic(device, "fl-round"), b"", True)  # withdrawn
             if device not in answered:
                 ack = UpdateAck(
@@ -469,6 +488,28 @@ class Coordinator:
             "federated run %s round %d closed: %d update(s), accuracy %.4f%s",
             run_id, number, participants, evaluated.accuracy, f" ({reason})" if reason else "",
         )  # fmt: skip
+
+    def _late(self, run_id: str, live: _Live, number: int, base: Weights) -> list[Update]:
+        """The late updates to fold into round ``number``, as if trained from ``base``.
+
+        A change made from round ``r``'s model is applied to this round's with
+        the weight ``(1 + staleness) ** -0.5`` (FedBuff's polynomial discount),
+        ``staleness = number - r``; older than ``max_staleness`` it is dropped.
+        """
+        out = []
+        since = number - live.spec.max_staleness
+        vector = base.vector()
+        for row in self.store.late_updates(run_id, since):
+            origin = self.store.round(run_id, row["round"])
+            if origin is None or row["round"] >= number:
+                continue
+            start = decode_weights(origin["model"])
+            change = decode_update(row["data"], start, f"device {row['device']!r}").vector()
+            change -= start.vector()
+            factor = (1 + number - row["round"]) ** -0.5
+            trained = base.like(vector + factor * change)
+            out.append(Update(f"{row['device']}@{row['round']}", trained, row["examples"]))
+        return out
 
     def _aggregate(
         self, live: _Live, number: int, base: Weights, updates: list[Update], sampled: int
@@ -700,11 +741,13 @@ class Coordinator:
             self.store.count_duplicate(header.run, header.round, device)
             self._ack(device, UpdateAck(
                 run=header.run, round=header.round,
-                status="accepted" if known["status"] == "accepted" else "refused",
+                status="accepted" if known["status"] in ("accepted", "late", "folded")
+                else "refused",
                 reason=known["reason"] or "already received",
             ))  # fmt: skip
             return
-        if current["status"] != "open":
+        late = current["status"] != "open" and self._takes_late(header, run)
+        if current["status"] != "open" and not late:
             self._ack(device, UpdateAck(
                 run=header.run, round=header.round, status="closed",
                 reason=f"round {header.round} is closed",
@@ -724,10 +767,28 @@ class Coordinator:
             ))  # fmt: skip
             log.info("device %s declined round %d: %s", device, header.round, header.reason)
             return
-        self._on_chunk(device, header, body, current, len(payload))
+        self._on_chunk(device, header, body, current, len(payload), late=late)
+
+    def _takes_late(self, header: UpdateChunk, run: dict[str, Any]) -> bool:
+        """Whether an update for a closed round is still folded into a later one (``--async``)."""
+        live = self._live.get(header.run)
+        return (
+            live is not None
+            and live.spec.asynchronous
+            and header.kind == "chunk"
+            and run["status"] == "running"
+            and run["round"] - header.round < live.spec.max_staleness
+        )
 
     def _on_chunk(
-        self, device: str, header: UpdateChunk, body: bytes, current: dict[str, Any], wire: int
+        self,
+        device: str,
+        header: UpdateChunk,
+        body: bytes,
+        current: dict[str, Any],
+        wire: int,
+        *,
+        late: bool = False,
     ) -> None:
         run_id, number = header.run, header.round
         model = current["model"]
@@ -786,7 +847,8 @@ class Coordinator:
             self._refuse(device, header, reason)
             return
         self.store.add_update(
-            run_id, number, device, status="accepted", examples=header.num_examples,
+            run_id, number, device, status="late" if late else "accepted",
+            examples=header.num_examples,
             loss=header.loss, train_seconds=header.train_seconds, bytes_up=wire_bytes,
             bytes_down=header.bytes_down, data=blob,
         )  # fmt: skip
@@ -795,9 +857,17 @@ class Coordinator:
 
     # -- the end of a run -----------------------------------------------------------------------
 
+    def _withdraw_all(self, run_id: str) -> None:
+        """Clear the retained round of every device the run ever sampled (stragglers too)."""
+        devices = {d for r in self.store.rounds(run_id) for d in r["sampled"]}
+        for device in sorted(devices):
+            self.hooks.publish(self._topic(device, "fl-round"), b"", True)
+
     def _finish(self, run_id: str, live: _Live) -> None:
         row = self.store.run(run_id)
         assert row is not None
+        if live.spec.asynchronous:
+            self._withdraw_all(run_id)
         result = row["result"]
         if row["status"] != "finishing":
             self.store.set_status(run_id, "finishing")

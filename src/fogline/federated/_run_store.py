@@ -382,6 +382,23 @@ class RunStore:
                 (run_id, round, device),
             )
 
+    def late_updates(self, run_id: str, since: int) -> list[dict[str, Any]]:
+        """Updates that arrived after their round closed, from round ``since`` on, not used yet."""
+        return self.rows(
+            "SELECT * FROM updates WHERE run = ? AND round >= ? AND status = 'late' "
+            "ORDER BY round, device",
+            (run_id, since),
+        )
+
+    def fold(self, run_id: str, round: int, device: str, into: int) -> None:
+        """Mark a late update as used by round ``into`` (its data is no longer needed)."""
+        with self.transaction() as tx:
+            tx.execute(
+                "UPDATE updates SET status = 'folded', reason = ?, data = NULL "
+                "WHERE run = ? AND round = ? AND device = ?",
+                (f"folded into round {into}", run_id, round, device),
+            )
+
     def count_duplicate(self, run_id: str, round: int, device: str) -> None:
         with self.transaction() as tx:
             tx.execute(

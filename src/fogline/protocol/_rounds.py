@@ -215,6 +215,10 @@ class RunSpec(_Message):
     dp_delta: float = Field(default=1e-5, gt=0, lt=1)
     epsilon_budget: float | None = Field(default=None, gt=0)
     secagg: bool = False
+    #: FedBuff-style: an update that arrives after its round closed is folded into the next
+    #: aggregate, its change weighed by (1 + staleness) ** -0.5, up to ``max_staleness`` rounds.
+    asynchronous: bool = False
+    max_staleness: int = Field(default=3, ge=1)
     secagg_bits: int = Field(default=16, ge=8, le=62)
     secagg_clip: float = Field(default=8.0, gt=0)
     max_drop: float = Field(default=0.01, ge=0, le=1)
@@ -231,6 +235,11 @@ class RunSpec(_Message):
             raise ValueError("--dp-noise and --dp-clip go together")
         if self.epsilon_budget is not None and self.dp_noise is None:
             raise ValueError("--epsilon-budget needs --dp-noise and --dp-clip")
+        if self.secagg and self.asynchronous:
+            raise ValueError(
+                "--async folds late updates in one by one, and --secagg gives only the sum "
+                "of a round's: use one or the other"
+            )
         if self.secagg and self.dp_noise is not None:
             raise ValueError(
                 "--secagg with --dp-noise is not supported on the fleet yet "

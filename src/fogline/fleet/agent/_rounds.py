@@ -126,6 +126,8 @@ class SavedUpdate(BaseModel):
     loss: float | None = None
     train_seconds: float
     bytes_down: int
+    #: The run folds late updates in (``--async``): sent even when a newer round came.
+    late_ok: bool = False
 
 
 @dataclass
@@ -361,6 +363,11 @@ class RoundParticipant:
                     upload.next_send = upload.sent_at + RESUME_GRACE
                     self._say(key, f"resuming the saved update ({upload.meta.total} chunk(s))")
                 return
+            if upload.meta.late_ok and upload.meta.run == task.run:
+                missing = [i for i in range(upload.meta.total) if i not in upload.received]
+                if missing:  # the run folds it into a later round: send it before moving on
+                    self._send(upload, missing)
+                    self._say(upload.key, f"sent late ({len(missing)} chunk(s)) for a later round")
             self._drop(upload, f"round {task.round} of run {task.run} replaces it")
         self._train(task, body, len(payload))
 
@@ -403,7 +410,7 @@ class RoundParticipant:
         with self._cond:
             replaced = any(not p or (_round_key(p) or key) != key for p in self._rounds)
             self._counters.rounds_trained += 1
-        if replaced:  # a newer round (or a withdrawal) came while training: it wins
+        if replaced and not task.config.get("async"):  # a newer round came while training: it wins
             self._say(key, "trained, but a newer round arrived; not sent")
             return
         if task.secagg is not None:
@@ -506,6 +513,7 @@ class RoundParticipant:
             loss=trained.loss,
             train_seconds=trained.seconds,
             bytes_down=down,
+            late_ok=bool(task.config.get("async")),
         )
         # the widest header a chunk of this update can have: a frame stays within chunk_bytes
         widest = len(encode_frame(self._chunk(meta, 99_999, 100_000)))
