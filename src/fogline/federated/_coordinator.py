@@ -26,7 +26,10 @@ before a restart), so a controller that never runs one never loads numpy.
    Runtime), sign it as a release whose document records its provenance,
    and with ``then="canary"`` deploy it through the fleet's rollout.
 
-Everything lives in :class:`~fogline.federated._run_store.RunStore`; a
+Its parts: :mod:`._intake` takes the devices' messages, :mod:`._secure_rounds`
+holds secure aggregation's stages, :mod:`._gate` the end of a run, and
+:mod:`._run_state` what they share. Everything lives in
+:class:`~fogline.federated._run_store.RunStore`; a
 controller killed with ``kill -9`` resumes each run where it stood: the open
 round keeps its deadline, stored chunks and acknowledged updates stay.
 """
@@ -40,87 +43,43 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fogline.errors import ConfigError, Conflict, FoglineError, ItemError, ModelNotFound
-from fogline.federated._client import ClientTrainer
 from fogline.federated._codec import decode_update, decode_weights, encode_weights
 from fogline.federated._export import export_weights
+from fogline.federated._gate import gate as judge
+from fogline.federated._gate import next_version
+from fogline.federated._gate import provenance as record
+from fogline.federated._intake import Intake
 from fogline.federated._privacy import GaussianMechanism, PrivacyAccountant, PrivacyConfig
+from fogline.federated._run_state import (
+    CHUNK_BYTES,
+    FleetHooks,
+    RunState,
+    device_topic,
+)
 from fogline.federated._run_store import ACTIVE, RunStore
-from fogline.federated._secagg import SecAggResult, SecAggServer
-from fogline.federated._secagg_messages import SecAggParams
-from fogline.federated._secagg_wire import (
-    decode_adverts,
-    decode_masked,
-    decode_response,
-    decode_shares,
-    encode_adverts,
-    encode_request,
-    encode_shares,
-    params_from,
+from fogline.federated._secagg import SecAggResult
+from fogline.federated._secagg_wire import params_from
+from fogline.federated._secure_rounds import (
+    NEXT,
+    REPLY,
+    expected,
+    replay,
+    secagg_settings,
+    stage_bodies,
+    unmasked,
 )
-from fogline.federated._simulate import MEAN_STRATEGIES, Task, load_task
-from fogline.federated.strategy import STRATEGIES, Strategy, Update, Weights, strategy_for
-from fogline.protocol import (
-    DeviceTopics,
-    RoundTask,
-    RunSpec,
-    SecAggSettings,
-    UpdateAck,
-    UpdateChunk,
-    decode_frame,
-    encode_frame,
-)
+from fogline.federated._simulate import MEAN_STRATEGIES, load_task
+from fogline.federated.strategy import STRATEGIES, Update, Weights, strategy_for
+from fogline.protocol import RoundTask, RunSpec, UpdateAck, encode_frame
 
 __all__ = ["Coordinator", "FleetHooks"]
 
 log = logging.getLogger("fogline.federated")
-
-#: Bytes a chunk of an update may hold, asked of devices.
-CHUNK_BYTES = 64 * 1024
-#: Under secure aggregation a device weighs its change by min(1, examples / this).
-SECAGG_SCALE = 1000.0
-#: What a device sends back for each stage the controller opens, and the stage after it.
-REPLY = {"train": "keys", "shares": "shares", "mask": "mask", "unmask": "unmask"}
-NEXT = {"train": "shares", "shares": "mask", "mask": "unmask"}
-
-
-@dataclass
-class FleetHooks:
-    """What the coordinator needs of the controller it runs in."""
-
-    #: Publish ``payload`` on ``topic`` at QoS 1 (retained or not); queued while offline.
-    publish: Callable[[str, bytes, bool], None]
-    #: The ids of the online devices of a group.
-    members: Callable[[str], list[str]]
-    #: The newest release of a name: ``(version, folder of its files)``, or None.
-    newest_release: Callable[[str], tuple[str, Path] | None]
-    #: Sign a folder as a release: ``(folder, name, version, canary, provenance)``.
-    create_release: Callable[[Path, str, str, str, dict[str, Any]], None]
-    #: Deploy ``(name, version, group, spec)`` as a canary; returns the deployment id.
-    deploy: Callable[[str, str, str, RunSpec], str]
-    prefix: str = "fogline"
-    #: Where a finished run writes its exported model (``work/<run>/``).
-    work: Path = field(default_factory=lambda: Path("federated"))
-
-
-@dataclass
-class _Live:
-    """What a run needs in memory; rebuilt from the store after a restart."""
-
-    spec: RunSpec
-    task: Task
-    trainer: ClientTrainer
-    strategy: Strategy
-    accountant: PrivacyAccountant | None
-    mechanism: GaussianMechanism | None
-    waiting: str | None = None  # why the next round has not opened
 
 
 class Coordinator:
@@ -132,11 +91,12 @@ class Coordinator:
         self.tick = tick
         self.counters: dict[str, int] = {"received": 0, "refused": 0, "duplicates": 0}
         self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self._live: dict[str, _Live] = {}
+        self._live: dict[str, RunState] = {}
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self.intake = Intake(store, hooks, self._live, self.counters, self._wake.set)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -271,7 +231,7 @@ class Coordinator:
                 except queue.Empty:
                     break
                 try:
-                    self._on_update(device_id, payload)
+                    self.intake.on_update(device_id, payload)
                 except Exception:  # one bad message must not end the coordinator
                     log.exception("federated update from %s", device_id)
             for run_id in list(self._live):
@@ -282,7 +242,7 @@ class Coordinator:
                     self.store.set_status(run_id, "failed", f"{type(exc).__name__}: {exc}")
                     self._live.pop(run_id, None)
 
-    def _rebuild(self, run_id: str, spec: RunSpec) -> _Live:
+    def _rebuild(self, run_id: str, spec: RunSpec) -> RunState:
         task = load_task(spec.task)
         trainer = task.trainer(spec.local_epochs)
         strategy = strategy_for(spec.strategy, fraction=spec.fraction, min_clients=spec.min_clients)
@@ -299,7 +259,7 @@ class Coordinator:
                 1 for r in self.store.rounds(run_id) if r["status"] == "closed"
             )  # rounds already counted before a restart
             accountant = PrivacyAccountant(config, rounds=done)
-        return _Live(spec, task, trainer, strategy, accountant, mechanism)
+        return RunState(spec, task, trainer, strategy, accountant, mechanism)
 
     def _advance(self, run_id: str) -> None:
         row = self.store.run(run_id)
@@ -340,7 +300,7 @@ class Coordinator:
             return
         self._open_round(run_id, live, row["round"] + 1, row["model"])
 
-    def _open_round(self, run_id: str, live: _Live, number: int, model: bytes) -> None:
+    def _open_round(self, run_id: str, live: RunState, number: int, model: bytes) -> None:
         members = self.hooks.members(live.spec.group)
         if len(members) < live.spec.min_clients:
             live.waiting = (
@@ -361,16 +321,8 @@ class Coordinator:
         sampled = [i.client for i in instructions]
         secagg = None
         if live.spec.secagg:
-            dimension = decode_weights(model).size + 1  # the change and its weight
-            params = SecAggParams(
-                num_clients=len(sampled), dimension=dimension, clip=live.spec.secagg_clip,
-                bits=live.spec.secagg_bits, round_id=f"{run_id}/{number}",
-            )  # fmt: skip
-            secagg = SecAggSettings(
-                num_clients=params.num_clients, dimension=params.dimension, clip=params.clip,
-                bits=params.bits, threshold=params.threshold, round_id=params.round_id,
-                scale=SECAGG_SCALE,
-            )  # fmt: skip
+            round_ = {"round": number, "sampled": sampled, "model": model}
+            secagg = secagg_settings(run_id, live.spec, round_)
         self.store.open_round(run_id, number, deadline, sampled, model, sha)
         task = RoundTask(
             run=run_id,
@@ -385,7 +337,7 @@ class Coordinator:
         )
         frame = encode_frame(task, model)
         for device in sampled:
-            self.hooks.publish(self._topic(device, "fl-round"), frame, True)
+            self.hooks.publish(device_topic(self.hooks, device, "fl-round"), frame, True)
         self.store.add_sent(run_id, number, len(frame) * len(sampled))
         log.info("federated run %s round %d opened: %s", run_id, number, ", ".join(sampled))
 
@@ -398,7 +350,7 @@ class Coordinator:
     def _close_round(
         self,
         run_id: str,
-        live: _Live,
+        live: RunState,
         current: dict[str, Any],
         *,
         reason: str | None = None,
@@ -476,20 +428,20 @@ class Coordinator:
                 and reason != "stopped by the operator"
             ):
                 continue  # a straggler goes on: what it sends is folded into a later round
-            self.hooks.publish(self._topic(device, "fl-round"), b"", True)  # withdrawn
+            self.hooks.publish(device_topic(self.hooks, device, "fl-round"), b"", True)  # withdrawn
             if device not in answered:
                 ack = UpdateAck(
                     run=run_id, round=number, status="closed", reason="the round closed"
                 )
                 self.hooks.publish(
-                    self._topic(device, "fl-ack"), ack.model_dump_json().encode(), True
+                    device_topic(self.hooks, device, "fl-ack"), ack.model_dump_json().encode(), True
                 )
         log.info(
             "federated run %s round %d closed: %d update(s), accuracy %.4f%s",
             run_id, number, participants, evaluated.accuracy, f" ({reason})" if reason else "",
         )  # fmt: skip
 
-    def _late(self, run_id: str, live: _Live, number: int, base: Weights) -> list[Update]:
+    def _late(self, run_id: str, live: RunState, number: int, base: Weights) -> list[Update]:
         """The late updates to fold into round ``number``, as if trained from ``base``.
 
         A change made from round ``r``'s model is applied to this round's with
@@ -512,7 +464,7 @@ class Coordinator:
         return out
 
     def _aggregate(
-        self, live: _Live, number: int, base: Weights, updates: list[Update], sampled: int
+        self, live: RunState, number: int, base: Weights, updates: list[Update], sampled: int
     ) -> Weights:
         if live.mechanism is None:
             return live.strategy.aggregate(number, base, updates).weights
@@ -528,79 +480,15 @@ class Coordinator:
 
     # -- secure aggregation ------------------------------------------------------------------
 
-    def _settings(self, run_id: str, live: _Live, current: dict[str, Any]) -> SecAggSettings:
-        """The round's settings, the same every time they are worked out (also after a restart)."""
-        params = SecAggParams(
-            num_clients=len(current["sampled"]),
-            dimension=decode_weights(current["model"]).size + 1,
-            clip=live.spec.secagg_clip,
-            bits=live.spec.secagg_bits,
-            round_id=f"{run_id}/{current['round']}",
-        )
-        return SecAggSettings(
-            num_clients=params.num_clients, dimension=params.dimension, clip=params.clip,
-            bits=params.bits, threshold=params.threshold, round_id=params.round_id,
-            scale=SECAGG_SCALE,
-        )  # fmt: skip
-
-    def _on_secagg(
-        self, device: str, header: UpdateChunk, body: bytes, current: dict[str, Any], wire: int
-    ) -> None:
-        run_id, number, stage = header.run, header.round, current["stage"]
-        live = self._live.get(run_id)
-        if live is None or not live.spec.secagg:
-            self._refuse(device, header, f"run {run_id} does not use secure aggregation")
-            return
-        if header.stage != REPLY[stage]:
-            self._refuse(
-                device, header, f"a {header.stage} message while round {number} is at stage {stage}"
-            )
-            return
-        params = params_from(self._settings(run_id, live, current))
-        try:  # checked now, so that one device's garbage cannot fail the round later
-            if header.stage == "keys":
-                adverts = decode_adverts(body)
-                if [a.client_id for a in adverts] != [device] or header.num_examples < 1:
-                    raise ItemError(
-                        "a keys message holds this device's one advert and its examples"
-                    )
-            elif header.stage == "shares":
-                if any(s.sender != device for s in decode_shares(body)):
-                    raise ItemError("shares must all be sent by this device")
-            elif header.stage == "mask":
-                decode_masked(device, body, params)
-            elif decode_response(body).client_id != device:
-                raise ItemError("an unmask response must come from this device")
-        except ItemError as exc:
-            self._refuse(device, header, str(exc))
-            self.store.add_update(run_id, number, device, status="refused", reason=str(exc))
-            return
-        stored = self.store.add_secagg(
-            run_id, number, header.stage, device, body, wire=wire,
-            examples=header.num_examples, bytes_down=header.bytes_down,
-        )  # fmt: skip
-        if not stored:
-            self.counters["duplicates"] += 1
-        self._wake.set()
-
-    def _expected(self, run_id: str, current: dict[str, Any]) -> set[str]:
-        """Who should answer the round's current stage."""
-        number, stage = current["round"], current["stage"]
-        gone = {u["device"] for u in self.store.updates(run_id, number)}  # declined, refused
-        if stage == "train":
-            return set(current["sampled"]) - gone
-        previous = REPLY[{"shares": "train", "mask": "shares", "unmask": "mask"}[stage]]
-        return {m["device"] for m in self.store.secagg(run_id, number, previous)} - gone
-
-    def _advance_secagg(self, run_id: str, live: _Live, current: dict[str, Any]) -> None:
+    def _advance_secagg(self, run_id: str, live: RunState, current: dict[str, Any]) -> None:
         number, stage = current["round"], current["stage"]
         got = {m["device"] for m in self.store.secagg(run_id, number, REPLY[stage])}
         deadline = current["deadline"] if stage == "train" else current["stage_deadline"]
-        if not got >= self._expected(run_id, current) and time.time() < deadline:
+        if not got >= expected(self.store, run_id, current) and time.time() < deadline:
             return
-        settings = self._settings(run_id, live, current)
+        settings = secagg_settings(run_id, live.spec, current)
         try:
-            output = self._replay(run_id, number, params_from(settings), stage)
+            output = replay(self.store, run_id, number, params_from(settings), stage)
         except (ItemError, Conflict, ConfigError) as exc:
             self._close_round(
                 run_id, live, current, reason=f"secure aggregation failed at {stage}: {exc}"
@@ -608,21 +496,14 @@ class Coordinator:
             return
         if isinstance(output, SecAggResult):
             self._close_round(
-                run_id, live, current, secured=self._unmasked(run_id, live, current, output)
+                run_id,
+                live,
+                current,
+                secured=unmasked(self.store, live.strategy, run_id, current, output),
             )
             return
         following = NEXT[stage]
-        bodies: dict[str, bytes]
-        if following == "shares":
-            assert isinstance(output, list)
-            blob = encode_adverts(output)
-            bodies = {a.client_id: blob for a in output}
-        elif following == "mask":
-            assert isinstance(output, dict)
-            bodies = {device: encode_shares(shares) for device, shares in output.items()}
-        else:
-            blob = encode_request(output)
-            bodies = {device: blob for device in sorted(output.survivors)}
+        bodies = stage_bodies(following, output)
         until = time.time() + live.spec.deadline
         self.store.set_stage(run_id, number, following, until)
         sent = 0
@@ -633,7 +514,7 @@ class Coordinator:
                 stage=following, secagg=settings,  # type: ignore[arg-type]
             )  # fmt: skip
             frame = encode_frame(task, blob)
-            self.hooks.publish(self._topic(device, "fl-round"), frame, True)
+            self.hooks.publish(device_topic(self.hooks, device, "fl-round"), frame, True)
             sent += len(frame)
         self.store.add_sent(run_id, number, sent)
         log.info(
@@ -641,229 +522,15 @@ class Coordinator:
             run_id, number, following, len(bodies),
         )  # fmt: skip
 
-    def _replay(self, run_id: str, number: int, params: SecAggParams, upto: str) -> Any:
-        """The server of the round rebuilt from the stored messages, run up to ``upto``'s answers.
-
-        Returns what that stage produced: the adverts, each device's inbox of
-        shares, the unmask request, or the unmasked sum.
-        """
-        server = SecAggServer(params)
-
-        def stored(stage: str) -> list[dict[str, Any]]:
-            return self.store.secagg(run_id, number, stage)
-
-        adverts = server.collect_adverts(
-            [a for m in stored("keys") for a in decode_adverts(m["body"])]
-        )
-        if upto == "train":
-            return adverts
-        inbox = server.route_shares([s for m in stored("shares") for s in decode_shares(m["body"])])
-        if upto == "shares":
-            return inbox
-        request = server.collect_masked(
-            [decode_masked(m["device"], m["body"], params) for m in stored("mask")
-             if m["device"] in inbox]
-        )  # fmt: skip
-        if upto == "mask":
-            return request
-        return server.aggregate([decode_response(m["body"]) for m in stored("unmask")])
-
-    def _unmasked(
-        self, run_id: str, live: _Live, current: dict[str, Any], result: SecAggResult
-    ) -> Weights | None:
-        """The new global weights from the unmasked sum; records each device's bytes and part."""
-        number = current["round"]
-        messages = self.store.secagg(run_id, number)
-        examples = {m["device"]: m["examples"] for m in messages if m["stage"] == "keys"}
-        for device in sorted({m["device"] for m in messages}):
-            mine = [m for m in messages if m["device"] == device]
-            self.store.add_update(
-                run_id, number, device,
-                status="accepted" if device in result.survivors else "dropped",
-                reason=None if device in result.survivors else "dropped before unmasking",
-                examples=examples.get(device, 0),
-                bytes_up=sum(m["wire"] for m in mine),
-                bytes_down=max(m["bytes_down"] for m in mine),
-            )  # fmt: skip
-        weight = float(result.total[-1])
-        if weight <= 0:
-            return None
-        base = decode_weights(current["model"])
-        mean = result.total[:-1] / weight
-        total_examples = sum(examples.get(d, 0) for d in result.survivors) or 1
-        pooled = Update("aggregate", base.like(base.vector() + mean), total_examples)
-        return live.strategy.aggregate(number, base, [pooled]).weights
-
-    # -- updates -----------------------------------------------------------------------------
-
-    def _topic(self, device: str, kind: str) -> str:
-        return DeviceTopics(self.hooks.prefix, device).topic(kind)
-
-    def _ack(self, device: str, ack: UpdateAck) -> None:
-        self.hooks.publish(self._topic(device, "fl-ack"), ack.model_dump_json().encode(), True)
-
-    def _refuse(self, device: str, header: UpdateChunk, reason: str) -> None:
-        self.counters["refused"] += 1
-        log.warning("refused an update from %s: %s", device, reason)
-        self._ack(
-            device, UpdateAck(run=header.run, round=header.round, status="refused", reason=reason)
-        )
-
-    def _on_update(self, device: str, payload: bytes) -> None:
-        self.counters["received"] += 1
-        try:
-            header, body = decode_frame(payload, UpdateChunk)
-        except ValueError as exc:
-            self.counters["refused"] += 1
-            log.warning("dropped a malformed fl-update from %s: %s", device, str(exc)[:300])
-            return
-        if header.device_id != device:
-            self._refuse(
-                device, header, f"the body names device {header.device_id!r}, the topic {device!r}"
-            )
-            return
-        run = self.store.run(header.run)
-        if run is None:
-            self._refuse(device, header, f"run {header.run!r} does not exist")
-            return
-        current = self.store.round(header.run, header.round)
-        if current is None:
-            self._refuse(device, header, f"round {header.round} of run {header.run} never existed")
-            return
-        if device not in current["sampled"]:
-            self._refuse(
-                device, header, f"device {device} was not sampled for round {header.round}"
-            )
-            return
-        known = self.store.update(header.run, header.round, device)
-        if known is not None:
-            self.counters["duplicates"] += 1
-            self.store.count_duplicate(header.run, header.round, device)
-            self._ack(device, UpdateAck(
-                run=header.run, round=header.round,
-                status="accepted" if known["status"] in ("accepted", "late", "folded")
-                else "refused",
-                reason=known["reason"] or "already received",
-            ))  # fmt: skip
-            return
-        late = current["status"] != "open" and self._takes_late(header, run)
-        if current["status"] != "open" and not late:
-            self._ack(device, UpdateAck(
-                run=header.run, round=header.round, status="closed",
-                reason=f"round {header.round} is closed",
-            ))  # fmt: skip
-            return
-        if header.kind == "secagg":
-            self._on_secagg(device, header, body, current, len(payload))
-            return
-        if header.kind == "decline":
-            self.store.add_update(
-                header.run, header.round, device, status="declined",
-                reason=header.reason or "declined", bytes_down=header.bytes_down,
-            )  # fmt: skip
-            self._ack(device, UpdateAck(
-                run=header.run, round=header.round, status="refused",
-                reason=f"declined: {header.reason or 'no reason given'}",
-            ))  # fmt: skip
-            log.info("device %s declined round %d: %s", device, header.round, header.reason)
-            return
-        self._on_chunk(device, header, body, current, len(payload), late=late)
-
-    def _takes_late(self, header: UpdateChunk, run: dict[str, Any]) -> bool:
-        """Whether an update for a closed round is still folded into a later one (``--async``)."""
-        live = self._live.get(header.run)
-        return (
-            live is not None
-            and live.spec.asynchronous
-            and header.kind == "chunk"
-            and run["status"] == "running"
-            and run["round"] - header.round < live.spec.max_staleness
-        )
-
-    def _on_chunk(
-        self,
-        device: str,
-        header: UpdateChunk,
-        body: bytes,
-        current: dict[str, Any],
-        wire: int,
-        *,
-        late: bool = False,
-    ) -> None:
-        run_id, number = header.run, header.round
-        model = current["model"]
-        limit = 2 * _coordinates(model) + 4096  # float16 per coordinate, deflate's worst case
-        problem = None
-        if header.sha256 is None or header.num_examples < 1:
-            problem = "an update chunk needs sha256 and num_examples >= 1"
-        elif header.size > limit:
-            problem = f"the update is {header.size} bytes, more than the model allows ({limit})"
-        elif header.index >= header.total:
-            problem = f"chunk {header.index} of {header.total} does not exist"
-        else:
-            earlier = self.store.chunks(run_id, number, device)
-            if earlier and (earlier[0]["sha256"], earlier[0]["total"], earlier[0]["size"]) != (
-                header.sha256,
-                header.total,
-                header.size,
-            ):
-                self.store.drop_chunks(run_id, number, device)  # a new attempt replaces the old
-        if problem is not None:
-            self._refuse(device, header, problem)
-            self.store.add_update(run_id, number, device, status="refused", reason=problem)
-            return
-        assert header.sha256 is not None
-        received = self.store.add_chunk(
-            run_id,
-            number,
-            device,
-            header.index,
-            header.total,
-            header.sha256,
-            header.size,
-            wire,
-            body,
-        )
-        if len(received) < header.total:
-            self._ack(
-                device, UpdateAck(run=run_id, round=number, status="partial", received=received)
-            )
-            return
-        chunks = self.store.chunks(run_id, number, device)
-        blob = b"".join(c["data"] for c in chunks)
-        wire_bytes = sum(c["wire"] for c in chunks)
-        reason = None
-        if len(blob) != header.size or hashlib.sha256(blob).hexdigest() != header.sha256:
-            reason = "the chunks do not add up to the size and sha256 they announced"
-        else:
-            try:
-                decode_update(blob, decode_weights(model), f"device {device!r}")
-            except ItemError as exc:
-                reason = str(exc)
-        if reason is not None:
-            self.store.add_update(
-                run_id, number, device, status="refused", reason=reason, bytes_up=wire_bytes
-            )
-            self._refuse(device, header, reason)
-            return
-        self.store.add_update(
-            run_id, number, device, status="late" if late else "accepted",
-            examples=header.num_examples,
-            loss=header.loss, train_seconds=header.train_seconds, bytes_up=wire_bytes,
-            bytes_down=header.bytes_down, data=blob,
-        )  # fmt: skip
-        self._ack(device, UpdateAck(run=run_id, round=number, status="accepted", received=received))
-        self._wake.set()
-
     # -- the end of a run -----------------------------------------------------------------------
 
     def _withdraw_all(self, run_id: str) -> None:
         """Clear the retained round of every device the run ever sampled (stragglers too)."""
         devices = {d for r in self.store.rounds(run_id) for d in r["sampled"]}
         for device in sorted(devices):
-            self.hooks.publish(self._topic(device, "fl-round"), b"", True)
+            self.hooks.publish(device_topic(self.hooks, device, "fl-round"), b"", True)
 
-    def _finish(self, run_id: str, live: _Live) -> None:
+    def _finish(self, run_id: str, live: RunState) -> None:
         row = self.store.run(run_id)
         assert row is not None
         if live.spec.asynchronous:
@@ -879,17 +546,17 @@ class Coordinator:
         model_path = export_weights(live.task, live.trainer, weights, folder, accuracy)
         X, y = live.task.test
         np.savez(folder / "canary.npz", x=X.astype(np.float32), y=y)
-        gate = self._gate(spec, model_path, X, y)
+        gate = judge(spec, model_path, X, y, self.hooks.newest_release(spec.release))
         self.store.set_status(run_id, "finishing", gate=gate)
         if not gate["passed"]:
             self.store.set_status(run_id, "gate-failed", gate["reason"])
             self._live.pop(run_id, None)
             return
         version = (
-            result.get("version") or spec.version or _next_version(gate.get("baseline_version"))
+            result.get("version") or spec.version or next_version(gate.get("baseline_version"))
         )
         if not result.get("released"):
-            provenance = self._provenance(run_id, live, rounds)
+            provenance = record(run_id, spec, live.accountant, rounds)
             self.hooks.create_release(folder, spec.release, version, "canary.npz", provenance)
             self.store.set_status(run_id, "finishing", version=version, released=True)
         deployment = result.get("deployment")
@@ -900,121 +567,6 @@ class Coordinator:
         log.info("federated run %s finished: release %s %s", run_id, spec.release, version)
         self._live.pop(run_id, None)
 
-    def _gate(
-        self, spec: RunSpec, model_path: Path, X: np.ndarray, y: np.ndarray
-    ) -> dict[str, Any]:
-        new = _onnx_accuracy(model_path, X, y)
-        gate: dict[str, Any] = {"accuracy": new, "max_drop": spec.max_drop, "passed": True}
-        if spec.min_accuracy is not None and new < spec.min_accuracy:
-            gate.update(
-                passed=False,
-                reason=f"validation accuracy {new:.4f} < --min-accuracy {spec.min_accuracy}",
-            )
-            return gate
-        newest = self.hooks.newest_release(spec.release)
-        if newest is None:
-            gate["baseline"] = None
-            gate["reason"] = (
-                f"validation accuracy {new:.2%}; no release {spec.release!r} yet to compare with"
-            )
-            return gate
-        version, files = newest
-        gate["baseline_version"] = version
-        try:
-            old = _onnx_accuracy(files, X, y)
-        except FoglineError as exc:
-            gate.update(
-                passed=False,
-                reason=f"cannot evaluate release {spec.release} {version} on the validation set: {exc}",
-            )
-            return gate
-        gate["baseline"] = old
-        if new < old - spec.max_drop:
-            gate.update(
-                passed=False,
-                reason=(
-                    f"validation accuracy {new:.4f} is below release {spec.release} {version}'s "
-                    f"{old:.4f} by more than --max-drop {spec.max_drop}"
-                ),
-            )
-        else:
-            gate["reason"] = (
-                f"validation accuracy {new:.2%} against release {spec.release} {version}'s "
-                f"{old:.2%} (at most {spec.max_drop:.0%} lower allowed)"
-            )
-        return gate
-
-    def _provenance(self, run_id: str, live: _Live, rounds: list[dict[str, Any]]) -> dict[str, Any]:
-        spec = live.spec
-        privacy = None
-        if live.accountant is not None:
-            spent = live.accountant.spent()
-            privacy = {**spent.to_dict(), "mode": "central"}
-        return {
-            "federated_run": run_id,
-            "task": spec.task,
-            "strategy": spec.strategy,
-            "rounds": sum(1 for r in rounds if r["status"] == "closed"),
-            "rounds_failed": sum(1 for r in rounds if r["status"] == "failed"),
-            "participants": [r["participants"] for r in rounds],
-            "group": spec.group,
-            "fraction": spec.fraction,
-            "min_clients": spec.min_clients,
-            "local_epochs": spec.local_epochs,
-            "secure_aggregation": None
-            if not spec.secagg
-            else {
-                "protocol": "SecAgg+ (X25519, HKDF, ChaCha20, Shamir shares)",
-                "bits": spec.secagg_bits,
-                "clip": spec.secagg_clip,
-                "weight_scale": SECAGG_SCALE,
-                "tolerates": "a third of the sampled devices dropping",
-            },
-            "privacy": privacy,
-            "accuracy": rounds[-1]["accuracy"] if rounds else None,
-        }
-
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _coordinates(model: bytes) -> int:
-    return decode_weights(model).size
-
-
-def _next_version(baseline: str | None) -> str:
-    """The next minor version after ``baseline`` (``1.0.0`` without one)."""
-    if baseline is None:
-        return "1.0.0"
-    from packaging.version import Version
-
-    v = Version(baseline)
-    return f"{v.major}.{v.minor + 1}.0"
-
-
-def _onnx_accuracy(path: Path, X: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy of the model at ``path`` (a file or a manifest folder) in ONNX Runtime.
-
-    The validation inputs are reshaped to the model's input when only the
-    layout differs (``[n, 64]`` for ``[n, 1, 8, 8]``); otherwise ConfigError.
-    """
-    from fogline.model import open_model
-
-    opened = open_model(path)
-    spec = opened.engine.signature.inputs[0]
-    batch = X.astype(np.float32)
-    if not spec.accepts_shape(batch.shape):
-        want = spec.concrete_shape(batch=len(batch))
-        if int(np.prod(want)) != batch.size:
-            raise ConfigError(
-                f"its input {spec.name!r} {spec.describe_shape()} does not take the validation "
-                f"set's {list(X.shape)}"
-            )
-        batch = batch.reshape(want)
-    correct = 0
-    for start in range(0, len(batch), 256):
-        outputs = opened.engine.run({spec.name: batch[start : start + 256]})
-        scores = next(iter(outputs.values()))
-        correct += int(np.sum(np.argmax(scores, axis=-1) == y[start : start + 256]))
-    return correct / len(y)

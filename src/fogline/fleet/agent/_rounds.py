@@ -63,13 +63,11 @@ import logging
 import math
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import psutil
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fogline._files import atomic_write
@@ -83,7 +81,8 @@ from fogline.federated import (
     load_task,
 )
 from fogline.federated.strategy import Weights
-from fogline.fleet.agent.kinds import Eligibility, LearnerSpec, load_learner
+from fogline.fleet.agent._eligibility import CpuMeter, Waiting, ineligible
+from fogline.fleet.agent.kinds import LearnerSpec, load_learner
 from fogline.protocol import RoundTask, UpdateAck, UpdateChunk, decode_frame, encode_frame
 from fogline.transport.mqtt import MqttMessage, Topic
 
@@ -99,8 +98,6 @@ BATCH = 16
 PUBLISH_TIMEOUT = 30.0
 #: How often the worker looks at its timers (and samples the CPU) when nothing arrives.
 TICK = 0.25
-#: Over how many seconds the CPU load is measured for eligibility.
-CPU_WINDOW = 1.0
 #: Seconds between looks at the eligibility of a round the device waits for.
 ELIGIBILITY_RETRY = 2.0
 #: How many finished rounds are remembered.
@@ -176,57 +173,6 @@ class _Trained:
         return self.weights.vector() - self.base.vector()
 
 
-@dataclass
-class _Waiting:
-    """A round this device is not eligible for yet (a busy CPU, on battery)."""
-
-    task: RoundTask
-    body: bytes
-    down: int
-    first: float  # Unix time it was first found ineligible
-    next_try: float = 0.0  # monotonic
-
-    @property
-    def key(self) -> Key:
-        return self.task.run, self.task.round
-
-    def give_up(self, now: float) -> bool:
-        """Whether to decline now: in the last quarter of the time it had, or 2 s before the end."""
-        left = self.task.deadline - now
-        return left < max(2.0, 0.25 * (self.task.deadline - self.first))
-
-
-class CpuMeter:
-    """The system's CPU load over the last ``window`` seconds, from ``psutil.cpu_times``.
-
-    >>> 0.0 <= CpuMeter(window=0.05).percent() <= 100.0
-    True
-    """
-
-    def __init__(self, window: float = CPU_WINDOW) -> None:
-        self.window = window
-        self._samples: deque[tuple[float, float, float]] = deque(maxlen=64)
-
-    def sample(self) -> tuple[float, float, float]:
-        times = psutil.cpu_times()._asdict()
-        total = sum(times.values()) - times.get("guest", 0.0) - times.get("guest_nice", 0.0)
-        idle = times.get("idle", 0.0) + times.get("iowait", 0.0)
-        now = (time.monotonic(), total - idle, total)
-        self._samples.append(now)
-        return now
-
-    def percent(self) -> float:
-        """Busy share of the last ``window`` seconds (waits for one when no sample is recent)."""
-        latest = self.sample()
-        base = next((s for s in reversed(self._samples) if latest[0] - s[0] >= self.window), None)
-        if base is None or latest[0] - base[0] > 2 * self.window:
-            base = latest
-            time.sleep(self.window)
-            latest = self.sample()
-        spent = latest[2] - base[2]
-        return 0.0 if spent <= 0 else max(0.0, min(100.0, 100.0 * (latest[1] - base[1]) / spent))
-
-
 def _size(n: int) -> str:
     return f"{n} B" if n < 1000 else f"{n / 1000:.1f} kB"
 
@@ -269,7 +215,7 @@ class RoundParticipant:
         self._counters = RoundCounters()
         # the worker's own
         self._upload: _Upload | None = None
-        self._waiting: _Waiting | None = None  # a round it is not eligible for yet
+        self._waiting: Waiting | None = None  # a round it is not eligible for yet
         self._outbox: list[tuple[float, bytes]] = []  # (deadline, frame): declines, secagg replies
         self._finished: dict[Key, str] = {}
         self._secagg: dict[Key, tuple[SecAggDevice, int]] = {}  # this round's masking, examples
@@ -381,11 +327,11 @@ class RoundParticipant:
         if reason is not None:
             self._decline(task, reason, down)
             return
-        busy = self._ineligible(found.eligibility)
+        busy = ineligible(found.eligibility, self._cpu)
         if busy is not None:  # a busy CPU or a battery passes: wait, decline near the deadline
             waiting = self._waiting
             if waiting is None or waiting.key != key:
-                waiting = self._waiting = _Waiting(task, body, down, time.time())
+                waiting = self._waiting = Waiting(task, body, down, time.time())
                 self._say(key, f"waiting to be eligible: {busy}")
             if waiting.give_up(time.time()):
                 self._waiting = None
@@ -453,20 +399,6 @@ class RoundParticipant:
                 continue
             if spec.task == task:
                 return spec
-        return None
-
-    def _ineligible(self, rule: Eligibility) -> str | None:
-        if rule.require_mains:
-            try:
-                battery = psutil.sensors_battery()
-            except (AttributeError, NotImplementedError, OSError):
-                battery = None  # the platform cannot tell: counted as mains
-            if battery is not None and battery.power_plugged is False:
-                return f"on battery ({battery.percent:.0f}%)"
-        if rule.max_cpu_percent < 100:
-            cpu = self._cpu.percent()
-            if cpu > rule.max_cpu_percent:
-                return f"cpu {round(cpu, 1):g}% > {rule.max_cpu_percent:g}%"
         return None
 
     @staticmethod
@@ -774,4 +706,4 @@ def _round_key(payload: bytes) -> Key | None:
     return task.run, task.round
 
 
-__all__ = ["CpuMeter", "RoundCounters", "RoundParticipant", "SavedUpdate"]
+__all__ = ["RoundCounters", "RoundParticipant", "SavedUpdate"]
