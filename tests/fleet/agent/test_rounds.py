@@ -545,3 +545,29 @@ def test_an_agent_killed_after_saving_its_update_resends_it_without_training_aga
     blob = reassemble([first[0], *again])
     assert hashlib.sha256(blob).hexdigest() == first[0].chunk.sha256
     assert decode_update(blob, base).size == base.size
+
+
+def test_in_an_async_run_an_update_still_owed_is_sent_before_a_newer_round_replaces_it(
+    fleet: Fleet,
+) -> None:
+    # Prepare: a run with --async; round 1's update takes several chunks
+    fleet.install(task=WIDE_TASK, data="support.fleet_learner:wide_device_data")
+    _, model = global_model(wide_task)
+    config = {"epochs": 1, "async": 1.0}
+    with fleet.agent() as agent:
+        fleet.wait_active()
+        fleet.controller.offer(round_task(1, model, task=WIDE_TASK, config=config), model)
+        first = fleet.controller.update(1)
+        total = first[0].chunk.total
+        # Execute: the controller stored only chunk 0 when round 2 comes
+        fleet.controller.ack(UpdateAck(run="r1", round=1, status="partial", received=[0]))
+        offered = time.monotonic()
+        fleet.controller.offer(round_task(2, model, task=WIDE_TASK, config=config), model)
+        fleet.controller.update(2)
+        late = [r for r in fleet.controller.chunks if r.at > offered and r.chunk.round == 1]
+        lines = list(agent.lines)  # type: ignore[attr-defined]
+    # Assert: the rest of round 1 went out once (the controller folds it in later), then round 2
+    assert total >= 4
+    assert sorted(r.chunk.index for r in late) == list(range(1, total))
+    assert {r.chunk.sha256 for r in late} == {first[0].chunk.sha256}
+    assert any("round 1: sent late" in line for line in lines), lines
