@@ -5,8 +5,9 @@ digits task on their own parts of the data over the broker; the controller
 is killed with ``SIGKILL`` in the middle of a round and started again, and
 the run goes on with the update it had acknowledged; the model passes the
 gate, is signed with its provenance and goes out as a canary, then to all.
-A second run, trained for one round on purpose and let through a loosened
-gate, is rolled back by the canary's accuracy check on its own.
+A second run, made worse on purpose (its one round gets no update, so it
+keeps the untrained model) and let through a loosened gate, is rolled back
+by the canary's accuracy check on its own.
 """
 
 from __future__ import annotations
@@ -94,18 +95,30 @@ def test_a_federated_run_survives_a_killed_controller_and_ends_in_a_canary(
     devices = {d["id"]: d for d in fleet.call("GET", "/api/devices")}
     assert all(devices[d]["state"]["releases"]["digits-fl"]["version"] == "1.0.0" for d in DEVICES)
 
-    # A model trained for one round on purpose, let through a gate loosened on purpose:
-    # the canary measures it on its canary set and the rollout rolls it back by itself.
+    # A model made worse on purpose: every agent is paused through the run's one round,
+    # which closes at its deadline with no update and keeps the untrained model (10 %);
+    # a gate loosened on purpose lets it through; once the agents go on, the canary
+    # measures it on its canary set and the rollout rolls it back by itself.
+    for device in DEVICES:
+        fleet.agents[device].send_signal(signal.SIGSTOP)
     worse = fleet.call("POST", "/api/fl/runs", {
-        "task": TASK, "release": "digits-fl", "rounds": 1, "min_clients": 3, "deadline": 60,
+        "task": TASK, "release": "digits-fl", "rounds": 1, "min_clients": 3, "deadline": 2,
         "seed": 0, "max_drop": 1.0, "then": "canary", "canary_bake": 2,
-        "canary_min_accuracy": 0.85,
+        "canary_min_accuracy": 0.5,
     })  # fmt: skip
     wait_until("the second run", lambda: run(fleet, worse["id"])["status"] in ENDED, 120)
+    for device in DEVICES:
+        fleet.agents[device].send_signal(signal.SIGCONT)
     second = run(fleet, worse["id"])
     assert second["status"] == "finished", second
-    assert second["result"]["gate"]["accuracy"] < second["result"]["gate"]["baseline"]
+    [only] = second["rounds"]
+    assert only["status"] == "failed" and only["participants"] == 0, only
+    gate = second["result"]["gate"]
+    assert gate["accuracy"] < 0.5 < gate["baseline"], gate
     deployment = second["result"]["deployment"]
     wait_until("the rollback", lambda: fleet.deployment(deployment)["status"] != "running", 180)
     rolled = fleet.deployment(deployment)
     assert rolled["status"] == "rolled-back" and "accuracy" in rolled["reason"], rolled
+    # the devices are back on the release that passed
+    devices = {d["id"]: d for d in fleet.call("GET", "/api/devices")}
+    assert all(devices[d]["state"]["releases"]["digits-fl"]["version"] == "1.0.0" for d in DEVICES)
