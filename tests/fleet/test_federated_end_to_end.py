@@ -119,6 +119,14 @@ def test_a_federated_run_survives_a_killed_controller_and_ends_in_a_canary(
     wait_until("the rollback", lambda: fleet.deployment(deployment)["status"] != "running", 180)
     rolled = fleet.deployment(deployment)
     assert rolled["status"] == "rolled-back" and "accuracy" in rolled["reason"], rolled
-    # the devices are back on the release that passed
-    devices = {d["id"]: d for d in fleet.call("GET", "/api/devices")}
-    assert all(devices[d]["state"]["releases"]["digits-fl"]["version"] == "1.0.0" for d in DEVICES)
+
+    # the canary goes back to the release that passed (its report follows the rollback)
+    def versions() -> dict[str, Any]:
+        devices = {d["id"]: d for d in fleet.call("GET", "/api/devices")}
+        return {d: devices[d]["state"]["releases"]["digits-fl"] for d in DEVICES}
+
+    try:
+        wait_until("every device back on digits-fl 1.0.0",
+                   lambda: all(v["version"] == "1.0.0" for v in versions().values()), 60)  # fmt: skip
+    except AssertionError:
+        raise AssertionError(f"{versions()}\n{fleet.log('edge-1')[-2000:]}") from None
