@@ -9,31 +9,10 @@ prints, how it fails), not training.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from support.fleet_controller import Setup, wait_for
+from support.fleet_controller import run_cli as fogline
 
 TASK = "fogline.examples:digits_task"
-
-
-@pytest.fixture
-def setup(tmp_path: Path) -> Iterator[Setup]:
-    s = Setup(tmp_path)
-    yield s
-    s.close()
-
-
-def fogline(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "fogline", *args]
-    command += ["--controller", setup.controller.base_url, "--token", setup.controller.token]
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
 
 
 def online(setup: Setup, count: int) -> None:

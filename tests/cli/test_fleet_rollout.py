@@ -7,29 +7,10 @@ Mosquitto, real TUF installs).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from support.fleet_controller import Setup, wait_for
-
-
-@pytest.fixture
-def setup(tmp_path: Path) -> Iterator[Setup]:
-    s = Setup(tmp_path)
-    yield s
-    s.close()
-
-
-def fogline(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "fogline", *args]
-    command += ["--controller", setup.controller.base_url, "--token", setup.controller.token]
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+from support.fleet_controller import run_cli as fogline
 
 
 def test_deploy_status_and_watch_show_the_current_rollout_and_its_criteria(setup: Setup) -> None:

@@ -13,22 +13,14 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 
 from fogline.errors import FoglineError
+from fogline.testing import free_port
 from fogline.transport.mqtt import BrokerConfig, LocalBroker, mosquitto_binary
 
 __all__ = ["Mosquitto", "free_port", "mosquitto_binary"]
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Mosquitto:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection
@@ -143,3 +146,11 @@ class Setup:
             fleet.loop.call_soon_threadsafe(fleet.loop.stop)
         self.controller.stop()
         self.broker.stop()
+
+
+def run_cli(setup: Setup, *args: str) -> subprocess.CompletedProcess[str]:
+    """``fogline ARGS --controller URL --token T`` as a process against ``setup``'s controller."""
+    command = [sys.executable, "-m", "fogline", *args]
+    command += ["--controller", setup.controller.base_url, "--token", setup.controller.token]
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)

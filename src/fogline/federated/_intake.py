@@ -27,6 +27,7 @@ from fogline.federated._secagg_wire import (
     params_from,
 )
 from fogline.federated._secure_rounds import REPLY, secagg_settings
+from fogline.federated.strategy import Weights
 from fogline.protocol import UpdateAck, UpdateChunk, decode_frame
 
 __all__ = ["Intake"]
@@ -50,6 +51,16 @@ class Intake:
         self.counters = counters
         self._live = live
         self._wake = wake
+        self._models: dict[str, Weights] = {}  # the open rounds' models, by sha256
+
+    def _model(self, current: dict[str, Any]) -> Weights:
+        """The round's model, decoded once (every chunk of every device is checked against it)."""
+        sha = current["model_sha256"]
+        if sha not in self._models:
+            if len(self._models) >= 8:
+                self._models.clear()
+            self._models[sha] = decode_weights(current["model"])
+        return self._models[sha]
 
     def _ack(self, device: str, ack: UpdateAck) -> None:
         self.hooks.publish(
@@ -146,8 +157,8 @@ class Intake:
         late: bool = False,
     ) -> None:
         run_id, number = header.run, header.round
-        model = current["model"]
-        limit = 2 * _coordinates(model) + 4096  # float16 per coordinate, deflate's worst case
+        base = self._model(current)
+        limit = 2 * base.size + 4096  # float16 per coordinate, deflate's worst case
         problem = None
         if header.sha256 is None or header.num_examples < 1:
             problem = "an update chunk needs sha256 and num_examples >= 1"
@@ -192,7 +203,7 @@ class Intake:
             reason = "the chunks do not add up to the size and sha256 they announced"
         else:
             try:
-                decode_update(blob, decode_weights(model), f"device {device!r}")
+                decode_update(blob, base, f"device {device!r}")
             except ItemError as exc:
                 reason = str(exc)
         if reason is not None:
@@ -249,7 +260,3 @@ class Intake:
         if not stored:
             self.counters["duplicates"] += 1
         self._wake()
-
-
-def _coordinates(model: bytes) -> int:
-    return decode_weights(model).size

@@ -8,7 +8,7 @@ controller`` and one ``fogline agent`` per device, each of which can be
 killed with ``SIGKILL`` and started again.
 """
 
-from fogline.testing._local_fleet import LocalFleet, wait_until
+from fogline.testing._local_fleet import LocalFleet, free_port, wait_until
 from fogline.testing._simulator import (
     SimulatedDevice,
     SimulatedFleet,
@@ -21,6 +21,7 @@ __all__ = [
     "SimulatedDevice",
     "SimulatedFleet",
     "SimulationStats",
+    "free_port",
     "installer_factory",
     "wait_until",
 ]

@@ -26,7 +26,7 @@ from fogline.errors import FoglineError
 from fogline.security import ReleaseRepository, init_keys
 from fogline.transport.mqtt import BrokerConfig, LocalBroker, MqttUrl
 
-__all__ = ["LocalFleet", "wait_until"]
+__all__ = ["LocalFleet", "free_port", "wait_until"]
 
 
 def wait_until(
@@ -40,7 +40,8 @@ def wait_until(
         time.sleep(step)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -55,12 +56,12 @@ class LocalFleet:
         self.data = self.folder / "controller"
         init_keys(self.data)
         self.repository = ReleaseRepository(self.data)
-        self.broker = LocalBroker(BrokerConfig(folder=self.data / "broker", port=_free_port()))
+        self.broker = LocalBroker(BrokerConfig(folder=self.data / "broker", port=free_port()))
         self.broker.start()
         user = self.broker.add_controller()
         url = MqttUrl.parse(self.broker.url)  # str(MqttUrl) leaves the password out
         self.controller_broker = f"mqtt://{user.user}:{user.password}@{url.host}:{url.port}"
-        self.http_port = _free_port()
+        self.http_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.http_port}"
         self.telemetry_period = telemetry_period
         self.controller: subprocess.Popen[bytes] | None = None

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.version import Version
 
-from fogline.errors import ConfigError, ModelNotFound
+from fogline.errors import ModelNotFound
 from fogline.fleet.controller._criteria import Criteria
 from fogline.fleet.controller._plan import RolloutPlan
 from fogline.fleet.controller._registry import Registry
@@ -123,18 +123,17 @@ class Learning:
         return self.coordinator().stop_run(run_id)
 
     def runs(self) -> list[dict[str, Any]]:
-        if not self.loaded and not (self.data / DATABASE).exists():
-            return []
-        return self.coordinator().runs()
+        return self.coordinator().runs() if self._any() else []
 
     def run(self, run_id: str) -> dict[str, Any]:
-        found = self.coordinator().describe(run_id) if self.loaded or self._known() else None
+        found = self.coordinator().describe(run_id) if self._any() else None
         if found is None:
             raise ModelNotFound(f"no federated run {run_id!r}")
         return found
 
-    def _known(self) -> bool:
-        return (self.data / DATABASE).exists()
+    def _any(self) -> bool:
+        """Whether a run was ever started here (else there is nothing to load numpy for)."""
+        return self.loaded or (self.data / DATABASE).exists()
 
     # -- the hooks -------------------------------------------------------------------------
 
@@ -173,11 +172,6 @@ class Learning:
     def _deploy(self, name: str, version: str, group: str, spec: RunSpec) -> str:
         plan = RolloutPlan(kind="canary", bake_seconds=spec.canary_bake)
         criteria = Criteria(min_accuracy=spec.canary_min_accuracy)
-        try:
-            deployment = self.rollouts.create(
-                name, version, group, strategy=plan, criteria=criteria
-            )
-        except ConfigError:
-            raise
+        deployment = self.rollouts.create(name, version, group, strategy=plan, criteria=criteria)
         self.wake()
         return deployment.id
