@@ -14,8 +14,16 @@ True
 
 from fogline.metrics._histogram import BUCKETS, Histogram
 from fogline.metrics._names import (
+    ACCURACY_ESTIMATE,
+    CAPTURES,
+    DRIFT_ALARM,
+    DRIFT_ALARMS,
+    DRIFT_SCORE,
     END_TO_END,
     FAILURE,
+    LABELS,
+    LIVE_ACCURACY,
+    LIVE_LABELLED,
     PIPELINE_ITEMS,
     PIPELINE_QUEUE_DEPTH,
     PIPELINE_SINK_RESULTS,
@@ -32,9 +40,17 @@ from fogline.metrics._names import (
 )
 
 __all__ = [
+    "ACCURACY_ESTIMATE",
     "BUCKETS",
+    "CAPTURES",
+    "DRIFT_ALARM",
+    "DRIFT_ALARMS",
+    "DRIFT_SCORE",
     "END_TO_END",
     "FAILURE",
+    "LABELS",
+    "LIVE_ACCURACY",
+    "LIVE_LABELLED",
     "PIPELINE_ITEMS",
     "PIPELINE_QUEUE_DEPTH",
     "PIPELINE_SINK_RESULTS",

@@ -27,6 +27,26 @@ PIPELINE_SINK_RESULTS = "fogline_pipeline_sink_results"
 #: Gauge: processed items per second since the start.
 PIPELINE_THROUGHPUT = "fogline_pipeline_throughput"
 
+# -- monitoring a pipeline's model (labels: pipeline, then those named) -------------------------
+
+#: Gauge: the latest score of each ``drift`` stage (``stage``: its name, ``detector``).
+DRIFT_SCORE = "fogline_drift_score"
+#: Gauge: 1 while a drift stage's alarm is raised, else 0 (``stage``, ``detector``).
+DRIFT_ALARM = "fogline_drift_alarm"
+#: Counter: alarms raised by each drift stage (an alarm counts once when it is raised).
+DRIFT_ALARMS = "fogline_drift_alarms"
+#: Counter: labels received, by ``outcome`` (joined, unknown, invalid, expired, duplicate).
+LABELS = "fogline_labels"
+#: Gauge: live accuracy (classification) or mean absolute error (regression) from joined
+#: labels, by ``model_version``, ``window`` (items) and ``metric`` (accuracy or mae).
+LIVE_ACCURACY = "fogline_live_accuracy"
+#: Gauge: labelled items inside that window (how much the figure above rests on).
+LIVE_LABELLED = "fogline_live_labelled"
+#: Gauge: accuracy estimated without labels from calibrated confidence (an estimate, CBPE).
+ACCURACY_ESTIMATE = "fogline_accuracy_estimate"
+#: Counter: hard examples considered for capture, by ``outcome`` (stored, capped).
+CAPTURES = "fogline_captures"
+
 # -- the inference server (labels: model, version, then those named) --------------------------
 
 #: Counter: inference requests by ``outcome``, :data:`SUCCESS` or :data:`FAILURE`.

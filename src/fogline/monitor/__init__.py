@@ -1,0 +1,14 @@
+"""Watching a model in the field, and letting it adapt behind a gate.
+
+Drift detectors over a model's inputs, outputs or result fields; accuracy
+from labels that arrive late (and an estimate of it when none do);
+online learners that run as a pipeline's model; fine-tuning a model on
+captured hard examples, with a gate the candidate must pass.
+
+River (the ``monitor`` extra) is imported only by what uses it, so importing
+this package stays cheap.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
