@@ -1,7 +1,8 @@
 """What devices and the controller say to each other: fleet topics and message bodies.
 
 One module per conversation: :mod:`._fleet` (desired state, device state,
-telemetry, commands, presence) and :mod:`._rounds` (federated rounds). This package
+telemetry, commands, presence), :mod:`._monitoring` (a model's drift and live
+accuracy inside telemetry) and :mod:`._rounds` (federated rounds). This package
 depends on pydantic only, so a controller, an agent or a tool can speak it
 without the ML stack.
 """
@@ -25,6 +26,12 @@ from fogline.protocol._fleet import (
     device_filter,
     parse_device_topic,
 )
+from fogline.protocol._monitoring import (
+    AccuracyEstimate,
+    DriftReading,
+    LiveAccuracy,
+    Monitoring,
+)
 from fogline.protocol._rounds import (
     ACTIVE_RUN_STATUSES,
     FL_TOPIC_KINDS,
@@ -45,11 +52,15 @@ __all__ = [
     "FL_TOPIC_KINDS",
     "STAGES",
     "TOPIC_KINDS",
+    "AccuracyEstimate",
     "Command",
     "DesiredState",
     "DeviceId",
     "DeviceState",
     "DeviceTopics",
+    "DriftReading",
+    "LiveAccuracy",
+    "Monitoring",
     "Phase",
     "Presence",
     "ReleaseMetrics",

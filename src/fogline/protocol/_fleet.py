@@ -40,6 +40,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from fogline._names import NAME_PATTERN, check_name, is_name
+from fogline.protocol._monitoring import Monitoring
 
 #: The default first topic level; a controller and its agents must agree on it.
 DEFAULT_PREFIX = "fogline"
@@ -185,7 +186,9 @@ class ReleaseMetrics(_Message):
     errors: int = 0
     drops: int = 0
     accuracy: float | None = None  # on the release's labelled canary set, if it has one
-    drift: float | None = None
+    drift: float | None = None  # the highest drift score of any stage (see ``monitoring``)
+    #: Drift, live accuracy, its estimate and captures of a pipeline that monitors its model.
+    monitoring: Monitoring | None = None
 
 
 class Telemetry(_Message):

@@ -22,19 +22,25 @@ def created_as_before(path: Path) -> None:
     with closing(sqlite3.connect(path, isolation_level=None)) as conn:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("BEGIN IMMEDIATE")
-        conn.executescript("BEGIN;" + MIGRATIONS[0] + f"PRAGMA user_version={SCHEMA_VERSION};")
+        conn.executescript("BEGIN;" + MIGRATIONS[0] + "PRAGMA user_version=1;")
         conn.execute("COMMIT")
 
 
-def test_a_new_registry_has_the_schema_the_old_code_made(tmp_path: Path) -> None:
+def test_a_new_registry_has_the_schema_the_old_code_made_and_the_monitoring_table(
+    tmp_path: Path,
+) -> None:
     # Execute
     Registry(tmp_path / "new.db").close()
     created_as_before(tmp_path / "old.db")
 
     # Assert
-    assert tables(tmp_path / "new.db") == tables(tmp_path / "old.db")
+    new = tables(tmp_path / "new.db")
+    assert [t for t in new if not t[0].startswith("monitoring")] == tables(tmp_path / "old.db")
+    assert {t[0] for t in new if t[0].startswith("monitoring")} == {
+        "monitoring", "monitoring_device", "monitoring_release",
+    }  # fmt: skip
     with closing(sqlite3.connect(tmp_path / "new.db")) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -56,10 +62,14 @@ def test_a_registry_the_old_code_made_opens_with_what_it_held(tmp_path: Path) ->
     finally:
         registry.close()
 
-    # Assert
+    # Assert: migrated to the current version, the monitoring table added, nothing else changed
     assert device is not None and device.group == "line"
     assert ids == ["dev-a", "dev-b"]
-    assert tables(path) == before
+    after = tables(path)
+    assert [t for t in after if not t[0].startswith("monitoring")] == before
+    assert "monitoring" in {t[0] for t in after}
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_registry_tables_without_a_version_are_refused_untouched(tmp_path: Path) -> None:
@@ -81,5 +91,7 @@ def test_a_registry_from_a_newer_fogline_is_refused(tmp_path: Path) -> None:
     Registry(path).close()
     with closing(sqlite3.connect(path)) as conn:
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
-    with pytest.raises(StoreFormatError, match=r"registry schema version 2 .* newer fogline"):
+    with pytest.raises(
+        StoreFormatError, match=rf"registry schema version {SCHEMA_VERSION + 1} .* newer fogline"
+    ):
         Registry(path)

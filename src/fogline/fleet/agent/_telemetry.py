@@ -16,7 +16,9 @@ release's kind (:meth:`~fogline.fleet.agent.kinds.ReleaseKind.scrape`).
 Counters are turned into per-period deltas (a restarted child starts again
 from zero, which is taken as such) and latency percentiles are read from the
 histogram buckets of the period, interpolated within a bucket as
-Prometheus' ``histogram_quantile`` does.
+Prometheus' ``histogram_quantile`` does. A pipeline that monitors its model
+also exports drift, late-label accuracy and capture series, read by
+:mod:`fogline.fleet.agent._monitoring` into each report's ``monitoring``.
 
 Concurrency: :meth:`TelemetryReporter.run` and the sender's ``run`` each
 run on one thread of the agent; the store serialises their writes.
@@ -34,6 +36,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from fogline.fleet.agent._monitoring import MonitorScrape, monitoring_between
 from fogline.fleet.agent._session import AgentSession
 from fogline.protocol import ReleaseMetrics, Telemetry
 from fogline.store import OutboxMessage, ResultStore
@@ -44,12 +47,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Scrape:
-    """The cumulative numbers of one scrape: items, errors, drops and latency buckets."""
+    """The cumulative numbers of one scrape: items, errors, drops, latency buckets, monitoring."""
 
     items: float = 0.0
     errors: float = 0.0
     drops: float = 0.0
     buckets: tuple[tuple[float, float], ...] = ()  # (upper bound in seconds, cumulative count)
+    #: A pipeline's drift, label, live-accuracy and capture series (None: it exports none).
+    monitor: MonitorScrape | None = None
 
 
 def quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
@@ -96,6 +101,7 @@ def metrics_between(before: Scrape | None, after: Scrape, seconds: float) -> Rel
     ]
     p50 = quantile(0.5, buckets)
     p99 = quantile(0.99, buckets)
+    monitoring = monitoring_between(None if restarted else base.monitor, after.monitor)
     return ReleaseMetrics(
         items=int(items),
         items_per_second=items / seconds if seconds > 0 else 0.0,
@@ -103,6 +109,8 @@ def metrics_between(before: Scrape | None, after: Scrape, seconds: float) -> Rel
         p99_ms=None if p99 is None else p99 * 1000.0,
         errors=int(delta(after.errors, base.errors)),
         drops=int(delta(after.drops, base.drops)),
+        drift=None if monitoring is None else monitoring.worst_drift,
+        monitoring=monitoring,
     )
 
 

@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route
 
 from fogline.errors import ConfigError, FoglineError, Unauthorized, http_status
 from fogline.fleet.controller._learning import Learning
+from fogline.fleet.controller._monitoring import KINDS, monitoring_rows, monitoring_series
 from fogline.fleet.controller._registry import Registry
 from fogline.fleet.controller._rollout import Criteria, RolloutPlan, Rollouts
 from fogline.protocol import RunSpec, check_device_id
@@ -156,6 +157,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         body["desired"] = ctx.registry.desired(device_id).model_dump(mode="json")
         since = _float(request, "since", time.time() - 3600)
         body["metrics"] = ctx.registry.metrics(devices=[device_id], since=since)
+        body["monitoring"] = monitoring_rows(ctx.registry.query, devices=[device_id], since=since)
         return JSONResponse(body)
 
     async def update_device(request: Request) -> Response:
@@ -226,6 +228,32 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         )
         return JSONResponse(fleet_series(rows, step))
 
+    async def monitoring(request: Request) -> Response:
+        kinds = request.query_params.getlist("kind") or None
+        unknown = sorted(set(kinds or ()) - set(KINDS))
+        if unknown:
+            raise ApiError(f"unknown kind {unknown[0]!r}; one of {', '.join(KINDS)}")
+        rows = monitoring_rows(
+            ctx.registry.query,
+            devices=request.query_params.getlist("device") or None,
+            release=request.query_params.get("release"),
+            version=request.query_params.get("version"),
+            kinds=kinds,
+            since=_float(request, "since", time.time() - 3600),
+            limit=int(_float(request, "limit", 20000)),
+        )
+        return JSONResponse(rows)
+
+    async def monitoring_by_release(request: Request) -> Response:
+        rows = monitoring_rows(
+            ctx.registry.query,
+            release=request.query_params.get("release"),
+            since=_float(request, "since", time.time() - 3600),
+            limit=200000,
+        )
+        step = max(1.0, _float(request, "step", 10.0))
+        return JSONResponse(monitoring_series(rows, step))
+
     async def events(request: Request) -> Response:
         found = ctx.registry.events(
             device=request.query_params.get("device"),
@@ -289,6 +317,8 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         Route("/api/deployments/{deployment_id}/rollback", admin(rollback), methods=["POST"]),
         Route("/api/metrics", admin(metrics)),
         Route("/api/series", admin(series)),
+        Route("/api/monitoring", admin(monitoring)),
+        Route("/api/monitoring/series", admin(monitoring_by_release)),
         Route("/api/events", admin(events)),
         Route("/api/tokens", admin(token), methods=["POST"]),
         Route("/api/fl/runs", admin(fl_runs)),

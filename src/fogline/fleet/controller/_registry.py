@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fogline.errors import ConfigError, StoreError
+from fogline.fleet.controller._monitoring import store_monitoring
 from fogline.fleet.controller._records import Device, Inbox, device_from_row
 from fogline.fleet.controller._schema import MIGRATIONS, SCHEMA_VERSION
 from fogline.protocol import DesiredState, DeviceState
@@ -220,7 +221,9 @@ class Registry:
         what a secured fleet uses). Telemetry is deduplicated on its key, so
         a report delivered twice counts once. A release that turns ``failed``
         or ``refused`` is recorded as an event of the device (see
-        :func:`_setbacks`), once per transition, not on every report.
+        :func:`_setbacks`), once per transition, not on every report; so is
+        each drift alarm a report says was raised (see
+        :func:`~fogline.fleet.controller._monitoring.store_monitoring`).
         """
         now = time.time() if now is None else now
         added = 0
@@ -276,6 +279,8 @@ class Registry:
                         for release, m in report.metrics.items()
                     ],
                 )
+                for kind, message, deployment in store_monitoring(conn, report, now):
+                    _insert_event(conn, now, kind, message, report.device_id, deployment)
         return added
 
     def metrics(
@@ -311,6 +316,7 @@ class Registry:
         with self._tx() as conn:
             removed = conn.execute("DELETE FROM metrics WHERE time < ?", (cutoff,)).rowcount
             conn.execute("DELETE FROM telemetry WHERE time < ?", (cutoff,))
+            conn.execute("DELETE FROM monitoring WHERE time < ?", (cutoff,))
         return int(removed)
 
     # -- desired state ---------------------------------------------------------------------

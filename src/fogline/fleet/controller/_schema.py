@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from fogline.fleet.controller._monitoring import MONITORING_SCHEMA
+
 # A step, once released, never changes: registries out there were made by it.
 _SCHEMA_V1 = """
 CREATE TABLE devices (
@@ -91,7 +93,10 @@ CREATE TABLE events (
 """
 
 #: The registry's schema, one step per version: ``MIGRATIONS[n]`` takes version ``n`` to ``n + 1``.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+MIGRATIONS: tuple[str, ...] = (
+    _SCHEMA_V1,
+    MONITORING_SCHEMA,  # v2: drift, live accuracy, estimates, labels and captures per report
+)
 
 #: The schema this code writes; ``PRAGMA user_version`` of a registry it created.
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -3,15 +3,18 @@
 The health check opens the pipeline's model the way the pipeline would
 (``load_spec`` + ``plan``); the child is ``fogline run <entry> --no-live
 --output-dir <cwd> --metrics-port P``, and its metrics are the pipeline's
-item counter and end-to-end latency histogram.
+item counter and end-to-end latency histogram, and the series of a pipeline
+that monitors its model (drift, late labels, live accuracy, captures).
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
+from fogline.fleet.agent._monitoring import read_monitoring
 from fogline.fleet.agent._supervisor import ChildSpec, free_port
 from fogline.fleet.agent._telemetry import Scrape
 from fogline.fleet.agent.kinds._kind import ReleaseKind
@@ -71,4 +74,4 @@ class PipelineKind(ReleaseKind):
         return pipeline_child(entry, cwd=cwd)
 
     def scrape(self, text: str) -> Scrape:
-        return read_scrape(text, SERIES)
+        return replace(read_scrape(text, SERIES), monitor=read_monitoring(text))

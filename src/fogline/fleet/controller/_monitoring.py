@@ -1,0 +1,244 @@
+"""What the devices say about their models' health, as the controller keeps and hands it out.
+
+Each telemetry report may carry, per release, a
+:class:`~fogline.protocol.Monitoring`: drift per stage, live accuracy from
+late labels per model version and window, an accuracy estimate, labels and
+captures in the period. :func:`store_monitoring` writes it into the
+registry's ``monitoring`` table (one row per reading, in the transaction
+that stores the report) and records each drift alarm raised in the period
+as an event of the device, naming the release, the stage and the score.
+:func:`monitoring_rows` reads the rows back for the API, the dashboard and
+the rollout's gates; :func:`monitoring_series` buckets them per release.
+
+>>> from fogline.protocol import DriftReading, Monitoring
+>>> rows = readings(Monitoring(drift=[DriftReading(stage="drift", detector="ks", score=0.9,
+...                                                alarm=True, alarms=1)]))
+>>> rows[0]["kind"], rows[0]["value"], rows[0]["count"], rows[0]["alarm"]
+('drift', 0.9, 1, True)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from fogline.protocol import Monitoring, Telemetry
+
+#: The registry's migration step that adds the table (appended to ``MIGRATIONS`` in ``_schema``).
+MONITORING_SCHEMA = """
+CREATE TABLE monitoring (
+    device_id  TEXT NOT NULL,
+    time       REAL NOT NULL,
+    release    TEXT NOT NULL,
+    version    TEXT,
+    kind       TEXT NOT NULL,
+    key        TEXT NOT NULL DEFAULT '',
+    detector   TEXT NOT NULL DEFAULT '',
+    window     TEXT NOT NULL DEFAULT '',
+    metric     TEXT NOT NULL DEFAULT '',
+    value      REAL,
+    count      INTEGER,
+    alarm      INTEGER
+);
+CREATE INDEX monitoring_device ON monitoring (device_id, time);
+CREATE INDEX monitoring_release ON monitoring (release, time)
+"""
+# What the columns hold, by kind (drift, live, estimate, labels, captures): ``key`` is the
+# drift stage, the model version of a live figure or an estimate, or the outcome of labels and
+# captures; ``detector`` a drift stage's detector; ``window`` and ``metric`` a live figure's
+# window (items) and metric (accuracy or mae); ``value`` the score, figure, estimate or count;
+# ``count`` the drift alarms raised in the period or the labelled items behind a live figure;
+# ``alarm`` 1 when a drift stage's alarm was up as the agent read it.
+
+_COLUMNS = (
+    "device_id", "time", "release", "version", "kind", "key", "detector", "window", "metric",
+    "value", "count", "alarm",
+)  # fmt: skip
+#: Kinds of reading, as stored and as the API names them.
+KINDS = ("drift", "live", "estimate", "labels", "captures")
+
+
+def readings(monitoring: Monitoring) -> list[dict[str, Any]]:
+    """One row per reading of ``monitoring`` (without device, time and release)."""
+    rows: list[dict[str, Any]] = []
+
+    def add(kind: str, **values: Any) -> None:
+        row: dict[str, Any] = {"kind": kind, "key": "", "detector": "", "window": "", "metric": ""}
+        row.update({"value": None, "count": None, "alarm": None}, **values)
+        rows.append(row)
+
+    for d in monitoring.drift:
+        add("drift", key=d.stage, detector=d.detector, value=d.score, count=d.alarms, alarm=d.alarm)
+    for live in monitoring.live:
+        add(
+            "live", key=live.model_version, window=live.window, metric=live.metric,
+            value=live.value, count=live.labelled,
+        )  # fmt: skip
+    for estimate in monitoring.estimates:
+        add("estimate", key=estimate.model_version, value=estimate.value)
+    for outcome, count in monitoring.labels.items():
+        add("labels", key=outcome, value=float(count), count=count)
+    for outcome, count in monitoring.captures.items():
+        add("captures", key=outcome, value=float(count), count=count)
+    return rows
+
+
+def store_monitoring(
+    conn: sqlite3.Connection, report: Telemetry, now: float
+) -> list[tuple[str, str, str | None]]:
+    """Store the monitoring of every release in ``report``; ``(kind, message, deployment)`` events.
+
+    Called inside :meth:`Registry.ingest`'s transaction for a report not seen
+    before (a redelivered report is not stored, nor its alarms counted, twice).
+    """
+    events: list[tuple[str, str, str | None]] = []
+    rows: list[tuple[Any, ...]] = []
+    for release, metrics in report.metrics.items():
+        if metrics.monitoring is None or metrics.monitoring.is_empty:
+            continue
+        version = report.versions.get(release)
+        for row in readings(metrics.monitoring):
+            values = tuple(row[c] for c in _COLUMNS[4:])
+            rows.append((report.device_id, report.time, release, version, *values))
+        for d in metrics.monitoring.drift:
+            if d.alarms <= 0:
+                continue
+            score = "no score" if d.score is None else f"score {d.score:.3g}"
+            times = "" if d.alarms == 1 else f" ({d.alarms} alarms in the period)"
+            where = f"{release} {version or ''}".rstrip()
+            message = (
+                f"drift alarm on {where}, stage {d.stage} ({d.detector or 'detector'}): {score}"
+            )
+            events.append(("drift", message + times, _deployment(conn, report, release, version)))
+    if rows:
+        conn.executemany(
+            f"INSERT INTO monitoring ({', '.join(_COLUMNS)}) "
+            f"VALUES ({','.join('?' * len(_COLUMNS))})",
+            rows,
+        )
+    return events
+
+
+def _deployment(
+    conn: sqlite3.Connection, report: Telemetry, release: str, version: str | None
+) -> str | None:
+    """The newest deployment that sent this device this version of the release, if any."""
+    row = conn.execute(
+        "SELECT d.id FROM deployments d JOIN deployment_devices x ON x.deployment = d.id "
+        "WHERE x.device_id = ? AND d.release = ? AND d.version = ? AND x.status != 'waiting' "
+        "ORDER BY d.created DESC LIMIT 1",
+        (report.device_id, release, version),
+    ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def monitoring_rows(
+    query: Any,
+    *,
+    devices: Sequence[str] | None = None,
+    release: str | None = None,
+    version: str | None = None,
+    kinds: Sequence[str] | None = None,
+    since: float = 0.0,
+    limit: int = 20000,
+) -> list[dict[str, Any]]:
+    """Stored readings, oldest first; ``query`` is :meth:`Registry.query`."""
+    sql = f"SELECT {', '.join(_COLUMNS)} FROM monitoring WHERE time >= ?"
+    args: list[object] = [since]
+    if release is not None:
+        sql += " AND release = ?"
+        args.append(release)
+    if version is not None:
+        sql += " AND version = ?"
+        args.append(version)
+    if devices is not None:
+        sql += f" AND device_id IN ({','.join('?' * len(devices))})"
+        args.extend(devices)
+    if kinds is not None:
+        sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+        args.extend(kinds)
+    rows = query(sql + " ORDER BY time DESC, rowid DESC LIMIT ?", [*args, limit])
+    out = []
+    for row in reversed(rows):
+        found = dict(zip(_COLUMNS, row, strict=True))
+        if found["alarm"] is not None:
+            found["alarm"] = bool(found["alarm"])
+        out.append(found)
+    return out
+
+
+def monitoring_series(rows: Sequence[dict[str, Any]], step: float) -> dict[str, Any]:
+    """Per ``release version``, in buckets of ``step`` seconds: what the devices on it reported.
+
+    Each series holds the worst drift score, the drift alarms raised, the
+    live accuracy weighted by the labelled items behind each device's figure
+    (its largest window), the mean estimate (kept apart: it is not
+    measured), and labels and captures received.
+
+    >>> rows = [
+    ...     {"device_id": "a", "time": 100.0, "release": "p", "version": "1", "kind": "live",
+    ...      "key": "m1", "window": "500", "metric": "accuracy", "value": 0.9, "count": 300},
+    ...     {"device_id": "b", "time": 104.0, "release": "p", "version": "1", "kind": "live",
+    ...      "key": "m1", "window": "500", "metric": "accuracy", "value": 0.6, "count": 100},
+    ...     {"device_id": "b", "time": 104.0, "release": "p", "version": "1", "kind": "drift",
+    ...      "key": "drift", "value": 0.7, "count": 1, "alarm": True},
+    ... ]
+    >>> s = monitoring_series(rows, 10.0)["p 1"]
+    >>> s["time"], s["live_accuracy"], s["labelled"], s["drift_score"], s["alarms"]
+    ([100.0], [0.825], [400], [0.7], [1])
+    """
+    by_release: dict[str, dict[float, list[dict[str, Any]]]] = {}
+    for row in rows:
+        name = f"{row['release']} {row['version'] or ''}".rstrip()
+        bucket = step * (row["time"] // step)
+        by_release.setdefault(name, {}).setdefault(bucket, []).append(row)
+    out: dict[str, Any] = {}
+    for name, buckets in sorted(by_release.items()):
+        series: dict[str, list[Any]] = {
+            key: []
+            for key in (
+                "time", "drift_score", "alarms", "live_accuracy", "labelled", "estimate",
+                "labels", "captures", "devices",
+            )
+        }  # fmt: skip
+        for start in sorted(buckets):
+            group = buckets[start]
+            scores = [r["value"] for r in group if r["kind"] == "drift" and r["value"] is not None]
+            live = _largest_windows(group)
+            labelled = sum(count for _, count in live.values())
+            estimates = [r["value"] for r in group if r["kind"] == "estimate"]
+            series["time"].append(start)
+            series["drift_score"].append(max(scores) if scores else None)
+            series["alarms"].append(
+                sum(int(r["count"] or 0) for r in group if r["kind"] == "drift")
+            )
+            series["live_accuracy"].append(
+                round(sum(v * c for v, c in live.values()) / labelled, 6) if labelled else None
+            )
+            series["labelled"].append(labelled)
+            series["estimate"].append(
+                round(sum(estimates) / len(estimates), 6) if estimates else None
+            )
+            series["labels"].append(
+                sum(int(r["count"] or 0) for r in group if r["kind"] == "labels")
+            )
+            series["captures"].append(
+                sum(int(r["count"] or 0) for r in group if r["kind"] == "captures")
+            )
+            series["devices"].append(len({r["device_id"] for r in group}))
+        out[name] = series
+    return out
+
+
+def _largest_windows(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[float, int]]:
+    """Each device's newest accuracy figure with the most labelled items: ``(value, labelled)``."""
+    best: dict[str, tuple[float, int, float]] = {}
+    for row in rows:
+        if row["kind"] != "live" or row.get("metric", "accuracy") != "accuracy":
+            continue
+        count = int(row["count"] or 0)
+        seen = best.get(row["device_id"])
+        if seen is None or (row["time"], count) >= (seen[2], seen[1]):
+            best[row["device_id"]] = (float(row["value"]), count, float(row["time"]))
+    return {device: (value, count) for device, (value, count, _) in best.items()}
