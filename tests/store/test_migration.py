@@ -96,7 +96,7 @@ def test_a_version_1_store_gains_positions_and_keeps_its_results_and_outbox(
         stats = store.stats()
 
     # Assert: the column is there, old rows read as "no position", the outbox went on
-    assert columns(old_store)[-1] == "position"
+    assert "position" in columns(old_store)
     with closing(sqlite3.connect(old_store)) as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -11,4 +11,16 @@ this package stays cheap.
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from fogline.monitor._accuracy import (
+    AccuracyEstimator,
+    AccuracyWindows,
+    ConfidenceCalibration,
+    WindowFigure,
+)
+
+__all__: list[str] = [
+    "AccuracyEstimator",
+    "AccuracyWindows",
+    "ConfidenceCalibration",
+    "WindowFigure",
+]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import secrets
 import threading
 import time
 from collections import Counter
@@ -143,6 +144,9 @@ class Pipeline:
         )
         self._stored: queue.Queue[Any] = queue.Queue(maxsize=1024)
         self.store: ResultStore | None = None
+        #: A short random id for this run: items whose data carries no id are named
+        #: ``{run_id}-{source}-{sequence}``, so ids stay unique across restarts.
+        self.run_id = secrets.token_hex(4)
         self._started = False
         #: Seconds the outbox may keep delivering after the sources have stopped.
         self.drain_outbox_s = 5.0
@@ -282,6 +286,8 @@ class Pipeline:
                     entry.t0 = time.monotonic()  # it enters the pipeline now, after pacing
                 produced += 1
                 metrics.count(name, "produced")
+                if "id" not in entry.meta:
+                    entry.meta["id"] = f"{self.run_id}-{name}-{entry.sequence}"
                 self._submit(name, entry, chain, batcher, lane, metrics)
         except FoglineError as exc:
             metrics.count(name, "source_failed")
@@ -409,6 +415,7 @@ class Pipeline:
                 done.result,
                 sync=bool(keep),
                 position=done.position,
+                item_id=done.meta.get("id"),
             )
             metrics.observe("postprocess", time.monotonic() - now)
             self._stored.put((result, done.t0, chosen))

@@ -21,6 +21,7 @@ results (the agent's telemetry) go in with :meth:`ResultStore.queue`.
 
 from fogline.store._database import open_database
 from fogline.store._jsonl import JsonlTransport, read_deduplicated
+from fogline.store._labels import LiveAccuracy, StoredLabel
 from fogline.store._outbox import OutboxSender, OutboxTransport
 from fogline.store._result import (
     OutboxMessage,
@@ -44,6 +45,7 @@ __all__ = [
     "OUTBOX_POLICIES",
     "SCHEMA_VERSION",
     "JsonlTransport",
+    "LiveAccuracy",
     "OutboxMessage",
     "OutboxPolicy",
     "OutboxSender",
@@ -54,6 +56,7 @@ __all__ = [
     "ResultEncoder",
     "ResultStore",
     "Retention",
+    "StoredLabel",
     "envelope",
     "open_database",
     "outbox_topic",

@@ -24,8 +24,10 @@ class Result:
     ``position`` is where in its source the input was (``"cat/a.png"``,
     ``"clip.avi#frame 120"``, ``"log.csv:17"``, ``"mqtt sensors/pump1"``);
     ``None`` for a result that has none (telemetry, a row stored before
-    results had positions). ``sync=True`` also queues it in the outbox, to be
-    delivered when online.
+    results had positions). ``item_id`` names the input item (``"digits#17"``,
+    an id the data carried, or one the pipeline made up): late labels are
+    joined to results by it; ``None`` for a result without one. ``sync=True``
+    also queues it in the outbox, to be delivered when online.
 
     >>> r = Result("cam0", 7, 1_700_000_000.0, "digits", "3", {"label": 4}, position="a.png")
     >>> r.sync, r.to_dict()["outputs"]["label"], r.to_dict()["position"]
@@ -46,6 +48,7 @@ class Result:
     outputs: Mapping[str, Any] = field(hash=False)
     sync: bool = False
     position: str | None = None
+    item_id: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
@@ -68,10 +71,16 @@ class Result:
             raise ValueError(f"sync must be a bool, got {self.sync!r}")
         if self.position is not None and (not isinstance(self.position, str) or not self.position):
             raise ValueError(f"position must be a non-empty str or None, got {self.position!r}")
+        if self.item_id is not None and (not isinstance(self.item_id, str) or not self.item_id):
+            raise ValueError(f"item_id must be a non-empty str or None, got {self.item_id!r}")
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (``outputs`` as given); ``position`` is always there, maybe ``None``."""
-        return {
+        """A JSON-ready dict (``outputs`` as given); ``position`` is always there, maybe ``None``.
+
+        ``item_id`` is there when the result has one (so a result without one
+        reads, and is sent, exactly as before results had ids).
+        """
+        data: dict[str, Any] = {
             "source": self.source,
             "sequence": self.sequence,
             "position": self.position,
@@ -81,6 +90,9 @@ class Result:
             "outputs": dict(self.outputs),
             "sync": self.sync,
         }
+        if self.item_id is not None:
+            data["item_id"] = self.item_id
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Result:
@@ -94,6 +106,7 @@ class Result:
             outputs=data["outputs"],
             sync=bool(data.get("sync", False)),
             position=data.get("position"),
+            item_id=data.get("item_id"),
         )
 
 
@@ -203,11 +216,13 @@ def outputs_json(outputs: Mapping[str, Any]) -> str:
 
 def record_from_row(row: Sequence[Any]) -> Record:
     """A :class:`Record` from a ``results`` row: id, source, sequence, captured_at, model,
-    model_version, outputs (JSON text), sync, position."""
-    id_, source, sequence, captured_at, model, model_version, outputs, sync, position = row
+    model_version, outputs (JSON text), sync, position, then item_id (absent in rows read
+    from a store older than item ids)."""
+    id_, source, sequence, captured_at, model, model_version, outputs, sync, position = row[:9]
+    item_id = row[9] if len(row) > 9 else None
     value = json.loads(outputs)
     assert isinstance(value, dict)
     result = Result(
-        source, sequence, captured_at, model, model_version, value, bool(sync), position
+        source, sequence, captured_at, model, model_version, value, bool(sync), position, item_id
     )
     return Record(id_, result)

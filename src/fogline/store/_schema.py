@@ -99,8 +99,27 @@ def _plain_outbox(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE outbox_v2")
 
 
+# Migration "labels": results name the item they answered (late labels join by it),
+# and ``labels`` keeps each item's label (JSON), when it came, and, once joined, the
+# result it was compared with and the outcome: ``correct`` (0/1, classification) or
+# ``error`` (absolute, regression). ``result_id`` NULL: not joined to a result yet.
+_LABELS = """
+ALTER TABLE results ADD COLUMN item_id TEXT;
+CREATE INDEX results_item_id ON results (item_id);
+CREATE TABLE labels (
+    item_id       TEXT PRIMARY KEY,
+    label         TEXT NOT NULL,
+    received_at   REAL NOT NULL,
+    result_id     INTEGER,
+    model_version TEXT,
+    correct       INTEGER,
+    error         REAL
+);
+CREATE INDEX labels_received_at ON labels (received_at)
+"""
+
 #: The schema, one step per version: ``MIGRATIONS[n]`` takes version ``n`` to ``n + 1``.
-MIGRATIONS: tuple[Migration, ...] = (_SCHEMA_V1, _ADD_POSITION, _plain_outbox)
+MIGRATIONS: tuple[Migration, ...] = (_SCHEMA_V1, _ADD_POSITION, _plain_outbox, _LABELS)
 
 #: The schema this code writes; ``PRAGMA user_version`` of a store it created.
 SCHEMA_VERSION = len(MIGRATIONS)

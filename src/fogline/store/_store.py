@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fogline.errors import ConfigError, OutboxFull, StoreError
+from fogline.store import _labels
 from fogline.store._database import open_database
+from fogline.store._labels import LiveAccuracy, StoredLabel
 from fogline.store._result import (
     OutboxMessage,
     Record,
@@ -42,7 +44,9 @@ from fogline.store._schema import MIGRATIONS
 OutboxPolicy = Literal["drop-oldest", "reject"]
 OUTBOX_POLICIES: tuple[OutboxPolicy, ...] = ("drop-oldest", "reject")
 
-_RESULT_COLUMNS = "id, source, sequence, captured_at, model, model_version, outputs, sync, position"
+_RESULT_COLUMNS = (
+    "id, source, sequence, captured_at, model, model_version, outputs, sync, position, item_id"
+)
 
 
 @dataclass(frozen=True)
@@ -217,11 +221,12 @@ class ResultStore:
                         outputs,
                         int(result.sync),
                         result.position,
+                        result.item_id,
                     )
                 )
             conn.executemany(
                 "INSERT INTO results (source, sequence, captured_at, model, model_version,"
-                " outputs, sync, position) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " outputs, sync, position, item_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             # One writer inside one transaction: the rows got consecutive ids ending here.
@@ -320,6 +325,59 @@ class ResultStore:
         with self._read() as conn:
             return int(conn.execute("SELECT count(*) FROM results").fetchone()[0])
 
+    # -- late labels -------------------------------------------------------------------
+
+    def results_by_item(self, item_ids: Iterable[str]) -> dict[str, Record]:
+        """The newest stored result of each item id that has one (an id a rerun reused
+        names its latest result)."""
+        with self._read() as conn:
+            ids = _labels.newest_result_ids(conn, item_ids)
+            found = {}
+            for item_id, id_ in ids.items():
+                row = conn.execute(
+                    f"SELECT {_RESULT_COLUMNS} FROM results WHERE id = ?", (id_,)
+                ).fetchone()
+                found[item_id] = record_from_row(row)
+        return found
+
+    def put_labels(self, labels: Iterable[StoredLabel]) -> None:
+        """Store labels, one per item id (a later one replaces it), in one transaction.
+
+        >>> import pathlib, tempfile
+        >>> with ResultStore(pathlib.Path(tempfile.mkdtemp()) / "r.db") as store:
+        ...     store.put_labels([StoredLabel("digits#3", "7", 1.0, 1, "1.0", correct=True)])
+        ...     store.labels_of(["digits#3", "digits#4"])["digits#3"].correct
+        True
+        """
+        batch = list(labels)
+        if batch:
+            with self._write() as conn:
+                _labels.put_labels(conn, batch)
+
+    def labels_of(self, item_ids: Iterable[str]) -> dict[str, StoredLabel]:
+        """The stored labels of those item ids that have one."""
+        with self._read() as conn:
+            return _labels.labels_of(conn, item_ids)
+
+    def accuracy(
+        self, windows: Sequence[int] = (100, 1000), *, model_version: str | None = None
+    ) -> list[LiveAccuracy]:
+        """Accuracy (or mean absolute error) per model version over its last ``window``
+        joined labels, for each of ``windows``, versions in name order.
+
+        >>> import pathlib, tempfile
+        >>> with ResultStore(pathlib.Path(tempfile.mkdtemp()) / "r.db") as store:
+        ...     store.put_labels([
+        ...         StoredLabel(f"i{n}", "1", float(n), n, "2.0", correct=n % 4 != 0) for n in range(8)
+        ...     ])
+        ...     [(a.window, a.labelled, a.accuracy) for a in store.accuracy((4, 100))]
+        [(4, 4, 0.75), (100, 8, 0.75)]
+        """
+        if any(window < 1 for window in windows):
+            raise ConfigError(f"windows are at least 1 label, got {list(windows)}")
+        with self._read() as conn:
+            return _labels.live_accuracy(conn, windows, model_version)
+
     def apply_retention(self, now: float | None = None) -> int:
         """Delete results older than ``max_age_s`` and beyond ``max_rows``; return how many.
 
@@ -338,6 +396,8 @@ class ResultStore:
                     f"DELETE FROM results WHERE captured_at < ? AND {deletable}",
                     (now - keep.max_age_s,),
                 ).rowcount
+                # Labels age with the results they label (not counted: they are not results).
+                conn.execute("DELETE FROM labels WHERE received_at < ?", (now - keep.max_age_s,))
             if keep.max_rows is not None:
                 excess = conn.execute("SELECT count(*) FROM results").fetchone()[0] - keep.max_rows
                 if excess > 0:

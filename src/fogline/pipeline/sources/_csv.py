@@ -57,6 +57,7 @@ class CsvSpec(TableSpec):
         picks = [index[c] for c in columns]
         t_at = None if self.time_column is None else index[self.time_column]
         label_at = None if self.label_column is None else index[self.label_column]
+        id_at = None if self.id_column is None else index[self.id_column]
         width = len(self._header.names)
         name = self.path.name
         with self.path.open(newline="", encoding="utf-8-sig") as file:
@@ -69,7 +70,7 @@ class CsvSpec(TableSpec):
                 if len(record) != width:
                     yield BadRow(position, f"{len(record)} fields, the header has {width}")
                     continue
-                yield _row(record, position, picks, columns, t_at, label_at)
+                yield _row(record, position, picks, columns, t_at, label_at, id_at)
 
 
 def _row(
@@ -79,6 +80,7 @@ def _row(
     columns: tuple[str, ...],
     t_at: int | None,
     label_at: int | None,
+    id_at: int | None = None,
 ) -> Row | BadRow:
     try:
         values = np.array([float(record[i]) for i in picks], dtype=np.float32)
@@ -94,4 +96,5 @@ def _row(
         except ValueError as exc:
             return BadRow(position, f"time: {exc}")
     label = None if label_at is None else record[label_at]
-    return Row(position, values, recorded, label)
+    id_ = None if id_at is None or not record[id_at].strip() else record[id_at].strip()
+    return Row(position, values, recorded, label, id_)

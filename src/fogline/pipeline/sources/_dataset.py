@@ -44,8 +44,8 @@ class _AnyInput(Signature):
 class DatasetSpec(SourceSpec):
     """Replays the items of a data set: ``path`` (``.npz``) or ``function`` (``module:function``).
 
-    Each item is one ``x[i]`` (no batch dimension); when the data set has
-    labels, ``meta["label"]`` is ``str(y[i])``. The data is loaded once, the
+    Each item is one ``x[i]`` (no batch dimension), its id (``meta["id"]``)
+    ``name#i``; when the data set has labels, ``meta["label"]`` is ``str(y[i])``. The data is loaded once, the
     first time :meth:`output` or :meth:`build` needs it, and kept.
 
     >>> import tempfile, pathlib
@@ -172,7 +172,8 @@ class DatasetSource:
             for i in range(len(self._x)):
                 if stop.is_set():
                     return
-                meta: dict[str, Any] = {"position": f"{self._where}#{i}"}
+                where = f"{self._where}#{i}"  # also the id: a late label names the item by it
+                meta: dict[str, Any] = {"position": where, "id": where}
                 if self._y is not None:
                     meta["label"] = str(self._y[i])
                 yield Item(self.name, sequence, time.time(), np.array(self._x[i]), meta)

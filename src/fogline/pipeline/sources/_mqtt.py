@@ -1,7 +1,7 @@
 """The ``mqtt`` source: each message on a topic filter becomes one item.
 
 ``format: json`` takes a list of numbers, or an object ``{"data": [...]}``
-(optionally with a string ``label``), as a float32 vector, reshaped to
+(optionally with a string ``label`` and an ``id``, the item id late labels name), as a float32 vector, reshaped to
 ``shape`` when given. ``format: image`` takes an encoded PNG or JPEG and
 yields RGB uint8 HWC. A payload that cannot be decoded becomes a
 :class:`~fogline.pipeline._item.Corrupt` at ``"mqtt <topic>"`` and the
@@ -26,11 +26,16 @@ from fogline.pipeline._optional import optional
 from fogline.transport.mqtt import BrokerUrl, MqttSubscriber, TopicFilterField
 
 
-def decode_json(payload: bytes, shape: tuple[int, ...] | None) -> tuple[np.ndarray, str | None]:
-    """The float32 array and the label (or None) in a JSON payload; ``ValueError`` says why not.
+def decode_json(
+    payload: bytes, shape: tuple[int, ...] | None
+) -> tuple[np.ndarray, str | None, str | None]:
+    """The float32 array, the label and the item id (or None) in a JSON payload.
 
-    >>> decode_json(b'{"data": [1, 2.5], "label": "ok"}', None)
-    (array([1. , 2.5], dtype=float32), 'ok')
+    ``ValueError`` says why a payload cannot be read. The id is the object's
+    ``"id"``, a string or an integer.
+
+    >>> decode_json(b'{"data": [1, 2.5], "label": "ok", "id": 7}', None)
+    (array([1. , 2.5], dtype=float32), 'ok', '7')
     >>> decode_json(b'[[1, 2], [3, 4]]', None)
     Traceback (most recent call last):
     ...
@@ -40,11 +45,12 @@ def decode_json(payload: bytes, shape: tuple[int, ...] | None) -> tuple[np.ndarr
         body = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"not JSON: {exc}") from exc
-    label = None
+    label = id_ = None
     if isinstance(body, dict):
         if "data" not in body:
             raise ValueError('a JSON object needs a "data" list')
         label = body.get("label") if isinstance(body.get("label"), str) else None
+        id_ = _id_of(body.get("id"))
         body = body["data"]
     if not isinstance(body, list):
         raise ValueError(f"expected a list of numbers, got {type(body).__name__}")
@@ -55,12 +61,21 @@ def decode_json(payload: bytes, shape: tuple[int, ...] | None) -> tuple[np.ndarr
     if shape is not None:
         if array.size != int(np.prod(shape)):
             raise ValueError(f"{array.size} values do not fill shape {shape}")
-        return array.reshape(shape), label
+        return array.reshape(shape), label, id_
     if array.ndim != 1:
         raise ValueError(
             f"expected a flat list of numbers, got shape {array.shape} (set shape: to reshape)"
         )
-    return array, label
+    return array, label, id_
+
+
+def _id_of(value: object) -> str | None:
+    """An item id from JSON: a non-empty string, or an integer written as one."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def decode_image(payload: bytes) -> np.ndarray:
@@ -105,9 +120,11 @@ class MqttSource:
                     if spec.format == "image":
                         data = decode_image(message.payload)
                     else:
-                        data, label = decode_json(message.payload, spec.shape)
+                        data, label, id_ = decode_json(message.payload, spec.shape)
                         if label is not None:
                             meta["label"] = label
+                        if id_ is not None:
+                            meta["id"] = id_
                 except ValueError as exc:
                     yield Corrupt(self.name, position, str(exc))
                     continue

@@ -61,7 +61,8 @@ class ParquetSpec(TableSpec):
         return self
 
     def rows(self, columns: tuple[str, ...]) -> Iterator[Row | BadRow]:
-        extra = [c for c in (self.time_column, self.label_column) if c is not None]
+        named = (self.time_column, self.label_column, self.id_column)
+        extra = [c for c in named if c is not None]
         wanted = list(dict.fromkeys([*columns, *extra]))
         name = self.path.name
         number = 0
@@ -78,6 +79,7 @@ class ParquetSpec(TableSpec):
                 labels = None
                 if self.label_column is not None:
                     labels = batch.column(self.label_column).to_pylist()
+                ids = None if self.id_column is None else batch.column(self.id_column).to_pylist()
                 for i in range(batch.num_rows):
                     number += 1
                     position = f"{name}#row {number}"
@@ -93,7 +95,8 @@ class ParquetSpec(TableSpec):
                             yield BadRow(position, f"time: {exc}")
                             continue
                     label = None if labels is None or labels[i] is None else str(labels[i])
-                    yield Row(position, values[i].copy(), recorded, label)
+                    id_ = None if ids is None or ids[i] is None else str(ids[i])
+                    yield Row(position, values[i].copy(), recorded, label, id_)
 
 
 def _floats(column: Any) -> np.ndarray:

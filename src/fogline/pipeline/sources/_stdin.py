@@ -32,7 +32,7 @@ class StdinSpec(SourceSpec):
     """Float32 vectors from JSON lines on stdin, reshaped to ``shape`` when given.
 
     Each line is a JSON list of numbers or an object with ``"data"`` (and an
-    optional ``"label"``). A line that is not valid JSON, or whose data does
+    optional ``"label"`` and ``"id"``, the item id late labels name). A line that is not valid JSON, or whose data does
     not fit, is reported as :class:`Corrupt` at ``"stdin:LINE"``.
 
     >>> StdinSpec(shape=[2, 3]).output().describe()
@@ -77,26 +77,30 @@ class StdinSource:
                 continue
             position = f"stdin:{number}"
             try:
-                data, label = self._parse(line)
+                data, label, id_ = self._parse(line)
             except ValueError as exc:
                 yield Corrupt(self.name, position, str(exc))
                 continue
             meta: dict[str, Any] = {"position": position}
             if label is not None:
                 meta["label"] = label
+            if id_ is not None:
+                meta["id"] = id_
             yield Item(self.name, sequence, time.time(), data, meta)
             sequence += 1
 
-    def _parse(self, line: str) -> tuple[np.ndarray, str | None]:
+    def _parse(self, line: str) -> tuple[np.ndarray, str | None, str | None]:
         try:
             value = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"not JSON: {exc}") from None
-        label = None
+        label = id_ = None
         if isinstance(value, dict):
             if "data" not in value:
                 raise ValueError('an object needs a "data" list')
             label = None if value.get("label") is None else str(value["label"])
+            if isinstance(value.get("id"), str | int) and not isinstance(value["id"], bool):
+                id_ = str(value["id"]) or None
             value = value["data"]
         if not isinstance(value, list):
             raise ValueError(f"expected a list of numbers, got {type(value).__name__}")
@@ -107,10 +111,10 @@ class StdinSource:
         if self.shape is not None:
             if data.size != int(np.prod(self.shape)):
                 raise ValueError(f"{data.size} numbers do not fill shape {list(self.shape)}")
-            return data.reshape(self.shape), label
+            return data.reshape(self.shape), label, id_
         if data.ndim != 1:
             raise ValueError(f"got shape {list(data.shape)}; set `shape` for non-flat data")
-        return data, label
+        return data, label, id_
 
 
 def _lines(stream: io.TextIOBase | Iterable[str], stop: threading.Event) -> Iterator[str]:

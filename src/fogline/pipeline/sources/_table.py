@@ -37,6 +37,7 @@ class Row:
     values: np.ndarray
     time: float | None = None
     label: str | None = None
+    id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +81,9 @@ def parse_time(value: Any) -> float:
 class TableSpec(SourceSpec):
     """A recorded table: which columns feed the items, and how fast to replay it.
 
-    ``columns`` default to the numeric columns other than ``time_column`` and
-    ``label_column``. ``speed`` 2 replays twice as fast as recorded, 0 as fast
+    ``columns`` default to the numeric columns other than ``time_column``,
+    ``label_column`` and ``id_column`` (each row's item id, which late labels
+    name; rows without one get the pipeline's). ``speed`` 2 replays twice as fast as recorded, 0 as fast
     as possible; without ``time_column`` rows come as fast as possible.
     Subclasses read the header (:meth:`header`) and the rows (:meth:`rows`).
     """
@@ -90,6 +92,7 @@ class TableSpec(SourceSpec):
     columns: list[str] | None = None
     time_column: str | None = None
     label_column: str | None = None
+    id_column: str | None = None
     speed: float = Field(1.0, ge=0)
 
     _header: Header = PrivateAttr()
@@ -107,7 +110,11 @@ class TableSpec(SourceSpec):
     def _check_columns(self) -> TableSpec:
         header = self.header()
         available = ", ".join(header.names) or "none"
-        named = {"time_column": self.time_column, "label_column": self.label_column}
+        named = {
+            "time_column": self.time_column,
+            "label_column": self.label_column,
+            "id_column": self.id_column,
+        }
         for field, column in named.items():
             if column is not None and column not in header.names:
                 raise ValueError(
@@ -124,7 +131,7 @@ class TableSpec(SourceSpec):
                 raise ValueError("columns: name at least one column")
             columns = tuple(self.columns)
         else:
-            skip = {self.time_column, self.label_column}
+            skip = {self.time_column, self.label_column, self.id_column}
             columns = tuple(c for c in header.names if c in header.numeric and c not in skip)
             if not columns:
                 raise ValueError(
@@ -176,6 +183,8 @@ class TableReplay:
                 meta: dict[str, Any] = {"position": row.position}
                 if row.label is not None:
                     meta["label"] = row.label
+                if row.id is not None:
+                    meta["id"] = row.id
                 yield Item(self.name, sequence, captured_at, row.values, meta)
                 sequence += 1
         finally:
