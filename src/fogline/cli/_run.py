@@ -199,12 +199,19 @@ def summary_lines(runner: Pipeline, snap: Snapshot) -> list[str]:
         lines.append(
             f"accuracy {correct / labelled:.2%} ({correct:,} of {labelled:,} labelled items)"
         )
+    if snap.captures:
+        kept = snap.captures
+        parts = ", ".join(f"{kept[o]:,} {o}" for o in ("stored", "capped", "failed") if kept.get(o))
+        lines.append(f"captures: {parts or 'none'}")
     for name, per in snap.sinks.items():
         parts = ", ".join(f"{n:,} {outcome}" for outcome, n in sorted(per.items()))
         lines.append(f"sink {escape(name)}: {parts}")
     if runner.store is not None:
         stats = runner.store.stats()
-        lines.append(f"store {escape(str(runner.store.path))}: {runner.store.count():,} results")
+        held = f"{runner.store.count():,} results"
+        if runner.spec.capture is not None:
+            held += f", {runner.store.capture_count():,} captures ({runner.store.capture_bytes():,} bytes)"
+        lines.append(f"store {escape(str(runner.store.path))}: {held}")
         if runner.spec.outbox is not None:
             lines.append(
                 f"outbox: {stats.delivered:,} delivered, {stats.pending:,} pending, "

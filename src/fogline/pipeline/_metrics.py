@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from fogline.metrics import (
+    CAPTURES,
     END_TO_END,
     PIPELINE_ITEMS,
     PIPELINE_QUEUE_DEPTH,
@@ -81,6 +82,7 @@ class Snapshot:
     sinks: Mapping[str, Mapping[str, int]]  # sink -> written/failed/dropped
     accuracy: tuple[int, int] | None  # (correct, labelled) when items carried labels
     extra: Mapping[str, Any] = field(default_factory=dict)
+    captures: Mapping[str, int] = field(default_factory=dict)  # outcome -> n (capture:)
 
     def total(self, outcome: str) -> int:
         return sum(per.get(outcome, 0) for per in self.counts.values())
@@ -140,6 +142,7 @@ class Metrics:
         self._tallies: list[Tally] = [self._shared]
         self._queues: dict[str, Callable[[], int]] = {}
         self._sinks: dict[str, Counter[str]] = {}
+        self._captures: Counter[str] = Counter()
         self._started = time.monotonic()
         self._stopped: float | None = None
 
@@ -176,6 +179,11 @@ class Metrics:
                 counter = self._sinks[name] = Counter()
             counter[outcome] += n
 
+    def capture(self, outcome: str, n: int = 1) -> None:
+        """Count ``n`` hard examples by ``outcome`` (stored, capped, failed)."""
+        with self._lock:
+            self._captures[outcome] += n
+
     def watch_queue(self, name: str, depth: Callable[[], int]) -> None:
         """Report ``depth()`` as the current depth of queue ``name``."""
         self._queues[name] = depth
@@ -184,6 +192,7 @@ class Metrics:
         with self._lock:
             tallies = list(self._tallies)
             sinks = {name: dict(counter) for name, counter in self._sinks.items()}
+            captures = dict(self._captures)
         correct = sum(t.correct for t in tallies)
         labelled_n = sum(t.labelled for t in tallies)
         labelled = (correct, labelled_n) if labelled_n else None
@@ -209,6 +218,7 @@ class Metrics:
             queues,
             sinks,
             labelled,
+            captures=captures,
         )
 
     # --- Prometheus -----------------------------------------------------------------------
@@ -277,3 +287,12 @@ class _Collector:
         )
         throughput.add_metric([self._pipeline], snap.throughput)
         yield throughput
+        if snap.captures:
+            captures = CounterMetricFamily(
+                CAPTURES,
+                "Hard examples that met capture.when, by outcome (stored, capped, failed).",
+                labels=["pipeline", "outcome"],
+            )
+            for outcome, value in sorted(snap.captures.items()):
+                captures.add_metric([self._pipeline, outcome], value)
+            yield captures

@@ -21,6 +21,7 @@ everything already read is finished, stored and handed on before
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import secrets
@@ -43,12 +44,13 @@ from fogline.errors import (
 )
 from fogline.model import BatchPolicy, Lane, MicroBatcher
 from fogline.pipeline._base import Sink, Source, Stage
+from fogline.pipeline._capture import Capturer
 from fogline.pipeline._item import Corrupt, Item
 from fogline.pipeline._metrics import Metrics, Snapshot, Tally
 from fogline.pipeline._rules import Condition
 from fogline.pipeline._spec import Plan
 from fogline.pipeline.sinks import outbox_encoder
-from fogline.store import OutboxSender, Result, ResultStore, Retention
+from fogline.store import Capture, OutboxSender, Result, ResultStore, Retention
 
 log = logging.getLogger("fogline.pipeline")
 
@@ -147,6 +149,17 @@ class Pipeline:
         #: A short random id for this run: items whose data carries no id are named
         #: ``{run_id}-{source}-{sequence}``, so ids stay unique across restarts.
         self.run_id = secrets.token_hex(4)
+        # Hard examples: the collector decides, the store writer keeps them.
+        self._capture: Capturer | None = None
+        if self.spec.capture is not None:
+            self._capture = Capturer(
+                self.spec.capture,
+                self.spec,
+                plan.model.engine.signature,
+                self._input,
+                (plan.model.name, plan.model.version),
+                self.metrics,
+            )
         self._started = False
         #: Seconds the outbox may keep delivering after the sources have stopped.
         self.drain_outbox_s = 5.0
@@ -177,6 +190,8 @@ class Pipeline:
                 # The pipeline decides each sync result's outbox topic and payload.
                 encode=outbox_encoder(outbox.transport if outbox else None),
             )
+            if self._capture is not None:
+                self._capture.start(self.store)
         workers = [
             _SinkWorker(name, sink_spec.build(), sink_spec.queue, sink_spec.policy, metrics)
             for name, sink_spec in zip(spec.sink_names(), spec.sinks, strict=True)
@@ -362,6 +377,7 @@ class Pipeline:
             bool(rules)
             or isinstance(sync, Condition)
             or any(t.when is not None or t.only_rules for t in targets)
+            or self._capture is not None
         )
         while True:
             entry = self._inflight.get()
@@ -380,6 +396,7 @@ class Pipeline:
                 if done is None:
                     metrics.count(item.source, "held")
                     continue
+                capture: Capture | None = None
                 if not needs_fields:
                     keep, chosen = sync, everyone
                 else:
@@ -399,6 +416,8 @@ class Pipeline:
                         fields.update({rule.name: rule.name in matched for rule in rules})
                     keep = sync(fields) if isinstance(sync, Condition) else sync
                     chosen = [t.name for t in targets if _wants(t, fields)]
+                    if self._capture is not None:
+                        capture = self._capture.consider(done, fields)
             except ItemError as exc:
                 metrics.count(item.source, "errors")
                 self._log_item(item.source, item.position, str(exc))
@@ -418,7 +437,7 @@ class Pipeline:
                 item_id=done.meta.get("id"),
             )
             metrics.observe("postprocess", time.monotonic() - now)
-            self._stored.put((result, done.t0, chosen))
+            self._stored.put((result, done.t0, chosen, capture))
         self._stored.put(_DONE)
 
     @staticmethod
@@ -441,31 +460,42 @@ class Pipeline:
         next_retention = time.monotonic() + retention_every
         done = False
         while not done:
-            batch: list[tuple[Result, float, list[str]]]
+            batch: list[tuple[Result, float, list[str], Capture | None]]
             batch, done = _take_batch(self._stored, 512)
             if not batch:
                 continue
             if store is not None:
                 started = time.monotonic()
                 try:
-                    store.add([result for result, _, _ in batch])
+                    ids = store.add([result for result, *_ in batch])
                 except StoreError as exc:
-                    for result, _, _ in batch:
+                    for result, *_ in batch:
                         metrics.count(result.source, "failed")
                     log.error("store: %d result(s) could not be stored: %s", len(batch), exc)
+                    if self._capture is not None:
+                        self._capture.lost([c for *_, c in batch if c is not None], str(exc))
                     continue
+                if self._capture is not None:  # after the results: each links to its result's id
+                    captures = [
+                        dataclasses.replace(c, result_id=i)
+                        for i, (*_, c) in zip(ids, batch, strict=True)
+                        if c is not None
+                    ]
+                    self._capture.write(store, captures)
                 stored_at = time.monotonic()
                 metrics.observe("store", stored_at - started)
                 if stored_at >= next_retention:
                     next_retention = stored_at + retention_every
                     _retain(store)
+                    if self._capture is not None:
+                        self._capture.after_retention(store)
             stored_at = time.monotonic()
-            per_source = Counter(result.source for result, _, _ in batch)
+            per_source = Counter(result.source for result, *_ in batch)
             for source, n in per_source.items():
                 metrics.count(source, "processed", n)
-            for _, t0, _ in batch:
+            for _, t0, *_ in batch:
                 metrics.observe("end_to_end", stored_at - t0)
-            for result, _, chosen in batch:
+            for result, _, chosen, _ in batch:
                 for name in chosen:
                     by_name[name].offer(result)
 

@@ -41,6 +41,7 @@ from fogline.pipeline._base import (
     _shape_text,
     existing,
 )
+from fogline.pipeline._capture import CaptureSpec, check_capture
 from fogline.pipeline._optional import optional
 from fogline.pipeline._rules import BASE_NAMES, Condition, Rule
 from fogline.pipeline.sinks._basic import fields_of
@@ -135,6 +136,7 @@ class PipelineSpec(Spec):
     sinks: list[SinkUnion] = Field(default_factory=list)
     store: StoreSpec | Literal[False] = StoreSpec()
     outbox: OutboxSpec | None = None
+    capture: CaptureSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -346,6 +348,7 @@ def _check(spec: PipelineSpec, opened: OpenedModel) -> Plan:
                 f"outbox.transport: the template uses {', '.join(sorted(unknown))}, "
                 "which no result has"
             )
+    check_capture(spec, signature, fields)
     return Plan(spec, opened, rules, fields, arrival)
 
 

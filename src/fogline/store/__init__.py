@@ -19,6 +19,7 @@ results (the agent's telemetry) go in with :meth:`ResultStore.queue`.
 [{'label': 4}]
 """
 
+from fogline.store._captures import Capture, CaptureRecord
 from fogline.store._database import open_database
 from fogline.store._jsonl import JsonlTransport, read_deduplicated
 from fogline.store._labels import LiveAccuracy, StoredLabel
@@ -44,6 +45,8 @@ from fogline.store._store import (
 __all__ = [
     "OUTBOX_POLICIES",
     "SCHEMA_VERSION",
+    "Capture",
+    "CaptureRecord",
     "JsonlTransport",
     "LiveAccuracy",
     "OutboxMessage",

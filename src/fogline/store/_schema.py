@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
+from fogline.store._captures import CAPTURES_TABLE
 from fogline.store._database import Migration
 from fogline.store._result import record_from_row, result_message
 
@@ -119,7 +120,13 @@ CREATE INDEX labels_received_at ON labels (received_at)
 """
 
 #: The schema, one step per version: ``MIGRATIONS[n]`` takes version ``n`` to ``n + 1``.
-MIGRATIONS: tuple[Migration, ...] = (_SCHEMA_V1, _ADD_POSITION, _plain_outbox, _LABELS)
+MIGRATIONS: tuple[Migration, ...] = (
+    _SCHEMA_V1,
+    _ADD_POSITION,
+    _plain_outbox,
+    _LABELS,
+    CAPTURES_TABLE,  # "captures": hard examples (model input + answer) for retraining
+)
 
 #: The schema this code writes; ``PRAGMA user_version`` of a store it created.
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 from fogline.errors import ConfigError, OutboxFull, StoreError
 from fogline.store import _labels
+from fogline.store._captures import CaptureStore, retain_captures
 from fogline.store._database import open_database
 from fogline.store._labels import LiveAccuracy, StoredLabel
 from fogline.store._result import (
@@ -83,7 +84,7 @@ class OutboxStats:
     dropped: int
 
 
-class ResultStore:
+class ResultStore(CaptureStore):
     """Results and their outbox in one SQLite file (WAL); see the module docstring.
 
     The outbox holds plain :class:`OutboxMessage` values (topic, payload
@@ -406,6 +407,7 @@ class ResultStore:
                         f" WHERE {deletable} ORDER BY id LIMIT ?)",
                         (excess,),
                     ).rowcount
+            retain_captures(conn, keep.max_age_s, keep.max_rows, now)  # not counted in `deleted`
         return deleted
 
     # -- outbox --------------------------------------------------------------------
