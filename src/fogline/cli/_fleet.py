@@ -218,7 +218,28 @@ def deploy(
     ),
     max_error_rate: float | None = typer.Option(0.05, "--max-error-rate", min=0.0, max=1.0),
     max_p99_ms: float | None = typer.Option(None, "--max-p99-ms", min=0.0),
-    min_accuracy: float | None = typer.Option(None, "--min-accuracy", min=0.0, max=1.0),
+    min_accuracy: float | None = typer.Option(
+        None,
+        "--min-accuracy",
+        min=0.0,
+        max=1.0,
+        help="Each device of a wave must show at least this accuracy: live, on its own traffic "
+        "from late labels (once --min-labelled items), else on the release's canary set.",
+    ),
+    min_labelled: int = typer.Option(
+        100, "--min-labelled", min=1, help="Labelled items live accuracy must rest on to count."
+    ),
+    accept_estimate: bool = typer.Option(
+        False,
+        "--accept-estimate",
+        help="Let the accuracy estimate (from confidence, not measured) decide --min-accuracy "
+        "where a device has no measured figure; without it the wave waits for one.",
+    ),
+    no_drift_alarm: bool = typer.Option(
+        False,
+        "--no-drift-alarm",
+        help="Roll back if any device of a wave reports a drift alarm on the new version.",
+    ),
     require_telemetry: bool = typer.Option(
         True,
         "--require-telemetry/--no-require-telemetry",
@@ -247,6 +268,9 @@ def deploy(
             "max_error_rate": max_error_rate,
             "max_p99_ms": max_p99_ms,
             "min_accuracy": min_accuracy,
+            "min_labelled": min_labelled,
+            "accept_estimate": accept_estimate,
+            "no_drift_alarm": no_drift_alarm,
             "require_telemetry": require_telemetry,
         },
     }
@@ -290,9 +314,26 @@ def _describe(d: dict[str, Any], now: float | None = None) -> Group:
     bake = d.get("bake")
     if d["status"] == "running" and bake:
         lines.append(Text(f"  bake: {_bake(bake, now)}"))
+    lines += [Text(f"  {line}") for line in _gates(d.get("gates"))]
     if d.get("reason"):
         lines.append(Text(f"  reason: {d['reason']}"))
     return Group(*lines)
+
+
+def _gates(gates: dict[str, Any] | None) -> list[str]:
+    """The model's gates of the current wave: which accuracy figure each device is judged on."""
+    if not gates:
+        return []
+    lines = []
+    accuracy = gates.get("accuracy")
+    if accuracy:
+        used = [f["text"] for f in accuracy["used"]]
+        lines += [f"accuracy: {text}" for text in used]
+        lines += [f"accuracy: waiting for {text}" for text in accuracy["waiting"]]
+    drift = gates.get("drift")
+    if drift is not None:
+        lines.append(f"drift: {drift['alarm'] or 'no alarm on the new version so far'}")
+    return lines
 
 
 def _bake(bake: dict[str, Any], now: float) -> str:

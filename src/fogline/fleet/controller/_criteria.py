@@ -1,8 +1,9 @@
 """What a wave's devices must show before a rollout goes on: :class:`Criteria`.
 
 Judged on the telemetry the registry holds for the wave (error rate, p99
-latency, accuracy on the release's canary set) once its bake is over; see
-:mod:`fogline.fleet.controller._rollout` for when.
+latency) once its bake is over; see :mod:`fogline.fleet.controller._rollout`
+for when. The gates on the model's health (accuracy: live, on the canary set
+or estimated; drift alarms) are judged by :mod:`fogline.fleet.controller._model_gates`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ class Criteria(BaseModel):
     max_error_rate: float | None = Field(default=0.05, ge=0, le=1)
     max_p99_ms: float | None = Field(default=None, gt=0)
     min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    #: Labelled items live accuracy must rest on before it counts for ``min_accuracy``.
+    min_labelled: int = Field(default=100, ge=1)
+    #: Whether an accuracy estimate (not measured) may decide ``min_accuracy`` alone.
+    accept_estimate: bool = False
+    #: Fail the wave on any drift alarm its devices report on the new version.
+    no_drift_alarm: bool = False
     require_telemetry: bool = True
 
     def describe(self) -> str:
@@ -41,7 +48,13 @@ class Criteria(BaseModel):
         if self.max_p99_ms is not None:
             parts.append(f"p99 ≤ {self.max_p99_ms:g} ms")
         if self.min_accuracy is not None:
-            parts.append(f"canary-set accuracy ≥ {self.min_accuracy:.1%}")
+            parts.append(
+                f"accuracy ≥ {self.min_accuracy:.1%} (live on ≥ {self.min_labelled} labelled "
+                "items, or the canary set"
+                + (", or else the estimate)" if self.accept_estimate else "; not the estimate)")
+            )
+        if self.no_drift_alarm:
+            parts.append("no drift alarm")
         if self.require_telemetry:
             parts.append("telemetry from every device covering the bake")
         elif not parts:
@@ -51,9 +64,9 @@ class Criteria(BaseModel):
         return "; ".join(parts)
 
     def judge(self, devices: Sequence[str], rows: Sequence[dict[str, Any]]) -> str | None:
-        """None when the rows meet every criterion, else why not.
+        """None when the rows meet the error-rate and latency criteria, else why not.
 
-        >>> rows = [{"device_id": "a", "items": 100, "errors": 9, "p99_ms": 12.0, "accuracy": None}]
+        >>> rows = [{"device_id": "a", "items": 100, "errors": 9, "p99_ms": 12.0}]
         >>> Criteria(max_error_rate=0.05).judge(["a"], rows)
         'error rate 9.0% over 100 items > 5.0%'
         >>> Criteria(max_p99_ms=10).judge(["a"], rows)
@@ -69,18 +82,4 @@ class Criteria(BaseModel):
             for row in rows:
                 if row["p99_ms"] is not None and row["p99_ms"] > self.max_p99_ms:
                     return f"p99 {row['p99_ms']:.1f} ms on {row['device_id']} > {self.max_p99_ms:.1f} ms"
-        if self.min_accuracy is not None:
-            for row in rows:
-                if row["accuracy"] is not None and row["accuracy"] < self.min_accuracy:
-                    return (
-                        f"accuracy {row['accuracy']:.2%} on {row['device_id']} "
-                        f"< {self.min_accuracy:.2%}"
-                    )
         return None
-
-    def waiting_for(self, devices: Sequence[str], rows: Sequence[dict[str, Any]]) -> list[str]:
-        """Devices whose accuracy on the canary set is still needed before :meth:`judge` decides."""
-        if self.min_accuracy is None:
-            return []
-        reported = {row["device_id"] for row in rows if row["accuracy"] is not None}
-        return [device for device in devices if device not in reported]

@@ -46,6 +46,8 @@ class Deployment:
     updated: float
     devices: tuple[DeploymentDevice, ...]
     bake: BakeProgress | None = None  # filled by Rollouts.get while the current wave bakes
+    #: The model's gates of the current wave (accuracy figures used, a drift alarm), by Rollouts.get.
+    gates: dict[str, Any] | None = None
 
     @property
     def waves(self) -> int:
@@ -77,6 +79,7 @@ class Deployment:
             "counts": self.counts(),
             "devices": [d.__dict__ for d in self.devices],
             "bake": None if self.bake is None else self.bake.to_dict(),
+            "gates": self.gates,
         }
 
 

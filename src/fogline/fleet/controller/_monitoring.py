@@ -30,6 +30,7 @@ MONITORING_SCHEMA = """
 CREATE TABLE monitoring (
     device_id  TEXT NOT NULL,
     time       REAL NOT NULL,
+    received   REAL NOT NULL,
     release    TEXT NOT NULL,
     version    TEXT,
     kind       TEXT NOT NULL,
@@ -44,7 +45,8 @@ CREATE TABLE monitoring (
 CREATE INDEX monitoring_device ON monitoring (device_id, time);
 CREATE INDEX monitoring_release ON monitoring (release, time)
 """
-# What the columns hold, by kind (drift, live, estimate, labels, captures): ``key`` is the
+# ``time`` is the device's stamp, ``received`` the controller's clock when the report came in
+# (what a rollout's bake goes by). What the other columns hold, by kind (drift, live, estimate, labels, captures): ``key`` is the
 # drift stage, the model version of a live figure or an estimate, or the outcome of labels and
 # captures; ``detector`` a drift stage's detector; ``window`` and ``metric`` a live figure's
 # window (items) and metric (accuracy or mae); ``value`` the score, figure, estimate or count;
@@ -52,7 +54,7 @@ CREATE INDEX monitoring_release ON monitoring (release, time)
 # ``alarm`` 1 when a drift stage's alarm was up as the agent read it.
 
 _COLUMNS = (
-    "device_id", "time", "release", "version", "kind", "key", "detector", "window", "metric",
+    "device_id", "time", "received", "release", "version", "kind", "key", "detector", "window", "metric",
     "value", "count", "alarm",
 )  # fmt: skip
 #: Kinds of reading, as stored and as the API names them.
@@ -99,8 +101,8 @@ def store_monitoring(
             continue
         version = report.versions.get(release)
         for row in readings(metrics.monitoring):
-            values = tuple(row[c] for c in _COLUMNS[4:])
-            rows.append((report.device_id, report.time, release, version, *values))
+            values = tuple(row[c] for c in _COLUMNS[5:])
+            rows.append((report.device_id, report.time, now, release, version, *values))
         for d in metrics.monitoring.drift:
             if d.alarms <= 0:
                 continue
@@ -141,11 +143,19 @@ def monitoring_rows(
     version: str | None = None,
     kinds: Sequence[str] | None = None,
     since: float = 0.0,
+    received_since: float | None = None,
     limit: int = 20000,
 ) -> list[dict[str, Any]]:
-    """Stored readings, oldest first; ``query`` is :meth:`Registry.query`."""
+    """Stored readings, oldest first; ``query`` is :meth:`Registry.query`.
+
+    ``since`` goes by the devices' stamps (charts); ``received_since`` by when
+    the controller received them (a bake).
+    """
     sql = f"SELECT {', '.join(_COLUMNS)} FROM monitoring WHERE time >= ?"
     args: list[object] = [since]
+    if received_since is not None:
+        sql += " AND received >= ?"
+        args.append(received_since)
     if release is not None:
         sql += " AND release = ?"
         args.append(release)

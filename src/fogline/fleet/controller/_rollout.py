@@ -11,8 +11,10 @@ controller simply carries on.
 A wave passes when every device in it runs the new version and is healthy,
 then bakes: for ``bake_seconds`` every device must keep sending telemetry on
 that version, with no silence (see :mod:`fogline.fleet.controller._bake`), and what it
-sent must meet the criteria (error rate, p99 latency, accuracy on the
-release's canary set). A silent device extends the bake by up to
+sent must meet the criteria (error rate, p99 latency, and accuracy: live on
+its own traffic, on the release's canary set, or estimated; see
+:mod:`fogline.fleet.controller._model_gates`). A drift alarm on the new
+version fails a wave that asks for none at once. A silent device extends the bake by up to
 ``timeout_seconds``; an operator who wants a bake on time alone says so
 with ``require_telemetry=False``. A device that fails or refuses the
 release, a failed criterion, a wave that does not converge within
@@ -36,6 +38,7 @@ from fogline.errors import ConfigError, Conflict
 from fogline.fleet.controller._bake import DEFAULT_PERIOD, BakeProgress, Report, bake_progress
 from fogline.fleet.controller._criteria import Criteria
 from fogline.fleet.controller._deployment import Deployment, DeploymentDevice
+from fogline.fleet.controller._model_gates import Wave, accuracy_gate, drift_alarm
 from fogline.fleet.controller._plan import RolloutPlan
 from fogline.fleet.controller._registry import Device, Registry, _chunks
 from fogline.protocol import DesiredState
@@ -76,6 +79,10 @@ class Rollouts:
         found = self._deployment(rows[0])
         if found.status == "running" and found.converged_at is not None:
             found = replace(found, bake=self._bake(found, self.clock()))
+        if found.wave_started is not None and (
+            found.criteria.min_accuracy is not None or found.criteria.no_drift_alarm
+        ):
+            found = replace(found, gates=self._gates(found))
         return found
 
     def list(self, *, status: str | None = None) -> list[Deployment]:
@@ -236,6 +243,9 @@ class Rollouts:
                 broken.append(x.device_id)
         self._mark(d.id, arrived, "converged", now)
         self._mark(d.id, broken, "failed", now)
+        if not failures and d.criteria.no_drift_alarm:  # judged at once, bake or not
+            alarm = drift_alarm(self._wave(d), self.registry.query)
+            failures += [] if alarm is None else [alarm]
         if failures:
             self._roll_back(d, "; ".join(failures))
             return
@@ -269,14 +279,18 @@ class Rollouts:
                 return
         rows = self.registry.metrics(devices=ids, release=d.release, since=d.wave_started)
         rows = [row for row in rows if row["version"] == d.version]
-        missing = d.criteria.waiting_for(ids, rows)
-        if missing:
+        gate = accuracy_gate(d.criteria, self._wave(d), rows, self.registry.query)
+        if gate is not None and gate.failure is None and gate.waiting:
             if now > deadline:
                 self._roll_back(
-                    d, f"no accuracy on the canary set on {d.version} from {', '.join(missing)}"
+                    d, f"no accuracy figure that counts on {d.version}: {'; '.join(gate.waiting)}"
                 )
             return
-        failed = d.criteria.judge(ids, rows)
+        failed = d.criteria.judge(ids, rows) or (None if gate is None else gate.failure)
+        if failed is None and gate is not None:
+            self.registry.event(
+                "gate", f"wave {d.wave + 1} of {d.waves}: {gate.passed_text()}", deployment=d.id
+            )
         if failed is not None:
             self._roll_back(d, failed)
         elif d.wave + 1 < d.waves:
@@ -327,6 +341,31 @@ class Rollouts:
             now=now,
             periods=periods,
         )
+
+    def _wave(self, d: Deployment) -> Wave:
+        wave = [x for x in d.devices if x.wave == d.wave]
+        return Wave(
+            d.release,
+            d.version,
+            [x.device_id for x in wave],
+            {x.device_id: x.previous for x in wave},
+            d.wave_started or 0.0,
+        )
+
+    def _gates(self, d: Deployment) -> dict[str, Any]:
+        """Where the model's gates of the current wave stand: the figures used, a drift alarm."""
+        wave = self._wave(d)
+        gates: dict[str, Any] = {"accuracy": None, "drift": None}
+        if d.criteria.min_accuracy is not None:
+            rows = self.registry.metrics(
+                devices=list(wave.devices), release=d.release, since=wave.started
+            )
+            rows = [row for row in rows if row["version"] == d.version]
+            gate = accuracy_gate(d.criteria, wave, rows, self.registry.query)
+            gates["accuracy"] = None if gate is None else gate.to_dict()
+        if d.criteria.no_drift_alarm:
+            gates["drift"] = {"alarm": drift_alarm(wave, self.registry.query)}
+        return gates
 
     def _assign(self, d: Deployment, wave: Sequence[DeploymentDevice], now: float) -> None:
         ids = [x.device_id for x in wave]
