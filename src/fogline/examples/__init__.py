@@ -97,11 +97,41 @@ def digits_stream() -> tuple[np.ndarray, np.ndarray]:
     return raw, labels
 
 
+#: Where :func:`digits_drifting_stream` changes: the index of its first changed image.
+DRIFT_AT = 1797 - TRAIN_SIZE
+
+
+def digits_drifting_stream(change: str = "shift") -> tuple[np.ndarray, np.ndarray]:
+    """:func:`digits_stream`, then the same images changed: a stream that drifts at :data:`DRIFT_AT`.
+
+    ``change`` is ``shift`` (moved two pixels to the right, as a knocked
+    camera would) or ``invert`` (light digits on dark: ``16 - x``). Labels
+    stay, so accuracy after the change can be measured.
+
+    >>> pixels, labels = digits_drifting_stream()
+    >>> pixels.shape, len(labels), DRIFT_AT
+    ((1194, 8, 8), 1194, 597)
+    >>> bool((pixels[DRIFT_AT][:, 2:] == pixels[0][:, :-2]).all())
+    True
+    """
+    raw, labels = digits_stream()
+    if change == "shift":
+        changed = np.zeros_like(raw)
+        changed[:, :, 2:] = raw[:, :, :-2]
+    elif change == "invert":
+        changed = (16 - raw).astype(np.uint8)
+    else:
+        raise DataError(f"unknown change {change!r}; use 'shift' or 'invert'")
+    return np.concatenate([raw, changed]), np.concatenate([labels, labels])
+
+
 __all__ = [
+    "DRIFT_AT",
     "LABELS",
     "PIXEL_SCALE",
     "digits_calibration",
     "digits_device_data",
+    "digits_drifting_stream",
     "digits_eval",
     "digits_learner_path",
     "digits_model_path",

@@ -17,10 +17,15 @@ from fogline.monitor._accuracy import (
     ConfidenceCalibration,
     WindowFigure,
 )
+from fogline.monitor._drift import DETECTORS, Detector, DriftState, make_detector
 
 __all__: list[str] = [
+    "DETECTORS",
     "AccuracyEstimator",
     "AccuracyWindows",
     "ConfidenceCalibration",
+    "Detector",
+    "DriftState",
     "WindowFigure",
+    "make_detector",
 ]

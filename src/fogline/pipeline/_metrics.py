@@ -29,6 +29,9 @@ import numpy as np
 
 from fogline.metrics import (
     CAPTURES,
+    DRIFT_ALARM,
+    DRIFT_ALARMS,
+    DRIFT_SCORE,
     END_TO_END,
     PIPELINE_ITEMS,
     PIPELINE_QUEUE_DEPTH,
@@ -93,6 +96,16 @@ class Snapshot:
         return self.total("processed") / self.elapsed if self.elapsed > 0 else 0.0
 
 
+@dataclass(frozen=True)
+class DriftReading:
+    """A drift step's latest test: its detector, score, whether the alarm is up, alarms so far."""
+
+    detector: str
+    score: float
+    alarm: bool
+    alarms: int
+
+
 class Tally:
     """Counts and latencies written by one thread only; :meth:`Metrics.snapshot` sums them."""
 
@@ -143,6 +156,7 @@ class Metrics:
         self._queues: dict[str, Callable[[], int]] = {}
         self._sinks: dict[str, Counter[str]] = {}
         self._captures: Counter[str] = Counter()
+        self._drift: dict[str, DriftReading] = {}
         self._started = time.monotonic()
         self._stopped: float | None = None
 
@@ -184,6 +198,13 @@ class Metrics:
         with self._lock:
             self._captures[outcome] += n
 
+    def drift(self, stage: str, detector: str, score: float, alarm: bool, raised: bool) -> None:
+        """Record a drift step's latest test; ``raised`` counts one alarm (see ``stages.DriftSpec``)."""
+        with self._lock:
+            before = self._drift.get(stage)
+            alarms = (before.alarms if before else 0) + raised
+            self._drift[stage] = DriftReading(detector, score, alarm, alarms)
+
     def watch_queue(self, name: str, depth: Callable[[], int]) -> None:
         """Report ``depth()`` as the current depth of queue ``name``."""
         self._queues[name] = depth
@@ -193,6 +214,7 @@ class Metrics:
             tallies = list(self._tallies)
             sinks = {name: dict(counter) for name, counter in self._sinks.items()}
             captures = dict(self._captures)
+            drift = dict(self._drift)
         correct = sum(t.correct for t in tallies)
         labelled_n = sum(t.labelled for t in tallies)
         labelled = (correct, labelled_n) if labelled_n else None
@@ -218,6 +240,7 @@ class Metrics:
             queues,
             sinks,
             labelled,
+            extra={"drift": drift} if drift else {},
             captures=captures,
         )
 
@@ -296,3 +319,21 @@ class _Collector:
             for outcome, value in sorted(snap.captures.items()):
                 captures.add_metric([self._pipeline, outcome], value)
             yield captures
+        yield from _drift_families(self._pipeline, snap.extra.get("drift", {}))
+
+
+def _drift_families(pipeline: str, readings: Mapping[str, DriftReading]) -> Iterator[Any]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    if not readings:
+        return
+    labels = ["pipeline", "stage", "detector"]
+    score = GaugeMetricFamily(DRIFT_SCORE, "Latest score of each drift step.", labels=labels)
+    alarm = GaugeMetricFamily(DRIFT_ALARM, "1 while a drift step's alarm is raised.", labels=labels)
+    alarms = CounterMetricFamily(DRIFT_ALARMS, "Alarms raised by each drift step.", labels=labels)
+    for stage, reading in sorted(readings.items()):
+        values = [pipeline, stage, reading.detector]
+        score.add_metric(values, reading.score)
+        alarm.add_metric(values, float(reading.alarm))
+        alarms.add_metric(values, reading.alarms)
+    yield from (score, alarm, alarms)

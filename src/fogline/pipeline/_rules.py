@@ -5,8 +5,9 @@ A :class:`Condition` is parsed once, when the spec is loaded, by
 ``and``/``or``/``not``, arithmetic, ``in``, indexing (``top_k[0]["score"]``),
 comprehensions over lists (``any(d["label"] == "person" for d in
 detections)``) and a few functions (``abs``, ``min``, ``max``, ``len``,
-``round``, ``any``, ``all``), with no attribute access and no imports, so a
-pipeline file cannot run code. The names it uses are checked against what
+``round``, ``any``, ``all``), with no imports and no attribute access but
+one: ``drift.alarm`` reads key ``alarm`` of a mapping field (``drift["alarm"]``),
+so a pipeline file cannot run code. The names it uses are checked against what
 the pipeline's post-processing produces, so a typo fails at load time.
 
 Evaluation is single-threaded: the runner evaluates every condition on its
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from simpleeval import EvalWithCompoundTypes, NameNotDefined
+from simpleeval import EvalWithCompoundTypes, FeatureNotAvailable, NameNotDefined
 
 from fogline.errors import ConfigError, ItemError
 
@@ -37,6 +38,19 @@ _FUNCTIONS = {
 }
 
 
+class _Evaluator(EvalWithCompoundTypes):  # type: ignore[misc]
+    """simpleeval with ``a.b`` meaning ``a["b"]`` on mappings, and refused on anything else."""
+
+    def _eval_attribute(self, node: ast.Attribute) -> Any:
+        value = self._eval(node.value)
+        if not isinstance(value, Mapping):
+            raise FeatureNotAvailable(f"`.{node.attr}` reads a key of a mapping, not of {value!r}")
+        try:
+            return value[node.attr]
+        except KeyError:
+            raise FeatureNotAvailable(f"no key {node.attr!r} in {value!r}") from None
+
+
 @dataclass(frozen=True)
 class Condition:
     """A boolean expression over a result's fields, parsed and checked once.
@@ -49,6 +63,8 @@ class Condition:
     >>> person = Condition('any(d["label"] == "person" and d["score"] > 0.5 for d in detections)')
     >>> sorted(person.names), person({"detections": [{"label": "person", "score": 0.7}]})
     (['detections'], True)
+    >>> Condition("drift.alarm and score < 0.5")({"drift": {"alarm": True}, "score": 0.3})
+    True
     >>> Condition("score >")
     Traceback (most recent call last):
     ...
@@ -57,13 +73,15 @@ class Condition:
 
     text: str
     names: frozenset[str] = field(init=False, compare=False)
+    #: ``(name, key)`` of each ``name.key`` the condition reads.
+    keys: frozenset[tuple[str, str]] = field(init=False, compare=False)
     _tree: ast.Expr = field(init=False, repr=False, compare=False)
     _evaluator: EvalWithCompoundTypes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.text, str) or not self.text.strip():
             raise ConfigError("a condition must be a non-empty expression")
-        evaluator = EvalWithCompoundTypes(functions=_FUNCTIONS)
+        evaluator = _Evaluator(functions=_FUNCTIONS)
         try:
             tree = evaluator.parse(self.text.strip())
         except SyntaxError as exc:
@@ -81,16 +99,32 @@ class Condition:
         object.__setattr__(self, "_tree", tree)
         object.__setattr__(self, "_evaluator", evaluator)
         object.__setattr__(self, "names", frozenset(names))
+        keys = {
+            (node.value.id, node.attr)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+        }
+        object.__setattr__(self, "keys", frozenset(keys))
 
     def check(self, known: frozenset[str]) -> None:
-        """Raise :class:`ConfigError` if the condition uses a name no result will have."""
+        """Raise :class:`ConfigError` if the condition uses a name no result will have.
+
+        ``known`` may hold ``name.key`` entries: the keys of a mapping field
+        (``drift.alarm``); ``name.key`` is accepted only for those.
+        """
         unknown = sorted(self.names - known - BASE_NAMES)
         if unknown:
-            have = ", ".join(sorted(known | BASE_NAMES))
+            have = ", ".join(sorted(k for k in known | BASE_NAMES if "." not in k))
             raise ConfigError(
                 f"the condition {self.text!r} uses {', '.join(unknown)}, which no result has "
                 f"(results have: {have})"
             )
+        for name, key in sorted(self.keys):
+            if name not in known or f"{name}.{key}" in known:
+                continue  # a comprehension's variable, or a key the field has
+            keys = sorted(k.partition(".")[2] for k in known if k.startswith(name + "."))
+            has = f"{name} has {', '.join(keys)}" if keys else f"{name} is not a mapping"
+            raise ConfigError(f"the condition {self.text!r} reads {name}.{key}, but {has}")
 
     def __call__(self, values: Mapping[str, Any]) -> bool:
         """Evaluate on ``values``; a name the result lacks or a type clash is an :class:`ItemError`."""

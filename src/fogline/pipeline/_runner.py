@@ -214,6 +214,9 @@ class Pipeline:
             metrics.watch_queue(f"sink:{worker.name}", worker.queue.qsize)
             worker.thread.start()
         post = [step.build(self.plan.model.engine.signature) for step in spec.postprocess]
+        for stage in post:  # steps that report events (drift) reach the metrics through this
+            if callable(bind := getattr(stage, "bind_metrics", None)):
+                bind(metrics)
         collector = threading.Thread(
             target=self._collect, args=(post, targets), name="fogline-collector", daemon=True
         )

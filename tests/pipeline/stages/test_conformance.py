@@ -297,6 +297,11 @@ POST: dict[str, PostExample] = {
         lambda rng: {"anomaly": bool(rng.integers(2))},
         frozenset({"anomaly"}),
     ),
+    "drift": PostExample(
+        {"on": "err", "detector": "ks", "reference": {"items": 20}, "every": 4},
+        (TensorSpec("err", "float32", ("batch", 4)),),
+        lambda rng: {"err": rng.uniform(0, 1, 4).astype(np.float32)},
+    ),
 }
 
 
@@ -331,8 +336,11 @@ def test_check_names_only_keys_that_are_written(kind: str) -> None:
     results = [item.result for item in _post_stream(kind, "a", 3) if stage(item) is not None]
     # Assert
     assert example.produced <= known
+    keys = {k for k in known if "." not in k}  # "drift.alarm": key alarm of result["drift"]
     for result in results:
-        assert known <= set(result), f"{kind}: check() promised {sorted(known - set(result))}"
+        assert keys <= set(result), f"{kind}: check() promised {sorted(keys - set(result))}"
+        for name, _, key in (k.partition(".") for k in known - keys):
+            assert key in result[name], f"{kind}: check() promised {name}.{key}"
         json.dumps(result, allow_nan=False)
         _assert_plain(result)
 

@@ -9,7 +9,7 @@ is checked end to end at load time: image steps (resize, letterbox, crop,
 colour), tensor steps (normalize, layout, cast, reshape) and sensor steps
 (window, fft, bands, scale). Post-processing (``POST_SPECS``) reads model
 outputs and writes JSON-able ``item.result`` keys: classify, yolo, ssd,
-nms, anomaly, smooth, debounce. Stateful steps (window, anomaly baselines,
+nms, anomaly, smooth, debounce, drift. Stateful steps (window, anomaly baselines,
 smooth, debounce) keep their state per source.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 from fogline.pipeline._base import PostprocessSpec, PreprocessSpec
 from fogline.pipeline.stages._classify import AnomalySpec, Baseline, ClassifySpec
 from fogline.pipeline.stages._detect import NmsSpec, SsdSpec, YoloSpec, nms
+from fogline.pipeline.stages._drift import DriftSpec
 from fogline.pipeline.stages._image import ColourSpec, CropSpec, LetterboxSpec, ResizeSpec
 from fogline.pipeline.stages._signal import BandsSpec, FftSpec, ScaleSpec, WindowSpec
 from fogline.pipeline.stages._temporal import DebounceSpec, SmoothSpec
@@ -34,6 +35,7 @@ __all__ = [
     "ColourSpec",
     "CropSpec",
     "DebounceSpec",
+    "DriftSpec",
     "FftSpec",
     "LayoutSpec",
     "LetterboxSpec",
@@ -74,4 +76,5 @@ POST_SPECS: tuple[type[PostprocessSpec], ...] = (
     AnomalySpec,
     SmoothSpec,
     DebounceSpec,
+    DriftSpec,
 )
