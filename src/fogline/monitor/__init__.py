@@ -17,15 +17,30 @@ from fogline.monitor._accuracy import (
     ConfidenceCalibration,
     WindowFigure,
 )
+from fogline.monitor._checkpoint import CheckpointHeader, read_header
 from fogline.monitor._drift import DETECTORS, Detector, DriftState, make_detector
+from fogline.monitor._online import (
+    OUTPUTS,
+    OnlineEngine,
+    OnlineSpec,
+    build_estimator,
+    open_online,
+)
 
 __all__: list[str] = [
     "DETECTORS",
+    "OUTPUTS",
     "AccuracyEstimator",
     "AccuracyWindows",
+    "CheckpointHeader",
     "ConfidenceCalibration",
     "Detector",
     "DriftState",
+    "OnlineEngine",
+    "OnlineSpec",
     "WindowFigure",
+    "build_estimator",
     "make_detector",
+    "open_online",
+    "read_header",
 ]

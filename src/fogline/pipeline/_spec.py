@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
-from pydantic.functional_validators import AfterValidator
+from pydantic.functional_validators import AfterValidator, BeforeValidator
 
 from fogline.errors import ConfigError, FoglineError
 from fogline.model import OpenedModel, TensorSpec, open_model
@@ -42,6 +42,7 @@ from fogline.pipeline._base import (
     existing,
 )
 from fogline.pipeline._capture import CaptureSpec, check_capture
+from fogline.pipeline._online import open_online_model
 from fogline.pipeline._optional import optional
 from fogline.pipeline._rules import BASE_NAMES, Condition, Rule
 from fogline.pipeline.sinks._basic import fields_of
@@ -73,14 +74,35 @@ def _parses(value: str) -> str:
     return value
 
 
+def _texts(value: Any) -> Any:
+    """Class names as strings: YAML's ``[0, 1]`` and ``["0", "1"]`` name the same classes."""
+    if isinstance(value, list) and all(isinstance(v, str | int) for v in value):
+        return [str(v) for v in value]
+    return value
+
+
+#: Keys only an online model takes.
+ONLINE_KEYS = frozenset({"params", "classes", "checkpoint", "checkpoint_every_s"})
+
 #: A rule condition, parsed when the spec is validated.
 ConditionText = Annotated[str, AfterValidator(_parses)]
 
 
 class ModelSpec(Spec):
-    """The model and how items are batched through it."""
+    """The model and how items are batched through it.
 
-    path: Annotated[Path, existing("model file or folder")]
+    The model is a file or folder (``path``) or an online learner
+    (``online``: a River estimator or ``module:function``, built with
+    ``params``; a classifier's ``classes``; its state kept in ``checkpoint``,
+    saved every ``checkpoint_every_s`` while it learns and when the run ends).
+    """
+
+    path: Annotated[Path, existing("model file or folder")] | None = None
+    online: str | None = Field(default=None, min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    classes: Annotated[list[str], BeforeValidator(_texts)] | None = None
+    checkpoint: OutputPath | None = None
+    checkpoint_every_s: float = Field(default=60.0, gt=0)
     #: What results record as the model and its version (default: the manifest's, else the file name).
     name: str | None = Field(default=None, min_length=1)
     version: str | None = Field(default=None, min_length=1)
@@ -91,6 +113,20 @@ class ModelSpec(Spec):
     queue_size: int = Field(default=64, ge=1)
     workers: int = Field(default=1, ge=1)
     deadline_ms: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _file_or_online(self) -> ModelSpec:
+        if (self.path is None) == (self.online is None):
+            raise ValueError(
+                "give either `path` (a model file or folder) or `online` (a River estimator such "
+                "as river.anomaly.HalfSpaceTrees), not both"
+                if self.path is not None
+                else "needs `path` (a model file or folder) or `online` (a River estimator)"
+            )
+        extra = sorted(ONLINE_KEYS & self.model_fields_set) if self.path is not None else []
+        if extra:
+            raise ValueError(f"`{extra[0]}` is for an online model (`online:`), not a model file")
+        return self
 
 
 class RuleSpec(Spec):
@@ -265,10 +301,14 @@ class Plan:
 def plan(spec: PipelineSpec) -> Plan:
     """Open the model and check that sources, stages, rules and sinks fit together."""
     m = spec.model
-    try:
-        opened = open_model(m.path, backend=m.backend, threads=m.threads)
-    except FoglineError as exc:
-        raise ConfigError(f"model.path: {exc}") from exc
+    if m.online is not None:
+        spec, opened = open_online_model(spec)
+    else:
+        assert m.path is not None  # the spec has one of the two
+        try:
+            opened = open_model(m.path, backend=m.backend, threads=m.threads)
+        except FoglineError as exc:
+            raise ConfigError(f"model.path: {exc}") from exc
     if m.name is not None or m.version is not None:
         opened = dataclasses.replace(
             opened, name=m.name or opened.name, version=m.version or opened.version
