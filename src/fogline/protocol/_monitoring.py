@@ -52,6 +52,7 @@ class AccuracyEstimate(_Body):
     """Accuracy estimated without labels (calibrated confidence): never a measurement."""
 
     model_version: str = ""
+    window: str = ""  # the window's size in items, as the pipeline names it
     value: float
 
 

@@ -48,7 +48,10 @@ class Exporter:
         self.live = Gauge(LIVE_ACCURACY, "live", window, registry=r)
         self.labelled = Gauge(LIVE_LABELLED, "labelled", window, registry=r)
         self.estimate = Gauge(
-            ACCURACY_ESTIMATE, "estimate", ["pipeline", "model_version"], registry=r
+            ACCURACY_ESTIMATE,
+            "estimate",
+            ["pipeline", "model_version", "window", "metric"],
+            registry=r,
         )
         self.captures = Counter(CAPTURES, "captures", ["pipeline", "outcome"], registry=r)
 
@@ -77,7 +80,8 @@ def test_a_pipeline_scrape_reads_drift_labels_live_accuracy_estimate_and_capture
     child.labels.labels("digits", "joined").inc(60)
     child.live.labels("digits", "1.0.0", "500", "accuracy").set(0.71)
     child.labelled.labels("digits", "1.0.0", "500", "accuracy").set(100)
-    child.estimate.labels("digits", "1.0.0").set(0.8)
+    child.estimate.labels("digits", "1.0.0", "100", "accuracy").set(0.82)
+    child.estimate.labels("digits", "1.0.0", "1000", "accuracy").set(0.8)
     child.captures.labels("digits", "stored").inc(2)
     child.captures.labels("digits", "capped").inc(5)
     second = kind_for("pipeline").scrape(child.text())
@@ -98,7 +102,9 @@ def test_a_pipeline_scrape_reads_drift_labels_live_accuracy_estimate_and_capture
     assert [(x.model_version, x.window, x.metric, x.value, x.labelled) for x in m.live] == [
         ("1.0.0", "500", "accuracy", 0.71, 100)
     ]
-    assert [(e.model_version, e.value) for e in m.estimates] == [("1.0.0", 0.8)]
+    assert [(e.model_version, e.window, e.value) for e in m.estimates] == [
+        ("1.0.0", "100", 0.82), ("1.0.0", "1000", 0.8),
+    ]  # fmt: skip
     assert m.labels == {"joined": 60, "unknown": 0}
     assert m.captures == {"capped": 5, "stored": 2}
 

@@ -55,7 +55,7 @@ class MonitorScrape:
     alarms: Mapping[DriftKey, float] = field(default_factory=dict)
     live: Mapping[LiveKey, float] = field(default_factory=dict)
     labelled: Mapping[LiveKey, float] = field(default_factory=dict)
-    estimates: Mapping[str, float] = field(default_factory=dict)  # by model_version
+    estimates: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (version, window)
     labels: Mapping[str, float] = field(default_factory=dict)  # by outcome
     captures: Mapping[str, float] = field(default_factory=dict)  # by outcome
 
@@ -71,7 +71,7 @@ def read_monitoring(text: str) -> MonitorScrape | None:
     alarms: dict[DriftKey, float] = {}
     live: dict[LiveKey, float] = {}
     labelled: dict[LiveKey, float] = {}
-    estimates: dict[str, float] = {}
+    estimates: dict[tuple[str, str], float] = {}
     labels: dict[str, float] = {}
     captures: dict[str, float] = {}
     found = False
@@ -94,7 +94,7 @@ def read_monitoring(text: str) -> MonitorScrape | None:
             elif name == LIVE_LABELLED:
                 labelled[window] = value
             elif name == ACCURACY_ESTIMATE:
-                estimates[tags.get("model_version", "")] = value
+                estimates[(tags.get("model_version", ""), tags.get("window", ""))] = value
             elif name == f"{LABELS}_total":
                 labels[outcome] = labels.get(outcome, 0.0) + value
             elif name == f"{CAPTURES}_total":
@@ -146,8 +146,8 @@ def monitoring_between(
         for (version, window, metric), value in sorted(after.live.items())
     ]
     estimates = [
-        AccuracyEstimate(model_version=version, value=value)
-        for version, value in sorted(after.estimates.items())
+        AccuracyEstimate(model_version=version, window=window, value=value)
+        for (version, window), value in sorted(after.estimates.items())
     ]
     return Monitoring(
         drift=drift,

@@ -122,7 +122,7 @@ def accuracy_gate(
         live = _live(mine, _old_models(query, wave, device))
         canary = [r["accuracy"] for r in metric_rows if r["device_id"] == device]
         canary = [a for a in canary if a is not None]
-        estimates = [r for r in mine if r["kind"] == "estimate"]
+        estimates = _latest([r for r in mine if r["kind"] == "estimate"])
         measured: list[Figure] = []
         if live is not None and live[1] >= criteria.min_labelled:
             measured.append(Figure(device, "live", live[0], live[1]))
@@ -171,8 +171,20 @@ def _live(rows: Sequence[dict[str, Any]], old_models: set[str]) -> tuple[float, 
     latest = max(r["received"] for r in live)
     rows = [r for r in live if r["received"] == latest]
     own = [r for r in rows if r["key"] not in old_models] or rows
-    best = max(own, key=lambda r: (int(r["count"] or 0), r["window"]))
+    best = max(own, key=lambda r: (int(r["count"] or 0), _size(r["window"])))
     return float(best["value"]), int(best["count"] or 0)
+
+
+def _latest(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the latest report, ordered so the largest window comes last."""
+    if not rows:
+        return []
+    latest = max(r["received"] for r in rows)
+    return sorted((r for r in rows if r["received"] == latest), key=lambda r: _size(r["window"]))
+
+
+def _size(window: str) -> int:
+    return int(window) if window.isdigit() else 0
 
 
 def drift_alarm(wave: Wave, query: Query) -> str | None:

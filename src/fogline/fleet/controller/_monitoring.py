@@ -49,7 +49,7 @@ CREATE INDEX monitoring_release ON monitoring (release, time)
 # (what a rollout's bake goes by). What the other columns hold, by kind (drift, live, estimate, labels, captures): ``key`` is the
 # drift stage, the model version of a live figure or an estimate, or the outcome of labels and
 # captures; ``detector`` a drift stage's detector; ``window`` and ``metric`` a live figure's
-# window (items) and metric (accuracy or mae); ``value`` the score, figure, estimate or count;
+# (or an estimate's) window (items) and metric (accuracy or mae); ``value`` the score, figure, estimate or count;
 # ``count`` the drift alarms raised in the period or the labelled items behind a live figure;
 # ``alarm`` 1 when a drift stage's alarm was up as the agent read it.
 
@@ -78,7 +78,7 @@ def readings(monitoring: Monitoring) -> list[dict[str, Any]]:
             value=live.value, count=live.labelled,
         )  # fmt: skip
     for estimate in monitoring.estimates:
-        add("estimate", key=estimate.model_version, value=estimate.value)
+        add("estimate", key=estimate.model_version, window=estimate.window, value=estimate.value)
     for outcome, count in monitoring.labels.items():
         add("labels", key=outcome, value=float(count), count=count)
     for outcome, count in monitoring.captures.items():
