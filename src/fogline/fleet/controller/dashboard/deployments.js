@@ -6,6 +6,7 @@ import {progress} from "./charts.js";
 import {badge, code, empty, h, replace} from "./dom.js";
 import {timeAgo} from "./format.js";
 import {DEPLOY_STATUSES, eventList, strategyText, waves} from "./fleet.js";
+import {gateNote} from "./monitoring.js";
 
 const FILTERS = [["", "all"], ["running", "running"], ["succeeded", "succeeded"], ["rolled-back", "rolled back"]];
 
@@ -47,6 +48,7 @@ function deploymentCard(d, now, link, footer = null) {
     d.reason ? h("p", {className: `callout ${d.status === "rolled-back" ? "bad" : "info"} reason`},
       h("strong", null, d.status === "rolled-back" ? "Rolled back: " : "Note: "), d.reason) : null,
     d.status === "running" && d.bake ? bakeNote(d.bake, now) : null,
+    gateNote(d.gates),
     h("div", {className: "waves"}, waves(d).map((wave) => waveRow(d, wave))),
     footer);
 }

@@ -4,6 +4,7 @@ import {ApiError, api} from "./api.js";
 import {NO_DATA, lineChart} from "./charts.js";
 import {badge, code, empty, h, replace} from "./dom.js";
 import {number, timeAgo} from "./format.js";
+import {NO_MONITORING, deviceMonitoringCharts, monitoringFacts} from "./monitoring.js";
 import {
   NO_WORKLOAD, chartRange, eventList, lastError, online, problem, rangeSelect, releaseCell, releaseNames,
   runsOnlyModels,
@@ -102,6 +103,7 @@ export function devicePage(params, refresh) {
   const head = h("div", {id: "device-head"});
   const states = h("div", {id: "desired-reported"});
   const charts = h("div", {className: "chart-grid", id: "device-charts"});
+  const health = h("div", {id: "device-monitoring"});
   const events = h("div", {id: "device-events"});
   const el = h("div", {className: "page device"},
     h("nav", {className: "crumbs"}, h("a", {href: "#/devices"}, "Devices"), " / ", h("span", null, id)),
@@ -109,6 +111,7 @@ export function devicePage(params, refresh) {
     h("section", {className: "panel"}, h("h2", null, "Desired and reported state"), states),
     h("section", {className: "panel"},
       h("div", {className: "panel-head"}, h("h2", null, "Telemetry"), rangeSelect(refresh)), charts),
+    h("section", {className: "panel"}, h("h2", null, "Model health"), health),
     h("section", {className: "panel"}, h("h2", null, "Events"), events));
 
   async function update(now) {
@@ -133,6 +136,14 @@ export function devicePage(params, refresh) {
     replace(head, deviceHead(device, now));
     replace(states, desiredTable(device, now));
     replace(charts, ...deviceCharts(device.metrics, [now - range, now], runsOnlyModels([device], releases)));
+    const monitored = device.monitoring ?? [];
+    if (!monitored.length) {
+      replace(health, h("p", {className: "muted monitoring-empty"}, `${NO_MONITORING} (in this period).`));
+    } else {
+      replace(health, monitoringFacts(monitored),
+        h("div", {className: "chart-grid", id: "device-monitoring-charts"},
+          ...deviceMonitoringCharts(monitored, [now - range, now])));
+    }
     replace(events, eventList(recent, now, "no events for this device yet", {device: false}));
   }
 

@@ -8,11 +8,13 @@ import {
   DEPLOY_STATUSES, MOVING, NO_WORKLOAD, chartRange, eventList, problem, rangeSelect, releaseNames,
   runsOnlyModels, versionColours, waves,
 } from "./fleet.js";
+import {releaseMonitoringCharts} from "./monitoring.js";
 
 export function overviewPage(_params, refresh) {
   const cards = h("section", {className: "cards", id: "counts"});
   const versions = h("div", {id: "versions"});
   const charts = h("div", {className: "chart-grid", id: "fleet-charts"});
+  const health = h("div", {className: "chart-grid", id: "release-health"});
   const running = h("div", {id: "running"});
   const events = h("div", {id: "recent-events"});
   const el = h("div", {className: "page overview"},
@@ -24,24 +26,27 @@ export function overviewPage(_params, refresh) {
     h("section", {className: "panel"},
       h("div", {className: "panel-head"}, h("h2", null, "Fleet over time"), rangeSelect(refresh)),
       charts),
+    h("section", {className: "panel"}, h("h2", null, "Model health by release"), health),
     h("section", {className: "panel"}, h("h2", null, "Recent events"), events));
 
   async function update(now) {
     const range = chartRange();
     const step = Math.max(10, Math.round(range / 120));
-    const [devices, deployments, series, recent, releases] = await Promise.all([
+    const [devices, deployments, series, recent, releases, monitored] = await Promise.all([
       api("api/devices"),
       api("api/deployments?status=running"),
       api(`api/series?since=${now - range}&step=${step}`),
       api("api/events?limit=12"),
       api("api/releases"),
+      api(`api/monitoring/series?since=${now - range}&step=${step}`),
     ]);
     replace(cards, ...countCards(devices, deployments));
     replace(versions, versionBars(devices));
     replace(running, runningList(deployments));
     replace(charts, ...fleetCharts(series, [now - range, now], runsOnlyModels(devices, releases)));
+    replace(health, ...releaseMonitoringCharts(monitored, [now - range, now]));
     replace(events, eventList(recent, now,
-      "no events yet: enrolments, deployments and rollbacks appear here"));
+      "no events yet: enrolments, deployments, rollbacks and drift alarms appear here"));
   }
 
   return {title: "Overview", el, update};
