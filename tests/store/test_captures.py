@@ -11,16 +11,16 @@ import numpy as np
 import pytest
 
 from fogline.errors import StoreError
-from fogline.store import SCHEMA_VERSION, Capture, ResultStore, Retention, open_database
-from fogline.store._schema import MIGRATIONS
-
-# The labels table as the labels helper's migration makes it (the brief's contract);
-# created here when this store does not have it yet, so the join is tested either way.
-LABELS = (
-    "CREATE TABLE IF NOT EXISTS labels (item_id TEXT PRIMARY KEY, label TEXT NOT NULL,"
-    " received_at REAL NOT NULL, result_id INTEGER, model_version TEXT, correct INTEGER,"
-    " error REAL)"
+from fogline.store import (
+    SCHEMA_VERSION,
+    Capture,
+    ResultStore,
+    Retention,
+    StoredLabel,
+    open_database,
 )
+from fogline.store._captures import CAPTURES_TABLE
+from fogline.store._schema import MIGRATIONS
 
 
 def capture(n: int, **overrides: Any) -> Capture:
@@ -38,15 +38,6 @@ def capture(n: int, **overrides: Any) -> Capture:
     fields.update(overrides)
     array = fields.pop("array", np.full((1, 8, 8), n / 16, np.float32))
     return Capture.of(array, **fields)
-
-
-def add_labels(db: Path, labels: dict[str, str]) -> None:
-    with closing(sqlite3.connect(db)) as conn, conn:
-        conn.execute(LABELS)
-        conn.executemany(
-            "INSERT INTO labels (item_id, label, received_at) VALUES (?, ?, 0)",
-            [(item, f'"{label}"') for item, label in labels.items()],
-        )
 
 
 def test_captures_come_back_as_the_arrays_and_answers_that_went_in(store: ResultStore):
@@ -81,14 +72,17 @@ def test_listing_filters_by_time_and_order(store: ResultStore):
     assert [r.capture.item_id for r in newest] == ["scanner#4", "scanner#3"]
 
 
-def test_late_labels_are_joined_by_item_id(store: ResultStore, db_path: Path):
+def test_late_labels_are_joined_by_item_id(store: ResultStore):
     store.add_captures([capture(n) for n in range(4)])
-    add_labels(db_path, {"scanner#1": "7", "scanner#3": "2", "elsewhere#9": "1"})
+    store.put_labels(
+        StoredLabel(item, label, 5.0) for item, label in [("scanner#1", "7"), ("scanner#3", 2)]
+    )
+    store.put_labels([StoredLabel("elsewhere#9", "1", 5.0)])
 
     records = store.captures()
     labelled = store.captures(labelled_only=True)
 
-    assert [r.label for r in records] == [None, "7", None, "2"]
+    assert [r.label for r in records] == [None, "7", None, 2]
     assert [r.capture.item_id for r in labelled] == ["scanner#1", "scanner#3"]
 
 
@@ -136,7 +130,8 @@ def test_retention_keeps_at_most_max_rows_captures(db_path: Path):
 
 def test_a_store_from_before_captures_gains_the_table_and_keeps_its_results(tmp_path: Path):
     path = tmp_path / "old.db"
-    conn = open_database(path, MIGRATIONS[:3], what="store")  # the schema before captures
+    before = MIGRATIONS[: MIGRATIONS.index(CAPTURES_TABLE)]  # the schema before captures
+    conn = open_database(path, before, what="store")
     conn.execute(
         "INSERT INTO results (source, sequence, captured_at, model, model_version, outputs, sync)"
         " VALUES ('cam0', 0, 1.0, 'digits', '1', '{\"label\":\"4\"}', 0)"

@@ -14,6 +14,7 @@ from fogline.cli import (  # noqa: F401
     _agent,
     _bench,
     _broker,
+    _capture,
     _controller,
     _demo,
     _distill,

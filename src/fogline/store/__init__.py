@@ -21,6 +21,7 @@ results (the agent's telemetry) go in with :meth:`ResultStore.queue`.
 
 from fogline.store._captures import Capture, CaptureRecord
 from fogline.store._database import open_database
+from fogline.store._export import Export, export_captures
 from fogline.store._jsonl import JsonlTransport, read_deduplicated
 from fogline.store._labels import LiveAccuracy, StoredLabel
 from fogline.store._outbox import OutboxSender, OutboxTransport
@@ -47,6 +48,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Capture",
     "CaptureRecord",
+    "Export",
     "JsonlTransport",
     "LiveAccuracy",
     "OutboxMessage",
@@ -61,6 +63,7 @@ __all__ = [
     "Retention",
     "StoredLabel",
     "envelope",
+    "export_captures",
     "open_database",
     "outbox_topic",
     "read_deduplicated",
