@@ -23,6 +23,7 @@ from fogline.cli import (  # noqa: F401
     _fleet,
     _inspect,
     _keys,
+    _learn,
     _optimize,
     _release,
     _run,

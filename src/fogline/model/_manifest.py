@@ -81,6 +81,9 @@ class Manifest(BaseModel):
     preprocessing: list[dict[str, Any]] = Field(default_factory=list)
     labels: list[str] = Field(default_factory=list)
     metrics: dict[str, Any] = Field(default_factory=dict)
+    #: How the model was made from another (``fogline learn finetune``: the base model's
+    #: hash, the data's hashes, epochs, layers, the gate's figures); absent otherwise.
+    provenance: dict[str, Any] | None = None
     created: str = Field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
@@ -148,7 +151,10 @@ class Manifest(BaseModel):
     def write(self, folder: Path) -> Path:
         """Write ``folder/fogline.yaml`` atomically (temp file, then rename)."""
         target = Path(folder) / MANIFEST_NAME
-        text = yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        data = self.model_dump(mode="json")
+        if data["provenance"] is None:
+            del data["provenance"]  # manifests without one read the same as before
+        text = yaml.safe_dump(data, sort_keys=False)
         with atomic_output(target, mode=None) as tmp:
             tmp.write_text(text)
         return target

@@ -19,6 +19,14 @@ from fogline.monitor._accuracy import (
 )
 from fogline.monitor._checkpoint import CheckpointHeader, read_header
 from fogline.monitor._drift import DETECTORS, Detector, DriftState, make_detector
+from fogline.monitor._finetune import (
+    LAYERS,
+    FinetuneOptions,
+    FinetuneResult,
+    finetune,
+    next_version,
+)
+from fogline.monitor._gate import GateOptions, GateVerdict, judge, run_gate
 from fogline.monitor._online import (
     OUTPUTS,
     OnlineEngine,
@@ -29,6 +37,7 @@ from fogline.monitor._online import (
 
 __all__: list[str] = [
     "DETECTORS",
+    "LAYERS",
     "OUTPUTS",
     "AccuracyEstimator",
     "AccuracyWindows",
@@ -36,11 +45,19 @@ __all__: list[str] = [
     "ConfidenceCalibration",
     "Detector",
     "DriftState",
+    "FinetuneOptions",
+    "FinetuneResult",
+    "GateOptions",
+    "GateVerdict",
     "OnlineEngine",
     "OnlineSpec",
     "WindowFigure",
     "build_estimator",
+    "finetune",
+    "judge",
     "make_detector",
+    "next_version",
     "open_online",
     "read_header",
+    "run_gate",
 ]

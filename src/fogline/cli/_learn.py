@@ -1,0 +1,140 @@
+"""``fogline learn finetune``: fine-tune a model on captured hard examples, behind a gate.
+
+Exit status: 0 when the candidate passed the gate (``--out`` is then a model
+folder with its reports), :data:`GATE_FAILED` (3) when it did not (``--out``
+holds the reports only), 2 for bad input (nothing written).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fogline.cli._app import app, console, needs_extra
+
+learn = typer.Typer(
+    help="Learning on this device: fine-tune a model on captured data, behind a gate.",
+    no_args_is_help=True,
+)
+app.add_typer(learn, name="learn")
+
+#: The exit status when the candidate was made but failed the gate.
+GATE_FAILED = 3
+
+
+@learn.command()
+def finetune(
+    model_dir: Path = typer.Argument(..., help="The model folder (model.onnx and fogline.yaml)."),
+    data: str = typer.Option(
+        ..., "--data", "-d", help="Labelled training data: `fogline capture export`'s .npz."
+    ),
+    holdout: str = typer.Option(
+        ..., "--eval", "-e", help="Labelled held-out new data the candidate must do better on."
+    ),
+    original: str | None = typer.Option(
+        None,
+        "--original",
+        help="The original evaluation data it must not forget (default: what the manifest's "
+        "provenance or the release's canary set names).",
+    ),
+    layers: str = typer.Option(
+        "last", help="last: re-fit the last layer (ONNX only); all: the whole network (PyTorch)."
+    ),
+    from_torch: str | None = typer.Option(
+        None,
+        "--from-torch",
+        help="With --layers all: module:function returning the network the model was exported from.",
+    ),
+    epochs: int = typer.Option(20, min=1, help="Training epochs."),
+    learning_rate: float | None = typer.Option(
+        None, min=0.0, help="Adam learning rate (default 0.01 for last, 0.001 for all)."
+    ),
+    l2: float = typer.Option(
+        1e-3, min=0.0, help="Pull towards the old weights (limits forgetting)."
+    ),
+    min_gain: float = typer.Option(
+        0.02,
+        help="The candidate must beat the current model on --eval by this much (0.02 = 2 points).",
+    ),
+    max_forgetting: float = typer.Option(
+        0.01, help="...and may lose at most this much on --original (0.01 = 1 point)."
+    ),
+    seed: int = typer.Option(0, help="Seed of the shuffles (and of PyTorch)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="A new folder for the candidate and reports."
+    ),
+) -> None:
+    """Fine-tune MODEL_DIR on --data; keep the candidate only if it passes the gate.
+
+    Exit status 0: passed, --out is a model folder (model.onnx, fogline.yaml
+    with the next version and its provenance, report.json, report.md).
+    3: failed the gate, --out holds the reports only. 2: bad input.
+    """
+    from fogline.monitor import FinetuneOptions, GateOptions
+    from fogline.monitor import finetune as run_finetune
+
+    if layers == "all":
+        needs_extra("train", "torch")
+    options = FinetuneOptions(
+        layers=layers,
+        epochs=epochs,
+        learning_rate=learning_rate,
+        l2=l2,
+        seed=seed,
+        torch_source=from_torch,
+    )
+    gate = GateOptions(min_gain=min_gain, max_forgetting=max_forgetting)
+    what = "the last layer" if layers == "last" else "the whole network"
+    with Progress(
+        TextColumn(f"fine-tuning {what}: epoch"),
+        MofNCompleteColumn(),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        bar = progress.add_task("", total=epochs)
+
+        def advance(epoch: int, total: int, loss: float, accuracy: float) -> None:
+            progress.update(
+                bar, completed=epoch, description=f"loss {loss:.4f}, training {accuracy:.2%}"
+            )
+
+        result = run_finetune(
+            model_dir,
+            data,
+            holdout,
+            out,
+            original=original,
+            options=options,
+            gate=gate,
+            progress=advance,
+        )
+    verdict = result.verdict
+    for label, (old, new) in (
+        ("held-out new data", verdict.holdout),
+        ("original data", verdict.original),
+    ):
+        console.print(
+            f"{label:>18}: current {old:.2%}  candidate {new:.2%}  ({(new - old) * 100:+.2f} points)",
+            highlight=False,
+        )
+    folder = escape(str(result.folder))
+    if result.passed:
+        candidate = result.report["candidate"]
+        console.print(
+            f"gate passed: {escape(verdict.reason)}\nwrote {candidate['name']} "
+            f"{candidate['version']} to {folder} (model.onnx, fogline.yaml, report.json, report.md)",
+            highlight=False,
+        )
+        return
+    console.print(
+        f"gate FAILED: {escape(verdict.reason)}\nwrote the reports to {folder} "
+        "(report.json, report.md); no candidate model is kept",
+        highlight=False,
+    )
+    raise typer.Exit(GATE_FAILED)

@@ -1,0 +1,144 @@
+"""``fogline learn finetune`` as a real process: the gate's exit status, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fogline.cli import main
+from fogline.examples import digits_model_path, digits_split
+from fogline.model import Manifest
+
+BASE = digits_model_path().parent
+
+
+def fogline(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fogline", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def shift(images: np.ndarray) -> np.ndarray:
+    moved = np.zeros_like(images)
+    moved[..., 1:] = images[..., :-1]
+    return moved
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("learn-data")
+    X, y = digits_split("train")
+    Xe, ye = digits_split("eval")
+    arrays = {
+        "captured": {"pixels": np.concatenate([shift(X[:300]), X[300:500]]), "labels": y[:500]},
+        "holdout": {"pixels": shift(Xe), "labels": ye},
+        "original": {"pixels": Xe, "labels": ye},
+        "unlabelled": {"pixels": shift(X[:50])},
+        "flat": {"pixels": X[:50].reshape(50, 64), "labels": y[:50]},
+    }
+    paths = {}
+    for name, content in arrays.items():
+        paths[name] = root / f"{name}.npz"
+        np.savez(paths[name], **content)  # type: ignore[arg-type]
+    return paths
+
+
+def finetune_args(data: dict[str, Path], out: Path, *extra: str | Path) -> list[str | Path]:
+    return [
+        "learn", "finetune", BASE,
+        "--data", data["captured"], "--eval", data["holdout"], "--original", data["original"],
+        "--epochs", "10", "--l2", "0.1", "--out", out, *extra,
+    ]  # fmt: skip
+
+
+def test_a_passing_candidate_exits_0_as_a_model_folder(
+    data: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "candidate"
+    done = fogline(*finetune_args(data, out, "--max-forgetting", "0.05"))
+
+    assert done.returncode == 0, done.stderr
+    assert "gate passed" in done.stdout and "held-out new data" in done.stdout
+    manifest = Manifest.read(out)
+    manifest.verify(out)
+    assert manifest.version == "1.1" and manifest.provenance is not None
+    assert json.loads((out / "report.json").read_text())["passed"] is True
+
+
+def test_a_failing_gate_exits_3_with_the_reports_only(
+    data: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "candidate"
+    done = fogline(*finetune_args(data, out, "--max-forgetting", "0"))
+
+    assert done.returncode == 3, done.stderr
+    assert "gate FAILED" in done.stdout and "Traceback" not in done.stderr
+    assert sorted(p.name for p in out.iterdir() if p.suffix != ".png") == [
+        "report.json",
+        "report.md",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--data": "missing.npz"}, "missing.npz: no such file"),
+        ({"--data": "unlabelled"}, "holds no labels"),
+        (
+            {"--eval": "flat"},
+            "input 'pixels' has shape [50, 64], the model expects [batch, 1, 8, 8]",
+        ),
+        ({"--original": None}, "give --original DATA"),
+        ({"--layers": "all"}, "--from-torch"),
+        ({"--layers": "some"}, "layers: 'some' is not one of last, all"),
+        ({"--out": "exists"}, "already exists"),
+        ({"MODEL": "nowhere"}, "not a model folder"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_output(
+    data: dict[str, Path],
+    tmp_path: Path,
+    change: dict[str, str | None],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "exists").mkdir()
+    options: dict[str, str | Path | None] = {
+        "--data": data["captured"],
+        "--eval": data["holdout"],
+        "--original": data["original"],
+        "--out": tmp_path / "out",
+    }
+    model: str | Path = BASE
+    for key, value in change.items():
+        if key == "MODEL":
+            model = tmp_path / str(value)
+        elif value in data:
+            options[key] = data[str(value)]
+        elif key == "--out":
+            options[key] = tmp_path / str(value)
+        else:
+            options[key] = value
+    args: list[str | Path] = ["learn", "finetune", model, "--epochs", "1"]
+    for key, value in options.items():
+        if value is not None:
+            args += [key, value]
+
+    # In this process (a new one per case would cost seconds each): an uncaught error
+    # would raise here rather than return 2.
+    status = main([str(a) for a in args])
+
+    stderr = capsys.readouterr().err
+    assert status == 2, stderr
+    assert stderr.startswith("error: ") and "Traceback" not in stderr
+    assert message in " ".join(stderr.split()), stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists"]
+    assert list((tmp_path / "exists").iterdir()) == []
