@@ -21,6 +21,7 @@ from fogline.cli import (  # noqa: F401
     _fl,
     _fl_fleet,
     _fleet,
+    _fleet_health,
     _inspect,
     _keys,
     _learn,

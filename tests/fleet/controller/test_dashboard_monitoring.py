@@ -13,6 +13,9 @@ stray ``null``/``NaN`` text) are those of ``test_dashboard``.
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,3 +215,21 @@ def test_a_deployment_says_which_accuracy_figure_rolled_it_back(
         "accuracy ≥ 90.0% (live on ≥ 100 labelled items"
     )
     screenshot(page, shots, "deployment-gate")
+
+
+def test_fleet_health_prints_each_devices_model_health(served: tuple[str, str, Any]) -> None:
+    url, _, _ = served
+
+    shown = subprocess.run(
+        [sys.executable, "-m", "fogline", "fleet", "health", "--controller", url, "--token", TOKEN,
+         "--since", "3600"],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "160"},
+    )  # fmt: skip
+
+    assert shown.returncode == 0, shown.stderr
+    rows = {
+        line.split("│")[1].strip(): line for line in shown.stdout.splitlines() if "│ cam-" in line
+    }
+    assert "65.0% of 400 (model 1.0)" in rows["cam-1"] and "alarm" in rows["cam-1"]
+    assert "~90.0% (est.)" in rows["cam-2"] and "%" not in rows["cam-2"].split("│")[3]
+    assert "not measured accuracy" in shown.stdout

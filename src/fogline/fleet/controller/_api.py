@@ -28,7 +28,12 @@ from starlette.routing import BaseRoute, Route
 
 from fogline.errors import ConfigError, FoglineError, Unauthorized, http_status
 from fogline.fleet.controller._learning import Learning
-from fogline.fleet.controller._monitoring import KINDS, monitoring_rows, monitoring_series
+from fogline.fleet.controller._monitoring import (
+    KINDS,
+    monitoring_rows,
+    monitoring_series,
+    monitoring_summary,
+)
 from fogline.fleet.controller._registry import Registry
 from fogline.fleet.controller._rollout import Criteria, RolloutPlan, Rollouts
 from fogline.protocol import RunSpec, check_device_id
@@ -254,6 +259,16 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         step = max(1.0, _float(request, "step", 10.0))
         return JSONResponse(monitoring_series(rows, step))
 
+    async def monitoring_latest(request: Request) -> Response:
+        rows = monitoring_rows(
+            ctx.registry.query,
+            devices=request.query_params.getlist("device") or None,
+            release=request.query_params.get("release"),
+            since=_float(request, "since", time.time() - 600),
+            limit=200000,
+        )
+        return JSONResponse(monitoring_summary(rows))
+
     async def events(request: Request) -> Response:
         found = ctx.registry.events(
             device=request.query_params.get("device"),
@@ -319,6 +334,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         Route("/api/series", admin(series)),
         Route("/api/monitoring", admin(monitoring)),
         Route("/api/monitoring/series", admin(monitoring_by_release)),
+        Route("/api/monitoring/summary", admin(monitoring_latest)),
         Route("/api/events", admin(events)),
         Route("/api/tokens", admin(token), methods=["POST"]),
         Route("/api/fl/runs", admin(fl_runs)),

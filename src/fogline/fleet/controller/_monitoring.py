@@ -252,3 +252,65 @@ def _largest_windows(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[float, i
         if seen is None or (row["time"], count) >= (seen[2], seen[1]):
             best[row["device_id"]] = (float(row["value"]), count, float(row["time"]))
     return {device: (value, count) for device, (value, count, _) in best.items()}
+
+
+def monitoring_summary(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per device and release version: the latest figures and the period's counts, for a table.
+
+    ``live`` is the device's latest measured accuracy (its figure with the
+    most labelled items) and ``labelled`` what it rests on; ``estimate`` the
+    latest estimate (largest window), kept apart; ``drift`` the latest score
+    of its worst stage, ``alarms`` those raised in the period and
+    ``alarm_up`` whether one was up at its latest report; ``labels`` and
+    ``captures`` what the period received and stored.
+
+    >>> rows = [
+    ...     {"device_id": "a", "time": 1.0, "release": "p", "version": "1", "kind": "drift",
+    ...      "key": "drift", "detector": "ks", "window": "", "metric": "", "value": 0.7,
+    ...      "count": 1, "alarm": True},
+    ...     {"device_id": "a", "time": 2.0, "release": "p", "version": "1", "kind": "live",
+    ...      "key": "1", "detector": "", "window": "100", "metric": "accuracy", "value": 0.9,
+    ...      "count": 80, "alarm": None},
+    ... ]
+    >>> s = monitoring_summary(rows)[0]
+    >>> s["live"], s["labelled"], s["model_version"], s["drift"], s["alarms"], s["alarm_up"]
+    (0.9, 80, '1', 0.7, 1, True)
+    """
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["device_id"], row["release"], row["version"] or ""), []).append(row)
+    out = []
+    for (device, release, version), mine in sorted(groups.items()):
+        live = [r for r in mine if r["kind"] == "live" and r["metric"] in ("accuracy", "")]
+        best = max(live, key=lambda r: (r["time"], int(r["count"] or 0)), default=None)
+        estimates = [r for r in mine if r["kind"] == "estimate"]
+        estimate = max(
+            estimates, key=lambda r: (r["time"], int(r["window"]) if r["window"].isdigit() else 0),
+            default=None,
+        )  # fmt: skip
+        drift = [r for r in mine if r["kind"] == "drift"]
+        last = max((r["time"] for r in drift), default=None)
+        latest = [r for r in drift if r["time"] == last]
+        scores = [r["value"] for r in latest if r["value"] is not None]
+
+        def total(kind: str, key: str, of: list[dict[str, Any]] = mine) -> int:
+            return sum(int(r["count"] or 0) for r in of if r["kind"] == kind and r["key"] == key)
+
+        out.append(
+            {
+                "device_id": device,
+                "release": release,
+                "version": version,
+                "live": None if best is None else best["value"],
+                "labelled": None if best is None else int(best["count"] or 0),
+                "model_version": None if best is None else best["key"],
+                "estimate": None if estimate is None else estimate["value"],
+                "drift": max(scores) if scores else None,
+                "alarms": sum(int(r["count"] or 0) for r in drift),
+                "alarm_up": any(bool(r["alarm"]) for r in latest),
+                "labels": total("labels", "joined"),
+                "captures": total("captures", "stored"),
+                "since": min(r["time"] for r in mine),
+            }
+        )
+    return out
