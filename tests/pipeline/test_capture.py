@@ -168,3 +168,24 @@ def test_a_bad_capture_section_is_refused_before_anything_runs(
 ):
     with pytest.raises(ConfigError, match=message):
         plan(load_spec(write_spec(tmp_path, spec(capture, **overrides)))).model.engine.close()
+
+
+def test_the_bundled_monitoring_example_captures_what_drifted(tmp_path: Path):
+    example = digits_model_path().parent.parent / "digits_monitor" / "pipeline.yaml"
+    checked = plan(load_spec(example, outputs=tmp_path))
+    pipeline = Pipeline(checked)
+    try:
+        snapshot = pipeline.run(max_items=900)  # the images shift from item 597 on
+    finally:
+        pipeline.close()
+        checked.model.engine.close()
+
+    with ResultStore(tmp_path / "results.db") as store:
+        records = store.captures()
+        captured = [index(r.capture.position) for r in records]
+        drifted = [
+            r.id for r in store.query(limit=10_000) if "drifted" in r.result.outputs["rules"]
+        ]
+    assert snapshot.captures["stored"] == len(captured) > 0
+    assert sum(i >= 597 for i in captured) > 0.8 * len(captured)  # mostly after the shift
+    assert set(drifted) <= {r.capture.result_id for r in records}  # every drifted item, kept

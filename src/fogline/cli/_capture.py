@@ -115,7 +115,12 @@ def list_(
         return
     table = Table(title=f"captures in {escape(str(store))}", title_justify="left")
     for column in ("id", "item id", "when", "reason", "answer", "label", "bytes"):
-        table.add_column(column, justify="right" if column in ("id", "bytes") else "left")
+        table.add_column(
+            column,
+            justify="right" if column in ("id", "bytes") else "left",
+            overflow="fold",  # an item id is what a label must name: shown whole
+            no_wrap=column in ("id", "when", "answer", "bytes"),
+        )
     for record in records:
         c = record.capture
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c.captured_at))
