@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import typer
 from rich.console import Group, RenderableType
@@ -149,7 +150,22 @@ def live_table(checked: Plan, snap: Snapshot) -> Group:
     if snap.stages:
         parts.append(latency_table(snap))
     parts.append(queues)
+    drift = snap.extra.get("drift", {})
+    if drift:
+        shown = " · ".join(f"{escape(k)} {drift_text(r)}" for k, r in drift.items())
+        parts.append(
+            Text(
+                f"drift: {shown}",
+                style="bold red" if any(r.alarm for r in drift.values()) else "dim",
+            )
+        )
     return Group(*parts)
+
+
+def drift_text(reading: Any) -> str:
+    """A drift step's latest reading: ``ks score 0.31, ALARM (1 raised)``."""
+    state = "ALARM" if reading.alarm else "no alarm"
+    return f"{reading.detector} score {reading.score:.4g}, {state} ({reading.alarms:,} raised)"
 
 
 def summary_table(checked: Plan, snap: Snapshot, always: tuple[str, ...] = ()) -> Table:
@@ -199,6 +215,8 @@ def summary_lines(runner: Pipeline, snap: Snapshot) -> list[str]:
         lines.append(
             f"accuracy {correct / labelled:.2%} ({correct:,} of {labelled:,} labelled items)"
         )
+    for stage, reading in snap.extra.get("drift", {}).items():
+        lines.append(f"drift step {escape(stage)}: {drift_text(reading)}")
     if snap.captures:
         kept = snap.captures
         parts = ", ".join(f"{kept[o]:,} {o}" for o in ("stored", "capped", "failed") if kept.get(o))

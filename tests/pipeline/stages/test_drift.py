@@ -160,7 +160,9 @@ def test_bad_items_are_item_errors_and_non_finite_ones_are_skipped(
 ) -> None:
     from fogline.errors import ItemError
 
-    stage: Any = DriftSpec(type="drift", detector="adwin", reference={"items": 20}).build(PIXELS)
+    stage: Any = DriftSpec(type="drift", detector="adwin", reference={"items": 20}, every=16).build(
+        PIXELS
+    )
     for item in _items(0, 20):
         stage(item)
     with pytest.raises(ItemError, match="scan#99"):

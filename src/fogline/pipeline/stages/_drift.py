@@ -21,7 +21,8 @@ every ``every`` items on the whole buffer (vectorized), so an item costs one
 copy; the result carries the latest verdict. ``features: N`` watches an
 evenly spaced subsample of a long input. An alarm is an event: one WARNING
 log line when it is raised, and the pipeline's ``fogline_drift_*`` metrics.
-The detector's state is one per step (items of every source feed it).
+Each source has its own detector (two cameras never mix); the metrics show a
+step's worst source.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class DriftSpec(PostprocessSpec):
     reference: ReferenceItems | Annotated[str, BeforeValidator(_data_spec)] = ReferenceItems()
     warmup: int = Field(default=0, ge=0)
     key: str = Field(default="drift", min_length=1)
-    every: PositiveInt = 16
+    every: PositiveInt = 32
     features: PositiveInt | None = None
     params: dict[str, float | int] = Field(default_factory=dict)
 
@@ -285,6 +286,8 @@ class _Drift:
         watch = self._watches[source] = _Watch(self.spec.warmup, verdict)
         if self.reference is not None:
             watch.detector = self._build(self.reference, source)
+            if not watch.warmup:
+                watch.buffer = np.empty((self.every, watch.detector.features))
         return watch
 
     def _build(self, reference: np.ndarray, where: str) -> Detector:
@@ -295,31 +298,46 @@ class _Drift:
         except FoglineError as exc:  # checked at load time; a learned reference may still fail
             raise ItemError(f"drift: cannot build the detector: {exc}", where) from exc
 
+    def _fast(self, item: Item) -> Any:
+        """The value, without the checks: :meth:`_value` explains when this fails."""
+        if self.kind == "input":
+            return item.data.reshape(-1)[self._pick]
+        if self.kind == "output":
+            return item.outputs[self.on].reshape(-1)[self._pick]
+        return item.result[self.on]
+
     def __call__(self, item: Item) -> Item:
-        watch = self._watches.get(item.source) or self._watch(item.source)
-        detector = watch.detector
-        if watch.warmup:
-            watch.warmup -= 1
-        elif detector is None:
-            self._learn(watch, item)
+        watch = self._watches.get(item.source)
+        if watch is None:
+            watch = self._watch(item.source)
+        buffer = watch.buffer
+        if buffer is None:  # warming up, learning the reference
+            self._start(watch, item)
         else:
-            buffer = watch.buffer
-            if buffer is None:
-                buffer = watch.buffer = np.empty((self.every, detector.features))
             try:
-                buffer[watch.filled] = self._value(item)
-            except ValueError:
+                buffer[watch.filled] = self._fast(item)
+            except (AttributeError, KeyError, TypeError, ValueError):
+                value = self._value(item)  # raises ItemError naming what is wrong
                 raise ItemError(
-                    f"drift: {self.on} has {np.size(self._value(item))} values, "
-                    f"the reference {detector.features}",
+                    f"drift: {self.on} has {np.size(value)} value(s), "
+                    f"the reference {buffer.shape[1]}",
                     item.position,
                 ) from None
             watch.filled += 1
             if watch.filled == self.every:
                 watch.filled = 0
-                self._test(watch, detector, buffer, item)
+                assert watch.detector is not None
+                self._test(watch, watch.detector, buffer, item)
         item.result[self.key] = watch.verdict
         return item
+
+    def _start(self, watch: _Watch, item: Item) -> None:
+        if watch.warmup:
+            watch.warmup -= 1
+        elif watch.detector is None:
+            self._learn(watch, item)
+        if watch.detector is not None and not watch.warmup:
+            watch.buffer = np.empty((self.every, watch.detector.features))
 
     def _learn(self, watch: _Watch, item: Item) -> None:
         value = self._value(item)
