@@ -11,6 +11,7 @@ from rich.text import Text
 
 # Importing the command modules registers them on ``app``.
 from fogline.cli import (  # noqa: F401
+    _accuracy,
     _agent,
     _bench,
     _broker,

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from fogline.cli._app import app, console, console_err
 from fogline.errors import ConfigError
-from fogline.pipeline import OUTCOMES, Pipeline, Plan, Snapshot, load_spec, plan
+from fogline.pipeline import OUTCOMES, LabelBoard, Pipeline, Plan, Snapshot, load_spec, plan
 
 
 @app.command()
@@ -137,6 +137,12 @@ def describe(checked: Plan) -> Group:
         f"sinks        {', '.join(spec.sink_names()) or 'none'}",
         f"store        {'off' if spec.store is False else spec.store.path} · outbox {outbox}",
     ]
+    if spec.labels is not None:
+        windows = ", ".join(str(w) for w in spec.labels.windows)
+        lines.append(
+            f"labels       {spec.labels.source.type} → compare {spec.labels.compare} "
+            f"({spec.labels.task}), windows {windows}, retention {spec.labels.retention_s:g} s"
+        )
     return Group(table, Text("\n".join(lines)))
 
 
@@ -159,6 +165,9 @@ def live_table(checked: Plan, snap: Snapshot) -> Group:
                 style="bold red" if any(r.alarm for r in drift.values()) else "dim",
             )
         )
+    board = snap.extra.get("labels")
+    if isinstance(board, LabelBoard):
+        parts.append(Text("\n".join(board.describe())))
     return Group(*parts)
 
 
@@ -221,6 +230,9 @@ def summary_lines(runner: Pipeline, snap: Snapshot) -> list[str]:
         kept = snap.captures
         parts = ", ".join(f"{kept[o]:,} {o}" for o in ("stored", "capped", "failed") if kept.get(o))
         lines.append(f"captures: {parts or 'none'}")
+    board = snap.extra.get("labels")
+    if isinstance(board, LabelBoard):
+        lines += [escape(line) for line in board.describe()]
     for name, per in snap.sinks.items():
         parts = ", ".join(f"{n:,} {outcome}" for outcome, n in sorted(per.items()))
         lines.append(f"sink {escape(name)}: {parts}")

@@ -238,9 +238,10 @@ class AccuracyEstimator:
 
     :meth:`learn` takes a labelled result's score and whether it was right,
     until ``reference`` of them fit the :class:`ConfidenceCalibration`;
-    :meth:`observe` takes every result's score (labelled or not) and, once
-    calibrated, adds its calibrated confidence to the model version's windows.
-    :meth:`figures` are the estimates, marked as such.
+    :meth:`observe` takes every result's score (labelled or not) into the
+    model version's window. Once calibrated, :meth:`figures` are the mean
+    calibrated confidence over each window (results seen before the
+    calibration count too), marked as estimates.
 
     >>> estimator = AccuracyEstimator(reference=4, windows=(10,), bins=1)
     >>> for score, right in [(0.9, True), (0.8, True), (0.7, False), (0.95, True)]:
@@ -259,7 +260,8 @@ class AccuracyEstimator:
         self.reference = reference
         self.bins = bins
         self.calibration: ConfidenceCalibration | None = None
-        self._windows = AccuracyWindows(windows)
+        self.windows = check_windows(windows)
+        self._seen: dict[str, _Ring] = {}
         self._scores: list[float] = []
         self._right: list[bool] = []
 
@@ -278,9 +280,25 @@ class AccuracyEstimator:
             self._scores, self._right = [], []
 
     def observe(self, model_version: str, score: float) -> None:
-        """One result's confidence (labelled or not); counted once calibrated."""
-        if self.calibration is not None and np.isfinite(score):
-            self._windows.add(model_version, float(self.calibration(score)[0]))
+        """One result's confidence (labelled or not)."""
+        if not np.isfinite(score):
+            return
+        ring = self._seen.get(model_version)
+        if ring is None:
+            ring = self._seen[model_version] = _Ring(self.windows[-1])
+        ring.add(float(score))
 
     def figures(self) -> list[WindowFigure]:
-        return self._windows.figures(estimate=True)
+        """The estimates per model version and window; none before the calibration."""
+        if self.calibration is None:
+            return []
+        figures = []
+        for version in sorted(self._seen):
+            for window in self.windows:
+                scores = self._seen[version].last(window)
+                if len(scores):
+                    value = float(self.calibration(scores).mean())
+                    figures.append(
+                        WindowFigure(version, window, "accuracy", value, len(scores), True)
+                    )
+        return figures

@@ -33,12 +33,14 @@ from fogline.pipeline._base import (
     TransportSpec,
 )
 from fogline.pipeline._item import Corrupt, Item
+from fogline.pipeline._labels import LABEL_OUTCOMES, LabelBoard, LabelHook, LabelJoin, LabelsSpec
 from fogline.pipeline._metrics import OUTCOMES, STAGES, Metrics, Snapshot, StageTiming
 from fogline.pipeline._rules import Condition, Rule
 from fogline.pipeline._runner import Pipeline
 from fogline.pipeline._spec import PipelineSpec, Plan, load_spec, parse_spec, plan
 
 __all__ = [
+    "LABEL_OUTCOMES",
     "OUTCOMES",
     "QUEUE_POLICIES",
     "STAGES",
@@ -46,6 +48,10 @@ __all__ = [
     "Condition",
     "Corrupt",
     "Item",
+    "LabelBoard",
+    "LabelHook",
+    "LabelJoin",
+    "LabelsSpec",
     "Metrics",
     "Pipeline",
     "PipelineSpec",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,8 @@ from fogline.metrics import (
 OUTCOMES = ("produced", "processed", "held", "dropped", "expired", "failed", "errors", "corrupt")
 #: Stages timed per item, in pipeline order; "end_to_end" is capture → stored.
 STAGES = ("preprocess", "inference", "postprocess", "store", END_TO_END)
+#: What :meth:`Metrics.watch` takes to export a watched value: ``(value, pipeline)`` → families.
+Families = Callable[[Any, str], Iterable[Any]]
 
 
 class _Latency:
@@ -154,6 +156,7 @@ class Metrics:
         self._shared = Tally(ring)
         self._tallies: list[Tally] = [self._shared]
         self._queues: dict[str, Callable[[], int]] = {}
+        self._watched: dict[str, tuple[Callable[[], Any], Families | None]] = {}
         self._sinks: dict[str, Counter[str]] = {}
         self._captures: Counter[str] = Counter()
         self._drift: dict[str, DriftReading] = {}
@@ -209,6 +212,11 @@ class Metrics:
         """Report ``depth()`` as the current depth of queue ``name``."""
         self._queues[name] = depth
 
+    def watch(self, name: str, read: Callable[[], Any], families: Families | None = None) -> None:
+        """Report ``read()`` in each snapshot's ``extra[name]``; ``families(value, pipeline)``
+        adds its Prometheus metric families at scrape time (late labels' figures)."""
+        self._watched[name] = (read, families)
+
     def snapshot(self) -> Snapshot:
         with self._lock:
             tallies = list(self._tallies)
@@ -240,7 +248,10 @@ class Metrics:
             queues,
             sinks,
             labelled,
-            extra={"drift": drift} if drift else {},
+            extra={
+                **({"drift": drift} if drift else {}),
+                **{name: read() for name, (read, _) in list(self._watched.items())},
+            },
             captures=captures,
         )
 
@@ -320,6 +331,9 @@ class _Collector:
                 captures.add_metric([self._pipeline, outcome], value)
             yield captures
         yield from _drift_families(self._pipeline, snap.extra.get("drift", {}))
+        for name, (_, families) in list(self._metrics._watched.items()):
+            if families is not None and name in snap.extra:
+                yield from families(snap.extra[name], self._pipeline)
 
 
 def _drift_families(pipeline: str, readings: Mapping[str, DriftReading]) -> Iterator[Any]:

@@ -46,6 +46,7 @@ from fogline.model import BatchPolicy, Lane, MicroBatcher
 from fogline.pipeline._base import Sink, Source, Stage
 from fogline.pipeline._capture import Capturer
 from fogline.pipeline._item import Corrupt, Item
+from fogline.pipeline._labels import LabelHook, LabelJoiner, label_families
 from fogline.pipeline._metrics import Metrics, Snapshot, Tally
 from fogline.pipeline._rules import Condition
 from fogline.pipeline._spec import Plan
@@ -127,13 +128,25 @@ class Pipeline:
     pass, ``max_items`` items have been read, or :meth:`stop` is called
     (from a signal handler, another thread); then it drains and returns the
     final :class:`~fogline.pipeline.Snapshot`.
+
+    With a ``labels:`` section, :attr:`labels` joins late labels to the stored
+    results (on its own threads) and, once the sources end, keeps taking them
+    for ``labels.wait_s`` seconds; each hook in :attr:`label_hooks` is called
+    with a :class:`~fogline.pipeline.LabelJoin` for every joined label (on the
+    join thread; an online learner's ``learn_one`` goes there).
     """
 
-    def __init__(self, plan: Plan, *, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, plan: Plan, *, metrics: Metrics | None = None, label_hooks: Sequence[LabelHook] = ()
+    ) -> None:
         self.plan = plan
         self.spec = plan.spec
         self.metrics = metrics or Metrics()
+        #: Called with each joined late label; append before :meth:`run`.
+        self.label_hooks: list[LabelHook] = list(label_hooks)
+        self.labels: LabelJoiner | None = None
         self._stop_sources = threading.Event()
+        self._stop_all = threading.Event()  # stop(): also ends waiting for late labels
         self._claim_lock = threading.Lock()
         self._claimed = 0
         self._max_items: int | None = None
@@ -169,6 +182,7 @@ class Pipeline:
     def stop(self) -> None:
         """Stop reading the sources; what was read is still finished and stored. Thread-safe."""
         self._stop_sources.set()
+        self._stop_all.set()
 
     def run(self, *, duration: float | None = None, max_items: int | None = None) -> Snapshot:
         if self._started:
@@ -192,6 +206,12 @@ class Pipeline:
             )
             if self._capture is not None:
                 self._capture.start(self.store)
+            if spec.labels is not None:
+                self.labels = LabelJoiner(
+                    spec.labels, self.store, produced=self.plan.produced, hooks=self.label_hooks
+                )
+                metrics.watch("labels", self.labels.board, label_families)
+                self.labels.start()
         workers = [
             _SinkWorker(name, sink_spec.build(), sink_spec.queue, sink_spec.policy, metrics)
             for name, sink_spec in zip(spec.sink_names(), spec.sinks, strict=True)
@@ -247,7 +267,7 @@ class Pipeline:
                         left = None
                     feeder.join(0.1 if left is None else min(left, 0.1))
         finally:
-            self.stop()
+            self._stop_sources.set()
             for feeder in feeders:
                 feeder.join()
             batcher.close(drain=True)
@@ -255,6 +275,9 @@ class Pipeline:
             collector.join()
             writer.join()
             metrics.stop_clock()
+            if self.labels is not None:
+                wait = spec.labels.wait_s if spec.labels is not None else 0.0
+                self.labels.finish(wait, self._stop_all)
             for worker in workers:
                 worker.close()
             self._stop_outbox(sender_stop, sender_thread, transport)
@@ -487,6 +510,8 @@ class Pipeline:
                     self._capture.write(store, captures)
                 stored_at = time.monotonic()
                 metrics.observe("store", stored_at - started)
+                if self.labels is not None:
+                    self.labels.stored(ids, [result for result, *_ in batch])
                 if stored_at >= next_retention:
                     next_retention = stored_at + retention_every
                     _retain(store)

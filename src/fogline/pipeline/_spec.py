@@ -42,6 +42,7 @@ from fogline.pipeline._base import (
     existing,
 )
 from fogline.pipeline._capture import CaptureSpec, check_capture
+from fogline.pipeline._labels import LabelsSpec, check_labels
 from fogline.pipeline._online import open_online_model
 from fogline.pipeline._optional import optional
 from fogline.pipeline._rules import BASE_NAMES, Condition, Rule
@@ -173,6 +174,7 @@ class PipelineSpec(Spec):
     store: StoreSpec | Literal[False] = StoreSpec()
     outbox: OutboxSpec | None = None
     capture: CaptureSpec | None = None
+    labels: LabelsSpec | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -381,6 +383,9 @@ def _check(spec: PipelineSpec, opened: OpenedModel) -> Plan:
             )
     if spec.store is not False and isinstance(spec.store.sync, str):
         _guard("store.sync", Condition(spec.store.sync).check, fields)
+    if spec.labels is not None:
+        stdin = any(source.type == "stdin" for source in spec.sources)
+        check_labels(spec.labels, fields, stdin, spec.store is not False)
     if spec.outbox is not None:
         unknown = fields_of(spec.outbox.transport) - fields
         if unknown:

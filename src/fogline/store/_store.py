@@ -379,6 +379,12 @@ class ResultStore(CaptureStore):
         with self._read() as conn:
             return _labels.live_accuracy(conn, windows, model_version)
 
+    def label_counts(self) -> tuple[int, int]:
+        """How many stored labels are joined to a result, and how many are not."""
+        with self._read() as conn:
+            joined, total = conn.execute("SELECT count(result_id), count(*) FROM labels").fetchone()
+        return int(joined), int(total - joined)
+
     def apply_retention(self, now: float | None = None) -> int:
         """Delete results older than ``max_age_s`` and beyond ``max_rows``; return how many.
 

@@ -1,0 +1,52 @@
+"""``fogline accuracy``: live accuracy from late labels, read back from a pipeline's store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from fogline.cli._app import app, console
+from fogline.errors import ConfigError
+from fogline.store import ResultStore
+
+
+@app.command()
+def accuracy(
+    store: Path = typer.Argument(..., help="A pipeline's results store (results.db)."),
+    window: list[int] = typer.Option(
+        [100, 1000], "--window", "-w", min=1, help="Over the last N joined labels (repeatable)."
+    ),
+    model_version: str | None = typer.Option(
+        None, "--model-version", help="Only this model version."
+    ),
+) -> None:
+    """Accuracy (or mean absolute error) per model version over its last N joined labels."""
+    if not store.is_file():
+        raise ConfigError(f"{store}: no such store")
+    with ResultStore(store) as opened:
+        figures = opened.accuracy(tuple(window), model_version=model_version)
+        counts = opened.label_counts()
+    table = Table(title=f"late labels in {escape(str(store))}", title_justify="left")
+    for column, justify in [
+        ("model version", "left"),
+        ("window", "right"),
+        ("labelled", "right"),
+        ("accuracy", "right"),
+        ("mean abs error", "right"),
+    ]:
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for figure in figures:
+        table.add_row(
+            escape(figure.model_version),
+            f"last {figure.window:,}",
+            f"{figure.labelled:,}",
+            "" if figure.accuracy is None else f"{figure.accuracy:.2%}",
+            "" if figure.mae is None else f"{figure.mae:.4g}",
+        )
+    console.print(table, highlight=False)
+    joined, waiting = counts
+    unjoined = f" · {waiting:,} stored without a result" if waiting else ""
+    console.print(f"{joined:,} labels joined to results{unjoined}", highlight=False)
