@@ -298,6 +298,7 @@ class OnlineEngine:
         self.resumed = 0  #: what it had learned when this run resumed it
         self.failed = 0  #: items River raised on, or with features that are not finite
         self.checkpoints = 0
+        self.seconds = 0.0  #: spent in run(): River's work and the conversions around it
         self._dirty = False
         self._closed = False
         self._next_save = time.monotonic() + spec.checkpoint_every_s
@@ -318,6 +319,7 @@ class OnlineEngine:
         return self._signature
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        started = time.perf_counter()
         batch = np.asarray(inputs[self._input])
         rows = batch.reshape(len(batch), -1)
         usable = np.isfinite(rows).all(axis=1).tolist() if rows.dtype.kind in "fc" else None
@@ -331,6 +333,7 @@ class OnlineEngine:
             else:
                 out = self._predict(values, usable, keys)
             self._maybe_save()
+            self.seconds += time.perf_counter() - started
         return {OUTPUTS[self.kind]: out}
 
     def close(self) -> None:
