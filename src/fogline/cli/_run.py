@@ -20,6 +20,7 @@ from rich.text import Text
 
 from fogline.cli._app import app, console, console_err
 from fogline.errors import ConfigError
+from fogline.monitor import OnlineEngine
 from fogline.pipeline import OUTCOMES, LabelBoard, Pipeline, Plan, Snapshot, load_spec, plan
 
 
@@ -233,6 +234,9 @@ def summary_lines(runner: Pipeline, snap: Snapshot) -> list[str]:
     board = snap.extra.get("labels")
     if isinstance(board, LabelBoard):
         lines += [escape(line) for line in board.describe()]
+    engine = runner.plan.model.engine
+    if isinstance(engine, OnlineEngine):
+        lines.append(escape(engine.summary()))
     for name, per in snap.sinks.items():
         parts = ", ".join(f"{n:,} {outcome}" for outcome, n in sorted(per.items()))
         lines.append(f"sink {escape(name)}: {parts}")

@@ -27,6 +27,7 @@ from fogline.monitor._finetune import (
     next_version,
 )
 from fogline.monitor._gate import GateOptions, GateVerdict, judge, run_gate
+from fogline.monitor._memory import FeatureMemory
 from fogline.monitor._online import (
     OUTPUTS,
     OnlineEngine,
@@ -45,6 +46,7 @@ __all__: list[str] = [
     "ConfidenceCalibration",
     "Detector",
     "DriftState",
+    "FeatureMemory",
     "FinetuneOptions",
     "FinetuneResult",
     "GateOptions",

@@ -345,6 +345,26 @@ class OnlineEngine:
             if self._dirty:
                 self._save()
 
+    def summary(self) -> str:
+        """One line for a run's summary: what it learned, from where, where its state goes.
+
+        >>> engine = OnlineEngine(OnlineSpec("river.anomaly.HalfSpaceTrees"),
+        ...                       TensorSpec("x", "float32", (2,)))
+        >>> engine.summary()
+        'online model HalfSpaceTrees: learned from 0 items, 0 in this run; no checkpoint'
+        """
+        unit = "items" if self.kind == "anomaly" else "labels"
+        line = (
+            f"online model {self.name}: learned from {self.learned:,} {unit}, "
+            f"{self.learned - self.resumed:,} in this run"
+        )
+        if self.resumed:
+            line += f" (resumed at {self.resumed:,})"
+        if self.failed:
+            line += f"; {self.failed:,} items failed (not learned)"
+        where = self.spec.checkpoint
+        return line + (f"; state in {where}" if where is not None else "; no checkpoint")
+
     # --- learning from labels -------------------------------------------------------------
 
     def learn(self, features: np.ndarray, label: Any) -> bool:
