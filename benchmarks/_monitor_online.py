@@ -1,6 +1,7 @@
 """Benchmark section: an online anomaly detector in the pipeline against River alone.
 
     python benchmarks/_monitor_online.py [--items 20000] [--rounds 3]
+    python benchmarks/bench_monitor.py --only online
 
 The stream is River's bundled Shuttle set (9 sensor readings per row), the
 model River's HalfSpaceTrees at its defaults (seeded). Two ways to run it,
@@ -161,6 +162,14 @@ def section(items: int = 20_000, rounds: int = 3, batch: int = 64) -> list[str]:
         f"  serial estimate 1 / (River + pipeline's own) = {serial:,.0f} items/s = "
         f"{serial / river:.1%} of River's rate: the GIL runs them one at a time",
     ]
+
+
+def run(quick: bool) -> list[str]:
+    """The section for ``bench_monitor.py``: its lines, printed and returned."""
+    lines = section(4_000, 1) if quick else section()
+    for line in lines:
+        print(line)
+    return lines
 
 
 def main() -> None:

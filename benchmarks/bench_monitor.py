@@ -19,6 +19,7 @@ import time
 #: Section modules, in the order they run.
 SECTIONS = [
     "_monitor_drift",  # drift detectors on bundled data sets; their cost in the digits pipeline
+    "_monitor_online",  # an online anomaly detector in the pipeline against River alone
 ]
 
 

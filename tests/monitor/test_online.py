@@ -18,9 +18,15 @@ import pytest
 from river import anomaly, linear_model, naive_bayes, preprocessing
 
 from fogline._files import atomic_write
-from fogline.errors import ConfigError
+from fogline.errors import ConfigError, SignatureMismatch
 from fogline.model import Engine, TensorSpec
-from fogline.monitor import OnlineEngine, OnlineSpec, build_estimator, read_header
+from fogline.monitor import (
+    FeatureMemory,
+    OnlineEngine,
+    OnlineSpec,
+    build_estimator,
+    read_header,
+)
 
 HST = "river.anomaly.HalfSpaceTrees"
 HST_PARAMS = {"n_trees": 5, "height": 6, "window_size": 50, "seed": 7}
@@ -337,3 +343,25 @@ def test_an_estimator_that_cannot_be_pickled_is_refused_when_it_should_be_checkp
 
     with pytest.raises(ConfigError, match=r"^checkpoint: the online model cannot be pickled"):
         engine_for(OnlineSpec(factory, checkpoint=tmp_path / "s.pkl"))
+
+
+def test_a_batch_of_the_wrong_width_is_refused_not_truncated():
+    engine = engine_for(OnlineSpec(HST, HST_PARAMS))
+
+    with pytest.raises(SignatureMismatch, match="4 values per item, the online model takes 3"):
+        engine.run({"features": stream(5, width=4)})
+    assert engine.learned == 0
+
+
+def test_feature_memory_keeps_the_newest_item_per_id_and_counts_what_it_drops():
+    memory = FeatureMemory(max_items=3, max_age_s=60.0)
+    memory.remember(None, [0.0])  # no id: nothing a label could name
+    for i in range(5):
+        memory.remember(f"id-{i}", [float(i)])
+    memory.remember("id-4", [40.0])  # the same id again: the newer item wins
+
+    assert len(memory) == 3 and memory.forgotten == 2
+    assert memory.recall("id-4") == [40.0]
+    assert memory.recall("id-4") is None  # learned once
+    assert memory.recall("id-0") is None  # pushed out
+    assert (memory.recalled, memory.missed) == (1, 2)
