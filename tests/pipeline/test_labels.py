@@ -202,7 +202,8 @@ def test_labels_posted_late_over_http_are_joined_and_bad_bodies_are_refused(
     assert first.status_code == 202 and first.json() == {"accepted": 40}
     assert {r.status_code for r in singles} == {202}
     assert not_json.status_code == 400 and "not JSON" in not_json.json()["error"]
-    assert no_id.status_code == 400 and 'no "id"' in no_id.json()["error"]
+    assert no_id.status_code == 400
+    assert no_id.json()["error"] == '[0]: no "id" (the item the label is for)'
     assert wrong_type.status_code == 400
     assert "a class label is a string or an integer, got dict" in wrong_type.json()["error"]
     assert again.status_code == 202 and unknown.status_code == 202

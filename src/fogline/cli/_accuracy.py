@@ -30,21 +30,25 @@ def accuracy(
         figures = opened.accuracy(tuple(window), model_version=model_version)
         counts = opened.label_counts()
     table = Table(title=f"late labels in {escape(str(store))}", title_justify="left")
-    for column, justify in [
-        ("model version", "left"),
-        ("window", "right"),
-        ("labelled", "right"),
-        ("accuracy", "right"),
-        ("mean abs error", "right"),
-    ]:
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    table.add_column("model version")
+    table.add_column("window", justify="right")
+    table.add_column("labelled", justify="right")
+    shown = [
+        (name, heading)
+        for name, heading in (("accuracy", "accuracy"), ("mae", "mean abs error"))
+        if any(getattr(figure, name) is not None for figure in figures)
+    ]
+    for _, heading in shown:
+        table.add_column(heading, justify="right")
     for figure in figures:
+        values = []
+        for name, _ in shown:
+            value = getattr(figure, name)
+            values.append(
+                "" if value is None else f"{value:.2%}" if name == "accuracy" else f"{value:.4g}"
+            )
         table.add_row(
-            escape(figure.model_version),
-            f"last {figure.window:,}",
-            f"{figure.labelled:,}",
-            "" if figure.accuracy is None else f"{figure.accuracy:.2%}",
-            "" if figure.mae is None else f"{figure.mae:.4g}",
+            escape(figure.model_version), f"last {figure.window:,}", f"{figure.labelled:,}", *values
         )
     console.print(table, highlight=False)
     joined, waiting = counts

@@ -340,18 +340,20 @@ class HttpLabels(LabelSource):
                     return
                 where = f"http {self.client_address[0]}"
                 found = owner.fields.json(self.rfile.read(length), where)
-                problems = [
-                    f"{bad.position}: {bad.reason}" for bad in found if isinstance(bad, BadLabel)
-                ]
-                for good in found:
-                    if isinstance(good, LabelMessage):
-                        wrong = owner.problem(good.label)
-                        if wrong is not None:
-                            problems.append(f"{good.position}: item {good.item_id!r}: {wrong}")
-                if problems:
-                    for problem in problems:  # counted as invalid, like any other source's
-                        owner._queue.put(BadLabel(where, problem))
-                    self._answer(400, {"error": "; ".join(problems[:20]), "accepted": 0})
+                bad: list[BadLabel] = []
+                for entry in found:
+                    if isinstance(entry, BadLabel):
+                        bad.append(entry)
+                    elif (wrong := owner.problem(entry.label)) is not None:
+                        bad.append(BadLabel(entry.position, f"item {entry.item_id!r}: {wrong}"))
+                if bad:
+                    for entry in bad:  # counted as invalid, like any other source's
+                        owner._queue.put(entry)
+                    # The client hears each problem by its index in the body ([3]: ...).
+                    told = [
+                        f"{b.position[len(where) :]}: {b.reason}".lstrip(": ") for b in bad[:20]
+                    ]
+                    self._answer(400, {"error": "; ".join(told), "accepted": 0})
                     return
                 try:
                     for good in found:
