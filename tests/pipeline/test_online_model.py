@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from river import anomaly
+from river import anomaly, naive_bayes
 
 from fogline.errors import ConfigError
 from fogline.monitor import read_header
@@ -314,3 +314,92 @@ def test_the_bundled_online_example_checks_runs_and_checkpoints(tmp_path: Path):
     assert sum(flagged) > 0
     assert len((tmp_path / "alerts.jsonl").read_text().splitlines()) == sum(flagged)
     assert read_header(tmp_path / "state.pkl").learned == 3000
+
+
+# --- learning from late labels ------------------------------------------------------------------
+
+
+def two_classes(path: Path, n: int = 80) -> tuple[np.ndarray, np.ndarray]:
+    """A labelled .npz: class "low" near 0.2, class "high" near 0.8, in turn."""
+    rng = np.random.default_rng(1)
+    y = np.array(["low", "high"] * (n // 2))
+    x = np.where(y[:, None] == "low", 0.2, 0.8) + rng.normal(0, 0.05, size=(n, 3))
+    np.savez(path, x=x.astype(np.float32), y=y)
+    return x.astype(np.float32), y
+
+
+def labelled_pipeline(folder: Path, **model: Any) -> Path:
+    spec = {
+        "name": "online-labels",
+        "sources": [{"type": "dataset", "name": "line", "path": "data.npz"}],
+        "model": {
+            "online": "river.naive_bayes.GaussianNB",
+            "classes": ["low", "high"],
+            "checkpoint": "nb.pkl",
+            **model,
+        },
+        "postprocess": [{"type": "classify"}],
+        "labels": {
+            "source": {"type": "delayed", "path": "data.npz", "delay_s": 1.0},
+            "wait_s": 30,  # until the delayed source has given every label
+            "estimate": False,
+        },
+    }
+    path = folder / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_an_online_classifier_learns_its_late_labels_with_the_features_of_their_items(
+    tmp_path: Path,
+):
+    # Prepare: every label arrives after its item has been answered (and stored)
+    x, y = two_classes(tmp_path / "data.npz")
+    path = labelled_pipeline(tmp_path)
+
+    # Execute: one run that learns the labels late, then a run resumed from its checkpoint
+    first, _ = run_pipeline(path)
+    run_pipeline(path)
+
+    # Assert: the first run answered before learning anything, then learned every label
+    results = stored(tmp_path / "results.db")
+    before, after = results[: len(x)], results[len(x) :]
+    assert {r["label"] for _, _, r in before} == {"low"}  # untrained: a tie, the first class
+    assert first.model.engine.learned == len(x)  # type: ignore[attr-defined]
+    reference = naive_bayes.GaussianNB()
+    for row, label in zip(x.tolist(), y.tolist(), strict=True):
+        reference.learn_one(dict(enumerate(row)), label)
+    for row, (_, _, result) in zip(x[:5].tolist(), after[:5], strict=True):
+        p = reference.predict_proba_one(dict(enumerate(row)))
+        assert result["top_k"][0]["score"] == pytest.approx(max(p.values()), abs=1e-6)
+    assert [r["label"] for _, _, r in after] == y.tolist()  # resumed, it knows the classes
+    assert read_header(tmp_path / "nb.pkl").learned == 2 * len(x)  # and learns them again
+
+
+def test_labels_for_items_no_longer_remembered_are_counted_not_learned(tmp_path: Path):
+    two_classes(tmp_path / "data.npz", n=50)
+    path = labelled_pipeline(tmp_path, remember=10)
+
+    checked, _ = run_pipeline(path)
+
+    engine: Any = checked.model.engine
+    assert engine.learned == 10
+    assert (engine.memory.forgotten, engine.memory.missed) == (40, 40)
+    assert "40 labels came for items no longer remembered" in engine.summary()
+
+
+def test_an_online_regressor_with_classification_labels_is_refused(tmp_path: Path):
+    two_classes(tmp_path / "data.npz", n=4)
+    path = labelled_pipeline(tmp_path)
+    spec = yaml.safe_load(path.read_text())
+    spec["model"] = {"online": "river.linear_model.LinearRegression"}
+    spec["postprocess"] = []
+    spec["labels"]["compare"] = "prediction"
+    path.write_text(yaml.safe_dump(spec))
+
+    with pytest.raises(
+        ConfigError,
+        match=r"labels\.task: the online model is a regressor, which "
+        r"learns from regression labels; set `task: regression`",
+    ):
+        plan(load_spec(path))

@@ -51,6 +51,7 @@ import numpy as np
 from fogline.errors import ConfigError, SignatureMismatch
 from fogline.model import OpenedModel, Signature, TensorSpec
 from fogline.monitor._checkpoint import CheckpointHeader, load_checkpoint, save_checkpoint
+from fogline.monitor._memory import FeatureMemory
 
 log = logging.getLogger("fogline.monitor")
 
@@ -298,6 +299,9 @@ class OnlineEngine:
         self.resumed = 0  #: what it had learned when this run resumed it
         self.failed = 0  #: items River raised on, or with features that are not finite
         self.checkpoints = 0
+        self.refused = 0  #: labels it could not use (not a class, not a number, bad features)
+        #: Where a pipeline keeps items' features for their late labels (its counts are reported).
+        self.memory: FeatureMemory | None = None
         self.seconds = 0.0  #: spent in run(): River's work and the conversions around it
         self._dirty = False
         self._closed = False
@@ -369,6 +373,14 @@ class OnlineEngine:
             line += f" (resumed at {self.resumed:,})"
         if self.failed:
             line += f"; {self.failed:,} items failed (not learned)"
+        if self.refused:
+            line += f"; {self.refused:,} labels refused"
+        memory = self.memory
+        if memory is not None and (memory.missed or memory.forgotten):
+            line += (
+                f"; {memory.missed:,} labels came for items no longer remembered, "
+                f"{memory.forgotten:,} items forgotten before a label came"
+            )
         where = self.spec.checkpoint
         return line + (f"; state in {where}" if where is not None else "; no checkpoint")
 
@@ -381,10 +393,9 @@ class OnlineEngine:
         labels; a classifier takes one of its ``classes``, a regressor a number.
         """
         target = self._target(label)
-        if target is None:
-            return False
         values = np.asarray(features).reshape(-1)
-        if values.dtype.kind in "fc" and not np.isfinite(values).all():
+        if target is None or (values.dtype.kind in "fc" and not np.isfinite(values).all()):
+            self.refused += 1
             return False
         keys = self._keys or range(values.size)
         x = dict(zip(keys, values.tolist(), strict=True))
@@ -393,6 +404,7 @@ class OnlineEngine:
                 self._estimator.learn_one(x, target)
             except Exception as exc:  # River's own refusal of this item
                 self._fail(exc)
+                self.refused += 1
                 return False
             self.learned += 1
             self._dirty = True

@@ -48,6 +48,7 @@ from fogline.pipeline._capture import Capturer
 from fogline.pipeline._item import Corrupt, Item
 from fogline.pipeline._labels import LabelHook, LabelJoiner, label_families
 from fogline.pipeline._metrics import Metrics, Snapshot, Tally
+from fogline.pipeline._online import label_learner
 from fogline.pipeline._rules import Condition
 from fogline.pipeline._spec import Plan
 from fogline.pipeline.sinks import outbox_encoder
@@ -144,6 +145,9 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         #: Called with each joined late label; append before :meth:`run`.
         self.label_hooks: list[LabelHook] = list(label_hooks)
+        self._learner = label_learner(plan)  # an online classifier/regressor learns late labels
+        if self._learner is not None:
+            self.label_hooks.append(self._learner)
         self.labels: LabelJoiner | None = None
         self._stop_sources = threading.Event()
         self._stop_all = threading.Event()  # stop(): also ends waiting for late labels
@@ -417,6 +421,8 @@ class Pipeline:
             now = time.monotonic()
             metrics.observe("inference", now - submitted)
             item.outputs = outcome
+            if self._learner is not None:
+                self._learner.seen(item)
             try:
                 done = self._post(item, post, raw)
                 if done is None:

@@ -83,7 +83,7 @@ def _texts(value: Any) -> Any:
 
 
 #: Keys only an online model takes.
-ONLINE_KEYS = frozenset({"params", "classes", "checkpoint", "checkpoint_every_s"})
+ONLINE_KEYS = frozenset({"params", "classes", "checkpoint", "checkpoint_every_s", "remember"})
 
 #: A rule condition, parsed when the spec is validated.
 ConditionText = Annotated[str, AfterValidator(_parses)]
@@ -95,7 +95,9 @@ class ModelSpec(Spec):
     The model is a file or folder (``path``) or an online learner
     (``online``: a River estimator or ``module:function``, built with
     ``params``; a classifier's ``classes``; its state kept in ``checkpoint``,
-    saved every ``checkpoint_every_s`` while it learns and when the run ends).
+    saved every ``checkpoint_every_s`` while it learns and when the run ends;
+    a classifier or regressor learns from the ``labels:`` section's late
+    labels, keeping the features of the last ``remember`` items for them).
     """
 
     path: Annotated[Path, existing("model file or folder")] | None = None
@@ -104,6 +106,8 @@ class ModelSpec(Spec):
     classes: Annotated[list[str], BeforeValidator(_texts)] | None = None
     checkpoint: OutputPath | None = None
     checkpoint_every_s: float = Field(default=60.0, gt=0)
+    #: An online classifier or regressor keeps this many recent items' features for their labels.
+    remember: int = Field(default=100_000, ge=1)
     #: What results record as the model and its version (default: the manifest's, else the file name).
     name: str | None = Field(default=None, min_length=1)
     version: str | None = Field(default=None, min_length=1)
