@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from river import anomaly, base
 
-from fogline.examples.online_shuttle import shuttle_stream
+from fogline.examples.online import shuttle_stream
 from fogline.model import TensorSpec
 from fogline.monitor import OnlineEngine, OnlineSpec
 from fogline.pipeline import Pipeline, parse_spec, plan

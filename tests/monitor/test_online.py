@@ -89,7 +89,7 @@ def test_anomaly_scores_are_rivers_own_item_for_item_however_batched():
 
 def test_a_compose_pipeline_from_a_factory_is_run_like_a_class():
     x = stream(200) * 50  # unscaled: the pipeline's scaler takes care of it
-    factory = "fogline.examples.online_shuttle:shuttle_detector"
+    factory = "fogline.examples.online:shuttle_detector"
     engine = engine_for(OnlineSpec(factory, {"seed": 3, "window_size": 50}))
     reference = preprocessing.MinMaxScaler() | anomaly.HalfSpaceTrees(seed=3, window_size=50)
 

@@ -26,7 +26,7 @@ from river import anomaly, naive_bayes
 
 from fogline.errors import ConfigError
 from fogline.monitor import read_header
-from fogline.pipeline import Pipeline, load_spec, plan
+from fogline.pipeline import Pipeline, load_spec, parse_spec, plan
 
 COLUMNS = ["temp", "rpm", "vib"]
 HST_PARAMS = {"n_trees": 5, "height": 6, "window_size": 50, "seed": 7}
@@ -293,7 +293,7 @@ def test_fogline_check_refuses_a_bad_online_model_with_exit_2_and_no_traceback(t
 
 def test_the_bundled_online_example_checks_runs_and_checkpoints(tmp_path: Path):
     # Prepare: the example as shipped, its outputs in a scratch folder
-    from fogline.examples.online_shuttle import ONLINE_ANOMALY, shuttle_detector, shuttle_stream
+    from fogline.examples.online import ONLINE_ANOMALY, shuttle_detector, shuttle_stream
 
     checked = plan(load_spec(ONLINE_ANOMALY / "pipeline.yaml", outputs=tmp_path))
     pipeline = Pipeline(checked)
@@ -403,3 +403,28 @@ def test_an_online_regressor_with_classification_labels_is_refused(tmp_path: Pat
         r"learns from regression labels; set `task: regression`",
     ):
         plan(load_spec(path))
+
+
+def test_the_bundled_late_labels_example_learns_every_label(tmp_path: Path):
+    # Prepare: the example as shipped, but replayed (and labelled) as fast as it goes
+    from fogline.examples.online import ONLINE_LABELS
+
+    data = yaml.safe_load((ONLINE_LABELS / "pipeline.yaml").read_text())
+    data["sources"][0].pop("rate")
+    data["labels"]["source"].pop("rate")
+    data["labels"]["source"]["delay_s"] = 0.5
+    checked = plan(parse_spec(data, base=ONLINE_LABELS, outputs=tmp_path))
+    pipeline = Pipeline(checked)
+
+    # Execute
+    try:
+        snapshot = pipeline.run()
+    finally:
+        pipeline.close()
+        checked.model.engine.close()
+
+    # Assert
+    engine: Any = checked.model.engine
+    assert snapshot.counts["pages"]["processed"] == 1250
+    assert engine.learned == 1250 and engine.refused == 0
+    assert read_header(tmp_path / "state.pkl").learned == 1250
