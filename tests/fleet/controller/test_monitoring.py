@@ -49,7 +49,7 @@ def watching(
         live=[LiveAccuracy(model_version="m1", window="500", metric="accuracy", value=accuracy,
                            labelled=labelled)],
         estimates=[AccuracyEstimate(model_version="m1", value=0.88)],
-        labels={"joined": 5}, captures={"stored": 2},
+        labels={"joined": 5, "unknown": 1}, captures={"stored": 2, "capped": 7},
     )  # fmt: skip
 
 

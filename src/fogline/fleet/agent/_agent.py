@@ -82,6 +82,9 @@ class AgentConfig(BaseModel):
     ...     data="/var/lib/fogline", device_id="cam-7")
     >>> config.repository, config.broker.port
     ('http://127.0.0.1:8080/repository', 1883)
+    >>> relative = AgentConfig.model_validate({**config.model_dump(), "data": "devices/cam-7"})
+    >>> relative.data == Path.cwd() / "devices" / "cam-7"  # its children run elsewhere
+    True
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -99,6 +102,12 @@ class AgentConfig(BaseModel):
     serve_http_port: int | None = Field(default=None, ge=1, le=65535)
     retry_max: float = Field(default=60.0, gt=0)
     round_resend_seconds: float = Field(default=RESEND_AFTER, gt=0)
+
+    @field_validator("data")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        # A child runs in its own folder under it: a relative path would point elsewhere there.
+        return value.absolute()
 
     @field_validator("controller")
     @classmethod

@@ -184,7 +184,7 @@ def monitoring_series(rows: Sequence[dict[str, Any]], step: float) -> dict[str, 
     Each series holds the worst drift score, the drift alarms raised, the
     live accuracy weighted by the labelled items behind each device's figure
     (its largest window), the mean estimate (kept apart: it is not
-    measured), and labels and captures received.
+    measured), labels joined and hard examples stored.
 
     >>> rows = [
     ...     {"device_id": "a", "time": 100.0, "release": "p", "version": "1", "kind": "live",
@@ -230,15 +230,15 @@ def monitoring_series(rows: Sequence[dict[str, Any]], step: float) -> dict[str, 
             series["estimate"].append(
                 round(sum(estimates) / len(estimates), 6) if estimates else None
             )
-            series["labels"].append(
-                sum(int(r["count"] or 0) for r in group if r["kind"] == "labels")
-            )
-            series["captures"].append(
-                sum(int(r["count"] or 0) for r in group if r["kind"] == "captures")
-            )
+            series["labels"].append(_total(group, "labels", "joined"))
+            series["captures"].append(_total(group, "captures", "stored"))
             series["devices"].append(len({r["device_id"] for r in group}))
         out[name] = series
     return out
+
+
+def _total(rows: Sequence[dict[str, Any]], kind: str, key: str) -> int:
+    return sum(int(r["count"] or 0) for r in rows if r["kind"] == kind and r["key"] == key)
 
 
 def _largest_windows(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[float, int]]:
