@@ -170,7 +170,9 @@ def test_labels_a_model_cannot_use_are_refused_not_learned():
     assert not regressor.learn(row, "heavy")  # not a number
     assert not regressor.learn(row, float("nan"))
     assert not detector.learn(row, "anything")  # it learns from every item, not from labels
+    assert not classifier.learn(np.zeros(4, np.float32), "a")  # not this model's input
     assert classifier.learned == regressor.learned == detector.learned == 0
+    assert (classifier.refused, regressor.refused) == (2, 2)
 
 
 def test_a_regressor_predicts_and_learns_numbers_as_river_does():

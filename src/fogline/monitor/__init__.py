@@ -28,13 +28,8 @@ from fogline.monitor._finetune import (
 )
 from fogline.monitor._gate import GateOptions, GateVerdict, judge, run_gate
 from fogline.monitor._memory import FeatureMemory
-from fogline.monitor._online import (
-    OUTPUTS,
-    OnlineEngine,
-    OnlineSpec,
-    build_estimator,
-    open_online,
-)
+from fogline.monitor._online import OUTPUTS, OnlineEngine, OnlineSpec, open_online
+from fogline.monitor._river import build_estimator
 
 __all__: list[str] = [
     "DETECTORS",
