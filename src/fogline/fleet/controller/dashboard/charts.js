@@ -95,7 +95,8 @@ function runs(points) {
 /**
  * A line chart over time (or, with axis: ROUND_AXIS, per round).
  *
- * series: [{name, points: [[x, value|null], …], dashed?}], x in Unix seconds (or rounds);
+ * series: [{name, points: [[x, value|null], …], dashed?, dots?}], x in Unix seconds (or rounds);
+ * a series with dots: true is drawn as markers only (events such as alarms), never as a line;
  * range: [x0, x1];
  * format(value) labels the y axis and tooltips; unit names the y axis; emptyText says why,
  * in place of the chart, when there is nothing to draw.
@@ -138,11 +139,11 @@ export function lineChart({title, unit, series, range, format = number, id, empt
     const group = s("g", {class: `series c${line.color ?? index % 8}${line.dashed ? " dashed" : ""}`,
       "data-series": line.name});
     const visible = line.points.filter(([t]) => t >= t0 && t <= t1);
-    for (const run of runs(visible)) {
+    for (const run of line.dots ? [] : runs(visible)) {
       const d = run.map(([t, v], i) => `${i ? "L" : "M"}${x(t).toFixed(1)} ${y(v).toFixed(1)}`).join(" ");
       group.append(s("path", {d}));
     }
-    if (visible.length <= MAX_MARKERS) {
+    if (visible.length <= MAX_MARKERS || line.dots) {
       for (const [t, v] of visible) {
         if (v === null || v === undefined) continue;
         group.append(s("circle", {cx: x(t).toFixed(1), cy: y(v).toFixed(1), r: 2.6},

@@ -15,6 +15,8 @@ const ESTIMATE_NOTE = "Dashed lines are estimates from the model's calibrated co
 /** An accuracy (0..1) as a percentage: 0.931 → "93.1%". */
 export const accuracyText = (v) => (v === null || v === undefined ? "—" : `${number(v * 100)}%`);
 const percentAxis = (v) => `${number(v)}%`;
+/** Chart colours but red (c3), which marks alarms. */
+const hue = (index) => [0, 1, 2, 4, 5, 6, 7][index % 7];
 
 function byKey(rows, key) {
   const groups = new Map();
@@ -79,22 +81,25 @@ export function deviceMonitoringCharts(rows, range) {
   const named = (release, rest) => (releases.size > 1 ? `${release} ${rest}` : rest);
   const driftSeries = byKey(drift, (r) => `${r.release}\u0000${r.key}`).map(([, group], index) => ({
     name: named(group[0].release, `${group[0].key}${group[0].detector ? ` (${group[0].detector})` : ""}`),
-    color: index % 3, points: group.map((r) => [r.time, r.value]),
+    color: hue(index), points: group.map((r) => [r.time, r.value]),
   }));
   const alarms = drift.filter((r) => (r.count ?? 0) > 0);
   if (alarms.length) {
-    driftSeries.push({name: "alarm raised", color: 3, points: alarms.map((r) => [r.time, r.value ?? 0])});
+    driftSeries.push({name: "alarm raised", color: 3, dots: true,
+      points: alarms.map((r) => [r.time, r.value ?? 0])});
   }
   const live = rows.filter((r) => r.kind === "live" && (r.metric || "accuracy") === "accuracy");
   const estimates = rows.filter((r) => r.kind === "estimate");
+  const models = [...new Set([...live, ...estimates].map((r) => `${r.release}\u0000${r.key}`))].sort();
+  const tone = (group) => hue(models.indexOf(`${group[0].release}\u0000${group[0].key}`));
   const accuracy = [
-    ...byKey(live, (r) => `${r.release}\u0000${r.key}`).map(([, group], index) => ({
-      name: named(group[0].release, `live${group[0].key ? ` v${group[0].key}` : ""}`), color: index % 3,
+    ...byKey(live, (r) => `${r.release}\u0000${r.key}`).map(([, group]) => ({
+      name: named(group[0].release, `live${group[0].key ? ` v${group[0].key}` : ""}`), color: tone(group),
       points: bestPerReport(group).map((r) => [r.time, 100 * r.value]),
     })),
-    ...byKey(estimates, (r) => `${r.release}\u0000${r.key}`).map(([, group], index) => ({
+    ...byKey(estimates, (r) => `${r.release}\u0000${r.key}`).map(([, group]) => ({
       name: named(group[0].release, `estimate${group[0].key ? ` v${group[0].key}` : ""} (not measured)`),
-      color: index % 3, dashed: true,
+      color: tone(group), dashed: true,
       points: byKey(group, (r) => r.time).map(([, at]) => [at[0].time,
         100 * at.sort((a, b) => (Number(a.window) || 0) - (Number(b.window) || 0)).at(-1).value]),
     })),
@@ -120,30 +125,31 @@ export function deviceMonitoringCharts(rows, range) {
 /** Charts per release version from `api/monitoring/series`: worst drift, accuracy, captures. */
 export function releaseMonitoringCharts(series, range) {
   const names = Object.keys(series).sort();
+  const colour = (name) => hue(names.indexOf(name));  // one colour per release version, in every chart
   const at = (s, key, map = (v) => v) => s.time.map((t, i) => [t, s[key][i] === null ? null : map(s[key][i])]);
   const alarmed = names.flatMap((name) => series[name].time
     .map((t, i) => [t, series[name].alarms[i] ? series[name].drift_score[i] ?? 0 : null])
     .filter(([, v]) => v !== null));
   const accuracy = [
-    ...names.filter((name) => series[name].live_accuracy.some((v) => v !== null)).map((name, index) => ({
-      name: `${name} live`, color: index % 8, points: at(series[name], "live_accuracy", (v) => 100 * v)})),
-    ...names.filter((name) => series[name].estimate.some((v) => v !== null)).map((name, index) => ({
-      name: `${name} estimate (not measured)`, color: index % 8, dashed: true,
+    ...names.filter((name) => series[name].live_accuracy.some((v) => v !== null)).map((name) => ({
+      name: `${name} live`, color: colour(name), points: at(series[name], "live_accuracy", (v) => 100 * v)})),
+    ...names.filter((name) => series[name].estimate.some((v) => v !== null)).map((name) => ({
+      name: `${name} estimate (not measured)`, color: colour(name), dashed: true,
       points: at(series[name], "estimate", (v) => 100 * v)})),
   ];
   const accuracyChart = lineChart({title: "Accuracy by release", unit: "%", id: "release-accuracy", range,
     format: percentAxis, emptyText: NO_MONITORING, series: accuracy});
   if (accuracy.some((s) => s.dashed)) accuracyChart.append(h("p", {className: "chart-note estimate-note"}, ESTIMATE_NOTE));
   const drift = names.filter((name) => series[name].drift_score.some((v) => v !== null))
-    .map((name, index) => ({name, color: index % 8, points: at(series[name], "drift_score")}));
-  if (alarmed.length) drift.push({name: "alarm raised", color: 3, points: alarmed});
+    .map((name) => ({name, color: colour(name), points: at(series[name], "drift_score")}));
+  if (alarmed.length) drift.push({name: "alarm raised", color: 3, dots: true, points: alarmed});
   return [
     lineChart({title: "Worst drift score by release", unit: "score", id: "release-drift", range,
       emptyText: NO_MONITORING, series: drift}),
     accuracyChart,
     lineChart({title: "Captures by release", unit: "items", id: "release-captures", range,
       emptyText: NO_MONITORING, series: names.filter((name) => series[name].captures.some((v) => v))
-        .map((name, index) => ({name, color: index % 8, points: at(series[name], "captures")}))}),
+        .map((name) => ({name, color: colour(name), points: at(series[name], "captures")}))}),
   ];
 }
 
