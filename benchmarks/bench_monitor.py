@@ -20,6 +20,7 @@ import time
 SECTIONS = [
     "_monitor_drift",  # drift detectors on bundled data sets; their cost in the digits pipeline
     "_monitor_online",  # an online anomaly detector in the pipeline against River alone
+    "_monitor_labels",  # late labels joined over HTTP: their cost in the digits pipeline
 ]
 
 

@@ -324,6 +324,35 @@ def test_labels_on_the_stdin_of_a_real_fogline_run_are_joined_and_read_back(
     assert len(joined_rows(db)) == N
 
 
+def test_a_regression_task_reads_mean_absolute_error_and_refuses_labels_that_are_not_numbers(
+    tmp_path: Path,
+) -> None:
+    # Prepare: the classifier's score stands in for a regressor's number
+    path = labels_spec(tmp_path, {"type": "http", "port": 0}, task="regression", compare="score")
+    truths = [0.5 + (i % 5) / 10 for i in range(20)]
+    with running(path) as run:
+        run.stored()
+        url = run.pipeline.labels.source.url  # type: ignore[union-attr, attr-defined]
+
+        # Execute: numbers and numeric text are taken; a word is refused
+        good = [{"id": item(i), "label": t if i % 2 else str(t)} for i, t in enumerate(truths)]
+        taken = httpx.post(url, json=good, timeout=10)
+        refused = httpx.post(url, json={"id": item(30), "label": "warm"}, timeout=10)
+        run.settled(len(truths) + 1)
+        snapshot = run.finish()
+        scores = {r.result.item_id: r.result.outputs["score"] for r in run.store.query()}
+
+    # Assert: the mean absolute error counted here
+    mae = sum(abs(scores[item(i)] - t) for i, t in enumerate(truths)) / len(truths)
+    assert taken.status_code == 202 and refused.status_code == 400
+    assert "a regression label is a number, got 'warm'" in refused.json()["error"]
+    board = snapshot.extra["labels"]
+    assert board.outcomes["joined"] == 20 and board.outcomes["invalid"] == 1
+    assert board.estimate == []  # no estimate from confidence for a regression
+    (live,) = [f for f in board.live if f.window == 1000]
+    assert (live.metric, live.count) == ("mae", 20) and live.value == pytest.approx(mae)
+
+
 # --- timing: labels before their result, labels too late ----------------------------------------
 
 

@@ -65,6 +65,8 @@ log = logging.getLogger("fogline.pipeline.labels")
 LABEL_OUTCOMES = ("joined", "unknown", "expired", "invalid", "duplicate")
 _LOG_FIRST = 20
 _RETRY_S = 1.0  # how often labels waiting for their result look in the store
+_GATHER_S = 0.25  # how long the join thread gathers labels into one store transaction
+_GATHER_MAX = 4096
 
 if TYPE_CHECKING:
     LabelSourceUnion = MqttLabelsSpec
@@ -340,15 +342,29 @@ class LabelJoiner:
             call(arg)
         except StoreError as exc:  # the store's trouble: log it, keep the thread alive
             log.error("labels: %s", exc)
+        except Exception as exc:  # a bug here must not end the joining unseen
+            log.exception("labels: joining failed: %s", exc)
 
     def _take_labels(self, block: bool) -> list[Incoming]:
+        """The labels waiting, gathered for up to ``_GATHER_S`` after the first: one store
+        transaction (one fsync the result writer waits behind) per gathering, not per request."""
         batch: list[Incoming] = []
         try:
             batch.append(self._incoming.get(timeout=0.05) if block else self._incoming.get_nowait())
-            while len(batch) < 512:
-                batch.append(self._incoming.get_nowait())
         except queue.Empty:
-            pass
+            return batch
+        until = time.monotonic() + (_GATHER_S if block else 0.0)
+        while len(batch) < _GATHER_MAX:
+            try:
+                batch.append(self._incoming.get_nowait())
+            except queue.Empty:
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(self._incoming.get(timeout=min(left, 0.02)))
+                except queue.Empty:
+                    continue
         return batch
 
     def _take_stored(self) -> None:

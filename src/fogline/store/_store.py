@@ -332,14 +332,16 @@ class ResultStore(CaptureStore):
         """The newest stored result of each item id that has one (an id a rerun reused
         names its latest result)."""
         with self._read() as conn:
-            ids = _labels.newest_result_ids(conn, item_ids)
-            found = {}
-            for item_id, id_ in ids.items():
-                row = conn.execute(
-                    f"SELECT {_RESULT_COLUMNS} FROM results WHERE id = ?", (id_,)
-                ).fetchone()
-                found[item_id] = record_from_row(row)
-        return found
+            ids = list(_labels.newest_result_ids(conn, item_ids).values())
+            rows = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                marks = ",".join("?" * len(chunk))
+                rows += conn.execute(
+                    f"SELECT {_RESULT_COLUMNS} FROM results WHERE id IN ({marks})", chunk
+                ).fetchall()
+        records = [record_from_row(row) for row in rows]
+        return {str(r.result.item_id): r for r in records}
 
     def put_labels(self, labels: Iterable[StoredLabel]) -> None:
         """Store labels, one per item id (a later one replaces it), in one transaction.
