@@ -428,3 +428,28 @@ def test_the_bundled_late_labels_example_learns_every_label(tmp_path: Path):
     assert snapshot.counts["pages"]["processed"] == 1250
     assert engine.learned == 1250 and engine.refused == 0
     assert read_header(tmp_path / "state.pkl").learned == 1250
+
+
+def test_an_online_regressor_learns_numeric_late_labels(tmp_path: Path):
+    # Prepare: y = 2 * (sum of the features) + 1, labels replayed late
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, size=(60, 3)).astype(np.float32)
+    y = 2.0 * x.sum(axis=1) + 1.0
+    np.savez(tmp_path / "data.npz", x=x, y=y)
+    path = labelled_pipeline(tmp_path)
+    spec = yaml.safe_load(path.read_text())
+    spec["model"] = {"online": "river.linear_model.LinearRegression", "checkpoint": "lr.pkl"}
+    spec["postprocess"] = []
+    spec["labels"].update({"task": "regression", "compare": "prediction"})
+    path.write_text(yaml.safe_dump(spec))
+
+    # Execute
+    checked, _ = run_pipeline(path)
+
+    # Assert: answered untrained (River's 0.0), then learned every label, and is closer now
+    engine: Any = checked.model.engine
+    assert [r["prediction"] for _, _, r in stored(tmp_path / "results.db")] == [0.0] * 60
+    assert engine.learned == 60 and engine.refused == 0
+    after = engine.run({"features": x})["prediction"]
+    assert np.abs(after - y).mean() < 0.25 * np.abs(y).mean()  # River alone: 0.12
+    assert read_header(tmp_path / "lr.pkl").learned == 60
