@@ -21,6 +21,7 @@ SECTIONS = [
     "_monitor_drift",  # drift detectors on bundled data sets; their cost in the digits pipeline
     "_monitor_online",  # an online anomaly detector in the pipeline against River alone
     "_monitor_labels",  # late labels joined over HTTP: their cost in the digits pipeline
+    "_monitor_recovery",  # capture -> late labels -> fine-tune -> gate -> swap after a change
 ]
 
 

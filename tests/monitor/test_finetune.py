@@ -47,6 +47,7 @@ def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "shuffled": (captured, np.random.default_rng(1).permutation(y[:500])),
         "holdout": (shift(Xe), ye),
         "original": (Xe, ye),
+        "replay": (X[500:900], y[500:900]),
         "inverted": ((1.0 - X[:300]).astype(np.float32), y[:300]),
         "inverted-holdout": ((1.0 - Xe).astype(np.float32), ye),
     }
@@ -123,6 +124,24 @@ def test_forgetting_on_the_original_data_is_measured_on_both_models(
     assert result.verdict.original == pytest.approx((before, after))
     assert result.verdict.forgetting == pytest.approx(before - after)
     assert 0 < result.verdict.forgetting <= 0.05
+
+
+def test_replaying_original_data_forgets_less(sets: dict[str, Path], tmp_path: Path) -> None:
+    plain = run(sets, tmp_path / "plain", max_forgetting=1.0)
+    replayed = finetune(
+        BASE,
+        str(sets["captured"]),
+        str(sets["holdout"]),
+        tmp_path / "replayed",
+        original=str(sets["original"]),
+        replay=str(sets["replay"]),
+        options=FinetuneOptions(epochs=10, l2=0.1),
+        gate=GateOptions(max_forgetting=1.0),
+    )
+
+    assert replayed.verdict.forgetting < plain.verdict.forgetting
+    assert replayed.report["replay"]["items"] == 400
+    assert replayed.report["data"]["items"] == 500
 
 
 def test_the_same_candidate_fails_a_gate_that_allows_no_forgetting(

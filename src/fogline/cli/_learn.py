@@ -40,6 +40,12 @@ def finetune(
         help="The original evaluation data it must not forget (default: what the manifest's "
         "provenance or the release's canary set names).",
     ),
+    replay: str | None = typer.Option(
+        None,
+        "--replay",
+        help="Labelled data of the kind the model was trained on, mixed into training so it "
+        "keeps what it knew.",
+    ),
     layers: str = typer.Option(
         "last", help="last: re-fit the last layer (ONNX only); all: the whole network (PyTorch)."
     ),
@@ -110,6 +116,7 @@ def finetune(
             holdout,
             out,
             original=original,
+            replay=replay,
             options=options,
             gate=gate,
             progress=advance,
@@ -130,11 +137,13 @@ def finetune(
             f"gate passed: {escape(verdict.reason)}\nwrote {candidate['name']} "
             f"{candidate['version']} to {folder} (model.onnx, fogline.yaml, report.json, report.md)",
             highlight=False,
+            soft_wrap=True,
         )
         return
     console.print(
         f"gate FAILED: {escape(verdict.reason)}\nwrote the reports to {folder} "
         "(report.json, report.md); no candidate model is kept",
         highlight=False,
+        soft_wrap=True,
     )
     raise typer.Exit(GATE_FAILED)

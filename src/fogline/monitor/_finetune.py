@@ -118,6 +118,7 @@ def finetune(
     out: Path,
     *,
     original: str | None = None,
+    replay: str | None = None,
     options: FinetuneOptions | None = None,
     gate: GateOptions | None = None,
     progress: Progress | None = None,
@@ -129,6 +130,9 @@ def finetune(
     ``module:function``), all with labels. Without ``original`` the data the
     model was gated on before (its manifest's provenance) or its release's
     canary set is used; with none of those, a :class:`ConfigError`.
+    ``replay`` is labelled data of the kind the model was trained on, mixed
+    into the training set so that the candidate keeps what it knew
+    (rehearsal); the gate's forgetting check is what says whether it did.
     """
     options = options or FinetuneOptions()
     gate = gate or GateOptions()
@@ -136,7 +140,9 @@ def finetune(
     if out.exists():
         raise ConfigError(f"{out}: already exists; give a new --out folder or remove it")
     base = _read_base(model_dir)
-    train = _labelled(data, "--data", base)
+    captured = _labelled(data, "--data", base)
+    replayed = None if replay is None else _labelled(replay, "--replay", base)
+    train = captured if replayed is None else _joined(captured, replayed)
     held = _labelled(holdout, "--eval", base)
     original_spec, old = _original(original, model_dir, base)
     started = time.monotonic()
@@ -169,7 +175,8 @@ def finetune(
                 "history": history,
                 "seconds": round(time.monotonic() - started, 3),
             },
-            "data": _describe(data, train),
+            "data": _describe(data, captured),
+            "replay": None if replay is None or replayed is None else _describe(replay, replayed),
             "holdout": _describe(holdout, held),
             "original": _describe(original_spec, old),
         }
@@ -254,6 +261,16 @@ def _class_indices(labels: np.ndarray, base: Manifest, where: str) -> npt.NDArra
             f"{where}: labels run {values.min()}..{values.max()}; the model has {classes} classes"
         )
     return values
+
+
+def _joined(first: Labelled, second: Labelled) -> Labelled:
+    """Two labelled sets as one (the captured items first)."""
+    names = sorted(first[0].batches[0])
+    arrays = {n: np.concatenate([first[0].array(n), second[0].array(n)]) for n in names}
+    labels = np.concatenate([first[1], second[1]])
+    size = len(labels)
+    batches = tuple({n: a[i : i + 256] for n, a in arrays.items()} for i in range(0, size, 256))
+    return Dataset(f"{first[0].source} + {second[0].source}", batches, labels), labels
 
 
 def _original(spec: str | None, model_dir: Path, base: Manifest) -> tuple[str, Labelled]:
@@ -362,6 +379,7 @@ def _candidate_manifest(
         "layers": report["training"]["layers"],
         "epochs": report["training"]["epochs"],
         "data": report["data"],
+        "replay": report["replay"],
         "holdout": report["holdout"],
         "original": report["original"]["spec"],
         "gate": {k: gate[k] for k in ("gain", "forgetting", "min_gain", "max_forgetting")},

@@ -73,9 +73,21 @@ def markdown(report: dict[str, Any], plot: bool = False) -> str:
         lines.append(
             f"- last epoch: loss {last['loss']:.4f}, training accuracy {last['accuracy']:.2%}"
         )
+    if report.get("replay"):
+        lines.append(
+            f"- with {report['replay']['items']} items of `{report['replay']['spec']}` replayed "
+            "among them (so the candidate keeps what it knew)"
+        )
     lines += ["", "## Data", ""]
-    for key, label in (("data", "trained on"), ("holdout", "held out"), ("original", "original")):
-        entry = report[key]
+    for key, label in (
+        ("data", "trained on"),
+        ("replay", "replayed"),
+        ("holdout", "held out"),
+        ("original", "original"),
+    ):
+        entry = report.get(key)
+        if entry is None:
+            continue
         lines.append(
             f"- {label}: `{entry['spec']}`, {entry['items']} items, sha256 `{entry['sha256'][:16]}…`"
         )
