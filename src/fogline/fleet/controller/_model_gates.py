@@ -155,10 +155,11 @@ def _old_models(query: Query, wave: Wave, device: str) -> set[str]:
     previous = wave.previous.get(device)
     if previous is None or previous == wave.version:
         return set()
+    # The hour before the wave is enough (the device ran it until then), and keeps the scan short.
     rows = query(
-        "SELECT DISTINCT key FROM monitoring WHERE device_id = ? AND release = ? "
+        "SELECT DISTINCT key FROM monitoring WHERE device_id = ? AND time >= ? AND release = ? "
         "AND version = ? AND kind = 'live'",
-        (device, wave.release, previous),
+        (device, wave.started - 3600.0, wave.release, previous),
     )
     return {str(row[0]) for row in rows}
 
