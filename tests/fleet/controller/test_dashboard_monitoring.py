@@ -12,6 +12,7 @@ stray ``null``/``NaN`` text) are those of ``test_dashboard``.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -233,3 +234,28 @@ def test_fleet_health_prints_each_devices_model_health(served: tuple[str, str, A
     assert "65.0% of 400 (model 1.0)" in rows["cam-1"] and "alarm" in rows["cam-1"]
     assert "~90.0% (est.)" in rows["cam-2"] and "%" not in rows["cam-2"].split("│")[3]
     assert "not measured accuracy" in shown.stdout
+
+
+def test_deploy_takes_the_gates_and_rollout_status_says_which_figure_was_used(
+    served: tuple[str, str, Any],
+) -> None:
+    url, deployment, rollouts = served
+
+    def fogline(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "fogline", "fleet", *args, "--controller", url, "--token", TOKEN],
+            capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"},
+        )  # fmt: skip
+
+    status = fogline("rollout", "status", deployment)
+    made = fogline("deploy", RELEASE, "1.1.0", "--group", "line", "--min-accuracy", "0.8",
+                   "--min-labelled", "20", "--accept-estimate", "--no-drift-alarm", "--json")  # fmt: skip
+
+    assert status.returncode == 0, status.stderr
+    assert "  accuracy: live accuracy 41.0% over 160 labelled items on cam-3\n" in status.stdout
+    assert "  reason: live accuracy 41.0% over 160 labelled items on cam-3 < 90.0%" in status.stdout
+    assert made.returncode == 0, made.stderr
+    criteria = json.loads(made.stdout)["criteria"]
+    assert (criteria["min_accuracy"], criteria["min_labelled"]) == (0.8, 20)
+    assert criteria["accept_estimate"] is True and criteria["no_drift_alarm"] is True
+    rollouts.rollback(json.loads(made.stdout)["id"])

@@ -26,15 +26,14 @@ drift alarm on the new version after the wave started, bake or not.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fogline.fleet.controller._criteria import Criteria
-from fogline.fleet.controller._monitoring import monitoring_rows
+from fogline.fleet.controller._monitoring import Query, monitoring_rows
 
 Source = Literal["live", "canary-set", "estimate"]
-Query = Callable[[str, Sequence[object]], list[tuple[Any, ...]]]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ the rollout's gates; :func:`monitoring_series` buckets them per release.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fogline.protocol import Monitoring, Telemetry
@@ -57,6 +57,8 @@ _COLUMNS = (
     "device_id", "time", "received", "release", "version", "kind", "key", "detector", "window", "metric",
     "value", "count", "alarm",
 )  # fmt: skip
+#: How readings are read: :meth:`Registry.query` (SQL and its arguments → rows).
+Query = Callable[[str, Sequence[object]], list[tuple[Any, ...]]]
 #: Kinds of reading, as stored and as the API names them.
 KINDS = ("drift", "live", "estimate", "labels", "captures")
 
@@ -136,7 +138,7 @@ def _deployment(
 
 
 def monitoring_rows(
-    query: Any,
+    query: Query,
     *,
     devices: Sequence[str] | None = None,
     release: str | None = None,
