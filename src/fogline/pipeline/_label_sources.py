@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import queue
 import threading
 import time
@@ -34,6 +35,8 @@ from fogline.pipeline._base import ExistingPath, Spec, _resolve
 from fogline.pipeline.sources._dataset import DatasetSpec
 from fogline.pipeline.sources._stdin import _lines
 from fogline.transport.mqtt import BrokerUrl, MqttSubscriber, TopicFilterField
+
+log = logging.getLogger("fogline.pipeline.labels")
 
 #: How often a waiting source looks at ``stop`` (seconds).
 POLL_S = 0.1
@@ -274,7 +277,7 @@ class HttpLabelsSpec(Spec):
     A body that is not JSON, or holds an entry without an id or a label (or
     one of the wrong type), is answered ``400`` naming each problem, and none
     of it is taken; a good one ``202`` with ``{"accepted": n}``. ``port: 0``
-    takes a free port (the pipeline logs the URL).
+    takes a free port; the pipeline logs the URL it listens on.
     """
 
     type: Literal["http"] = "http"
@@ -311,6 +314,7 @@ class HttpLabels(LabelSource):
         server.daemon_threads = True
         port = server.server_address[1]
         self.url = f"http://{self.spec.host}:{port}{self.spec.path}"
+        log.info("labels: POST them to %s", self.url)
         thread = threading.Thread(target=server.serve_forever, name="fogline-labels-http")
         thread.daemon = True
         thread.start()

@@ -391,7 +391,11 @@ class LabelJoiner:
             elif (problem := label_problem(self.spec.task, entry.label)) is not None:
                 self._count("invalid", entry.position, f"item {entry.item_id!r}: {problem}")
             elif entry.item_id in good:
-                self._count("duplicate", entry.position, f"item {entry.item_id!r} twice in a row")
+                self._count(
+                    "duplicate",
+                    entry.position,
+                    f"item {entry.item_id!r} labelled twice (the first label is kept)",
+                )
             else:
                 good[entry.item_id] = entry
         if not good:
