@@ -269,9 +269,11 @@ class _Window:
             padded[j, : len(e)] = e
         self.shift = np.arange(d) * span
         self._flat = (padded + self.shift[:, None]).ravel()
-        # From a value's flat edge index to its count cell: feature j's edges start at j * g,
-        # its count cells at j * (g + 1).
-        self._offset = np.arange(d)
+        # Counts are laid out bin-major, (bins, features), so a test's cumulative sum over
+        # bins adds whole rows. A value of feature j at flat edge index i is in bin i - j * g.
+        self._first = np.arange(d) * g
+        self._feature = np.arange(d)
+        self._d = d
         self.bins = g + 1
         self.window = window
         self.counts = np.zeros(d * (g + 1), np.int64)
@@ -284,7 +286,9 @@ class _Window:
         x = np.clip(batch, self.lo, self.hi)
         x += self.shift
         idx: np.ndarray = np.searchsorted(self._flat, x, side="left")
-        idx += self._offset
+        idx -= self._first
+        idx *= self._d
+        idx += self._feature
         return idx
 
     def push(self, batch: np.ndarray) -> None:
@@ -306,8 +310,8 @@ class _Window:
         self.filled = min(self.window, self.filled + n)
 
     def table(self) -> np.ndarray:
-        """The counts as ``(features, bins)``."""
-        return self.counts.reshape(-1, self.bins)
+        """The counts as ``(bins, features)``."""
+        return self.counts.reshape(self.bins, -1)
 
 
 def _edges(column: np.ndarray, bins: int) -> np.ndarray:
@@ -344,10 +348,9 @@ class _Windowed(Detector):
         self.alpha, self.every = alpha, every
         edges = [self._edges_of(ref[:, j], bins) for j in range(self.features)]
         self._window = _Window(edges, window)
-        table = np.zeros((self.features, self._window.bins))
-        for j, cells in enumerate(self._window.cells(ref).T):
-            table[j] = np.bincount(cells - j * self._window.bins, minlength=self._window.bins)
-        self._reference = table / len(ref)
+        cells = self._window.cells(ref).ravel()
+        table = np.bincount(cells, minlength=len(self._window.counts))
+        self._reference = table.reshape(self._window.bins, -1) / len(ref)  # (bins, features)
         self._since = 0
         self.threshold = self._threshold(window, len(ref))
 
@@ -367,7 +370,7 @@ class _Windowed(Detector):
 
     @abstractmethod
     def _statistic(self, counts: np.ndarray) -> np.ndarray:
-        """Per feature, from the window's count of items in each bin, ``(features, bins)``."""
+        """Per feature, from the window's count of items in each bin, ``(bins, features)``."""
 
     @abstractmethod
     def _threshold(self, window: int, reference: int) -> float: ...
@@ -389,10 +392,10 @@ class KolmogorovSmirnov(_Windowed):
         every: int = 16,
     ) -> None:
         super().__init__(reference, features, window=window, bins=bins, alpha=alpha, every=every)
-        self._reference_cdf = np.cumsum(self._reference, axis=1) * window
+        self._reference_cdf = np.cumsum(self._reference, axis=0) * window
 
     def _statistic(self, counts: np.ndarray) -> np.ndarray:
-        gap: np.ndarray = np.abs(np.cumsum(counts, axis=1) - self._reference_cdf).max(axis=1)
+        gap: np.ndarray = np.abs(np.cumsum(counts, axis=0) - self._reference_cdf).max(axis=0)
         return gap / self._window.window
 
     def _threshold(self, window: int, reference: int) -> float:
@@ -416,7 +419,7 @@ class PopulationStability(_Windowed):
         window: int = 200,
         bins: int = 10,
         threshold: float = 0.25,
-        alpha: float = 1e-4,
+        alpha: float = 1e-5,
         every: int = 16,
     ) -> None:
         self._floor, self._bins = threshold, bins
@@ -432,7 +435,7 @@ class PopulationStability(_Windowed):
 
     def _statistic(self, counts: np.ndarray) -> np.ndarray:
         p, q = counts / self._window.window + self._eps, self._ref_share
-        result: np.ndarray = ((p - q) * np.log(p / q)).sum(axis=1)
+        result: np.ndarray = ((p - q) * np.log(p / q)).sum(axis=0)
         return result
 
     def _threshold(self, window: int, reference: int) -> float:
