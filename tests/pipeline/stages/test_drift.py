@@ -10,6 +10,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,8 @@ def _items(start: int, stop: int) -> list[Item]:
 
 def test_the_step_alarms_after_the_change_and_reports_it(caplog: pytest.LogCaptureFixture) -> None:
     # Prepare: KS on the 64 pixels, the first 200 items as the reference, metrics bound
-    stage: Any = DriftSpec(type="drift", detector="ks", reference={"items": 200}).build(PIXELS)
+    spec = DriftSpec(type="drift", detector="ks", reference={"items": 200}, budget=None)
+    stage: Any = spec.build(PIXELS)
     metrics = Metrics()
     stage.bind_metrics(metrics)
     # Execute
@@ -146,7 +148,13 @@ def test_the_step_alarms_after_the_change_and_reports_it(caplog: pytest.LogCaptu
 
 def test_a_subsample_of_features_and_a_warmup_still_find_the_change() -> None:
     spec = DriftSpec(
-        type="drift", detector="psi", reference={"items": 200}, warmup=50, features=16, every=8
+        type="drift",
+        detector="psi",
+        reference={"items": 200},
+        warmup=50,
+        features=16,
+        every=8,
+        budget=None,
     )
     stage: Any = spec.build(PIXELS)
     verdicts = [stage(item).result["drift"] for item in _items(0, 800)]
@@ -160,9 +168,8 @@ def test_bad_items_are_item_errors_and_non_finite_ones_are_skipped(
 ) -> None:
     from fogline.errors import ItemError
 
-    stage: Any = DriftSpec(type="drift", detector="adwin", reference={"items": 20}, every=16).build(
-        PIXELS
-    )
+    spec = DriftSpec(type="drift", detector="adwin", reference={"items": 20}, every=16, budget=None)
+    stage: Any = spec.build(PIXELS)
     for item in _items(0, 20):
         stage(item)
     with pytest.raises(ItemError, match="scan#99"):
@@ -173,6 +180,21 @@ def test_bad_items_are_item_errors_and_non_finite_ones_are_skipped(
         for item in items:
             stage(item)
     assert stage.skipped == 1 and "hold NaN or infinity" in caplog.text
+
+
+def test_over_its_budget_the_step_feeds_fewer_items_and_every_item_keeps_a_verdict() -> None:
+    # Prepare: a tight loop, where the step is all the time there is
+    spec = DriftSpec(type="drift", detector="ks", reference={"items": 100}, budget=0.02)
+    stage: Any = spec.build(PIXELS)
+    items = _items(0, 500)
+    verdicts = []
+    # Execute: long enough to be judged (over a second)
+    started = time.perf_counter()
+    while time.perf_counter() - started < 1.5:
+        verdicts += [stage(item).result["drift"] for item in items]
+    # Assert: slowed down to its budget, yet nothing lost its verdict
+    assert stage.stride > 1
+    assert all(set(v) == {"score", "alarm", "detector"} for v in verdicts)
 
 
 # --- in a running pipeline ---------------------------------------------------------------------

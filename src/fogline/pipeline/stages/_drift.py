@@ -19,7 +19,10 @@ as the calibration data ``fogline optimize`` takes.
 Cost is bounded: values are copied into a buffer and the detector runs once
 every ``every`` items on the whole buffer (vectorized), so an item costs one
 copy; the result carries the latest verdict. ``features: N`` watches an
-evenly spaced subsample of a long input. An alarm is an event: one WARNING
+evenly spaced subsample of a long input. ``budget`` (default 1 %) caps the
+step's share of the wall-clock time: above it, only every 2nd, 4th, ... (at
+most 64th) item is fed to the detector, so a busy pipeline keeps its pace
+and a quiet one watches every item (``budget: null``: always every item). An alarm is an event: one WARNING
 log line when it is raised, and the pipeline's ``fogline_drift_*`` metrics.
 Each source has its own detector (two cameras never mix); the metrics show a
 step's worst source.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -46,6 +50,10 @@ from fogline.pipeline.stages._common import PositiveInt, per_item
 
 log = logging.getLogger("fogline.pipeline")
 
+#: The shortest span (seconds) over which a step's share of the time is judged.
+_PACE_S = 1.0
+#: At most every this many items is fed to the detector when over budget.
+_MAX_STRIDE = 64
 #: The keys of ``result[key]``; rules may read them as ``drift.alarm``.
 FIELDS = ("score", "alarm", "detector")
 _DECIMALS = 6
@@ -83,7 +91,9 @@ class DriftSpec(PostprocessSpec):
 
     >>> from fogline.model import TensorSpec
     >>> sig = Signature((TensorSpec("x", "float32", ("batch", 2)),), ())
-    >>> spec = DriftSpec(type="drift", detector="ks", reference={"items": 50}, every=10)
+    >>> spec = DriftSpec(
+    ...     type="drift", detector="ks", reference={"items": 50}, every=10, budget=None
+    ... )
     >>> stage = spec.build(sig)
     >>> rng = np.random.default_rng(0)
     >>> items = [Item("s", i, 0.0, rng.normal(size=2)) for i in range(400)]
@@ -100,6 +110,7 @@ class DriftSpec(PostprocessSpec):
     warmup: int = Field(default=0, ge=0)
     key: str = Field(default="drift", min_length=1)
     every: PositiveInt = 32
+    budget: float | None = Field(default=0.01, gt=0, le=1)
     features: PositiveInt | None = None
     params: dict[str, float | int] = Field(default_factory=dict)
 
@@ -253,6 +264,11 @@ class _Drift:
         self._watches: dict[str, _Watch] = {}
         self._latest: dict[str, tuple[float, bool]] = {}
         self.skipped = 0
+        #: Feed the detector every ``stride``-th item; raised while the step is over budget.
+        self.stride = 1
+        self._skip = 0
+        self._spent = 0.0
+        self._clock = time.perf_counter()
 
     def bind_metrics(self, events: DriftEvents) -> None:
         """Report each test to ``events`` (the runner passes its metrics)."""
@@ -313,7 +329,11 @@ class _Drift:
         buffer = watch.buffer
         if buffer is None:  # warming up, learning the reference
             self._start(watch, item)
+        elif self._skip:  # over budget: this item only carries the latest verdict
+            self._skip -= 1
         else:
+            self._skip = self.stride - 1
+            started = time.perf_counter()
             try:
                 buffer[watch.filled] = self._fast(item)
             except (AttributeError, KeyError, TypeError, ValueError):
@@ -328,8 +348,38 @@ class _Drift:
                 watch.filled = 0
                 assert watch.detector is not None
                 self._test(watch, watch.detector, buffer, item)
+                self._spent += time.perf_counter() - started
+                self._pace()
+            else:
+                self._spent += time.perf_counter() - started
         item.result[self.key] = watch.verdict
         return item
+
+    def _pace(self) -> None:
+        """Keep the step's share of the wall-clock time under ``budget`` by feeding fewer items.
+
+        The share is measured over at least a second, so it counts
+        what this step costs the collector thread, waits for the GIL included.
+        Above ``budget`` the stride doubles (up to 64); under a quarter of it,
+        it halves again.
+        """
+        budget = self.spec.budget
+        now = time.perf_counter()
+        elapsed = now - self._clock
+        if budget is None or elapsed < _PACE_S:
+            return
+        share = self._spent / elapsed
+        stride = self.stride
+        if share > budget and stride < _MAX_STRIDE:
+            stride *= 2
+        elif share < budget / 4 and stride > 1:
+            stride //= 2
+        if stride != self.stride:
+            log.debug(
+                "drift %s: %.1f %% of the time; now every %d item(s)", self.key, 100 * share, stride
+            )
+            self.stride = stride
+        self._spent, self._clock = 0.0, now
 
     def _start(self, watch: _Watch, item: Item) -> None:
         if watch.warmup:
