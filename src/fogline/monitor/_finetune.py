@@ -112,10 +112,10 @@ class FinetuneResult:
 
 
 def finetune(
-    model_dir: Path,
+    model_dir: str | Path,
     data: str,
     holdout: str,
-    out: Path,
+    out: str | Path,
     *,
     original: str | None = None,
     replay: str | None = None,
