@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -58,13 +59,20 @@ def sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def run(sets: dict[str, Path], out: Path, data: str = "captured", **gate: float):
+def run(
+    sets: dict[str, Path],
+    out: Path,
+    data: str = "captured",
+    original: str | None = "original",
+    base: Path = BASE,
+    **gate: float,
+):
     return finetune(
-        BASE,
+        base,
         str(sets[data]),
         str(sets["holdout"]),
         out,
-        original=str(sets["original"]),
+        original=None if original is None else str(sets[original]),
         options=FinetuneOptions(epochs=10, l2=0.1),
         gate=GateOptions(**{"min_gain": 0.02, "max_forgetting": 0.05, **gate}),
     )
@@ -170,6 +178,42 @@ def test_a_candidate_trained_on_shuffled_labels_fails_and_leaves_no_model(
     assert report["passed"] is False and report["candidate"] is None
     assert "FAILED" in (result.folder / "report.md").read_text()
     assert list(tmp_path.iterdir()) == [result.folder]  # no scratch folder left beside it
+
+
+def test_a_fine_tuned_model_is_gated_on_the_same_original_data_next_time(
+    sets: dict[str, Path], tmp_path: Path
+) -> None:
+    first = run(sets, tmp_path / "first")
+    assert first.passed
+
+    again = finetune(
+        first.folder,
+        str(sets["captured"]),
+        str(sets["holdout"]),
+        tmp_path / "again",
+        options=FinetuneOptions(epochs=2, l2=0.1),
+        gate=GateOptions(min_gain=-1.0, max_forgetting=1.0),
+    )
+
+    assert again.report["original"]["spec"] == str(sets["original"].resolve())
+    assert again.report["original"]["sha256"] == first.report["original"]["sha256"]
+    assert Manifest.read(again.folder).version == "1.2"
+
+
+def test_an_installed_release_is_gated_on_its_canary_set(
+    sets: dict[str, Path], tmp_path: Path
+) -> None:
+    # The agent's layout: DEV/releases/<name>/<version>/ beside its document <version>.json.
+    release = tmp_path / "releases" / "digits" / "1.0.0"
+    shutil.copytree(BASE, release, ignore=shutil.ignore_patterns("*.pt", "pipeline.yaml"))
+    original = np.load(sets["original"])
+    np.savez(release / "canary.npz", x=original["pixels"][:100], y=original["labels"][:100])
+    (release.parent / "1.0.0.json").write_text(json.dumps({"canary": {"data": "canary.npz"}}))
+
+    result = run(sets, tmp_path / "out", original=None, base=release)
+
+    assert result.report["original"]["spec"] == str(release / "canary.npz")
+    assert result.report["original"]["items"] == 100
 
 
 def test_bad_input_leaves_nothing_behind(sets: dict[str, Path], tmp_path: Path) -> None:

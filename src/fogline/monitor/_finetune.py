@@ -381,7 +381,8 @@ def _candidate_manifest(
         "data": report["data"],
         "replay": report["replay"],
         "holdout": report["holdout"],
-        "original": report["original"]["spec"],
+        # What a later fine-tune of this candidate checks forgetting on by default.
+        "original": _lasting(report["original"]["spec"]),
         "gate": {k: gate[k] for k in ("gain", "forgetting", "min_gain", "max_forgetting")},
     }
     provenance["finetuned_from"].pop("folder", None)
@@ -406,6 +407,12 @@ def _candidate_manifest(
             "created": Manifest.model_fields["created"].get_default(call_default_factory=True),
         }
     )
+
+
+def _lasting(spec: str) -> str:
+    """A data spec that still names the same data from another folder (files made absolute)."""
+    path = Path(spec)
+    return str(path.resolve()) if path.exists() else spec
 
 
 def _describe(spec: str, labelled: Labelled) -> dict[str, Any]:
