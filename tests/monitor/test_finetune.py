@@ -232,7 +232,8 @@ def test_bad_input_leaves_nothing_behind(sets: dict[str, Path], tmp_path: Path) 
 
 
 def test_the_whole_network_from_its_pytorch_source(sets: dict[str, Path], tmp_path: Path) -> None:
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
     result = finetune(
         BASE,
         str(sets["inverted"]),
@@ -240,12 +241,14 @@ def test_the_whole_network_from_its_pytorch_source(sets: dict[str, Path], tmp_pa
         tmp_path / "all",
         original=str(sets["original"]),
         options=FinetuneOptions(
-            layers="all", epochs=5, learning_rate=0.003, torch_source=TORCH_SOURCE
+            layers="all", epochs=5, learning_rate=0.003, torch_source=TORCH_SOURCE, threads=1
         ),
         gate=GateOptions(min_gain=0.5, max_forgetting=1.0),
     )
 
     assert result.passed, result.verdict.reason
+    assert torch.get_num_threads() == threads  # set to one for the training, then put back
+    assert result.report["training"]["threads"] == 1
     assert result.verdict.holdout[1] > 0.6  # inverted digits: the base gets almost none right
     manifest = Manifest.read(result.folder)
     assert manifest.provenance is not None and manifest.provenance["layers"] == "all"

@@ -69,6 +69,9 @@ def finetune(
         0.01, help="...and may lose at most this much on --original (0.01 = 1 point)."
     ),
     seed: int = typer.Option(0, help="Seed of the shuffles (and of PyTorch)."),
+    threads: int | None = typer.Option(
+        None, min=1, help="CPU threads to train and evaluate with (default: every core)."
+    ),
     out: Path = typer.Option(
         ..., "--out", "-o", help="A new folder for the candidate and reports."
     ),
@@ -91,6 +94,7 @@ def finetune(
         l2=l2,
         seed=seed,
         torch_source=from_torch,
+        threads=threads,
     )
     gate = GateOptions(min_gain=min_gain, max_forgetting=max_forgetting)
     what = "the last layer" if layers == "last" else "the whole network"

@@ -73,6 +73,9 @@ class FinetuneOptions:
     batch_size: int = 32
     seed: int = 0
     torch_source: str | None = None
+    #: CPU threads for training and for running the models (None: the libraries' default,
+    #: every core); on a device the pipeline keeps running beside it.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.layers not in LAYERS:
@@ -81,6 +84,10 @@ class FinetuneOptions:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{key}: a positive integer, not {value!r}")
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
+            raise ConfigError(f"threads: a positive integer, not {self.threads!r}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ConfigError(f"learning_rate: a positive number, not {self.learning_rate!r}")
         if not self.l2 >= 0:
@@ -157,7 +164,7 @@ def finetune(
         model_file = build / base.model.path
         method = _train(model_dir, base, train, model_file, options, record)
         version = next_version(base.version)
-        verdict = run_gate(model_dir, model_file, held, old, gate)
+        verdict = run_gate(model_dir, model_file, held, old, gate, threads=options.threads)
         report: dict[str, Any] = {
             "passed": verdict.passed,
             "gate": verdict.to_dict(),
@@ -332,7 +339,7 @@ def _train(
     rate = options.learning_rate_for()
     if options.layers == "all":
         assert options.torch_source is not None
-        opened = open_model(model_dir, backend="onnxruntime")
+        opened = open_model(model_dir, backend="onnxruntime", threads=options.threads)
         feeds = {name: data.array(name) for name in base.signature().input_names}
         try:
             finetune_torch(
@@ -346,6 +353,7 @@ def _train(
                 l2=options.l2,
                 batch_size=options.batch_size,
                 seed=options.seed,
+                threads=options.threads,
                 progress=progress,
             )
         finally:
@@ -353,7 +361,7 @@ def _train(
         return f"whole network from {options.torch_source} (PyTorch), exported to ONNX"
     model = onnx.load(str(model_dir / base.model.path))
     head = find_head(model, base.outputs[0].name)
-    features = head_features(model, head, data.batches)
+    features = head_features(model, head, data.batches, threads=options.threads)
     weight, bias = fit_head(
         features,
         labels,

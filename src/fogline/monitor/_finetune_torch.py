@@ -43,11 +43,34 @@ def finetune_torch(
     l2: float,
     batch_size: int,
     seed: int,
+    threads: int | None = None,
     progress: Progress | None = None,
 ) -> Path:
     """Train ``source``'s module on ``feeds`` → ``labels`` and export it to ``out`` (ONNX)."""
     require("torch", "train")
     import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        settings = (epochs, learning_rate, l2, batch_size, seed)
+        return _train(source, engine, feeds, labels, out, settings, progress, torch)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(
+    source: str,
+    engine: Engine,
+    feeds: Mapping[str, np.ndarray],
+    labels: npt.NDArray[np.int64],
+    out: Path,
+    settings: tuple[int, float, float, int, int],
+    progress: Progress | None,
+    torch: Any,
+) -> Path:
+    epochs, learning_rate, l2, batch_size, seed = settings
 
     signature: Signature = engine.signature
     module = _load_module(source, torch)

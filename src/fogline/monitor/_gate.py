@@ -103,9 +103,11 @@ def judge(
     return GateVerdict(True, reason, holdout, original, options)
 
 
-def accuracy(model: Path, data: Dataset, labels: npt.NDArray[np.int64]) -> float:
+def accuracy(
+    model: Path, data: Dataset, labels: npt.NDArray[np.int64], threads: int | None = None
+) -> float:
     """Top-1 accuracy of the model folder (or file) ``model`` on ``data``, in ONNX Runtime."""
-    opened = open_model(model, backend="onnxruntime")
+    opened = open_model(model, backend="onnxruntime", threads=threads)
     try:
         output = opened.engine.signature.output_names[0]
         predicted = np.concatenate(
@@ -122,10 +124,12 @@ def run_gate(
     holdout: tuple[Dataset, npt.NDArray[np.int64]],
     original: tuple[Dataset, npt.NDArray[np.int64]],
     options: GateOptions,
+    *,
+    threads: int | None = None,
 ) -> GateVerdict:
     """Measure both models on both sets and judge the candidate."""
     return judge(
-        (accuracy(current, *holdout), accuracy(candidate, *holdout)),
-        (accuracy(current, *original), accuracy(candidate, *original)),
+        (accuracy(current, *holdout, threads), accuracy(candidate, *holdout, threads)),
+        (accuracy(current, *original, threads), accuracy(candidate, *original, threads)),
         options,
     )

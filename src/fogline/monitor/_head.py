@@ -29,7 +29,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from fogline.errors import ModelFormatError
-from fogline.model import load_engine
+from fogline.model import EngineOptions, load_engine
 
 __all__ = ["Head", "find_head", "fit_head", "head_features", "with_head"]
 
@@ -145,7 +145,11 @@ def _head(
 
 
 def head_features(
-    model: onnx.ModelProto, head: Head, batches: tuple[Mapping[str, np.ndarray], ...]
+    model: onnx.ModelProto,
+    head: Head,
+    batches: tuple[Mapping[str, np.ndarray], ...],
+    *,
+    threads: int | None = None,
 ) -> npt.NDArray[np.float32]:
     """The head's input for every item of ``batches``, computed in ONNX Runtime."""
     probe = onnx.ModelProto()
@@ -157,7 +161,7 @@ def head_features(
     with tempfile.TemporaryDirectory(prefix="fogline-head-") as tmp:
         path = Path(tmp) / "features.onnx"
         path.write_bytes(probe.SerializeToString())
-        engine = load_engine(path, backend="onnxruntime")
+        engine = load_engine(path, backend="onnxruntime", options=EngineOptions(threads=threads))
         try:
             parts = [engine.run(batch)[head.features] for batch in batches]
         finally:
