@@ -188,9 +188,9 @@ def test_over_its_budget_the_step_feeds_fewer_items_and_every_item_keeps_a_verdi
     stage: Any = spec.build(PIXELS)
     items = _items(0, 500)
     verdicts = []
-    # Execute: long enough to be judged (over a second)
+    # Execute: long enough to be judged (every fifth of a second)
     started = time.perf_counter()
-    while time.perf_counter() - started < 1.5:
+    while time.perf_counter() - started < 0.6:
         verdicts += [stage(item).result["drift"] for item in items]
     # Assert: slowed down to its budget, yet nothing lost its verdict
     assert stage.stride > 1
@@ -208,16 +208,16 @@ def test_the_bundled_example_alarms_after_the_change_and_not_before(tmp_path: Pa
     registry.register(pipeline.metrics.prometheus_collector("digits-monitor"))
     # Execute
     try:
-        snapshot = pipeline.run(max_items=900)
+        snapshot = pipeline.run(max_items=1100)
     finally:
         pipeline.close()
         checked.model.engine.close()
     # Assert: every item routed by the rule came after the change; some did
-    assert snapshot.total("processed") == 900
+    assert snapshot.total("processed") == 1100
     routed = [json.loads(line) for line in (tmp_path / "alarmed.jsonl").read_text().splitlines()]
     sequences = [r["sequence"] for r in routed]
     assert sequences and min(sequences) >= DRIFT_AT and min(sequences) < DRIFT_AT + 150
-    assert sequences == list(range(min(sequences), 900))
+    assert sequences == list(range(min(sequences), 1100))
     assert all(
         r["outputs"]["drift"]["alarm"] or r["outputs"]["score_drift"]["alarm"] for r in routed
     )

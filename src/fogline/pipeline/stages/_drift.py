@@ -19,10 +19,11 @@ as the calibration data ``fogline optimize`` takes.
 Cost is bounded: values are copied into a buffer and the detector runs once
 every ``every`` items on the whole buffer (vectorized), so an item costs one
 copy; the result carries the latest verdict. ``features: N`` watches an
-evenly spaced subsample of a long input. ``budget`` (default 1 %) caps the
-step's share of the wall-clock time: above it, only every 2nd, 4th, ... (at
-most 64th) item is fed to the detector, so a busy pipeline keeps its pace
-and a quiet one watches every item (``budget: null``: always every item). An alarm is an event: one WARNING
+evenly spaced subsample of a long input. ``budget: 0.005`` caps the step's
+share of the wall-clock time at 0.5 %: above it, only every 2nd, 4th, ... (at
+most 64th) item is fed to the detector, so a saturated pipeline keeps its
+pace. It is off by default: the step cannot tell a saturated pipeline from a
+paced one on a busy machine, and a paced one should watch every item. An alarm is an event: one WARNING
 log line when it is raised, and the pipeline's ``fogline_drift_*`` metrics.
 Each source has its own detector (two cameras never mix); the metrics show a
 step's worst source.
@@ -51,7 +52,7 @@ from fogline.pipeline.stages._common import PositiveInt, per_item
 log = logging.getLogger("fogline.pipeline")
 
 #: The shortest span (seconds) over which a step's share of the time is judged.
-_PACE_S = 1.0
+_PACE_S = 0.2
 #: At most every this many items is fed to the detector when over budget.
 _MAX_STRIDE = 64
 #: The keys of ``result[key]``; rules may read them as ``drift.alarm``.
@@ -110,7 +111,7 @@ class DriftSpec(PostprocessSpec):
     warmup: int = Field(default=0, ge=0)
     key: str = Field(default="drift", min_length=1)
     every: PositiveInt = 32
-    budget: float | None = Field(default=0.01, gt=0, le=1)
+    budget: float | None = Field(default=None, gt=0, le=1)
     features: PositiveInt | None = None
     params: dict[str, float | int] = Field(default_factory=dict)
 
@@ -358,10 +359,11 @@ class _Drift:
     def _pace(self) -> None:
         """Keep the step's share of the wall-clock time under ``budget`` by feeding fewer items.
 
-        The share is measured over at least a second, so it counts
-        what this step costs the collector thread, waits for the GIL included.
-        Above ``budget`` the stride doubles (up to 64); under a quarter of it,
-        it halves again.
+        The share is judged every fifth of a second, on wall-clock time, so it
+        counts what this step costs the collector thread, waits for the GIL
+        included. Above ``budget`` the stride grows at once to the power of two
+        that brings the share under it (up to 64); under a quarter of it, it
+        halves.
         """
         budget = self.spec.budget
         now = time.perf_counter()
@@ -371,7 +373,7 @@ class _Drift:
         share = self._spent / elapsed
         stride = self.stride
         if share > budget and stride < _MAX_STRIDE:
-            stride *= 2
+            stride = min(_MAX_STRIDE, stride << max(1, math.ceil(math.log2(share / budget))))
         elif share < budget / 4 and stride > 1:
             stride //= 2
         if stride != self.stride:
