@@ -142,3 +142,48 @@ def test_bad_input_exits_2_with_one_line_and_no_output(
     assert message in " ".join(stderr.split()), stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists"]
     assert list((tmp_path / "exists").iterdir()) == []
+
+
+def test_without_eval_a_share_of_the_data_is_held_out_for_the_gate(
+    data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    captured = tmp_path / "hard.npz"
+    captured.write_bytes(data["captured"].read_bytes())
+    args = ["learn", "finetune", BASE, "--data", captured, "--holdout", "0.2", "--seed", "3"]
+    args += ["--original", data["original"], "--epochs", "2", "--out", tmp_path / "candidate"]
+
+    status = main([str(a) for a in args])
+
+    assert status in (0, 3), capsys.readouterr().err
+    with (
+        np.load(captured) as whole,
+        np.load(tmp_path / "hard.train.npz") as train,
+        np.load(tmp_path / "hard.holdout.npz") as held,
+    ):
+        assert (len(train["labels"]), len(held["labels"])) == (400, 100)
+        # A split, not a copy: every captured item lands in exactly one part, with its label.
+        rows = {
+            (p.tobytes(), int(y)) for p, y in zip(whole["pixels"], whole["labels"], strict=True)
+        }
+        parts = [
+            (p.tobytes(), int(y))
+            for part in (train, held)
+            for p, y in zip(part["pixels"], part["labels"], strict=True)
+        ]
+        assert len(parts) == 500 and set(parts) == rows
+    report = json.loads((tmp_path / "candidate" / "report.json").read_text())
+    assert (report["data"]["items"], report["holdout"]["items"]) == (400, 100)
+    assert report["holdout"]["spec"] == str(tmp_path / "hard.holdout.npz")
+    out = capsys.readouterr().out
+    assert "400 to train on" in out and "100 held out for the gate" in out
+
+
+def test_holdout_needs_an_npz_to_split(
+    data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["learn", "finetune", BASE, "--data", "fogline.examples:digits_eval"]
+    args += ["--original", data["original"], "--out", tmp_path / "out"]
+
+    assert main([str(a) for a in args]) == 2
+    assert "give --eval HOLDOUT" in " ".join(capsys.readouterr().err.split())
+    assert list(tmp_path.iterdir()) == []

@@ -31,8 +31,20 @@ def finetune(
     data: str = typer.Option(
         ..., "--data", "-d", help="Labelled training data: `fogline capture export`'s .npz."
     ),
-    holdout: str = typer.Option(
-        ..., "--eval", "-e", help="Labelled held-out new data the candidate must do better on."
+    holdout: str | None = typer.Option(
+        None,
+        "--eval",
+        "-e",
+        help="Labelled held-out new data the candidate must do better on (default: a --holdout "
+        "share of --data).",
+    ),
+    holdout_share: float = typer.Option(
+        0.25,
+        "--holdout",
+        min=0.01,
+        max=0.9,
+        help="Without --eval: the share of --data (an .npz) held out for the gate, split by a "
+        "seeded shuffle into DATA.train.npz and DATA.holdout.npz beside it.",
     ),
     original: str | None = typer.Option(
         None,
@@ -97,6 +109,8 @@ def finetune(
         threads=threads,
     )
     gate = GateOptions(min_gain=min_gain, max_forgetting=max_forgetting)
+    if holdout is None:
+        data, holdout = _split(Path(data), holdout_share, seed)
     what = "the last layer" if layers == "last" else "the whole network"
     with Progress(
         TextColumn(f"fine-tuning {what}: epoch"),
@@ -151,3 +165,50 @@ def finetune(
         soft_wrap=True,
     )
     raise typer.Exit(GATE_FAILED)
+
+
+def _split(data: Path, share: float, seed: int) -> tuple[str, str]:
+    """Split the .npz ``data`` into ``DATA.train.npz`` and ``DATA.holdout.npz`` beside it.
+
+    A seeded shuffle, so the same data and seed give the same split; the two
+    files are written atomically and named in the candidate's provenance.
+    """
+    import io
+
+    import numpy as np
+
+    from fogline._files import atomic_write
+    from fogline.errors import ConfigError
+
+    if data.suffix != ".npz" or not data.is_file():
+        raise ConfigError(
+            f"--data {data}: without --eval the data is split, and that needs an .npz file "
+            "(`fogline capture export`'s); give --eval HOLDOUT for other data"
+        )
+    try:
+        with np.load(data, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--data {data}: not a readable .npz file: {exc}") from exc
+    sizes = {len(a) if a.ndim else 0 for a in arrays.values()}
+    items = sizes.pop() if len(sizes) == 1 else 0
+    held = round(items * share)
+    if "labels" not in arrays or held < 1 or held >= items:
+        raise ConfigError(
+            f"--data {data}: {items} labelled item(s) cannot be split {share:.0%} held out; "
+            "export more labelled captures, or give --eval HOLDOUT"
+        )
+    order = np.random.default_rng(seed).permutation(items)
+    paths = []
+    for part, rows in (("train", order[held:]), ("holdout", order[:held])):
+        buffer = io.BytesIO()
+        np.savez(buffer, **{key: value[rows] for key, value in arrays.items()})
+        path = data.with_name(f"{data.stem}.{part}.npz")
+        atomic_write(path, buffer.getvalue())
+        paths.append(str(path))
+    console.print(
+        f"split {escape(str(data))}: {items - held} to train on ({escape(paths[0])}), "
+        f"{held} held out for the gate ({escape(paths[1])})",
+        highlight=False,
+    )
+    return paths[0], paths[1]
