@@ -45,6 +45,19 @@ def controller(
         help="Seconds between re-hashes of every stored release file (0: only before serving "
         "a file the first time); a damaged release is neither served nor deployed.",
     ),
+    accept_offers: list[str] = typer.Option(
+        [],
+        "--accept-offers",
+        help="A device group whose fine-tuned candidates (a learner's finetune:) are checked, "
+        "signed and deployed as a canary; repeat for more groups (default: none).",
+    ),
+    offer_min_accuracy: float | None = typer.Option(
+        None,
+        "--offer-min-accuracy",
+        min=0.0,
+        max=1.0,
+        help="The live-accuracy floor of an accepted offer's canary when its finetune: names none.",
+    ),
 ) -> None:
     """Run the controller until Ctrl-C, printing what happens in the fleet."""
     needs_extra("fleet", *FLEET_MODULES)
@@ -68,6 +81,8 @@ def controller(
         tls_cert=tls_cert,
         tls_key=tls_key,
         verify_seconds=verify_every or None,
+        offer_groups=tuple(accept_offers),
+        offer_min_accuracy=offer_min_accuracy,
     )
     # The controller's own log (broker lost and found, damaged files, re-signing) with the
     # same time stamps as the fleet's events below it.

@@ -2,7 +2,8 @@
 
 One module per conversation: :mod:`._fleet` (desired state, device state,
 telemetry, commands, presence), :mod:`._monitoring` (a model's drift and live
-accuracy inside telemetry) and :mod:`._rounds` (federated rounds). This package
+accuracy inside telemetry) and :mod:`._rounds` (federated rounds) and :mod:`._offers` (a
+fine-tuned model a device offers). This package
 depends on pydantic only, so a controller, an agent or a tool can speak it
 without the ML stack.
 """
@@ -32,6 +33,7 @@ from fogline.protocol._monitoring import (
     LiveAccuracy,
     Monitoring,
 )
+from fogline.protocol._offers import OFFER_TOPIC_KINDS, OfferAck, OfferChunk
 from fogline.protocol._rounds import (
     ACTIVE_RUN_STATUSES,
     FL_TOPIC_KINDS,
@@ -50,6 +52,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "DEVICE_ID_PATTERN",
     "FL_TOPIC_KINDS",
+    "OFFER_TOPIC_KINDS",
     "STAGES",
     "TOPIC_KINDS",
     "AccuracyEstimate",
@@ -61,6 +64,8 @@ __all__ = [
     "DriftReading",
     "LiveAccuracy",
     "Monitoring",
+    "OfferAck",
+    "OfferChunk",
     "Phase",
     "Presence",
     "ReleaseMetrics",

@@ -48,6 +48,7 @@ DEFAULT_PREFIX = "fogline"
 #: The last three carry federated rounds (:mod:`fogline.protocol._rounds`).
 TOPIC_KINDS = (
     "desired", "command", "state", "telemetry", "presence", "fl-round", "fl-ack", "fl-update",
+    "offer", "offer-ack",
 )  # fmt: skip
 #: What a device id may be: it is an MQTT user name, a topic level and a folder name.
 #: A release name follows the same rule, kept once in :mod:`fogline._names`.

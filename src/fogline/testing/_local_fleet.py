@@ -51,7 +51,9 @@ def free_port() -> int:
 class LocalFleet:
     """A broker, a controller process and agent processes under ``folder``; see the module docstring."""
 
-    def __init__(self, folder: Path, *, telemetry_period: float = 1.0) -> None:
+    def __init__(
+        self, folder: Path, *, telemetry_period: float = 1.0, controller_args: tuple[str, ...] = ()
+    ) -> None:
         self.folder = Path(folder)
         self.data = self.folder / "controller"
         init_keys(self.data)
@@ -64,6 +66,7 @@ class LocalFleet:
         self.http_port = free_port()
         self.base_url = f"http://127.0.0.1:{self.http_port}"
         self.telemetry_period = telemetry_period
+        self.controller_args = tuple(controller_args)  # more `fogline controller` options
         self.controller: subprocess.Popen[bytes] | None = None
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self._api: httpx.Client | None = None
@@ -74,7 +77,7 @@ class LocalFleet:
         command = [
             sys.executable, "-m", "fogline", "controller", "--broker", self.controller_broker,
             "--broker-admin", str(self.data / "broker"), "--data", str(self.data),
-            "--http-port", str(self.http_port), "--verify-every", "0",
+            "--http-port", str(self.http_port), "--verify-every", "0", *self.controller_args,
         ]  # fmt: skip
         self.controller = self._spawn(command, "controller")
         wait_until("the controller's API", self._healthy, timeout)

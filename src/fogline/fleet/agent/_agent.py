@@ -11,6 +11,8 @@
 
     AgentSession ──fl-round, fl-ack──► RoundParticipant (its thread) ──fl-update──► AgentSession
                                        trains the active learner release's task
+    FinetuneScheduler (its thread) ──offer──► AgentSession ──offer-ack──► FinetuneScheduler
+                       fine-tunes on a pipeline's captures (a learner's finetune:)
 
 Its data folder ``DEV`` holds ``credentials.json`` and ``trust/root.json``
 (:mod:`._agent_enrol`), the installer's releases (``releases/``, ``active/``,
@@ -49,6 +51,7 @@ from fogline.fleet.agent._enrol import (
     read_credentials,
 )
 from fogline.fleet.agent._installer import ReleaseInstaller
+from fogline.fleet.agent._offer import FinetuneScheduler
 from fogline.fleet.agent._rounds import RESEND_AFTER, RoundCounters, RoundParticipant
 from fogline.fleet.agent._session import DEFAULT_SESSION_EXPIRY, AgentSession
 from fogline.fleet.agent._supervisor import Supervisor
@@ -146,6 +149,7 @@ class Agent:
         self.reporter: TelemetryReporter | None = None
         self.sender: OutboxSender | None = None
         self.rounds: RoundParticipant | None = None
+        self.offers: FinetuneScheduler | None = None
         self._scrapes: dict[str, tuple[Scrape, float]] = {}
 
     # -- lifecycle -------------------------------------------------------------------
@@ -188,6 +192,17 @@ class Agent:
             on_event=self._event,
             resend_after=self.config.round_resend_seconds,
         )
+        offers = self.offers = FinetuneScheduler(
+            self.config.device_id,
+            agent_dir / "finetune",
+            learners=self._learners,
+            active=self._active,
+            run_dir=agent_dir / "run",
+            publish=self._publish_rounds,
+            connected=lambda: self.session is not None and self.session.connected,
+            offer_topic=topics.topic("offer"),
+            on_event=self._event,
+        )
         self.session = AgentSession(
             url,
             topics,
@@ -197,6 +212,7 @@ class Agent:
             on_round=rounds.on_round,
             on_ack=rounds.on_ack,
             on_rounds_ready=rounds.on_ready,
+            on_offer_ack=offers.on_ack,
             session_expiry=self.config.session_expiry,
         )
         self.store = ResultStore(
@@ -219,6 +235,7 @@ class Agent:
         self._thread("telemetry", self.reporter.run)
         self._thread("outbox", self._deliver)
         self._thread("rounds", rounds.run)
+        self._thread("finetune", offers.run)
 
     def stop(self) -> None:
         """Stop converging, stop the children, say offline, close the store."""
@@ -324,6 +341,15 @@ class Agent:
             if release is not None and release.document.kind == "learner":
                 entries.append(release.entry)
         return entries
+
+    def _active(self, name: str) -> tuple[str, Path] | None:
+        """The version and folder of the active release ``name``, if any."""
+        assert self.installer is not None
+        try:
+            release = self.installer.active(name)
+        except (OSError, FoglineError):
+            return None
+        return None if release is None else (release.version, release.path)
 
     def _publish_rounds(self, messages: Sequence[MqttMessage], timeout: float) -> None:
         if self.session is None:

@@ -412,6 +412,7 @@ class RoundParticipant:
 
     def _fit(self, task: RoundTask, body: bytes, spec: LearnerSpec) -> _Trained:
         """Train on this device's data from the round's model."""
+        assert spec.task is not None and spec.data is not None  # matched by its task
         loaded = self._tasks.get(spec.task)
         if loaded is None:
             loaded = self._tasks[spec.task] = load_task(spec.task)

@@ -87,6 +87,7 @@ class AgentSession:
         on_round: Callable[[bytes], None] = lambda payload: None,
         on_ack: Callable[[bytes], None] = lambda payload: None,
         on_rounds_ready: Callable[[], None] = lambda: None,
+        on_offer_ack: Callable[[bytes], None] = lambda payload: None,
         session_expiry: int = DEFAULT_SESSION_EXPIRY,
         keepalive: int = 30,
         reconnect_min: int = 1,
@@ -112,7 +113,10 @@ class AgentSession:
         self._on_ack = on_ack
         self._on_rounds_ready = on_rounds_ready
         self._round_topics = (topics.topic("fl-round"), topics.topic("fl-ack"))
+        self._on_offer_ack = on_offer_ack
+        self._offer_ack_topic = topics.topic("offer-ack")
         self._rounds_mid: int | None = None  # the SUBSCRIBE of the round topics
+        self._rounds_mid_offer: int | None = None  # the SUBSCRIBE of the offer-ack topic
         self._rounds_refused = False
         self._connected = threading.Event()
         self._subscribed = threading.Event()
@@ -226,6 +230,7 @@ class AgentSession:
         self._publish(self.topics.presence, Presence(online=True).model_dump_json(), retain=True)
         client.subscribe([(self.topics.desired, 1), (self.topics.command, 1)])
         _, self._rounds_mid = client.subscribe([(topic, 1) for topic in self._round_topics])
+        _, self._rounds_mid_offer = client.subscribe(self._offer_ack_topic, 1)
         with self._lock:
             state = self._state
         if state is not None:
@@ -250,6 +255,10 @@ class AgentSession:
         self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
     ) -> None:
         refused = [r for r in reasons if r.is_failure]
+        if mid == self._rounds_mid_offer:
+            if refused:  # a broker whose ACL predates offers: fine-tunes are not offered
+                self._on_event(f"{self.url} refused this device's offer-ack topic ({refused[0]})")
+            return
         if mid == self._rounds_mid:
             if not refused:
                 self._on_rounds_ready()
@@ -280,6 +289,8 @@ class AgentSession:
                 self._on_round(bytes(message.payload))  # empty: the round was withdrawn
             elif message.topic == self._round_topics[1]:
                 self._on_ack(bytes(message.payload))
+            elif message.topic == self._offer_ack_topic:
+                self._on_offer_ack(bytes(message.payload))
         except (ValidationError, UnicodeDecodeError, ValueError) as exc:
             log.warning("dropped a malformed message on %s: %s", message.topic, exc)
             self._on_event(f"dropped a malformed message on {message.topic}")

@@ -36,6 +36,7 @@ from fogline._files import atomic_output
 from fogline.errors import ConfigError, ModelNotFound
 from fogline.fleet.controller._api import ApiContext, application
 from fogline.fleet.controller._learning import Learning
+from fogline.fleet.controller._offers import MAX_BYTES, Offers
 from fogline.fleet.controller._registry import Inbox, Registry
 from fogline.fleet.controller._rollout import Rollouts
 from fogline.protocol import (
@@ -100,6 +101,11 @@ class ControllerConfig:
     #: How often every stored release is hashed again (rot that keeps the mtime); None: never.
     verify_seconds: float | None = 3600.0
     extra_routes: list[Any] = field(default_factory=list)
+    #: The device groups whose fine-tuned candidates are taken (``--accept-offers``).
+    offer_groups: tuple[str, ...] = ()
+    offer_max_bytes: int = MAX_BYTES
+    #: The canary's live-accuracy floor for an accepted offer that names none.
+    offer_min_accuracy: float | None = None
 
 
 def operator_token(data: Path) -> str:
@@ -137,6 +143,18 @@ class Controller:
             publish=self._publish_raw,
             prefix=config.prefix,
             wake=self.wake,
+        )
+        self.offers = Offers(
+            self.data,
+            registry=self.registry,
+            rollouts=self.rollouts,
+            repository=self.repository,
+            publish=self._publish_raw,
+            prefix=config.prefix,
+            wake=self.wake,
+            groups=config.offer_groups,
+            max_bytes=config.offer_max_bytes,
+            min_accuracy=config.offer_min_accuracy,
         )
         self.stats = ControllerStats()
         self._inbox: queue.Queue[tuple[str, bytes, dict[str, str]]] = queue.Queue()
@@ -194,6 +212,7 @@ class Controller:
         if self._http_thread is not None:
             self._http_thread.join(30)
         self.learning.stop()
+        self.offers.stop()
         self.registry.close()
 
     def __enter__(self) -> Controller:
@@ -352,7 +371,7 @@ class Controller:
             log.error("broker %s refused the controller: %s", self.url, reason)
             return
         prefix = self.config.prefix
-        kinds = ("state", "presence", "telemetry", "fl-update")
+        kinds = ("state", "presence", "telemetry", "fl-update", "offer")
         client.subscribe([(device_filter(prefix, kind), 1) for kind in kinds])
         if self.stats.reconnects:
             log.info("reconnected to %s", self.url)
@@ -456,6 +475,8 @@ class Controller:
                 inbox.telemetry.append((key, report))
             elif kind == "fl-update":
                 self.learning.submit(device_id, payload)
+            elif kind == "offer":
+                self.offers.submit(device_id, payload)
         except (ValidationError, ValueError) as exc:
             self.stats.rejected += 1
             log.warning("dropped a %s message from %s: %s", kind, device_id, _short(exc))

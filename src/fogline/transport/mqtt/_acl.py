@@ -2,15 +2,15 @@
 
 :func:`acl_lines` is a Mosquitto ACL file (an EMQX or HiveMQ cluster loads
 the same rules): every device logs in with its device id as MQTT user name
-and may read only its own ``desired``, ``command``, ``fl-round`` and ``fl-ack``
-topics and write only its own ``state``, ``telemetry``, ``presence`` and
-``fl-update``
+and may read only its own ``desired``, ``command``, ``fl-round``, ``fl-ack``
+and ``offer-ack`` topics and write only its own ``state``, ``telemetry``,
+``presence``, ``fl-update`` and ``offer``
 (``{prefix}/devices/{device_id}/{kind}``; the kinds are parameters, so that
 this layer does not import the fleet's protocol, whose tests keep them
 equal). The controller user reads and writes the whole prefix.
 
 >>> acl_lines()[-2:]
-['pattern write fogline/devices/%u/presence', 'pattern write fogline/devices/%u/fl-update']
+['pattern write fogline/devices/%u/fl-update', 'pattern write fogline/devices/%u/offer']
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from fogline.errors import ConfigError
 #: The first topic level of a fleet unless told otherwise.
 DEFAULT_PREFIX = "fogline"
 #: Topic kinds a device may read (the controller writes them) and may write.
-DEVICE_READS = ("desired", "command", "fl-round", "fl-ack")
-DEVICE_WRITES = ("state", "telemetry", "presence", "fl-update")
+DEVICE_READS = ("desired", "command", "fl-round", "fl-ack", "offer-ack")
+DEVICE_WRITES = ("state", "telemetry", "presence", "fl-update", "offer")
 
 _USER = re.compile(r"^[^\s:/+#]{1,64}$")
 

@@ -19,7 +19,13 @@ from types import MappingProxyType
 from fogline.errors import ConfigError
 from fogline.fleet.agent.kinds._health import HealthReport, check_release
 from fogline.fleet.agent.kinds._kind import ReleaseKind
-from fogline.fleet.agent.kinds.learner import Eligibility, LearnerKind, LearnerSpec, load_learner
+from fogline.fleet.agent.kinds.learner import (
+    Eligibility,
+    FinetuneSection,
+    LearnerKind,
+    LearnerSpec,
+    load_learner,
+)
 from fogline.fleet.agent.kinds.model import ModelKind
 from fogline.fleet.agent.kinds.pipeline import PipelineKind
 from fogline.fleet.agent.kinds.serve import ServeKind
@@ -49,6 +55,7 @@ def kind_for(name: str) -> ReleaseKind:
 __all__ = [
     "KINDS",
     "Eligibility",
+    "FinetuneSection",
     "HealthReport",
     "LearnerKind",
     "LearnerSpec",

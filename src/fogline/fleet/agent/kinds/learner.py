@@ -18,16 +18,33 @@ until a round asks for it)::
 The ``task`` is the same ``module:function`` that ``fogline fl simulate``
 takes; a round is offered for a task, and the device trains it only through
 a learner release that names that task.
+
+A ``finetune:`` section (:class:`FinetuneSection`) makes the device
+fine-tune a model it runs on its own captures and late labels, on a
+schedule, and offer a candidate that passes the gate to the controller
+(:mod:`fogline.fleet.agent._offer`); ``task`` and ``data`` are then optional::
+
+    finetune:
+      release: digits-monitor   # the active release whose model is fine-tuned
+      model: model              # its model folder inside that release (. for a model release)
+      store: results.db         # the pipeline's store, in that release's run folder
+      every_s: 3600             # how often to look (and fine-tune when there is enough)
+      min_labelled: 200         # labelled captures needed before anything is done
+      holdout: 0.25             # the share of them held out for the gate
+      layers: last              # as `fogline learn finetune --layers` (and epochs, threads)
+      min_gain: 0.02            # the gate's margins
+      max_forgetting: 0.01
+      canary: {min_accuracy: 0.8, bake_s: 30}   # the controller's canary of an accepted offer
 """
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from fogline.errors import ConfigError
 from fogline.fleet.agent.kinds._kind import ReleaseKind
@@ -46,6 +63,49 @@ class Eligibility(BaseModel):
     require_mains: bool = True
 
 
+class CanaryCriteria(BaseModel):
+    """How the controller rolls an accepted candidate out: a canary with these criteria."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    bake_s: float = Field(default=30.0, ge=0)
+
+
+class FinetuneSection(BaseModel):
+    """``finetune:``: what to fine-tune on which captures, how often, behind which gate.
+
+    >>> FinetuneSection(release="digits-monitor", store="results.db").min_labelled
+    200
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    release: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    model: str = "."
+    store: str = Field(min_length=1)
+    every_s: float = Field(default=3600.0, gt=0)
+    min_labelled: int = Field(default=200, ge=2)
+    holdout: float = Field(default=0.25, gt=0, lt=1)
+    original: str | None = None
+    layers: Literal["last", "all"] = "last"
+    from_torch: str | None = Field(default=None, pattern=FUNCTION_PATTERN)
+    epochs: int = Field(default=20, ge=1)
+    threads: int = Field(default=1, ge=1)
+    nice: int = Field(default=10, ge=0, le=19)
+    timeout_s: float = Field(default=3600.0, gt=0)
+    min_gain: float = Field(default=0.02, ge=-1, le=1)
+    max_forgetting: float = Field(default=0.01, ge=-1, le=1)
+    canary: CanaryCriteria = Field(default_factory=CanaryCriteria)
+
+    @field_validator("model", "store")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        if value.startswith("/") or ".." in Path(value).parts:
+            raise ValueError("a relative path that stays inside its folder")
+        return value
+
+
 class LearnerSpec(BaseModel):
     """``learner.yaml``, validated.
 
@@ -57,11 +117,20 @@ class LearnerSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    task: str = Field(pattern=FUNCTION_PATTERN)
-    data: str = Field(pattern=FUNCTION_PATTERN)
+    task: str | None = Field(default=None, pattern=FUNCTION_PATTERN)
+    data: str | None = Field(default=None, pattern=FUNCTION_PATTERN)
     data_args: dict[str, Any] = Field(default_factory=dict)
     epochs: int = Field(default=1, ge=1)
     eligibility: Eligibility = Field(default_factory=Eligibility)
+    finetune: FinetuneSection | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> LearnerSpec:
+        if (self.task is None) != (self.data is None):
+            raise ValueError("'task' and 'data' go together (a federated task and its data)")
+        if self.task is None and self.finetune is None:
+            raise ValueError("a learner names a federated 'task' and 'data', or a 'finetune:'")
+        return self
 
 
 def load_learner(entry: Path) -> LearnerSpec:
@@ -116,6 +185,7 @@ class LearnerKind(ReleaseKind):
 
     def open_engines(self, entry: Path) -> list[tuple[str, Engine]]:
         spec = load_learner(entry)
-        _check_module(spec.task, "task", entry)
-        _check_module(spec.data, "data", entry)
+        if spec.task is not None and spec.data is not None:
+            _check_module(spec.task, "task", entry)
+            _check_module(spec.data, "data", entry)
         return []

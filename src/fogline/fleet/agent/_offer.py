@@ -1,0 +1,372 @@
+"""Fine-tuning on the device's own captures, on a schedule, and offering a passing candidate.
+
+A ``learner`` release with a ``finetune:`` section
+(:class:`~fogline.fleet.agent.kinds.FinetuneSection`) names the active
+release whose model is fine-tuned, its model folder and the pipeline's
+results store (relative to that release's run folder,
+``DEV/agent/run/<release>/``, where the pipeline writes it). Every
+``every_s`` seconds :class:`FinetuneScheduler` (its own thread):
+
+1. exports the store's labelled captures (:func:`fogline.store.export_captures`)
+   and does nothing more until there are ``min_labelled`` of them, or when
+   there are no more than at the last offer;
+2. holds out a ``holdout`` share (a seeded shuffle) and runs ``fogline learn
+   finetune`` as a child process (``nice``, ``--threads``, ``timeout_s``), so
+   the agent's loop and the pipeline go on beside it; exit 3 (the gate said
+   no) is logged with the gate's reason;
+3. packs a passing candidate (``model.onnx``, ``fogline.yaml``,
+   ``report.json``, ``report.md``) as a ``.tar`` and sends it on the device's
+   ``offer`` topic in :class:`~fogline.protocol.OfferChunk` frames, the
+   gate report on the first; it is saved first (``DEV/agent/finetune/``),
+   so an agent restarted mid-upload sends it again.
+4. The controller answers on the retained ``offer-ack``
+   (:class:`~fogline.protocol.OfferAck`); missing chunks go again after
+   ``RESEND_AFTER`` seconds without an answer; ``accepted`` or ``refused``
+   ends the offer (logged as an event).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import queue
+import secrets
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fogline._files import atomic_write
+from fogline.errors import FoglineError
+from fogline.fleet.agent.kinds import FinetuneSection, load_learner
+from fogline.protocol import OfferAck, OfferChunk, encode_frame
+from fogline.transport.mqtt import MqttMessage, Topic
+
+log = logging.getLogger(__name__)
+
+#: Bytes of the candidate per chunk.
+CHUNK = 64 * 1024
+#: Seconds without a final answer before the missing chunks go again.
+RESEND_AFTER = 10.0
+#: How often the thread looks at its schedule and its answers.
+TICK = 0.5
+#: The files of a candidate folder that travel (the plot stays on the device).
+SENT_FILES = ("model.onnx", "fogline.yaml", "report.json", "report.md")
+
+
+class _State(BaseModel):
+    """What survives a restart: when each release was last looked at, the offer in flight."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    last_run: dict[str, float] = Field(default_factory=dict)
+    offered_labelled: dict[str, int] = Field(default_factory=dict)
+    pending: dict[str, Any] | None = None  # an OfferChunk header (index 0) of the offer
+
+
+def pack(folder: Path) -> bytes:
+    """The candidate folder's files as an uncompressed ``.tar`` (ONNX weights barely compress)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name in SENT_FILES:
+            path = folder / name
+            if path.is_file():
+                info = tar.gettarinfo(str(path), arcname=name)
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                info.mtime = 0
+                with path.open("rb") as handle:
+                    tar.addfile(info, handle)
+    return buffer.getvalue()
+
+
+def frames(header: OfferChunk, blob: bytes, indices: Iterable[int]) -> list[bytes]:
+    """The frames of chunks ``indices`` of ``blob`` (the report rides on chunk 0 only)."""
+    out = []
+    for index in indices:
+        piece = blob[index * CHUNK : (index + 1) * CHUNK]
+        chunk = header.model_copy(
+            update={"index": index, "report": header.report if index == 0 else None}
+        )
+        out.append(encode_frame(chunk, piece))
+    return out
+
+
+class FinetuneScheduler:
+    """The device's fine-tunes and offers; see the module docstring.
+
+    ``learners`` lists the entries of the active learner releases; ``active``
+    gives the version and folder of the active release of a name;
+    ``run_dir`` is where releases run (their stores live there); ``publish``
+    sends messages and waits for the broker (the session's ``publish_and_wait``).
+    """
+
+    def __init__(
+        self,
+        device_id: str,
+        folder: Path,
+        *,
+        learners: Callable[[], Iterable[Path]],
+        active: Callable[[str], tuple[str, Path] | None],
+        run_dir: Path,
+        publish: Callable[[Sequence[MqttMessage], float], None],
+        connected: Callable[[], bool],
+        offer_topic: str,
+        on_event: Callable[[str], None] = lambda line: None,
+    ) -> None:
+        self.device_id = device_id
+        self.folder = Path(folder)
+        self.learners = learners
+        self.active = active
+        self.run_dir = Path(run_dir)
+        self.publish = publish
+        self.connected = connected
+        self.offer_topic = offer_topic
+        self.on_event = on_event
+        self._acks: queue.Queue[bytes] = queue.Queue()
+        self._sent_at = 0.0
+        self._state = self._read_state()
+
+    # -- paho's thread ---------------------------------------------------------------------
+
+    def on_ack(self, payload: bytes) -> None:
+        self._acks.put(payload)
+
+    # -- the scheduler's thread -------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self._answers()
+                if self._state.pending is not None:
+                    self._resend()
+                else:
+                    self._schedule(stop)
+            except Exception:  # one bad pass must not end fine-tuning for good
+                log.exception("fine-tuning")
+            stop.wait(TICK)
+
+    def _schedule(self, stop: threading.Event) -> None:
+        for entry in self.learners():
+            try:
+                section = load_learner(entry).finetune
+            except FoglineError:
+                continue
+            if section is None:
+                continue
+            last = self._state.last_run.get(section.release, 0.0)
+            if time.time() - last < section.every_s:
+                continue
+            self._state.last_run[section.release] = time.time()
+            self._write_state()
+            self._attempt(section, stop)
+            return  # one fine-tune per pass; the next pass looks at the others
+
+    def _attempt(self, section: FinetuneSection, stop: threading.Event) -> None:
+        import numpy as np
+
+        from fogline.errors import DataError
+        from fogline.store import ResultStore, export_captures
+
+        found = self.active(section.release)
+        if found is None:
+            self.on_event(f"fine-tune: no active release {section.release!r} here")
+            return
+        version, release_dir = found
+        store = self.run_dir / section.release / section.store
+        if not store.is_file():
+            self.on_event(f"fine-tune {section.release}: no results store at {store} yet")
+            return
+        work = self.folder / "work"
+        if work.exists():
+            import shutil
+
+            shutil.rmtree(work)
+        work.mkdir(parents=True)
+        try:
+            with ResultStore(store) as opened:
+                done = export_captures(opened, work / "labelled.npz", labelled_only=True)
+            items = done.items
+        except DataError:
+            items = 0
+        if items < section.min_labelled:
+            self.on_event(
+                f"fine-tune {section.release}: {items} labelled captures, waiting for "
+                f"{section.min_labelled}"
+            )
+            return
+        if items <= self._state.offered_labelled.get(section.release, 0):
+            return  # nothing new since the last offer
+        with np.load(work / "labelled.npz", allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        order = np.random.default_rng(0).permutation(items)
+        held = max(1, round(items * section.holdout))
+        for name, part in (("holdout", order[:held]), ("train", order[held:])):
+            np.savez(work / f"{name}.npz", **{k: v[part] for k, v in arrays.items()})
+        model_dir = release_dir if section.model == "." else release_dir / section.model
+        out = work / "candidate"
+        command = [
+            sys.executable, "-m", "fogline", "learn", "finetune", str(model_dir),
+            "--data", str(work / "train.npz"), "--eval", str(work / "holdout.npz"),
+            "--out", str(out), "--layers", section.layers, "--epochs", str(section.epochs),
+            "--threads", str(section.threads), "--min-gain", str(section.min_gain),
+            "--max-forgetting", str(section.max_forgetting),
+        ]  # fmt: skip
+        if section.original is not None:
+            command += ["--original", section.original]
+        if section.from_torch is not None:
+            command += ["--from-torch", section.from_torch]
+        threads = str(section.threads)
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+        self.on_event(
+            f"fine-tune {section.release} {version}: {items - held} labelled captures to train "
+            f"on, {held} held out"
+        )
+        started = time.monotonic()
+        with (work / "finetune.log").open("wb") as output:
+            child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env=env)
+        with contextlib.suppress(OSError):  # lowered after the start: preexec_fn is unsafe here
+            os.setpriority(os.PRIO_PROCESS, child.pid, section.nice)
+        deadline = started + section.timeout_s
+        while child.poll() is None:
+            if stop.is_set() or time.monotonic() > deadline:
+                child.kill()
+                child.wait()
+                if not stop.is_set():
+                    self.on_event(
+                        f"fine-tune {section.release}: gave up after {section.timeout_s:.0f} s"
+                    )
+                return
+            stop.wait(0.2)
+        seconds = time.monotonic() - started
+        report = _report(out)
+        reason = (report.get("gate") or {}).get("reason", "")
+        if child.returncode == 3:
+            self.on_event(f"fine-tune {section.release}: gate failed ({seconds:.1f} s): {reason}")
+            return
+        if child.returncode != 0:
+            text = (work / "finetune.log").read_text(errors="replace")
+            tail = text.strip().splitlines()[-1:]
+            self.on_event(
+                f"fine-tune {section.release}: failed (exit {child.returncode}): "
+                f"{tail[0] if tail else ''}"
+            )
+            return
+        blob = pack(out)
+        header = OfferChunk(
+            device_id=self.device_id,
+            offer=secrets.token_hex(8),
+            release=section.release,
+            base_version=version,
+            model_path=section.model,
+            total=max(1, -(-len(blob) // CHUNK)),
+            size=len(blob),
+            sha256=hashlib.sha256(blob).hexdigest(),
+            report=report,
+            canary_min_accuracy=section.canary.min_accuracy,
+            canary_bake=section.canary.bake_s,
+            max_forgetting=section.max_forgetting,
+        )
+        atomic_write(self.folder / "offer.tar", blob)
+        self._state.pending = header.model_dump(mode="json")
+        self._state.offered_labelled[section.release] = items
+        self._write_state()
+        self.on_event(
+            f"fine-tune {section.release} {version}: gate passed ({seconds:.1f} s): {reason}; "
+            f"offering the candidate ({len(blob)} bytes, offer {header.offer})"
+        )
+        self._send(header, blob, range(header.total))
+
+    def _send(self, header: OfferChunk, blob: bytes, indices: Iterable[int]) -> None:
+        if not self.connected():
+            return
+        messages = [
+            MqttMessage(Topic(self.offer_topic), frame, 1)
+            for frame in frames(header, blob, indices)
+        ]
+        try:
+            self.publish(messages, 60.0)
+        except FoglineError as exc:
+            log.warning("offer %s not sent: %s", header.offer, exc)
+        self._sent_at = time.monotonic()
+
+    def _pending(self) -> tuple[OfferChunk, bytes] | None:
+        if self._state.pending is None:
+            return None
+        try:
+            return (
+                OfferChunk.model_validate(self._state.pending),
+                (self.folder / "offer.tar").read_bytes(),
+            )
+        except (OSError, ValidationError):
+            self._state.pending = None  # unreadable: given up, the next schedule tries again
+            self._write_state()
+            return None
+
+    def _resend(self, received: Sequence[int] = ()) -> None:
+        if time.monotonic() - self._sent_at < RESEND_AFTER:
+            return
+        found = self._pending()
+        if found is not None:
+            header, blob = found
+            missing = [i for i in range(header.total) if i not in set(received)]
+            self._send(header, blob, missing)
+
+    def _answers(self) -> None:
+        while True:
+            try:
+                payload = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            if not payload or self._state.pending is None:
+                continue
+            try:
+                ack = OfferAck.model_validate_json(payload)
+            except ValidationError:
+                continue
+            if ack.offer != self._state.pending.get("offer"):
+                continue
+            if ack.status == "accepted":
+                self.on_event(
+                    f"offer {ack.offer} accepted: release {self._state.pending['release']} "
+                    f"{ack.version}, canary deployment {ack.deployment}"
+                )
+            elif ack.status == "refused":
+                self.on_event(f"offer {ack.offer} refused: {ack.reason}")
+            else:
+                self._sent_at = time.monotonic()  # progress: wait again before resending
+                continue
+            self._state.pending = None
+            self._write_state()
+            (self.folder / "offer.tar").unlink(missing_ok=True)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _read_state(self) -> _State:
+        path = self.folder / "state.json"
+        try:
+            return _State.model_validate_json(path.read_text())
+        except (OSError, ValidationError, ValueError):
+            return _State()
+
+    def _write_state(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.folder / "state.json", self._state.model_dump_json().encode())
+
+
+def _report(folder: Path) -> dict[str, Any]:
+    try:
+        found = json.loads((folder / "report.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}

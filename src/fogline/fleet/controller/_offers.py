@@ -1,0 +1,414 @@
+"""A device's fine-tuned candidate: checked, signed as the next release and deployed as a canary.
+
+A device whose ``learner`` release has a ``finetune:`` section sends a
+candidate that passed its gate on its ``offer`` topic
+(:class:`~fogline.protocol.OfferChunk` frames, :mod:`fogline.protocol._offers`).
+:class:`Offers`, on the controller's worker thread, refuses it (answering a
+retained :class:`~fogline.protocol.OfferAck` with the reason, and an
+``offer-refused`` event) when the device is not enrolled, when its group is
+not among those the controller accepts offers from (``fogline controller
+--accept-offers GROUP``), when the offer is larger than ``max_bytes`` or a
+chunk does not fit it; it stores each chunk under ``DATA/offers/`` before it
+acknowledges it, and once whole checks the size and the sha256. Then one
+thread of its own, loaded only now (ONNX Runtime and numpy stay out of a
+controller that never gets an offer), re-checks the candidate:
+
+* it is a model folder whose manifest matches its model file, ONNX Runtime
+  opens it, and its inputs and outputs are those of the base release's model;
+* when the base release has a canary set, the gate's forgetting check on it:
+  the candidate may lose at most the offer's ``max_forgetting`` against the
+  base model. The device's new data stays on the device, so the gain on it is
+  the device's figure, recorded as the device's report.
+
+A candidate that passes is signed as the next version of the base release
+(the next minor version after the newest of that name; the base release's
+files with the model folder's ``model`` file and ``fogline.yaml`` replaced),
+with provenance naming the device, its report and the controller's check,
+and rolled out to the device's group as a canary with the offer's criteria
+(``canary.min_accuracy``, ``bake_s``; else ``--offer-min-accuracy``). An
+``offer-accepted`` event records it; the device reads ``accepted`` with the
+version and the deployment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import queue
+import shutil
+import tarfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from packaging.version import Version
+
+from fogline._files import atomic_write
+from fogline.errors import FoglineError
+from fogline.fleet.controller._criteria import Criteria
+from fogline.fleet.controller._plan import RolloutPlan
+from fogline.fleet.controller._registry import Registry
+from fogline.fleet.controller._rollout import Rollouts
+from fogline.protocol import OfferAck, OfferChunk, decode_frame
+
+if TYPE_CHECKING:
+    from fogline.security import ReleaseDocument, ReleaseRepository
+
+log = logging.getLogger("fogline.controller")
+
+#: The largest offer taken unless the controller says otherwise.
+MAX_BYTES = 64 * 1024 * 1024
+#: The files a candidate's ``.tar`` may hold.
+ALLOWED_FILES = ("model.onnx", "fogline.yaml", "report.json", "report.md")
+
+
+class Refused(Exception):
+    """An offer that is not taken; the message is the reason the device reads."""
+
+
+def next_minor(versions: list[str]) -> str:
+    """The version after the newest of ``versions``: its minor number raised by one.
+
+    >>> next_minor(["1.0.0", "1.2.0", "1.1.5"]), next_minor(["2"])
+    ('1.3.0', '2.1.0')
+    """
+    newest = max(Version(v) for v in versions).release
+    major, minor = newest[0], newest[1] if len(newest) > 1 else 0
+    return f"{major}.{minor + 1}.0"
+
+
+class Offers:
+    """Fine-tuned candidates devices offer; see the module docstring."""
+
+    def __init__(
+        self,
+        data: Path,
+        *,
+        registry: Registry,
+        rollouts: Rollouts,
+        repository: ReleaseRepository,
+        publish: Callable[[str, bytes, bool], None],
+        prefix: str,
+        wake: Callable[[], None],
+        groups: tuple[str, ...] = (),
+        max_bytes: int = MAX_BYTES,
+        min_accuracy: float | None = None,
+    ) -> None:
+        self.folder = Path(data) / "offers"
+        self.registry = registry
+        self.rollouts = rollouts
+        self.repository = repository
+        self.publish = publish
+        self.prefix = prefix
+        self.wake = wake
+        self.groups = tuple(groups)
+        self.max_bytes = max_bytes
+        self.min_accuracy = min_accuracy
+        self._checks: queue.Queue[tuple[OfferChunk, Path] | None] = queue.Queue()
+        self._checker: threading.Thread | None = None
+
+    # -- the worker thread -----------------------------------------------------------------
+
+    def submit(self, device_id: str, payload: bytes) -> None:
+        """One ``offer`` frame from ``device_id``; ValueError when it is not one."""
+        header, body = decode_frame(payload, OfferChunk)
+        if header.device_id != device_id:
+            raise ValueError(f"the body names device {header.device_id!r}, the topic {device_id!r}")
+        folder = self.folder / device_id / header.offer
+        done = folder.with_suffix(".json")
+        if done.exists():  # answered already: say it again (the device may have missed it)
+            self._answer(device_id, OfferAck.model_validate_json(done.read_text()))
+            return
+        try:
+            received = self._store(header, body, folder)
+        except Refused as exc:
+            self._refuse(header, str(exc))
+            return
+        if len(received) < header.total:
+            self._answer(
+                device_id, OfferAck(offer=header.offer, status="partial", received=received)
+            )
+            return
+        blob = b"".join((folder / f"{i}.part").read_bytes() for i in range(header.total))
+        digest = hashlib.sha256(blob).hexdigest()
+        if len(blob) != header.size or digest != header.sha256:
+            self._refuse(
+                header,
+                f"the offer is {len(blob)} bytes with sha256 {digest[:12]}…; its header says "
+                f"{header.size} bytes, {header.sha256[:12]}…",
+            )
+            return
+        atomic_write(folder / "offer.tar", blob)
+        self._answer(device_id, OfferAck(offer=header.offer, status="checking"))
+        first = OfferChunk.model_validate_json((folder / "header.json").read_text())
+        self._checks.put((first, folder / "offer.tar"))
+        if self._checker is None:
+            self._checker = threading.Thread(
+                target=self._check_loop, name="fogline-offers", daemon=True
+            )
+            self._checker.start()
+
+    def _store(self, header: OfferChunk, body: bytes, folder: Path) -> list[int]:
+        """Check who offers what and keep the chunk; the indices stored so far."""
+        device = self.registry.device(header.device_id)
+        if device is None:
+            raise Refused(f"device {header.device_id!r} is not enrolled here")
+        if device.group not in self.groups:
+            raise Refused(
+                f"this controller takes no offers from group {device.group!r} "
+                f"(it takes them from: {', '.join(self.groups) or 'no group'}; "
+                "start it with --accept-offers GROUP)"
+            )
+        if header.size > self.max_bytes:
+            raise Refused(
+                f"the offer is {header.size} bytes; this controller takes at most {self.max_bytes}"
+            )
+        if header.index >= header.total or len(body) > header.size:
+            raise Refused(f"chunk {header.index} of {header.total} does not fit the offer")
+        folder.mkdir(parents=True, exist_ok=True)
+        if header.index == 0:
+            atomic_write(folder / "header.json", header.model_dump_json().encode())
+        atomic_write(folder / f"{header.index}.part", body)
+        return sorted(
+            int(p.stem)
+            for p in folder.glob("*.part")
+            if p.stem.isdigit() and int(p.stem) < header.total
+        )
+
+    def _answer(self, device_id: str, ack: OfferAck) -> None:
+        topic = f"{self.prefix}/devices/{device_id}/offer-ack"
+        self.publish(topic, ack.model_dump_json().encode(), True)
+
+    def _finish(self, header: OfferChunk, ack: OfferAck) -> None:
+        folder = self.folder / header.device_id / header.offer
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(folder.with_suffix(".json"), ack.model_dump_json().encode())
+        shutil.rmtree(folder, ignore_errors=True)
+        self._answer(header.device_id, ack)
+
+    def _refuse(self, header: OfferChunk, reason: str) -> None:
+        log.warning("refused offer %s from %s: %s", header.offer, header.device_id, reason)
+        self.registry.event(
+            "offer-refused",
+            f"refused {header.release} fine-tuned from {header.base_version} (offer "
+            f"{header.offer}): {reason}",
+            device_id=header.device_id if self.registry.device(header.device_id) else None,
+        )
+        self._finish(header, OfferAck(offer=header.offer, status="refused", reason=reason))
+
+    def stop(self) -> None:
+        if self._checker is not None:
+            self._checks.put(None)
+            self._checker.join(30)
+
+    # -- the checking thread ---------------------------------------------------------------
+
+    def _check_loop(self) -> None:
+        while True:
+            item = self._checks.get()
+            if item is None:
+                return
+            header, tar = item
+            try:
+                self._accept(header, tar)
+            except Refused as exc:
+                self._refuse(header, str(exc))
+            except Exception as exc:  # a broken offer must not end the thread
+                log.exception("checking offer %s", header.offer)
+                self._refuse(header, f"the controller could not check it: {exc}")
+
+    def _accept(self, header: OfferChunk, tar: Path) -> None:
+        base = self._base(header)
+        work = tar.parent / "work"
+        shutil.rmtree(work, ignore_errors=True)
+        release_dir = work / "release"
+        for item in base.files:
+            target = release_dir / item.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.repository.targets_dir / item.blob_path, target)
+        candidate = work / "candidate"
+        _unpack(tar, candidate)
+        model_dir = release_dir if header.model_path == "." else release_dir / header.model_path
+        check = recheck(candidate, model_dir, release_dir, base, header.max_forgetting)
+        from fogline.model import Manifest
+
+        manifest = Manifest.read(candidate)
+        old = Manifest.read(model_dir)
+        (model_dir / old.model.path).unlink()
+        shutil.copyfile(candidate / manifest.model.path, model_dir / manifest.model.path)
+        shutil.copyfile(candidate / "fogline.yaml", model_dir / "fogline.yaml")
+        versions = [d.version for d in self.repository.releases() if d.name == header.release]
+        version = next_minor(versions)
+        report = header.report or {}
+        provenance = {
+            "finetuned_on_device": header.device_id,
+            "offer": header.offer,
+            "base": {"name": base.name, "version": base.version},
+            "model_path": header.model_path,
+            "device_report": {
+                key: report.get(key) for key in ("gate", "training", "data", "holdout", "original")
+            },
+            "controller_check": check,
+        }
+        self.repository.create_release(
+            release_dir,
+            header.release,
+            version,
+            self.repository.layout.key_file("targets"),
+            kind=base.kind,
+            entry=base.entry,
+            latency_budget_ms=base.health.latency_budget_ms,
+            sample=base.health.sample,
+            canary=base.canary.data,
+            description=f"fine-tuned on {header.device_id} from {base.version}",
+            provenance=provenance,
+        )
+        device = self.registry.device(header.device_id)
+        group = device.group if device is not None else "default"
+        minimum = header.canary_min_accuracy
+        deployment = self.rollouts.create(
+            header.release,
+            version,
+            group,
+            strategy=RolloutPlan(kind="canary", bake_seconds=header.canary_bake),
+            criteria=Criteria(min_accuracy=minimum if minimum is not None else self.min_accuracy),
+        )
+        self.wake()
+        gate = report.get("gate") or {}
+        said = (
+            f"device gain {_points(gate.get('gain'))} on its held-out data"
+            if gate
+            else "no device report"
+        )
+        message = (
+            f"{header.device_id} offered {header.release} fine-tuned from {base.version} "
+            f"({said}); {check['summary']}; signed {header.release} {version}, canary "
+            f"deployment {deployment.id}"
+        )
+        log.info("%s", message)
+        self.registry.event(
+            "offer-accepted", message, device_id=header.device_id, deployment=deployment.id
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        self._finish(
+            header,
+            OfferAck(
+                offer=header.offer, status="accepted", version=version, deployment=deployment.id
+            ),
+        )
+
+    def _base(self, header: OfferChunk) -> ReleaseDocument:
+        for document in self.repository.releases():
+            if document.name == header.release and document.version == header.base_version:
+                if document.kind not in ("model", "pipeline"):
+                    raise Refused(
+                        f"release {header.release} is a {document.kind} release; offers replace "
+                        "the model of a model or pipeline release"
+                    )
+                return document
+        raise Refused(f"no release {header.release} {header.base_version} here to fine-tune from")
+
+
+def _unpack(tar: Path, folder: Path) -> None:
+    """The candidate's files, refused unless they are plain files among :data:`ALLOWED_FILES`."""
+    folder.mkdir(parents=True)
+    try:
+        with tarfile.open(tar, mode="r:") as archive:
+            for member in archive.getmembers():
+                if member.name not in ALLOWED_FILES or not member.isfile():
+                    raise Refused(
+                        f"the offer holds {member.name!r}; it may hold {', '.join(ALLOWED_FILES)}"
+                    )
+                source = archive.extractfile(member)
+                assert source is not None
+                (folder / member.name).write_bytes(source.read())
+    except tarfile.TarError as exc:
+        raise Refused(f"the offer is not a .tar: {exc}") from None
+
+
+def recheck(
+    candidate: Path,
+    model_dir: Path,
+    release_dir: Path,
+    base: ReleaseDocument,
+    max_forgetting: float,
+) -> dict[str, Any]:
+    """The controller's own check of a candidate against the base release's model.
+
+    ``Refused`` when it is not a model folder that opens, when its signature
+    differs from the base model's, or when it forgets more than
+    ``max_forgetting`` on the base release's canary set.
+    """
+    import numpy as np
+
+    from fogline.model import Manifest, open_model
+
+    try:
+        manifest = Manifest.read(candidate)
+        manifest.verify(candidate)
+        old = Manifest.read(model_dir)
+    except FoglineError as exc:
+        raise Refused(f"not a model folder: {exc}") from None
+    if manifest.signature() != old.signature():
+        raise Refused(
+            f"its inputs and outputs {manifest.signature()} are not the base model's "
+            f"{old.signature()}"
+        )
+    try:
+        opened = open_model(candidate, backend="onnxruntime", threads=1)
+    except FoglineError as exc:
+        raise Refused(f"ONNX Runtime cannot open it: {exc}") from None
+    opened.engine.close()
+    check: dict[str, Any] = {"opens": True, "signature": "matches the base model"}
+    if base.canary.data is None:
+        check["summary"] = "it opens, its signature matches; no canary set to check forgetting"
+        return check
+    with np.load(release_dir / base.canary.data, allow_pickle=False) as npz:
+        x, y = npz["x"], npz["y"]
+    accuracies = [_accuracy(path, manifest.inputs[0].name, x, y) for path in (model_dir, candidate)]
+    forgetting = accuracies[0] - accuracies[1]
+    check["canary_set"] = {
+        "items": len(y),
+        "base": accuracies[0],
+        "candidate": accuracies[1],
+        "forgetting": forgetting,
+        "max_forgetting": max_forgetting,
+    }
+    if forgetting > max_forgetting + 1e-12:
+        raise Refused(
+            f"on the base release's canary set ({len(y)} items) it reaches {accuracies[1]:.2%} "
+            f"against {accuracies[0]:.2%}: {forgetting * 100:.2f} points forgotten, at most "
+            f"{max_forgetting * 100:.2f} allowed"
+        )
+    check["summary"] = (
+        f"controller check: canary set {accuracies[1]:.2%} against {accuracies[0]:.2%} "
+        f"({forgetting * 100:+.2f} points forgotten, at most {max_forgetting * 100:.2f})"
+    )
+    return check
+
+
+def _accuracy(model: Path, name: str, x: Any, y: Any) -> float:
+    import numpy as np
+
+    from fogline.model import open_model
+
+    opened = open_model(model, backend="onnxruntime", threads=1)
+    try:
+        output = opened.engine.signature.output_names[0]
+        predicted = np.concatenate(
+            [
+                np.argmax(opened.engine.run({name: x[i : i + 256]})[output], axis=-1)
+                for i in range(0, len(x), 256)
+            ]
+        )
+    finally:
+        opened.engine.close()
+    return float(np.mean(predicted.reshape(-1) == np.asarray(y).reshape(-1)))
+
+
+def _points(value: object) -> str:
+    return f"{value * 100:+.2f} points" if isinstance(value, int | float) else "unknown"
+
+
+__all__ = ["Offers", "Refused", "next_minor", "recheck"]
