@@ -163,10 +163,12 @@ def test_acl_names_every_device_topic_once_with_the_user_as_device_id() -> None:
         ("read", "command"),
         ("read", "fl-round"),
         ("read", "fl-ack"),
+        ("read", "offer-ack"),
         ("write", "state"),
         ("write", "telemetry"),
         ("write", "presence"),
         ("write", "fl-update"),
+        ("write", "offer"),
     }
     assert {kind for *_, kind in (topic.split("/") for *_, topic in rules)} == set(TOPIC_KINDS)
     assert all(topic.startswith("plant/devices/%u/") for *_, topic in rules)
@@ -214,6 +216,19 @@ def test_a_device_cannot_publish_as_another_and_the_controller_reads_all(
         (A.telemetry, b"mine"),
         (A.presence, b"mine"),
     ]
+
+
+def test_a_device_offers_only_as_itself_and_cannot_answer_its_own_offer(
+    peers: dict[str, Peer],
+) -> None:
+    controller, a = peers["controller"], peers["dev-a"]
+    controller.subscribe("fogline/#")
+    for topic in (B.topic("offer"), A.topic("offer-ack")):
+        reason = a.publish(topic, b"forged")
+        assert reason.value == NOT_AUTHORIZED, (topic, reason)
+    assert delivered(a.publish(A.topic("offer"), b"mine"))
+    seen = controller.until(A.topic("offer"), b"mine")
+    assert [(m.topic, m.payload) for m in seen] == [(A.topic("offer"), b"mine")]
 
 
 def test_with_username_as_client_id_a_device_cannot_take_over_anothers_session(
