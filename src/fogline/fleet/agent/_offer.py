@@ -224,6 +224,8 @@ class FinetuneScheduler:
         ]  # fmt: skip
         if section.original is not None:
             command += ["--original", section.original]
+        if section.replay is not None:
+            command += ["--replay", section.replay]
         if section.from_torch is not None:
             command += ["--from-torch", section.from_torch]
         threads = str(section.threads)

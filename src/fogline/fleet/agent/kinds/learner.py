@@ -31,7 +31,9 @@ schedule, and offer a candidate that passes the gate to the controller
       every_s: 3600             # how often to look (and fine-tune when there is enough)
       min_labelled: 200         # labelled captures needed before anything is done
       holdout: 0.25             # the share of them held out for the gate
-      layers: last              # as `fogline learn finetune --layers` (and epochs, threads)
+      original: fogline.examples:digits_eval    # as `fogline learn finetune --original`
+      replay: fogline.examples:digits_train     # ... --replay (rehearsal)
+      layers: last              # ... --layers (and from_torch, epochs, threads)
       min_gain: 0.02            # the gate's margins
       max_forgetting: 0.01
       canary: {min_accuracy: 0.8, bake_s: 30}   # the controller's canary of an accepted offer
@@ -88,6 +90,7 @@ class FinetuneSection(BaseModel):
     min_labelled: int = Field(default=200, ge=2)
     holdout: float = Field(default=0.25, gt=0, lt=1)
     original: str | None = None
+    replay: str | None = None
     layers: Literal["last", "all"] = "last"
     from_torch: str | None = Field(default=None, pattern=FUNCTION_PATTERN)
     epochs: int = Field(default=20, ge=1)
