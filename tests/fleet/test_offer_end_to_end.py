@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from fogline.examples import digits_model_path, digits_split
-from fogline.store import Capture, ResultStore, StoredLabel
 from fogline.testing import LocalFleet, wait_until
+from support.finetune_captures import seed_store
 
 DEVICE = "edge-1"
 
@@ -38,26 +38,6 @@ def model_release(folder: Path) -> Path:
     x, y = digits_split("eval")
     np.savez(folder / "canary.npz", x=x, y=y)
     return folder
-
-
-def seed_store(path: Path, items: int = 400) -> None:
-    """Captures of the model's input as a pipeline stores them, half moved two pixels, labelled."""
-    x, y = digits_split("eval")
-    moved = np.zeros_like(x)
-    moved[..., 2:] = x[..., :-2]
-    pixels, labels = np.concatenate([x, moved]), np.concatenate([y, y])
-    pick = np.random.default_rng(1).permutation(len(labels))[:items]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with ResultStore(path) as store:
-        store.add_captures(
-            Capture.of(pixels[i], item_id=f"cam#{i}", source="camera", captured_at=float(n),
-                       model="digits", model_version="1", reason="drift.alarm",
-                       input_name="pixels", answer={})
-            for n, i in enumerate(pick)
-        )  # fmt: skip
-        store.put_labels(
-            StoredLabel(f"cam#{i}", int(labels[i]), float(n)) for n, i in enumerate(pick)
-        )
 
 
 def learner_release(folder: Path) -> Path:

@@ -119,6 +119,7 @@ def test_an_offer_from_an_allowed_group_is_signed_and_deployed_as_a_canary(
     fx: Fixture, candidate: bytes
 ) -> None:
     fx.offer("cam-1", candidate)
+    fx.offer("cam-1", candidate)  # sent again while it is checked: checked (and signed) once
     ack = fx.answer("cam-1")
     assert (ack.status, ack.version) == ("accepted", "1.1.0"), ack
     (document,) = [d for d in fx.repository.releases() if d.version == "1.1.0"]

@@ -21,7 +21,8 @@ results store (relative to that release's run folder,
    so an agent restarted mid-upload sends it again.
 4. The controller answers on the retained ``offer-ack``
    (:class:`~fogline.protocol.OfferAck`); missing chunks go again after
-   ``RESEND_AFTER`` seconds without an answer; ``accepted`` or ``refused``
+   ``RESEND_AFTER`` seconds without an answer (``CHECK_WAIT`` once the
+   controller said ``checking``); ``accepted`` or ``refused``
    ends the offer (logged as an event).
 """
 
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
 #: Seconds without a final answer before the missing chunks go again.
 RESEND_AFTER = 10.0
+#: Seconds to wait for the outcome once the controller said it is checking the offer.
+CHECK_WAIT = 300.0
 #: How often the thread looks at its schedule and its answers.
 TICK = 0.5
 #: The files of a candidate folder that travel (the plot stays on the device).
@@ -135,6 +138,7 @@ class FinetuneScheduler:
         self.on_event = on_event
         self._acks: queue.Queue[bytes] = queue.Queue()
         self._sent_at = 0.0
+        self._wait = RESEND_AFTER  # before the next resend; CHECK_WAIT while it is checked
         self._state = self._read_state()
 
     # -- paho's thread ---------------------------------------------------------------------
@@ -316,7 +320,7 @@ class FinetuneScheduler:
             return None
 
     def _resend(self, received: Sequence[int] = ()) -> None:
-        if time.monotonic() - self._sent_at < RESEND_AFTER:
+        if time.monotonic() - self._sent_at < self._wait:
             return
         found = self._pending()
         if found is not None:
@@ -345,12 +349,14 @@ class FinetuneScheduler:
                 )
             elif ack.status == "refused":
                 self.on_event(f"offer {ack.offer} refused: {ack.reason}")
-            else:
-                self._sent_at = time.monotonic()  # progress: wait again before resending
+            else:  # progress: wait again before resending, longer while it is checked
+                self._sent_at = time.monotonic()
+                self._wait = CHECK_WAIT if ack.status == "checking" else RESEND_AFTER
                 continue
-            self._state.pending = None
-            self._write_state()
             (self.folder / "offer.tar").unlink(missing_ok=True)
+            self._state.pending = None
+            self._wait = RESEND_AFTER
+            self._write_state()
 
     # -- state ---------------------------------------------------------------------------------
 

@@ -107,6 +107,8 @@ class Offers:
         self.min_accuracy = min_accuracy
         self._checks: queue.Queue[tuple[OfferChunk, Path] | None] = queue.Queue()
         self._checker: threading.Thread | None = None
+        self._checking: set[tuple[str, str]] = set()  # (device, offer) queued or being checked
+        self._lock = threading.Lock()
 
     # -- the worker thread -----------------------------------------------------------------
 
@@ -119,6 +121,11 @@ class Offers:
         done = folder.with_suffix(".json")
         if done.exists():  # answered already: say it again (the device may have missed it)
             self._answer(device_id, OfferAck.model_validate_json(done.read_text()))
+            return
+        with self._lock:
+            checking = (device_id, header.offer) in self._checking
+        if checking:  # a resend while it is checked: the answer comes when the check ends
+            self._answer(device_id, OfferAck(offer=header.offer, status="checking"))
             return
         try:
             received = self._store(header, body, folder)
@@ -142,6 +149,8 @@ class Offers:
         atomic_write(folder / "offer.tar", blob)
         self._answer(device_id, OfferAck(offer=header.offer, status="checking"))
         first = OfferChunk.model_validate_json((folder / "header.json").read_text())
+        with self._lock:
+            self._checking.add((device_id, header.offer))
         self._checks.put((first, folder / "offer.tar"))
         if self._checker is None:
             self._checker = threading.Thread(
@@ -185,6 +194,8 @@ class Offers:
         folder.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(folder.with_suffix(".json"), ack.model_dump_json().encode())
         shutil.rmtree(folder, ignore_errors=True)
+        with self._lock:
+            self._checking.discard((header.device_id, header.offer))
         self._answer(header.device_id, ack)
 
     def _refuse(self, header: OfferChunk, reason: str) -> None:

@@ -1,0 +1,135 @@
+"""The agent's fine-tuning schedule: wait for labels, keep a failed candidate, offer a passing one.
+
+A real store of captures and labels, a real ``fogline learn finetune`` child
+process and the bundled digits model; the MQTT publish is a list the test
+reads, and the controller's answers are handed in as it would send them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fogline.examples import digits_model_path
+from fogline.fleet.agent._offer import FinetuneScheduler
+from fogline.protocol import OfferAck, OfferChunk, decode_frame
+from fogline.testing import wait_until
+from fogline.transport.mqtt import MqttMessage
+from support.finetune_captures import seed_store
+
+
+class Device:
+    """One scheduler on ``folder``: its sent frames and its event lines."""
+
+    def __init__(self, folder: Path, **finetune: object) -> None:
+        self.folder = folder
+        release = folder / "releases" / "digits"
+        if not release.exists():
+            release.mkdir(parents=True)
+            for name in ("model.onnx", "fogline.yaml"):
+                shutil.copyfile(digits_model_path().parent / name, release / name)
+            seed_store(folder / "run" / "digits" / "results.db")
+        section = {"release": "digits", "store": "results.db", "every_s": 0.5,
+                   "original": "fogline.examples:digits_eval", "threads": 1, **finetune}  # fmt: skip
+        (folder / "learner.yaml").write_text(yaml.safe_dump({"finetune": section}))
+        self.sent: list[MqttMessage] = []
+        self.events: list[str] = []
+        self.scheduler = FinetuneScheduler(
+            "cam-1", folder / "agent" / "finetune",
+            learners=lambda: [folder / "learner.yaml"],
+            active=lambda name: ("1.0.0", release) if name == "digits" else None,
+            run_dir=folder / "run", publish=self._publish, connected=lambda: True,
+            offer_topic="fogline/devices/cam-1/offer", on_event=self.events.append,
+        )  # fmt: skip
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self.scheduler.run, args=(self._stop,))
+        self._thread.start()
+
+    def _publish(self, messages: Sequence[MqttMessage], timeout: float) -> None:
+        self.sent.extend(messages)
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in self.events)
+
+    def chunks(self) -> list[tuple[OfferChunk, bytes]]:
+        return [decode_frame(m.payload, OfferChunk) for m in self.sent]
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+
+@pytest.fixture
+def devices(tmp_path: Path) -> Iterator[list[Device]]:
+    made: list[Device] = []
+    yield made
+    for device in made:
+        device.stop()
+
+
+def test_nothing_is_done_until_enough_captures_are_labelled(
+    tmp_path: Path, devices: list[Device]
+) -> None:
+    device = Device(tmp_path, min_labelled=1000)
+    devices.append(device)
+    wait_until(
+        "the schedule to look", lambda: device.said("400 labelled captures, waiting for 1000")
+    )
+    assert device.sent == [] and not device.said("to train on")
+
+
+def test_a_candidate_that_fails_the_gate_is_not_offered(
+    tmp_path: Path, devices: list[Device]
+) -> None:
+    device = Device(tmp_path, max_forgetting=0.01)  # the head re-fit forgets ~7 points here
+    devices.append(device)
+    wait_until("the fine-tune to end", lambda: device.said("gate failed"), timeout=60)
+    assert device.said("300 labelled captures to train on, 100 held out")
+    assert device.said("points forgotten, the gate allows at most 1.00")
+    assert device.sent == []
+
+
+def test_a_passing_candidate_is_offered_sent_again_after_a_restart_and_ends_with_the_answer(
+    tmp_path: Path, devices: list[Device]
+) -> None:
+    device = Device(tmp_path, max_forgetting=0.5)
+    devices.append(device)
+    wait_until("the offer sent", lambda: device.said("offering the candidate"), timeout=60)
+    chunks = device.chunks()
+    header = chunks[0][0]
+    blob = b"".join(body for _, body in chunks)
+    assert [c.index for c, _ in chunks] == list(range(header.total))
+    assert (len(blob), hashlib.sha256(blob).hexdigest()) == (header.size, header.sha256)
+    assert header.report is not None and header.report["gate"]["passed"]
+    assert all(c.report is None for c, _ in chunks[1:])  # the report rides on the first only
+    assert (header.release, header.base_version, header.max_forgetting) == ("digits", "1.0.0", 0.5)
+
+    # an agent restarted before the answer sends the saved offer again, without training again
+    device.stop()
+    again = Device(tmp_path, max_forgetting=0.5)
+    devices.append(again)
+    wait_until("the offer sent again", lambda: len(again.sent) == header.total)
+    assert {c.offer for c, _ in again.chunks()} == {header.offer}
+    assert not again.said("to train on")
+
+    again.scheduler.on_ack(
+        OfferAck(offer=header.offer, status="accepted", version="1.1.0", deployment="d-1")
+        .model_dump_json()
+        .encode()
+    )
+    wait_until("the answer heard", lambda: again.said("accepted: release digits 1.1.0"))
+    wait_until("the offer forgotten", lambda: '"pending":null' in (
+        tmp_path / "agent" / "finetune" / "state.json").read_text().replace(" ", ""))  # fmt: skip
+    state = (tmp_path / "agent" / "finetune" / "state.json").read_text()
+    assert '"pending":null' in state.replace(" ", "")
+    assert not (tmp_path / "agent" / "finetune" / "offer.tar").exists()
+    # the schedule fires again (every_s 0.5) but there is nothing new to fine-tune on
+    sent = len(again.sent)
+    threading.Event().wait(1.5)
+    assert len(again.sent) == sent and not again.said("to train on")
