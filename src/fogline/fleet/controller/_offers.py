@@ -113,7 +113,17 @@ class Offers:
     # -- the worker thread -----------------------------------------------------------------
 
     def submit(self, device_id: str, payload: bytes) -> None:
-        """One ``offer`` frame from ``device_id``; ValueError when it is not one."""
+        """One ``offer`` frame from ``device_id``; ValueError when it is not one.
+
+        A disk or registry failure is logged, not raised: the worker thread
+        that calls this must go on, and the device sends the chunk again.
+        """
+        try:
+            self._submit(device_id, payload)
+        except (OSError, FoglineError) as exc:
+            log.warning("offer chunk from %s not stored: %s", device_id, exc)
+
+    def _submit(self, device_id: str, payload: bytes) -> None:
         header, body = decode_frame(payload, OfferChunk)
         if header.device_id != device_id:
             raise ValueError(f"the body names device {header.device_id!r}, the topic {device_id!r}")
