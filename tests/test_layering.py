@@ -44,15 +44,7 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline": {"model", "data", "store", "transport", "metrics", "monitor", "oip"},
     "serve": {"model", "oip", "metrics"},
     "federated": {"protocol", "transport", "model", "data", "security", "store"},
-    "fleet.controller": {
-        "protocol",
-        "store",
-        "security",
-        "transport",
-        "metrics",
-        "federated",
-        "model",  # loaded only to re-check a device's fine-tuned candidate (_offers.py)
-    },
+    "fleet.controller": {"protocol", "store", "security", "transport", "metrics", "federated"},
     "fleet.agent": {
         "protocol",
         "store",

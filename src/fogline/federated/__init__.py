@@ -5,6 +5,7 @@ trainers, ``fogline fl simulate`` (rounds in one process) and the
 :class:`Coordinator` the controller runs for rounds across the fleet.
 """
 
+from fogline.federated._candidate import CandidateRefused, check_candidate, install_candidate
 from fogline.federated._client import (
     ClientTrainer,
     Evaluation,
@@ -48,6 +49,7 @@ from fogline.federated._simulate import (
 from fogline.federated._split import SplitSpec, split_clients
 
 __all__ = [
+    "CandidateRefused",
     "ClientTrainer",
     "Coordinator",
     "EncryptedShare",
@@ -76,6 +78,7 @@ __all__ = [
     "UnmaskRequest",
     "UnmaskResponse",
     "UploadCost",
+    "check_candidate",
     "clip_update",
     "decode_update",
     "decode_weights",
@@ -84,6 +87,7 @@ __all__ = [
     "export_model",
     "export_weights",
     "history_json",
+    "install_candidate",
     "load_device_data",
     "load_task",
     "load_weights",

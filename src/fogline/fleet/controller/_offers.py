@@ -10,8 +10,9 @@ not among those the controller accepts offers from (``fogline controller
 --accept-offers GROUP``), when the offer is larger than ``max_bytes`` or a
 chunk does not fit it; it stores each chunk under ``DATA/offers/`` before it
 acknowledges it, and once whole checks the size and the sha256. Then one
-thread of its own, loaded only now (ONNX Runtime and numpy stay out of a
-controller that never gets an offer), re-checks the candidate:
+thread of its own re-checks the candidate with :func:`fogline.federated.check_candidate`,
+imported only now (the controller itself parses no model: ONNX Runtime and
+numpy stay out of a controller that never gets an offer):
 
 * it is a model folder whose manifest matches its model file, ONNX Runtime
   opens it, and its inputs and outputs are those of the base release's model;
@@ -40,7 +41,7 @@ import tarfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from packaging.version import Version
 
@@ -251,14 +252,15 @@ class Offers:
         candidate = work / "candidate"
         _unpack(tar, candidate)
         model_dir = release_dir if header.model_path == "." else release_dir / header.model_path
-        check = recheck(candidate, model_dir, release_dir, base, header.max_forgetting)
-        from fogline.model import Manifest
+        # Loaded now, not with the controller: it parses models (numpy, ONNX Runtime).
+        from fogline.federated import CandidateRefused, check_candidate, install_candidate
 
-        manifest = Manifest.read(candidate)
-        old = Manifest.read(model_dir)
-        (model_dir / old.model.path).unlink()
-        shutil.copyfile(candidate / manifest.model.path, model_dir / manifest.model.path)
-        shutil.copyfile(candidate / "fogline.yaml", model_dir / "fogline.yaml")
+        canary = None if base.canary.data is None else release_dir / base.canary.data
+        try:
+            check = check_candidate(candidate, model_dir, canary, header.max_forgetting)
+        except CandidateRefused as exc:
+            raise Refused(str(exc)) from None
+        install_candidate(candidate, model_dir)
         versions = [d.version for d in self.repository.releases() if d.name == header.release]
         version = next_minor(versions)
         report = header.report or {}
@@ -348,88 +350,8 @@ def _unpack(tar: Path, folder: Path) -> None:
         raise Refused(f"the offer is not a .tar: {exc}") from None
 
 
-def recheck(
-    candidate: Path,
-    model_dir: Path,
-    release_dir: Path,
-    base: ReleaseDocument,
-    max_forgetting: float,
-) -> dict[str, Any]:
-    """The controller's own check of a candidate against the base release's model.
-
-    ``Refused`` when it is not a model folder that opens, when its signature
-    differs from the base model's, or when it forgets more than
-    ``max_forgetting`` on the base release's canary set.
-    """
-    import numpy as np
-
-    from fogline.model import Manifest, open_model
-
-    try:
-        manifest = Manifest.read(candidate)
-        manifest.verify(candidate)
-        old = Manifest.read(model_dir)
-    except FoglineError as exc:
-        raise Refused(f"not a model folder: {exc}") from None
-    if manifest.signature() != old.signature():
-        raise Refused(
-            f"its inputs and outputs {manifest.signature()} are not the base model's "
-            f"{old.signature()}"
-        )
-    try:
-        opened = open_model(candidate, backend="onnxruntime", threads=1)
-    except FoglineError as exc:
-        raise Refused(f"ONNX Runtime cannot open it: {exc}") from None
-    opened.engine.close()
-    check: dict[str, Any] = {"opens": True, "signature": "matches the base model"}
-    if base.canary.data is None:
-        check["summary"] = "it opens, its signature matches; no canary set to check forgetting"
-        return check
-    with np.load(release_dir / base.canary.data, allow_pickle=False) as npz:
-        x, y = npz["x"], npz["y"]
-    accuracies = [_accuracy(path, manifest.inputs[0].name, x, y) for path in (model_dir, candidate)]
-    forgetting = accuracies[0] - accuracies[1]
-    check["canary_set"] = {
-        "items": len(y),
-        "base": accuracies[0],
-        "candidate": accuracies[1],
-        "forgetting": forgetting,
-        "max_forgetting": max_forgetting,
-    }
-    if forgetting > max_forgetting + 1e-12:
-        raise Refused(
-            f"on the base release's canary set ({len(y)} items) it reaches {accuracies[1]:.2%} "
-            f"against {accuracies[0]:.2%}: {forgetting * 100:.2f} points forgotten, at most "
-            f"{max_forgetting * 100:.2f} allowed"
-        )
-    check["summary"] = (
-        f"controller check: canary set {accuracies[1]:.2%} against {accuracies[0]:.2%} "
-        f"({forgetting * 100:+.2f} points forgotten, at most {max_forgetting * 100:.2f})"
-    )
-    return check
-
-
-def _accuracy(model: Path, name: str, x: Any, y: Any) -> float:
-    import numpy as np
-
-    from fogline.model import open_model
-
-    opened = open_model(model, backend="onnxruntime", threads=1)
-    try:
-        output = opened.engine.signature.output_names[0]
-        predicted = np.concatenate(
-            [
-                np.argmax(opened.engine.run({name: x[i : i + 256]})[output], axis=-1)
-                for i in range(0, len(x), 256)
-            ]
-        )
-    finally:
-        opened.engine.close()
-    return float(np.mean(predicted.reshape(-1) == np.asarray(y).reshape(-1)))
-
-
 def _points(value: object) -> str:
     return f"{value * 100:+.2f} points" if isinstance(value, int | float) else "unknown"
 
 
-__all__ = ["Offers", "Refused", "next_minor", "recheck"]
+__all__ = ["Offers", "Refused", "next_minor"]
