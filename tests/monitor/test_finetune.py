@@ -16,7 +16,7 @@ from fogline.errors import ConfigError, DataError
 from fogline.examples import digits_model_path, digits_split
 from fogline.federated import softmax_onnx
 from fogline.model import Manifest, sha256_file
-from fogline.monitor import FinetuneOptions, GateOptions, finetune
+from fogline.monitor import FinetuneOptions, GateOptions, finetune, judge
 from fogline.monitor._head import find_head
 
 BASE = digits_model_path().parent
@@ -192,12 +192,13 @@ def test_a_fine_tuned_model_is_gated_on_the_same_original_data_next_time(
         str(sets["holdout"]),
         tmp_path / "again",
         options=FinetuneOptions(epochs=2, l2=0.1),
-        gate=GateOptions(min_gain=-1.0, max_forgetting=1.0),
+        gate=GateOptions(min_gain=0.0, max_forgetting=1.0),
     )
 
     assert again.report["original"]["spec"] == str(sets["original"].resolve())
     assert again.report["original"]["sha256"] == first.report["original"]["sha256"]
-    assert Manifest.read(again.folder).version == "1.2"
+    if again.passed:  # a second pass over the same data may gain nothing: then no model is kept
+        assert Manifest.read(again.folder).version == "1.2"
 
 
 def test_an_installed_release_is_gated_on_its_canary_set(
@@ -280,3 +281,26 @@ def test_a_matmul_add_softmax_head_is_found() -> None:
 
     assert (head.node_type, head.weight_name, head.bias_name) == ("MatMul+Add", "W", "b")
     assert head.features == "pixels" and not head.transposed
+
+
+def test_too_few_held_out_items_are_refused_before_anything_is_written(
+    sets: dict[str, Path], tmp_path: Path
+) -> None:
+    X, y = digits_split("eval")
+    few = tmp_path / "few.npz"
+    np.savez(few, pixels=shift(X[:5]), labels=y[:5])
+
+    with pytest.raises(ConfigError, match="5 held-out item"):
+        finetune(
+            BASE, str(sets["captured"]), str(few), tmp_path / "out",
+            original=str(sets["original"]), options=FinetuneOptions(epochs=1),
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_gate_fails_on_figures_it_could_not_measure_and_asks_for_a_gain() -> None:
+    nan = float("nan")
+    assert not judge((nan, nan), (0.99, 0.99), GateOptions()).passed
+    assert not judge((0.5, 0.9), (nan, 0.99), GateOptions()).passed
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        GateOptions(min_gain=-0.5)

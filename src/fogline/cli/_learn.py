@@ -75,10 +75,18 @@ def finetune(
     ),
     min_gain: float = typer.Option(
         0.02,
+        min=0.0,
+        max=1.0,
         help="The candidate must beat the current model on --eval by this much (0.02 = 2 points).",
     ),
     max_forgetting: float = typer.Option(
-        0.01, help="...and may lose at most this much on --original (0.01 = 1 point)."
+        0.01,
+        min=0.0,
+        max=1.0,
+        help="...and may lose at most this much on --original (0.01 = 1 point).",
+    ),
+    min_holdout: int = typer.Option(
+        20, min=1, help="The fewest held-out new items the gate's gain may rest on."
     ),
     seed: int = typer.Option(0, help="Seed of the shuffles (and of PyTorch)."),
     threads: int | None = typer.Option(
@@ -108,7 +116,7 @@ def finetune(
         torch_source=from_torch,
         threads=threads,
     )
-    gate = GateOptions(min_gain=min_gain, max_forgetting=max_forgetting)
+    gate = GateOptions(min_gain=min_gain, max_forgetting=max_forgetting, min_items=min_holdout)
     if holdout is None:
         data, holdout = _split(Path(data), holdout_share, seed)
     what = "the last layer" if layers == "last" else "the whole network"

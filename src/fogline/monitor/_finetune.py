@@ -151,6 +151,12 @@ def finetune(
     replayed = None if replay is None else _labelled(replay, "--replay", base)
     train = captured if replayed is None else _joined(captured, replayed)
     held = _labelled(holdout, "--eval", base)
+    if len(held[1]) < gate.min_items:
+        raise ConfigError(
+            f"--eval {holdout}: {len(held[1])} held-out item(s); the gate's gain needs at least "
+            f"{gate.min_items} to mean anything (one item in {gate.min_items} is "
+            f"{100 / gate.min_items:.0f} points): label more captures"
+        )
     original_spec, old = _original(original, model_dir, base)
     started = time.monotonic()
     history: list[dict[str, float]] = []

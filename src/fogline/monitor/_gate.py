@@ -36,15 +36,19 @@ class GateOptions:
 
     min_gain: float = 0.02
     max_forgetting: float = 0.01
+    #: The fewest held-out new items the gain may rest on (one item in 20 is 5 points).
+    min_items: int = 20
 
     def __post_init__(self) -> None:
         for key in ("min_gain", "max_forgetting"):
             value = getattr(self, key)
-            if not (isinstance(value, int | float) and math.isfinite(value) and -1 <= value <= 1):
+            if not (isinstance(value, int | float) and math.isfinite(value) and 0 <= value <= 1):
                 raise ConfigError(
-                    f"{key} is a fraction of accuracy between -1 and 1 (0.02 is two points), "
+                    f"{key} is a fraction of accuracy between 0 and 1 (0.02 is two points), "
                     f"not {value!r}"
                 )
+        if not (isinstance(self.min_items, int) and self.min_items >= 1):
+            raise ConfigError(f"min_items is a number of items, at least 1, not {self.min_items!r}")
 
 
 @dataclass(frozen=True)
@@ -80,7 +84,17 @@ class GateVerdict:
 def judge(
     holdout: tuple[float, float], original: tuple[float, float], options: GateOptions
 ) -> GateVerdict:
-    """The verdict on figures already measured (``(current, candidate)`` accuracies)."""
+    """The verdict on figures already measured (``(current, candidate)`` accuracies).
+
+    A figure that is not a number (an empty set measures NaN) fails the gate:
+
+    >>> judge((float("nan"), float("nan")), (0.99, 0.99), GateOptions()).passed
+    False
+    """
+    figures = (*holdout, *original)
+    if not all(isinstance(f, int | float) and math.isfinite(f) for f in figures):
+        reason = f"the accuracies could not all be measured ({', '.join(map(str, figures))})"
+        return GateVerdict(False, reason, holdout, original, options)
     gain, forgetting = holdout[1] - holdout[0], original[0] - original[1]
     new = (
         f"accuracy on the held-out new data {holdout[1]:.2%} is {abs(gain) * 100:.2f} points "
