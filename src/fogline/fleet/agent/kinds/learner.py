@@ -97,8 +97,8 @@ class FinetuneSection(BaseModel):
     threads: int = Field(default=1, ge=1)
     nice: int = Field(default=10, ge=0, le=19)
     timeout_s: float = Field(default=3600.0, gt=0)
-    min_gain: float = Field(default=0.02, ge=-1, le=1)
-    max_forgetting: float = Field(default=0.01, ge=-1, le=1)
+    min_gain: float = Field(default=0.02, ge=0, le=1)
+    max_forgetting: float = Field(default=0.01, ge=0, le=1)
     canary: CanaryCriteria = Field(default_factory=CanaryCriteria)
 
     @field_validator("model", "store")
