@@ -306,7 +306,8 @@ class LabelJoiner:
     def _read(self) -> None:
         try:
             for entry in self.source.read(self._stop_source):
-                while not self._stop_join.is_set():
+                # A join thread that ended (it should not) takes nothing: never wait on it.
+                while not self._stop_join.is_set() and self._joiner.is_alive():
                     try:
                         self._incoming.put(entry, timeout=0.1)
                         break
@@ -323,10 +324,16 @@ class LabelJoiner:
     # --- joining ----------------------------------------------------------------------------
 
     def _join_loop(self) -> None:
+        try:
+            self._join_until_done()
+        except Exception as exc:  # never silent: the labels after this go uncounted
+            log.exception("labels: the join thread stopped unexpectedly: %s", exc)
+
+    def _join_until_done(self) -> None:
         next_retry = time.monotonic() + _RETRY_S
         while True:
             finishing = self._stop_join.is_set() and self._source_done.is_set()
-            self._take_stored()
+            self._guarded(self._take_stored, None)
             batch = self._take_labels(block=not finishing)
             if batch:
                 self._guarded(self._join, batch)
@@ -367,7 +374,7 @@ class LabelJoiner:
                     continue
         return batch
 
-    def _take_stored(self) -> None:
+    def _take_stored(self, _: object = None) -> None:
         while True:
             try:
                 records = self._stored.get_nowait()
@@ -379,9 +386,19 @@ class LabelJoiner:
                         score = _number(record.result.outputs.get(self._score))
                         if score is not None:
                             self._estimator.observe(record.result.model_version, score)
-            waiting = [r for r in records if r.result.item_id in self._held]
-            if waiting:
-                self._settle([(self._held.pop(str(r.result.item_id)).label, r) for r in waiting])
+            # One batch may store an item id more than once (a looped data set, ids that
+            # repeat): a held label joins the newest result of its id, and is taken once.
+            newest: dict[str, Record] = {}
+            for record in records:
+                item_id = record.result.item_id
+                if (
+                    item_id is not None
+                    and item_id in self._held
+                    and (item_id not in newest or record.id > newest[item_id].id)
+                ):
+                    newest[item_id] = record
+            if newest:
+                self._settle([(self._held.pop(i).label, r) for i, r in newest.items()])
 
     def _join(self, batch: Sequence[Incoming]) -> None:
         good: dict[str, LabelMessage] = {}
