@@ -17,6 +17,7 @@ from fogline.store import (
     ResultStore,
     Retention,
     StoredLabel,
+    export_captures,
     open_database,
 )
 from fogline.store._captures import CAPTURES_TABLE
@@ -144,3 +145,21 @@ def test_a_store_from_before_captures_gains_the_table_and_keeps_its_results(tmp_
         assert store.capture_count() == 1
     with closing(sqlite3.connect(path)) as raw:
         assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_an_item_captured_on_several_passes_is_exported_once_the_newest(
+    store: ResultStore, tmp_path: Path
+):
+    # Prepare: item scanner#1 captured on 3 passes (a looped data set), scanner#2 once
+    passes = [capture(1, captured_at=t, array=np.full((1, 8, 8), t, np.float32)) for t in (1, 3, 2)]
+    store.add_captures([*passes, capture(2)])
+    store.put_labels([StoredLabel("scanner#1", "7", 5.0), StoredLabel("scanner#2", "2", 5.0)])
+
+    # Execute
+    done = export_captures(store, tmp_path / "x.npz", labelled_only=True)
+
+    # Verify: one row per item, scanner#1's from its newest pass (captured_at 3)
+    assert (done.items, done.duplicates) == (2, 2)
+    with np.load(tmp_path / "x.npz") as data:
+        assert data["labels"].tolist() == [7, 2]
+        assert data["pixels"][0].max() == 3.0

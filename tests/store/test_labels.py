@@ -201,3 +201,42 @@ def test_retention_by_age_also_forgets_old_labels(tmp_path: Path) -> None:
         kept = store.labels_of(["old", "new"])
 
     assert list(kept) == ["new"]
+
+
+def test_a_reused_item_id_keeps_the_earlier_runs_joined_label_in_the_accuracy_history(
+    tmp_path: Path,
+) -> None:
+    # Prepare: run 1 (version 1.0) and run 2 (version 1.1) both answer "digits#17"
+    with ResultStore(tmp_path / "r.db") as store:
+        (first,) = store.add([result(0, "digits#17", "1.0")])
+        (second,) = store.add([result(1, "digits#17", "1.1")])
+
+        # Execute: each run's label joins its own result
+        store.put_labels([StoredLabel("digits#17", "7", 3.0, first, "1.0", correct=False)])
+        store.put_labels([StoredLabel("digits#17", "7", 4.0, second, "1.1", correct=True)])
+        figures = store.accuracy((100,))
+        newest = store.labels_of(["digits#17"])["digits#17"]
+
+    assert [(f.model_version, f.labelled, f.accuracy) for f in figures] == [
+        ("1.0", 1, 0.0),
+        ("1.1", 1, 1.0),
+    ]
+    assert (newest.result_id, newest.model_version) == (second, "1.1")
+
+
+def test_retention_by_rows_forgets_the_labels_of_results_it_removed(tmp_path: Path) -> None:
+    # Prepare: 5 results, each labelled; the store keeps 2 results
+    with ResultStore(tmp_path / "r.db", retention=Retention(max_rows=2)) as store:
+        ids = store.add([result(n, f"i{n}") for n in range(5)])
+        store.put_labels(
+            StoredLabel(f"i{n}", "4", 10.0 + n, id_, "1.0", correct=True)
+            for n, id_ in enumerate(ids)
+        )
+
+        # Execute
+        store.apply_retention()
+        kept = store.labels_of([f"i{n}" for n in range(5)])
+        (figure,) = store.accuracy((100,))
+
+    assert sorted(kept) == ["i3", "i4"]
+    assert figure.labelled == 2

@@ -13,6 +13,7 @@ then renamed over it). numpy is imported when an export runs, not before.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
 
     from fogline.store._store import ResultStore
 
+log = logging.getLogger("fogline.store")
+
 #: The key of the labels in the file (``fogline.data``'s ``LABELS_KEY``).
 LABELS = "labels"
 
@@ -41,6 +44,7 @@ class Export:
     shapes: dict[str, tuple[int, ...]]
     labelled: int
     with_labels: bool
+    duplicates: int = 0  # older captures of an item id already exported (left out)
 
 
 def export_captures(
@@ -53,6 +57,9 @@ def export_captures(
 ) -> Export:
     """Write the store's captures (``since``: captured at or after it) to the ``.npz`` ``out``.
 
+    One capture per item id goes in (the newest): an item captured on several
+    passes (a looped or replayed data set) would otherwise land on both sides
+    of a train/holdout split; ``Export.duplicates`` counts those left out.
     ``labelled_only`` keeps those with a late label. Labels go in the file
     when every exported capture has one. ``classes`` names the classes in
     index order, for labels that are class names (``"cat"``) rather than
@@ -81,6 +88,13 @@ def export_captures(
         what = "labelled captures" if labelled_only else "captures"
         after = "" if since is None else " at or after the --since time"
         raise DataError(f"{store.path}: no {what}{after} to export")
+    records, duplicates = newest_per_item(records)
+    if duplicates:
+        log.warning(
+            "%s: %d older captures of items captured more than once left out (one per item id)",
+            store.path,
+            duplicates,
+        )
     arrays = _inputs(records, store.path)
     labelled = sum(r.labelled for r in records)
     with_labels = labelled == len(records)
@@ -92,7 +106,24 @@ def export_captures(
         savez: Any = np.savez  # its stubs read **arrays as its own keyword options
         savez(fh, **arrays)
     shapes = {name: tuple(a.shape) for name, a in arrays.items() if name != LABELS}
-    return Export(out, len(records), shapes, labelled, with_labels)
+    return Export(out, len(records), shapes, labelled, with_labels, duplicates)
+
+
+def newest_per_item(records: Sequence[CaptureRecord]) -> tuple[list[CaptureRecord], int]:
+    """The newest capture of each item id (by ``captured_at``, then id), in their order, and
+    how many older ones were left out."""
+    newest: dict[str, CaptureRecord] = {}
+    for record in records:
+        key = record.capture.item_id
+        best = newest.get(key)
+        if best is None or (record.capture.captured_at, record.id) > (
+            best.capture.captured_at,
+            best.id,
+        ):
+            newest[key] = record
+    kept = {id(r) for r in newest.values()}
+    chosen = [r for r in records if id(r) in kept]
+    return chosen, len(records) - len(chosen)
 
 
 def _inputs(records: Sequence[CaptureRecord], path: Path) -> dict[str, np.ndarray]:

@@ -92,7 +92,17 @@ class LiveAccuracy:
 
 
 def put_labels(conn: sqlite3.Connection, labels: Sequence[StoredLabel]) -> None:
-    """Insert or replace the labels (one row per item id), inside the caller's transaction."""
+    """Insert or replace the labels (one row per item id), inside the caller's transaction.
+
+    A joined label for an item whose row is joined to another result (an id a
+    later run reused) keeps that row as history, renamed ``{item_id}@{result_id}``,
+    so the earlier model version's live accuracy stays; the item id names the newest.
+    """
+    conn.executemany(
+        "UPDATE OR REPLACE labels SET item_id = item_id || '@' || result_id"
+        " WHERE item_id = ? AND result_id IS NOT NULL AND result_id != ?",
+        [(label.item_id, label.result_id) for label in labels if label.result_id is not None],
+    )
     conn.executemany(
         "INSERT OR REPLACE INTO labels (item_id, label, received_at, result_id, model_version,"
         " correct, error) VALUES (?, ?, ?, ?, ?, ?, ?)",

@@ -390,6 +390,9 @@ class ResultStore(CaptureStore):
     def apply_retention(self, now: float | None = None) -> int:
         """Delete results older than ``max_age_s`` and beyond ``max_rows``; return how many.
 
+        Labels go with them: by age (``received_at``), and under ``max_rows`` a joined
+        label whose result is gone and whose item has no capture left.
+
         Age is ``now - captured_at`` (``now`` defaults to ``time.time()``);
         beyond ``max_rows`` the lowest ids (the first stored) go first. A result
         whose outbox message is still pending is never deleted, so the store
@@ -416,6 +419,13 @@ class ResultStore(CaptureStore):
                         (excess,),
                     ).rowcount
             retain_captures(conn, keep.max_age_s, keep.max_rows, now)  # not counted in `deleted`
+            if keep.max_rows is not None:
+                # Joined labels go once their result is gone and no capture of the item is left.
+                conn.execute(
+                    "DELETE FROM labels WHERE result_id IS NOT NULL"
+                    " AND NOT EXISTS (SELECT 1 FROM results r WHERE r.id = labels.result_id)"
+                    " AND NOT EXISTS (SELECT 1 FROM captures c WHERE c.item_id = labels.item_id)"
+                )
         return deleted
 
     # -- outbox --------------------------------------------------------------------
