@@ -27,9 +27,9 @@ is stored and the whole matches its hash.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fogline.protocol._fleet import DEVICE_ID_PATTERN, DeviceId
 
@@ -46,9 +46,24 @@ class OfferChunk(BaseModel):
     ``model_path`` the model folder inside that release (``.`` for a model
     release); ``report`` the device's ``report.json`` (on chunk 0);
     ``canary`` the rollout criteria the device's ``finetune:`` section asks for.
+
+    Every chunk but the last carries :attr:`chunk_bytes` of the tar, so
+    ``total`` is the size divided by it, rounded up (at least 1); a
+    ``model_path`` is ``.`` or a relative path without ``..``:
+
+    >>> from pydantic import ValidationError
+    >>> try:
+    ...     OfferChunk(device_id="cam-1", offer="a1b2", release="digits", base_version="1.0.0",
+    ...                size=3, sha256="0" * 64, model_path="../etc")
+    ... except ValidationError as exc:
+    ...     print(exc.errors()[0]["msg"])
+    Value error, model_path '../etc' must be '.' or a relative path using '/' with no '..', '.' or empty parts
     """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
+
+    #: The bytes of the tar each chunk carries (the last one the rest).
+    chunk_bytes: ClassVar[int] = 64 * 1024
 
     device_id: DeviceId
     offer: str = Field(pattern=r"^[0-9a-f]{4,32}$")
@@ -63,6 +78,40 @@ class OfferChunk(BaseModel):
     canary_min_accuracy: float | None = Field(default=None, ge=0, le=1)
     canary_bake: float = Field(default=30.0, ge=0)
     max_forgetting: float = Field(default=0.01, ge=-1, le=1)
+
+    @field_validator("model_path")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        parts = value.split("/")
+        if value != "." and (
+            "\\" in value or "\x00" in value or any(part in ("", ".", "..") for part in parts)
+        ):
+            raise ValueError(
+                f"model_path {value!r} must be '.' or a relative path using '/' with no '..', "
+                "'.' or empty parts"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _fits(self) -> OfferChunk:
+        chunks = max(1, -(-self.size // self.chunk_bytes))
+        if self.total != chunks:
+            raise ValueError(
+                f"an offer of {self.size} bytes comes in {chunks} chunks of at most "
+                f"{self.chunk_bytes} bytes, not {self.total}"
+            )
+        if self.index >= self.total:
+            raise ValueError(f"chunk {self.index} of an offer of {self.total} chunks")
+        return self
+
+    def chunk_length(self) -> int:
+        """The bytes chunk ``index`` must carry.
+
+        >>> OfferChunk(device_id="cam-1", offer="a1b2", release="digits", base_version="1",
+        ...            size=70000, total=2, index=1, sha256="0" * 64).chunk_length()
+        4464
+        """
+        return min(self.chunk_bytes, self.size - self.index * self.chunk_bytes)
 
 
 class OfferAck(BaseModel):

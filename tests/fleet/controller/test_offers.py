@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from fogline.examples import digits_model_path, digits_split
 from fogline.fleet.agent._offer import CHUNK, frames, pack
@@ -48,10 +49,10 @@ def candidate(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 class Fixture:
-    def __init__(self, data: Path, **options: object) -> None:
+    def __init__(self, data: Path, *, canary: bool = True, **options: object) -> None:
         init_keys(data)
         self.repository = ReleaseRepository(data)
-        base = data.parent / "digits"
+        base = self.base = data.parent / "digits"
         base.mkdir()
         for name in ("model.onnx", "fogline.yaml"):
             shutil.copyfile(digits_model_path().parent / name, base / name)
@@ -59,7 +60,7 @@ class Fixture:
         np.savez(base / "canary.npz", x=x, y=y)
         self.repository.create_release(
             base, "digits", "1.0.0", self.repository.layout.key_file("targets"),
-            kind="model", canary="canary.npz",
+            kind="model", canary="canary.npz" if canary else None,
         )  # fmt: skip
         self.registry = Registry(data / "registry.db")
         for device, group in (("cam-1", "line"), ("cam-2", "lab")):
@@ -171,7 +172,8 @@ def test_a_wrong_hash_or_size_is_refused(fx: Fixture, candidate: bytes) -> None:
     fx.published.clear()
     fx.offer("cam-1", candidate, size=len(candidate) + 1, offer="beef")
     ack = fx.answer("cam-1")
-    assert ack.status == "refused" and f"{len(candidate)} bytes" in (ack.reason or ""), ack
+    assert ack.status == "refused", ack
+    assert f"an offer of {len(candidate) + 1} bytes puts" in (ack.reason or ""), ack
     assert [d.version for d in fx.repository.releases()] == ["1.0.0"]
 
 
@@ -200,3 +202,140 @@ def test_a_body_naming_another_device_is_dropped(fx: Fixture, candidate: bytes) 
                        size=3, sha256="0" * 64)  # fmt: skip
     with pytest.raises(ValueError, match="the topic 'cam-1'"):
         fx.offers.submit("cam-1", encode_frame(chunk, b"abc"))
+
+
+# -- what a device may not do (review findings) ----------------------------------------------
+
+
+def header(**fields: object) -> dict[str, object]:
+    return {
+        "device_id": "cam-1", "offer": "abcd1234", "release": "digits", "base_version": "1.0.0",
+        "size": 1000, "sha256": "0" * 64, **fields,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ["/etc/fogline", "../elsewhere", "a/../../b", "a//b", "./a"])
+def test_a_model_path_outside_the_release_is_not_an_offer(fx: Fixture, path: str) -> None:
+    with pytest.raises(ValidationError, match=r"must be '\.' or a relative path"):
+        OfferChunk.model_validate(header(model_path=path))
+    # a frame made without validation is not taken either: the worker drops it as malformed
+    frame = encode_frame(OfferChunk.model_construct(**header(model_path=path, total=1)), b"x")
+    with pytest.raises(ValueError, match="model_path"):
+        fx.offers.submit("cam-1", frame)
+    assert not fx.published
+
+
+def test_a_model_path_that_is_no_model_folder_of_the_base_release_is_refused(
+    fx: Fixture, candidate: bytes
+) -> None:
+    fx.offer("cam-1", candidate, model_path="models")
+    ack = fx.answer("cam-1")
+    assert ack.status == "refused", ack
+    assert "no model folder 'models' (no models/fogline.yaml" in (ack.reason or ""), ack
+    assert [d.version for d in fx.repository.releases()] == ["1.0.0"]
+
+
+def test_chunks_that_do_not_add_up_to_the_offer_are_refused(fx: Fixture) -> None:
+    # the reviewer's 10,000 chunks of a 1000-byte offer: not a valid header any more
+    with pytest.raises(ValidationError, match="comes in 1 chunks"):
+        OfferChunk.model_validate(header(total=10_000))
+    # a chunk carrying more than its share
+    fx.offers.submit("cam-1", encode_frame(OfferChunk(**header()), b"x" * 1001))  # type: ignore[arg-type]
+    ack = OfferAck.model_validate_json(fx.published[-1][1])
+    assert ack.status == "refused" and "carries 1001 bytes" in (ack.reason or ""), ack
+    assert not list((fx.offers.folder / "cam-1").glob("*/*.part"))
+
+
+def test_a_chunk_that_changes_the_offer_is_refused(fx: Fixture) -> None:
+    size = 3 * OfferChunk.chunk_bytes
+    fields = header(offer="abcd5678", size=size, total=3)
+    fx.offers.submit("cam-1", encode_frame(OfferChunk(**fields), b"x" * OfferChunk.chunk_bytes))  # type: ignore[arg-type]
+    assert OfferAck.model_validate_json(fx.published[-1][1]).received == [0]
+    other = OfferChunk(**{**fields, "index": 1, "sha256": "1" * 64})  # type: ignore[arg-type]
+    fx.offers.submit("cam-1", encode_frame(other, b"x" * OfferChunk.chunk_bytes))
+    ack = OfferAck.model_validate_json(fx.published[-1][1])
+    assert ack.status == "refused" and "chunk 1 changes sha256" in (ack.reason or ""), ack
+
+
+def test_a_device_has_one_partial_offer_and_a_partial_offer_expires(tmp_path: Path) -> None:
+    now = [time.time()]
+    fx = Fixture(tmp_path / "controller", clock=lambda: now[0], expire_s=600)
+    try:
+        size, chunk = 2 * OfferChunk.chunk_bytes, b"x" * OfferChunk.chunk_bytes
+        for offer in ("aaaa", "bbbb"):
+            first = OfferChunk(**header(offer=offer, size=size, total=2))  # type: ignore[arg-type]
+            fx.offers.submit("cam-1", encode_frame(first, chunk))
+        # the new offer replaced the partial one
+        assert sorted(p.name for p in (fx.offers.folder / "cam-1").iterdir()) == ["bbbb"]
+        now[0] += 10_000  # later than expire_s after every file's time: the next chunk sweeps
+        other = OfferChunk(**header(offer="cccc", device_id="cam-1", size=1, total=1))  # type: ignore[arg-type]
+        fx.offers.registry.set_group("cam-1", "lab")  # so this one is refused, not stored
+        fx.offers.submit("cam-1", encode_frame(other, b"x"))
+        assert [p.name for p in (fx.offers.folder / "cam-1").iterdir() if p.is_dir()] == []
+    finally:
+        fx.close()
+
+
+def test_the_controller_floor_and_bake_win_over_the_device(
+    tmp_path: Path, candidate: bytes
+) -> None:
+    fx = Fixture(tmp_path / "controller", min_accuracy=0.9)
+    try:
+        fx.offer("cam-1", candidate, canary_min_accuracy=0.1, canary_bake=0)
+        ack = fx.answer("cam-1")
+        assert ack.status == "accepted", ack
+        deployment = fx.rollouts.get(ack.deployment or "")
+        assert deployment is not None
+        assert deployment.criteria.min_accuracy == 0.9
+        assert deployment.strategy.bake_seconds == 30.0
+    finally:
+        fx.close()
+    fx = Fixture(tmp_path / "b" / "controller", min_accuracy=0.5)
+    try:
+        fx.offer("cam-1", candidate, canary_min_accuracy=0.95)
+        deployment = fx.rollouts.get(fx.answer("cam-1").deployment or "")
+        assert deployment is not None and deployment.criteria.min_accuracy == 0.95
+    finally:
+        fx.close()
+
+
+def test_without_a_canary_set_the_controller_needs_its_own_floor(
+    tmp_path: Path, candidate: bytes
+) -> None:
+    fx = Fixture(tmp_path / "controller", canary=False)
+    try:
+        fx.offer("cam-1", candidate, canary_min_accuracy=0.0)
+        ack = fx.answer("cam-1")
+        assert ack.status == "refused" and "--offer-min-accuracy" in (ack.reason or ""), ack
+        assert [d.version for d in fx.repository.releases()] == ["1.0.0"]
+    finally:
+        fx.close()
+    fx = Fixture(tmp_path / "b" / "controller", canary=False, min_accuracy=0.8)
+    try:
+        fx.offer("cam-1", candidate)
+        assert fx.answer("cam-1").status == "accepted"
+    finally:
+        fx.close()
+
+
+def test_a_release_the_device_does_not_run_is_refused(fx: Fixture, candidate: bytes) -> None:
+    fx.repository.create_release(
+        fx.base, "other", "1.0.0",
+        fx.repository.layout.key_file("targets"), kind="model",
+    )  # fmt: skip
+    fx.offer("cam-1", candidate, release="other")
+    ack = fx.answer("cam-1")
+    assert ack.status == "refused", ack
+    assert "does not run and never reported other 1.0.0" in (ack.reason or ""), ack
+    assert len([d for d in fx.repository.releases() if d.name == "other"]) == 1
+
+
+def test_an_offer_while_a_rollout_runs_signs_nothing(fx: Fixture, candidate: bytes) -> None:
+    fx.offer("cam-1", candidate)
+    assert fx.answer("cam-1").status == "accepted"  # its canary deployment is running now
+    fx.published.clear()
+    fx.offer("cam-1", candidate, offer="beef01")
+    ack = fx.answer("cam-1")
+    assert ack.status == "refused" and "is still running" in (ack.reason or ""), ack
+    assert "nothing was signed" in (ack.reason or "")
+    assert sorted(d.version for d in fx.repository.releases()) == ["1.0.0", "1.1.0"]

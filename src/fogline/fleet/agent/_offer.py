@@ -55,8 +55,8 @@ from fogline.transport.mqtt import MqttMessage, Topic
 
 log = logging.getLogger(__name__)
 
-#: Bytes of the candidate per chunk.
-CHUNK = 64 * 1024
+#: Bytes of the candidate per chunk (the protocol's: the controller refuses any other).
+CHUNK = OfferChunk.chunk_bytes
 #: Seconds without a final answer before the missing chunks go again.
 RESEND_AFTER = 10.0
 #: Seconds to wait for the outcome once the controller said it is checking the offer.

@@ -7,13 +7,26 @@ candidate that passed its gate on its ``offer`` topic
 retained :class:`~fogline.protocol.OfferAck` with the reason, and an
 ``offer-refused`` event) when the device is not enrolled, when its group is
 not among those the controller accepts offers from (``fogline controller
---accept-offers GROUP``), when the offer is larger than ``max_bytes`` or a
-chunk does not fit it; it stores each chunk under ``DATA/offers/`` before it
-acknowledges it, and once whole checks the size and the sha256. Then one
+--accept-offers GROUP``), when the device does not run (and never reported
+in its telemetry) the base release version it fine-tuned, when the offer is
+larger than ``max_bytes``, when a chunk does not carry exactly its share
+(:attr:`~fogline.protocol.OfferChunk.chunk_bytes`, the last one the rest) or
+changes the header of the offer's first stored chunk. It stores each chunk
+under ``DATA/offers/`` before it acknowledges it, and once whole writes the
+parts into one ``.tar`` while it hashes them, and checks the size and the
+sha256. A device has one partial offer at a time: the first chunk of a new
+offer deletes the partial one (while one is checked, chunks of another are
+dropped, and the device sends them again); a partial offer untouched for
+``expire_s`` (an hour) is deleted. Then one
 thread of its own re-checks the candidate with :func:`fogline.federated.check_candidate`,
 imported only now (the controller itself parses no model: ONNX Runtime and
 numpy stay out of a controller that never gets an offer):
 
+* the offer's ``model_path`` is a model folder of the base release (its
+  ``fogline.yaml`` is one of the release's files; the header refuses an
+  absolute path or ``..``);
+* when the base release has no canary set, the controller has a floor of its
+  own (``--offer-min-accuracy``), so the canary's live accuracy judges it;
 * it is a model folder whose manifest matches its model file, ONNX Runtime
   opens it, and its inputs and outputs are those of the base release's model;
 * when the base release has a canary set, the gate's forgetting check on it:
@@ -25,8 +38,11 @@ A candidate that passes is signed as the next version of the base release
 (the next minor version after the newest of that name; the base release's
 files with the model folder's ``model`` file and ``fogline.yaml`` replaced),
 with provenance naming the device, its report and the controller's check,
-and rolled out to the device's group as a canary with the offer's criteria
-(``canary.min_accuracy``, ``bake_s``; else ``--offer-min-accuracy``). An
+and rolled out to the device's group as a canary: its floor the stricter of
+the offer's ``canary.min_accuracy`` and ``--offer-min-accuracy``, its bake
+the offer's ``bake_s`` but at least ``min_bake`` (30 s). While a deployment
+of that release runs on the group the offer is refused before anything is
+signed. An
 ``offer-accepted`` event records it; the device reads ``accepted`` with the
 version and the deployment.
 """
@@ -39,6 +55,7 @@ import queue
 import shutil
 import tarfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,12 +71,22 @@ from fogline.fleet.controller._rollout import Rollouts
 from fogline.protocol import OfferAck, OfferChunk, decode_frame
 
 if TYPE_CHECKING:
+    from fogline.fleet.controller._records import Device
     from fogline.security import ReleaseDocument, ReleaseRepository
 
 log = logging.getLogger("fogline.controller")
 
 #: The largest offer taken unless the controller says otherwise.
 MAX_BYTES = 64 * 1024 * 1024
+#: The shortest canary bake the controller starts, whatever the device asks for (seconds).
+MIN_BAKE_S = 30.0
+#: A partial offer untouched this long is deleted (seconds).
+EXPIRE_S = 3600.0
+#: The header fields every chunk of one offer repeats unchanged.
+SAME_FIELDS = (
+    "release", "base_version", "model_path", "total", "size", "sha256",
+    "canary_min_accuracy", "canary_bake", "max_forgetting",
+)  # fmt: skip
 #: The files a candidate's ``.tar`` may hold.
 ALLOWED_FILES = ("model.onnx", "fogline.yaml", "report.json", "report.md")
 
@@ -95,6 +122,9 @@ class Offers:
         groups: tuple[str, ...] = (),
         max_bytes: int = MAX_BYTES,
         min_accuracy: float | None = None,
+        min_bake: float = MIN_BAKE_S,
+        expire_s: float = EXPIRE_S,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.folder = Path(data) / "offers"
         self.registry = registry
@@ -106,6 +136,10 @@ class Offers:
         self.groups = tuple(groups)
         self.max_bytes = max_bytes
         self.min_accuracy = min_accuracy
+        self.min_bake = min_bake
+        self.expire_s = expire_s
+        self.clock = clock
+        self._swept = 0.0
         self._checks: queue.Queue[tuple[OfferChunk, Path] | None] = queue.Queue()
         self._checker: threading.Thread | None = None
         self._checking: set[tuple[str, str]] = set()  # (device, offer) queued or being checked
@@ -135,9 +169,17 @@ class Offers:
             return
         with self._lock:
             checking = (device_id, header.offer) in self._checking
+            busy = [o for d, o in self._checking if d == device_id]
         if checking:  # a resend while it is checked: the answer comes when the check ends
             self._answer(device_id, OfferAck(offer=header.offer, status="checking"))
             return
+        if busy:  # one offer per device: another is checked now; the device sends again later
+            log.info(
+                "offer %s from %s not stored: offer %s is being checked",
+                header.offer, device_id, busy[0],
+            )  # fmt: skip
+            return
+        self._expire()
         try:
             received = self._store(header, body, folder)
         except Refused as exc:
@@ -148,21 +190,21 @@ class Offers:
                 device_id, OfferAck(offer=header.offer, status="partial", received=received)
             )
             return
-        blob = b"".join((folder / f"{i}.part").read_bytes() for i in range(header.total))
-        digest = hashlib.sha256(blob).hexdigest()
-        if len(blob) != header.size or digest != header.sha256:
+        first = OfferChunk.model_validate_json((folder / "header.json").read_text())
+        tar = folder / "offer.tar"
+        digest = _assemble(folder, header.total, tar)
+        length = tar.stat().st_size
+        if length != header.size or digest != header.sha256:
             self._refuse(
                 header,
-                f"the offer is {len(blob)} bytes with sha256 {digest[:12]}…; its header says "
+                f"the offer is {length} bytes with sha256 {digest[:12]}…; its header says "
                 f"{header.size} bytes, {header.sha256[:12]}…",
             )
             return
-        atomic_write(folder / "offer.tar", blob)
         self._answer(device_id, OfferAck(offer=header.offer, status="checking"))
-        first = OfferChunk.model_validate_json((folder / "header.json").read_text())
         with self._lock:
             self._checking.add((device_id, header.offer))
-        self._checks.put((first, folder / "offer.tar"))
+        self._checks.put((first, tar))
         if self._checker is None:
             self._checker = threading.Thread(
                 target=self._check_loop, name="fogline-offers", daemon=True
@@ -170,7 +212,16 @@ class Offers:
             self._checker.start()
 
     def _store(self, header: OfferChunk, body: bytes, folder: Path) -> list[int]:
-        """Check who offers what and keep the chunk; the indices stored so far."""
+        """Check who offers what and keep the chunk; the indices stored so far.
+
+        A chunk must carry exactly its share of the offer
+        (:meth:`~fogline.protocol.OfferChunk.chunk_length`), so the stored
+        parts never exceed the offer's ``size``, and repeat the header of the
+        offer's first stored chunk. A device has one partial offer at a time:
+        the first chunk of a new offer deletes the partial one it replaces
+        (a device that restarted offers a new candidate, and must not wait
+        for the old one to expire).
+        """
         device = self.registry.device(header.device_id)
         if device is None:
             raise Refused(f"device {header.device_id!r} is not enrolled here")
@@ -184,17 +235,71 @@ class Offers:
             raise Refused(
                 f"the offer is {header.size} bytes; this controller takes at most {self.max_bytes}"
             )
-        if header.index >= header.total or len(body) > header.size:
-            raise Refused(f"chunk {header.index} of {header.total} does not fit the offer")
+        if len(body) != header.chunk_length():
+            raise Refused(
+                f"chunk {header.index} of {header.total} carries {len(body)} bytes; "
+                f"an offer of {header.size} bytes puts {header.chunk_length()} in it"
+            )
+        if not self._ran(device, header.release, header.base_version):
+            raise Refused(
+                f"device {header.device_id!r} does not run and never reported "
+                f"{header.release} {header.base_version}; a device offers only a model it runs"
+            )
+        stored = folder / "header.json"
+        if stored.exists():
+            first = OfferChunk.model_validate_json(stored.read_text())
+            changed = [f for f in SAME_FIELDS if getattr(first, f) != getattr(header, f)]
+            if changed:
+                raise Refused(
+                    f"chunk {header.index} changes {', '.join(changed)} of offer {header.offer}"
+                )
+        else:
+            for other in folder.parent.glob("*"):
+                if other.is_dir() and other.name != header.offer:
+                    log.info(
+                        "offer %s from %s replaces its partial offer %s",
+                        header.offer, header.device_id, other.name,
+                    )  # fmt: skip
+                    shutil.rmtree(other, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
-        if header.index == 0:
-            atomic_write(folder / "header.json", header.model_dump_json().encode())
+        if header.index == 0 or not stored.exists():  # chunk 0 carries the report
+            atomic_write(stored, header.model_dump_json().encode())
         atomic_write(folder / f"{header.index}.part", body)
         return sorted(
             int(p.stem)
             for p in folder.glob("*.part")
             if p.stem.isdigit() and int(p.stem) < header.total
         )
+
+    def _ran(self, device: Device, release: str, version: str) -> bool:
+        """Whether ``device`` runs ``release`` ``version``, or its telemetry ever named it."""
+        if device.version(release) == version:
+            return True
+        return bool(
+            self.registry.query(
+                "SELECT 1 FROM metrics WHERE device_id = ? AND release = ? AND version = ? LIMIT 1",
+                (device.id, release, version),
+            )
+        )
+
+    def _expire(self) -> None:
+        """Delete partial offers untouched for ``expire_s`` (at most once a minute)."""
+        now = self.clock()
+        if now - self._swept < min(60.0, self.expire_s):
+            return
+        self._swept = now
+        with self._lock:
+            checking = {self.folder / d / o for d, o in self._checking}
+        for folder in self.folder.glob("*/*"):
+            if not folder.is_dir() or folder in checking:
+                continue
+            try:
+                touched = max(p.stat().st_mtime for p in (folder, *folder.iterdir()))
+            except OSError:
+                continue
+            if now - touched > self.expire_s:
+                log.info("partial offer %s of %s expired", folder.name, folder.parent.name)
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _answer(self, device_id: str, ack: OfferAck) -> None:
         topic = f"{self.prefix}/devices/{device_id}/offer-ack"
@@ -242,6 +347,16 @@ class Offers:
 
     def _accept(self, header: OfferChunk, tar: Path) -> None:
         base = self._base(header)
+        minimum = _stricter(header.canary_min_accuracy, self.min_accuracy)
+        if base.canary.data is None and self.min_accuracy is None:
+            raise Refused(
+                f"release {base.name} {base.version} has no canary set, so the controller could "
+                "only check that the candidate opens; it takes such offers only with a floor of "
+                "its own on the canary's live accuracy (start it with --offer-min-accuracy)"
+            )
+        model_dir = self._model_dir(base, header.model_path, tar.parent / "work" / "release")
+        device = self.registry.device(header.device_id)
+        group = device.group if device is not None else "default"
         work = tar.parent / "work"
         shutil.rmtree(work, ignore_errors=True)
         release_dir = work / "release"
@@ -251,7 +366,6 @@ class Offers:
             shutil.copyfile(self.repository.targets_dir / item.blob_path, target)
         candidate = work / "candidate"
         _unpack(tar, candidate)
-        model_dir = release_dir if header.model_path == "." else release_dir / header.model_path
         # Loaded now, not with the controller: it parses models (numpy, ONNX Runtime).
         from fogline.federated import CandidateRefused, check_candidate, install_candidate
 
@@ -274,6 +388,13 @@ class Offers:
             },
             "controller_check": check,
         }
+        for running in self.rollouts.list(status="running"):  # checked before signing
+            if running.release == header.release and running.group == group:
+                raise Refused(
+                    f"deployment {running.id} of {header.release} {running.version} is still "
+                    f"running on {group!r}; nothing was signed (offer a candidate again once "
+                    "it ends)"
+                )
         self.repository.create_release(
             release_dir,
             header.release,
@@ -287,15 +408,14 @@ class Offers:
             description=f"fine-tuned on {header.device_id} from {base.version}",
             provenance=provenance,
         )
-        device = self.registry.device(header.device_id)
-        group = device.group if device is not None else "default"
-        minimum = header.canary_min_accuracy
         deployment = self.rollouts.create(
             header.release,
             version,
             group,
-            strategy=RolloutPlan(kind="canary", bake_seconds=header.canary_bake),
-            criteria=Criteria(min_accuracy=minimum if minimum is not None else self.min_accuracy),
+            strategy=RolloutPlan(
+                kind="canary", bake_seconds=max(header.canary_bake, self.min_bake)
+            ),
+            criteria=Criteria(min_accuracy=minimum),
         )
         self.wake()
         gate = report.get("gate") or {}
@@ -321,6 +441,23 @@ class Offers:
             ),
         )
 
+    def _model_dir(self, base: ReleaseDocument, model_path: str, release_dir: Path) -> Path:
+        """The model folder ``model_path`` of the base release once copied to ``release_dir``.
+
+        Refused unless it stays inside ``release_dir`` and the base release
+        has a model manifest there (``model_path/fogline.yaml`` among its files).
+        """
+        manifest = "fogline.yaml" if model_path == "." else f"{model_path}/fogline.yaml"
+        model_dir = (release_dir / model_path).resolve()
+        if not model_dir.is_relative_to(release_dir.resolve()) or manifest not in {
+            item.path for item in base.files
+        }:
+            raise Refused(
+                f"release {base.name} {base.version} has no model folder {model_path!r} "
+                f"(no {manifest} among its files)"
+            )
+        return release_dir / model_path
+
     def _base(self, header: OfferChunk) -> ReleaseDocument:
         for document in self.repository.releases():
             if document.name == header.release and document.version == header.base_version:
@@ -331,6 +468,19 @@ class Offers:
                     )
                 return document
         raise Refused(f"no release {header.release} {header.base_version} here to fine-tune from")
+
+
+def _assemble(folder: Path, total: int, tar: Path) -> str:
+    """Write the parts ``0.part`` … of ``folder`` into ``tar`` one by one; their sha256."""
+    digest = hashlib.sha256()
+    partial = tar.with_suffix(".tmp")
+    with partial.open("wb") as out:
+        for index in range(total):
+            data = (folder / f"{index}.part").read_bytes()  # one chunk (64 KiB) at a time
+            digest.update(data)
+            out.write(data)
+    partial.replace(tar)
+    return digest.hexdigest()
 
 
 def _unpack(tar: Path, folder: Path) -> None:
@@ -348,6 +498,16 @@ def _unpack(tar: Path, folder: Path) -> None:
                 (folder / member.name).write_bytes(source.read())
     except tarfile.TarError as exc:
         raise Refused(f"the offer is not a .tar: {exc}") from None
+
+
+def _stricter(*floors: float | None) -> float | None:
+    """The highest of the accuracy floors that are set.
+
+    >>> _stricter(0.2, None), _stricter(None, None), _stricter(0.9, 0.95)
+    (0.2, None, 0.95)
+    """
+    found = [f for f in floors if f is not None]
+    return max(found) if found else None
 
 
 def _points(value: object) -> str:
