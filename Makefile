@@ -14,9 +14,10 @@ $(BIN)/python:
 
 # Stamps re-install when pyproject.toml changes. The demo installs every extra the
 # README's walkthroughs use (pipelines on images and video, the server, the fleet),
-# so each of its commands works after 'make demo' and 'source .venv/bin/activate'.
+# so each of its commands works after 'make demo' and 'source .venv/bin/activate'
+# (monitoring needs River; fine-tuning the whole network, PyTorch).
 $(VENV)/.demo-stamp: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[examples,openvino,vision,serve,fleet]'
+	$(PIP) install -e '.[examples,openvino,vision,serve,fleet,monitor,train]'
 	touch $@
 
 $(VENV)/.dev-stamp: pyproject.toml | $(BIN)/python
