@@ -182,6 +182,24 @@ def test_bad_items_are_item_errors_and_non_finite_ones_are_skipped(
     assert stage.skipped == 1 and "hold NaN or infinity" in caplog.text
 
 
+def test_a_non_finite_item_while_learning_the_reference_is_left_out_of_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    spec = DriftSpec(type="drift", detector="ks", reference={"items": 200}, budget=None)
+    stage: Any = spec.build(PIXELS)
+    items = _items(0, 900)
+    items[49].data = np.full((1, 8, 8), np.nan, np.float32)
+
+    with caplog.at_level(logging.WARNING, logger="fogline.pipeline"):
+        verdicts = [stage(item).result["drift"] for item in items]  # no ItemError
+
+    assert stage.skipped == 1 and "scan#49 holds NaN or infinity" in caplog.text
+    # The reference is the first 200 finite items, learned once, and the change is still found.
+    assert stage._watches["scanner"].detector is not None
+    alarmed = [i for i, v in enumerate(verdicts) if v["alarm"]]
+    assert alarmed and DRIFT_AT < alarmed[0] < DRIFT_AT + 200
+
+
 def test_over_its_budget_the_step_feeds_fewer_items_and_every_item_keeps_a_verdict() -> None:
     # Prepare: a tight loop, where the step is all the time there is
     spec = DriftSpec(type="drift", detector="ks", reference={"items": 100}, budget=0.02)

@@ -397,7 +397,17 @@ class _Drift:
             self._size_known = True
             self._pick, _ = _subsample(int(np.size(value)), self.spec.features)
             value = self._value(item)
-        watch.reference.append(np.array(value, dtype=np.float64, ndmin=1))
+        values = np.array(value, dtype=np.float64, ndmin=1)
+        if not np.isfinite(values).all():  # left out of the reference, as out of a test
+            self.skipped += 1
+            log.warning(
+                "drift %s: %s holds NaN or infinity; not part of the reference (%d so far)",
+                self.key,
+                item.position,
+                self.skipped,
+            )
+            return
+        watch.reference.append(values)
         if len(watch.reference) >= self._wanted:
             try:
                 reference = np.stack(watch.reference)
