@@ -210,7 +210,14 @@ def test_labels_posted_late_over_http_are_joined_and_bad_bodies_are_refused(
     assert wrong_path.status_code == 404
     # ... the outcomes, the figures against the count made here, the hook, the store
     board = snapshot.extra["labels"]
-    assert board.outcomes == {"joined": N, "unknown": 1, "expired": 0, "invalid": 3, "duplicate": 1}
+    assert board.outcomes == {
+        "joined": N,
+        "unknown": 1,
+        "expired": 0,
+        "invalid": 3,
+        "duplicate": 1,
+        "dropped": 0,
+    }
     figures = {f.window: f for f in board.live}
     assert figures[1000].count == N and figures[1000].value == pytest.approx(correct / N)
     assert figures[10].count == 10

@@ -7,6 +7,10 @@ names no item or carries no label (the joiner counts it ``invalid`` and logs
 it), until the source ends or ``stop`` is set. Each source runs on its own
 thread; none of them touches the pipeline's data path.
 
+A source that loses input it had taken (an MQTT client's full queue) yields a
+:class:`LostLabels`, counted ``dropped``. On ``stop`` a source stops taking
+input first, then hands on what it had already taken.
+
 A message carries a label under ``label_field`` for the item named under
 ``id_field`` (``id`` and ``label`` unless the ``labels:`` section says
 otherwise): a JSON object ``{"id": "digits#17", "label": "7"}`` or a list of
@@ -21,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,6 +46,9 @@ log = logging.getLogger("fogline.pipeline.labels")
 POLL_S = 0.1
 #: The largest HTTP body the labels endpoint reads.
 MAX_BODY = 4 << 20
+#: How many labels a source holds for the joiner before it answers "retry later" (http)
+#: or drops the oldest message (mqtt).
+MAX_QUEUED = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +69,19 @@ class BadLabel:
     reason: str
 
 
-Incoming = LabelMessage | BadLabel
+@dataclass(frozen=True, slots=True)
+class LostLabels:
+    """``count`` messages at ``position`` that were dropped before they were read, and why."""
+
+    position: str
+    reason: str
+    count: int
+
+
+#: What a message or row reads as.
+Parsed = LabelMessage | BadLabel
+#: What a source yields.
+Incoming = LabelMessage | BadLabel | LostLabels
 
 
 class LabelSource:
@@ -81,7 +100,7 @@ class Fields:
     id: str = "id"
     label: str = "label"
 
-    def take(self, body: object, position: str) -> Incoming:
+    def take(self, body: object, position: str) -> Parsed:
         """One label from one decoded JSON object or CSV row.
 
         >>> Fields().take({"id": 17, "label": "7"}, "stdin:1")  # doctest: +ELLIPSIS
@@ -102,7 +121,7 @@ class Fields:
             return BadLabel(position, f'no "{self.label}" for item {item_id!r}')
         return LabelMessage(item_id.strip(), label, time.time(), position)
 
-    def json(self, text: str | bytes, position: str) -> list[Incoming]:
+    def json(self, text: str | bytes, position: str) -> list[Parsed]:
         """The labels in a JSON text: one object, or a list of them."""
         try:
             body = json.loads(text)
@@ -133,12 +152,16 @@ class MqttLabels(LabelSource):
     def __init__(self, spec: MqttLabelsSpec, fields: Fields) -> None:
         self.spec, self.fields = spec, fields
         self.ready = threading.Event()
+        self.subscriber: MqttSubscriber | None = None
 
     def read(self, stop: threading.Event) -> Iterator[Incoming]:
         spec = self.spec
         subscriber = MqttSubscriber(
-            spec.url, spec.topic, qos=spec.qos, client_id=spec.client_id, maxsize=4096
+            spec.url, spec.topic, qos=spec.qos, client_id=spec.client_id, maxsize=MAX_QUEUED
         )
+        self.subscriber = subscriber  # its ``dropped`` is counted here as LostLabels
+        closed = False
+        lost = 0
         try:
             while not stop.is_set():
                 if subscriber.error is not None:
@@ -148,8 +171,27 @@ class MqttLabels(LabelSource):
                     self.ready.set()
                 if message is not None:
                     yield from self.fields.json(message.payload, f"mqtt {message.topic}")
-        finally:
+                if subscriber.dropped > lost:
+                    yield self._lost(subscriber.dropped - lost)
+                    lost = subscriber.dropped
+            # Stop taking messages, then hand on those already taken.
             subscriber.close()
+            closed = True
+            while (message := subscriber.get(timeout=0)) is not None:
+                yield from self.fields.json(message.payload, f"mqtt {message.topic}")
+            if subscriber.dropped > lost:
+                yield self._lost(subscriber.dropped - lost)
+        finally:
+            if not closed:
+                subscriber.close()
+
+    def _lost(self, count: int) -> LostLabels:
+        return LostLabels(
+            f"mqtt {self.spec.topic}",
+            f"{count} messages dropped unread: more than {MAX_QUEUED} were waiting "
+            "(labels come faster than they are joined)",
+            count,
+        )
 
 
 # --- csv -----------------------------------------------------------------------------------------
@@ -276,8 +318,10 @@ class HttpLabelsSpec(Spec):
 
     A body that is not JSON, or holds an entry without an id or a label (or
     one of the wrong type), is answered ``400`` naming each problem, and none
-    of it is taken; a good one ``202`` with ``{"accepted": n}``. ``port: 0``
-    takes a free port; the pipeline logs the URL it listens on.
+    of it is taken; a good one ``202`` with ``{"accepted": n}``, all of it
+    taken, or ``503`` (retry later) with ``{"accepted": 0}``, none of it, when
+    the pipeline is behind on labels. ``port: 0`` takes a free port; the
+    pipeline logs the URL it listens on.
     """
 
     type: Literal["http"] = "http"
@@ -301,7 +345,10 @@ class HttpLabels(LabelSource):
         self.problem: Callable[[Any], str | None] = _no_problem
         self.ready = threading.Event()
         self.url: str | None = None
-        self._queue: queue.Queue[Incoming] = queue.Queue(maxsize=4096)
+        # Unbounded: the handlers reserve room under _room (a body is queued whole or not at all).
+        self._queue: queue.Queue[Incoming] = queue.Queue()
+        self._room = threading.Condition()
+        self._closing = False
 
     def read(self, stop: threading.Event) -> Iterator[Incoming]:
         try:
@@ -311,7 +358,7 @@ class HttpLabels(LabelSource):
                 f"labels.source: cannot listen on {self.spec.host}:{self.spec.port}: "
                 f"{exc.strerror or exc}"
             ) from exc
-        server.daemon_threads = True
+        server.daemon_threads = False  # server_close waits for the requests being answered
         port = server.server_address[1]
         self.url = f"http://{self.spec.host}:{port}{self.spec.path}"
         log.info("labels: POST them to %s", self.url)
@@ -319,21 +366,62 @@ class HttpLabels(LabelSource):
         thread.daemon = True
         thread.start()
         self.ready.set()
+        stopped = False
         try:
             while not stop.is_set():
                 try:
-                    yield self._queue.get(timeout=POLL_S)
+                    yield self._taken(self._queue.get(timeout=POLL_S))
                 except queue.Empty:
                     continue
+            # Stop taking requests, let those being answered finish, then hand on all
+            # that was accepted (each was answered 202).
+            self._stop(server, thread)
+            stopped = True
+            while True:
+                try:
+                    yield self._taken(self._queue.get_nowait())
+                except queue.Empty:
+                    break
         finally:
-            server.shutdown()
-            server.server_close()
-            thread.join()
+            if not stopped:
+                self._stop(server, thread)
+
+    def _stop(self, server: ThreadingHTTPServer, thread: threading.Thread) -> None:
+        with self._room:
+            self._closing = True
+            self._room.notify_all()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    def _taken(self, entry: Incoming) -> Incoming:
+        with self._room:
+            self._room.notify_all()
+        return entry
+
+    def _reserve(self, entries: Sequence[Incoming], wait_s: float) -> bool:
+        """Queue ``entries`` whole when there is room (or the queue is empty) within ``wait_s``."""
+        deadline = time.monotonic() + wait_s
+        with self._room:
+            while True:
+                if self._closing:
+                    return False
+                waiting = self._queue.qsize()
+                if waiting == 0 or waiting + len(entries) <= MAX_QUEUED:
+                    for entry in entries:
+                        self._queue.put_nowait(entry)
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._room.wait(min(left, POLL_S))
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 10.0  # a client that stalls mid-body cannot hold up shutdown for long
+
             def do_POST(self) -> None:
                 if self.path.split("?", 1)[0] != owner.spec.path:
                     self._answer(404, {"error": f"POST labels to {owner.spec.path}"})
@@ -359,11 +447,11 @@ class HttpLabels(LabelSource):
                     ]
                     self._answer(400, {"error": "; ".join(told), "accepted": 0})
                     return
-                try:
-                    for good in found:
-                        owner._queue.put(good, timeout=5.0)
-                except queue.Full:
-                    self._answer(503, {"error": "the pipeline is behind on labels; retry later"})
+                if not owner._reserve(found, 5.0):
+                    self._answer(
+                        503,
+                        {"error": "the pipeline is behind on labels; retry later", "accepted": 0},
+                    )
                     return
                 self._answer(202, {"accepted": len(found)})
 

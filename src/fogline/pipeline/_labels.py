@@ -16,7 +16,9 @@ and logged when it is not ``joined``:
   the run ended, or it was pushed out of the ``max_held`` labels waiting);
 - ``expired``: its result is older than ``retention_s``;
 - ``invalid``: no id, no label, or a label of the wrong type;
-- ``duplicate``: the item's result already has this label joined.
+- ``duplicate``: the item's result already has this label joined;
+- ``dropped``: the source lost it unread (an MQTT client's full queue; counted
+  per message, which may have held several labels).
 
 Concurrency: label sources each read on their own thread into one bounded
 queue; one join thread does every store lookup and write, so the collector
@@ -54,6 +56,7 @@ from fogline.pipeline._label_sources import (
     Incoming,
     LabelMessage,
     LabelSource,
+    LostLabels,
     MqttLabelsSpec,
     StdinLabelsSpec,
 )
@@ -62,7 +65,7 @@ from fogline.store import Record, Result, ResultStore, StoredLabel
 log = logging.getLogger("fogline.pipeline.labels")
 
 #: Every outcome a label can have, in the order summaries show them.
-LABEL_OUTCOMES = ("joined", "unknown", "expired", "invalid", "duplicate")
+LABEL_OUTCOMES = ("joined", "unknown", "expired", "invalid", "duplicate", "dropped")
 _LOG_FIRST = 20
 _RETRY_S = 1.0  # how often labels waiting for their result look in the store
 _GATHER_S = 0.25  # how long the join thread gathers labels into one store transaction
@@ -403,7 +406,9 @@ class LabelJoiner:
     def _join(self, batch: Sequence[Incoming]) -> None:
         good: dict[str, LabelMessage] = {}
         for entry in batch:
-            if isinstance(entry, BadLabel):
+            if isinstance(entry, LostLabels):
+                self._count("dropped", entry.position, entry.reason, entry.count)
+            elif isinstance(entry, BadLabel):
                 self._count("invalid", entry.position, entry.reason)
             elif (problem := label_problem(self.spec.task, entry.label)) is not None:
                 self._count("invalid", entry.position, f"item {entry.item_id!r}: {problem}")
@@ -544,9 +549,9 @@ class LabelJoiner:
                     "unknown", held.label.position, f"no result for item {item_id!r} ({why})"
                 )
 
-    def _count(self, outcome: str, position: str, reason: str) -> None:
+    def _count(self, outcome: str, position: str, reason: str, n: int = 1) -> None:
         with self._lock:
-            self._outcomes[outcome] += 1
+            self._outcomes[outcome] += n
         self._logged += 1
         if self._logged <= _LOG_FIRST or self._logged % 1000 == 0:
             more = f" ({self._logged} so far)" if self._logged > _LOG_FIRST else ""
