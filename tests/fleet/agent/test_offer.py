@@ -13,12 +13,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from fogline.examples import digits_model_path
+from fogline.examples import digits_model_path, digits_split
 from fogline.fleet.agent._offer import FinetuneScheduler
 from fogline.protocol import OfferAck, OfferChunk, decode_frame
+from fogline.store import Capture, ResultStore, StoredLabel
 from fogline.testing import wait_until
 from fogline.transport.mqtt import MqttMessage
 from support.finetune_captures import seed_store
@@ -133,3 +135,57 @@ def test_a_passing_candidate_is_offered_sent_again_after_a_restart_and_ends_with
     sent = len(again.sent)
     threading.Event().wait(1.5)
     assert len(again.sent) == sent and not again.said("to train on")
+
+
+NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+def named_release(folder: Path) -> Path:
+    """The digits model whose manifest names its classes, and captures labelled by name."""
+    release = folder / "releases" / "digits"
+    release.mkdir(parents=True)
+    for name in ("model.onnx", "fogline.yaml"):
+        shutil.copyfile(digits_model_path().parent / name, release / name)
+    manifest = yaml.safe_load((release / "fogline.yaml").read_text())
+    manifest["labels"] = NAMES
+    (release / "fogline.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    x, y = digits_split("eval")
+    (folder / "run" / "digits").mkdir(parents=True)
+    with ResultStore(folder / "run" / "digits" / "results.db") as store:
+        store.add_captures(
+            Capture.of(x[i], item_id=f"cam#{i}", source="camera", captured_at=float(i),
+                       model="digits", model_version="1", reason="drift.alarm",
+                       input_name="pixels", answer={})
+            for i in range(50)
+        )  # fmt: skip
+        store.put_labels(StoredLabel(f"cam#{i}", NAMES[int(y[i])], float(i)) for i in range(50))
+    return folder / "run" / "digits" / "results.db"
+
+
+def test_labels_that_are_class_names_are_exported_with_the_manifest_classes(
+    tmp_path: Path, devices: list[Device]
+) -> None:
+    named_release(tmp_path)
+    device = Device(tmp_path, min_labelled=1000)
+    devices.append(device)
+    wait_until(
+        "the schedule to look", lambda: device.said("50 labelled captures, waiting for 1000")
+    )
+    assert not device.said("cannot be exported"), device.events
+
+
+def test_captures_that_cannot_be_exported_are_reported_with_the_reason(
+    tmp_path: Path, devices: list[Device]
+) -> None:
+    store = named_release(tmp_path)
+    with ResultStore(store) as opened:  # the camera changed: inputs of another shape
+        opened.add_captures([Capture.of(np.zeros((1, 4, 4), np.float32), item_id="big",
+                             source="camera", captured_at=99.0, model="digits",
+                             model_version="1", reason="drift.alarm", input_name="pixels",
+                             answer={})])  # fmt: skip
+        opened.put_labels([StoredLabel("big", "one", 99.0)])
+    device = Device(tmp_path, min_labelled=10)
+    devices.append(device)
+    wait_until("the schedule to look", lambda: device.said("cannot be exported"))
+    assert device.said("the captured inputs differ in shape or dtype"), device.events
+    assert not device.said("labelled captures, waiting for"), device.events

@@ -180,6 +180,7 @@ class FinetuneScheduler:
         import numpy as np
 
         from fogline.errors import DataError
+        from fogline.model import Manifest
         from fogline.store import ResultStore, export_captures
 
         found = self.active(section.release)
@@ -197,12 +198,26 @@ class FinetuneScheduler:
 
             shutil.rmtree(work)
         work.mkdir(parents=True)
+        model_dir = release_dir if section.model == "." else release_dir / section.model
+        try:
+            classes = Manifest.read(model_dir).labels or None  # labels that are class names
+        except FoglineError as exc:
+            self.on_event(f"fine-tune {section.release}: no model at {model_dir}: {exc}")
+            return
         try:
             with ResultStore(store) as opened:
-                done = export_captures(opened, work / "labelled.npz", labelled_only=True)
-            items = done.items
-        except DataError:
-            items = 0
+                if not opened.captures(labelled_only=True, limit=1):
+                    items = 0
+                else:
+                    done = export_captures(
+                        opened, work / "labelled.npz", labelled_only=True, classes=classes
+                    )
+                    items = done.items
+        except DataError as exc:  # it will not work by waiting: say why, every pass
+            self.on_event(
+                f"fine-tune {section.release}: the labelled captures cannot be exported: {exc}"
+            )
+            return
         if items < section.min_labelled:
             self.on_event(
                 f"fine-tune {section.release}: {items} labelled captures, waiting for "
@@ -217,7 +232,6 @@ class FinetuneScheduler:
         held = max(1, round(items * section.holdout))
         for name, part in (("holdout", order[:held]), ("train", order[held:])):
             np.savez(work / f"{name}.npz", **{k: v[part] for k, v in arrays.items()})
-        model_dir = release_dir if section.model == "." else release_dir / section.model
         out = work / "candidate"
         command = [
             sys.executable, "-m", "fogline", "learn", "finetune", str(model_dir),
