@@ -24,7 +24,15 @@ from fogline.fleet.controller._offers import Offers
 from fogline.fleet.controller._registry import Inbox, Registry
 from fogline.fleet.controller._rollout import Rollouts
 from fogline.monitor import FinetuneOptions, GateOptions, finetune
-from fogline.protocol import DeviceState, OfferAck, OfferChunk, ReleaseStatus, encode_frame
+from fogline.protocol import (
+    DeviceState,
+    OfferAck,
+    OfferChunk,
+    ReleaseMetrics,
+    ReleaseStatus,
+    Telemetry,
+    encode_frame,
+)
 from fogline.security import ReleaseRepository, init_keys
 
 
@@ -246,6 +254,14 @@ def test_chunks_that_do_not_add_up_to_the_offer_are_refused(fx: Fixture) -> None
     assert not list((fx.offers.folder / "cam-1").glob("*/*.part"))
 
 
+def test_a_frame_larger_than_a_chunk_and_its_header_is_dropped(fx: Fixture) -> None:
+    report = {"padding": "x" * 400_000}  # the report rides on chunk 0; it is not a place to store
+    frame = encode_frame(OfferChunk(**header(size=1, report=report)), b"x")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="a chunk and its header fit in"):
+        fx.offers.submit("cam-1", frame)
+    assert not fx.published and not fx.offers.folder.exists()
+
+
 def test_a_chunk_that_changes_the_offer_is_refused(fx: Fixture) -> None:
     size = 3 * OfferChunk.chunk_bytes
     fields = header(offer="abcd5678", size=size, total=3)
@@ -328,6 +344,14 @@ def test_a_release_the_device_does_not_run_is_refused(fx: Fixture, candidate: by
     assert ack.status == "refused", ack
     assert "does not run and never reported other 1.0.0" in (ack.reason or ""), ack
     assert len([d for d in fx.repository.releases() if d.name == "other"]) == 1
+    # a device that reported running it (telemetry), and runs another version now, may offer it
+    fx.published.clear()
+    report = Telemetry(device_id="cam-1", time=time.time(), sequence=1,
+                       versions={"other": "1.0.0"}, metrics={"other": ReleaseMetrics(items=5)})  # fmt: skip
+    fx.registry.ingest(Inbox(telemetry=[("cam-1:1", report)]))
+    fx.offer("cam-1", candidate, release="other", offer="beef02")
+    ack = fx.answer("cam-1")
+    assert ack.status == "refused" and "no canary set" in (ack.reason or ""), ack  # past that
 
 
 def test_an_offer_while_a_rollout_runs_signs_nothing(fx: Fixture, candidate: bytes) -> None:

@@ -78,6 +78,8 @@ log = logging.getLogger("fogline.controller")
 
 #: The largest offer taken unless the controller says otherwise.
 MAX_BYTES = 64 * 1024 * 1024
+#: The largest ``offer`` frame taken: a chunk and a header (the device's report rides on chunk 0).
+MAX_FRAME = OfferChunk.chunk_bytes + 256 * 1024
 #: The shortest canary bake the controller starts, whatever the device asks for (seconds).
 MIN_BAKE_S = 30.0
 #: A partial offer untouched this long is deleted (seconds).
@@ -159,6 +161,10 @@ class Offers:
             log.warning("offer chunk from %s not stored: %s", device_id, exc)
 
     def _submit(self, device_id: str, payload: bytes) -> None:
+        if len(payload) > MAX_FRAME:
+            raise ValueError(
+                f"an offer frame of {len(payload)} bytes; a chunk and its header fit in {MAX_FRAME}"
+            )
         header, body = decode_frame(payload, OfferChunk)
         if header.device_id != device_id:
             raise ValueError(f"the body names device {header.device_id!r}, the topic {device_id!r}")
