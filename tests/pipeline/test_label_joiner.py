@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from fogline.pipeline._label_sources import (
     MAX_QUEUED,
@@ -188,3 +189,28 @@ def test_dropped_is_a_label_outcome_in_the_board_and_the_prometheus_counter(
     (counter, *_) = label_families(board, "p")
     assert isinstance(counter, Metric)
     assert {s.labels["outcome"]: s.value for s in counter.samples}["dropped"] == 3
+
+
+def test_finish_returns_even_when_the_join_thread_has_ended(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: more labels than the joiner's queue holds, and a join thread that ends at once
+    # (a bug it did not survive): the reader must not wait on it for room
+    rows = "".join(f"i{n},1\n" for n in range(5000))
+    (tmp_path / "labels.csv").write_text("id,label\n" + rows)
+    spec = LabelsSpec.model_validate(
+        {"source": {"type": "csv", "path": str(tmp_path / "labels.csv")}, "windows": [10]}
+    )
+
+    def ends(self: LabelJoiner) -> None:
+        raise RuntimeError("a bug in the join thread")
+
+    monkeypatch.setattr(LabelJoiner, "_join_until_done", ends)
+    with ResultStore(tmp_path / "r.db") as store:
+        joiner = LabelJoiner(spec, store)
+        joiner.start()
+        # the reader has either read everything or is stuck waiting for room
+        wait_for(lambda: joiner._source_done.is_set() or joiner._incoming.full())
+
+        # Execute / Verify
+        finish(joiner)
