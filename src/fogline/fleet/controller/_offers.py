@@ -501,7 +501,8 @@ def _unpack(tar: Path, folder: Path) -> None:
                     )
                 source = archive.extractfile(member)
                 assert source is not None
-                (folder / member.name).write_bytes(source.read())
+                with source, (folder / member.name).open("wb") as out:
+                    shutil.copyfileobj(source, out)  # streamed, not read whole
     except tarfile.TarError as exc:
         raise Refused(f"the offer is not a .tar: {exc}") from None
 
