@@ -187,3 +187,29 @@ def test_holdout_needs_an_npz_to_split(
     assert main([str(a) for a in args]) == 2
     assert "give --eval HOLDOUT" in " ".join(capsys.readouterr().err.split())
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [("unlabelled", "holds no labels"), ("out exists", "already exists")],
+)
+def test_a_split_that_cannot_go_on_writes_nothing(
+    data: dict[str, Path],
+    tmp_path: Path,
+    case: str,
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    captured = tmp_path / "hard.npz"
+    source = data["unlabelled"] if case == "unlabelled" else data["captured"]
+    captured.write_bytes(source.read_bytes())
+    out = tmp_path / "out"
+    if case == "out exists":
+        out.mkdir()
+    args = ["learn", "finetune", BASE, "--data", captured, "--original", data["original"]]
+
+    assert main([str(a) for a in [*args, "--out", out]]) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["hard.npz", *(["out"] if case == "out exists" else [])]
+    )

@@ -161,6 +161,12 @@ def export(
     shapes = ", ".join(f"{name} {list(shape)}" for name, shape in done.shapes.items())
     labels = f", labels [{done.items}]" if done.with_labels else ""
     console.print(f"wrote {escape(str(done.path))}: {shapes}{labels}", highlight=False)
+    if done.duplicates:
+        console.print(
+            f"left out {done.duplicates} older capture(s) of item ids captured again "
+            "(one per item, the newest, so a split cannot put one item on both sides)",
+            highlight=False,
+        )
     if not done.with_labels:
         console.print(
             f"{done.labelled:,} of {done.items:,} captures have a late label, so the file has "

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fogline.cli._app import app, console, needs_extra
+from fogline.errors import ConfigError
 
 learn = typer.Typer(
     help="Learning on this device: fine-tune a model on captured data, behind a gate.",
@@ -118,6 +119,8 @@ def finetune(
     )
     gate = GateOptions(min_gain=min_gain, max_forgetting=max_forgetting, min_items=min_holdout)
     if holdout is None:
+        if out.exists():  # before the split writes anything
+            raise ConfigError(f"{out}: already exists; give a new --out folder or remove it")
         data, holdout = _split(Path(data), holdout_share, seed)
     what = "the last layer" if layers == "last" else "the whole network"
     with Progress(
@@ -186,7 +189,6 @@ def _split(data: Path, share: float, seed: int) -> tuple[str, str]:
     import numpy as np
 
     from fogline._files import atomic_write
-    from fogline.errors import ConfigError
 
     if data.suffix != ".npz" or not data.is_file():
         raise ConfigError(
@@ -198,10 +200,15 @@ def _split(data: Path, share: float, seed: int) -> tuple[str, str]:
             arrays = {key: npz[key] for key in npz.files}
     except (OSError, ValueError) as exc:
         raise ConfigError(f"--data {data}: not a readable .npz file: {exc}") from exc
+    if "labels" not in arrays:
+        raise ConfigError(
+            f"--data {data}: holds no labels; fine-tuning and the gate need the true class of "
+            "each item (`fogline capture export --labelled-only` writes them)"
+        )
     sizes = {len(a) if a.ndim else 0 for a in arrays.values()}
     items = sizes.pop() if len(sizes) == 1 else 0
     held = round(items * share)
-    if "labels" not in arrays or held < 1 or held >= items:
+    if held < 1 or held >= items:
         raise ConfigError(
             f"--data {data}: {items} labelled item(s) cannot be split {share:.0%} held out; "
             "export more labelled captures, or give --eval HOLDOUT"

@@ -19,10 +19,10 @@ Nothing here draws randomness itself except through ``os.urandom`` (via
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from Crypto.Protocol.SecretSharing import Shamir
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -94,6 +94,21 @@ def open_shares(key: bytes, sealed: bytes, *, sender: str, recipient: str, round
         ) from error
 
 
+def _shamir() -> Any:
+    """pycryptodome's Shamir, imported when secure aggregation first shares a secret.
+
+    Deferred so that importing ``fogline.federated`` (which a fleet agent
+    does) needs only the ``fleet`` extra; secure aggregation needs ``federated``.
+    """
+    try:
+        from Crypto.Protocol.SecretSharing import Shamir
+    except ImportError as exc:
+        raise ConfigError(
+            "secure aggregation needs pycryptodome: pip install 'fogline[federated]'"
+        ) from exc
+    return Shamir
+
+
 def split_secret(secret: bytes, threshold: int, count: int) -> list[bytes]:
     """``count`` Shamir shares of ``secret`` (a multiple of 16 bytes); share ``i`` has index ``i + 1``."""
     if len(secret) % _BLOCK:
@@ -102,7 +117,7 @@ def split_secret(secret: bytes, threshold: int, count: int) -> list[bytes]:
         )
     shares = [b""] * count
     for start in range(0, len(secret), _BLOCK):
-        for index, block in Shamir.split(threshold, count, secret[start : start + _BLOCK]):
+        for index, block in _shamir().split(threshold, count, secret[start : start + _BLOCK]):
             shares[index - 1] += block
     return shares
 
@@ -118,5 +133,5 @@ def combine_secret(shares: dict[int, bytes]) -> bytes:
     secret = b""
     for start in range(0, size, _BLOCK):
         blocks = [(index, share[start : start + _BLOCK]) for index, share in sorted(shares.items())]
-        secret += bytes(Shamir.combine(blocks))
+        secret += bytes(_shamir().combine(blocks))
     return secret

@@ -35,7 +35,8 @@ DRIFT_SCORE = "fogline_drift_score"
 DRIFT_ALARM = "fogline_drift_alarm"
 #: Counter: alarms raised by each drift stage (an alarm counts once when it is raised).
 DRIFT_ALARMS = "fogline_drift_alarms"
-#: Counter: labels received, by ``outcome`` (joined, unknown, invalid, expired, duplicate).
+#: Counter: labels received, by ``outcome`` (joined, unknown, invalid, expired, duplicate,
+#: dropped).
 LABELS = "fogline_labels"
 #: Gauge: live accuracy (classification) or mean absolute error (regression) from joined
 #: labels, by ``model_version``, ``window`` (items) and ``metric`` (accuracy or mae).

@@ -344,7 +344,11 @@ class ResultStore(CaptureStore):
         return {str(r.result.item_id): r for r in records}
 
     def put_labels(self, labels: Iterable[StoredLabel]) -> None:
-        """Store labels, one per item id (a later one replaces it), in one transaction.
+        """Store labels in one transaction: the newest per item id under the id itself.
+
+        A label that joins another result of an id already joined keeps the older
+        join as history (``{item_id}@{result_id}``), so an older model version's
+        accuracy survives a rerun that reuses ids.
 
         >>> import pathlib, tempfile
         >>> with ResultStore(pathlib.Path(tempfile.mkdtemp()) / "r.db") as store:
