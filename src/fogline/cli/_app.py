@@ -6,6 +6,7 @@ import os
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 app = typer.Typer(
     name="fogline",
@@ -18,6 +19,19 @@ console = Console()
 if not console.is_terminal and "COLUMNS" not in os.environ:
     console = Console(width=140)  # logs and CI: wide tables rather than wrapped cells
 console_err = Console(stderr=True)
+
+
+def counted_progress(what: str) -> Progress:
+    """A transient bar counting ``what`` (rounds, epochs): ``what 3/10 ━━━ description 0:00:04``."""
+    return Progress(
+        TextColumn(what),
+        MofNCompleteColumn(),
+        BarColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
 
 
 def parse_batches(text: str) -> tuple[int, ...]:

@@ -8,10 +8,9 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fogline.cli._app import app, console, needs_extra
+from fogline.cli._app import app, console, counted_progress, needs_extra
 
 if TYPE_CHECKING:
     from fogline.federated import RoundRecord
@@ -125,15 +124,7 @@ def simulate(
     if loaded.model is not None:
         needs_extra("train", "torch")
     history: list[RoundRecord] = []
-    with Progress(
-        TextColumn("round"),
-        MofNCompleteColumn(),
-        BarColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with counted_progress("round") as progress:
         bar = progress.add_task("", total=rounds)
 
         def advance(record: RoundRecord) -> None:

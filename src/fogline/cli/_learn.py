@@ -11,9 +11,8 @@ from pathlib import Path
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from fogline.cli._app import app, console, needs_extra
+from fogline.cli._app import app, console, counted_progress, needs_extra
 from fogline.errors import ConfigError
 
 learn = typer.Typer(
@@ -123,15 +122,7 @@ def finetune(
             raise ConfigError(f"{out}: already exists; give a new --out folder or remove it")
         data, holdout = _split(Path(data), holdout_share, seed)
     what = "the last layer" if layers == "last" else "the whole network"
-    with Progress(
-        TextColumn(f"fine-tuning {what}: epoch"),
-        MofNCompleteColumn(),
-        BarColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with counted_progress(f"fine-tuning {what}: epoch") as progress:
         bar = progress.add_task("", total=epochs)
 
         def advance(epoch: int, total: int, loss: float, accuracy: float) -> None:
