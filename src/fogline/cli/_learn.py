@@ -41,8 +41,8 @@ def finetune(
     holdout_share: float = typer.Option(
         0.25,
         "--holdout",
-        min=0.01,
-        max=0.9,
+        min=0.0,
+        max=1.0,
         help="Without --eval: the share of --data (an .npz) held out for the gate, split by a "
         "seeded shuffle into DATA.train.npz and DATA.holdout.npz beside it.",
     ),

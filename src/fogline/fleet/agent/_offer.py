@@ -10,8 +10,8 @@ results store (relative to that release's run folder,
 1. exports the store's labelled captures (:func:`fogline.store.export_captures`)
    and does nothing more until there are ``min_labelled`` of them, or when
    there are no more than at the last offer;
-2. holds out a ``holdout`` share (a seeded shuffle) and runs ``fogline learn
-   finetune`` as a child process (``nice``, ``--threads``, ``timeout_s``), so
+2. runs ``fogline learn finetune --holdout`` (which holds out that share by a
+   seeded shuffle) as a child process (``nice``, ``--threads``, ``timeout_s``), so
    the agent's loop and the pipeline go on beside it; exit 3 (the gate said
    no) is logged with the gate's reason;
 3. packs a passing candidate (``model.onnx``, ``fogline.yaml``,
@@ -177,7 +177,6 @@ class FinetuneScheduler:
             return  # one fine-tune per pass; the next pass looks at the others
 
     def _attempt(self, section: FinetuneSection, stop: threading.Event) -> None:
-        import numpy as np
 
         from fogline.errors import DataError
         from fogline.model import Manifest
@@ -226,17 +225,12 @@ class FinetuneScheduler:
             return
         if items <= self._state.offered_labelled.get(section.release, 0):
             return  # nothing new since the last offer
-        with np.load(work / "labelled.npz", allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-        order = np.random.default_rng(0).permutation(items)
-        held = max(1, round(items * section.holdout))
-        for name, part in (("holdout", order[:held]), ("train", order[held:])):
-            np.savez(work / f"{name}.npz", **{k: v[part] for k, v in arrays.items()})
+        held = round(items * section.holdout)  # what `learn finetune --holdout` holds out
         out = work / "candidate"
         command = [
             sys.executable, "-m", "fogline", "learn", "finetune", str(model_dir),
-            "--data", str(work / "train.npz"), "--eval", str(work / "holdout.npz"),
-            "--out", str(out), "--layers", section.layers, "--epochs", str(section.epochs),
+            "--data", str(work / "labelled.npz"), "--holdout", str(section.holdout),
+            "--seed", "0", "--out", str(out), "--layers", section.layers, "--epochs", str(section.epochs),
             "--threads", str(section.threads), "--min-gain", str(section.min_gain),
             "--max-forgetting", str(section.max_forgetting),
         ]  # fmt: skip
