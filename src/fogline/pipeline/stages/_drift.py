@@ -267,6 +267,8 @@ class _Drift:
         self.skipped = 0
         #: Feed the detector every ``stride``-th item; raised while the step is over budget.
         self.stride = 1
+        #: Only a step with a ``budget`` times itself (two clock reads per item fed).
+        self._paced = spec.budget is not None
         self._skip = 0
         self._spent = 0.0
         self._clock = time.perf_counter()
@@ -334,7 +336,7 @@ class _Drift:
             self._skip -= 1
         else:
             self._skip = self.stride - 1
-            started = time.perf_counter()
+            started = time.perf_counter() if self._paced else 0.0
             try:
                 buffer[watch.filled] = self._fast(item)
             except (AttributeError, KeyError, TypeError, ValueError):
@@ -349,9 +351,10 @@ class _Drift:
                 watch.filled = 0
                 assert watch.detector is not None
                 self._test(watch, watch.detector, buffer, item)
-                self._spent += time.perf_counter() - started
-                self._pace()
-            else:
+                if self._paced:
+                    self._spent += time.perf_counter() - started
+                    self._pace()
+            elif self._paced:
                 self._spent += time.perf_counter() - started
         item.result[self.key] = watch.verdict
         return item
