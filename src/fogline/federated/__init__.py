@@ -17,6 +17,7 @@ from fogline.federated._client import (
 from fogline.federated._codec import decode_update, decode_weights, encode_update, encode_weights
 from fogline.federated._coordinator import Coordinator, FleetHooks
 from fogline.federated._export import export_model, export_weights, softmax_onnx
+from fogline.federated._gate import next_version
 from fogline.federated._privacy import (
     GaussianMechanism,
     PrivacyAccountant,
@@ -91,6 +92,7 @@ __all__ = [
     "load_device_data",
     "load_task",
     "load_weights",
+    "next_version",
     "simulate",
     "softmax_onnx",
     "split_clients",

@@ -97,17 +97,6 @@ class Refused(Exception):
     """An offer that is not taken; the message is the reason the device reads."""
 
 
-def next_minor(versions: list[str]) -> str:
-    """The version after the newest of ``versions``: its minor number raised by one.
-
-    >>> next_minor(["1.0.0", "1.2.0", "1.1.5"]), next_minor(["2"])
-    ('1.3.0', '2.1.0')
-    """
-    newest = max(Version(v) for v in versions).release
-    major, minor = newest[0], newest[1] if len(newest) > 1 else 0
-    return f"{major}.{minor + 1}.0"
-
-
 class Offers:
     """Fine-tuned candidates devices offer; see the module docstring."""
 
@@ -373,7 +362,12 @@ class Offers:
         candidate = work / "candidate"
         _unpack(tar, candidate)
         # Loaded now, not with the controller: it parses models (numpy, ONNX Runtime).
-        from fogline.federated import CandidateRefused, check_candidate, install_candidate
+        from fogline.federated import (
+            CandidateRefused,
+            check_candidate,
+            install_candidate,
+            next_version,
+        )
 
         canary = None if base.canary.data is None else release_dir / base.canary.data
         try:
@@ -382,7 +376,7 @@ class Offers:
             raise Refused(str(exc)) from None
         install_candidate(candidate, model_dir)
         versions = [d.version for d in self.repository.releases() if d.name == header.release]
-        version = next_minor(versions)
+        version = next_version(str(max(versions, key=Version)))  # after the newest of the name
         report = header.report or {}
         provenance = {
             "finetuned_on_device": header.device_id,
@@ -521,4 +515,4 @@ def _points(value: object) -> str:
     return f"{value * 100:+.2f} points" if isinstance(value, int | float) else "unknown"
 
 
-__all__ = ["Offers", "Refused", "next_minor"]
+__all__ = ["Offers", "Refused"]
