@@ -34,6 +34,8 @@ ALLOWED: dict[str, set[str]] = {
     "security": {"_files"},
     "transport": {"security"},
     "protocol": {"transport"},
+    # Edge clusters: membership (presence, last will), credit dispatch, reorder window, status.
+    "cluster": {"transport"},
     "store": {"_files", "security"},
     "metrics": set(),
     "model": {"_files"},
@@ -41,10 +43,18 @@ ALLOWED: dict[str, set[str]] = {
     "oip": {"model"},
     "optimize": {"model", "data"},
     "monitor": {"model", "data", "metrics"},
-    "pipeline": {"model", "data", "store", "transport", "metrics", "monitor", "oip"},
+    "pipeline": {"model", "data", "store", "transport", "metrics", "monitor", "oip", "cluster"},
     "serve": {"model", "oip", "metrics"},
     "federated": {"protocol", "transport", "model", "data", "security", "store"},
-    "fleet.controller": {"protocol", "store", "security", "transport", "metrics", "federated"},
+    "fleet.controller": {
+        "protocol",
+        "store",
+        "security",
+        "transport",
+        "metrics",
+        "federated",
+        "cluster",  # the dashboard's clusters: the nodes' presence topics
+    },
     "fleet.agent": {
         "protocol",
         "store",
@@ -55,6 +65,7 @@ ALLOWED: dict[str, set[str]] = {
         "serve",
         "federated",
         "metrics",  # the metric names it reads back from its children's Prometheus text
+        "cluster",
     },
     # The fleet package itself only names its two roles (and must not load either eagerly).
     "fleet": {"fleet.controller", "fleet.agent"},
@@ -67,7 +78,7 @@ ALLOWED["_root"] = {"cli"}  # fogline/__init__.py and __main__.py
 
 #: What starts without numpy, onnx and ONNX Runtime (DESIGN.md: the controller runs rollouts
 #: on a machine without the ML stack, and so does ``fogline broker``).
-LIGHT = ("fogline.fleet.controller", "fogline.transport", "fogline.protocol")
+LIGHT = ("fogline.fleet.controller", "fogline.transport", "fogline.protocol", "fogline.cluster")
 HEAVY = ("numpy", "onnx", "onnxruntime")
 
 
