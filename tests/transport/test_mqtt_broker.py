@@ -157,7 +157,7 @@ def peers(broker: LocalBroker) -> Iterator[dict[str, Peer]]:
 def test_acl_names_every_device_topic_once_with_the_user_as_device_id() -> None:
     lines = acl_lines("plant", "ops")
 
-    rules = [line.split() for line in lines if line.startswith("pattern")]
+    rules = [line.split() for line in lines if line.startswith("pattern") and "%u" in line]
     assert {(access, topic.rsplit("/", 1)[1]) for _, access, topic in rules} == {
         ("read", "desired"),
         ("read", "command"),
@@ -173,6 +173,7 @@ def test_acl_names_every_device_topic_once_with_the_user_as_device_id() -> None:
     assert {kind for *_, kind in (topic.split("/") for *_, topic in rules)} == set(TOPIC_KINDS)
     assert all(topic.startswith("plant/devices/%u/") for *_, topic in rules)
     assert lines[lines.index("user ops") + 1] == "topic readwrite plant/#"
+    assert lines[-1] == "pattern readwrite fogline/cluster/#"  # clusters: not under the prefix
     with pytest.raises(ConfigError, match="prefix"):
         acl_lines("a/b")
 
@@ -229,6 +230,26 @@ def test_a_device_offers_only_as_itself_and_cannot_answer_its_own_offer(
     assert delivered(a.publish(A.topic("offer"), b"mine"))
     seen = controller.until(A.topic("offer"), b"mine")
     assert [(m.topic, m.payload) for m in seen] == [(A.topic("offer"), b"mine")]
+
+
+def test_devices_share_the_cluster_topics_and_still_not_each_others(
+    peers: dict[str, Peer],
+) -> None:
+    controller, a, b = peers["controller"], peers["dev-a"], peers["dev-b"]
+    controller.subscribe("fogline/cluster/+/nodes/+")
+    b.subscribe("fogline/cluster/line/#")
+    presence = b'{"node": "n1", "state": "online", "device": "dev-a"}'
+
+    assert delivered(a.publish("fogline/cluster/line/nodes/n1", presence, retain=True))
+    assert delivered(a.publish("fogline/cluster/line/done/n1", b"done"))
+    assert a.publish(B.presence, b"forged").value == NOT_AUTHORIZED  # the fleet's rules hold
+
+    seen = b.until("fogline/cluster/line/done/n1", b"done")
+    assert [(m.topic, m.payload) for m in seen] == [
+        ("fogline/cluster/line/nodes/n1", presence),
+        ("fogline/cluster/line/done/n1", b"done"),
+    ]
+    assert controller.until("fogline/cluster/line/nodes/n1", presence)
 
 
 def test_with_username_as_client_id_a_device_cannot_take_over_anothers_session(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from fogline.fleet.agent._agent import Agent, AgentConfig
@@ -311,6 +312,8 @@ def test_a_pipeline_release_runs_as_a_child_and_is_restarted_after_a_crash(
             time.sleep(0.05)
         first = agent.supervisor.pid("scanner")
         assert first is not None
+        # A cluster node reads which fleet device it is from its environment.
+        assert psutil.Process(first).environ()["FOGLINE_DEVICE_ID"] == "cam-1"
         controller.wait(
             lambda: any(
                 body["metrics"].get("scanner", {}).get("items", 0) > 0

@@ -54,7 +54,7 @@ from fogline.fleet.agent._installer import ReleaseInstaller
 from fogline.fleet.agent._offer import FinetuneScheduler
 from fogline.fleet.agent._rounds import RESEND_AFTER, RoundCounters, RoundParticipant
 from fogline.fleet.agent._session import DEFAULT_SESSION_EXPIRY, AgentSession
-from fogline.fleet.agent._supervisor import Supervisor
+from fogline.fleet.agent._supervisor import DEVICE_ID_ENV, Supervisor
 from fogline.fleet.agent._telemetry import (
     Scrape,
     TelemetryReporter,
@@ -165,7 +165,11 @@ class Agent:
         url, prefix = self._identity()
         installer = self.installer = ReleaseInstaller(self.data, self.config.repository)
         topics = DeviceTopics(prefix, self.config.device_id)
-        self.supervisor = Supervisor(on_event=self._event, pid_file=agent_dir / "children.json")
+        self.supervisor = Supervisor(
+            on_event=self._event,
+            pid_file=agent_dir / "children.json",
+            env={DEVICE_ID_ENV: self.config.device_id},  # a cluster node's presence names it
+        )
         self.converger = Converger(
             installer,
             self.supervisor,

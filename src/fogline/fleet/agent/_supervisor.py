@@ -11,7 +11,10 @@ from ``backoff_initial`` up to ``backoff_max`` and goes back to the start once
 a run lasted ``stable_after`` seconds. Stopping sends SIGTERM (the pipeline
 and the server drain) and SIGKILL after ``stop_timeout``. Each child gets
 its own process group, so a SIGINT to the agent's terminal is not also a
-SIGINT to every child: the agent decides when they stop.
+SIGINT to every child: the agent decides when they stop. Every child gets
+the agent's environment plus the supervisor's ``env``: the agent sets
+``FOGLINE_DEVICE_ID`` (:data:`DEVICE_ID_ENV`) there, so a pipeline that is
+a cluster node names its fleet device in its presence.
 
 For the same reason a child outlives an agent killed with SIGKILL. With a
 ``pid_file`` the supervisor writes down every child it runs (pid and start
@@ -36,7 +39,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +49,9 @@ from fogline._files import atomic_output
 from fogline.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+#: The variable that tells a child which fleet device runs it (a cluster node's ``device``).
+DEVICE_ID_ENV = "FOGLINE_DEVICE_ID"
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -102,6 +108,7 @@ class Supervisor:
         poll_interval: float = 0.2,
         on_event: Callable[[str], None] | None = None,
         pid_file: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         if not 0 < backoff_initial <= backoff_max:
             raise ConfigError(
@@ -116,6 +123,7 @@ class Supervisor:
         self._children: dict[str, _Child] = {}
         self._lock = threading.RLock()
         self._pid_file = pid_file
+        self._env = dict(env or {})
         if pid_file is not None:
             self._end_leftovers(pid_file)
         self._stop = threading.Event()
@@ -238,7 +246,7 @@ class Supervisor:
                 stdout=output,  # type: ignore[arg-type]
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, **self._env, "PYTHONUNBUFFERED": "1"},
             )
         except OSError as exc:
             child.process = None

@@ -9,8 +9,15 @@ and ``offer-ack`` topics and write only its own ``state``, ``telemetry``,
 this layer does not import the fleet's protocol, whose tests keep them
 equal). The controller user reads and writes the whole prefix.
 
->>> acl_lines()[-2:]
-['pattern write fogline/devices/%u/fl-update', 'pattern write fogline/devices/%u/offer']
+Edge clusters (:mod:`fogline.cluster`) are shared by their members:
+every user reads and writes ``fogline/cluster/#`` (presence, work, done,
+the dispatcher's stats), whatever the fleet's prefix. A node's presence is
+not tied to its user: node names are free (one topic level, by default
+``<hostname>-<pid>``) and Mosquitto substitutes ``%u`` only for a whole
+topic level, so the ``device`` a presence names is what the node claims.
+
+>>> [line for line in acl_lines() if line.startswith("pattern")][-2:]
+['pattern write fogline/devices/%u/offer', 'pattern readwrite fogline/cluster/#']
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ DEFAULT_PREFIX = "fogline"
 #: Topic kinds a device may read (the controller writes them) and may write.
 DEVICE_READS = ("desired", "command", "fl-round", "fl-ack", "offer-ack")
 DEVICE_WRITES = ("state", "telemetry", "presence", "fl-update", "offer")
+#: The topics of edge clusters (``fogline.cluster``), open to every member of the fleet.
+CLUSTER_TOPICS = "fogline/cluster/#"
 
 _USER = re.compile(r"^[^\s:/+#]{1,64}$")
 
@@ -61,6 +70,11 @@ def acl_lines(
     for access, kinds in (("read", reads), ("write", writes)):
         for kind in kinds:
             lines.append(f"pattern {access} {prefix}/devices/%u/{kind}")
+    lines += [
+        "",
+        "# Edge clusters: every member reads and writes presence, work and results.",
+        f"pattern readwrite {CLUSTER_TOPICS}",
+    ]
     return lines
 
 
