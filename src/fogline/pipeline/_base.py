@@ -184,6 +184,9 @@ class SourceSpec(Spec):
         """The runtime source; ``name`` is the source id its items carry."""
         raise NotImplementedError
 
+    def probe(self) -> None:
+        """At check time, what only this machine can tell (a port to bind is free); optional."""
+
 
 class PreprocessSpec(Spec):
     """A preprocessing step (before the model)."""
@@ -226,6 +229,9 @@ class SinkSpec(Spec):
 
     def build(self) -> Sink:
         raise NotImplementedError
+
+    def probe(self) -> None:
+        """At check time, what only this machine can tell (a port to bind is free); optional."""
 
 
 class TransportSpec(Spec):

@@ -398,6 +398,10 @@ def _check(spec: PipelineSpec, opened: OpenedModel) -> Plan:
                 "which no result has"
             )
     check_capture(spec, signature, fields)
+    probes = [(f"sources[{i}]", s.probe) for i, s in enumerate(spec.sources)]
+    probes += [(f"sinks[{i}]", s.probe) for i, s in enumerate(spec.sinks)]
+    for where, probe in probes:  # what only this machine can tell: a zmq port to bind is free
+        _guard(where, probe)
     return Plan(spec, opened, rules, fields, arrival)
 
 

@@ -149,6 +149,23 @@ def _http(tmp: Path, request: pytest.FixtureRequest) -> Destination:
     return Destination({"type": "http", "url": endpoint.url, "timeout": 5}, arrived)
 
 
+def _zmq(tmp: Path, request: pytest.FixtureRequest) -> Destination:
+    from fogline.transport.zmq import ZmqEndpoint, ZmqSocket
+    from support.ports import free_port
+
+    endpoint = ZmqEndpoint("tcp", host="127.0.0.1", port=free_port())
+    worker = ZmqSocket("pull", endpoint, bind=True)  # a neighbour that takes the work
+    request.addfinalizer(worker.close)
+    got: list[Any] = []
+
+    def arrived(n: int) -> list[Any]:
+        while len(got) < n and (frames := worker.receive(timeout=5.0)) is not None:
+            got.append(json.loads(frames[-1]))
+        return got
+
+    return Destination({"type": "zmq", "endpoint": str(endpoint), "timeout": 5}, arrived)
+
+
 EXAMPLES: dict[str, Example] = {
     "jsonl": Example(
         {"type": "jsonl", "path": "results.jsonl"},
@@ -174,6 +191,12 @@ EXAMPLES: dict[str, Example] = {
         ("timeout", "soon"),
         _http,
         lambda tmp, port: {"type": "http", "url": f"http://127.0.0.1:{port}/hook", "timeout": 2},
+    ),
+    "zmq": Example(
+        {"type": "zmq", "endpoint": "tcp://127.0.0.1:5557"},
+        ("hwm", "plenty"),
+        _zmq,
+        lambda tmp, port: {"type": "zmq", "endpoint": f"tcp://127.0.0.1:{port}", "timeout": 0.5},
     ),
 }
 

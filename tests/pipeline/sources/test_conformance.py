@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fogline.errors import TransportError
 from fogline.pipeline import Corrupt, Item
 from fogline.pipeline._base import ArraySpec, SourceSpec
 from fogline.pipeline.sources import (
@@ -33,6 +34,7 @@ from fogline.pipeline.sources import (
     StdinSpec,
     SyntheticSpec,
     VideoSpec,
+    ZmqSourceSpec,
 )
 
 # The recorded tables: three rows close together, then one 100 s later (the replay waits).
@@ -110,6 +112,27 @@ def _mqtt(tmp: Path, request: pytest.FixtureRequest) -> SourceSpec:
     return MqttSourceSpec(url=broker.url, topic="sensors/#", shape=[2])
 
 
+def _zmq(tmp: Path, request: pytest.FixtureRequest) -> SourceSpec:
+    from fogline.transport.zmq import ZmqEndpoint, ZmqSocket
+    from support.ports import free_port
+
+    endpoint = ZmqEndpoint("tcp", host="127.0.0.1", port=free_port())
+    done = threading.Event()
+
+    def push() -> None:  # a neighbour that keeps sending work until the test ends
+        with ZmqSocket("push", endpoint, bind=False, send_timeout=0.1, linger=0) as sender:
+            while not done.wait(0.02):
+                try:
+                    sender.send([b"[1.5, 2.5]"])
+                except TransportError:
+                    continue  # the source has not bound yet, or has stopped
+
+    thread = threading.Thread(target=push, daemon=True)
+    thread.start()
+    request.addfinalizer(lambda: (done.set(), thread.join(5)))
+    return ZmqSourceSpec(endpoint=str(endpoint), shape=[2])
+
+
 BUILDERS: dict[type[SourceSpec], Callable[[Path, pytest.FixtureRequest], SourceSpec]] = {
     ImagesSpec: _images,
     VideoSpec: _video,
@@ -120,6 +143,7 @@ BUILDERS: dict[type[SourceSpec], Callable[[Path, pytest.FixtureRequest], SourceS
     StdinSpec: _stdin,
     OpcuaSpec: _opcua,
     MqttSourceSpec: _mqtt,
+    ZmqSourceSpec: _zmq,
 }
 
 

@@ -12,8 +12,9 @@ from fogline.pipeline.sinks._basic import (
 from fogline.pipeline.sinks._http import HttpSink, HttpSinkSpec, HttpTransport, HttpTransportSpec
 from fogline.pipeline.sinks._mqtt import MqttSink, MqttSinkSpec, MqttTransport, MqttTransportSpec
 from fogline.pipeline.sinks._outbox import DEFAULT_OUTBOX_TOPIC, outbox_encoder
+from fogline.pipeline.sinks._zmq import ZmqSink, ZmqSinkSpec
 
-SPECS = (JsonlSinkSpec, StdoutSinkSpec, ShellSinkSpec, MqttSinkSpec, HttpSinkSpec)
+SPECS = (JsonlSinkSpec, StdoutSinkSpec, ShellSinkSpec, MqttSinkSpec, HttpSinkSpec, ZmqSinkSpec)
 TRANSPORT_SPECS = (JsonlTransportSpec, MqttTransportSpec, HttpTransportSpec)
 
 __all__ = [
@@ -35,5 +36,7 @@ __all__ = [
     "ShellSinkSpec",
     "StdoutSink",
     "StdoutSinkSpec",
+    "ZmqSink",
+    "ZmqSinkSpec",
     "outbox_encoder",
 ]

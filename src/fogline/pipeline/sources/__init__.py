@@ -20,6 +20,7 @@ from fogline.pipeline.sources._stdin import StdinSource, StdinSpec
 from fogline.pipeline.sources._synthetic import SyntheticSource, SyntheticSpec
 from fogline.pipeline.sources._table import BadRow, Row, TableReplay, TableSpec, parse_time
 from fogline.pipeline.sources._video import VideoSource, VideoSpec
+from fogline.pipeline.sources._zmq import ZmqSource, ZmqSourceSpec
 
 SPECS: tuple[type[SourceSpec], ...] = (
     ImagesSpec,
@@ -31,6 +32,7 @@ SPECS: tuple[type[SourceSpec], ...] = (
     StdinSpec,
     OpcuaSpec,
     MqttSourceSpec,
+    ZmqSourceSpec,
 )
 
 __all__ = [
@@ -56,5 +58,7 @@ __all__ = [
     "TableSpec",
     "VideoSource",
     "VideoSpec",
+    "ZmqSource",
+    "ZmqSourceSpec",
     "parse_time",
 ]

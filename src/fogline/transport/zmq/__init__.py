@@ -1,0 +1,44 @@
+"""ZeroMQ for device-to-device links without a broker: endpoints, sockets, CURVE keys.
+
+* :class:`ZmqEndpoint` (``tcp://host:port``, ``ipc://path``), a frozen value
+  object that validates itself, and its pydantic field type
+  :data:`ZmqEndpointField`; :func:`probe_bind` (bind, then close: is the
+  endpoint free?).
+* :class:`ZmqSocket`: PUSH/PULL (work, each message to one peer) and
+  PUB/SUB (broadcast, filtered by topic prefix), each with its own context,
+  bounded queues (high-water mark), a linger on close, and a monitor that
+  records failed handshakes.
+* CURVE (authentication and encryption): :class:`KeyPair` and
+  :func:`write_keypair` (ZeroMQ certificate files, the secret one 0600),
+  :class:`CurveServer` (secret key + allowed client keys, enforced by a ZAP
+  authenticator) and :class:`CurveClient` (key pair + the server's key).
+
+Built on pyzmq (the ``zmq`` extra); importing :mod:`fogline.transport`
+does not import it, this package does. Concurrency and error mapping: see
+:class:`ZmqSocket`.
+"""
+
+from fogline.transport.zmq._curve import Curve, CurveClient, CurveServer, KeyPair, write_keypair
+from fogline.transport.zmq._endpoint import ZmqEndpoint, ZmqEndpointField
+from fogline.transport.zmq._socket import (
+    HandshakeFailure,
+    Pattern,
+    ZmqSocket,
+    needs_curve,
+    probe_bind,
+)
+
+__all__ = [
+    "Curve",
+    "CurveClient",
+    "CurveServer",
+    "HandshakeFailure",
+    "KeyPair",
+    "Pattern",
+    "ZmqEndpoint",
+    "ZmqEndpointField",
+    "ZmqSocket",
+    "needs_curve",
+    "probe_bind",
+    "write_keypair",
+]
