@@ -21,7 +21,16 @@ from rich.text import Text
 from fogline.cli._app import app, console, console_err
 from fogline.errors import ConfigError
 from fogline.monitor import OnlineEngine
-from fogline.pipeline import OUTCOMES, LabelBoard, Pipeline, Plan, Snapshot, load_spec, plan
+from fogline.pipeline import (
+    OUTCOMES,
+    LabelBoard,
+    Pipeline,
+    Plan,
+    Snapshot,
+    VariantBoard,
+    load_spec,
+    plan,
+)
 
 
 @app.command()
@@ -138,6 +147,9 @@ def describe(checked: Plan) -> Group:
         f"sinks        {', '.join(spec.sink_names()) or 'none'}",
         f"store        {'off' if spec.store is False else spec.store.path} · outbox {outbox}",
     ]
+    if spec.model.variants is not None and spec.model.policy is not None:
+        names = " → ".join(v.label for v in spec.model.variants)
+        lines.append(f"variants     {names} (all loaded), {variant_policy(spec.model.policy)}")
     if spec.labels is not None:
         windows = ", ".join(str(w) for w in spec.labels.windows)
         lines.append(
@@ -169,7 +181,30 @@ def live_table(checked: Plan, snap: Snapshot) -> Group:
     board = snap.extra.get("labels")
     if isinstance(board, LabelBoard):
         parts.append(Text("\n".join(board.describe())))
+    variants = snap.extra.get("variants")
+    if isinstance(variants, VariantBoard):
+        last = f" · last: {variants.switches[-1].describe()}" if variants.switches else ""
+        parts.append(Text(escape(variants.describe() + last), style="bold"))
     return Group(*parts)
+
+
+def variant_policy(policy: Any) -> str:
+    """``down when p99 > 40 ms or queue > 32 for 2 s, up after 10 s inside × 0.7``"""
+    limits = [
+        f"{name} {sign} {value:g}{unit}"
+        for name, sign, value, unit in (
+            ("p99", ">", policy.slo_p99_ms, " ms"),
+            ("queue", ">", policy.max_queue, ""),
+            ("cpu", ">", policy.max_cpu_percent, "%"),
+            ("temperature", ">", policy.max_temperature_c, " °C"),
+            ("battery", "<", policy.min_battery_percent, "%"),
+        )
+        if value is not None
+    ]
+    return (
+        f"down when {' or '.join(limits)} for {policy.down_after_s:g} s, "
+        f"up after {policy.up_after_s:g} s inside × {policy.margin:g}"
+    )
 
 
 def drift_text(reading: Any) -> str:
@@ -234,6 +269,10 @@ def summary_lines(runner: Pipeline, snap: Snapshot) -> list[str]:
     board = snap.extra.get("labels")
     if isinstance(board, LabelBoard):
         lines += [escape(line) for line in board.describe()]
+    variants = snap.extra.get("variants")
+    if isinstance(variants, VariantBoard):
+        lines.append(escape(variants.describe()))
+        lines += [f"  {escape(s.describe())}" for s in variants.switches[-10:]]
     engine = runner.plan.model.engine
     if isinstance(engine, OnlineEngine):
         lines.append(escape(engine.summary()))

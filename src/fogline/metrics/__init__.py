@@ -37,6 +37,9 @@ from fogline.metrics._names import (
     SERVE_REQUEST_SECONDS,
     SERVE_REQUESTS,
     SUCCESS,
+    VARIANT_ACTIVE,
+    VARIANT_ITEMS,
+    VARIANT_SWITCHES,
 )
 
 __all__ = [
@@ -64,5 +67,8 @@ __all__ = [
     "SERVE_REQUESTS",
     "SERVE_REQUEST_SECONDS",
     "SUCCESS",
+    "VARIANT_ACTIVE",
+    "VARIANT_ITEMS",
+    "VARIANT_SWITCHES",
     "Histogram",
 ]

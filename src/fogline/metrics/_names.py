@@ -27,6 +27,13 @@ PIPELINE_SINK_RESULTS = "fogline_pipeline_sink_results"
 #: Gauge: processed items per second since the start.
 PIPELINE_THROUGHPUT = "fogline_pipeline_throughput"
 
+#: Gauge: 1 for the model ``variant`` that runs now, 0 for the others (``model.variants``).
+VARIANT_ACTIVE = "fogline_variant_active"
+#: Counter: items each model ``variant`` computed.
+VARIANT_ITEMS = "fogline_variant_items"
+#: Counter: switches between model variants.
+VARIANT_SWITCHES = "fogline_variant_switches"
+
 # -- monitoring a pipeline's model (labels: pipeline, then those named) -------------------------
 
 #: Gauge: the latest score of each ``drift`` stage (``stage``: its name, ``detector``).

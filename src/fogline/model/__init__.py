@@ -34,6 +34,7 @@ from fogline.model._openvino import cpu_capabilities
 from fogline.model._signature import Signature, TensorSpec
 from fogline.model._sklearn import sklearn_to_onnx
 from fogline.model._torch import torch_to_onnx
+from fogline.model._variants import VARIANT_OUTPUT, VariantEngine
 
 __all__ = [
     "BACKENDS",
@@ -41,6 +42,7 @@ __all__ = [
     "MANIFEST_NAME",
     "OVERFLOWS",
     "PRECISIONS",
+    "VARIANT_OUTPUT",
     "BatchPolicy",
     "BatcherStats",
     "Engine",
@@ -53,6 +55,7 @@ __all__ = [
     "PeakMemory",
     "Signature",
     "TensorSpec",
+    "VariantEngine",
     "available_backends",
     "backend_for",
     "cpu_capabilities",

@@ -38,6 +38,7 @@ from fogline.pipeline._metrics import OUTCOMES, STAGES, Metrics, Snapshot, Stage
 from fogline.pipeline._rules import Condition, Rule
 from fogline.pipeline._runner import Pipeline
 from fogline.pipeline._spec import PipelineSpec, Plan, load_spec, parse_spec, plan
+from fogline.pipeline._variants import PolicySpec, Switch, VariantBoard, VariantSwitcher
 
 __all__ = [
     "LABEL_OUTCOMES",
@@ -56,6 +57,7 @@ __all__ = [
     "Pipeline",
     "PipelineSpec",
     "Plan",
+    "PolicySpec",
     "PostprocessSpec",
     "PreprocessSpec",
     "Rule",
@@ -66,7 +68,10 @@ __all__ = [
     "SourceSpec",
     "Stage",
     "StageTiming",
+    "Switch",
     "TransportSpec",
+    "VariantBoard",
+    "VariantSwitcher",
     "load_spec",
     "parse_spec",
     "plan",

@@ -51,6 +51,7 @@ from fogline.pipeline._metrics import Metrics, Snapshot, Tally
 from fogline.pipeline._online import label_learner
 from fogline.pipeline._rules import Condition
 from fogline.pipeline._spec import Plan
+from fogline.pipeline._variants import variant_families, variant_switcher
 from fogline.pipeline.sinks import outbox_encoder
 from fogline.store import Capture, OutboxSender, Result, ResultStore, Retention
 
@@ -177,6 +178,10 @@ class Pipeline:
                 (plan.model.name, plan.model.version),
                 self.metrics,
             )
+        # Model variants: the switcher steps between them; results record which one answered.
+        self._switcher = variant_switcher(plan.model, self.spec.model.policy)
+        if self._switcher is not None:
+            self.metrics.watch("variants", self._switcher.board, variant_families)
         self._started = False
         #: Seconds the outbox may keep delivering after the sources have stopped.
         self.drain_outbox_s = 5.0
@@ -232,6 +237,8 @@ class Pipeline:
         )
         batcher = MicroBatcher(self.plan.model.engine, policy).start()
         metrics.watch_queue("batcher", lambda: batcher.stats.queued)
+        if self._switcher is not None:
+            self._switcher.start(lambda: batcher.stats.queued)
         metrics.watch_queue("results", self._inflight.qsize)
         metrics.watch_queue("store", self._stored.qsize)
         for worker in workers:
@@ -278,6 +285,8 @@ class Pipeline:
             self._inflight.put(_DONE)
             collector.join()
             writer.join()
+            if self._switcher is not None:
+                self._switcher.stop()
             metrics.stop_clock()
             if self.labels is not None:
                 wait = spec.labels.wait_s if spec.labels is not None else 0.0
@@ -420,6 +429,8 @@ class Pipeline:
                 continue
             now = time.monotonic()
             metrics.observe("inference", now - submitted)
+            switcher = self._switcher  # takes out which variant answered, notes the latency
+            version = opened.version if switcher is None else switcher.answered(outcome, now - item.t0)
             item.outputs = outcome
             if self._learner is not None:
                 self._learner.seen(item)
@@ -462,7 +473,7 @@ class Pipeline:
                 done.sequence,
                 done.captured_at,
                 opened.name,
-                opened.version,
+                version,
                 done.result,
                 sync=bool(keep),
                 position=done.position,

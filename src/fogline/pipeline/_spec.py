@@ -46,6 +46,7 @@ from fogline.pipeline._labels import LabelsSpec, check_labels
 from fogline.pipeline._online import open_online_model
 from fogline.pipeline._optional import optional
 from fogline.pipeline._rules import BASE_NAMES, Condition, Rule
+from fogline.pipeline._variants import PolicySpec, VariantEntry, check_policy, open_variants
 from fogline.pipeline.sinks._basic import fields_of
 
 
@@ -97,7 +98,9 @@ class ModelSpec(Spec):
     ``params``; a classifier's ``classes``; its state kept in ``checkpoint``,
     saved every ``checkpoint_every_s`` while it learns and when the run ends;
     a classifier or regressor learns from the ``labels:`` section's late
-    labels, keeping the features of the last ``remember`` items for them).
+    labels, keeping the features of the last ``remember`` items for them),
+    or ``variants`` of one model, best first, switched by a ``policy``
+    (see :mod:`fogline.pipeline._variants`).
     """
 
     path: Annotated[Path, existing("model file or folder")] | None = None
@@ -118,9 +121,14 @@ class ModelSpec(Spec):
     queue_size: int = Field(default=64, ge=1)
     workers: int = Field(default=1, ge=1)
     deadline_ms: float | None = Field(default=None, gt=0)
+    #: Variants of the model, best first, all loaded; ``policy`` says when to switch.
+    variants: list[VariantEntry] | None = Field(default=None, min_length=2)
+    policy: PolicySpec | None = None
 
     @model_validator(mode="after")
     def _file_or_online(self) -> ModelSpec:
+        if self.variants is not None or self.policy is not None:
+            return self._variants_and_policy()
         if (self.path is None) == (self.online is None):
             raise ValueError(
                 "give either `path` (a model file or folder) or `online` (a River estimator such "
@@ -131,6 +139,22 @@ class ModelSpec(Spec):
         extra = sorted(ONLINE_KEYS & self.model_fields_set) if self.path is not None else []
         if extra:
             raise ValueError(f"`{extra[0]}` is for an online model (`online:`), not a model file")
+        return self
+
+    def _variants_and_policy(self) -> ModelSpec:
+        if self.variants is None:
+            raise ValueError("`policy` switches between `variants`; list them (best first)")
+        if self.path is not None or self.online is not None:
+            raise ValueError("give `variants` (the first is the best) or `path`, not both")
+        if self.policy is None:
+            raise ValueError("`variants` need a `policy`: when to step down and back up")
+        extra = sorted(ONLINE_KEYS & self.model_fields_set)
+        if extra:
+            raise ValueError(f"`{extra[0]}` is for an online model (`online:`), not variants")
+        labels = [v.label for v in self.variants]
+        twice = sorted({n for n in labels if labels.count(n) > 1})
+        if twice:
+            raise ValueError(f"variants: two are named {twice[0]!r}; give each a `name:`")
         return self
 
 
@@ -309,6 +333,10 @@ def plan(spec: PipelineSpec) -> Plan:
     m = spec.model
     if m.online is not None:
         spec, opened = open_online_model(spec)
+    elif m.variants is not None:
+        assert m.policy is not None  # the spec has both or neither
+        check_policy(m.policy)
+        opened = open_variants(m.variants, backend=m.backend, threads=m.threads)
     else:
         assert m.path is not None  # the spec has one of the two
         try:

@@ -1,0 +1,155 @@
+"""Several variants of one model behind one :class:`Engine`, switched between batches.
+
+A device that must slow down under load (or when its battery runs low) keeps
+every variant of its model loaded, best first and cheapest last (FP32, INT8,
+a pruned or distilled student), and runs each batch on the one that is
+active now. :meth:`VariantEngine.use` switches: a batch already running
+finishes on the variant it started with, the next one runs on the new one, so
+a switch never drops or splits an item and the batcher in front of the engine
+does not notice it. Every variant stays in memory all the time (the cost of
+switching in microseconds rather than the seconds a load takes).
+
+Each batch's outputs carry one extra output, :data:`VARIANT_OUTPUT`: per row,
+the index of the variant that computed it, so whoever splits the batch into
+items knows which variant answered each one (the pipeline records it in the
+result's model version and removes it before post-processing).
+
+Concurrency: ``run`` may be called from several batcher workers at once (the
+variants' engines must be thread-safe, as ONNX Runtime's are); ``use`` from
+any thread. The active index is one attribute, read once per batch.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from fogline.errors import ConfigError
+from fogline.model._engine import Engine
+from fogline.model._signature import Signature, TensorSpec
+
+#: The extra output of every batch a :class:`VariantEngine` runs: the variant's index per row.
+VARIANT_OUTPUT = "fogline.variant"
+
+
+class VariantEngine:
+    """An :class:`Engine` that runs each batch on the active one of several variants.
+
+    The variants' signatures must be the same (inputs and outputs, names,
+    dtypes and shapes); the first is active at the start.
+
+    >>> from fogline.examples import digits_model_path
+    >>> from fogline.model import load_engine
+    >>> fp32, copy = load_engine(digits_model_path()), load_engine(digits_model_path())
+    >>> engine = VariantEngine([("fp32", fp32), ("copy", copy)])
+    >>> batch = {"pixels": np.zeros((3, 1, 8, 8), np.float32)}
+    >>> engine.run(batch)[VARIANT_OUTPUT].tolist()
+    [0, 0, 0]
+    >>> engine.use(1), engine.active, engine.run(batch)[VARIANT_OUTPUT].tolist()
+    (0, 'copy', [1, 1, 1])
+    >>> engine.served()
+    {'fp32': 3, 'copy': 3}
+    """
+
+    def __init__(self, variants: Sequence[tuple[str, Engine]]) -> None:
+        if not variants:
+            raise ConfigError("a variant engine needs at least one variant")
+        names = [name for name, _ in variants]
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise ConfigError(f"two variants are named {twice[0]!r}; give each a distinct name")
+        first_name, first = variants[0]
+        for name, engine in variants[1:]:
+            if not _same(engine.signature, first.signature):
+                raise ConfigError(
+                    f"variant {name!r} has signature {describe(engine.signature)}, but "
+                    f"{first_name!r} has {describe(first.signature)}; every variant must take "
+                    "and give the same tensors"
+                )
+        self.names: tuple[str, ...] = tuple(names)
+        self.engines: tuple[Engine, ...] = tuple(engine for _, engine in variants)
+        self._index = 0
+        self._lock = threading.Lock()
+        self._served = [0] * len(self.engines)
+
+    # --- what runs now --------------------------------------------------------------------
+
+    @property
+    def index(self) -> int:
+        """The index of the active variant (0: the best)."""
+        return self._index
+
+    @property
+    def active(self) -> str:
+        """The name of the active variant."""
+        return self.names[self._index]
+
+    def use(self, index: int) -> int:
+        """Make variant ``index`` the active one from the next batch on; returns the previous."""
+        if not 0 <= index < len(self.engines):
+            raise ConfigError(f"no variant {index}; there are {len(self.engines)}")
+        with self._lock:
+            previous, self._index = self._index, index
+        return previous
+
+    def served(self) -> dict[str, int]:
+        """Items each variant has computed so far, by name."""
+        with self._lock:
+            return dict(zip(self.names, self._served, strict=True))
+
+    # --- the Engine interface -------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        return self.engines[self._index].backend
+
+    @property
+    def precision(self) -> str:
+        return self.engines[self._index].precision
+
+    @property
+    def device(self) -> str:
+        return self.engines[self._index].device
+
+    @property
+    def signature(self) -> Signature:
+        return self.engines[0].signature
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        index = self._index  # read once: the whole batch runs on one variant
+        outputs = dict(self.engines[index].run(inputs))
+        rows = len(next(iter(inputs.values()))) if inputs else 0
+        outputs[VARIANT_OUTPUT] = np.full(rows, index, np.int32)
+        with self._lock:
+            self._served[index] += rows
+        return outputs
+
+    def close(self) -> None:
+        for engine in self.engines:
+            engine.close()
+
+
+def _same(a: Signature, b: Signature) -> bool:
+    """Same names, dtypes and fixed dims; a dynamic dim matches any dynamic dim, whatever its name."""
+
+    def dims(spec: TensorSpec) -> tuple[int | None, ...]:
+        return tuple(d if isinstance(d, int) else None for d in spec.shape)
+
+    def side(specs: Sequence[TensorSpec]) -> list[tuple[str, str, tuple[int | None, ...]]]:
+        return [(s.name, s.dtype, dims(s)) for s in specs]
+
+    return side(a.inputs) == side(b.inputs) and side(a.outputs) == side(b.outputs)
+
+
+def describe(signature: Signature) -> str:
+    """``pixels float32 [batch, 1, 8, 8] -> logits float32 [batch, 10]``"""
+
+    def side(specs: Sequence[TensorSpec]) -> str:
+        return ", ".join(f"{s.name} {s.dtype} {s.describe_shape()}" for s in specs)
+
+    return f"{side(signature.inputs)} -> {side(signature.outputs)}"
+
+
+__all__ = ["VARIANT_OUTPUT", "VariantEngine"]
