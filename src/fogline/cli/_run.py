@@ -189,7 +189,7 @@ def live_table(checked: Plan, snap: Snapshot) -> Group:
 
 
 def variant_policy(policy: Any) -> str:
-    """``down when p99 > 40 ms or queue > 32 for 2 s, up after 10 s inside × 0.7``"""
+    """``down when p99 > 40 ms or queue > 32 for 2 s, up after 10 s inside x 0.7``"""
     limits = [
         f"{name} {sign} {value:g}{unit}"
         for name, sign, value, unit in (
@@ -203,7 +203,7 @@ def variant_policy(policy: Any) -> str:
     ]
     return (
         f"down when {' or '.join(limits)} for {policy.down_after_s:g} s, "
-        f"up after {policy.up_after_s:g} s inside × {policy.margin:g}"
+        f"up after {policy.up_after_s:g} s inside x {policy.margin:g}"
     )
 
 

@@ -73,6 +73,8 @@ class VariantEngine:
         self._index = 0
         self._lock = threading.Lock()
         self._served = [0] * len(self.engines)
+        #: What runs the active variant (the Engine attributes), updated by :meth:`use`.
+        self.backend, self.precision, self.device = first.backend, first.precision, first.device
 
     # --- what runs now --------------------------------------------------------------------
 
@@ -90,8 +92,14 @@ class VariantEngine:
         """Make variant ``index`` the active one from the next batch on; returns the previous."""
         if not 0 <= index < len(self.engines):
             raise ConfigError(f"no variant {index}; there are {len(self.engines)}")
+        engine = self.engines[index]
         with self._lock:
             previous, self._index = self._index, index
+            self.backend, self.precision, self.device = (
+                engine.backend,
+                engine.precision,
+                engine.device,
+            )
         return previous
 
     def served(self) -> dict[str, int]:
@@ -100,18 +108,6 @@ class VariantEngine:
             return dict(zip(self.names, self._served, strict=True))
 
     # --- the Engine interface -------------------------------------------------------------
-
-    @property
-    def backend(self) -> str:
-        return self.engines[self._index].backend
-
-    @property
-    def precision(self) -> str:
-        return self.engines[self._index].precision
-
-    @property
-    def device(self) -> str:
-        return self.engines[self._index].device
 
     @property
     def signature(self) -> Signature:

@@ -430,7 +430,9 @@ class Pipeline:
             now = time.monotonic()
             metrics.observe("inference", now - submitted)
             switcher = self._switcher  # takes out which variant answered, notes the latency
-            version = opened.version if switcher is None else switcher.answered(outcome, now - item.t0)
+            version = (
+                opened.version if switcher is None else switcher.answered(outcome, now - item.t0)
+            )
             item.outputs = outcome
             if self._learner is not None:
                 self._learner.seen(item)

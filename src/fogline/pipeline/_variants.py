@@ -20,7 +20,7 @@ step back up. Its signals, each with its limit:
 
 Hysteresis, so it does not flap: one step down once some signal has been
 past its limit for ``down_after_s``; one step up once every signal has been
-inside its limit by ``margin`` (``limit × margin``; a battery above
+inside its limit by ``margin`` (``limit x margin``; a battery above
 ``limit ÷ margin``) for ``up_after_s``. After a switch the latency window
 starts afresh and so do both timers. A signal with no reading (no items yet,
 a sensor file not written yet, a malformed value, logged) neither trips nor
@@ -155,9 +155,7 @@ VariantEntry = Annotated[VariantSpec, BeforeValidator(_entry)]
 # --- check time --------------------------------------------------------------------------------
 
 
-def open_variants(
-    variants: list[VariantSpec], *, backend: str, threads: int | None
-) -> OpenedModel:
+def open_variants(variants: list[VariantSpec], *, backend: str, threads: int | None) -> OpenedModel:
     """Load every variant (each one's errors under ``model.variants[i]``) behind one engine.
 
     The result's name, version, file and manifest are the first (best) variant's.
@@ -241,8 +239,7 @@ class VariantBoard:
         served = ", ".join(f"{n} {self.served.get(n, 0):,}" for n in self.names)
         count = len(self.switches)
         return (
-            f"variant {self.active} · served: {served} · "
-            f"{count} switch{'es' if count != 1 else ''}"
+            f"variant {self.active} · served: {served} · {count} switch{'es' if count != 1 else ''}"
         )
 
 
@@ -343,7 +340,7 @@ class VariantSwitcher:
     >>> now[0] = 1.0; switcher.tick().describe()
     'a → b: queue 50 > 10 for 1 s'
     >>> queue[0] = 0; now[0] = 2.0; switcher.tick(); now[0] = 7.0; switcher.tick().describe()
-    'b → a: every signal inside its limit × 0.7 for 5 s (queue 0 < 7)'
+    'b → a: every signal inside its limit x 0.7 for 5 s (queue 0 < 7)'
     """
 
     def __init__(
@@ -426,9 +423,7 @@ class VariantSwitcher:
             return None
         self._over_since = None
         calm = all(
-            s.calm(v, policy.margin)
-            for s in self._signals
-            if (v := values.get(s.name)) is not None
+            s.calm(v, policy.margin) for s in self._signals if (v := values.get(s.name)) is not None
         )
         if not calm:
             self._calm_since = None
@@ -442,7 +437,7 @@ class VariantSwitcher:
                 for s in self._signals
                 if (v := values.get(s.name)) is not None
             )
-            why = f"every signal inside its limit × {policy.margin:g} for {policy.up_after_s:g} s"
+            why = f"every signal inside its limit x {policy.margin:g} for {policy.up_after_s:g} s"
             return self._switch(index - 1, f"{why} ({shown or 'no readings'})", "calm", None)
         return None
 
@@ -528,7 +523,9 @@ def variant_families(board: VariantBoard, pipeline: str) -> Iterator[Any]:
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
     active = GaugeMetricFamily(
-        VARIANT_ACTIVE, "1 for the variant that runs now, 0 for the others.", labels=["pipeline", "variant"]
+        VARIANT_ACTIVE,
+        "1 for the variant that runs now, 0 for the others.",
+        labels=["pipeline", "variant"],
     )
     items = CounterMetricFamily(
         VARIANT_ITEMS, "Items each model variant computed.", labels=["pipeline", "variant"]
