@@ -28,7 +28,8 @@ and exit 2::
     ├── TransportError             a message could not be sent (broker or endpoint down)
     │   ├── Unreachable            no connection: name, route or port; retrying may help
     │   ├── Refused                the other end said no (credentials, ACL); retrying will not
-    │   └── TimedOut               no answer in time (connect, PUBACK); retrying may help
+    │   ├── TimedOut               no answer in time (connect, PUBACK); retrying may help
+    │   └── BadAnswer              an answer came, but not one the protocol allows
     ├── ReleaseRefused             a release failed verification (signature, hash, size, age, expiry)
     ├── OptimizeError              no variant could be built or measured
     └── StoreError                 the results store cannot be opened, read or written
@@ -44,6 +45,7 @@ from __future__ import annotations
 
 __all__ = [
     "BackendUnavailable",
+    "BadAnswer",
     "BatcherError",
     "ConfigError",
     "Conflict",
@@ -191,6 +193,16 @@ class TimedOut(TransportError):
 
     Raised when a CONNACK, a PUBACK or a reply outlives its timeout. Worth
     retrying: the message may or may not have arrived, so receivers dedupe.
+    """
+
+
+class BadAnswer(TransportError):
+    """The other end answered, but not as the protocol says: malformed, or not what was asked.
+
+    Raised by the Open Inference Protocol client for a body that is not the
+    protocol's (not JSON, no ``outputs``), and for outputs whose names, dtypes
+    or shapes differ from the remote model's own metadata. Not worth retrying
+    as is: the remote end is misbehaving or is not what it claims to be.
     """
 
 

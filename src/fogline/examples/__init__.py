@@ -26,6 +26,7 @@ from fogline.errors import ConfigError, DataError
 
 _HERE = Path(__file__).parent / "digits"
 _LEARNER = Path(__file__).parent / "digits_learner"
+_OFFLOAD = Path(__file__).parent / "digits_offload"
 TRAIN_SIZE = 1200
 LABELS = [str(i) for i in range(10)]
 #: Pixel values in load_digits run 0..16; the model takes them scaled to 0..1.
@@ -44,6 +45,17 @@ def digits_learner_path() -> Path:
     (:func:`digits_device_data` with ``clients: 3``).
     """
     return _LEARNER
+
+
+def digits_offload_path() -> Path:
+    """The offload example's folder: ``pipeline.yaml`` and ``models/``, a repository for
+    ``fogline serve`` holding ``digits-teacher`` (see ``docs/offload.md``)."""
+    return _OFFLOAD
+
+
+def digits_teacher_path() -> Path:
+    """The digits teacher: bigger and more accurate than :func:`digits_model_path`, same signature."""
+    return _OFFLOAD / "models" / "digits-teacher" / "1" / "model.onnx"
 
 
 def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -135,9 +147,11 @@ __all__ = [
     "digits_eval",
     "digits_learner_path",
     "digits_model_path",
+    "digits_offload_path",
     "digits_split",
     "digits_stream",
     "digits_task",
+    "digits_teacher_path",
     "digits_torch_task",
     "digits_train",
 ]

@@ -53,7 +53,7 @@ from fogline.errors import (
     Overloaded,
     SignatureMismatch,
 )
-from fogline.serve._datatypes import datatype_of_output, encode
+from fogline.oip import datatype_of_output, encode
 from fogline.serve._grpc_tensors import read_inputs, requested_outputs
 from fogline.serve._manager import ModelManager
 

@@ -1,7 +1,7 @@
 """Tensors of the gRPC protocol: a ``ModelInferRequest``'s inputs as arrays, outputs' datatypes.
 
 Inputs come either as ``raw_input_contents`` (the protocol's little-endian
-bytes, decoded by :func:`fogline.serve._datatypes.decode`) or as the typed
+bytes, decoded by :func:`fogline.oip.decode`) or as the typed
 ``contents`` fields; a request may not mix the two. Shapes are checked
 before numpy is asked to make an array of them.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from fogline.errors import SignatureMismatch
-from fogline.serve._datatypes import check_shape, decode, element_count, numpy_dtype
+from fogline.oip import check_shape, decode, element_count, numpy_dtype
 
 # Typed ``InferTensorContents`` field of each datatype, and the numpy type it holds.
 _CONTENTS: dict[str, tuple[str, str]] = {

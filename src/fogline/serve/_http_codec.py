@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from fogline.serve._datatypes import (
+from fogline.oip import (
     FROM_NAME,
     check_shape,
     datatype_of_output,

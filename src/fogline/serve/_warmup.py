@@ -30,7 +30,7 @@ import numpy as np
 from fogline.errors import ConfigError, FoglineError, ModelNotReady, SignatureMismatch
 from fogline.model import Engine
 from fogline.serve._config import ModelConfig, WarmupData, WarmupInput, WarmupSample
-from fogline.serve._datatypes import TO_NUMPY, check_shape, decode, numpy_dtype
+from fogline.oip import TO_NUMPY, check_shape, decode, numpy_dtype
 
 log = logging.getLogger("fogline.serve")
 

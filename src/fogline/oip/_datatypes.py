@@ -48,6 +48,24 @@ FROM_NAME = {
 }
 
 
+#: OIP datatype → fogline / ONNX dtype name.
+TO_NAME = {datatype: name for name, datatype in FROM_NAME.items()}
+
+
+def dtype_name(datatype: str) -> str:
+    """The fogline dtype name of an OIP datatype (``"FP32"`` → ``"float32"``).
+
+    >>> dtype_name("FP32"), dtype_name("BYTES")
+    ('float32', 'str')
+    """
+    try:
+        return TO_NAME[datatype]
+    except KeyError:
+        raise SignatureMismatch(
+            f"unknown datatype {datatype!r}; the protocol has {', '.join(TO_NUMPY)}"
+        ) from None
+
+
 def datatype_of(dtype: str) -> str:
     """The OIP datatype of a fogline dtype name (``"float32"`` → ``"FP32"``).
 
