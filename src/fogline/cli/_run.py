@@ -24,6 +24,7 @@ from fogline.monitor import OnlineEngine
 from fogline.pipeline import (
     OUTCOMES,
     LabelBoard,
+    OffloadReading,
     Pipeline,
     Plan,
     Snapshot,
@@ -178,6 +179,8 @@ def live_table(checked: Plan, snap: Snapshot) -> Group:
                 style="bold red" if any(r.alarm for r in drift.values()) else "dim",
             )
         )
+    for name, reading in offload_readings(snap):
+        parts.append(Text(f"{name}: {reading.describe()}", style="dim"))
     board = snap.extra.get("labels")
     if isinstance(board, LabelBoard):
         parts.append(Text("\n".join(board.describe())))
@@ -205,6 +208,11 @@ def variant_policy(policy: Any) -> str:
         f"down when {' or '.join(limits)} for {policy.down_after_s:g} s, "
         f"up after {policy.up_after_s:g} s inside x {policy.margin:g}"
     )
+
+
+def offload_readings(snap: Snapshot) -> list[tuple[str, OffloadReading]]:
+    """The offload steps' readings (``offload``, or ``offload:KEY`` in join mode), by name."""
+    return [(k, r) for k, r in snap.extra.items() if isinstance(r, OffloadReading)]
 
 
 def drift_text(reading: Any) -> str:
@@ -262,6 +270,8 @@ def summary_lines(runner: Pipeline, snap: Snapshot) -> list[str]:
         )
     for stage, reading in snap.extra.get("drift", {}).items():
         lines.append(f"drift step {escape(stage)}: {drift_text(reading)}")
+    for name, reading in offload_readings(snap):
+        lines.append(f"{escape(name)}: {escape(reading.describe())}")
     if snap.captures:
         kept = snap.captures
         parts = ", ".join(f"{kept[o]:,} {o}" for o in ("stored", "capped", "failed") if kept.get(o))

@@ -52,6 +52,11 @@ LIVE_ACCURACY = "fogline_live_accuracy"
 LIVE_LABELLED = "fogline_live_labelled"
 #: Gauge: accuracy estimated without labels from calibrated confidence (an estimate, CBPE).
 ACCURACY_ESTIMATE = "fogline_accuracy_estimate"
+#: Counter: items an ``offload`` step considered, by ``remote`` (its URL) and ``outcome``
+#: (offloaded, local, timeout, refused, error, over_budget, busy, circuit_open).
+OFFLOAD = "fogline_offload"
+#: Histogram: time an item waited for the remote model (answered or not), by ``remote``.
+OFFLOAD_SECONDS = "fogline_offload_seconds"
 #: Counter: hard examples considered for capture, by ``outcome`` (stored, capped).
 CAPTURES = "fogline_captures"
 

@@ -26,11 +26,12 @@ them all.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -95,7 +96,9 @@ def signature_from_metadata(metadata: Mapping[str, Any], where: str = "the serve
                 for entry in entries
             )
 
-        return Signature(specs("inputs"), specs("outputs"), producer=str(metadata.get("platform", "")))
+        return Signature(
+            specs("inputs"), specs("outputs"), producer=str(metadata.get("platform", ""))
+        )
     except (KeyError, TypeError, ValueError, SignatureMismatch) as exc:
         raise BadAnswer(f"{where}: the model metadata is not the protocol's: {exc}") from exc
 
@@ -243,7 +246,9 @@ class RemoteEngine:
         client = self._client()
         with self._mapped("inference"):
             if self.url.protocol == "http":
-                wanted = [module.InferRequestedOutput(n, binary_data=True) for n in signature.output_names]
+                wanted = [
+                    module.InferRequestedOutput(n, binary_data=True) for n in signature.output_names
+                ]
                 result = client.infer(
                     self.url.name, wire, model_version=self.url.version or "", outputs=wanted
                 )
@@ -272,8 +277,10 @@ class RemoteEngine:
                 raise BadAnswer(f"{where}: the answer has no output {spec.name!r}")
             dtype_ok = spec.dtype == "str" and array.dtype.kind in "OSU"
             dtype_ok = dtype_ok or array.dtype == spec.numpy_dtype
-            if not dtype_ok or not spec.accepts_shape(tuple(array.shape)) or (
-                array.ndim and array.shape[0] != batch
+            if (
+                not dtype_ok
+                or not spec.accepts_shape(tuple(array.shape))
+                or (array.ndim and array.shape[0] != batch)
             ):
                 raise BadAnswer(
                     f"{where}: output {spec.name!r} is {array.dtype} {list(array.shape)} for a "
@@ -341,7 +348,7 @@ class _Mapped:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> Literal[False]:
         if exc is None or isinstance(exc, FoglineError):
             return False
         engine = self.engine
@@ -371,7 +378,9 @@ def _classify(engine: RemoteEngine, exc: BaseException, where: str) -> FoglineEr
         if any(c in code for c in _GRPC_UNREACHABLE):
             return Unreachable(f"{where}: no connection: {message}")
         if code.isdigit() or code.startswith("StatusCode."):
-            return Refused(f"{where}: the server said {code.removeprefix('StatusCode.')}: {message}")
+            return Refused(
+                f"{where}: the server said {code.removeprefix('StatusCode.')}: {message}"
+            )
         return BadAnswer(f"{where}: {message}")
     if isinstance(exc, ValueError | KeyError | TypeError | UnicodeDecodeError):
         return BadAnswer(f"{where}: the answer is not the protocol's: {exc}")
@@ -379,10 +388,8 @@ def _classify(engine: RemoteEngine, exc: BaseException, where: str) -> FoglineEr
 
 
 def _close_quietly(client: Any) -> None:
-    try:
+    with contextlib.suppress(Exception):  # closing a broken connection may fail again
         client.close()
-    except Exception:  # closing a broken connection may fail again; nothing to do about it
-        pass
 
 
 def _tritonclient(protocol: str) -> Any:

@@ -39,6 +39,7 @@ from fogline.pipeline._rules import Condition, Rule
 from fogline.pipeline._runner import Pipeline
 from fogline.pipeline._spec import PipelineSpec, Plan, load_spec, parse_spec, plan
 from fogline.pipeline._variants import PolicySpec, Switch, VariantBoard, VariantSwitcher
+from fogline.pipeline.stages import OffloadReading
 
 __all__ = [
     "LABEL_OUTCOMES",
@@ -54,6 +55,7 @@ __all__ = [
     "LabelJoin",
     "LabelsSpec",
     "Metrics",
+    "OffloadReading",
     "Pipeline",
     "PipelineSpec",
     "Plan",

@@ -212,6 +212,11 @@ class Metrics:
         """Report ``depth()`` as the current depth of queue ``name``."""
         self._queues[name] = depth
 
+    def queue_depth(self, name: str) -> int | None:
+        """The current depth of queue ``name`` (see :meth:`watch_queue`), or None if not watched."""
+        depth = self._queues.get(name)
+        return None if depth is None else depth()
+
     def watch(self, name: str, read: Callable[[], Any], families: Families | None = None) -> None:
         """Report ``read()`` in each snapshot's ``extra[name]``; ``families(value, pipeline)``
         adds its Prometheus metric families at scrape time (late labels' figures)."""

@@ -53,6 +53,7 @@ from fogline.pipeline._rules import Condition
 from fogline.pipeline._spec import Plan
 from fogline.pipeline._variants import variant_families, variant_switcher
 from fogline.pipeline.sinks import outbox_encoder
+from fogline.pipeline.stages import build_post
 from fogline.store import Capture, OutboxSender, Result, ResultStore, Retention
 
 log = logging.getLogger("fogline.pipeline")
@@ -159,6 +160,7 @@ class Pipeline:
         model = self.spec.model
         self._input = plan.input.name
         self._deadline = None if model.deadline_ms is None else model.deadline_ms / 1000.0
+        self._keep_raw = any(getattr(step, "send", None) == "raw" for step in self.spec.postprocess)
         self._inflight: queue.Queue[Any] = queue.Queue(
             maxsize=4 * (model.queue_size + model.max_batch)
         )
@@ -244,7 +246,7 @@ class Pipeline:
         for worker in workers:
             metrics.watch_queue(f"sink:{worker.name}", worker.queue.qsize)
             worker.thread.start()
-        post = [step.build(self.plan.model.engine.signature) for step in spec.postprocess]
+        post = build_post(spec.postprocess, self.plan.model.engine.signature)
         for stage in post:  # steps that report events (drift) reach the metrics through this
             if callable(bind := getattr(stage, "bind_metrics", None)):
                 bind(metrics)
@@ -284,6 +286,9 @@ class Pipeline:
             batcher.close(drain=True)
             self._inflight.put(_DONE)
             collector.join()
+            for stage in post:  # steps that hold connections (offload) let them go
+                if callable(close := getattr(stage, "close", None)):
+                    close()
             writer.join()
             if self._switcher is not None:
                 self._switcher.stop()
@@ -373,6 +378,8 @@ class Pipeline:
     ) -> None:
         started = time.monotonic()
         current = item
+        if self._keep_raw:  # an offload step sends the input as the source gave it
+            item.meta["raw"] = item.data
         try:
             for stage in chain:
                 step = stage(current)

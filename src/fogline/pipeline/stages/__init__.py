@@ -9,7 +9,7 @@ is checked end to end at load time: image steps (resize, letterbox, crop,
 colour), tensor steps (normalize, layout, cast, reshape) and sensor steps
 (window, fft, bands, scale). Post-processing (``POST_SPECS``) reads model
 outputs and writes JSON-able ``item.result`` keys: classify, yolo, ssd,
-nms, anomaly, smooth, debounce, drift. Stateful steps (window, anomaly baselines,
+nms, anomaly, smooth, debounce, drift, offload (to a remote model). Stateful steps (window, anomaly baselines,
 smooth, debounce) keep their state per source.
 """
 
@@ -20,6 +20,11 @@ from fogline.pipeline.stages._classify import AnomalySpec, Baseline, ClassifySpe
 from fogline.pipeline.stages._detect import NmsSpec, SsdSpec, YoloSpec, nms
 from fogline.pipeline.stages._drift import DriftSpec
 from fogline.pipeline.stages._image import ColourSpec, CropSpec, LetterboxSpec, ResizeSpec
+from fogline.pipeline.stages._offload import (
+    OffloadReading,
+    OffloadSpec,
+    build_post,
+)
 from fogline.pipeline.stages._signal import BandsSpec, FftSpec, ScaleSpec, WindowSpec
 from fogline.pipeline.stages._temporal import DebounceSpec, SmoothSpec
 from fogline.pipeline.stages._tensor import CastSpec, LayoutSpec, NormalizeSpec, ReshapeSpec
@@ -41,6 +46,8 @@ __all__ = [
     "LetterboxSpec",
     "NmsSpec",
     "NormalizeSpec",
+    "OffloadReading",
+    "OffloadSpec",
     "ReshapeSpec",
     "ResizeSpec",
     "ScaleSpec",
@@ -48,6 +55,7 @@ __all__ = [
     "SsdSpec",
     "WindowSpec",
     "YoloSpec",
+    "build_post",
     "nms",
 ]
 
@@ -77,4 +85,5 @@ POST_SPECS: tuple[type[PostprocessSpec], ...] = (
     SmoothSpec,
     DebounceSpec,
     DriftSpec,
+    OffloadSpec,
 )
