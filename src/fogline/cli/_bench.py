@@ -9,12 +9,12 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from fogline.cli._app import app, console, parse_batches
+from fogline.cli._app import app, console, needs_extra, parse_batches
 from fogline.model import Engine, PeakMemory, measure, open_model
 
 
 def load_for_bench(
-    path: Path,
+    path: Path | str,
     backend: str,
     threads: int | None,
     precision: str | None,
@@ -22,7 +22,10 @@ def load_for_bench(
     providers: tuple[str, ...] | None = None,
     spin: bool | None = None,
 ) -> tuple[Engine, str]:
-    """Load a model file, or the model a manifest folder describes (hash checked)."""
+    """Load a model file, or the model a manifest folder describes (hash checked), or connect to
+    a remote model (an Open Inference Protocol URL, see :class:`fogline.oip.ModelUrl`)."""
+    if "://" in str(path):
+        return open_remote(str(path))
     opened = open_model(
         path,
         backend=backend,
@@ -35,10 +38,21 @@ def load_for_bench(
     return opened.engine, str(opened.file)
 
 
+def open_remote(url: str, timeout_s: float = 10.0) -> tuple[Engine, str]:
+    """A remote model behind an OIP server, its signature read from the server."""
+    needs_extra("serve", "tritonclient")
+    from fogline.oip import RemoteEngine
+
+    engine = RemoteEngine(url, timeout_s=timeout_s).connect()
+    return engine, str(engine.url)
+
+
 @app.command()
 def bench(
-    model: Path = typer.Argument(
-        ..., help="A .onnx/.tflite/.xml file, or a folder with fogline.yaml."
+    model: str = typer.Argument(
+        ...,
+        help="A .onnx/.tflite/.xml file, a folder with fogline.yaml, or a remote model: "
+        "http://HOST:PORT/v2/models/NAME or grpc://HOST:PORT/NAME.",
     ),
     batch: str = typer.Option("1,8", "--batch", help="Batch sizes, comma-separated."),
     threads: int | None = typer.Option(
@@ -63,9 +77,12 @@ def bench(
     providers = tuple(provider) if provider else None
     with PeakMemory() as memory:
         engine, model_file = load_for_bench(
-            model, backend, threads, precision, graph_optimization, providers, spin
+            model if "://" in model else Path(model), backend, threads, precision, graph_optimization, providers, spin
         )
-        results = [measure(engine, batch=b, duration_s=duration) for b in batches]
+        try:
+            results = [measure(engine, batch=b, duration_s=duration) for b in batches]
+        finally:
+            engine.close()
     info = {
         "model": model_file,
         "backend": engine.backend,

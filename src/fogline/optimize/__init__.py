@@ -15,7 +15,7 @@ from fogline.optimize._compress import (
     parse_prune,
     prune_plan,
 )
-from fogline.optimize._measure import Agreement, accuracy, agreement
+from fogline.optimize._measure import Agreement, accuracy, agreement, measure_variant
 from fogline.optimize._report import Report, VariantResult
 from fogline.optimize._search import NOT_SELECTED, OptimizeOptions, optimize
 from fogline.optimize._variants import (
@@ -45,6 +45,7 @@ __all__ = [
     "has_vnni",
     "load_dataset",
     "load_torch_factory",
+    "measure_variant",
     "optimize",
     "parse_prune",
     "prune_plan",

@@ -302,6 +302,18 @@ POST: dict[str, PostExample] = {
         (TensorSpec("err", "float32", ("batch", 4)),),
         lambda rng: {"err": rng.uniform(0, 1, 4).astype(np.float32)},
     ),
+    "offload": PostExample(  # nothing listens on port 1: each wanted item is counted refused
+        {
+            "url": "http://127.0.0.1:1/v2/models/teacher",
+            "when": "score < 0.5",
+            "timeout_ms": 500,
+            "circuit": {"failures": 100},
+        },
+        (),
+        lambda rng: {},
+        lambda rng: {"score": float(rng.uniform())},
+        frozenset({"score"}),
+    ),
 }
 
 

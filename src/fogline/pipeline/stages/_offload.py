@@ -157,8 +157,8 @@ class OffloadSpec(PostprocessSpec):
     def check(self, outputs: Signature, produced: frozenset[str]) -> frozenset[str]:
         if not produced:
             raise ConfigError(
-                "offload runs the steps before it again on the remote outputs, and there are "
-                "none: put it after the step that reads the model outputs (e.g. classify)"
+                "offload needs an earlier step: it runs the steps before it again on the remote "
+                "outputs; put it after the step that reads the model outputs (e.g. classify)"
             )
         if self.when is not None:
             try:
