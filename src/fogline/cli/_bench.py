@@ -77,7 +77,13 @@ def bench(
     providers = tuple(provider) if provider else None
     with PeakMemory() as memory:
         engine, model_file = load_for_bench(
-            model if "://" in model else Path(model), backend, threads, precision, graph_optimization, providers, spin
+            model if "://" in model else Path(model),
+            backend,
+            threads,
+            precision,
+            graph_optimization,
+            providers,
+            spin,
         )
         try:
             results = [measure(engine, batch=b, duration_s=duration) for b in batches]

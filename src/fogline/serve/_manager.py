@@ -31,8 +31,8 @@ from fogline.errors import (
     SignatureMismatch,
 )
 from fogline.model import BatchPolicy, Engine, EngineOptions, MicroBatcher, load_engine
-from fogline.serve._config import ModelConfig
 from fogline.oip import FROM_NAME, numpy_dtype
+from fogline.serve._config import ModelConfig
 from fogline.serve._metrics import RequestStats
 from fogline.serve._warmup import warm_up
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from fogline.errors import ConfigError, SignatureMismatch
 from fogline.model import Signature, TensorSpec
-from fogline.serve._config import ModelConfig, TensorConfig, VersionPolicy
 from fogline.oip import TO_NUMPY, datatype_of
+from fogline.serve._config import ModelConfig, TensorConfig, VersionPolicy
 from fogline.serve._warmup import read_warmup
 
 #: The file Triton reads a model's configuration from.

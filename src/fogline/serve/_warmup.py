@@ -29,8 +29,8 @@ import numpy as np
 
 from fogline.errors import ConfigError, FoglineError, ModelNotReady, SignatureMismatch
 from fogline.model import Engine
-from fogline.serve._config import ModelConfig, WarmupData, WarmupInput, WarmupSample
 from fogline.oip import TO_NUMPY, check_shape, decode, numpy_dtype
+from fogline.serve._config import ModelConfig, WarmupData, WarmupInput, WarmupSample
 
 log = logging.getLogger("fogline.serve")
 
