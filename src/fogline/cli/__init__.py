@@ -30,6 +30,7 @@ from fogline.cli import (  # noqa: F401
     _release,
     _run,
     _serve,
+    _zmq,
 )
 from fogline.cli._app import app, console_err
 from fogline.errors import FoglineError

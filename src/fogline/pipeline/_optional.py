@@ -19,6 +19,7 @@ EXTRAS = {
     "pyarrow": ("parquet", "Parquet logs need pyarrow"),
     "pyarrow.parquet": ("parquet", "Parquet logs need pyarrow"),
     "asyncua": ("opcua", "OPC UA sources need asyncua"),
+    "zmq": ("zmq", "zmq sources and sinks need pyzmq"),
 }
 
 

@@ -14,7 +14,8 @@ from pydantic import field_validator, model_validator
 
 from fogline.errors import ConfigError
 from fogline.pipeline._base import ExistingPath, Spec
-from fogline.transport.zmq import Curve, CurveClient, CurveServer, KeyPair, ZmqEndpoint, probe_bind
+from fogline.pipeline._optional import optional
+from fogline.transport.zmq import Curve, CurveClient, CurveServer, KeyPair, ZmqEndpoint
 
 
 class CurveSpec(Spec):
@@ -81,12 +82,15 @@ def _readable(path: Path, *, secret: bool = False) -> Path:
 
 
 def probe_endpoint(endpoint: ZmqEndpoint, bind: bool) -> None:
-    """At check time: an endpoint this side binds must be free (bind, then close).
+    """At check time: pyzmq is installed, and an endpoint this side binds is free (bind, close).
 
     A connecting side has nothing to probe: ZeroMQ connects when the peer
     comes up, whenever that is.
     """
+    optional("zmq")  # a sink has no `needs` check: say what to install here
     if bind:
+        from fogline.transport.zmq import probe_bind
+
         try:
             probe_bind(endpoint)
         except ConfigError as exc:

@@ -22,7 +22,7 @@ from fogline.pipeline._mqtt import result_topic
 from fogline.pipeline._zmq import CurveSpec, probe_endpoint, resolve_bind
 from fogline.store import Result
 from fogline.transport.mqtt import TopicTemplate, TopicTemplateField, json_payload
-from fogline.transport.zmq import ZmqEndpointField, ZmqSocket
+from fogline.transport.zmq import ZmqEndpointField
 
 
 class ZmqSink:
@@ -34,6 +34,8 @@ class ZmqSink:
     """
 
     def __init__(self, spec: ZmqSinkSpec) -> None:
+        from fogline.transport.zmq import ZmqSocket  # loads pyzmq (the zmq extra)
+
         self.spec = spec
         self.socket = ZmqSocket(
             spec.pattern,

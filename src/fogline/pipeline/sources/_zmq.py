@@ -30,7 +30,7 @@ from fogline.pipeline._base import ArraySpec, SourceSpec
 from fogline.pipeline._item import Corrupt, Item
 from fogline.pipeline._zmq import CurveSpec, probe_endpoint, resolve_bind
 from fogline.pipeline.sources._mqtt import decode_image, decode_json
-from fogline.transport.zmq import ZmqEndpointField, ZmqSocket
+from fogline.transport.zmq import ZmqEndpointField
 
 Dtype = Literal["float32", "float16", "float64", "uint8", "int8", "int32", "int64"]
 
@@ -73,6 +73,8 @@ class ZmqSource:
         self.refused = 0
 
     def read(self, stop: threading.Event) -> Iterator[Item | Corrupt]:
+        from fogline.transport.zmq import ZmqSocket  # loads pyzmq (the zmq extra)
+
         spec = self.spec
         socket = ZmqSocket(
             spec.pattern,
@@ -159,6 +161,7 @@ class ZmqSourceSpec(SourceSpec):
     curve: CurveSpec | None = None
 
     live: ClassVar[bool] = True
+    needs: ClassVar[tuple[str, ...]] = ("zmq",)
 
     @model_validator(mode="before")
     @classmethod

@@ -13,17 +13,16 @@ key). Which side binds does not matter.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import zmq
-import zmq.auth
-
-from fogline._files import atomic_write
+from fogline._files import atomic_write, keep_private
 from fogline.errors import ConfigError
 
 _Z85_KEY_LENGTH = 40
+_KEY_LINE = re.compile(rb"""^\s*(public|secret)-key\s*=\s*["']?([^"'\s]*)["']?\s*$""")
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,8 @@ class KeyPair:
 
     @classmethod
     def generate(cls) -> KeyPair:
+        import zmq  # the zmq extra; reading key files does not need it
+
         public, secret = zmq.curve_keypair()
         return cls(public, secret)
 
@@ -52,9 +53,17 @@ class KeyPair:
     def load(cls, path: Path, *, secret: bool = False) -> KeyPair:
         """Read a certificate file; ``secret=True`` requires its secret key (``ConfigError``)."""
         try:
-            public, secret_key = zmq.auth.load_certificate(path)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{path}: not a CURVE key file: {exc}") from exc
+            text = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read the key file: {exc.strerror}") from exc
+        keys: dict[bytes, bytes] = {}
+        for line in text.splitlines():
+            match = _KEY_LINE.match(line)
+            if match and not line.lstrip().startswith(b"#"):
+                keys.setdefault(match.group(1), match.group(2))
+        public, secret_key = keys.get(b"public"), keys.get(b"secret")
+        if public is None:
+            raise ConfigError(f"{path}: not a CURVE key file (no public-key line)")
         if secret and secret_key is None:
             raise ConfigError(
                 f"{path}: holds only a public key; give the .key_secret file of the pair"
@@ -68,6 +77,8 @@ class KeyPair:
 def write_keypair(folder: Path, name: str) -> tuple[Path, Path]:
     """A new key pair as ``folder/NAME.key`` (public) and ``NAME.key_secret`` (0600).
 
+    A new ``folder`` is made private (0700, ignored by git: it holds secrets).
+
     Refuses to overwrite either (``ConfigError``): a replaced secret key locks
     out every peer that trusts the old public one.
 
@@ -80,7 +91,7 @@ def write_keypair(folder: Path, name: str) -> tuple[Path, Path]:
     """
     if not name or any(c in name for c in "/\\\x00") or name.startswith("."):
         raise ConfigError(f"a key name is a plain file name, got {name!r}")
-    folder.mkdir(parents=True, exist_ok=True)
+    keep_private(folder)
     public_file, secret_file = folder / f"{name}.key", folder / f"{name}.key_secret"
     for path in (public_file, secret_file):
         if path.exists():

@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, PlainSerializer
 
 Scheme = Literal["tcp", "ipc"]
+#: The socket patterns fogline uses: PUSH/PULL (work), PUB/SUB (broadcast).
+Pattern = Literal["push", "pull", "pub", "sub"]
 
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 _MAX_IPC_PATH = 107  # sun_path on Linux, less its terminating NUL

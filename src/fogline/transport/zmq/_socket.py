@@ -23,7 +23,6 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -31,11 +30,10 @@ from zmq.utils.monitor import recv_monitor_message
 
 from fogline.errors import ConfigError, Refused, TimedOut, TransportError
 from fogline.transport.zmq._curve import Curve, CurveClient, CurveServer
-from fogline.transport.zmq._endpoint import ZmqEndpoint
+from fogline.transport.zmq._endpoint import Pattern, ZmqEndpoint
 
 log = logging.getLogger("fogline.transport.zmq")
 
-Pattern = Literal["push", "pull", "pub", "sub"]
 _TYPES = {"push": zmq.PUSH, "pull": zmq.PULL, "pub": zmq.PUB, "sub": zmq.SUB}
 _FAILED: dict[int, str] = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "authentication refused",
@@ -170,7 +168,7 @@ class ZmqSocket:
         sock.setsockopt(zmq.LINGER, int(linger * 1000))
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.RCVHWM, hwm)
-        sock.setsockopt(zmq.SNDTIMEO, int(send_timeout * 1000))
+        self._send_timeout = send_timeout
         if self.pattern == "push":
             # Queue only on connections that finished their handshake: a peer that refuses
             # us then shows as a send that times out, not as messages queued forever.
@@ -192,21 +190,36 @@ class ZmqSocket:
             sock.curve_secretkey = curve.keys.secret
 
     def send(self, frames: Sequence[bytes]) -> None:
-        """Queue one message (its frames); :class:`TimedOut` or :class:`Refused` if no peer takes it."""
+        """Queue one message (its frames) for a peer.
+
+        Raises :class:`Refused` as soon as a handshake failed while no peer
+        has completed one (a key the other side does not allow), and
+        :class:`TimedOut` when no peer took the message in ``send_timeout``.
+        """
         if self._closed:
             raise TransportError(f"{self.endpoint}: the socket is closed")
-        try:
-            self._socket.send_multipart(list(frames), copy=len(frames[-1]) < 65536)
-        except zmq.Again as exc:
-            self.poll_events()
-            if self.failures:
-                last = self.failures[-1]
-                raise Refused(
-                    f"{last.endpoint}: the peer refused the handshake: {last.reason}"
-                ) from exc
-            raise TimedOut(f"{self.endpoint}: no peer took the message in time") from exc
-        except zmq.ZMQError as exc:
-            raise TransportError(f"{self.endpoint}: cannot send: {exc}") from exc
+        parts = list(frames)
+        copy = len(parts[-1]) < 65536  # zero-copy pays off for large frames only
+        deadline = time.monotonic() + self._send_timeout
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLOUT)
+        while True:
+            try:
+                self._socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=copy)
+                return
+            except zmq.Again as exc:
+                self.poll_events()
+                if self.failures and not self.handshakes:
+                    last = self.failures[-1]
+                    raise Refused(
+                        f"{last.endpoint}: the peer refused the handshake: {last.reason}"
+                    ) from exc
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimedOut(f"{self.endpoint}: no peer took the message in time") from exc
+                poller.poll(int(min(left, 0.05) * 1000) + 1)
+            except zmq.ZMQError as exc:
+                raise TransportError(f"{self.endpoint}: cannot send: {exc}") from exc
 
     def receive(self, timeout: float) -> list[bytes] | None:
         """The next message's frames, or None after ``timeout`` seconds; records handshake events."""
