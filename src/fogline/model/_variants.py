@@ -22,6 +22,7 @@ any thread. The active index is one attribute, read once per batch.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -73,6 +74,7 @@ class VariantEngine:
         self._index = 0
         self._lock = threading.Lock()
         self._served = [0] * len(self.engines)
+        self._seconds = [0.0] * len(self.engines)  # compute time, summed per variant
         #: What runs the active variant (the Engine attributes), updated by :meth:`use`.
         self.backend, self.precision, self.device = first.backend, first.precision, first.device
 
@@ -102,6 +104,12 @@ class VariantEngine:
             )
         return previous
 
+    def cost(self, index: int) -> float | None:
+        """Seconds of compute per item variant ``index`` has taken so far (None: never ran)."""
+        with self._lock:
+            items = self._served[index]
+            return self._seconds[index] / items if items else None
+
     def served(self) -> dict[str, int]:
         """Items each variant has computed so far, by name."""
         with self._lock:
@@ -115,11 +123,14 @@ class VariantEngine:
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         index = self._index  # read once: the whole batch runs on one variant
+        started = time.perf_counter()
         outputs = dict(self.engines[index].run(inputs))
+        took = time.perf_counter() - started
         rows = len(next(iter(inputs.values()))) if inputs else 0
         outputs[VARIANT_OUTPUT] = np.full(rows, index, np.int32)
         with self._lock:
             self._served[index] += rows
+            self._seconds[index] += took
         return outputs
 
     def close(self) -> None:

@@ -181,7 +181,7 @@ class Pipeline:
                 self.metrics,
             )
         # Model variants: the switcher steps between them; results record which one answered.
-        self._switcher = variant_switcher(plan.model, self.spec.model.policy)
+        self._switcher = variant_switcher(plan.model, model.policy, model.workers)
         if self._switcher is not None:
             self.metrics.watch("variants", self._switcher.board, variant_families)
         self._started = False

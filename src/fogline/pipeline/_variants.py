@@ -21,7 +21,11 @@ step back up. Its signals, each with its limit:
 Hysteresis, so it does not flap: one step down once some signal has been
 past its limit for ``down_after_s``; one step up once every signal has been
 inside its limit by ``margin`` (``limit x margin``; a battery above
-``limit ÷ margin``) for ``up_after_s``. After a switch the latency window
+``limit ÷ margin``) for ``up_after_s``, and the items arriving (per second,
+over the last ``window_s``) fit the better variant's measured capacity
+(``workers`` over its compute seconds per item, from the batches it ran)
+x ``margin``: a load between the two variants' capacities keeps the cheaper
+one rather than stepping up into an overload every ``up_after_s``. After a switch the latency window
 starts afresh and so do both timers. A signal with no reading (no items yet,
 a sensor file not written yet, a malformed value, logged) neither trips nor
 blocks a step.
@@ -349,12 +353,15 @@ class VariantSwitcher:
         engine: VariantEngine,
         *,
         versions: tuple[str, ...],
+        workers: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.policy = policy
         self.engine = engine
         self.versions = versions
         self.depth: Callable[[], int] | None = None
+        self.workers = workers
+        self._since_switch = clock()
         self._clock = clock
         self._lock = threading.Lock()
         self._latencies: deque[tuple[float, float]] = deque()
@@ -375,9 +382,8 @@ class VariantSwitcher:
     def answered(self, outputs: dict[str, Any], latency: float) -> str:
         """Take the variant tag out of one item's ``outputs``; note its latency; its version."""
         tag = outputs.pop(VARIANT_OUTPUT, None)
-        if self.policy.slo_p99_ms is not None:
-            with self._lock:
-                self._latencies.append((self._clock(), latency))
+        with self._lock:
+            self._latencies.append((self._clock(), latency))
         return self.versions[0 if tag is None else int(tag)]
 
     # --- evaluation -----------------------------------------------------------------------
@@ -394,15 +400,36 @@ class VariantSwitcher:
                 values[signal.name] = self._readers[signal.name].read()
         return values
 
-    def _p99(self) -> float | None:
+    def _recent(self) -> list[float]:
         since = self._clock() - self.policy.window_s
         with self._lock:
             while self._latencies and self._latencies[0][0] < since:
                 self._latencies.popleft()
-            recent = [seconds for _, seconds in self._latencies]
+            return [seconds for _, seconds in self._latencies]
+
+    def _p99(self) -> float | None:
+        recent = self._recent()
         if len(recent) < 10:  # too few to call a p99
             return None
         return float(np.percentile(recent, 99)) * 1000.0
+
+    def _rate(self) -> float:
+        """Items answered per second over the window (since the last switch, if later)."""
+        span = min(self.policy.window_s, self._clock() - self._since_switch)
+        return len(self._recent()) / span if span > 0 else 0.0
+
+    def _fits(self, index: int) -> tuple[bool, str]:
+        """Whether the load now fits variant ``index``'s measured capacity x margin, and how."""
+        cost = self.engine.cost(index)
+        if cost is None or cost <= 0:
+            return True, ""
+        capacity = self.workers / cost
+        rate = self._rate()
+        bound = capacity * self.policy.margin
+        name = self.engine.names[index]
+        if rate < bound:
+            return True, f"load {rate:,.0f}/s < {name}'s {capacity:,.0f}/s x {self.policy.margin:g}"
+        return False, ""
 
     def tick(self) -> Switch | None:
         """Read the signals once and switch if the policy says so; the switch made, if any."""
@@ -432,10 +459,16 @@ class VariantSwitcher:
             self._calm_since = now
         index = self.engine.index
         if index > 0 and now - self._calm_since >= policy.up_after_s:
+            fits, load = self._fits(index - 1)
+            if not fits:  # calm here, but the better variant would be overloaded again
+                return None
             shown = ", ".join(
-                _calm_text(s, v, policy.margin)
-                for s in self._signals
-                if (v := values.get(s.name)) is not None
+                [
+                    _calm_text(s, v, policy.margin)
+                    for s in self._signals
+                    if (v := values.get(s.name)) is not None
+                ]
+                + ([load] if load else [])
             )
             why = f"every signal inside its limit x {policy.margin:g} for {policy.up_after_s:g} s"
             return self._switch(index - 1, f"{why} ({shown or 'no readings'})", "calm", None)
@@ -448,6 +481,7 @@ class VariantSwitcher:
             self._switches.append(switch)
             self._latencies.clear()  # the new variant is judged on its own items
         self._over_since = self._calm_since = None
+        self._since_switch = self._clock()
         log.info("variant %s", switch.describe())
         return switch
 
@@ -504,7 +538,9 @@ def _signals(policy: PolicySpec) -> list[_Signal]:
     return signals
 
 
-def variant_switcher(opened: OpenedModel, policy: PolicySpec | None) -> VariantSwitcher | None:
+def variant_switcher(
+    opened: OpenedModel, policy: PolicySpec | None, workers: int = 1
+) -> VariantSwitcher | None:
     """The switcher for a plan's model: None unless it runs variants.
 
     Results record the variant that answered as the version's build metadata,
@@ -515,7 +551,7 @@ def variant_switcher(opened: OpenedModel, policy: PolicySpec | None) -> VariantS
     if not isinstance(engine, VariantEngine) or policy is None:
         return None
     versions = tuple(f"{opened.version}+{name}" for name in engine.names)
-    return VariantSwitcher(policy, engine, versions=versions)
+    return VariantSwitcher(policy, engine, versions=versions, workers=workers)
 
 
 def variant_families(board: VariantBoard, pipeline: str) -> Iterator[Any]:

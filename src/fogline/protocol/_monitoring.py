@@ -2,7 +2,8 @@
 
 A pipeline release exports these on its Prometheus endpoint (the names of
 :mod:`fogline.metrics`: ``fogline_drift_*``, ``fogline_labels``,
-``fogline_live_*``, ``fogline_accuracy_estimate``, ``fogline_captures``);
+``fogline_live_*``, ``fogline_accuracy_estimate``, ``fogline_captures``,
+``fogline_variant_*`` for a model with variants switched by load);
 the agent reads them and sends one :class:`Monitoring` per release in each
 telemetry report, as :attr:`~fogline.protocol.ReleaseMetrics.monitoring`.
 
@@ -64,6 +65,11 @@ class Monitoring(_Body):
     estimates: list[AccuracyEstimate] = Field(default_factory=list)
     labels: dict[str, int] = Field(default_factory=dict)  # received in the period, by outcome
     captures: dict[str, int] = Field(default_factory=dict)  # in the period, by outcome
+    #: Items each model variant served in the period, by variant (``model.variants``).
+    variants: dict[str, int] = Field(default_factory=dict)
+    #: The variant running when the agent read it, and switches between variants in the period.
+    variant: str | None = None
+    switches: int = Field(default=0, ge=0)
 
     @property
     def alarms(self) -> int:
@@ -78,4 +84,12 @@ class Monitoring(_Body):
 
     @property
     def is_empty(self) -> bool:
-        return not (self.drift or self.live or self.estimates or self.labels or self.captures)
+        return not (
+            self.drift
+            or self.live
+            or self.estimates
+            or self.labels
+            or self.captures
+            or self.variants
+            or self.variant
+        )

@@ -175,3 +175,29 @@ def test_old_and_new_peers_read_each_others_telemetry() -> None:
     assert by_new_controller.metrics["p"].monitoring is None
     future = {"drift": [{"stage": "d", "score": 1.0, "new-key": 1}], "new-section": {}}
     assert Monitoring.model_validate(future).drift[0].score == 1.0  # newer agents: keys ignored
+
+
+def test_a_pipeline_with_variants_reports_items_per_variant_the_active_one_and_switches() -> None:
+    # Prepare: the series exactly as a running pipeline exports them (its metrics' collector).
+    from fogline.pipeline import Metrics, Switch, VariantBoard
+    from fogline.pipeline._variants import variant_families
+
+    board = [VariantBoard(("fp32", "int8"), "fp32", {"fp32": 900, "int8": 0})]
+    metrics = Metrics()
+    metrics.count("line", "processed", 900)
+    metrics.watch("variants", lambda: board[0], variant_families)
+    registry = CollectorRegistry()
+    registry.register(metrics.prometheus_collector("digits"))
+    kind = kind_for("pipeline")
+    first = kind.scrape(generate_latest(registry).decode())
+    down = Switch(0.0, "fp32", "int8", "queue 60 > 48 for 1 s", "queue", 60.0)
+    board[0] = VariantBoard(("fp32", "int8"), "int8", {"fp32": 1000, "int8": 400}, (down,))
+    second = kind.scrape(generate_latest(registry).decode())
+
+    # Execute
+    period = metrics_between(first, second, 10.0)
+
+    # Assert: the period's items per variant, the one running now, the switch in the period.
+    m = period.monitoring
+    assert m is not None and not m.is_empty
+    assert (m.variants, m.variant, m.switches) == ({"fp32": 100, "int8": 400}, "int8", 1)

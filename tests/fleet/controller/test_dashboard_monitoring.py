@@ -69,6 +69,11 @@ def monitoring(device: str, step: int, version: str) -> Monitoring:
         live=live, estimates=estimates,
         labels={"joined": 10} if device == "cam-1" else {},
         captures={"stored": 3 if drifted else 0, "capped": 2 if drifted else 0},
+        # cam-1 runs two variants of its model and steps down to int8 at step 30.
+        variants=({"fp32": 0, "int8": 300} if drifted else {"fp32": 250, "int8": 50})
+        if device == "cam-1" else {},
+        variant=("int8" if drifted else "fp32") if device == "cam-1" else None,
+        switches=1 if device == "cam-1" and step == 30 else 0,
     )  # fmt: skip
 
 
@@ -148,6 +153,9 @@ def test_a_device_page_draws_drift_live_accuracy_and_captures(
     expect(health.locator('[data-fact="live"]')).to_contain_text("over 400 labelled · v1.0")
     expect(health.locator('[data-fact="alarms"] dd')).to_contain_text("1 · alarm up now")
     expect(health.locator('[data-fact="captures"] dd')).to_have_text("30")
+    expect(health.locator('[data-fact="variants"] dd')).to_have_text(
+        "int8 now · items served fp32 7.5k, int8 4.5k · 1 switch"
+    )
     for chart in ("drift", "accuracy", "captures"):
         path = health.locator(f'[data-chart="{chart}"] svg .series path').first
         expect(path).to_have_attribute("d", dashboard._MANY_POINTS)

@@ -38,6 +38,9 @@ from fogline.metrics import (
     LABELS,
     LIVE_ACCURACY,
     LIVE_LABELLED,
+    VARIANT_ACTIVE,
+    VARIANT_ITEMS,
+    VARIANT_SWITCHES,
 )
 from fogline.protocol import AccuracyEstimate, DriftReading, LiveAccuracy, Monitoring
 
@@ -58,6 +61,9 @@ class MonitorScrape:
     estimates: Mapping[tuple[str, str], float] = field(default_factory=dict)  # (version, window)
     labels: Mapping[str, float] = field(default_factory=dict)  # by outcome
     captures: Mapping[str, float] = field(default_factory=dict)  # by outcome
+    served: Mapping[str, float] = field(default_factory=dict)  # items by model variant
+    active: str | None = None  # the model variant running now
+    switches: float = 0.0
 
 
 def read_monitoring(text: str) -> MonitorScrape | None:
@@ -74,6 +80,9 @@ def read_monitoring(text: str) -> MonitorScrape | None:
     estimates: dict[tuple[str, str], float] = {}
     labels: dict[str, float] = {}
     captures: dict[str, float] = {}
+    served: dict[str, float] = {}
+    active: str | None = None
+    switches = 0.0
     found = False
     for family in text_string_to_metric_families(text):
         for sample in family.samples:  # by sample name: family names vary with the writer
@@ -99,12 +108,20 @@ def read_monitoring(text: str) -> MonitorScrape | None:
                 labels[outcome] = labels.get(outcome, 0.0) + value
             elif name == f"{CAPTURES}_total":
                 captures[outcome] = captures.get(outcome, 0.0) + value
+            elif name == f"{VARIANT_ITEMS}_total":
+                served[tags.get("variant", "")] = value
+            elif name == VARIANT_ACTIVE:
+                active = tags.get("variant", "") if value > 0 else active
+            elif name == f"{VARIANT_SWITCHES}_total":
+                switches += value
             else:
                 continue
             found = True
     if not found:
         return None
-    return MonitorScrape(scores, alarm, alarms, live, labelled, estimates, labels, captures)
+    return MonitorScrape(
+        scores, alarm, alarms, live, labelled, estimates, labels, captures, served, active, switches
+    )
 
 
 def _delta(now: float, then: float) -> int:
@@ -157,4 +174,7 @@ def monitoring_between(
         captures={
             k: _delta(v, base.captures.get(k, 0.0)) for k, v in sorted(after.captures.items())
         },
+        variants={k: _delta(v, base.served.get(k, 0.0)) for k, v in after.served.items()},
+        variant=after.active,
+        switches=_delta(after.switches, base.switches),
     )

@@ -48,10 +48,11 @@ CREATE INDEX monitoring_release ON monitoring (release, time)
 # ``time`` is the device's stamp, ``received`` the controller's clock when the report came in
 # (what a rollout's bake goes by). What the other columns hold, by kind (drift, live, estimate, labels, captures): ``key`` is the
 # drift stage, the model version of a live figure or an estimate, or the outcome of labels and
-# captures; ``detector`` a drift stage's detector; ``window`` and ``metric`` a live figure's
+# captures, or a model variant's name; ``detector`` a drift stage's detector; ``window`` and ``metric`` a live figure's
 # (or an estimate's) window (items) and metric (accuracy or mae); ``value`` the score, figure, estimate or count;
-# ``count`` the drift alarms raised in the period or the labelled items behind a live figure;
-# ``alarm`` 1 when a drift stage's alarm was up as the agent read it.
+# ``count`` the drift alarms raised in the period or the labelled items behind a live figure
+# (a variant's items, the period's switches between variants);
+# ``alarm`` 1 when a drift stage's alarm was up as the agent read it (a variant: it was running).
 
 _COLUMNS = (
     "device_id", "time", "received", "release", "version", "kind", "key", "detector", "window", "metric",
@@ -60,7 +61,7 @@ _COLUMNS = (
 #: How readings are read: :meth:`Registry.query` (SQL and its arguments → rows).
 Query = Callable[[str, Sequence[object]], list[tuple[Any, ...]]]
 #: Kinds of reading, as stored and as the API names them.
-KINDS = ("drift", "live", "estimate", "labels", "captures")
+KINDS = ("drift", "live", "estimate", "labels", "captures", "variant", "switches")
 
 
 def readings(monitoring: Monitoring) -> list[dict[str, Any]]:
@@ -85,6 +86,11 @@ def readings(monitoring: Monitoring) -> list[dict[str, Any]]:
         add("labels", key=outcome, value=float(count), count=count)
     for outcome, count in monitoring.captures.items():
         add("captures", key=outcome, value=float(count), count=count)
+    for name in sorted({*monitoring.variants, *filter(None, [monitoring.variant])}):
+        count = monitoring.variants.get(name, 0)
+        add("variant", key=name, value=float(count), count=count, alarm=name == monitoring.variant)
+    if monitoring.variants or monitoring.variant:
+        add("switches", value=float(monitoring.switches), count=monitoring.switches)
     return rows
 
 

@@ -8,7 +8,7 @@ import {number} from "./format.js";
 
 /** What an empty model-health chart says: where the figures come from. */
 export const NO_MONITORING = "nothing reported: a pipeline release reports this once it has a drift "
-  + "stage, a labels: section or a capture: section";
+  + "stage, a labels: section, a capture: section or model variants";
 const ESTIMATE_NOTE = "Dashed lines are estimates from the model's calibrated confidence, not "
   + "measured accuracy; they stand in where no labels have arrived.";
 
@@ -63,6 +63,7 @@ export function monitoringFacts(rows) {
     ...rows.filter((x) => x.kind === "drift").map((x) => x.time)));
   const captured = rows.filter((r) => r.kind === "captures" && r.key === "stored")
     .reduce((n, r) => n + (r.count ?? 0), 0);
+  const variants = variantFact(rows);
   return h("dl", {className: "facts monitoring-facts"},
     fact("live", "live accuracy", live ? accuracyText(live.value) : "—",
       live ? h("span", {className: "muted"}, ` over ${live.count} labelled${live.key ? ` · v${live.key}` : ""}`)
@@ -71,7 +72,22 @@ export function monitoringFacts(rows) {
       estimate ? h("span", {className: "estimate-mark"}, " estimate, not measured") : null),
     fact("alarms", "drift alarms", String(alarms),
       up ? h("span", {className: "warn-text"}, " · alarm up now") : null),
-    fact("captures", "captured", String(captured)));
+    fact("captures", "captured", String(captured)),
+    variants);
+}
+
+/** Model variants switched by load: the one running at the latest report, items each served. */
+function variantFact(rows) {
+  const mine = rows.filter((r) => r.kind === "variant");
+  if (!mine.length) return null;
+  const last = Math.max(...mine.map((r) => r.time));
+  const active = mine.find((r) => r.time === last && r.alarm);
+  const served = byKey(mine, (r) => r.key)
+    .map(([name, of]) => `${name} ${number(of.reduce((n, r) => n + (r.count ?? 0), 0))}`);
+  const switches = rows.filter((r) => r.kind === "switches").reduce((n, r) => n + (r.count ?? 0), 0);
+  return fact("variants", "model variant", active ? `${active.key} now` : "—",
+    h("span", {className: "muted"},
+      ` · items served ${served.join(", ")} · ${switches} switch${switches === 1 ? "" : "es"}`));
 }
 
 /** Charts of one device's monitoring rows over `range`: drift, accuracy, labels and captures. */
