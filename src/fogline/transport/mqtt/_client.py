@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import socket
 import ssl
 import threading
 import time
@@ -41,6 +42,7 @@ def new_client(
     client_id: str | None = None,
     timeout: float = 10.0,
     reconnect: bool = True,
+    manual_ack: bool = False,
 ) -> paho.Client:
     """A paho client (callback API 2, MQTT 5) for ``url``, not yet connected.
 
@@ -49,6 +51,11 @@ def new_client(
     URL's user name and password log in; ``mqtts://`` turns on TLS with the
     system's CA store and host name check. ``timeout`` bounds the TCP
     connect; ``reconnect`` lets paho's thread reconnect after a drop.
+    ``manual_ack`` leaves a received QoS 1/2 message unacknowledged until
+    ``client.ack(mid, qos)`` (a session that acknowledges a message only once
+    its work is done). The socket sends small packets at once (TCP_NODELAY):
+    a PUBACK or a short reply otherwise waits up to ~40 ms for Nagle's
+    algorithm and the peer's delayed ACK.
 
     >>> new_client(MqttUrl("broker.local"), client_id="cam-7").protocol == paho.MQTTv5
     True
@@ -71,13 +78,21 @@ def new_client(
         client_id=client_id,
         protocol=paho.MQTTv5,
         reconnect_on_failure=reconnect,
+        manual_ack=manual_ack,
     )
+    client.on_socket_open = _no_delay
     client.connect_timeout = timeout
     if url.username is not None:
         client.username_pw_set(url.username, url.password)
     if url.tls:
         client.tls_set_context(ssl.create_default_context())
     return client
+
+
+def _no_delay(client: paho.Client, userdata: object, sock: object) -> None:
+    # paho's hook for a new socket (a session with an external loop sets its own instead).
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
 
 
 def _valid_client_id(client_id: str) -> bool:

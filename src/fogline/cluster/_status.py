@@ -1,0 +1,106 @@
+"""What a cluster says about itself: the nodes' retained presence and the dispatcher's stats."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
+
+from fogline.cluster._topics import ClusterTopics, DispatcherStats, Presence
+from fogline.errors import Refused, Unreachable
+from fogline.transport.mqtt import MqttUrl, new_client, received, stop_loop, to_url
+
+
+@dataclass(frozen=True)
+class ClusterStatus:
+    """The nodes of a group (by name) and the dispatcher's stats (None: no dispatcher ran)."""
+
+    group: str
+    nodes: tuple[Presence, ...]
+    dispatcher: DispatcherStats | None
+    malformed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {
+            "group": self.group,
+            "nodes": [asdict(n) for n in self.nodes],
+            "dispatcher": None if self.dispatcher is None else asdict(self.dispatcher),
+            "malformed": self.malformed,
+        }
+
+
+def read_status(url: MqttUrl | str, group: str, *, timeout: float = 5.0) -> ClusterStatus:
+    """Read the retained presence of ``group``'s nodes and its dispatcher's stats.
+
+    Raises :class:`~fogline.errors.Unreachable` when the broker does not
+    answer within ``timeout`` seconds, :class:`~fogline.errors.Refused` when it
+    refuses the connection or subscription.
+    """
+    url = to_url(url)
+    topics = ClusterTopics(group)
+    nodes: dict[str, Presence] = {}
+    stats: list[DispatcherStats] = []
+    malformed = [0]
+    subscribed = threading.Event()
+    refused: list[str] = []
+    last = [time.monotonic()]
+
+    def on_connect(client: paho.Client, u: Any, f: Any, reason: ReasonCode, p: Any) -> None:
+        if reason.is_failure:
+            refused.append(f"{url} refused the connection: {reason}")
+            subscribed.set()
+            return
+        client.subscribe([(topics.all_nodes.value, 1), (str(topics.dispatcher), 1)])
+
+    def on_subscribe(
+        client: paho.Client, u: Any, mid: int, reasons: list[ReasonCode], p: Any
+    ) -> None:
+        bad = [r for r in reasons if r.is_failure]
+        if bad:
+            refused.append(f"{url} refused the subscription to {topics.base}: {bad[0]}")
+        last[0] = time.monotonic()
+        subscribed.set()
+
+    def on_message(client: paho.Client, u: Any, message: paho.MQTTMessage) -> None:
+        last[0] = time.monotonic()
+        try:
+            msg = received(message)
+            if not msg.payload:
+                return
+            if msg.topic == topics.dispatcher:
+                stats.append(DispatcherStats.from_payload(msg.payload))
+            else:
+                presence = Presence.from_payload(msg.payload)
+                nodes[presence.node] = presence
+        except ValueError:
+            malformed[0] += 1
+
+    client = new_client(url, timeout=timeout, reconnect=False)
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    try:
+        client.connect_async(url.host, url.port, 30)
+        client.loop_start()
+        if not subscribed.wait(timeout):
+            raise Unreachable(f"{url}: no answer within {timeout:g} s")
+        if refused:
+            raise Refused(refused[0])
+        # Retained messages follow the SUBACK at once: wait until they stop coming.
+        while time.monotonic() - last[0] < 0.3:
+            time.sleep(0.05)
+    finally:
+        client.disconnect()
+        stop_loop(client)
+    return ClusterStatus(
+        group,
+        tuple(sorted(nodes.values(), key=lambda n: n.node)),
+        stats[-1] if stats else None,
+        malformed[0],
+    )
