@@ -16,6 +16,7 @@ from fogline.cli import (  # noqa: F401
     _bench,
     _broker,
     _capture,
+    _cluster,
     _controller,
     _demo,
     _distill,

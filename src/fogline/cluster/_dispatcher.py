@@ -468,10 +468,8 @@ class Dispatcher:
             del self._entries[entry.seq]
             del self._by_id[entry.id]
             if entry.node is None:  # waiting for re-dispatch, but its first node finished it
-                try:
+                with contextlib.suppress(ValueError):
                     self._pending.remove(entry)
-                except ValueError:
-                    pass
             self.counts["completed"] += 1
             if done.outcome in ("corrupt", "failed"):
                 self.counts[done.outcome] += 1
@@ -509,9 +507,9 @@ class Dispatcher:
                 self._gone(name, f"no presence for {self.presence_timeout:g} s")
         for entry in list(self._entries.values()):
             if entry.node is not None and now - entry.sent_at > self.item_timeout:
-                node = self.nodes.get(entry.node)
-                if node is not None:
-                    node.outstanding.discard(entry.seq)
+                holder = self.nodes.get(entry.node)
+                if holder is not None:
+                    holder.outstanding.discard(entry.seq)
                 log.warning(
                     "item %s: not done by %s within %g s; re-dispatched",
                     entry.id,

@@ -8,6 +8,7 @@ refreshes the presence. Counters and the in-flight table sit behind one lock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -182,10 +183,9 @@ class ClusterNode:
             qos=1,
             retain=True,
         )
-        try:
+        # Not connected: the broker publishes the last will instead.
+        with contextlib.suppress(RuntimeError, ValueError):
             info.wait_for_publish(2.0)
-        except (RuntimeError, ValueError):
-            pass  # not connected: the broker publishes the last will instead
         client.disconnect()
         stop_loop(client)
 

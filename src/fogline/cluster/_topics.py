@@ -185,7 +185,9 @@ class Presence:
         what = f"presence of {node!r}"
         state = body.get("state")
         if state not in NODE_STATES:
-            raise ValueError(f"{what}: state must be one of {', '.join(NODE_STATES)}, got {state!r}")
+            raise ValueError(
+                f"{what}: state must be one of {', '.join(NODE_STATES)}, got {state!r}"
+            )
         at = _number(body.get("at", 0.0), "at", what)
         return cls(
             node=node,
@@ -239,7 +241,9 @@ class Done:
         seq = _int(body, "seq", what)
         outcome = body.get("outcome")
         if outcome not in OUTCOMES:
-            raise ValueError(f"{what}: outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}")
+            raise ValueError(
+                f"{what}: outcome must be one of {', '.join(OUTCOMES)}, got {outcome!r}"
+            )
         result = body.get("result")
         if result is not None and not isinstance(result, dict):
             raise ValueError(f"{what}: result must be an object or null")

@@ -53,6 +53,7 @@ from fogline.pipeline._rules import Condition
 from fogline.pipeline._spec import Plan
 from fogline.pipeline._variants import variant_families, variant_switcher
 from fogline.pipeline.sinks import outbox_encoder
+from fogline.pipeline.sources import cluster_key
 from fogline.pipeline.stages import build_post
 from fogline.store import Capture, OutboxSender, Result, ResultStore, Retention
 
@@ -185,6 +186,7 @@ class Pipeline:
         if self._switcher is not None:
             self.metrics.watch("variants", self._switcher.board, variant_families)
         self._started = False
+        self._settlers: dict[str, Any] = {}
         #: Seconds the outbox may keep delivering after the sources have stopped.
         self.drain_outbox_s = 5.0
 
@@ -214,6 +216,7 @@ class Pipeline:
                 retention=retention,
                 # The pipeline decides each sync result's outbox topic and payload.
                 encode=outbox_encoder(outbox.transport if outbox else None),
+                key_of=cluster_key(spec),
             )
             if self._capture is not None:
                 self._capture.start(self.store)
@@ -256,14 +259,21 @@ class Pipeline:
         writer = threading.Thread(
             target=self._write, args=(workers, targets), name="fogline-store", daemon=True
         )
+        sources = [source_spec.build(name) for name, source_spec in self._named_sources()]
+        # A source that hands out credits (a cluster node) learns when each item is settled.
+        self._settlers = {
+            name: hook
+            for (name, _), source in zip(self._named_sources(), sources, strict=True)
+            if callable(hook := getattr(source, "settled", None))
+        }
         feeders = [
             threading.Thread(
                 target=self._feed,
-                args=(name, source_spec.build(name), source_spec, batcher),
+                args=(name, source, source_spec, batcher),
                 name=f"fogline-source-{name}",
                 daemon=True,
             )
-            for name, source_spec in zip(spec.source_names(), spec.sources, strict=True)
+            for (name, source_spec), source in zip(self._named_sources(), sources, strict=True)
         ]
         metrics.restart_clock()
         collector.start()
@@ -292,6 +302,9 @@ class Pipeline:
             writer.join()
             if self._switcher is not None:
                 self._switcher.stop()
+            for source in sources:  # after the last result is stored: a node says done, leaves
+                if callable(close := getattr(source, "close", None)):
+                    close()
             metrics.stop_clock()
             if self.labels is not None:
                 wait = spec.labels.wait_s if spec.labels is not None else 0.0
@@ -300,6 +313,15 @@ class Pipeline:
                 worker.close()
             self._stop_outbox(sender_stop, sender_thread, transport)
         return metrics.snapshot()
+
+    def _named_sources(self) -> list[tuple[str, Any]]:
+        return list(zip(self.spec.source_names(), self.spec.sources, strict=True))
+
+    def _settle(self, source: str, ids: Sequence[Any], outcome: str, results: Any = None) -> None:
+        """Tell ``source`` (a cluster node) that items ``ids`` are settled, if it wants to know."""
+        hook = self._settlers.get(source)
+        if hook is not None and ids:
+            hook([str(i) for i in ids if i is not None], outcome, results)
 
     def close(self) -> None:
         """Close the store (the engine belongs to the plan's caller)."""
@@ -385,11 +407,13 @@ class Pipeline:
                 step = stage(current)
                 if step is None:
                     metrics.count(name, "held")
+                    self._settle(name, [item.meta["id"]], "processed")  # part of a later item
                     return
                 current = step
         except ItemError as exc:
             metrics.count(name, "errors")
             self._log_item(name, item.position, str(exc))
+            self._settle(name, [item.meta["id"]], "failed")
             return
         submitted = time.monotonic()
         metrics.observe("preprocess", submitted - started)
@@ -399,9 +423,11 @@ class Pipeline:
         except SignatureMismatch as exc:
             metrics.count(name, "errors")
             self._log_item(name, current.position, str(exc))
+            self._settle(name, [item.meta["id"]], "failed")
             return
         except NotRunning:
             metrics.count(name, "failed")
+            self._settle(name, [item.meta["id"]], "failed")
             return
         self._inflight.put((current, future, submitted))
 
@@ -433,6 +459,7 @@ class Pipeline:
             outcome = _settle(future)
             if isinstance(outcome, str):
                 metrics.count(item.source, outcome)
+                self._settle(item.source, [item.meta.get("id")], "failed")
                 continue
             now = time.monotonic()
             metrics.observe("inference", now - submitted)
@@ -447,6 +474,7 @@ class Pipeline:
                 done = self._post(item, post, raw)
                 if done is None:
                     metrics.count(item.source, "held")
+                    self._settle(item.source, [item.meta.get("id")], "processed")
                     continue
                 capture: Capture | None = None
                 if not needs_fields:
@@ -473,6 +501,7 @@ class Pipeline:
             except ItemError as exc:
                 metrics.count(item.source, "errors")
                 self._log_item(item.source, item.position, str(exc))
+                self._settle(item.source, [item.meta.get("id")], "failed")
                 continue
             label = item.meta.get("label")
             if label is not None and "label" in done.result:
@@ -523,6 +552,7 @@ class Pipeline:
                 except StoreError as exc:
                     for result, *_ in batch:
                         metrics.count(result.source, "failed")
+                        self._settle(result.source, [result.item_id], "failed")
                     log.error("store: %d result(s) could not be stored: %s", len(batch), exc)
                     if self._capture is not None:
                         self._capture.lost([c for *_, c in batch if c is not None], str(exc))
@@ -547,6 +577,11 @@ class Pipeline:
             per_source = Counter(result.source for result, *_ in batch)
             for source, n in per_source.items():
                 metrics.count(source, "processed", n)
+                if source in self._settlers:  # durable now (or, without a store, handed on)
+                    mine = [result for result, *_ in batch if result.source == source]
+                    self._settle(
+                        source, [r.item_id for r in mine], "processed", [r.outputs for r in mine]
+                    )
             for _, t0, *_ in batch:
                 metrics.observe("end_to_end", stored_at - t0)
             for result, _, chosen, _ in batch:

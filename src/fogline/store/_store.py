@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -97,7 +97,10 @@ class ResultStore(CaptureStore):
     and stored with it, so every redelivery carries the same key. They
     are deliberately not derived from ``source``/``sequence``: a source's
     sequence restarts at 0 when the device reboots, and a derived key would make
-    receivers discard genuinely new results as duplicates.
+    receivers discard genuinely new results as duplicates. Where a result's
+    key is known to be stable, ``key_of`` gives it (None: a random one): the
+    nodes of an edge cluster derive it from the group and the producer's item
+    id, so two nodes that processed one item queue one effect.
 
     >>> import pathlib, tempfile
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "results.db"
@@ -117,6 +120,7 @@ class ResultStore(CaptureStore):
         retention: Retention = Retention(),
         timeout: float = 5.0,
         encode: ResultEncoder = result_message,
+        key_of: Callable[[Result], str | None] | None = None,
     ) -> None:
         if outbox_limit < 1:
             raise ConfigError(f"outbox_limit must be at least 1, got {outbox_limit}")
@@ -129,6 +133,7 @@ class ResultStore(CaptureStore):
         self.outbox_policy: OutboxPolicy = outbox_policy
         self.retention = retention
         self.encode = encode
+        self.key_of = key_of
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = open_database(
             self.path, MIGRATIONS, what="store", timeout=timeout
@@ -242,6 +247,8 @@ class ResultStore(CaptureStore):
                     # The result as get() reads it back, so its message is the same either way.
                     record = record_from_row((id_, *row))
                     key = next(keys)
+                    if self.key_of is not None:  # a key the caller derives (a cluster item's)
+                        key = self.key_of(record.result) or key
                     try:
                         topic, payload = self.encode(record, key)
                         message = OutboxMessage(topic, payload, key)

@@ -12,7 +12,7 @@ from fogline.pipeline._base import SourceSpec
 from fogline.pipeline.sources._csv import CsvSpec
 from fogline.pipeline.sources._dataset import DatasetSource, DatasetSpec
 from fogline.pipeline.sources._images import ImagesSource, ImagesSpec
-from fogline.pipeline.sources._mqtt import MqttSource, MqttSourceSpec
+from fogline.pipeline.sources._mqtt import MqttSource, MqttSourceSpec, cluster_key
 from fogline.pipeline.sources._opcua import OpcuaSource, OpcuaSpec
 from fogline.pipeline.sources._pacing import Pacer
 from fogline.pipeline.sources._parquet import ParquetSpec
@@ -60,5 +60,6 @@ __all__ = [
     "VideoSpec",
     "ZmqSource",
     "ZmqSourceSpec",
+    "cluster_key",
     "parse_time",
 ]

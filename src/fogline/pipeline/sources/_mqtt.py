@@ -6,6 +6,13 @@
 yields RGB uint8 HWC. A payload that cannot be decoded becomes a
 :class:`~fogline.pipeline._item.Corrupt` at ``"mqtt <topic>"`` and the
 source goes on. A live feed: the queue policy defaults to ``drop-oldest``.
+
+With ``share: GROUP`` the pipeline is one node of an edge cluster
+(:mod:`fogline.cluster`): with ``dispatch: credit`` (the default) it takes
+the items ``fogline cluster dispatch`` deals it, ``window`` at a time, and
+returns a credit for each once its result is durable (:meth:`MqttSource.settled`,
+called by the runner); with ``dispatch: broker`` it joins the broker's
+shared subscription ``$share/GROUP/<topic>`` (plain round-robin).
 """
 
 from __future__ import annotations
@@ -13,16 +20,25 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import PositiveInt, model_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 
+from fogline.cluster import (
+    NODE_KEEPALIVE_S,
+    ClusterNode,
+    Dispatch,
+    Outcome,
+    check_level,
+    idempotency_key,
+)
 from fogline.errors import ConfigError
 from fogline.pipeline._base import ArraySpec, SourceSpec
 from fogline.pipeline._item import Corrupt, Item
 from fogline.pipeline._optional import optional
+from fogline.store import Result
 from fogline.transport.mqtt import BrokerUrl, MqttSubscriber, TopicFilterField
 
 
@@ -91,15 +107,32 @@ class MqttSource:
     """Subscribe while :meth:`read` runs; yield an item per message until ``stop`` is set.
 
     ``subscribed`` is set once the broker confirmed the subscription: messages
-    published after that reach this source.
+    published after that reach this source. As a cluster node (``share``) it
+    stays a member until :meth:`close`, so the results of the items it read
+    last still return their credits.
     """
 
     def __init__(self, name: str, spec: MqttSourceSpec) -> None:
         self.name = name
         self.spec = spec
         self.subscribed = threading.Event()
+        self.node: ClusterNode | None = None
+        if spec.share is not None:
+            self.node = ClusterNode(
+                spec.url,
+                spec.share,
+                node=spec.node,
+                window=spec.window,
+                dispatch=spec.dispatch,
+                topic=spec.topic,
+                keepalive=spec.keepalive,
+                maxsize=max(spec.window * 4, spec.queue or 64),
+            )
 
     def read(self, stop: threading.Event) -> Iterator[Item | Corrupt]:
+        if self.node is not None:
+            yield from self._read_node(self.node, stop)
+            return
         spec = self.spec
         subscriber = MqttSubscriber(
             spec.url, spec.topic, qos=spec.qos, client_id=spec.client_id, maxsize=spec.queue or 64
@@ -115,25 +148,83 @@ class MqttSource:
                 if message is None:
                     continue
                 position = f"mqtt {message.topic}"
-                meta: dict[str, Any] = {"position": position, "topic": str(message.topic)}
-                try:
-                    if spec.format == "image":
-                        data = decode_image(message.payload)
-                    else:
-                        data, label, id_ = decode_json(message.payload, spec.shape)
-                        if label is not None:
-                            meta["label"] = label
-                        if id_ is not None:
-                            meta["id"] = id_
-                except ValueError as exc:
-                    yield Corrupt(self.name, position, str(exc))
-                    continue
-                yield Item(self.name, sequence, time.time(), data, meta)
-                sequence += 1
-                if spec.max_items is not None and sequence >= spec.max_items:
-                    return
+                entry = self._decode(message.payload, str(message.topic), position, sequence, None)
+                yield entry
+                if isinstance(entry, Item):
+                    sequence += 1
+                    if spec.max_items is not None and sequence >= spec.max_items:
+                        return
         finally:
             subscriber.close()
+
+    def _read_node(self, node: ClusterNode, stop: threading.Event) -> Iterator[Item | Corrupt]:
+        node.start()
+        sequence = 0
+        try:
+            while not stop.is_set():
+                if node.error is not None:
+                    raise ConfigError(node.error)
+                work = node.get(timeout=0.1)
+                if node.wait_subscribed(0):
+                    self.subscribed.set()
+                if work is None:
+                    continue
+                position = f"mqtt {work.topic}"
+                if work.id is None and self.spec.dispatch == "credit":
+                    yield Corrupt(self.name, position, "a work message without item-id and seq")
+                    continue
+                if work.id is not None:
+                    position = f"{position} item {work.id}"
+                entry = self._decode(work.payload, work.topic, position, sequence, work.id)
+                if isinstance(entry, Corrupt):
+                    if work.id is not None:
+                        node.settled([work.id], "corrupt")
+                    yield entry
+                    continue
+                if work.id is None:  # dispatch: broker
+                    entry.meta.setdefault("id", f"{node.node}-{sequence}")
+                    node.received(entry.meta["id"])
+                yield entry
+                sequence += 1
+                if self.spec.max_items is not None and sequence >= self.spec.max_items:
+                    return
+        finally:
+            node.drain()  # nothing new; what it holds still settles before close()
+
+    def _decode(
+        self, payload: bytes, topic: str, position: str, sequence: int, id_: str | None
+    ) -> Item | Corrupt:
+        spec = self.spec
+        meta: dict[str, Any] = {"position": position, "topic": topic}
+        try:
+            if spec.format == "image":
+                data = decode_image(payload)
+            else:
+                data, label, given = decode_json(payload, spec.shape)
+                if label is not None:
+                    meta["label"] = label
+                if given is not None:
+                    meta["id"] = given
+        except ValueError as exc:
+            return Corrupt(self.name, position, str(exc))
+        if id_ is not None:
+            meta["id"] = id_  # the dispatcher's name for it: the producer's id
+        return Item(self.name, sequence, time.time(), data, meta)
+
+    def settled(
+        self,
+        item_ids: Sequence[str],
+        outcome: Outcome,
+        results: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> None:
+        """The runner's word that these items are durable (or counted otherwise): credits back."""
+        if self.node is not None:
+            self.node.settled(item_ids, outcome, results)
+
+    def close(self) -> None:
+        """Leave the cluster (presence ``offline``); called once the pipeline has drained."""
+        if self.node is not None:
+            self.node.close()
 
 
 class MqttSourceSpec(SourceSpec):
@@ -153,6 +244,12 @@ class MqttSourceSpec(SourceSpec):
     format: Literal["json", "image"] = "json"
     shape: tuple[PositiveInt, ...] | None = None
     client_id: str | None = None
+    #: Be a node of this edge cluster group (one topic level); see :mod:`fogline.cluster`.
+    share: str | None = None
+    dispatch: Dispatch = "credit"
+    node: str | None = None  # default: <hostname>-<pid>
+    window: int = Field(default=2, ge=1)  # items it holds at a time (credit dispatch)
+    keepalive: int = Field(default=NODE_KEEPALIVE_S, ge=1, le=65535)  # s; a cut shows in ~1.5x
 
     live: ClassVar[bool] = True
 
@@ -161,8 +258,35 @@ class MqttSourceSpec(SourceSpec):
     def _live_policy(cls, data: Any) -> Any:
         # A stale reading is worth less than a fresh one: drop the oldest unless told otherwise.
         if isinstance(data, dict) and "policy" not in data:
-            return {**data, "policy": "drop-oldest"}
+            # A cluster node's items hold credits: none is dropped, the window bounds the queue.
+            live = data.get("share") is None or data.get("dispatch") == "broker"
+            return {**data, "policy": "drop-oldest" if live else "block"}
         return data
+
+    @field_validator("share")
+    @classmethod
+    def _one_level(cls, value: str | None) -> str | None:
+        return None if value is None else check_level(value, "a cluster group")
+
+    @field_validator("node")
+    @classmethod
+    def _node_level(cls, value: str | None) -> str | None:
+        return None if value is None else check_level(value, "a node name")
+
+    @model_validator(mode="after")
+    def _cluster_keys(self) -> MqttSourceSpec:
+        if self.share is None:
+            if "node" in self.model_fields_set or "dispatch" in self.model_fields_set:
+                raise ValueError("dispatch and node apply to a cluster node: add share: GROUP")
+            return self
+        if self.dispatch == "credit" and self.policy != "block":
+            raise ValueError(
+                f"policy: {self.policy} would drop items that hold a credit; a credit node "
+                "takes only `window` items at a time, so its queue stays bounded with block"
+            )
+        if self.client_id is not None:
+            raise ValueError("client_id: a cluster node's client id is made from share and node")
+        return self
 
     @model_validator(mode="after")
     def _shape_for_json(self) -> MqttSourceSpec:
@@ -177,3 +301,26 @@ class MqttSourceSpec(SourceSpec):
 
     def build(self, name: str) -> MqttSource:
         return MqttSource(name, self)
+
+
+def cluster_key(spec: Any) -> Callable[[Result], str | None] | None:
+    """The outbox key of a result of a cluster node's item: one per group and item id.
+
+    ``spec`` is the :class:`~fogline.pipeline.PipelineSpec`; None when none of
+    its sources is a cluster node (every key stays random).
+    """
+    groups = {
+        name: source.share
+        for name, source in zip(spec.source_names(), spec.sources, strict=True)
+        if isinstance(source, MqttSourceSpec) and source.share is not None
+    }
+    if not groups:
+        return None
+
+    def key_of(result: Result) -> str | None:
+        group = groups.get(result.source)
+        if group is None or result.item_id is None:
+            return None
+        return idempotency_key(group, result.item_id)
+
+    return key_of

@@ -1,0 +1,207 @@
+"""``fogline cluster``: deal a stream to several nodes, read their status, feed a test stream."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from fogline.cli._app import app, console, console_err
+from fogline.errors import ConfigError
+
+cluster = typer.Typer(
+    help="Edge clusters: several `fogline run` nodes that share one stream.",
+    no_args_is_help=True,
+)
+app.add_typer(cluster, name="cluster")
+
+_BROKER = typer.Option(..., "--broker", help="The MQTT broker, e.g. mqtt://127.0.0.1:1883.")
+_GROUP = typer.Option(..., "--group", help="The cluster group (the nodes' `share:`).")
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+@cluster.command("dispatch")
+def dispatch(
+    broker: str = _BROKER,
+    group: str = _GROUP,
+    topic: str = typer.Option(..., "--topic", help="The topic the producer publishes items to."),
+    window: int = typer.Option(2, "--window", min=1, help="Credits of a node that names none."),
+    results: str | None = typer.Option(
+        None, "--results", help="Publish every node's result to this topic."
+    ),
+    ordered: bool = typer.Option(
+        False, "--ordered", help="With --results: in the producer's order (reorder window)."
+    ),
+    reorder_window: int = typer.Option(
+        256, "--reorder-window", min=1, help="Items a result may wait for an earlier one."
+    ),
+    item_timeout: float = typer.Option(
+        30.0, "--item-timeout", min=0.1, help="Seconds before a node's item goes to another."
+    ),
+) -> None:
+    """Deal the items on --topic to the group's nodes by credit until Ctrl-C or SIGTERM."""
+    from fogline.cluster import Dispatcher
+
+    dispatcher = Dispatcher(
+        broker,
+        group,
+        topic,
+        window=window,
+        results=results,
+        ordered=ordered,
+        reorder_window=reorder_window,
+        item_timeout=item_timeout,
+    )
+    stop = _stop_on_signals()
+    thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
+    thread.start()
+    if dispatcher.wait_ready(10.0):
+        console_err.print(f"dispatching {topic} to group {group} on {broker} (Ctrl-C stops)")
+    while not stop.wait(0.2):
+        if dispatcher.error is not None:
+            stop.set()
+    thread.join()
+    if dispatcher.error is not None:
+        raise ConfigError(dispatcher.error)
+    console_err.print(_dispatcher_line(asdict(dispatcher.stats)))
+
+
+def _dispatcher_line(d: dict[str, Any]) -> str:
+    return (
+        f"dispatcher {d['state']}: {d['topic']}, queued {d['queued']}, dispatched "
+        f"{d['dispatched']}, completed {d['completed']}, redispatched {d['redispatched']}, "
+        f"duplicates {d['duplicates']}, late {d['late']}"
+    )
+
+
+@cluster.command("status")
+def status(
+    broker: str = _BROKER,
+    group: str = _GROUP,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    timeout: float = typer.Option(5.0, "--timeout", min=0.1, help="Seconds to reach the broker."),
+) -> None:
+    """The group's nodes (state, took, finished, in flight, lag, device) and its dispatcher."""
+    from fogline.cluster import read_status
+
+    try:
+        found = read_status(broker, group, timeout=timeout)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if as_json:
+        console.print_json(json.dumps(found.to_dict()))
+        return
+    if not found.nodes:
+        console.print(f"no node of group {group} has announced itself on {broker}")
+    else:
+        now = time.time()
+        table = Table(title=f"cluster {group}")
+        for column in (
+            "node",
+            "state",
+            "took",
+            "finished",
+            "in flight",
+            "lag ms",
+            "seen",
+            "device",
+        ):
+            table.add_column(column, justify="right" if column not in ("node", "state") else "left")
+        for node in found.nodes:
+            style = {"online": "green", "offline": "red", "draining": "yellow"}[node.state]
+            table.add_row(
+                node.node,
+                f"[{style}]{node.state}[/]",
+                str(node.took),
+                str(node.finished),
+                str(node.in_flight),
+                "-" if node.lag_ms is None else f"{node.lag_ms:.1f}",
+                f"{max(0.0, now - node.at):.0f} s ago",
+                node.device or "-",
+            )
+        console.print(table)
+    if found.dispatcher is None:
+        console.print("no dispatcher has run for this group")
+    else:
+        console.print(_dispatcher_line(asdict(found.dispatcher)), highlight=False)
+
+
+@cluster.command("feed")
+def feed(
+    broker: str = typer.Option(..., "--broker", help="The MQTT broker."),
+    topic: str = typer.Option(..., "--topic", help="Publish the items here."),
+    data: str = typer.Option(
+        ..., "--data", help="module:function giving batches ({name: array}) or (x, y) arrays."
+    ),
+    rate: float = typer.Option(100.0, "--rate", min=0.0, help="Items per second (0: unpaced)."),
+    count: int | None = typer.Option(None, "--count", min=1, help="Stop after this many items."),
+    loop: bool = typer.Option(False, "--loop", help="Start again at the end of the data."),
+    prefix: str = typer.Option("item", "--id-prefix", help="Item ids are <prefix>-<n>."),
+) -> None:
+    """Publish a data set as items {"data": [...], "id": "<prefix>-<n>", "label": "..."}."""
+    from fogline.data import import_function
+    from fogline.transport.mqtt import MqttMessage, MqttPublisher, Topic
+
+    try:
+        target = Topic(topic)
+    except ValueError as exc:
+        raise ConfigError(f"--topic: {exc}") from exc
+    function = import_function(data)
+    stop = _stop_on_signals()
+    sent = 0
+    interval = 1.0 / rate if rate else 0.0
+    next_at = time.monotonic()
+    started = time.monotonic()
+    with MqttPublisher(broker) as publisher:
+        while not stop.is_set() and (count is None or sent < count):
+            rows = 0
+            for values, label in _rows(function(), data):
+                if stop.is_set() or (count is not None and sent >= count):
+                    break
+                body: dict[str, Any] = {"data": values, "id": f"{prefix}-{sent}"}
+                if label is not None:
+                    body["label"] = label
+                if interval:
+                    next_at = max(next_at + interval, time.monotonic() - 0.1)
+                    delay = next_at - time.monotonic()
+                    if delay > 0 and stop.wait(delay):
+                        break
+                publisher.publish(MqttMessage(target, json.dumps(body).encode()))
+                sent += 1
+                rows += 1
+            if not loop or rows == 0:
+                break
+    took = time.monotonic() - started
+    console_err.print(f"published {sent} item(s) to {topic} in {took:.1f} s")
+
+
+def _rows(source: Any, spec: str) -> Iterator[tuple[list[Any], str | None]]:
+    """(flat values, label) for each item of what ``module:function`` returned."""
+    if isinstance(source, tuple) and len(source) == 2:
+        batches: Any = [{"data": source[0], "labels": source[1]}]
+    else:
+        batches = source
+    for batch in batches:
+        if not isinstance(batch, dict):
+            raise ConfigError(f"--data {spec}: expected batches of {{name: array}} or (x, y)")
+        labels = next((batch[k] for k in ("labels", "label", "y") if k in batch), None)
+        names = [k for k in batch if k not in ("labels", "label", "y")]
+        if not names:
+            raise ConfigError(f"--data {spec}: a batch without data")
+        values = batch[names[0]]
+        for index in range(len(values)):
+            label = None if labels is None else str(labels[index].item())
+            yield values[index].reshape(-1).tolist(), label
