@@ -259,6 +259,7 @@ class Dispatcher:
             time.sleep(0.2)
         inputs.loop_start()
         next_stats = next_scan = time.monotonic()
+        said = self._state
         try:
             while not stop.is_set():
                 try:
@@ -278,8 +279,8 @@ class Dispatcher:
                     next_scan = now + 0.25
                     self._scan(now)
                 self._deal(now)
-                if now >= next_stats:
-                    next_stats = now + STATS_EVERY_S
+                if now >= next_stats or self._state != said:  # and at once when it changes
+                    next_stats, said = now + STATS_EVERY_S, self._state
                     self._publish(self.topics.dispatcher, self._stats().payload(), retain=True)
         finally:
             self._state = "stopped"

@@ -1,0 +1,170 @@
+"""The credit dispatcher against a real Mosquitto, with nodes run in this process.
+
+Each node is a :class:`ClusterNode` and a thread that "processes" an item by
+sleeping, then settles it, as a pipeline's store writer does.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fogline.cluster import ClusterNode, Dispatcher, read_status
+from fogline.errors import ConfigError
+from fogline.transport.mqtt import MqttMessage, MqttPublisher, MqttSubscriber, Topic
+from support.broker import Mosquitto
+from support.fleet_controller import wait_for
+
+TOPIC = "line/in"
+
+
+class Worker:
+    """A node that takes ``service_s`` per item and records which ids it processed."""
+
+    def __init__(self, url: str, name: str, service_s: float, window: int = 2) -> None:
+        self.node = ClusterNode(url, "g", node=name, window=window)
+        self.service_s = service_s
+        self.processed: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._work, daemon=True)
+
+    def start(self) -> Worker:
+        self.node.start()
+        assert self.node.wait_subscribed(10)
+        self.thread.start()
+        return self
+
+    def _work(self) -> None:
+        while not self.stop.is_set():
+            work = self.node.get(0.05)
+            if work is None or work.id is None:
+                continue
+            time.sleep(self.service_s)
+            self.processed.append(work.id)
+            self.node.settled([work.id], "processed", [{"by": self.node.node}])
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.node.close()
+
+
+def publish(url: str, ids: Iterator[str] | list[str]) -> None:
+    with MqttPublisher(url) as publisher:
+        for id_ in ids:
+            body = json.dumps({"id": id_, "data": [1.0]}).encode()
+            publisher.publish(MqttMessage(Topic(TOPIC), body))
+
+
+@pytest.fixture
+def url(mosquitto: Mosquitto) -> str:
+    return mosquitto.url
+
+
+def test_a_fast_node_takes_more_than_a_slow_one_and_results_keep_their_order(url: str):
+    # Prepare: one node 10x slower than the other; ordered results on their own topic
+    results = MqttSubscriber(url, "line/results", maxsize=10_000)
+    assert results.wait_subscribed(10)
+    fast, slow = Worker(url, "fast", 0.002).start(), Worker(url, "slow", 0.02).start()
+    ids = [f"i{n}" for n in range(300)]
+    with Dispatcher(url, "g", TOPIC, results="line/results", ordered=True) as dispatcher:
+        assert dispatcher.wait_ready(10)
+        wait_for("both nodes", lambda: len(dispatcher.nodes) == 2, 10)
+
+        # Execute
+        publish(url, ids)
+        wait_for("every item done", lambda: dispatcher.stats.completed == len(ids), 30)
+
+        # Assert: each item processed once, most by the fast node; results in producer order
+        stats = dispatcher.stats
+    fast.close()
+    slow.close()
+    assert sorted(fast.processed + slow.processed) == sorted(ids)
+    assert len(fast.processed) > 2 * len(slow.processed) > 0
+    assert stats.duplicates == 0 and stats.redispatched == 0 and stats.queued == 0
+    out = []
+    while (message := results.get(2)) is not None and len(out) < len(ids):
+        out.append(json.loads(message.payload))
+    results.close()
+    assert [o["id"] for o in out] == ids
+    assert not any(o["late"] for o in out)
+    assert {o["result"]["by"] for o in out} == {"fast", "slow"}
+
+
+def test_a_node_that_leaves_has_its_items_finished_by_another_and_status_shows_it(url: str):
+    # Prepare: a node that takes items and never settles them, and a working one
+    stuck = ClusterNode(url, "g", node="stuck", window=2).start()
+    assert stuck.wait_subscribed(10)
+    with Dispatcher(url, "g", TOPIC) as dispatcher:
+        assert dispatcher.wait_ready(10)
+        wait_for("the stuck node", lambda: "stuck" in dispatcher.nodes, 10)
+        publish(url, ["a", "b"])
+        wait_for("the stuck node took both", lambda: stuck.in_flight == 2, 10)
+
+        # Execute: it leaves without settling; a working node joins
+        stuck.close()
+        worker = Worker(url, "worker", 0.001).start()
+        wait_for("both items done", lambda: dispatcher.stats.completed == 2, 15)
+        statuses = []
+
+        def refreshed() -> bool:  # presence is published again every second
+            statuses.append(read_status(url, "g"))
+            seen = statuses[-1]
+            done = seen.dispatcher is not None and seen.dispatcher.completed == 2
+            return done and any(n.node == "worker" and n.finished == 2 for n in seen.nodes)
+
+        wait_for("the worker's presence and the dispatcher's stats to say so", refreshed, 10)
+        status = statuses[-1]
+    worker.close()
+
+    # Assert
+    assert sorted(worker.processed) == ["a", "b"]
+    assert dispatcher.stats.redispatched == 2
+    nodes = {n.node: n for n in status.nodes}
+    assert nodes["stuck"].state == "offline" and nodes["stuck"].took == 2
+    assert nodes["worker"].state == "online" and nodes["worker"].finished == 2
+    assert status.dispatcher is not None and status.dispatcher.completed == 2
+
+
+def test_a_dispatcher_restart_loses_nothing(url: str):
+    # Prepare: a slow node, so the first dispatcher stops with items not yet done
+    worker = Worker(url, "w", 0.01).start()
+    ids = [f"i{n}" for n in range(120)]
+    first = Dispatcher(url, "g", TOPIC).start()
+    assert first.wait_ready(10)
+    publish(url, ids)
+    wait_for("some items done", lambda: first.stats.completed >= 20, 20)
+
+    # Execute: stop it mid-stream, publish more while none runs, start another
+    first.close()
+    assert first.stats.completed < len(ids)
+    publish(url, [f"j{n}" for n in range(30)])
+    with Dispatcher(url, "g", TOPIC) as second:
+        expected = set(ids) | {f"j{n}" for n in range(30)}
+        wait_for("every item processed", lambda: expected <= set(worker.processed), 30)
+        wait_for("the second to see each done", lambda: second.stats.outstanding == 0, 10)
+        assert first.stats.completed + second.stats.completed >= len(expected)
+    worker.close()
+
+    # Assert: every id processed; a copy the node already finished is answered, not redone
+    assert Counter(worker.processed).most_common(1)[0][1] == 1
+
+
+def test_the_dispatcher_refuses_what_cannot_work(url: str):
+    with pytest.raises(ConfigError, match="one MQTT topic level"):
+        Dispatcher(url, "a/b", TOPIC)
+    with pytest.raises(ConfigError, match="no \\$share"):
+        Dispatcher(url, "g", "$share/x/in")
+    with pytest.raises(ConfigError, match="--ordered needs --results"):
+        Dispatcher(url, "g", TOPIC, ordered=True)
+
+
+def test_status_of_a_group_nobody_joined_is_empty(url: str, tmp_path: Path):
+    status = read_status(url, "empty")
+    assert status.nodes == () and status.dispatcher is None

@@ -1,0 +1,150 @@
+"""Three real ``fogline run`` nodes share one stream through a real Mosquitto; one is killed.
+
+The dispatcher (the library ``fogline cluster dispatch`` runs) deals the
+digits items by credit. One node is killed with SIGKILL mid-stream: every
+item must still end up in some node's store, the one malformed item is
+counted corrupt (its credit returned), and the outbox keys let a receiver
+that dedupes on them see each item once, even when two nodes stored it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fogline.cli import main
+from fogline.cluster import Dispatcher, idempotency_key
+from fogline.examples import digits_eval
+from fogline.store import read_deduplicated
+from fogline.transport.mqtt import MqttMessage, MqttPublisher, Topic
+from support.broker import Mosquitto
+from support.digits_pipeline import digits_spec, write_spec
+from support.fleet_controller import wait_for
+
+TOPIC = "digits/in"
+
+
+def node_spec(url: str, **source: object) -> dict[str, object]:
+    return digits_spec(
+        sources=[
+            {"type": "mqtt", "url": url, "topic": TOPIC, "share": "digits", "shape": [1, 8, 8]}
+            | source
+        ],
+        model={"path": digits_spec()["model"]["path"], "threads": 1, "max_batch": 2},
+        store={"path": "results.db", "sync": True},
+        outbox={"transport": {"type": "jsonl", "path": "outbox.jsonl"}, "retry_initial_s": 0.05},
+    )
+
+
+def stored_ids(db: Path) -> list[str]:
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return [row[0] for row in conn.execute("SELECT item_id FROM results")]
+    except sqlite3.OperationalError:
+        return []
+
+
+def test_kill_9_of_one_of_three_nodes_loses_no_item_and_each_has_one_effect(
+    mosquitto: Mosquitto, tmp_path: Path
+):
+    # Prepare: a dispatcher, three nodes (each its own store), the digits items with ids
+    url = mosquitto.url
+    spec = write_spec(tmp_path, node_spec(url))
+    items = []
+    for batch in digits_eval():
+        for pixels, label in zip(batch["pixels"], batch["labels"], strict=True):
+            n = len(items)
+            body = {"id": f"d-{n}", "data": pixels.reshape(-1).tolist(), "label": str(label)}
+            items.append(MqttMessage(Topic(TOPIC), json.dumps(body).encode()))
+    ids = {f"d-{n}" for n in range(len(items))}
+    bad = MqttMessage(Topic(TOPIC), b'{"id": "bad-1", "data": "not numbers"}')
+    env = {**os.environ, "COLUMNS": "200"}
+    dispatcher = Dispatcher(url, "digits", TOPIC).start()
+    assert dispatcher.wait_ready(10)
+    nodes = []
+    for name in ("a", "b", "c"):
+        log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115  closed below
+        command = [sys.executable, "-m", "fogline", "run", str(spec), "--no-live"]
+        process = subprocess.Popen(
+            [*command, "--output-dir", str(tmp_path / name)], env=env, stderr=log
+        )
+        nodes.append((name, process, log))
+    try:
+        wait_for("three nodes", lambda: len(dispatcher.nodes) == 3, 60)
+
+        # Execute: half the items, kill -9 a node that holds some, the rest and a bad one
+        with MqttPublisher(url) as publisher:
+            publisher.publish(*items[: len(items) // 2])
+            victim = tmp_path / "b" / "results.db"
+            wait_for("node b to store some", lambda: len(stored_ids(victim)) >= 20, 30)
+            nodes[1][1].send_signal(signal.SIGKILL)
+            publisher.publish(*items[len(items) // 2 :], bad)
+        wait_for("every item done", lambda: dispatcher.stats.completed == len(ids) + 1, 60)
+        for name, process, _ in nodes:
+            if name != "b":
+                process.send_signal(signal.SIGINT)
+        for name, process, _ in nodes:
+            assert process.wait(60) in ((0,) if name != "b" else (-signal.SIGKILL,))
+    finally:
+        dispatcher.close()
+        for _, process, log in nodes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            log.close()
+
+    # Assert: every item stored somewhere; the bad one counted corrupt with its position
+    stores = {name: stored_ids(tmp_path / name / "results.db") for name in "abc"}
+    assert set().union(*stores.values()) == ids
+    assert all(len(found) == len(set(found)) for found in stores.values())  # once per store
+    stats = dispatcher.stats
+    assert stats.corrupt == 1 and stats.redispatched >= 1 and stats.queued == 0
+    logs = "".join((tmp_path / f"{name}.log").read_text() for name in "abc")
+    assert (
+        "skipped mqtt fogline/cluster/digits/work/" in logs
+        and "item bad-1: expected a list" in logs
+    )
+    # One effect per item at a receiver that dedupes on the outbox key
+    received = tmp_path / "received.jsonl"
+    received.write_bytes(b"".join((tmp_path / n / "outbox.jsonl").read_bytes() for n in "ac"))
+    victim_sent = tmp_path / "b" / "outbox.jsonl"
+    if victim_sent.exists():
+        with received.open("ab") as out:
+            out.write(victim_sent.read_bytes())
+    effects = read_deduplicated(received)
+    delivered = {m["result"]["item_id"] for m in effects}
+    assert len(effects) == len(delivered)
+    assert all(m["key"] == idempotency_key("digits", m["result"]["item_id"]) for m in effects)
+    survivors = set(stores["a"]) | set(stores["c"])
+    assert survivors <= delivered  # what the live nodes stored, their outboxes delivered
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ({"share": "line/1"}, "sources[0].share: a cluster group is one MQTT topic level"),
+        ({"share": "#"}, "one MQTT topic level"),
+        ({"share": ""}, "one MQTT topic level"),
+        ({"share": "g", "node": "a/b"}, "a node name is one MQTT topic level"),
+        ({"share": "g", "policy": "drop-oldest"}, "would drop items that hold a credit"),
+        ({"share": "g", "window": 0}, "window"),
+        ({"share": "g", "dispatch": "roundrobin"}, "dispatch"),
+        ({"share": None, "dispatch": "broker"}, "add share: GROUP"),
+    ],
+)
+def test_check_refuses_a_bad_cluster_key_with_its_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], source: dict[str, object], message: str
+):
+    spec = write_spec(tmp_path, node_spec("mqtt://127.0.0.1:1", **source))
+    assert main(["check", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
