@@ -293,3 +293,45 @@ def test_check_refuses_an_endpoint_in_use(tmp_path: Path) -> None:
     with busy, pytest.raises(ConfigError, match=r"sinks\[0\]: endpoint: cannot bind .* in use"):
         plan(load_spec(path))
     plan(load_spec(path)).model.engine.close()  # free again: checks and closes what it bound
+
+
+def test_an_npy_source_reads_arrays_and_counts_what_does_not_fit() -> None:
+    # Prepare: a PULL source of (2, 3) float32 arrays, and a neighbour that pushes to it
+    import io
+
+    import numpy as np
+
+    from fogline.pipeline import Corrupt, Item
+    from fogline.pipeline.sources import ZmqSourceSpec
+
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    source = ZmqSourceSpec(endpoint=endpoint, format="npy", shape=[2, 3]).build("arrays")
+    stop = threading.Event()
+    got: list[Item | Corrupt] = []
+    reader = threading.Thread(target=lambda: got.extend(source.read(stop)), daemon=True)
+    reader.start()
+
+    def npy(array: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        np.save(buffer, array)
+        return buffer.getvalue()
+
+    # Execute: a good array, one of the wrong dtype, a two-frame message, a broken one, a good one
+    with ZmqSocket("push", ZmqEndpoint.parse(endpoint), bind=False) as push:
+        push.send([npy(np.ones((2, 3), np.float32))])
+        push.send([npy(np.ones((2, 3), np.float64))])
+        push.send([b"topic", npy(np.ones((2, 3), np.float32))])
+        push.send([b"\x93NUMPY, but cut short"])
+        push.send([npy(np.full((2, 3), 7, np.float32))])
+        wait_for(lambda: len(got) >= 5, timeout=10)
+    stop.set()
+    reader.join(5)
+
+    # Assert: two items in order, three corrupt at their positions, with the reason
+    items = [g for g in got if isinstance(g, Item)]
+    corrupt = [g for g in got if isinstance(g, Corrupt)]
+    assert [float(i.data[0, 0]) for i in items] == [1.0, 7.0]
+    assert [c.position for c in corrupt] == [f"zmq {endpoint}#{n}" for n in (1, 2, 3)]
+    assert "expected float32 data, got float64" in corrupt[0].reason
+    assert "2 frames" in corrupt[1].reason
+    assert "not a .npy array" in corrupt[2].reason

@@ -102,3 +102,19 @@ def test_a_push_with_no_peer_times_out_and_a_busy_port_cannot_be_bound() -> None
         with pytest.raises(ConfigError, match="the address is in use"):
             ZmqSocket("pull", endpoint, bind=True)
     probe_bind(endpoint)  # free again once closed
+
+
+def test_an_ipc_path_in_use_is_refused_not_taken_over(tmp_path: Path) -> None:
+    # ZeroMQ itself would unlink a running process's socket file and bind a new one
+    endpoint = ZmqEndpoint("ipc", path=str(tmp_path / "work.sock"))
+    with ZmqSocket("pull", endpoint, bind=True) as pull:
+        with pytest.raises(ConfigError, match="in use"):
+            probe_bind(endpoint)
+        with pytest.raises(ConfigError, match="in use"):
+            ZmqSocket("pull", endpoint, bind=True)
+        with ZmqSocket("push", endpoint, bind=False) as push:  # the first still has its socket
+            push.send([b"still here"])
+            assert pull.receive(timeout=5.0) == [b"still here"]
+    probe_bind(endpoint)  # a stale file (or none) after close: free
+    with pytest.raises(ConfigError, match="no folder"):
+        probe_bind(ZmqEndpoint("ipc", path=str(tmp_path / "nowhere" / "x.sock")))

@@ -20,9 +20,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import os
+import socket
+import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
@@ -84,6 +88,9 @@ def probe_bind(endpoint: ZmqEndpoint) -> None:
     fogline.errors.ConfigError: cannot bind tcp://127.0.0.1:47011: the address is in use (another process, or another fogline run, is bound to it)
     >>> busy.close(); probe_bind(busy.endpoint)
     """
+    if endpoint.scheme == "ipc":
+        _free_ipc(endpoint)
+        return
     context = zmq.Context()
     try:
         sock = context.socket(zmq.PULL)
@@ -98,9 +105,37 @@ def probe_bind(endpoint: ZmqEndpoint) -> None:
         context.term()
 
 
+def _free_ipc(endpoint: ZmqEndpoint) -> None:
+    """Raise :class:`ConfigError` unless an ipc path can be bound without taking it from anyone.
+
+    ZeroMQ binds an ipc path by removing what is there, so a second process
+    would silently take the socket of a running one (and a probe that binds
+    and closes would leave the first without a socket file): instead, the
+    folder must exist, and a socket file there must not answer.
+    """
+    path = Path(endpoint.path or "")
+    if not path.parent.is_dir():
+        raise ConfigError(f"cannot bind {endpoint}: no folder {path.parent}")
+    if not os.access(path.parent, os.W_OK):
+        raise ConfigError(f"cannot bind {endpoint}: {path.parent} is not writable")
+    if not path.exists():
+        return
+    if not stat.S_ISSOCK(path.stat().st_mode):
+        raise ConfigError(f"cannot bind {endpoint}: {path} exists and is not a socket")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return  # a stale socket file: nobody is bound to it
+    raise ConfigError(f"cannot bind {endpoint}: {_IN_USE}")
+
+
+_IN_USE = "the address is in use (another process, or another fogline run, is bound to it)"
+
+
 def _why(exc: zmq.ZMQError) -> str:
     if exc.errno == errno.EADDRINUSE:
-        return "the address is in use (another process, or another fogline run, is bound to it)"
+        return _IN_USE
     if exc.errno == errno.ENODEV:
         return "no such interface or address on this machine"
     return str(exc)
@@ -151,6 +186,8 @@ class ZmqSocket:
             self._monitor = self._socket.get_monitor_socket(_WATCHED)
             self._configure(curve, topic, hwm, linger, send_timeout)
             if bind:
+                if endpoint.scheme == "ipc":
+                    _free_ipc(endpoint)  # ZeroMQ would take the path from a running process
                 try:
                     self._socket.bind(str(endpoint))
                 except zmq.ZMQError as exc:
@@ -239,7 +276,11 @@ class ZmqSocket:
                 return None
 
     def poll_events(self) -> list[HandshakeFailure]:
-        """Read the monitor's waiting events; return the new handshake failures (also logged)."""
+        """Read the monitor's waiting events; return the new handshake failures.
+
+        A CURVE server also logs them (the first three, then every 100th):
+        someone tried a key it does not allow.
+        """
         new: list[HandshakeFailure] = []
         while self._monitor.poll(0):
             event = recv_monitor_message(self._monitor)
@@ -253,7 +294,8 @@ class ZmqSocket:
             endpoint = event["endpoint"].decode(errors="replace")
             failure = HandshakeFailure(endpoint, reason)
             self.refused += 1
-            if self.refused <= 3 or self.refused % 100 == 0:
+            # A server logs who knocked and was turned away; a client raises from send().
+            if self._auth is not None and (self.refused <= 3 or self.refused % 100 == 0):
                 more = f" ({self.refused} so far)" if self.refused > 3 else ""
                 log.warning("zmq %s: a peer's handshake failed: %s%s", endpoint, reason, more)
             self.failures.append(failure)
