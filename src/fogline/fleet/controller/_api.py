@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from fogline.errors import ConfigError, FoglineError, Unauthorized, http_status
+from fogline.fleet.controller._clusters import Clusters
 from fogline.fleet.controller._learning import Learning
 from fogline.fleet.controller._monitoring import (
     KINDS,
@@ -141,6 +142,7 @@ class ApiContext:
     token: str | None
     wake: Callable[[], None]  # ask the controller loop to tick now
     learning: Learning | None = None  # federated runs (None: this controller runs none)
+    clusters: Clusters | None = None  # edge clusters heard on the broker (None: none)
 
 
 def routes(ctx: ApiContext) -> list[BaseRoute]:
@@ -269,6 +271,16 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         )
         return JSONResponse(monitoring_summary(rows))
 
+    async def clusters(request: Request) -> Response:
+        if ctx.clusters is None:
+            return JSONResponse([])
+        groups = ctx.clusters.groups()
+        known = ctx.registry.devices_by_id(sorted(ctx.clusters.devices()))
+        for group in groups:
+            for node in group["nodes"]:
+                node["device_known"] = node["device"] in known
+        return JSONResponse(groups)
+
     async def events(request: Request) -> Response:
         found = ctx.registry.events(
             device=request.query_params.get("device"),
@@ -336,6 +348,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         Route("/api/monitoring/series", admin(monitoring_by_release)),
         Route("/api/monitoring/summary", admin(monitoring_latest)),
         Route("/api/events", admin(events)),
+        Route("/api/clusters", admin(clusters)),
         Route("/api/tokens", admin(token), methods=["POST"]),
         Route("/api/fl/runs", admin(fl_runs)),
         Route("/api/fl/runs", admin(fl_start), methods=["POST"]),

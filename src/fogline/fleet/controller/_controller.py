@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from fogline._files import atomic_output
 from fogline.errors import ConfigError, ModelNotFound
 from fogline.fleet.controller._api import ApiContext, application
+from fogline.fleet.controller._clusters import CLUSTER_FILTERS, Clusters
 from fogline.fleet.controller._learning import Learning
 from fogline.fleet.controller._offers import MAX_BYTES, Offers
 from fogline.fleet.controller._registry import Inbox, Registry
@@ -157,6 +158,7 @@ class Controller:
             min_accuracy=config.offer_min_accuracy,
         )
         self.stats = ControllerStats()
+        self.clusters = Clusters()
         self._inbox: queue.Queue[tuple[str, bytes, dict[str, str]]] = queue.Queue()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -310,6 +312,7 @@ class Controller:
             token=self.token,
             wake=self.wake,
             learning=self.learning,
+            clusters=self.clusters,
         )
         app = application(
             ctx,
@@ -372,7 +375,10 @@ class Controller:
             return
         prefix = self.config.prefix
         kinds = ("state", "presence", "telemetry", "fl-update", "offer")
-        client.subscribe([(device_filter(prefix, kind), 1) for kind in kinds])
+        client.subscribe(
+            [(device_filter(prefix, kind), 1) for kind in kinds]
+            + [(topic, 1) for topic in CLUSTER_FILTERS]  # edge clusters' nodes and dispatchers
+        )
         if self.stats.reconnects:
             log.info("reconnected to %s", self.url)
         self.stats.connected = True
@@ -455,6 +461,8 @@ class Controller:
     def _parse(self, item: tuple[str, bytes, dict[str, str]], inbox: Inbox) -> None:
         topic, payload, props = item
         self.stats.received += 1
+        if self.clusters.receive(topic, payload):
+            return
         parsed = parse_device_topic(self.config.prefix, topic)
         if parsed is None:
             return

@@ -3,7 +3,7 @@
 The dashboard is plain HTML, CSS and JavaScript modules in the package folder
 ``fogline/fleet/controller/dashboard`` — no build step, nothing fetched from
 elsewhere. Its pages (the overview, devices, releases, deployments, and the
-federated runs under ``#/learning``) are routed in the browser by the URL's
+federated runs under ``#/learning``, the edge clusters under ``#/clusters``) are routed in the browser by the URL's
 ``#`` part. The server side is only this: ``/`` serves ``index.html`` and
 ``/dashboard/…`` serves the other files. Everything the pages show comes from
 ``/api/…`` with the operator's bearer token, which the page reads once from

@@ -4,6 +4,7 @@
 import {Unauthorized, Unreachable, getToken, setToken, takeTokenFromUrl} from "./api.js";
 import {code, h, replace} from "./dom.js";
 import {ago} from "./format.js";
+import {clustersPage} from "./clusters.js";
 import {deploymentPage, deploymentsPage} from "./deployments.js";
 import {devicePage, devicesPage} from "./devices.js";
 import {learningPage} from "./learning.js";
@@ -22,6 +23,7 @@ const ROUTES = [
   [/^\/deployments\/([^/]+)$/, "deployments", deploymentPage],
   [/^\/learning\/?$/, "learning", learningPage],
   [/^\/learning\/([^/]+)$/, "learning", runPage],
+  [/^\/clusters\/?$/, "clusters", clustersPage],
 ];
 
 const main = document.getElementById("main");
