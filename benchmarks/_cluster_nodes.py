@@ -1,0 +1,321 @@
+"""Edge cluster nodes: throughput of 1, 2, 3 nodes, and a fast + a slow node, credit against round-robin.
+
+1. Scaling: a backlog of items on the producer's topic, dealt by the credit
+   dispatcher (``fogline cluster dispatch``) to 1, 2 and 3 ``fogline run``
+   nodes, each with one ONNX Runtime thread, on two models: the bundled
+   digits model (8x8 scans, 64 values per item) and MobileNetV2 at 224x224
+   (random weights, exported here from ``benchmarks/models.py``; each item
+   a 32x32 RGB thumbnail the node scales up). Throughput is items over the
+   time from the first publish to the last result heard. Target: two nodes
+   >= 1.7x one node. This machine has two cores, and the producer, the
+   observer, Mosquitto and the dispatcher run on them too.
+2. A fast and a slow node: the fast node runs MobileNetV2 at 224x224, the
+   slow one the same network at 500x500 (the thumbnail scaled up further):
+   about 5x the arithmetic per item, a genuinely heavier model rather than a
+   sleep. Each node's capacity is measured alone first (a backlog), then
+   both together under fogline's credit dispatch and under Mosquitto's plain
+   round-robin shared subscription (``dispatch: broker``): total throughput
+   on a backlog (target >= 90 % of the two capacities summed), and, at an
+   offered load of half the combined capacity, the slow node's p50 latency
+   from publish to result (target within 2x its service time, 1 / its
+   capacity; the issue measured round-robin's at 1 s).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _cluster_harness import (
+    Cluster,
+    Observer,
+    Producer,
+    log,
+    median,
+    node_spec,
+    result_id,
+    start_broker,
+    start_dispatcher,
+    start_node,
+    verdict,
+    wait_until,
+)
+
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+# -- models and items ------------------------------------------------------------------------
+
+
+def digits_setup() -> tuple[dict[str, Any], list[dict[str, Any]], list[int], list[list[int]]]:
+    from fogline.examples import digits_model_path, digits_stream
+
+    pixels, _ = digits_stream()
+    samples = [row.reshape(-1).astype(int).tolist() for row in pixels[:512]]
+    preprocess = [{"type": "normalize", "scale": 0.0625}, {"type": "reshape", "shape": [1, 8, 8]}]
+    return {"path": str(digits_model_path().parent)}, preprocess, [64], samples
+
+
+def export_mobilenet(folder: Path, size: int) -> Path:
+    """MobileNetV2 (1000 classes, random weights, settled batch norm) as ONNX at size x size."""
+    import torch
+    from models import mobilenet_v2, photo_crops, settle_batchnorm
+
+    from fogline.model import torch_to_onnx
+
+    path = folder / f"mobilenet_v2_{size}.onnx"
+    if not path.exists():
+        started = time.perf_counter()
+        torch.manual_seed(0)
+        crops = photo_crops(8, size)
+        model = settle_batchnorm(mobilenet_v2(num_classes=1000), crops)
+        torch_to_onnx(model, crops[:2], path, input_names=["images"], output_names=["logits"])
+        log(f"exported MobileNetV2 {size}x{size} in {time.perf_counter() - started:.0f} s")
+    return path
+
+
+def thumbnails(count: int) -> list[list[int]]:
+    """32x32 RGB crops of scikit-image's photographs, as flat lists of 0..255."""
+    from models import photo_crops
+
+    crops = photo_crops(count, 32).numpy().transpose(0, 2, 3, 1) * STD + MEAN
+    return [np.clip(c * 255, 0, 255).astype(int).reshape(-1).tolist() for c in crops]
+
+
+def mobilenet_preprocess(size: int) -> list[dict[str, Any]]:
+    return [
+        {"type": "resize", "size": [size, size]},
+        {"type": "normalize", "mean": MEAN, "std": STD, "scale": 1 / 255},
+        {"type": "layout", "to": "chw"},
+    ]
+
+
+# -- one cluster -----------------------------------------------------------------------------
+
+
+class Run:
+    """One configuration: a fresh group, its dispatcher (credit) and nodes, warmed up."""
+
+    counter = 0
+
+    def __init__(
+        self,
+        folder: Path,
+        url: str,
+        mode: str,
+        nodes: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]],
+        shape: list[int],
+        samples: list[list[int]],
+    ) -> None:
+        Run.counter += 1
+        group = f"bench{Run.counter}"
+        topic = f"bench/{group}/in"
+        self.results = f"bench/{group}/results/"
+        self.cluster = Cluster(folder, url, group, topic)
+        self.observer = Observer(url, [self.results + "+"], name=f"observer-{group}")
+        if mode == "credit":
+            self.cluster.dispatcher = start_dispatcher(folder, url, group, topic)
+        for name, (model, preprocess) in nodes.items():
+            spec = node_spec(
+                name=name, url=url, topic=topic, group=group, dispatch=mode, model=model,
+                preprocess=preprocess, shape=shape, results=self.results + name,
+            )  # fmt: skip
+            self.cluster.nodes[name] = start_node(folder, spec)
+        self.producer = Producer(url, topic, samples)
+        self.mode = mode
+
+    def warm(self, timeout: float = 90.0) -> None:
+        """Bursts of items until every node has answered (they are loaded, subscribed, warm)."""
+        deadline = time.monotonic() + timeout
+        names = set(self.cluster.nodes)
+        while True:
+            self.cluster.check_alive()
+            ids = self.producer.publish(2 * len(names), prefix="warm")
+            wait_until("warm-up results", lambda: self._answered(ids), 10)
+            seen = {h.topic.rsplit("/", 1)[1] for h in self.observer.since()}
+            if names <= seen:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"nodes {sorted(names - seen)} never answered")
+            time.sleep(0.5)
+        wait_until("the warm-up to settle", lambda: self._answered(list(self.producer.sent)), 30)
+
+    def _answered(self, ids: list[str]) -> bool:
+        got = {result_id(h) for h in self.observer.since()}
+        return set(ids) <= got
+
+    def backlog(self, count: int, timeout: float) -> dict[str, Any]:
+        """Publish ``count`` items at once; items/s from the first publish to the last result."""
+        mark = self.observer.mark()
+        started = time.time()
+        ids = self.producer.publish(count, prefix="b")
+        wanted = set(ids)
+
+        def done() -> bool:
+            return wanted <= {result_id(h) for h in self.observer.since(mark)}
+
+        finished = wait_until(f"{count} results", done, timeout)
+        heard = [h for h in self.observer.since(mark) if result_id(h) in wanted]
+        got = {result_id(h) for h in heard}
+        last = max((h.at for h in heard), default=time.time())
+        per_node: dict[str, int] = {}
+        for h in heard:
+            node = h.topic.rsplit("/", 1)[1]
+            per_node[node] = per_node.get(node, 0) + 1
+        rate = len(got) / max(1e-9, last - started)
+        return {"rate": rate, "per_node": per_node, "missing": len(wanted - got), "all": finished}
+
+    def paced(self, rate: float, seconds: float, timeout: float) -> dict[str, Any]:
+        """Items at ``rate``/s for ``seconds``; each node's latencies (publish to result heard)."""
+        mark = self.observer.mark()
+        ids = self.producer.publish(int(rate * seconds), rate=rate, prefix="p")
+        wanted = set(ids)
+        wait_until(
+            "the paced items' results",
+            lambda: wanted <= {result_id(h) for h in self.observer.since(mark)},
+            timeout,
+        )
+        latency: dict[str, list[float]] = {}
+        for h in self.observer.since(mark):
+            item = result_id(h)
+            if item in wanted:
+                node = h.topic.rsplit("/", 1)[1]
+                latency.setdefault(node, []).append(h.at - self.producer.sent[item])
+        answered = sum(len(v) for v in latency.values())
+        return {"latency": latency, "missing": len(wanted) - answered}
+
+    def close(self) -> None:
+        self.producer.close()
+        self.observer.close()
+        self.cluster.stop()
+
+
+# -- 1. scaling ------------------------------------------------------------------------------
+
+
+def scaling(folder: Path, url: str, name: str, setup: Any, counts: dict[int, int]) -> list[str]:
+    model, preprocess, shape, samples = setup
+    rates: dict[int, float] = {}
+    for nodes, count in counts.items():
+        run = Run(
+            folder, url, "credit", {f"n{i}": (model, preprocess) for i in range(1, nodes + 1)},
+            shape, samples,
+        )  # fmt: skip
+        try:
+            run.warm()
+            got = run.backlog(count, timeout=max(60.0, count / 5))
+        finally:
+            run.close()
+        rates[nodes] = got["rate"]
+        log(
+            f"{name}, {nodes} node(s), credit dispatch: {got['rate']:.1f} items/s over {count} "
+            f"items; per node {got['per_node']}; missing {got['missing']}"
+        )
+    ratio = rates.get(2, float("nan")) / rates[1]
+    three = f", 3 nodes {rates[3]:.1f} ({rates[3] / rates[1]:.2f}x)" if 3 in rates else ""
+    return [
+        f"{name}, nodes of 1 ORT thread (credit dispatch): 1 node {rates[1]:.1f} items/s, "
+        f"2 nodes {rates.get(2, float('nan')):.1f} ({ratio:.2f}x){three}  (target 2 nodes >= "
+        f"1.7x on 2 cores shared with producer, dispatcher and broker: {verdict(ratio >= 1.7)})"
+    ]
+
+
+# -- 2. fast and slow ------------------------------------------------------------------------
+
+
+def fast_and_slow(folder: Path, url: str, sizes: tuple[int, int], quick: bool) -> list[str]:
+    fast_size, slow_size = sizes
+    fast = ({"path": str(export_mobilenet(folder, fast_size))}, mobilenet_preprocess(fast_size))
+    slow = ({"path": str(export_mobilenet(folder, slow_size))}, mobilenet_preprocess(slow_size))
+    samples = thumbnails(64)
+    shape = [32, 32, 3]
+    backlog = 60 if quick else 300
+    seconds = 8.0 if quick else 20.0
+
+    capacity: dict[str, float] = {}
+    for name, node in (("fast", fast), ("slow", slow)):
+        run = Run(folder, url, "credit", {name: node}, shape, samples)
+        try:
+            run.warm()
+            count = backlog if name == "fast" else max(20, backlog // 5)
+            capacity[name] = run.backlog(count, timeout=120)["rate"]
+        finally:
+            run.close()
+        log(f"{name} node alone: {capacity[name]:.2f} items/s")
+    combined = capacity["fast"] + capacity["slow"]
+    service = 1.0 / capacity["slow"]
+    offered = combined / 2
+    log(
+        f"slow/fast: {capacity['fast'] / capacity['slow']:.1f}x slower; combined capacity "
+        f"{combined:.1f} items/s; slow node's service time {service * 1000:.0f} ms"
+    )
+
+    lines = []
+    for mode in ("credit", "broker"):
+        run = Run(folder, url, mode, {"fast": fast, "slow": slow}, shape, samples)
+        try:
+            run.warm()
+            total = run.backlog(backlog, timeout=300)
+            timed = run.paced(offered, seconds, timeout=seconds * 4 + 30)
+        finally:
+            run.close()
+        slow_p50 = median(timed["latency"].get("slow", []))
+        fast_p50 = median(timed["latency"].get("fast", []))
+        share = {n: len(v) for n, v in timed["latency"].items()}
+        log(
+            f"{mode}: backlog of {backlog}: {total['rate']:.1f} items/s, per node "
+            f"{total['per_node']}, missing {total['missing']}; at {offered:.1f} items/s for "
+            f"{seconds:g} s: per node {share}, p50 fast {fast_p50 * 1000:.0f} ms, slow "
+            f"{slow_p50 * 1000:.0f} ms, missing {timed['missing']}"
+        )
+        label = "fogline credit dispatch" if mode == "credit" else "round-robin ($share)"
+        of = total["rate"] / combined
+        within = slow_p50 / service
+        target = (
+            f"(targets: >= 90 %: {verdict(of >= 0.9)}; p50 <= 2x: {verdict(within <= 2)})"
+            if mode == "credit"
+            else "(the anchor fogline's dispatch is measured against)"
+        )
+        lines.append(
+            f"fast + slow node ({capacity['fast'] / capacity['slow']:.1f}x slower: MobileNetV2 "
+            f"{fast_size} vs {slow_size}), {label}: {total['rate']:.1f} items/s = {100 * of:.0f}% "
+            f"of combined capacity {combined:.1f}; slow node p50 at {offered:.1f} items/s offered: "
+            f"{slow_p50 * 1000:.0f} ms = {within:.1f}x its service time "
+            f"{service * 1000:.0f} ms {target}"
+        )
+    return lines
+
+
+def run(quick: bool) -> list[str]:
+    print(
+        "\nCluster nodes: 1, 2, 3 nodes (credit dispatch); a fast and a slow node, credit vs "
+        "round-robin" + (" (--quick: fewer items, smaller models)" if quick else "")
+    )
+    lines: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="fogline-cluster-nodes-") as tmp:
+        folder = Path(tmp)
+        broker = start_broker(folder / "broker")
+        try:
+            counts = {1: 600, 2: 1200} if quick else {1: 3000, 2: 6000, 3: 9000}
+            lines += scaling(folder, broker.url, "digits", digits_setup(), counts)
+            if not quick:
+                size = 224
+                mobilenet = (
+                    {"path": str(export_mobilenet(folder, size))},
+                    mobilenet_preprocess(size),
+                    [32, 32, 3],
+                    thumbnails(64),
+                )
+                lines += scaling(
+                    folder, broker.url, f"MobileNetV2 {size}x{size}", mobilenet,
+                    {1: 150, 2: 300, 3: 450},
+                )  # fmt: skip
+            lines += fast_and_slow(folder, broker.url, (96, 215) if quick else (224, 500), quick)
+        finally:
+            broker.stop()
+    for line in lines:
+        print(f"   {line}")
+    return lines
