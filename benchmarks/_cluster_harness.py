@@ -334,6 +334,29 @@ class Cluster:
         if self.dispatcher is not None:
             self.dispatcher.stop(5)
 
+    def wait_ready(self, observer: Observer, timeout: float = 90.0) -> None:
+        """Until the dispatcher (if any) has spoken and every node says it is online.
+
+        A node announces itself right after it subscribed (to its work, or to
+        the shared subscription), so an item published after this reaches it.
+        ``observer`` must be subscribed to the group's ``nodes/+`` and
+        ``dispatcher`` topics.
+        """
+        base = f"fogline/cluster/{self.group}/"
+
+        def ready() -> bool:
+            self.check_alive()
+            online = set()
+            for heard in observer.since(prefix=base + "nodes/"):
+                name = heard.topic.rsplit("/", 1)[1]
+                state = json.loads(heard.payload).get("state") if heard.payload else None
+                (online.add if state == "online" else online.discard)(name)
+            spoke = self.dispatcher is None or bool(observer.since(prefix=base + "dispatcher"))
+            return spoke and set(self.nodes) <= online
+
+        if not wait_until("the cluster to be ready", ready, timeout):
+            raise SystemExit(f"the cluster {self.group} did not come up")
+
     def check_alive(self) -> None:
         for proc in [*self.nodes.values(), *([self.dispatcher] if self.dispatcher else [])]:
             if not proc.alive:

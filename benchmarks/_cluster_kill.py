@@ -65,7 +65,8 @@ def run(quick: bool) -> list[str]:
 def _run(folder: Path, url: str, total: int) -> str:
     model, preprocess, shape, samples = digits_setup()
     cluster = Cluster(folder, url, GROUP, TOPIC)
-    observer = Observer(url, [OUTBOX, f"fogline/cluster/{GROUP}/work/+"])
+    base = f"fogline/cluster/{GROUP}/"
+    observer = Observer(url, [OUTBOX, base + "work/+", base + "nodes/+", base + "dispatcher"])
     specs = {
         name: node_spec(
             name=name, url=url, topic=TOPIC, group=GROUP, dispatch="credit", model=model,
@@ -92,6 +93,7 @@ def _measure(
     specs: dict[str, dict[str, object]],
     total: int,
 ) -> str:
+    cluster.wait_ready(observer)
     # Capacity first (warm-up included): a short backlog, so the paced run is a real load.
     warm = producer.publish(300, prefix="warm")
     started = time.time()
