@@ -158,6 +158,12 @@ def node_spec(
     }
     if dispatch == "credit":
         source["window"] = window
+    else:
+        # Round-robin deals a node items whatever its load; a node's work queue holds
+        # max(4 x window, queue) of them and drops what comes beyond, acknowledged already.
+        # A long queue keeps them (they wait, as in Mosquitto's own queue): the comparison is
+        # latency, not loss.
+        source["queue"] = 100_000
     spec: dict[str, Any] = {
         "name": name,
         "sources": [source],
