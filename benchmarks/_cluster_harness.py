@@ -256,11 +256,17 @@ class Observer:
 class Producer:
     """Publishes ``{"data": [...], "id": ...}`` items at QoS 1 and notes when it sent each."""
 
-    def __init__(self, url: str, topic: str, samples: list[list[int]] | list[list[float]]) -> None:
+    def __init__(
+        self,
+        url: str,
+        topic: str,
+        samples: list[list[int]] | list[list[float]],
+        name: str = "bench-producer",
+    ) -> None:
         self.topic = topic
         self.samples = [json.dumps(s) for s in samples]
         self.sent: dict[str, float] = {}
-        self.client = _client(url, "bench-producer")
+        self.client = _client(url, name)
         self.client.loop_start()
         self.count = 0
 

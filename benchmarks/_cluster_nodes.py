@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -132,8 +133,8 @@ class Run:
                 name=name, url=url, topic=topic, group=group, dispatch=mode, model=model,
                 preprocess=preprocess, shape=shape, results=self.results + name,
             )  # fmt: skip
-            self.cluster.nodes[name] = start_node(folder, spec)
-        self.producer = Producer(url, topic, samples)
+            self.cluster.nodes[name] = start_node(folder / group, spec)
+        self.producer = Producer(url, topic, samples, name=f"producer-{group}")
         self.mode = mode
 
     def warm(self, timeout: float = 90.0) -> None:
@@ -185,22 +186,43 @@ class Run:
         self.cluster.stop()
 
 
+def in_turn(makers: list[Callable[[], Run]], together: bool) -> Iterator[Run]:
+    """Each run in turn, closed after use; ``together``: all started at once, then used in turn.
+
+    ``--quick`` starts them together: there the nodes' start-up, not the
+    measurement, takes most of the time; an idle node costs little (its
+    presence every 2 s), but a full run starts each alone all the same.
+    """
+    started = [make() for make in makers] if together else []
+    try:
+        for index, make in enumerate(makers):
+            run = started[index] if together else make()
+            try:
+                yield run
+            finally:
+                run.close()
+    finally:
+        for run in started:
+            run.close()
+
+
 # -- 1. scaling ------------------------------------------------------------------------------
 
 
-def scaling(folder: Path, url: str, name: str, setup: Any, counts: dict[int, int]) -> list[str]:
+def scaling(
+    folder: Path, url: str, name: str, setup: Any, counts: dict[int, int], quick: bool
+) -> list[str]:
     model, preprocess, shape, samples = setup
     rates: dict[int, float] = {}
-    for nodes, count in counts.items():
-        run = Run(
-            folder, url, "credit", {f"n{i}": (model, preprocess) for i in range(1, nodes + 1)},
-            shape, samples,
-        )  # fmt: skip
-        try:
-            run.warm()
-            got = run.backlog(count, timeout=max(60.0, count / 5))
-        finally:
-            run.close()
+
+    def maker(nodes: int) -> Callable[[], Run]:
+        members = {f"n{i}": (model, preprocess) for i in range(1, nodes + 1)}
+        return lambda: Run(folder, url, "credit", members, shape, samples)
+
+    runs = in_turn([maker(nodes) for nodes in counts], together=quick)
+    for (nodes, count), run in zip(counts.items(), runs, strict=True):
+        run.warm()
+        got = run.backlog(count, timeout=max(60.0, count / 5))
         rates[nodes] = got["rate"]
         log(
             f"{name}, {nodes} node(s), credit dispatch: {got['rate']:.1f} items/s over {count} "
@@ -224,18 +246,27 @@ def fast_and_slow(folder: Path, url: str, sizes: tuple[int, int], quick: bool) -
     slow = ({"path": str(export_mobilenet(folder, slow_size))}, mobilenet_preprocess(slow_size))
     samples = thumbnails(64)
     shape = [32, 32, 3]
-    backlog = 60 if quick else 300
-    seconds = 8.0 if quick else 20.0
+    backlog = 150 if quick else 400
+    seconds = 5.0 if quick else 20.0
 
+    def maker(mode: str, nodes: dict[str, Any]) -> Callable[[], Run]:
+        return lambda: Run(folder, url, mode, nodes, shape, samples)
+
+    runs = in_turn(
+        [
+            maker("credit", {"fast": fast}),
+            maker("credit", {"slow": slow}),
+            maker("credit", {"fast": fast, "slow": slow}),
+            maker("broker", {"fast": fast, "slow": slow}),
+        ],
+        together=quick,
+    )
     capacity: dict[str, float] = {}
-    for name, node in (("fast", fast), ("slow", slow)):
-        run = Run(folder, url, "credit", {name: node}, shape, samples)
-        try:
-            run.warm()
-            count = backlog if name == "fast" else max(20, backlog // 5)
-            capacity[name] = run.backlog(count, timeout=120)["rate"]
-        finally:
-            run.close()
+    for name in ("fast", "slow"):
+        run = next(runs)
+        run.warm()
+        count = backlog if name == "fast" else max(20, backlog // 5)
+        capacity[name] = run.backlog(count, timeout=120)["rate"]
         log(f"{name} node alone: {capacity[name]:.2f} items/s")
     combined = capacity["fast"] + capacity["slow"]
     service = 1.0 / capacity["slow"]
@@ -246,14 +277,10 @@ def fast_and_slow(folder: Path, url: str, sizes: tuple[int, int], quick: bool) -
     )
 
     lines = []
-    for mode in ("credit", "broker"):
-        run = Run(folder, url, mode, {"fast": fast, "slow": slow}, shape, samples)
-        try:
-            run.warm()
-            total = run.backlog(backlog, timeout=300)
-            timed = run.paced(offered, seconds, timeout=seconds * 4 + 30)
-        finally:
-            run.close()
+    for mode, run in zip(("credit", "broker"), runs, strict=True):
+        run.warm()
+        total = run.backlog(backlog, timeout=300)
+        timed = run.paced(offered, seconds, timeout=seconds * 4 + 30)
         slow_p50 = median(timed["latency"].get("slow", []))
         fast_p50 = median(timed["latency"].get("fast", []))
         share = {n: len(v) for n, v in timed["latency"].items()}
@@ -291,8 +318,8 @@ def run(quick: bool) -> list[str]:
         folder = Path(tmp)
         broker = start_broker(folder / "broker")
         try:
-            counts = {1: 600, 2: 1200} if quick else {1: 3000, 2: 6000, 3: 9000}
-            lines += scaling(folder, broker.url, "digits", digits_setup(), counts)
+            counts = {1: 500, 2: 1000} if quick else {1: 3000, 2: 6000, 3: 9000}
+            lines += scaling(folder, broker.url, "digits", digits_setup(), counts, quick)
             if not quick:
                 size = 224
                 mobilenet = (
@@ -303,7 +330,7 @@ def run(quick: bool) -> list[str]:
                 )
                 lines += scaling(
                     folder, broker.url, f"MobileNetV2 {size}x{size}", mobilenet,
-                    {1: 150, 2: 300, 3: 450},
+                    {1: 150, 2: 300, 3: 450}, quick,
                 )  # fmt: skip
             lines += fast_and_slow(folder, broker.url, (96, 352) if quick else (224, 640), quick)
         finally:
