@@ -5,6 +5,7 @@ closes again, the budget holds, and ``fogline check`` refuses remotes that do no
 from __future__ import annotations
 
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,7 @@ def items(count: int, start: int = 0) -> list[Item]:
 def run(steps: list[Any], batch: list[Item]) -> tuple[list[dict[str, Any]], list[float]]:
     results, waits = [], []
     for item in batch:
-        started = time.monotonic()
+        started = item.t0 = time.monotonic()  # captured now: its deadline counts from here
         for step in steps:
             item = step(item)
         waits.append(time.monotonic() - started)
@@ -91,6 +92,26 @@ def test_the_cascade_raises_accuracy_in_a_running_pipeline(served: Served, tmp_p
     }
     assert all(r["offload_reason"] is None for r in stored)
     with_offload.close()
+
+
+def test_overlapping_calls_keep_the_source_order(served: Served, tmp_path: Path) -> None:
+    # Prepare: every item to the teacher, four calls at a time, the raw input sent as is
+    step = offload_step(
+        served.url("http"), when=None, sample=1.0, max_in_flight=4, send="raw", timeout_ms=20000
+    )
+    post = [{"type": "classify", "labels": LABELS}, step, {"type": "smooth", "window": 3}]
+    spec = digits_spec(postprocess=post, store={"path": str(tmp_path / "r.db")})
+    runner = Pipeline(plan(load_spec(write_spec(tmp_path, spec))))
+    # Execute
+    snap = runner.run()
+    # Assert
+    assert runner.store is not None
+    records = runner.store.query(limit=1000)
+    assert [r.result.sequence for r in records] == list(range(597))
+    reasons = Counter(r.result.outputs["offload_reason"] for r in records)
+    assert reasons == {None: 597}, reasons
+    assert snap.accuracy is not None and snap.accuracy[0] == 595  # the teacher's 99.66 %
+    runner.close()
 
 
 def test_a_stopped_server_costs_at_most_the_deadline_then_the_circuit_opens_and_closes(
@@ -159,6 +180,25 @@ def test_the_budget_and_the_in_flight_cap_hold(served: Served) -> None:
         r["offload_reason"] or ("offloaded" if r["offloaded"] else "local") for r in results
     ]
     assert 5 <= outcomes.count("offloaded") <= 7 and outcomes.count("over_budget") >= 23
+
+
+def test_saturation_and_lateness(served: Served) -> None:
+    # Prepare: offload only while the batcher holds 5 or more items
+    steps = stages(served.url("http"), when=None, when_saturated=5)
+    metrics, depth = Metrics(), [0]
+    metrics.watch_queue("batcher", lambda: depth[0])
+    steps[-1].bind_metrics(metrics)
+    # Execute
+    quiet, _ = run(steps, items(2))
+    depth[0] = 7
+    busy, _ = run(steps, items(2))
+    late = items(1)[0]
+    late.t0 = time.monotonic() - 1.0  # captured a second ago: its 300 ms are spent
+    for step in steps:
+        late = step(late)
+    # Assert
+    assert [r["offloaded"] for r in quiet + busy] == [False, False, True, True]
+    assert late.result["offload_reason"] == "late"
 
 
 def test_a_garbled_answer_is_an_error_and_the_local_result_stays() -> None:

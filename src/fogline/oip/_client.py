@@ -150,7 +150,7 @@ class RemoteEngine:
 
     >>> engine = RemoteEngine("grpc://127.0.0.1:1/digits", timeout_s=0.5)
     >>> engine.backend, engine.precision, engine.device
-    ('oip-grpc', 'remote', 'grpc://127.0.0.1:1/digits')
+    ('oip-grpc', 'remote', '127.0.0.1:1')
     >>> engine.connect()  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
@@ -173,7 +173,7 @@ class RemoteEngine:
         self.timeout_s = float(timeout_s)
         self.connect_timeout_s = float(connect_timeout_s or timeout_s)
         self.backend = f"oip-{self.url.protocol}"
-        self.device = str(self.url)
+        self.device = self.url.address
         self._module = _tritonclient(self.url.protocol)
         self._local = threading.local()
         self._lock = threading.Lock()

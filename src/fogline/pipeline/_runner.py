@@ -27,7 +27,7 @@ import queue
 import secrets
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -54,7 +54,7 @@ from fogline.pipeline._spec import Plan
 from fogline.pipeline._variants import variant_families, variant_switcher
 from fogline.pipeline.sinks import outbox_encoder
 from fogline.pipeline.sources import cluster_key
-from fogline.pipeline.stages import build_post
+from fogline.pipeline.stages import Deferred, build_post
 from fogline.store import Capture, OutboxSender, Result, ResultStore, Retention
 
 log = logging.getLogger("fogline.pipeline")
@@ -451,8 +451,19 @@ class Pipeline:
             or any(t.when is not None or t.only_rules for t in targets)
             or self._capture is not None
         )
+        self._collector_tally = metrics
+        self._collect_setup = (sync, everyone, targets, needs_fields)
+        # Items whose offload answer is on its way wait here, in arrival order, with those
+        # behind them; the oldest is finished when it is ready, when the window is full, or
+        # when nothing new arrives. Without an offload step the window is 0: at once.
+        window = max((int(getattr(stage, "offload_window", 0)) for stage in post), default=0)
+        pending: deque[tuple[Item, Item | Deferred | None, str, float]] = deque()
         while True:
-            entry = self._inflight.get()
+            try:
+                entry = self._inflight.get(block=not pending)
+            except queue.Empty:
+                self._emit(*pending.popleft())
+                continue
             if entry is _DONE:
                 break
             item, future, submitted = entry
@@ -471,64 +482,91 @@ class Pipeline:
             if self._learner is not None:
                 self._learner.seen(item)
             try:
-                done = self._post(item, post, raw)
-                if done is None:
-                    metrics.count(item.source, "held")
-                    self._settle(item.source, [item.meta.get("id")], "processed")
-                    continue
-                capture: Capture | None = None
-                if not needs_fields:
-                    keep, chosen = sync, everyone
-                else:
-                    fields = {
-                        **done.result,
-                        "source": done.source,
-                        "sequence": done.sequence,
-                        "position": done.position,
-                        "captured_at": done.captured_at,
-                        "model": opened.name,
-                        "truth": done.meta.get("label"),
-                    }
-                    if rules:
-                        matched = [rule.name for rule in rules if rule.when(fields)]
-                        done.result["rules"] = matched
-                        fields["rules"] = matched
-                        fields.update({rule.name: rule.name in matched for rule in rules})
-                    keep = sync(fields) if isinstance(sync, Condition) else sync
-                    chosen = [t.name for t in targets if _wants(t, fields)]
-                    if self._capture is not None:
-                        capture = self._capture.consider(done, fields)
+                started = self._post(item, post, raw)
             except ItemError as exc:
                 metrics.count(item.source, "errors")
                 self._log_item(item.source, item.position, str(exc))
                 self._settle(item.source, [item.meta.get("id")], "failed")
                 continue
-            label = item.meta.get("label")
-            if label is not None and "label" in done.result:
-                metrics.label(str(done.result["label"]) == str(label))
-            result = Result(
-                done.source,
-                done.sequence,
-                done.captured_at,
-                opened.name,
-                version,
-                done.result,
-                sync=bool(keep),
-                position=done.position,
-                item_id=done.meta.get("id"),
-            )
-            metrics.observe("postprocess", time.monotonic() - now)
-            self._stored.put((result, done.t0, chosen, capture))
+            pending.append((item, started, version, now))
+            while pending and (
+                len(pending) > window
+                or not isinstance(head := pending[0][1], Deferred)
+                or head.ready()
+            ):
+                self._emit(*pending.popleft())
+        while pending:
+            self._emit(*pending.popleft())
         self._stored.put(_DONE)
 
+    def _emit(self, item: Item, started: Item | Deferred | None, version: str, now: float) -> None:
+        """Finish one item's post-processing (rules, sinks, capture) and hand it to the store."""
+        metrics = self._collector_tally
+        opened = self.plan.model
+        rules = self.plan.rules
+        sync, everyone, targets, needs_fields = self._collect_setup
+        try:
+            done = started.resolve() if isinstance(started, Deferred) else started
+            if done is None:
+                metrics.count(item.source, "held")
+                self._settle(item.source, [item.meta.get("id")], "processed")
+                return
+            capture: Capture | None = None
+            if not needs_fields:
+                keep, chosen = sync, everyone
+            else:
+                fields = {
+                    **done.result,
+                    "source": done.source,
+                    "sequence": done.sequence,
+                    "position": done.position,
+                    "captured_at": done.captured_at,
+                    "model": opened.name,
+                    "truth": done.meta.get("label"),
+                }
+                if rules:
+                    matched = [rule.name for rule in rules if rule.when(fields)]
+                    done.result["rules"] = matched
+                    fields["rules"] = matched
+                    fields.update({rule.name: rule.name in matched for rule in rules})
+                keep = sync(fields) if isinstance(sync, Condition) else sync
+                chosen = [t.name for t in targets if _wants(t, fields)]
+                if self._capture is not None:
+                    capture = self._capture.consider(done, fields)
+        except ItemError as exc:
+            metrics.count(item.source, "errors")
+            self._log_item(item.source, item.position, str(exc))
+            self._settle(item.source, [item.meta.get("id")], "failed")
+            return
+        label = item.meta.get("label")
+        if label is not None and "label" in done.result:
+            metrics.label(str(done.result["label"]) == str(label))
+        result = Result(
+            done.source,
+            done.sequence,
+            done.captured_at,
+            opened.name,
+            version,
+            done.result,
+            sync=bool(keep),
+            position=done.position,
+            item_id=done.meta.get("id"),
+        )
+        metrics.observe("postprocess", time.monotonic() - now)
+        self._stored.put((result, done.t0, chosen, capture))
+
     @staticmethod
-    def _post(item: Item, post: Sequence[Stage], raw: bool) -> Item | None:
+    def _post(item: Item, post: Sequence[Stage], raw: bool) -> Item | Deferred | None:
         if raw:
             item.result = {name: value.tolist() for name, value in item.outputs.items()}
             return item
         current = item
-        for stage in post:
-            step = stage(current)
+        for index, stage in enumerate(post):
+            start = getattr(stage, "start", None)  # an offload step: its call may still run
+            step = start(current) if start is not None else stage(current)
+            if isinstance(step, Deferred):
+                step.rest = post[index + 1 :]
+                return step
             if step is None:
                 return None
             current = step

@@ -21,6 +21,7 @@ from fogline.pipeline.stages._detect import NmsSpec, SsdSpec, YoloSpec, nms
 from fogline.pipeline.stages._drift import DriftSpec
 from fogline.pipeline.stages._image import ColourSpec, CropSpec, LetterboxSpec, ResizeSpec
 from fogline.pipeline.stages._offload import (
+    Deferred,
     OffloadReading,
     OffloadSpec,
     build_post,
@@ -40,6 +41,7 @@ __all__ = [
     "ColourSpec",
     "CropSpec",
     "DebounceSpec",
+    "Deferred",
     "DriftSpec",
     "FftSpec",
     "LayoutSpec",

@@ -15,15 +15,19 @@ The steps listed before it are run again on the remote outputs, so the
 remote answer replaces the local fields (``mode: replace``) or is added under
 ``key`` (``mode: join``). Every result gets ``offloaded`` (true or false),
 ``offload_reason`` (why a wanted offload did not happen: ``timeout``,
-``refused``, ``error``, ``over_budget``, ``busy``, ``circuit_open``; null
-otherwise), ``offload_model`` and ``offload_version`` (the remote model's, when
+``refused``, ``error``, ``late``, ``over_budget``, ``busy``, ``circuit_open``;
+null otherwise), ``offload_model`` and ``offload_version`` (the remote model's, when
 it answered).
 
-Bounded: an item waits at most ``timeout_ms`` for its answer, then goes on
-with its local result. ``max_per_second`` is a budget (a token bucket with a
-second's worth of burst); ``max_in_flight`` caps the calls still running (a
-call that passed its deadline keeps its slot until its own deadline on the
-connection ends it). After ``circuit.failures`` consecutive failures the
+Bounded: an item waits for its answer until ``timeout_ms`` after its
+capture, then goes on with its local result; one that arrives with less than
+a millisecond of that left is not sent at all (``late``). Counting from the
+capture, not from the call, bounds what a silent remote costs the items queued
+behind a waiting one: timeout_ms in all, not timeout_ms each. ``max_per_second`` is a budget (a token bucket with a
+second's worth of burst); ``max_in_flight`` caps the calls running at once
+(an item that finds them all taken waits for a slot until its deadline, then
+is counted ``busy``; a call that passed its deadline keeps its slot until its
+own deadline on the connection ends it). After ``circuit.failures`` consecutive failures the
 circuit opens: no item is sent for ``circuit.open_s`` seconds (doubling, up
 to ``circuit.max_open_s``), then one item probes the remote; an answer closes
 the circuit again.
@@ -77,7 +81,9 @@ from fogline.pipeline.stages._common import PositiveInt
 log = logging.getLogger("fogline.pipeline")
 
 #: Why a wanted offload did not happen, in the order the summary shows them.
-REASONS = ("timeout", "refused", "error", "over_budget", "busy", "circuit_open")
+REASONS = ("timeout", "refused", "error", "late", "over_budget", "busy", "circuit_open")
+#: An item with less than this left of its deadline is not sent (``late``).
+_LEAST_S = 0.001
 #: Every outcome counted: ``offloaded``, ``local`` (not wanted), and the reasons.
 OUTCOMES = ("offloaded", "local", *REASONS)
 #: The result fields the step writes.
@@ -328,10 +334,12 @@ class _Offload:
         self.model = ""
         self.version = ""
         self._pool = ThreadPoolExecutor(spec.max_in_flight, thread_name_prefix="fogline-offload")
-        self._lock = threading.Lock()
+        self._slots = threading.Condition()
         self._in_flight = 0
         self._checked = False
         self._input = outputs.inputs[0].name if outputs.inputs else ""
+        #: How many items the runner may hold while this step's calls run.
+        self.offload_window = 8 * spec.max_in_flight
 
     # --- wiring ---------------------------------------------------------------------------
 
@@ -373,16 +381,34 @@ class _Offload:
         )
 
     def __call__(self, item: Item) -> Item:
+        """The item with the remote answer merged in, or with its local one and the reason."""
+        started = self.start(item)
+        return started.resolve_item() if isinstance(started, Deferred) else started
+
+    def start(self, item: Item) -> Item | Deferred:
+        """Send the item if it is wanted and allowed; a :class:`Deferred` while the call runs.
+
+        The runner resolves deferred items in order, so several calls overlap
+        (up to ``max_in_flight``) while results keep the source's order.
+        """
         if not self._wanted(item):
             return self._finish(item, "local")
         now = time.monotonic()
+        # The deadline counts from the item's capture, so a stalled remote delays the items
+        # queued behind one item by at most timeout_ms in all, not timeout_ms each.
+        deadline = min(item.t0, now) + self.timeout_s
+        if deadline - now < _LEAST_S:
+            return self._finish(item, "late")
         if not self.circuit.allows(now):
             return self._finish(item, "circuit_open")
         if self.bucket is not None and not self.bucket.take(now):
             return self._finish(item, "over_budget")
-        with self._lock:
-            if self._in_flight >= self.spec.max_in_flight:
-                return self._finish(item, "busy")
+        with self._slots:  # all slots taken: wait for one, until the item's deadline at most
+            while self._in_flight >= self.spec.max_in_flight:
+                left = deadline - time.monotonic()
+                if left < _LEAST_S:
+                    return self._finish(item, "busy")
+                self._slots.wait(left)
             self._in_flight += 1
         feeds = self._feeds(item)
         if feeds is None:
@@ -390,23 +416,27 @@ class _Offload:
             return self._finish(item, "error")
         future = self._pool.submit(self._call, feeds)
         future.add_done_callback(self._release)
+        return Deferred(self, item, future, now, deadline)
+
+    def settle(self, item: Item, future: Future[Answer], started: float, deadline: float) -> Item:
+        """Wait for the answer until ``deadline`` at most; merge it, or count why not."""
         try:
-            answer = future.result(timeout=max(0.0, now + self.timeout_s - time.monotonic()))
+            answer = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
-            return self._failed(item, "timeout", now, None)
+            return self._failed(item, "timeout", started, None)
         except Unreachable as exc:
-            return self._failed(item, "refused", now, exc)
+            return self._failed(item, "refused", started, exc)
         except TimedOut as exc:
-            return self._failed(item, "timeout", now, exc)
+            return self._failed(item, "timeout", started, exc)
         except FoglineError as exc:
-            return self._failed(item, "error", now, exc)
+            return self._failed(item, "error", started, exc)
         except Exception as exc:  # a bug in a client library must not stop the stream
-            return self._failed(item, "error", now, exc)
-        self.latency.observe(time.monotonic() - now)
+            return self._failed(item, "error", started, exc)
+        self.latency.observe(time.monotonic() - started)
         try:
             merged = self._merge(item, answer)
         except FoglineError as exc:
-            return self._failed(item, "error", now, exc, timed=False)
+            return self._failed(item, "error", started, exc, timed=False)
         self.circuit.succeeded()
         return merged
 
@@ -433,8 +463,9 @@ class _Offload:
         return engine.infer(feeds)
 
     def _release(self, _: Future[Answer] | None) -> None:
-        with self._lock:
+        with self._slots:
             self._in_flight -= 1
+            self._slots.notify()
 
     def _merge(self, item: Item, answer: Answer) -> Item:
         outputs = {name: value[0] for name, value in answer.outputs.items()}
@@ -480,6 +511,41 @@ class _Offload:
         item.result["offload_model"] = model
         item.result["offload_version"] = version
         return item
+
+
+class Deferred:
+    """An item whose remote answer is on its way, and the steps still to run after it.
+
+    ``ready()`` says that :meth:`resolve` would not wait; :meth:`resolve`
+    waits until the item's deadline at most, merges the answer (or counts why
+    not), then runs ``rest``: the post-processing steps listed after the
+    offload step. The runner's collector resolves them in arrival order.
+    """
+
+    __slots__ = ("deadline", "future", "item", "rest", "started", "step")
+
+    def __init__(
+        self, step: _Offload, item: Item, future: Future[Answer], started: float, deadline: float
+    ) -> None:
+        self.step, self.item, self.future = step, item, future
+        self.started, self.deadline = started, deadline
+        self.rest: Sequence[Stage] = ()
+
+    def ready(self) -> bool:
+        return self.future.done() or time.monotonic() >= self.deadline
+
+    def resolve_item(self) -> Item:
+        """The item with the offload step done (``rest`` not run)."""
+        return self.step.settle(self.item, self.future, self.started, self.deadline)
+
+    def resolve(self) -> Item | None:
+        """The item after the offload step and ``rest``; None if a later step held it back."""
+        current: Item | None = self.resolve_item()
+        for stage in self.rest:
+            if current is None:
+                return None
+            current = stage(current)
+        return current
 
 
 def offload_families(reading: OffloadReading, pipeline: str) -> Iterator[Any]:
