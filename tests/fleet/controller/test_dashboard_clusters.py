@@ -2,16 +2,23 @@
 
 A real broker with the fleet's passwords and ACL, a real controller
 (:class:`~fogline.fleet.controller.Controller`) and the dashboard in the
-headless Chromium of ``test_dashboard``. The cluster's members log in as
-the fleet device ``cam-1`` (the ACL lets every device use
-``fogline/cluster/#``) and say what a node and a dispatcher say, retained,
-in :mod:`fogline.cluster`'s bodies: one node names the device, one a device
-the fleet does not know. The page lists both under their group, links the
-known device, and shows a node that went offline.
+headless Chromium of ``test_dashboard``. Node ``node-a`` is a real
+``fogline run`` of a cluster node, logged in as fleet device ``cam-1``
+with ``FOGLINE_DEVICE_ID=cam-1`` in its environment, as the fleet agent
+runs it; the ACL lets every device use ``fogline/cluster/#``. Fleet device
+``cam-2`` stands in for the rest of the group, saying what a node and a
+dispatcher say in :mod:`fogline.cluster`'s bodies: a node that names a
+device the fleet does not know, the dispatcher's stats, a malformed
+presence. The page lists the group, links the known device, and shows
+``node-a`` offline once it is killed with SIGKILL (its last will).
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +37,7 @@ from fogline.fleet.controller import Controller, ControllerConfig
 from fogline.security import init_keys
 from fogline.transport.mqtt import BrokerConfig, LocalBroker, MqttUrl
 from support.broker import free_port
+from support.digits_pipeline import digits_spec, write_spec
 from support.fleet_controller import wait_for
 
 browser = dashboard.browser
@@ -43,9 +51,10 @@ class Site:
     controller: Controller
     member: paho.Client
     api: httpx.Client
+    node: subprocess.Popen[bytes]
 
     def say(self, topic: str, payload: bytes) -> None:
-        """Publish retained at QoS 1 as device cam-1 and wait for the broker's PUBACK."""
+        """Publish retained at QoS 1 as device cam-2 and wait for the broker's PUBACK."""
         info = self.member.publish(topic, payload, qos=1, retain=True)
         info.wait_for_publish(10)
         assert info.is_published()
@@ -69,10 +78,12 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     init_keys(folder / "controller")
     broker = LocalBroker(BrokerConfig(folder=folder / "broker", port=free_port(), auth=True))
     broker.start()
+    node = None
     try:
         user = broker.add_controller()
-        device = broker.add_device("cam-1")
+        cam1, cam2 = broker.add_device("cam-1"), broker.add_device("cam-2")
         url = MqttUrl.parse(broker.url)
+        node = start_node(folder, f"mqtt://{cam1.user}:{cam1.password}@{url.host}:{url.port}")
         controller = Controller(
             ControllerConfig(
                 data=folder / "controller",
@@ -82,8 +93,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 tick_seconds=0.1,
             )
         ).start()
-        member = paho.Client(CallbackAPIVersion.VERSION2, "cam-1", protocol=paho.MQTTv5)
-        member.username_pw_set(device.user, device.password)
+        member = paho.Client(CallbackAPIVersion.VERSION2, "cam-2", protocol=paho.MQTTv5)
+        member.username_pw_set(cam2.user, cam2.password)
         member.connect(url.host, url.port)
         member.loop_start()
         try:
@@ -94,27 +105,48 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 headers={"Authorization": f"Bearer {controller.token}"},
                 timeout=30,
             )
-            yield Site(controller, member, api)
+            yield Site(controller, member, api, node)
         finally:
             member.disconnect()
             member.loop_stop()
             controller.stop()
     finally:
+        if node is not None and node.poll() is None:
+            node.kill()
+            node.wait()
         broker.stop()
+
+
+def start_node(folder: Path, url: str) -> subprocess.Popen[bytes]:
+    """``fogline run`` of a digits cluster node as the fleet agent starts it (its device's id)."""
+    source = {
+        "type": "mqtt", "name": "items", "url": url, "topic": f"fogline/cluster/{GROUP}/in",
+        "share": GROUP, "node": "node-a", "window": 2, "shape": [1, 8, 8],
+    }  # fmt: skip
+    path = write_spec(folder, digits_spec(name="digits", sources=[source]), "node.yaml")
+    argv = [
+        sys.executable,
+        "-m",
+        "fogline",
+        "run",
+        str(path),
+        "--no-live",
+        "--output-dir",
+        str(folder),
+    ]
+    env = {**os.environ, "FOGLINE_DEVICE_ID": "cam-1"}
+    log = open(folder / "node.log", "wb")  # noqa: SIM115  # the child keeps it
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
 def test_the_api_lists_each_groups_nodes_and_dispatcher_with_their_devices(site: Site) -> None:
     stats = DispatcherStats("running", "cams/in", 2, queued=3, dispatched=40, completed=37, at=1.0)
-    site.say(
-        f"fogline/cluster/{GROUP}/nodes/node-a", presence("node-a", "online", "cam-1", 21).payload()
-    )
-    site.say(
-        f"fogline/cluster/{GROUP}/nodes/node-b", presence("node-b", "online", "ghost", 19).payload()
-    )
+    ghost = presence("node-b", "online", "ghost", 19)
+    site.say(f"fogline/cluster/{GROUP}/nodes/node-b", ghost.payload())
     site.say(f"fogline/cluster/{GROUP}/dispatcher", stats.payload())
     site.say(f"fogline/cluster/{GROUP}/nodes/node-c", b'{"node": "node-c", "state": "asleep"}')
 
-    wait_for("both nodes and the dispatcher", lambda: _complete(site.groups()), timeout=20)
+    wait_for("both nodes and the dispatcher", lambda: _complete(site.groups()), timeout=30)
 
     [group] = site.groups()
     assert group["group"] == GROUP
@@ -126,24 +158,20 @@ def test_the_api_lists_each_groups_nodes_and_dispatcher_with_their_devices(site:
         "cam-1",
         True,
     )
-    assert (a["took"], a["finished"], a["in_flight"], a["lag_ms"]) == (21, 20, 1, 12.5)
-    assert (b["device"], b["device_known"]) == ("ghost", False)
+    assert (a["took"], a["finished"], a["in_flight"], a["window"]) == (0, 0, 0, 2)
+    assert (b["device"], b["device_known"], b["lag_ms"]) == ("ghost", False, 12.5)
     wait_for("the malformed presence counted", lambda: site.controller.clusters.rejected == 1)
 
 
 def _complete(groups: list[dict[str, Any]]) -> bool:
-    return bool(groups) and len(groups[0]["nodes"]) == 2 and groups[0]["dispatcher"] is not None
+    nodes = {n["node"]: n["state"] for g in groups for n in g["nodes"]}
+    return nodes == {"node-a": "online", "node-b": "online"} and groups[0]["dispatcher"] is not None
 
 
 def test_the_clusters_page_shows_nodes_links_devices_and_a_node_going_offline(
     site: Site, page: Page, shots: Path
 ) -> None:
-    site.say(
-        f"fogline/cluster/{GROUP}/nodes/node-a", presence("node-a", "online", "cam-1", 21).payload()
-    )
-    site.say(
-        f"fogline/cluster/{GROUP}/nodes/node-b", presence("node-b", "online", "ghost", 19).payload()
-    )
+    wait_for("the node online", lambda: _complete(site.groups()), timeout=30)
     page.goto(f"{site.controller.base_url}/?token={site.controller.token}#/clusters")
 
     block = page.locator(f'section.cluster[data-group="{GROUP}"]')
@@ -151,16 +179,14 @@ def test_the_clusters_page_shows_nodes_links_devices_and_a_node_going_offline(
     expect(block.locator('[data-count="dispatched"]')).to_contain_text("dispatched 40")
     row = block.locator('tr[data-node="node-a"]')
     expect(row.locator('[data-field="state"]')).to_have_text("online")
-    expect(row.locator('[data-field="in_flight"]')).to_have_text("1 of 2")
-    expect(row.locator('[data-field="lag"]')).to_have_text("12.5 ms")
+    expect(row.locator('[data-field="in_flight"]')).to_have_text("0 of 2")
+    expect(block.locator('tr[data-node="node-b"] [data-field="lag"]')).to_have_text("12.5 ms")
     expect(block.locator('tr[data-node="node-b"] [data-field="device"] a')).to_have_count(0)
     dashboard.screenshot(page, shots, "clusters")
 
-    # Execute: node-a's last will (what the broker publishes when a node dies)
-    site.say(
-        f"fogline/cluster/{GROUP}/nodes/node-a",
-        presence("node-a", "offline", "cam-1", 21).payload(),
-    )
+    # Execute: the node dies; the broker publishes its last will
+    site.node.send_signal(signal.SIGKILL)
+    site.node.wait()
 
     expect(row.locator('[data-field="state"]')).to_have_text("offline")  # the page refreshes
     expect(block.locator("h2")).to_contain_text("1 of 2 nodes online")
