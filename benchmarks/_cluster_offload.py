@@ -149,7 +149,8 @@ def run(quick: bool) -> list[str]:
         print(
             f"  all-local: accuracy {acc_local:.2f} %, mean {mean_local:.2f} ms, p99 {p99_local:.2f} ms"
         )
-        remote, share = _run({"url": server.url, "sample": 1.0, "timeout_ms": 1000}, rate, passes)
+        every = {"url": server.url, "sample": 1.0, "timeout_ms": 1000, "max_in_flight": 8}
+        remote, share = _run(every, rate, passes)
         acc_remote, mean_remote, p99_remote = _figures(remote)
         print(
             f"  all-remote: accuracy {acc_remote:.2f} %, mean {mean_remote:.2f} ms, "
@@ -185,7 +186,8 @@ def run(quick: bool) -> list[str]:
             f"offload: target within 0.5 points of all-remote ({acc_remote:.2f} %) with <= 25 % "
             f"offloaded: {verdict}"
         )
-        threshold = best[0] if best else thresholds[-1]
+        # The outage runs use the threshold that offloads most, so that most items meet it.
+        threshold = max(fitting, key=lambda r: r[2])[0] if fitting else thresholds[-1]
         cascade = {"url": server.url, "when": f"score < {threshold}", "timeout_ms": DEADLINE_MS}
         for name, number in (("paused (SIGSTOP)", signal.SIGSTOP), ("killed", signal.SIGKILL)):
             if number == signal.SIGKILL:
@@ -202,7 +204,7 @@ def run(quick: bool) -> list[str]:
             ok = p99 <= p99_local + DEADLINE_MS and worst <= DEADLINE_MS + 5
             print(f"  server {name}: accuracy {acc:.2f} %, p99 {p99:.2f} ms; {counted}")
             lines.append(
-                f"offload: server {name}, {DEADLINE_MS} ms deadline: p99 {p99:.2f} ms (target <= "
+                f"offload: server {name}, score < {threshold}, {DEADLINE_MS} ms deadline: p99 {p99:.2f} ms (target <= "
                 f"all-local p99 {p99_local:.2f} + {DEADLINE_MS} ms), longest wait for the remote "
                 f"{worst:.1f} ms, accuracy {acc:.2f} % ({counted}): {'met' if ok else 'NOT met'}"
             )
