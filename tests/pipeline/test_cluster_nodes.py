@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from fogline.cli import main
-from fogline.cluster import Dispatcher, idempotency_key
+from fogline.cluster import Dispatcher, idempotency_key, read_status
 from fogline.examples import digits_eval
 from fogline.store import read_deduplicated
 from fogline.transport.mqtt import MqttMessage, MqttPublisher, Topic
@@ -108,6 +108,14 @@ def test_kill_9_of_one_of_three_nodes_loses_no_item_and_each_has_one_effect(
     assert all(len(found) == len(set(found)) for found in stores.values())  # once per store
     stats = dispatcher.stats
     assert stats.corrupt == 1 and stats.redispatched >= 1 and stats.queued == 0
+    # What `fogline cluster status` shows: b offline (its will), the items it lost re-dispatched
+    status = read_status(url, "digits")
+    by_pid = {int(n.node.rsplit("-", 1)[1]): n for n in status.nodes}
+    killed = by_pid[nodes[1][1].pid]
+    assert killed.state == "offline" and status.dispatcher is not None
+    assert status.dispatcher.nodes[killed.node]["redispatched"] == stats.redispatched
+    assert {n.state for n in status.nodes} == {"offline"}  # the others left when stopped
+    assert {n.pipeline for n in status.nodes} == {"digits"}
     logs = "".join((tmp_path / f"{name}.log").read_text() for name in "abc")
     assert (
         "skipped mqtt fogline/cluster/digits/work/" in logs

@@ -76,7 +76,7 @@ def dispatch(
     thread.join()
     if dispatcher.error is not None:
         raise ConfigError(dispatcher.error)
-    console_err.print(_dispatcher_line(asdict(dispatcher.stats)))
+    console_err.print(_dispatcher_line(asdict(dispatcher.stats)), soft_wrap=True)
 
 
 def _dispatcher_line(d: dict[str, Any]) -> str:
@@ -108,21 +108,16 @@ def status(
         console.print(f"no node of group {group} has announced itself on {broker}")
     else:
         now = time.time()
+        seen_by = found.dispatcher.nodes if found.dispatcher is not None else {}
         table = Table(title=f"cluster {group}")
-        for column in (
-            "node",
-            "state",
-            "took",
-            "finished",
-            "in flight",
-            "lag ms",
-            "seen",
-            "device",
-        ):
-            table.add_column(column, justify="right" if column not in ("node", "state") else "left")
+        columns = ["node", "state", "took", "finished", "in flight", "lag ms", "seen", "device"]
+        if seen_by:  # what the dispatcher counted: a killed node's last will cannot say
+            columns[4:4] = ["confirmed", "re-dispatched"]
+        for column in columns:
+            table.add_column(column, justify="left" if column in ("node", "state") else "right")
         for node in found.nodes:
             style = {"online": "green", "offline": "red", "draining": "yellow"}[node.state]
-            table.add_row(
+            row = [
                 node.node,
                 f"[{style}]{node.state}[/]",
                 str(node.took),
@@ -131,12 +126,16 @@ def status(
                 "-" if node.lag_ms is None else f"{node.lag_ms:.1f}",
                 f"{max(0.0, now - node.at):.0f} s ago",
                 node.device or "-",
-            )
+            ]
+            if seen_by:
+                counted = seen_by.get(node.node, {})
+                row[4:4] = [str(counted.get(k, "-")) for k in ("completed", "redispatched")]
+            table.add_row(*row)
         console.print(table)
     if found.dispatcher is None:
         console.print("no dispatcher has run for this group")
     else:
-        console.print(_dispatcher_line(asdict(found.dispatcher)), highlight=False)
+        console.print(_dispatcher_line(asdict(found.dispatcher)), highlight=False, soft_wrap=True)
 
 
 @cluster.command("feed")

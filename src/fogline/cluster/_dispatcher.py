@@ -77,6 +77,8 @@ class _Node:
     seen: float  # monotonic time of its last presence
     outstanding: set[int] = field(default_factory=set)
     given_at: float = 0.0
+    completed: int = 0  # done messages from it that completed an item
+    redispatched: int = 0  # its items that went to another node
 
     @property
     def serving(self) -> bool:
@@ -183,6 +185,7 @@ class Dispatcher:
         }  # fmt: skip
         self.nodes: dict[str, _Node] = {}
         self._state = "starting"
+        self._news = False  # a node left: publish the stats now, not in up to 2 s
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._pending: deque[_Entry] = deque()
         self._entries: dict[int, _Entry] = {}
@@ -279,8 +282,8 @@ class Dispatcher:
                     next_scan = now + 0.25
                     self._scan(now)
                 self._deal(now)
-                if now >= next_stats or self._state != said:  # and at once when it changes
-                    next_stats, said = now + STATS_EVERY_S, self._state
+                if now >= next_stats or self._state != said or self._news:  # news: at once
+                    next_stats, said, self._news = now + STATS_EVERY_S, self._state, False
                     self._publish(self.topics.dispatcher, self._stats().payload(), retain=True)
         finally:
             self._state = "stopped"
@@ -318,6 +321,14 @@ class Dispatcher:
                 failed=c["failed"],
                 outstanding=len(self._entries) - len(self._pending),
                 at=round(time.time(), 3),
+                nodes={
+                    name: {
+                        "completed": n.completed,
+                        "outstanding": len(n.outstanding),
+                        "redispatched": n.redispatched,
+                    }
+                    for name, n in self.nodes.items()
+                },
             )
 
     # --- paho's thread: queue what arrived ------------------------------------------------
@@ -446,6 +457,8 @@ class Dispatcher:
                     entry.node = None
                     self._pending.appendleft(entry)
                     self.counts["redispatched"] += 1
+                    node.redispatched += 1
+        self._news = True
         log.warning("node %s: %s; %d item(s) re-dispatched", name, why, len(back))
 
     def _done(self, name: str, payload: bytes) -> None:
@@ -472,6 +485,8 @@ class Dispatcher:
                 with contextlib.suppress(ValueError):
                     self._pending.remove(entry)
             self.counts["completed"] += 1
+            if node is not None:
+                node.completed += 1
             if done.outcome in ("corrupt", "failed"):
                 self.counts[done.outcome] += 1
         self._recent[entry.id] = None
@@ -511,6 +526,7 @@ class Dispatcher:
                 holder = self.nodes.get(entry.node)
                 if holder is not None:
                     holder.outstanding.discard(entry.seq)
+                    holder.redispatched += 1
                 log.warning(
                     "item %s: not done by %s within %g s; re-dispatched",
                     entry.id,

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from fogline.transport.mqtt import Topic, TopicFilter
@@ -272,6 +272,9 @@ class DispatcherStats:
     failed: int = 0
     outstanding: int = 0
     at: float = 0.0
+    #: Per node: ``{"completed": n, "outstanding": n, "redispatched": n}`` as the dispatcher saw
+    #: it (a killed node's last will cannot say what it finished; this can).
+    nodes: dict[str, dict[str, int]] = field(default_factory=dict, compare=False)
 
     def payload(self) -> bytes:
         return encode(asdict(self))
@@ -287,9 +290,16 @@ class DispatcherStats:
                 "duplicates", "late", "corrupt", "failed", "outstanding",
             )
         }  # fmt: skip
+        nodes = body.get("nodes", {})
+        if not isinstance(nodes, dict) or not all(
+            isinstance(v, dict) and all(isinstance(n, int) for n in v.values())
+            for v in nodes.values()
+        ):
+            raise ValueError(f"{what}: nodes must map a node to its counts")
         return cls(
             state=_text(body.get("state", ""), "state", what) or "",
             topic=_text(body.get("topic", ""), "topic", what) or "",
             at=_number(body.get("at", 0.0), "at", what) or 0.0,
+            nodes=nodes,
             **counts,
         )

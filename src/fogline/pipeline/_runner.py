@@ -266,6 +266,9 @@ class Pipeline:
             for (name, _), source in zip(self._named_sources(), sources, strict=True)
             if callable(hook := getattr(source, "settled", None))
         }
+        for source in sources:  # a cluster node announces which pipeline it runs
+            if callable(named := getattr(source, "name_pipeline", None)):
+                named(spec.name)
         feeders = [
             threading.Thread(
                 target=self._feed,

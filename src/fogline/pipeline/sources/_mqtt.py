@@ -221,6 +221,11 @@ class MqttSource:
         if self.node is not None:
             self.node.settled(item_ids, outcome, results)
 
+    def name_pipeline(self, name: str) -> None:
+        """The pipeline a cluster node runs, as its presence announces it."""
+        if self.node is not None:
+            self.node.pipeline = name
+
     def close(self) -> None:
         """Leave the cluster (presence ``offline``); called once the pipeline has drained."""
         if self.node is not None:
