@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as paho
+import psutil
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -208,6 +209,7 @@ class Heard:
     at: float
     payload: bytes
     props: dict[str, str]
+    item: str | None = None  # the producer's item id in a result, read once on arrival
 
 
 def _client(url: str, name: str) -> paho.Client:
@@ -222,8 +224,15 @@ def _client(url: str, name: str) -> paho.Client:
 class Observer:
     """Every message on ``filters``, with the time it arrived here (this process's clock)."""
 
-    def __init__(self, url: str, filters: Sequence[str], name: str = "bench-observer") -> None:
+    def __init__(
+        self,
+        url: str,
+        filters: Sequence[str],
+        name: str = "bench-observer",
+        results: Callable[[str], bool] = lambda topic: not topic.startswith("fogline/cluster/"),
+    ) -> None:
         self.heard: list[Heard] = []
+        self._results = results
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
         self.client = _client(url, name)
@@ -237,8 +246,10 @@ class Observer:
     def _message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
         at = time.time()
         props = dict(getattr(message.properties, "UserProperty", None) or [])
+        heard = Heard(message.topic, at, message.payload, props)
+        heard.item = _item_in(message.payload) if self._results(message.topic) else None
         with self._lock:
-            self.heard.append(Heard(message.topic, at, message.payload, props))
+            self.heard.append(heard)
 
     def since(self, start: int = 0, prefix: str = "") -> list[Heard]:
         with self._lock:
@@ -297,14 +308,45 @@ class Producer:
 
 def result_id(heard: Heard) -> str | None:
     """The producer's item id in a result (a live sink's body or an outbox envelope)."""
+    return heard.item
+
+
+def _item_in(payload: bytes) -> str | None:
     try:
-        body = json.loads(heard.payload)
+        body = json.loads(payload)
     except ValueError:
         return None
     if isinstance(body, dict) and isinstance(body.get("result"), dict):
         body = body["result"]
     found = body.get("item_id") if isinstance(body, dict) else None
     return found if isinstance(found, str) else None
+
+
+class CpuClock:
+    """CPU seconds (user + system) that processes spent between :meth:`start` and :meth:`per`."""
+
+    def __init__(self, processes: dict[str, int | None]) -> None:
+        self.processes = {
+            name: psutil.Process(pid) for name, pid in processes.items() if pid is not None
+        }
+        self.began = self._read()
+
+    def _read(self) -> dict[str, float]:
+        spent = {}
+        for name, process in self.processes.items():
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                spent[name] = times.user + times.system
+        return spent
+
+    def per(self, items: int) -> str:
+        """Milliseconds of CPU per item, by process."""
+        now = self._read()
+        return ", ".join(
+            f"{name} {1000 * (now[name] - self.began[name]) / max(1, items):.1f}"
+            for name in now
+            if name in self.began
+        )
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float) -> bool:
@@ -368,6 +410,13 @@ class Cluster:
 
         if not wait_until("the cluster to be ready", ready, timeout):
             raise SystemExit(f"the cluster {self.group} did not come up")
+
+    def pids(self) -> dict[str, int | None]:
+        """The processes of this cluster, by name, for :class:`CpuClock`."""
+        found = {name: p.process.pid if p.process else None for name, p in self.nodes.items()}
+        if self.dispatcher is not None and self.dispatcher.process is not None:
+            found["dispatcher"] = self.dispatcher.process.pid
+        return found
 
     def check_alive(self) -> None:
         for proc in [*self.nodes.values(), *([self.dispatcher] if self.dispatcher else [])]:

@@ -28,6 +28,7 @@ between runs (random weights, seeded: the same every time).
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 from _cluster_harness import (
     Cluster,
+    CpuClock,
     Observer,
     Producer,
     log,
@@ -49,6 +51,8 @@ from _cluster_harness import (
     verdict,
     wait_until,
 )
+
+from fogline.transport.mqtt import LocalBroker
 
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 MODELS = Path(tempfile.gettempdir()) / "fogline-bench-models"
@@ -117,6 +121,7 @@ class Run:
         nodes: dict[str, tuple[dict[str, Any], list[dict[str, Any]]]],
         shape: list[int],
         samples: list[list[int]],
+        broker_pid: int | None = None,
     ) -> None:
         Run.counter += 1
         group = f"bench{Run.counter}"
@@ -136,6 +141,7 @@ class Run:
             self.cluster.nodes[name] = start_node(folder / group, spec)
         self.producer = Producer(url, topic, samples, name=f"producer-{group}")
         self.mode = mode
+        self.broker_pid = broker_pid
 
     def warm(self, timeout: float = 90.0) -> None:
         """Once every node is up, a burst of items, until each has answered (models loaded)."""
@@ -150,6 +156,7 @@ class Run:
     def backlog(self, count: int, timeout: float) -> dict[str, Any]:
         """Publish ``count`` items at once; items/s from the first publish to the last result."""
         mark = self.observer.mark()
+        clock = CpuClock({**self.cluster.pids(), "broker": self.broker_pid, "bench": os.getpid()})
         started = time.time()
         ids = self.producer.publish(count, prefix="b")
         wanted = set(ids)
@@ -163,6 +170,7 @@ class Run:
             node = h.topic.rsplit("/", 1)[1]
             per_node[node] = per_node.get(node, 0) + 1
         rate = len(got) / max(1e-9, last - started)
+        log(f"CPU ms per item: {clock.per(len(got))}; load average {os.getloadavg()[0]:.1f}")
         return {"rate": rate, "per_node": per_node, "missing": len(wanted - got), "all": finished}
 
     def paced(self, rate: float, seconds: float, timeout: float) -> dict[str, Any]:
@@ -210,14 +218,14 @@ def in_turn(makers: list[Callable[[], Run]], together: bool) -> Iterator[Run]:
 
 
 def scaling(
-    folder: Path, url: str, name: str, setup: Any, counts: dict[int, int], quick: bool
+    folder: Path, broker: LocalBroker, name: str, setup: Any, counts: dict[int, int], quick: bool
 ) -> list[str]:
     model, preprocess, shape, samples = setup
     rates: dict[int, float] = {}
 
     def maker(nodes: int) -> Callable[[], Run]:
         members = {f"n{i}": (model, preprocess) for i in range(1, nodes + 1)}
-        return lambda: Run(folder, url, "credit", members, shape, samples)
+        return lambda: Run(folder, broker.url, "credit", members, shape, samples, broker.pid)
 
     runs = in_turn([maker(nodes) for nodes in counts], together=quick)
     for (nodes, count), run in zip(counts.items(), runs, strict=True):
@@ -240,7 +248,9 @@ def scaling(
 # -- 2. fast and slow ------------------------------------------------------------------------
 
 
-def fast_and_slow(folder: Path, url: str, sizes: tuple[int, int], quick: bool) -> list[str]:
+def fast_and_slow(
+    folder: Path, broker: LocalBroker, sizes: tuple[int, int], quick: bool
+) -> list[str]:
     fast_size, slow_size = sizes
     fast = ({"path": str(export_mobilenet(folder, fast_size))}, mobilenet_preprocess(fast_size))
     slow = ({"path": str(export_mobilenet(folder, slow_size))}, mobilenet_preprocess(slow_size))
@@ -250,7 +260,7 @@ def fast_and_slow(folder: Path, url: str, sizes: tuple[int, int], quick: bool) -
     seconds = 5.0 if quick else 20.0
 
     def maker(mode: str, nodes: dict[str, Any]) -> Callable[[], Run]:
-        return lambda: Run(folder, url, mode, nodes, shape, samples)
+        return lambda: Run(folder, broker.url, mode, nodes, shape, samples, broker.pid)
 
     runs = in_turn(
         [
@@ -319,7 +329,7 @@ def run(quick: bool) -> list[str]:
         broker = start_broker(folder / "broker")
         try:
             counts = {1: 500, 2: 1000} if quick else {1: 3000, 2: 6000, 3: 9000}
-            lines += scaling(folder, broker.url, "digits", digits_setup(), counts, quick)
+            lines += scaling(folder, broker, "digits", digits_setup(), counts, quick)
             if not quick:
                 size = 224
                 mobilenet = (
@@ -329,10 +339,10 @@ def run(quick: bool) -> list[str]:
                     thumbnails(64),
                 )
                 lines += scaling(
-                    folder, broker.url, f"MobileNetV2 {size}x{size}", mobilenet,
+                    folder, broker, f"MobileNetV2 {size}x{size}", mobilenet,
                     {1: 150, 2: 300, 3: 450}, quick,
                 )  # fmt: skip
-            lines += fast_and_slow(folder, broker.url, (96, 352) if quick else (224, 640), quick)
+            lines += fast_and_slow(folder, broker, (96, 352) if quick else (224, 640), quick)
         finally:
             broker.stop()
     for line in lines:
