@@ -140,7 +140,10 @@ def start_node(folder: Path, url: str) -> subprocess.Popen[bytes]:
 
 
 def test_the_api_lists_each_groups_nodes_and_dispatcher_with_their_devices(site: Site) -> None:
-    stats = DispatcherStats("running", "cams/in", 2, queued=3, dispatched=40, completed=37, at=1.0)
+    stats = DispatcherStats(
+        "running", "cams/in", 2, queued=3, dispatched=40, completed=37, at=1.0,
+        nodes={"node-b": {"completed": 19, "outstanding": 1, "redispatched": 2}},
+    )  # fmt: skip
     ghost = presence("node-b", "online", "ghost", 19)
     site.say(f"fogline/cluster/{GROUP}/nodes/node-b", ghost.payload())
     site.say(f"fogline/cluster/{GROUP}/dispatcher", stats.payload())
@@ -159,6 +162,7 @@ def test_the_api_lists_each_groups_nodes_and_dispatcher_with_their_devices(site:
         True,
     )
     assert (a["took"], a["finished"], a["in_flight"], a["window"]) == (0, 0, 0, 2)
+    assert a["pipeline"] == "digits"
     assert (b["device"], b["device_known"], b["lag_ms"]) == ("ghost", False, 12.5)
     wait_for("the malformed presence counted", lambda: site.controller.clusters.rejected == 1)
 
@@ -182,6 +186,9 @@ def test_the_clusters_page_shows_nodes_links_devices_and_a_node_going_offline(
     expect(row.locator('[data-field="in_flight"]')).to_have_text("0 of 2")
     expect(block.locator('tr[data-node="node-b"] [data-field="lag"]')).to_have_text("12.5 ms")
     expect(block.locator('tr[data-node="node-b"] [data-field="device"] a')).to_have_count(0)
+    expect(block.locator('tr[data-node="node-b"] [data-field="dealt"]')).to_have_text(
+        "19 done · 1 out · 2 re-dispatched"
+    )
     dashboard.screenshot(page, shots, "clusters")
 
     # Execute: the node dies; the broker publishes its last will

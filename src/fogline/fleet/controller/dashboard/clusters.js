@@ -26,6 +26,13 @@ function dispatcherLine(dispatcher, now) {
     h("span", {className: "muted"}, " · heard ", timeAgo(dispatcher.heard, now)));
 }
 
+/** What the dispatcher counted for a node: it outlives the node (a killed one's last will cannot say). */
+function dealtCell(counts) {
+  if (!counts) return h("span", {className: "muted"}, "—");
+  return `${number(counts.completed)} done · ${number(counts.outstanding)} out · `
+    + `${number(counts.redispatched)} re-dispatched`;
+}
+
 function groupBlock(group, now) {
   const online = group.nodes.filter((n) => n.state === "online").length;
   return h("section", {className: "cluster", dataset: {group: group.group}},
@@ -34,7 +41,7 @@ function groupBlock(group, now) {
     group.nodes.length ? h("div", {className: "table-wrap"}, h("table", {className: "grid-table"},
       h("thead", null, h("tr", null, h("th", null, "Node"), h("th", null, "State"), h("th", null, "Device"),
         h("th", null, "Took"), h("th", null, "Finished"), h("th", null, "In flight"), h("th", null, "Lag"),
-        h("th", null, "Pipeline"), h("th", null, "Heard"))),
+        h("th", null, "Dispatcher's count"), h("th", null, "Pipeline"), h("th", null, "Heard"))),
       h("tbody", null, group.nodes.map((node) => h("tr", {dataset: {node: node.node},
         className: node.state === "online" || node.state === "draining" ? "" : "row-bad"},
       h("td", null, code(node.node)),
@@ -45,6 +52,7 @@ function groupBlock(group, now) {
       h("td", {dataset: {field: "finished"}}, number(node.finished)),
       h("td", {dataset: {field: "in_flight"}}, `${node.in_flight} of ${node.window}`),
       h("td", {dataset: {field: "lag"}}, node.lag_ms === null ? "—" : `${number(node.lag_ms)} ms`),
+      h("td", {dataset: {field: "dealt"}}, dealtCell(group.dispatcher?.nodes?.[node.node])),
       h("td", null, node.pipeline || h("span", {className: "muted"}, "—")),
       h("td", null, timeAgo(node.heard, now))))))) : null);
 }
