@@ -51,6 +51,12 @@ def controller(
         help="A device group whose fine-tuned candidates (a learner's finetune:) are checked, "
         "signed and deployed as a canary; repeat for more groups (default: none).",
     ),
+    cluster_broker: str | None = typer.Option(
+        None,
+        "--cluster-broker",
+        help="The broker edge clusters use, when not --broker (a site's data broker): the "
+        "dashboard's Clusters page reads their nodes and dispatchers there too.",
+    ),
     offer_min_accuracy: float | None = typer.Option(
         None,
         "--offer-min-accuracy",
@@ -83,6 +89,7 @@ def controller(
         verify_seconds=verify_every or None,
         offer_groups=tuple(accept_offers),
         offer_min_accuracy=offer_min_accuracy,
+        cluster_broker=cluster_broker,
     )
     # The controller's own log (broker lost and found, damaged files, re-signing) with the
     # same time stamps as the fleet's events below it.

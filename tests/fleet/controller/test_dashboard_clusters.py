@@ -3,10 +3,11 @@
 A real broker with the fleet's passwords and ACL, a real controller
 (:class:`~fogline.fleet.controller.Controller`) and the dashboard in the
 headless Chromium of ``test_dashboard``. Node ``node-a`` is a real
-``fogline run`` of a cluster node, logged in as fleet device ``cam-1``
-with ``FOGLINE_DEVICE_ID=cam-1`` in its environment, as the fleet agent
-runs it; the ACL lets every device use ``fogline/cluster/#``. Fleet device
-``cam-2`` stands in for the rest of the group, saying what a node and a
+``fogline run`` of a cluster node with ``FOGLINE_DEVICE_ID=cam-1`` in its
+environment, as the fleet agent runs it, on the site's own (anonymous)
+broker, which the controller also reads (``cluster_broker``). Fleet device
+``cam-2`` stands in for the rest of the group on the fleet's broker (its
+ACL lets every device use ``fogline/cluster/#``), saying what a node and a
 dispatcher say in :mod:`fogline.cluster`'s bodies: a node that names a
 device the fleet does not know, the dispatcher's stats, a malformed
 presence. The page lists the group, links the known device, and shows
@@ -77,13 +78,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     folder = tmp_path_factory.mktemp("clusters")
     init_keys(folder / "controller")
     broker = LocalBroker(BrokerConfig(folder=folder / "broker", port=free_port(), auth=True))
+    site = LocalBroker(BrokerConfig(folder=folder / "site", port=free_port(), auth=False))
     broker.start()
+    site.start()
     node = None
     try:
         user = broker.add_controller()
-        cam1, cam2 = broker.add_device("cam-1"), broker.add_device("cam-2")
+        cam2 = broker.add_device("cam-2")
         url = MqttUrl.parse(broker.url)
-        node = start_node(folder, f"mqtt://{cam1.user}:{cam1.password}@{url.host}:{url.port}")
+        node = start_node(folder, site.url)
         controller = Controller(
             ControllerConfig(
                 data=folder / "controller",
@@ -91,6 +94,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
                 http_port=0,
                 verify_seconds=None,
                 tick_seconds=0.1,
+                cluster_broker=site.url,
             )
         ).start()
         member = paho.Client(CallbackAPIVersion.VERSION2, "cam-2", protocol=paho.MQTTv5)
@@ -114,6 +118,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         if node is not None and node.poll() is None:
             node.kill()
             node.wait()
+        site.stop()
         broker.stop()
 
 

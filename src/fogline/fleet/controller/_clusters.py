@@ -10,6 +10,14 @@ nothing here needs the registry. A node that runs under a fleet agent names
 its device (the agent's ``FOGLINE_DEVICE_ID``); the API links it to that
 device when the registry knows it.
 
+The clusters' broker may be another than the fleet's: a site's data
+broker, where nodes log in with users of their own (on the fleet's broker
+a node cannot use its device's credentials: the release's pipeline file
+is the same on every device, and with ``use_username_as_clientid`` it
+would take over its agent's session). :class:`ClusterFeed` is the
+controller's second session there (``fogline controller --cluster-broker
+URL``), feeding the same :class:`Clusters`.
+
 A node that says ``online`` but has not been heard for ``silent_after``
 seconds (it refreshes its presence every 2 s) is shown ``silent``: hung, or
 cut off from the broker without its last will yet. The time is the
@@ -33,13 +41,19 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
+
 from fogline.cluster import DispatcherStats, Presence
+from fogline.errors import ConfigError
+from fogline.transport.mqtt import MqttUrl, new_client, received, stop_loop, to_url
 
 log = logging.getLogger("fogline.controller")
 
@@ -148,3 +162,50 @@ class Clusters:
                         dispatcher["state"] = "silent"
                 listed.append({"group": name, "nodes": nodes, "dispatcher": dispatcher})
             return listed
+
+
+class ClusterFeed:
+    """The controller's session on the clusters' own broker: what it hears goes to ``clusters``.
+
+    Reconnects by itself (paho); the retained presence and stats arrive again
+    on every (re)subscription, so nothing needs to be kept across a gap.
+    """
+
+    def __init__(self, url: MqttUrl | str, clusters: Clusters, client_id: str) -> None:
+        self.url = to_url(url)
+        self.clusters = clusters
+        self.connected = threading.Event()
+        self._client = new_client(self.url, client_id=client_id, timeout=30.0)
+        self._client.reconnect_delay_set(1, 10)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = lambda *args: self.connected.clear()
+        self._client.on_message = self._on_message
+
+    def start(self) -> ClusterFeed:
+        try:
+            self._client.connect_async(self.url.host, self.url.port, keepalive=30)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cluster broker {self.url}: {exc}") from exc
+        self._client.loop_start()
+        return self
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._client.disconnect()
+        stop_loop(self._client)
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        if reason.is_failure:
+            log.error("cluster broker %s refused the controller: %s", self.url, reason)
+            return
+        client.subscribe([(topic, 1) for topic in CLUSTER_FILTERS])
+        self.connected.set()
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        try:
+            got = received(message)
+        except ValueError:
+            return
+        self.clusters.receive(got.topic.value, got.payload)

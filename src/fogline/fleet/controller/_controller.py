@@ -35,7 +35,7 @@ from pydantic import ValidationError
 from fogline._files import atomic_output
 from fogline.errors import ConfigError, ModelNotFound
 from fogline.fleet.controller._api import ApiContext, application
-from fogline.fleet.controller._clusters import CLUSTER_FILTERS, Clusters
+from fogline.fleet.controller._clusters import CLUSTER_FILTERS, ClusterFeed, Clusters
 from fogline.fleet.controller._learning import Learning
 from fogline.fleet.controller._offers import MAX_BYTES, Offers
 from fogline.fleet.controller._registry import Inbox, Registry
@@ -107,6 +107,8 @@ class ControllerConfig:
     offer_max_bytes: int = MAX_BYTES
     #: The canary's live-accuracy floor for an accepted offer that names none.
     offer_min_accuracy: float | None = None
+    #: The broker edge clusters use when not the fleet's (a site's data broker), also read.
+    cluster_broker: MqttUrl | str | None = None
 
 
 def operator_token(data: Path) -> str:
@@ -159,6 +161,11 @@ class Controller:
         )
         self.stats = ControllerStats()
         self.clusters = Clusters()
+        self.cluster_feed: ClusterFeed | None = None
+        if config.cluster_broker is not None:
+            self.cluster_feed = ClusterFeed(
+                config.cluster_broker, self.clusters, f"{config.client_id}-clusters"
+            )
         self._inbox: queue.Queue[tuple[str, bytes, dict[str, str]]] = queue.Queue()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -189,6 +196,8 @@ class Controller:
             self.stop()
             raise ConfigError(f"broker {self.url}: {exc}") from exc
         self._client.loop_start()
+        if self.cluster_feed is not None:
+            self.cluster_feed.start()
         self.learning.resume()  # a federated run that was going on before a restart
         return self
 
@@ -206,6 +215,8 @@ class Controller:
         with contextlib.suppress(Exception):
             self._client.disconnect()
         stop_loop(self._client)
+        if self.cluster_feed is not None:
+            self.cluster_feed.stop()
         for thread in (self._worker, self._auditor):
             if thread is not None:
                 thread.join(30)
