@@ -138,6 +138,22 @@ def status(
         console.print(_dispatcher_line(asdict(found.dispatcher)), highlight=False, soft_wrap=True)
 
 
+@cluster.command("forget")
+def forget_nodes(
+    broker: str = _BROKER,
+    group: str = _GROUP,
+    nodes: list[str] = typer.Argument(None, help="Node names (default: every offline node)."),
+) -> None:
+    """Clear the retained presence of nodes that left for good, so status stops listing them."""
+    from fogline.cluster import forget
+
+    try:
+        gone = forget(broker, group, nodes or ())
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    console.print(f"forgot {len(gone)} node(s) of group {group}: {', '.join(gone) or '-'}")
+
+
 @cluster.command("feed")
 def feed(
     broker: str = typer.Option(..., "--broker", help="The MQTT broker."),

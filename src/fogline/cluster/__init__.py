@@ -11,7 +11,8 @@ It needs only the transport layer: a dispatcher runs without numpy or ONNX.
 * :class:`ClusterNode`: a node's side (presence, last will, credits, dedupe),
   used by the pipeline's ``mqtt`` source with ``share:``.
 * :class:`ReorderWindow`: results back in the producer's order, bounded.
-* :func:`read_status`: the retained presence and the dispatcher's stats.
+* :func:`read_status`: the retained presence and the dispatcher's stats;
+  :func:`forget` clears the presence of nodes that left for good.
 * :func:`idempotency_key`: the outbox key of a cluster item's result.
 
 Concurrency: paho's threads receive; the dispatcher has one thread of its
@@ -30,7 +31,7 @@ from fogline.cluster._node import (
     device_id,
 )
 from fogline.cluster._reorder import Released, ReorderWindow
-from fogline.cluster._status import ClusterStatus, read_status
+from fogline.cluster._status import ClusterStatus, forget, read_status
 from fogline.cluster._topics import (
     NODE_STATES,
     OUTCOMES,
@@ -66,6 +67,7 @@ __all__ = [
     "check_level",
     "default_node_name",
     "device_id",
+    "forget",
     "idempotency_key",
     "item_id",
     "read_status",

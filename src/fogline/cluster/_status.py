@@ -1,9 +1,13 @@
-"""What a cluster says about itself: the nodes' retained presence and the dispatcher's stats."""
+"""What a cluster says about itself: the nodes' retained presence and the dispatcher's stats.
+
+And :func:`forget`, which clears the retained presence of nodes that left for good.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +15,16 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from fogline.cluster._topics import ClusterTopics, DispatcherStats, Presence
-from fogline.errors import Refused, Unreachable
-from fogline.transport.mqtt import MqttUrl, new_client, received, stop_loop, to_url
+from fogline.errors import ConfigError, Refused, Unreachable
+from fogline.transport.mqtt import (
+    MqttMessage,
+    MqttPublisher,
+    MqttUrl,
+    new_client,
+    received,
+    stop_loop,
+    to_url,
+)
 
 
 @dataclass(frozen=True)
@@ -104,3 +116,29 @@ def read_status(url: MqttUrl | str, group: str, *, timeout: float = 5.0) -> Clus
         stats[-1] if stats else None,
         malformed[0],
     )
+
+
+def forget(
+    url: MqttUrl | str, group: str, nodes: Sequence[str] = (), *, timeout: float = 5.0
+) -> list[str]:
+    """Clear the retained presence of ``nodes`` (default: every offline node); their names.
+
+    A node that is online is never forgotten: its next refresh would bring it
+    back, and forgetting it would make the dispatcher re-dispatch its items.
+    """
+    status = read_status(url, group, timeout=timeout)
+    known = {n.node: n for n in status.nodes}
+    if nodes:
+        unknown = sorted(set(nodes) - set(known))
+        if unknown:
+            raise ConfigError(f"group {group} has no node {', '.join(unknown)}")
+        online = sorted(n for n in nodes if known[n].state != "offline")
+        if online:
+            raise ConfigError(f"{', '.join(online)}: not offline; stop the node first")
+        chosen = sorted(nodes)
+    else:
+        chosen = [name for name, n in sorted(known.items()) if n.state == "offline"]
+    topics = ClusterTopics(group)
+    with MqttPublisher(url, timeout=timeout) as publisher:
+        publisher.publish(*(MqttMessage(topics.presence(n), b"", 1, True) for n in chosen))
+    return chosen

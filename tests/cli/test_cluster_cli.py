@@ -1,0 +1,77 @@
+"""``fogline cluster status | forget | feed | dispatch`` against a real Mosquitto; bad input exits 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fogline.cli import main
+from fogline.cluster import ClusterNode, read_status
+from fogline.transport.mqtt import MqttSubscriber
+from support.broker import Mosquitto
+from support.fleet_controller import wait_for
+
+
+def test_status_lists_the_nodes_and_forget_clears_an_offline_one(
+    mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+):
+    # Prepare: one node that stays, one that left
+    url = mosquitto.url
+    left = ClusterNode(url, "line", node="left").start()
+    assert left.wait_subscribed(10)
+    left.close()
+    with ClusterNode(url, "line", node="stays", device="dev-7") as stays:
+        assert stays.wait_subscribed(10)
+        wait_for("both presences", lambda: len(read_status(url, "line").nodes) == 2, 10)
+
+        # Execute / Assert: the table, the JSON, then forget the one that left
+        assert main(["cluster", "status", "--broker", url, "--group", "line"]) == 0
+        table = capsys.readouterr().out
+        assert "left" in table and "offline" in table and "dev-7" in table
+        assert "no dispatcher has run for this group" in table
+        assert main(["cluster", "status", "--broker", url, "--group", "line", "--json"]) == 0
+        body = json.loads(capsys.readouterr().out)
+        assert {n["node"]: n["state"] for n in body["nodes"]} == {
+            "left": "offline",
+            "stays": "online",
+        }
+        assert main(["cluster", "forget", "--broker", url, "--group", "line", "stays"]) == 2
+        assert "not offline" in capsys.readouterr().err
+        assert main(["cluster", "forget", "--broker", url, "--group", "line"]) == 0
+        assert "forgot 1 node(s) of group line: left" in capsys.readouterr().out
+        assert [n.node for n in read_status(url, "line").nodes] == ["stays"]
+
+
+def test_feed_publishes_items_with_ids_and_labels(
+    mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+):
+    url = mosquitto.url
+    with MqttSubscriber(url, "digits/in", maxsize=100) as received:
+        assert received.wait_subscribed(10)
+        args = ["--topic", "digits/in", "--data", "fogline.examples:digits_stream"]
+        assert main(["cluster", "feed", "--broker", url, *args, "--rate", "0", "--count", "3"]) == 0
+        bodies = []
+        while len(bodies) < 3 and (message := received.get(5)) is not None:
+            bodies.append(json.loads(message.payload))
+    assert [b["id"] for b in bodies] == ["item-0", "item-1", "item-2"]
+    assert len(bodies[0]["data"]) == 64 and isinstance(bodies[0]["label"], str)
+    assert "published 3 item(s) to digits/in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["status", "--group", "a/b"], "a cluster group is one MQTT topic level"),
+        (["dispatch", "--group", "g", "--topic", "in", "--ordered"], "--ordered needs --results"),
+        (["dispatch", "--group", "", "--topic", "in"], "one MQTT topic level"),
+        (["feed", "--topic", "a/+", "--data", "fogline.examples:digits_eval"], "--topic"),
+        (["feed", "--topic", "in", "--data", "fogline.examples:nothing"], "cannot import"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+):
+    assert main(["cluster", args[0], "--broker", mosquitto.url, *args[1:]]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
