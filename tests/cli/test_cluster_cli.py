@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fogline.cli import main
-from fogline.cluster import ClusterNode, read_status
+from fogline.cluster import ClusterNode, Dispatcher, read_status
 from fogline.transport.mqtt import MqttSubscriber
 from support.broker import Mosquitto
 from support.fleet_controller import wait_for
@@ -57,6 +57,17 @@ def test_feed_publishes_items_with_ids_and_labels(
     assert [b["id"] for b in bodies] == ["item-0", "item-1", "item-2"]
     assert len(bodies[0]["data"]) == 64 and isinstance(bodies[0]["label"], str)
     assert "published 3 item(s) to digits/in" in capsys.readouterr().err
+
+
+def test_a_second_dispatcher_for_a_group_is_refused(
+    mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
+):
+    with Dispatcher(mosquitto.url, "line", "line/in") as first:
+        assert first.wait_ready(10)
+        wait_for("its stats", lambda: read_status(mosquitto.url, "line").dispatcher is not None)
+        args = ["--broker", mosquitto.url, "--group", "line", "--topic", "line/in"]
+        assert main(["cluster", "dispatch", *args]) == 2
+    assert "a dispatcher already runs for group line" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -81,13 +81,18 @@ def test_kill_9_of_one_of_three_nodes_loses_no_item_and_each_has_one_effect(
     try:
         wait_for("three nodes", lambda: len(dispatcher.nodes) == 3, 60)
 
-        # Execute: half the items, kill -9 a node that holds some, the rest and a bad one
+        # Execute: half the items; freeze node b once it stored some, so that it holds
+        # items of the second half when it is killed with SIGKILL; then a bad item
+        victim, victim_db = nodes[1][1], tmp_path / "b" / "results.db"
+        name = next(n for n in dispatcher.nodes if n.endswith(f"-{victim.pid}"))
         with MqttPublisher(url) as publisher:
             publisher.publish(*items[: len(items) // 2])
-            victim = tmp_path / "b" / "results.db"
-            wait_for("node b to store some", lambda: len(stored_ids(victim)) >= 20, 30)
-            nodes[1][1].send_signal(signal.SIGKILL)
-            publisher.publish(*items[len(items) // 2 :], bad)
+            wait_for("node b to store some", lambda: len(stored_ids(victim_db)) >= 20, 30)
+            victim.send_signal(signal.SIGSTOP)
+            publisher.publish(*items[len(items) // 2 :])
+            wait_for("b to hold items", lambda: len(dispatcher.nodes[name].outstanding) > 0, 30)
+            victim.send_signal(signal.SIGKILL)
+            publisher.publish(bad)
         wait_for("every item done", lambda: dispatcher.stats.completed == len(ids) + 1, 60)
         for name, process, _ in nodes:
             if name != "b":

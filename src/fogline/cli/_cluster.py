@@ -53,7 +53,7 @@ def dispatch(
     ),
 ) -> None:
     """Deal the items on --topic to the group's nodes by credit until Ctrl-C or SIGTERM."""
-    from fogline.cluster import Dispatcher
+    from fogline.cluster import Dispatcher, read_status
 
     dispatcher = Dispatcher(
         broker,
@@ -65,6 +65,13 @@ def dispatch(
         reorder_window=reorder_window,
         item_timeout=item_timeout,
     )
+    # One dispatcher per group: a second one would take over the first's session, back and forth.
+    running = read_status(broker, group).dispatcher
+    if running is not None and running.state == "running" and time.time() - running.at < 5:
+        raise ConfigError(
+            f"a dispatcher already runs for group {group} on {broker} "
+            f"(its stats are {max(0.0, time.time() - running.at):.0f} s old); one per group"
+        )
     stop = _stop_on_signals()
     thread = threading.Thread(target=dispatcher.run, args=(stop,), daemon=True)
     thread.start()
