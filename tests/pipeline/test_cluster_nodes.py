@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ import pytest
 from fogline.cli import main
 from fogline.cluster import Dispatcher, idempotency_key, read_status
 from fogline.examples import digits_eval
+from fogline.pipeline import Corrupt, Item
+from fogline.pipeline.sources import MqttSourceSpec
 from fogline.store import read_deduplicated
 from fogline.transport.mqtt import MqttMessage, MqttPublisher, Topic
 from support.broker import Mosquitto
@@ -161,3 +164,43 @@ def test_check_refuses_a_bad_cluster_key_with_its_path(
     assert main(["check", str(spec)]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_dispatch_broker_shares_the_topic_round_robin_and_still_announces_presence(
+    mosquitto: Mosquitto,
+):
+    # Prepare: two sources of group "line" on the broker's shared subscription
+    url = mosquitto.url
+    specs = [
+        MqttSourceSpec(url=url, topic="line/in", share="line", dispatch="broker", node=name)
+        for name in ("x", "y")
+    ]
+    sources = [spec.build(f"mqtt-{n}") for n, spec in enumerate(specs)]
+    stop = threading.Event()
+    got: list[list[Item | Corrupt]] = [[], []]
+    readers = [
+        threading.Thread(target=lambda s=s, out=out: out.extend(s.read(stop)), daemon=True)
+        for s, out in zip(sources, got, strict=True)
+    ]
+    for reader in readers:
+        reader.start()
+    wait_for("both subscribed", lambda: all(s.subscribed.is_set() for s in sources), 10)
+
+    # Execute: ten items with ids, one without, one malformed
+    with MqttPublisher(url) as publisher:
+        bodies = [{"id": f"i{n}", "data": [n]} for n in range(10)] + [{"data": [1]}]
+        messages = [MqttMessage(Topic("line/in"), json.dumps(b).encode()) for b in bodies]
+        publisher.publish(*messages, MqttMessage(Topic("line/in"), b"{"))
+    wait_for("every message", lambda: sum(map(len, got)) == 12, 10)
+    status = read_status(url, "line")
+    stop.set()
+    for reader, source in zip(readers, sources, strict=True):
+        reader.join()
+        source.close()
+
+    # Assert: each message reached one node; ids kept or made; the bad one is corrupt
+    items = [e for out in got for e in out if isinstance(e, Item)]
+    assert all(got)  # round-robin: both took some
+    assert {i.meta["id"] for i in items} >= {f"i{n}" for n in range(10)} and len(items) == 11
+    assert sum(isinstance(e, Corrupt) for out in got for e in out) == 1
+    assert {(n.node, n.window) for n in status.nodes} == {("x", 0), ("y", 0)}  # no credits
