@@ -74,7 +74,7 @@ class VariantEngine:
         self._index = 0
         self._lock = threading.Lock()
         self._served = [0] * len(self.engines)
-        self._seconds = [0.0] * len(self.engines)  # compute time, summed per variant
+        self._cost: list[float | None] = [None] * len(self.engines)  # seconds per item, recent
         #: What runs the active variant (the Engine attributes), updated by :meth:`use`.
         self.backend, self.precision, self.device = first.backend, first.precision, first.device
 
@@ -105,10 +105,28 @@ class VariantEngine:
         return previous
 
     def cost(self, index: int) -> float | None:
-        """Seconds of compute per item variant ``index`` has taken so far (None: never ran)."""
+        """Seconds of compute per item of variant ``index`` lately (None: it has not run).
+
+        A moving average over its batches (each weighs a fifth), so it follows
+        what the device can do now: other processes' load, thermal throttling.
+        """
         with self._lock:
-            items = self._served[index]
-            return self._seconds[index] / items if items else None
+            return self._cost[index]
+
+    def warm(self) -> None:
+        """Run one item of zeros through every variant (not counted), so none is cold when
+        switched to: a session's first run allocates and is many times slower than the next.
+
+        Skipped for a model whose input has a size other than the batch left open.
+        """
+        feeds: dict[str, np.ndarray] = {}
+        for spec in self.signature.inputs:
+            dims = spec.shape[1:]
+            if not all(isinstance(d, int) for d in dims):
+                return
+            feeds[spec.name] = np.zeros((1, *dims), spec.dtype)  # type: ignore[arg-type]
+        for engine in self.engines:
+            engine.run(feeds)
 
     def served(self) -> dict[str, int]:
         """Items each variant has computed so far, by name."""
@@ -130,7 +148,9 @@ class VariantEngine:
         outputs[VARIANT_OUTPUT] = np.full(rows, index, np.int32)
         with self._lock:
             self._served[index] += rows
-            self._seconds[index] += took
+            if rows:
+                each, before = took / rows, self._cost[index]
+                self._cost[index] = each if before is None else before + 0.2 * (each - before)
         return outputs
 
     def close(self) -> None:

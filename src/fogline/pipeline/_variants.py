@@ -3,7 +3,7 @@
 ``variants:`` lists folders or files of one model (what ``fogline optimize``
 writes: FP32, INT8, pruned, a distilled student), best first, cheapest last.
 All are loaded at the start (memory for every one of them, so a switch costs
-no load) behind one :class:`~fogline.model.VariantEngine`, which the shared
+no load) and warmed with one item each when the run starts, behind one :class:`~fogline.model.VariantEngine`, which the shared
 micro-batcher runs: a switch takes effect between two batches and never
 drops an item.
 
@@ -23,7 +23,8 @@ past its limit for ``down_after_s``; one step up once every signal has been
 inside its limit by ``margin`` (``limit x margin``; a battery above
 ``limit ÷ margin``) for ``up_after_s``, and the items arriving (per second,
 over the last ``window_s``) fit the better variant's measured capacity
-(``workers`` over its compute seconds per item, from the batches it ran)
+(``workers`` over its compute seconds per item, a moving average of the
+batches it ran)
 x ``margin``: a load between the two variants' capacities keeps the cheaper
 one rather than stepping up into an overload every ``up_after_s``. After a switch the latency window
 starts afresh and so do both timers. A signal with no reading (no items yet,
@@ -488,6 +489,11 @@ class VariantSwitcher:
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self, depth: Callable[[], int]) -> None:
+        """Warm every variant, then evaluate every ``interval_s`` on a thread of its own."""
+        try:
+            self.engine.warm()
+        except Exception as exc:  # a model that refuses zeros only misses its warm-up
+            log.warning("variant policy: could not warm the variants: %s", exc)
         self.depth = depth
         self._thread = threading.Thread(target=self._run, name="fogline-variants", daemon=True)
         self._thread.start()
