@@ -8,7 +8,7 @@ Runtime on one thread. First the capacity ``C`` of the pipeline on the
 full model is measured (unpaced items, the same run). Then the same pipeline
 is run twice against the same open-loop load: ``C/2`` items a second, then
 ``2C``, then ``C/2`` again; once on the full model alone, once with both
-variants and a policy (p99 over the SLO, or the queue over 16, for 1 s: one
+variants and a policy (p99 over the SLO, or the queue over 8, for 1 s: one
 step down; every signal inside 0.6 of its limit and the load inside 0.6 of the
 full model's measured capacity for 3 s: one step up).
 
@@ -179,12 +179,12 @@ def run(quick: bool) -> list[str]:
     student_capacity = snapshot.throughput
     print(f"  capacity on {student.stem}: {student_capacity:.1f} items/s")
     calm, busy = (4.0, 8.0) if quick else (15.0, 30.0)
-    phases = [(capacity / 2, calm), (capacity * 2, busy), (capacity / 2, calm * 1.5)]
+    phases = [(capacity / 2, calm), (capacity * 2, busy), (capacity / 2, calm * 2)]
     shown = " → ".join(f"{rate:.0f}/s for {seconds:g} s" for rate, seconds in phases)
     print(f"  load: {shown}; SLO {SLO_S * 1000:.0f} ms end to end")
     policy = {
         "slo_p99_ms": SLO_S * 1000,
-        "max_queue": 16,
+        "max_queue": 8,
         "window_s": 2,
         "down_after_s": 1,
         "up_after_s": 3,

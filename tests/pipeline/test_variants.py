@@ -225,6 +225,41 @@ def test_a_queue_that_hovers_around_its_limit_does_not_flap() -> None:
         engine.close()
 
 
+def test_a_step_up_that_is_soon_undone_doubles_the_wait_for_the_next() -> None:
+    # Prepare: calm for long enough to step up, then the queue at once over its limit again,
+    # as when the better variant cannot take the load the cheaper one coped with.
+    engine = _engine()
+    clock = Clock()
+    policy = PolicySpec(max_queue=50, down_after_s=1.0, up_after_s=2.0, margin=0.5)
+    switcher = VariantSwitcher(policy, engine, versions=("1+fp32", "1+int8"), clock=clock)
+    level = [80]
+    switcher.depth = lambda: level[0]
+    try:
+        assert [s.after for s in _ticks(switcher, clock, 1.5)] == ["int8"]
+        waits = []
+        for _ in range(5):  # Execute: calm until it steps up, then overloaded until it steps down
+            level[0], calm_from = 0, clock.now
+            ups = []
+            while not ups:
+                ups = _ticks(switcher, clock, 0.25)
+            waits.append(round(clock.now - calm_from))
+            level[0] = 80
+            assert [s.after for s in _ticks(switcher, clock, 1.5)] == ["int8"]
+        # Assert: 2, 4, 8, 16, 16 s (capped at 8 x up_after_s)
+        assert waits == [2, 4, 8, 16, 16]
+        level[0] = 0  # a step up that holds: the wait is back to up_after_s
+        _ticks(switcher, clock, 17)
+        assert engine.active == "fp32"
+        _ticks(switcher, clock, 20)
+        level[0] = 80
+        assert [s.after for s in _ticks(switcher, clock, 1.5)] == ["int8"]
+        level[0] = 0
+        ups = _ticks(switcher, clock, 2.5)
+        assert [s.after for s in ups] == ["fp32"] and "for 2 s" in ups[0].why
+    finally:
+        engine.close()
+
+
 def test_a_battery_file_steps_down_a_malformed_value_is_ignored(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -75,6 +75,7 @@ class VariantEngine:
         self._lock = threading.Lock()
         self._served = [0] * len(self.engines)
         self._cost: list[float | None] = [None] * len(self.engines)  # seconds per item, recent
+        self._best: list[float | None] = [None] * len(self.engines)  # the lowest _cost seen
         #: What runs the active variant (the Engine attributes), updated by :meth:`use`.
         self.backend, self.precision, self.device = first.backend, first.precision, first.device
 
@@ -104,14 +105,16 @@ class VariantEngine:
             )
         return previous
 
-    def cost(self, index: int) -> float | None:
+    def cost(self, index: int, *, best: bool = False) -> float | None:
         """Seconds of compute per item of variant ``index`` lately (None: it has not run).
 
         A moving average over its batches (each weighs a fifth), so it follows
-        what the device can do now: other processes' load, thermal throttling.
+        what the device can do now (other processes' load, thermal throttling);
+        ``best``: the lowest that average has been, what the variant can do on
+        a device that is not busy with anything else.
         """
         with self._lock:
-            return self._cost[index]
+            return self._best[index] if best else self._cost[index]
 
     def warm(self) -> None:
         """Run one item of zeros through every variant (not counted), so none is cold when
@@ -150,7 +153,10 @@ class VariantEngine:
             self._served[index] += rows
             if rows:
                 each, before = took / rows, self._cost[index]
-                self._cost[index] = each if before is None else before + 0.2 * (each - before)
+                now = each if before is None else before + 0.2 * (each - before)
+                self._cost[index] = now
+                lowest = self._best[index]
+                self._best[index] = now if lowest is None else min(lowest, now)
         return outputs
 
     def close(self) -> None:

@@ -23,10 +23,12 @@ past its limit for ``down_after_s``; one step up once every signal has been
 inside its limit by ``margin`` (``limit x margin``; a battery above
 ``limit ÷ margin``) for ``up_after_s``, and the items arriving (per second,
 over the last ``window_s``) fit the better variant's measured capacity
-(``workers`` over its compute seconds per item, a moving average of the
-batches it ran)
+(``workers`` over its compute seconds per item: the lowest moving average
+of its batches so far, what it can do on a device not busy with other work)
 x ``margin``: a load between the two variants' capacities keeps the cheaper
-one rather than stepping up into an overload every ``up_after_s``. After a switch the latency window
+one rather than stepping up into an overload every ``up_after_s``. A step up
+that is undone within the wait that allowed it doubles that wait (up to
+8 x ``up_after_s``); one that holds resets it. After a switch the latency window
 starts afresh and so do both timers. A signal with no reading (no items yet,
 a sensor file not written yet, a malformed value, logged) neither trips nor
 blocks a step.
@@ -129,10 +131,10 @@ class PolicySpec(Spec):
     margin: float = Field(default=0.7, gt=0, lt=1)
     interval_s: float = Field(default=0.25, gt=0)
 
-    @field_validator("sensors")
+    @field_validator("sensors", mode="before")
     @classmethod
-    def _known_sensors(cls, value: dict[str, SensorSpec]) -> dict[str, SensorSpec]:
-        for name in value:
+    def _known_sensors(cls, value: Any) -> Any:
+        for name in value if isinstance(value, dict) else ():
             if name not in SENSORS:
                 raise ValueError(
                     f"unknown sensor {name!r}; sensors are {', '.join(SENSORS)} "
@@ -363,6 +365,8 @@ class VariantSwitcher:
         self.depth: Callable[[], int] | None = None
         self.workers = workers
         self._since_switch = clock()
+        self._up_wait = policy.up_after_s  # doubled while steps up are soon undone
+        self._last_up: float | None = None
         self._clock = clock
         self._lock = threading.Lock()
         self._latencies: deque[tuple[float, float]] = deque()
@@ -421,7 +425,10 @@ class VariantSwitcher:
 
     def _fits(self, index: int) -> tuple[bool, str]:
         """Whether the load now fits variant ``index``'s measured capacity x margin, and how."""
-        cost = self.engine.cost(index)
+        # Its best, not its latest: a variant measured during a stall would otherwise look
+        # slow for ever and never get its turn back; if the device is still busy, the
+        # step up is undone after down_after_s and tried again only after up_after_s.
+        cost = self.engine.cost(index, best=True)
         if cost is None or cost <= 0:
             return True, ""
         capacity = self.workers / cost
@@ -447,6 +454,12 @@ class VariantSwitcher:
             if now - self._over_since >= policy.down_after_s and index + 1 < len(self.versions):
                 signal, value = over[0]
                 why = f"{signal.text(value)} for {policy.down_after_s:g} s"
+                # A step up undone within the wait that allowed it: wait twice as long next
+                # time (at most 8 x up_after_s); one that held resets the wait.
+                undone = self._last_up is not None and now - self._last_up < self._up_wait
+                longest = 8 * policy.up_after_s
+                self._up_wait = min(2 * self._up_wait, longest) if undone else policy.up_after_s
+                self._last_up = None
                 return self._switch(index + 1, why, signal.name, value)
             return None
         self._over_since = None
@@ -459,7 +472,7 @@ class VariantSwitcher:
         if self._calm_since is None:
             self._calm_since = now
         index = self.engine.index
-        if index > 0 and now - self._calm_since >= policy.up_after_s:
+        if index > 0 and now - self._calm_since >= self._up_wait:
             fits, load = self._fits(index - 1)
             if not fits:  # calm here, but the better variant would be overloaded again
                 return None
@@ -471,7 +484,8 @@ class VariantSwitcher:
                 ]
                 + ([load] if load else [])
             )
-            why = f"every signal inside its limit x {policy.margin:g} for {policy.up_after_s:g} s"
+            why = f"every signal inside its limit x {policy.margin:g} for {self._up_wait:g} s"
+            self._last_up = now
             return self._switch(index - 1, f"{why} ({shown or 'no readings'})", "calm", None)
         return None
 
