@@ -156,6 +156,19 @@ def test_a_dispatcher_restart_loses_nothing(url: str):
     assert Counter(worker.processed).most_common(1)[0][1] == 1
 
 
+def test_an_id_done_already_is_acknowledged_not_processed_again_and_counted(url: str):
+    worker = Worker(url, "w", 0.001).start()
+    with Dispatcher(url, "g", TOPIC) as dispatcher:
+        assert dispatcher.wait_ready(10)
+        publish(url, ["a"])
+        wait_for("a done", lambda: dispatcher.stats.completed == 1, 10)
+        publish(url, ["a", "b"])  # a producer that reuses an id
+        wait_for("b done", lambda: dispatcher.stats.completed == 2, 10)
+        stats = dispatcher.stats
+    worker.close()
+    assert worker.processed == ["a", "b"] and stats.duplicates == 1
+
+
 def test_the_dispatcher_refuses_what_cannot_work(url: str):
     with pytest.raises(ConfigError, match="one MQTT topic level"):
         Dispatcher(url, "a/b", TOPIC)

@@ -186,6 +186,7 @@ class Dispatcher:
         self.nodes: dict[str, _Node] = {}
         self._state = "starting"
         self._news = False  # a node left: publish the stats now, not in up to 2 s
+        self._warned_reuse = False
         self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
         self._pending: deque[_Entry] = deque()
         self._entries: dict[int, _Entry] = {}
@@ -404,8 +405,18 @@ class Dispatcher:
 
     def _input(self, msg: MqttMessage, mid: int, qos: int) -> None:
         id_ = item_id(msg)
-        if id_ in self._recent:  # the broker delivered a finished item again
+        if id_ in self._recent:  # the broker delivered a finished item again, or an id was reused
             self._ack([(mid, qos)])
+            with self._lock:
+                self.counts["duplicates"] += 1
+            if not self._warned_reuse:
+                self._warned_reuse = True
+                log.warning(
+                    "item %s was done already: acknowledged, not dispatched again (counted in "
+                    "duplicates): a redelivery, or a producer that reuses ids, whose new items "
+                    "are then not processed",
+                    id_,
+                )
             return
         seq = self._by_id.get(id_)
         if seq is not None:  # a copy of an item in progress (redelivered after a reconnect)
