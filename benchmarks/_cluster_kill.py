@@ -32,6 +32,7 @@ import json
 import os
 import signal
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -114,29 +115,28 @@ def _measure(
     mark = observer.mark()
     tally = Tally(observer, mark)
     victim = "k2"
-    killed_at: float | None = None
-    in_flight: set[str] = set()
-    stored: set[str] = set()
     ids: list[str] = []
-    chunk = max(1, int(rate / 20))
-    while len(ids) < total:
-        ids += producer.publish(min(chunk, total - len(ids)), rate=rate, prefix="item")
-        if killed_at is None and len(tally.update().delivered) >= total // 2:
-            # Freeze it first (SIGSTOP), so that what it holds can be read: the "done"s it
-            # sent before are heard within the pause, and it sends no more. Then kill -9.
-            # The clock starts at the freeze: the pause counts against the recovery.
-            process = cluster.nodes[victim].process
-            assert process is not None
-            os.kill(process.pid, signal.SIGSTOP)
-            killed_at = time.time()
-            time.sleep(0.5)
-            tally.update()
-            answered = tally.answered.get(victim, set())
-            in_flight = tally.dealt.get(victim, set()) - answered
-            stored = answered - tally.delivered
-            cluster.nodes[victim].kill()
-            log(f"kill -9 {victim}: it held {len(in_flight)} item(s) it had not answered")
-    assert killed_at is not None, "the victim never held work when it was half-way"
+    # The producer goes on in its own thread while the node is frozen and killed.
+    producing = threading.Thread(
+        target=lambda: ids.extend(producer.publish(total, rate=rate, prefix="item")), daemon=True
+    )
+    producing.start()
+    wait_until("half of the results", lambda: len(tally.update().delivered) >= total // 2, 600)
+    # Freeze it first (SIGSTOP), so that what it holds can be read: the "done"s it sent
+    # before are heard within the pause, and it sends no more. Then kill -9. The clock
+    # starts at the freeze: the pause counts against the recovery.
+    process = cluster.nodes[victim].process
+    assert process is not None
+    os.kill(process.pid, signal.SIGSTOP)
+    killed_at = time.time()
+    time.sleep(0.5)
+    tally.update()
+    answered = tally.answered.get(victim, set())
+    in_flight = tally.dealt.get(victim, set()) - answered
+    stored = answered - tally.delivered
+    cluster.nodes[victim].kill()
+    log(f"kill -9 {victim}: it held {len(in_flight)} item(s) it had not answered")
+    producing.join()
     wanted = set(ids)
     # Everything but what the killed node stored and its outbox had not sent yet.
     wait_until(
