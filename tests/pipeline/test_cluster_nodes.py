@@ -204,3 +204,9 @@ def test_dispatch_broker_shares_the_topic_round_robin_and_still_announces_presen
     assert {i.meta["id"] for i in items} >= {f"i{n}" for n in range(10)} and len(items) == 11
     assert sum(isinstance(e, Corrupt) for out in got for e in out) == 1
     assert {(n.node, n.window) for n in status.nodes} == {("x", 0), ("y", 0)}  # no credits
+
+
+def test_the_example_node_checks(capsys: pytest.CaptureFixture[str]):
+    node = Path(digits_spec()["model"]["path"]).parent / "digits_cluster" / "node.yaml"
+    assert main(["check", str(node)]) == 0
+    assert "is ready to run" in capsys.readouterr().out
