@@ -112,7 +112,7 @@ PIPELINE = """
 name: burst
 sources:
   - {{type: dataset, name: line, function: "fogline.examples:digits_stream", loop: true,
-     rate: 60, max_items: 300}}
+     rate: 60, max_items: 360}}
   - {{type: dataset, name: burst, function: "fogline.examples:digits_stream", loop: true,
      rate: 5000, max_items: 1500}}
 preprocess: [{{type: normalize, scale: 0.0625}}, {{type: reshape, shape: [1, 8, 8]}}]
@@ -131,7 +131,7 @@ store: {{path: results.db}}
 def test_a_burst_steps_down_and_the_calm_back_up_losing_nothing(
     models: dict[str, Path], tmp_path: Path
 ) -> None:
-    # Prepare: the line at 60 items/s for 5 s, and a burst of 1,500 items at its start,
+    # Prepare: the line at 60 items/s for 6 s, and a burst of 1,500 items at its start,
     # far more than the heavy variant takes (its queue fills), little for the light one.
     spec = load_spec(_write(tmp_path, PIPELINE.format(**{k: str(v) for k, v in models.items()})))
     checked = plan(spec)
@@ -159,7 +159,7 @@ def test_a_burst_steps_down_and_the_calm_back_up_losing_nothing(
         assert later.at - earlier.at >= (0.3 if later.after == "light" else 1.0) - 0.05
     # Nothing dropped: every item read was processed and stored, under the variant that answered.
     produced, processed = snapshot.total("produced"), snapshot.total("processed")
-    assert produced == processed == 300 + 1500
+    assert produced == processed == 360 + 1500
     assert sum(board.served.values()) == processed
     assert board.served["light"] > 0 and board.served["heavy"] > 0
     with sqlite3.connect(tmp_path / "results.db") as db:
