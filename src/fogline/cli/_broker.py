@@ -92,7 +92,7 @@ def _how_to_connect(local: LocalBroker) -> list[str]:
         credentials = _controller_credentials(local)
         lines += [
             f"auth       passwords {config.password_file}, ACL {config.acl_file}: "
-            "a device reads and writes only its own topics (and fogline/cluster/#)",
+            "a device reads and writes only its own topics",
             f"controller user {config.controller_user!r}, password in {credentials} (mode 0600)",
         ]
     else:
