@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from fogline.cli import main
 from fogline.cluster import ClusterNode, Dispatcher, read_status
-from fogline.transport.mqtt import MqttSubscriber
+from fogline.transport.mqtt import MqttMessage, MqttPublisher, MqttSubscriber, Topic
 from support.broker import Mosquitto
+from support.cluster import Worker
 from support.fleet_controller import wait_for
 
 
@@ -86,3 +90,43 @@ def test_bad_input_is_one_line_and_exit_2(
     assert main(["cluster", args[0], "--broker", mosquitto.url, *args[1:]]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_a_dispatcher_killed_9_mid_stream_and_started_again_loses_nothing(mosquitto: Mosquitto):
+    # Prepare: a slow node, and the dispatcher as its own process
+    url = mosquitto.url
+    worker = Worker(url, "w", 0.01, group="line").start()
+    command = [sys.executable, "-m", "fogline", "cluster", "dispatch", "--broker", url]
+    command += ["--group", "line", "--topic", "line/in"]
+    ids = [f"i{n}" for n in range(150)]
+    try:
+        first = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+        wait_for("the dispatcher", lambda: _dispatcher_state(url) == "running", 30)
+        with MqttPublisher(url) as publisher:
+            publisher.publish(*(MqttMessage(Topic("line/in"), _item(i)) for i in ids[:100]))
+
+            # Execute: kill -9 it half-way; more items while none runs; a second one
+            wait_for("some items processed", lambda: len(worker.processed) >= 20, 30)
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+            assert len(worker.processed) < 100
+            publisher.publish(*(MqttMessage(Topic("line/in"), _item(i)) for i in ids[100:]))
+        wait_for("its last will", lambda: _dispatcher_state(url) == "offline", 10)
+        second = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+        wait_for("every item processed", lambda: set(ids) <= set(worker.processed), 60)
+        second.send_signal(signal.SIGINT)
+        assert second.wait(30) == 0
+    finally:
+        worker.close()
+
+    # Assert: each item processed once (a copy it had done already was answered, not redone)
+    assert sorted(worker.processed) == sorted(ids)
+
+
+def _item(id_: str) -> bytes:
+    return json.dumps({"id": id_, "data": [1.0]}).encode()
+
+
+def _dispatcher_state(url: str) -> str | None:
+    stats = read_status(url, "line").dispatcher
+    return None if stats is None else stats.state

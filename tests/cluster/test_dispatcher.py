@@ -7,9 +7,6 @@ sleeping, then settles it, as a pipeline's store writer does.
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,40 +16,10 @@ from fogline.cluster import ClusterNode, Dispatcher, read_status
 from fogline.errors import ConfigError
 from fogline.transport.mqtt import MqttMessage, MqttPublisher, MqttSubscriber, Topic
 from support.broker import Mosquitto
+from support.cluster import Worker
 from support.fleet_controller import wait_for
 
 TOPIC = "line/in"
-
-
-class Worker:
-    """A node that takes ``service_s`` per item and records which ids it processed."""
-
-    def __init__(self, url: str, name: str, service_s: float, window: int = 2) -> None:
-        self.node = ClusterNode(url, "g", node=name, window=window)
-        self.service_s = service_s
-        self.processed: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._work, daemon=True)
-
-    def start(self) -> Worker:
-        self.node.start()
-        assert self.node.wait_subscribed(10)
-        self.thread.start()
-        return self
-
-    def _work(self) -> None:
-        while not self.stop.is_set():
-            work = self.node.get(0.05)
-            if work is None or work.id is None:
-                continue
-            time.sleep(self.service_s)
-            self.processed.append(work.id)
-            self.node.settled([work.id], "processed", [{"by": self.node.node}])
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.node.close()
 
 
 def publish(url: str, ids: Iterator[str] | list[str]) -> None:
@@ -130,30 +97,6 @@ def test_a_node_that_leaves_has_its_items_finished_by_another_and_status_shows_i
     assert nodes["stuck"].state == "offline" and nodes["stuck"].took == 2
     assert nodes["worker"].state == "online" and nodes["worker"].finished == 2
     assert status.dispatcher is not None and status.dispatcher.completed == 2
-
-
-def test_a_dispatcher_restart_loses_nothing(url: str):
-    # Prepare: a slow node, so the first dispatcher stops with items not yet done
-    worker = Worker(url, "w", 0.01).start()
-    ids = [f"i{n}" for n in range(120)]
-    first = Dispatcher(url, "g", TOPIC).start()
-    assert first.wait_ready(10)
-    publish(url, ids)
-    wait_for("some items done", lambda: first.stats.completed >= 20, 20)
-
-    # Execute: stop it mid-stream, publish more while none runs, start another
-    first.close()
-    assert first.stats.completed < len(ids)
-    publish(url, [f"j{n}" for n in range(30)])
-    with Dispatcher(url, "g", TOPIC) as second:
-        expected = set(ids) | {f"j{n}" for n in range(30)}
-        wait_for("every item processed", lambda: expected <= set(worker.processed), 30)
-        wait_for("the second to see each done", lambda: second.stats.outstanding == 0, 10)
-        assert first.stats.completed + second.stats.completed >= len(expected)
-    worker.close()
-
-    # Assert: every id processed; a copy the node already finished is answered, not redone
-    assert Counter(worker.processed).most_common(1)[0][1] == 1
 
 
 def test_an_id_done_already_is_acknowledged_not_processed_again_and_counted(url: str):
