@@ -24,7 +24,7 @@ from fogline.cli import main
 from fogline.cluster import Dispatcher, idempotency_key, read_status
 from fogline.examples import digits_eval
 from fogline.pipeline import Corrupt, Item
-from fogline.pipeline.sources import MqttSourceSpec
+from fogline.pipeline.sources import MqttSource, MqttSourceSpec
 from fogline.store import read_deduplicated
 from fogline.transport.mqtt import MqttMessage, MqttPublisher, Topic
 from support.broker import Mosquitto
@@ -178,8 +178,15 @@ def test_dispatch_broker_shares_the_topic_round_robin_and_still_announces_presen
     sources = [spec.build(f"mqtt-{n}") for n, spec in enumerate(specs)]
     stop = threading.Event()
     got: list[list[Item | Corrupt]] = [[], []]
+
+    def read(source: MqttSource, out: list[Item | Corrupt]) -> None:
+        for entry in source.read(stop):  # settled at once: the broker sends the next one
+            out.append(entry)
+            if isinstance(entry, Item):
+                source.settled([entry.meta["id"]], "processed")
+
     readers = [
-        threading.Thread(target=lambda s=s, out=out: out.extend(s.read(stop)), daemon=True)
+        threading.Thread(target=read, args=(s, out), daemon=True)
         for s, out in zip(sources, got, strict=True)
     ]
     for reader in readers:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from fogline.cluster._topics import ClusterTopics, Done, NodeState, Outcome, Presence, check_level
@@ -72,6 +74,8 @@ class Work:
     id: str | None
     seq: int | None
     topic: str
+    mid: int = 0  # the broker's packet id: acknowledged once settled (dispatch: broker)
+    qos: int = 0
 
 
 class ClusterNode:
@@ -81,7 +85,10 @@ class ClusterNode:
     ``work/<node>``, at most ``window`` at a time; :meth:`settled` returns a
     credit for each (a ``done`` message). With ``dispatch="broker"`` it
     subscribes ``$share/<group>/<topic>`` and the broker deals items
-    round-robin (no credits; presence still says what it took). An item id
+    round-robin (no credits; presence still says what it took): its MQTT 5
+    Receive Maximum is ``window``, a message is acknowledged only once its
+    item is settled, and a full queue of ``window`` items holds paho's thread,
+    so the broker keeps the rest (never dropped here). An item id
     it settled recently that arrives again is answered ``duplicate`` at once
     and not handed on; a copy of an item it holds is not handed on either.
 
@@ -132,8 +139,9 @@ class ClusterNode:
         self.lag_ms: float | None = None
         self._state: NodeState = "online"
         self._lock = threading.Lock()
-        self._queue: queue.Queue[Work] = queue.Queue(maxsize)
+        self._queue: queue.Queue[Work] = queue.Queue(window if dispatch == "broker" else maxsize)
         self._in_flight: dict[str, tuple[list[int], float]] = {}  # id -> (seqs, arrived)
+        self._acks: dict[str, list[tuple[int, int]]] = {}  # id -> (mid, qos) (dispatch: broker)
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._subscribed = threading.Event()
         self._stop = threading.Event()
@@ -144,7 +152,10 @@ class ClusterNode:
 
     def start(self) -> ClusterNode:
         """Connect (its last will set to ``offline``), subscribe, and start refreshing presence."""
-        client = new_client(self.url, client_id=f"fogline-node-{self.group}-{self.node}")
+        broker = self.dispatch == "broker"
+        client = new_client(
+            self.url, client_id=f"fogline-node-{self.group}-{self.node}", manual_ack=broker
+        )
         client.will_set(
             str(self.topics.presence(self.node)),
             self.presence("offline").payload(),
@@ -155,7 +166,13 @@ class ClusterNode:
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.reconnect_delay_set(min_delay=1, max_delay=4)
-        client.connect_async(self.url.host, self.url.port, self.keepalive, clean_start=True)
+        props = None
+        if broker:  # the broker sends at most `window` unacknowledged items; it keeps the rest
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.ReceiveMaximum = self.window
+        client.connect_async(
+            self.url.host, self.url.port, self.keepalive, clean_start=True, properties=props
+        )
         client.loop_start()
         self._client = client
         self._refresher = threading.Thread(
@@ -204,11 +221,22 @@ class ClusterNode:
         except queue.Empty:
             return None
 
-    def received(self, id_: str) -> None:
-        """Count an item a ``dispatch: broker`` node took (credit nodes count on arrival)."""
+    def received(self, id_: str, work: Work | None = None) -> None:
+        """Count an item a ``dispatch: broker`` node took (credit nodes count on arrival).
+
+        ``work``'s message is acknowledged to the broker when ``id_`` is settled.
+        """
         with self._lock:
             self.took += 1
             self._in_flight.setdefault(id_, ([], time.monotonic()))
+            if work is not None and work.qos > 0:
+                self._acks.setdefault(id_, []).append((work.mid, work.qos))
+
+    def acknowledge(self, work: Work) -> None:
+        """Acknowledge ``work``'s message now (``dispatch: broker``: it was counted corrupt)."""
+        client = self._client
+        if client is not None and work.qos > 0:
+            client.ack(work.mid, work.qos)
 
     def settled(
         self,
@@ -222,6 +250,7 @@ class ClusterNode:
         this node did not take are ignored.
         """
         messages = []
+        acks: list[tuple[int, int]] = []
         now = time.monotonic()
         with self._lock:
             for index, id_ in enumerate(ids):
@@ -233,6 +262,7 @@ class ClusterNode:
                 lag = (now - arrived) * 1000.0
                 self.lag_ms = lag if self.lag_ms is None else 0.8 * self.lag_ms + 0.2 * lag
                 self._remember(id_)
+                acks.extend(self._acks.pop(id_, ()))
                 result = None if results is None else results[index]
                 for n, seq in enumerate(seqs):
                     body = Done(id_, seq, outcome if n == 0 else "duplicate", _plain(result))
@@ -241,6 +271,9 @@ class ClusterNode:
         if client is not None and self.dispatch == "credit":
             for message in messages:
                 publish_queued(client, message)
+        if client is not None:  # dispatch: broker: the broker may now send the next one
+            for mid, qos in acks:
+                client.ack(mid, qos)
 
     @property
     def in_flight(self) -> int:
@@ -303,7 +336,10 @@ class ClusterNode:
         except ValueError:
             return
         if self.dispatch == "broker":
-            self._put(Work(msg.payload, None, None, str(msg.topic)))
+            # Never dropped: Receive Maximum bounds what the broker sends unacknowledged, and
+            # should a broker send more (Mosquitto 2.0.11 refills its quota too fast), the
+            # full queue holds paho's thread, so the rest stays queued at the broker.
+            self._queue.put(Work(msg.payload, None, None, str(msg.topic), message.mid, message.qos))
             return
         props = dict(msg.user_properties)
         id_ = props.get("item-id") or None
@@ -337,7 +373,7 @@ class ClusterNode:
     def _put(self, work: Work) -> bool:
         try:
             self._queue.put_nowait(work)
-        except queue.Full:  # only a dispatcher that ignores credits, or a broker deal, fills it
+        except queue.Full:  # only a dispatcher that ignores credits fills it
             log.warning("node %s: work queue full, an item waits for re-dispatch", self.node)
             return False
         return True

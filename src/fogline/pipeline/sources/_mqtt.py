@@ -179,11 +179,13 @@ class MqttSource:
                 if isinstance(entry, Corrupt):
                     if work.id is not None:
                         node.settled([work.id], "corrupt")
+                    else:  # dispatch: broker: counted corrupt, so the broker may drop it
+                        node.acknowledge(work)
                     yield entry
                     continue
                 if work.id is None:  # dispatch: broker
                     entry.meta.setdefault("id", f"{node.node}-{sequence}")
-                    node.received(entry.meta["id"])
+                    node.received(entry.meta["id"], work)
                 yield entry
                 sequence += 1
                 if self.spec.max_items is not None and sequence >= self.spec.max_items:
@@ -263,8 +265,9 @@ class MqttSourceSpec(SourceSpec):
     def _live_policy(cls, data: Any) -> Any:
         # A stale reading is worth less than a fresh one: drop the oldest unless told otherwise.
         if isinstance(data, dict) and "policy" not in data:
-            # A cluster node's items hold credits: none is dropped, the window bounds the queue.
-            live = data.get("share") is None or data.get("dispatch") == "broker"
+            # A cluster node's items are acknowledged once settled: none is dropped, the
+            # window (credits, or the broker's Receive Maximum) bounds the queue.
+            live = data.get("share") is None
             return {**data, "policy": "drop-oldest" if live else "block"}
         return data
 
