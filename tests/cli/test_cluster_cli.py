@@ -47,20 +47,25 @@ def test_status_lists_the_nodes_and_forget_clears_an_offline_one(
         assert [n.node for n in read_status(url, "line").nodes] == ["stays"]
 
 
-def test_feed_publishes_items_with_ids_and_labels(
+def test_feed_publishes_items_with_ids_and_labels_new_ids_each_run(
     mosquitto: Mosquitto, capsys: pytest.CaptureFixture[str]
 ):
     url = mosquitto.url
+    args = ["--broker", url, "--topic", "digits/in", "--data", "fogline.examples:digits_stream"]
+    args += ["--rate", "0", "--count", "3"]
     with MqttSubscriber(url, "digits/in", maxsize=100) as received:
         assert received.wait_subscribed(10)
-        args = ["--topic", "digits/in", "--data", "fogline.examples:digits_stream"]
-        assert main(["cluster", "feed", "--broker", url, *args, "--rate", "0", "--count", "3"]) == 0
+        for more in ([], [], ["--id-prefix", "item"]):  # twice by default, then a fixed prefix
+            assert main(["cluster", "feed", *args, *more]) == 0
         bodies = []
-        while len(bodies) < 3 and (message := received.get(5)) is not None:
+        while len(bodies) < 9 and (message := received.get(5)) is not None:
             bodies.append(json.loads(message.payload))
-    assert [b["id"] for b in bodies] == ["item-0", "item-1", "item-2"]
+    ids = [b["id"] for b in bodies]
+    first, second = ids[0].rsplit("-", 1)[0], ids[3].rsplit("-", 1)[0]
+    assert first != second and first.startswith("feed-") and second.startswith("feed-")
+    assert ids == [f"{p}-{n}" for p in (first, second, "item") for n in range(3)]
     assert len(bodies[0]["data"]) == 64 and isinstance(bodies[0]["label"], str)
-    assert "published 3 item(s) to digits/in" in capsys.readouterr().err
+    assert "published 3 item(s) to digits/in in" in capsys.readouterr().err
 
 
 def test_a_second_dispatcher_for_a_group_is_refused(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from fogline.cli import main
 from fogline.cluster import ClusterNode, Dispatcher, read_status
 from fogline.errors import ConfigError
 from fogline.transport.mqtt import MqttMessage, MqttPublisher, MqttSubscriber, Topic
@@ -99,7 +100,9 @@ def test_a_node_that_leaves_has_its_items_finished_by_another_and_status_shows_i
     assert status.dispatcher is not None and status.dispatcher.completed == 2
 
 
-def test_an_id_done_already_is_acknowledged_not_processed_again_and_counted(url: str):
+def test_an_id_done_already_is_acknowledged_not_processed_again_and_counted(
+    url: str, capsys: pytest.CaptureFixture[str]
+):
     worker = Worker(url, "w", 0.001).start()
     with Dispatcher(url, "g", TOPIC) as dispatcher:
         assert dispatcher.wait_ready(10)
@@ -109,7 +112,10 @@ def test_an_id_done_already_is_acknowledged_not_processed_again_and_counted(url:
         wait_for("b done", lambda: dispatcher.stats.completed == 2, 10)
         stats = dispatcher.stats
     worker.close()
-    assert worker.processed == ["a", "b"] and stats.duplicates == 1
+    assert worker.processed == ["a", "b"] and stats.duplicates == stats.repeated == 1
+    # `fogline cluster status` says so, from the stats the dispatcher left retained
+    assert main(["cluster", "status", "--broker", url, "--group", "g"]) == 0
+    assert "repeated 1: ids done already, not processed again" in capsys.readouterr().out
 
 
 def test_the_dispatcher_refuses_what_cannot_work(url: str):

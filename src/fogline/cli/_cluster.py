@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 import signal
 import threading
 import time
@@ -91,6 +92,12 @@ def _dispatcher_line(d: dict[str, Any]) -> str:
         f"dispatcher {d['state']}: {d['topic']}, queued {d['queued']}, dispatched "
         f"{d['dispatched']}, completed {d['completed']}, redispatched {d['redispatched']}, "
         f"duplicates {d['duplicates']}, late {d['late']}"
+        + (
+            f"; repeated {d['repeated']}: ids done already, not processed again (a producer "
+            "that reuses ids; feed again with another --id-prefix)"
+            if d.get("repeated")
+            else ""
+        )
     )
 
 
@@ -171,7 +178,12 @@ def feed(
     rate: float = typer.Option(100.0, "--rate", min=0.0, help="Items per second (0: unpaced)."),
     count: int | None = typer.Option(None, "--count", min=1, help="Stop after this many items."),
     loop: bool = typer.Option(False, "--loop", help="Start again at the end of the data."),
-    prefix: str = typer.Option("item", "--id-prefix", help="Item ids are <prefix>-<n>."),
+    prefix: str | None = typer.Option(
+        None,
+        "--id-prefix",
+        help="Item ids are <prefix>-<n> (default: feed-<random hex>, new each run: a dispatcher "
+        "that finished an id does not process it again).",
+    ),
 ) -> None:
     """Publish a data set as items {"data": [...], "id": "<prefix>-<n>", "label": "..."}."""
     from fogline.data import import_function
@@ -182,6 +194,7 @@ def feed(
     except ValueError as exc:
         raise ConfigError(f"--topic: {exc}") from exc
     function = import_function(data)
+    prefix = prefix or f"feed-{secrets.token_hex(3)}"
     stop = _stop_on_signals()
     sent = 0
     interval = 1.0 / rate if rate else 0.0
@@ -207,7 +220,11 @@ def feed(
             if not loop or rows == 0:
                 break
     took = time.monotonic() - started
-    console_err.print(f"published {sent} item(s) to {topic} in {took:.1f} s")
+    console_err.print(
+        f"published {sent} item(s) to {topic} in {took:.1f} s (ids {prefix}-0 to {prefix}-{sent - 1})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _rows(source: Any, spec: str) -> Iterator[tuple[list[Any], str | None]]:

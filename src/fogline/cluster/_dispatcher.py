@@ -179,8 +179,8 @@ class Dispatcher:
         self.counts = {
             k: 0
             for k in (
-                "dispatched", "completed", "redispatched", "duplicates", "corrupt", "failed",
-                "timeouts", "malformed",
+                "dispatched", "completed", "redispatched", "duplicates", "repeated", "corrupt",
+                "failed", "timeouts", "malformed",
             )
         }  # fmt: skip
         self.nodes: dict[str, _Node] = {}
@@ -318,6 +318,7 @@ class Dispatcher:
                 redispatched=c["redispatched"],
                 duplicates=c["duplicates"],
                 late=self._reorder.late,
+                repeated=c["repeated"],
                 corrupt=c["corrupt"],
                 failed=c["failed"],
                 outstanding=len(self._entries) - len(self._pending),
@@ -409,12 +410,13 @@ class Dispatcher:
             self._ack([(mid, qos)])
             with self._lock:
                 self.counts["duplicates"] += 1
+                self.counts["repeated"] += 1
             if not self._warned_reuse:
                 self._warned_reuse = True
                 log.warning(
                     "item %s was done already: acknowledged, not dispatched again (counted in "
-                    "duplicates): a redelivery, or a producer that reuses ids, whose new items "
-                    "are then not processed",
+                    "repeated): a redelivery, or a producer that reuses ids (a data set fed "
+                    "again with the same ids), whose new items are then not processed",
                     id_,
                 )
             return

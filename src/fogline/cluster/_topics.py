@@ -268,6 +268,9 @@ class DispatcherStats:
     redispatched: int = 0
     duplicates: int = 0
     late: int = 0
+    #: Of ``duplicates``: producer items whose id was done already (a re-fed data set, a
+    #: producer that reuses ids): acknowledged, not processed again.
+    repeated: int = 0
     corrupt: int = 0
     failed: int = 0
     outstanding: int = 0
@@ -290,6 +293,7 @@ class DispatcherStats:
                 "duplicates", "late", "corrupt", "failed", "outstanding",
             )
         }  # fmt: skip
+        counts["repeated"] = _int(body, "repeated", what) if "repeated" in body else 0
         nodes = body.get("nodes", {})
         if not isinstance(nodes, dict) or not all(
             isinstance(v, dict) and all(isinstance(n, int) for n in v.values())
