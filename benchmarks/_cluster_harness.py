@@ -34,6 +34,8 @@ import paho.mqtt.client as paho
 import psutil
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from fogline.testing import free_port
 from fogline.transport.mqtt import BrokerConfig, LocalBroker
@@ -137,13 +139,15 @@ def node_spec(
     results: str | None = None,
     outbox: str | None = None,
     window: int = 2,
+    format: str = "json",
 ) -> dict[str, Any]:
     """A cluster node's pipeline: the shared ``mqtt`` source, the model on one thread, a store.
 
     ``results``: a live ``mqtt`` sink of every result to that topic (the
     observer's clock). ``outbox``: every result stored with ``sync`` and
     delivered through the outbox to that topic (the durable path, under
-    the idempotency key a deduping receiver uses).
+    the idempotency key a deduping receiver uses). ``format: image``: items
+    are encoded images (``shape`` is then ignored: the image says it).
     """
     source: dict[str, Any] = {
         "type": "mqtt",
@@ -151,7 +155,7 @@ def node_spec(
         "url": url,
         "topic": topic,
         "qos": 1,
-        "shape": shape,
+        **({"shape": shape} if format == "json" else {"format": format}),
         "share": group,
         "dispatch": dispatch,
         "node": name,
@@ -265,17 +269,24 @@ class Observer:
 
 
 class Producer:
-    """Publishes ``{"data": [...], "id": ...}`` items at QoS 1 and notes when it sent each."""
+    """Publishes items at QoS 1 and notes when it sent each.
+
+    A sample that is a list goes as ``{"id": ..., "data": [...]}``; one that
+    is ``bytes`` (an encoded image) goes as it is, its id in the MQTT 5 user
+    property ``item-id`` (what a camera gateway would send).
+    """
 
     def __init__(
         self,
         url: str,
         topic: str,
-        samples: list[list[int]] | list[list[float]],
+        samples: Sequence[list[int] | list[float] | bytes],
         name: str = "bench-producer",
     ) -> None:
         self.topic = topic
-        self.samples = [json.dumps(s) for s in samples]
+        self.samples: list[str | bytes] = [
+            s if isinstance(s, bytes) else json.dumps(s) for s in samples
+        ]
         self.sent: dict[str, float] = {}
         self.client = _client(url, name)
         self.client.loop_start()
@@ -293,9 +304,15 @@ class Producer:
             item = f"{prefix}-{self.count}"
             sample = self.samples[self.count % len(self.samples)]
             self.count += 1
-            payload = f'{{"id": "{item}", "data": {sample}}}'.encode()
+            props = None
+            if isinstance(sample, bytes):
+                payload = sample
+                props = Properties(PacketTypes.PUBLISH)
+                props.UserProperty = [("item-id", item)]
+            else:
+                payload = f'{{"id": "{item}", "data": {sample}}}'.encode()
             self.sent[item] = time.time()
-            infos.append(self.client.publish(self.topic, payload, qos=1))
+            infos.append(self.client.publish(self.topic, payload, qos=1, properties=props))
             ids.append(item)
         for info in infos:
             info.wait_for_publish(30)
@@ -307,7 +324,7 @@ class Producer:
 
 
 def result_id(heard: Heard) -> str | None:
-    """The producer's item id in a result (a live sink's body or an outbox envelope)."""
+    """The producer's item id in a result (a live sink's body, an outbox envelope, a done)."""
     return heard.item
 
 
@@ -316,6 +333,9 @@ def _item_in(payload: bytes) -> str | None:
         body = json.loads(payload)
     except ValueError:
         return None
+    if isinstance(body, dict) and body.get("outcome") == "processed":
+        found = body.get("id")  # a node's done message: the result is durable in its store
+        return found if isinstance(found, str) else None
     if isinstance(body, dict) and isinstance(body.get("result"), dict):
         body = body["result"]
     found = body.get("item_id") if isinstance(body, dict) else None
@@ -341,12 +361,16 @@ class CpuClock:
 
     def per(self, items: int) -> str:
         """Milliseconds of CPU per item, by process."""
+        return ", ".join(f"{name} {ms:.1f}" for name, ms in self.ms_per(items).items())
+
+    def ms_per(self, items: int) -> dict[str, float]:
+        """Milliseconds of CPU per item, by process, as numbers."""
         now = self._read()
-        return ", ".join(
-            f"{name} {1000 * (now[name] - self.began[name]) / max(1, items):.1f}"
+        return {
+            name: 1000 * (now[name] - self.began[name]) / max(1, items)
             for name in now
             if name in self.began
-        )
+        }
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float) -> bool:
