@@ -5,8 +5,9 @@ subscription round-robin whatever a member's load (a 20 ms member gets as
 many items as a 1 ms one and its queue grows without bound), drops what is
 beyond ``max_queued_messages`` silently, and never hands a dead member's
 in-flight items to a live one. Here every node announces a window of
-credits; an item goes to a node with a free credit (the least loaded), and
-its ``done`` gives the credit back, so a slow node holds at most its window.
+credits; an item goes to the node with a free credit expected to finish it
+soonest (:func:`pick`), and its ``done`` gives the credit back, so a slow
+node holds at most its window.
 
 Nothing lost: the producer's topic is read on a persistent session with
 manual acknowledgement, and an input message is acknowledged only once its
@@ -69,6 +70,7 @@ class _Entry:
     mids: list[tuple[int, int]]  # (mid, qos) of each copy the broker delivered
     node: str | None = None
     sent_at: float = 0.0
+    arrived: float = 0.0  # monotonic
 
 
 @dataclass
@@ -79,6 +81,14 @@ class _Node:
     given_at: float = 0.0
     completed: int = 0  # done messages from it that completed an item
     redispatched: int = 0  # its items that went to another node
+    per_item: float | None = None  # moving average of its seconds per item; None: not measured
+    last_done: float = 0.0  # monotonic time of its last done
+
+    def learn(self, sent_at: float, now: float) -> None:
+        """Learn its time per item from a ``done`` (since the later of dispatch and last done)."""
+        spent = max(0.0, now - max(sent_at, self.last_done))
+        self.last_done = now
+        self.per_item = spent if self.per_item is None else 0.8 * self.per_item + 0.2 * spent
 
     @property
     def serving(self) -> bool:
@@ -87,6 +97,43 @@ class _Node:
     def free(self, default_window: int) -> int:
         window = self.presence.window or default_window
         return window - len(self.outstanding)
+
+
+def pick(nodes: dict[str, _Node], window: int, waiting: int, waited: float) -> str | None:
+    """The node to give the next item to, or None: no free credit, or better to wait.
+
+    Among the serving nodes with a free credit, the one expected to finish
+    the item soonest: (its outstanding items + 1) x its time per item (a
+    moving average of its ``done`` messages; a node not measured yet counts
+    as the fastest measured one, so it gets work and is measured). Ties:
+    the least loaded, then the one that waited longest. It waits instead
+    when the nodes with no free credit are expected to work off their items
+    and the ``waiting`` items sooner than the best free node finishes this
+    one (a slow node then takes work only when a queue builds), but never
+    longer than that node would have taken: ``waited`` is how long the first
+    waiting item has waited.
+    """
+    known = [n.per_item for n in nodes.values() if n.serving and n.per_item is not None]
+    seed = min(known, default=0.0)
+    free, busy = [], []
+    for name, n in nodes.items():
+        if not n.serving:
+            continue
+        per_item = seed if n.per_item is None else n.per_item
+        held = len(n.outstanding)
+        if n.free(window) > 0:
+            load = held / (n.presence.window or window)
+            free.append(((held + 1) * per_item, load, n.given_at, name))
+        elif per_item > 0:
+            busy.append((held, per_item))
+    if not free:
+        return None
+    cost, _, _, name = min(free)
+    if busy and waited < cost:
+        rate = sum(1.0 / per_item for _, per_item in busy)
+        if (sum(held for held, _ in busy) + waiting) / rate < cost:
+            return None  # the busy nodes will have done it sooner
+    return name
 
 
 def item_id(message: MqttMessage) -> str:
@@ -424,7 +471,7 @@ class Dispatcher:
         if seq is not None:  # a copy of an item in progress (redelivered after a reconnect)
             self._entries[seq].mids.append((mid, qos))
             return
-        entry = _Entry(self._next_seq, id_, msg.payload, [(mid, qos)])
+        entry = _Entry(self._next_seq, id_, msg.payload, [(mid, qos)], arrived=time.monotonic())
         self._next_seq += 1
         with self._lock:
             self._entries[entry.seq] = entry
@@ -491,6 +538,8 @@ class Dispatcher:
             return
         if entry.node is not None and entry.node != name and entry.node in self.nodes:
             self.nodes[entry.node].outstanding.discard(entry.seq)
+        if node is not None and entry.node == name:
+            node.learn(entry.sent_at, time.monotonic())
         with self._lock:
             del self._entries[entry.seq]
             del self._by_id[entry.id]
@@ -553,16 +602,11 @@ class Dispatcher:
                     self.counts["timeouts"] += 1
 
     def _deal(self, now: float) -> None:
-        """Give waiting items to nodes with a free credit, the least loaded first."""
+        """Give waiting items to the nodes expected to finish them soonest (:func:`pick`)."""
         while self._pending and self._connected.is_set():
-            candidates = [
-                (len(n.outstanding) / (n.presence.window or self.window), n.given_at, name)
-                for name, n in self.nodes.items()
-                if n.serving and n.free(self.window) > 0
-            ]
-            if not candidates:
+            name = pick(self.nodes, self.window, len(self._pending), now - self._pending[0].arrived)
+            if name is None:
                 return
-            _, _, name = min(candidates)
             node = self.nodes[name]
             with self._lock:
                 entry = self._pending.popleft()
