@@ -112,3 +112,10 @@ def test_keys_and_check_refusing_a_busy_port_or_a_missing_pyzmq(tmp_path: Path):
     assert missing.returncode == 2
     assert "pip install 'fogline[zmq]'" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+    no_data = fogline(
+        "zmq", "feed", "--endpoint", f"tcp://127.0.0.1:{work}", "--data", "no.npz", cwd=folder
+    )
+    assert no_data.returncode == 2
+    assert "--data: no such file or folder" in no_data.stderr
+    assert "Traceback" not in no_data.stderr

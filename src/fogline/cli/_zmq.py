@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 from rich.markup import escape
 
 from fogline.cli._app import app, console, needs_extra
@@ -80,7 +81,11 @@ def feed(
     from fogline.transport.zmq import ZmqSocket
 
     where = _endpoint(endpoint)
-    spec = DatasetSpec(path=Path(data)) if data.endswith(".npz") else DatasetSpec(function=data)
+    try:
+        spec = DatasetSpec(path=Path(data)) if data.endswith(".npz") else DatasetSpec(function=data)
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"--data: {reason}") from exc
     x, y = spec.arrays()
     total = len(x) if count is None else count
     curve = _client(secret_key, server_key)
