@@ -46,6 +46,7 @@ PRESENCE_EVERY_S = 2.0
 #: The keepalive of a cluster node's connection: the broker publishes its last will
 #: about 1.5 times this long after the network to it is cut.
 NODE_KEEPALIVE_S = 5
+_HAND_ON_STEP_S = 0.1  # how often a full queue's wait looks whether the node stops
 _RECENT_IDS = 4096  # item ids a node remembers having settled (a re-dispatched copy is not redone)
 
 
@@ -87,8 +88,9 @@ class ClusterNode:
     subscribes ``$share/<group>/<topic>`` and the broker deals items
     round-robin (no credits; presence still says what it took): its MQTT 5
     Receive Maximum is ``window``, a message is acknowledged only once its
-    item is settled, and a full queue of ``window`` items holds paho's thread,
-    so the broker keeps the rest (never dropped here). An item id
+    item is settled, and a full queue of ``window`` items holds paho's thread
+    (in short steps, until the node stops), so the broker keeps the rest
+    (never dropped here). An item id
     it settled recently that arrives again is answered ``duplicate`` at once
     and not handed on; a copy of an item it holds is not handed on either.
 
@@ -192,6 +194,7 @@ class ClusterNode:
         if client is None:
             return
         self._client = None
+        self._drain()  # nobody takes them now; unacknowledged, they stay the broker's
         if self._refresher is not None:
             self._refresher.join()
         info = client.publish(
@@ -205,6 +208,12 @@ class ClusterNode:
             info.wait_for_publish(2.0)
         client.disconnect()
         stop_loop(client)
+        self._drain()  # one put that was under way when the node stopped
+
+    def _drain(self) -> None:
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
 
     def __enter__(self) -> ClusterNode:
         return self.start()
@@ -336,10 +345,7 @@ class ClusterNode:
         except ValueError:
             return
         if self.dispatch == "broker":
-            # Never dropped: Receive Maximum bounds what the broker sends unacknowledged, and
-            # should a broker send more (Mosquitto 2.0.11 refills its quota too fast), the
-            # full queue holds paho's thread, so the rest stays queued at the broker.
-            self._queue.put(Work(msg.payload, None, None, str(msg.topic), message.mid, message.qos))
+            self._hand_on(Work(msg.payload, None, None, str(msg.topic), message.mid, message.qos))
             return
         props = dict(msg.user_properties)
         id_ = props.get("item-id") or None
@@ -369,6 +375,25 @@ class ClusterNode:
             with self._lock:
                 self._in_flight.pop(id_, None)
                 self.took -= 1
+
+    def _hand_on(self, work: Work) -> None:
+        """Queue a ``dispatch: broker`` item; hold paho's thread while the queue is full.
+
+        Receive Maximum bounds what the broker sends unacknowledged, but Mosquitto
+        2.0.11 sends one more per acknowledgement, so the queue of ``window`` items
+        can be full: then paho's thread waits (the rest stays at the broker), in
+        short steps, and gives up once the node stops, leaving that message
+        unacknowledged, so :meth:`close` never waits on it. An unacknowledged
+        message goes back to the group only as the broker's own rules say (with
+        Mosquitto: when this session ends, to the members still subscribed).
+        """
+        while not self._stop.is_set():
+            try:
+                self._queue.put(work, timeout=_HAND_ON_STEP_S)
+                return
+            except queue.Full:
+                continue
+        log.info("node %s stopping: an item stays unacknowledged at the broker", self.node)
 
     def _put(self, work: Work) -> bool:
         try:
