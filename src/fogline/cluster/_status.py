@@ -26,6 +26,8 @@ from fogline.transport.mqtt import (
     to_url,
 )
 
+_QUIET_S = 0.3  # no retained message for this long: all of them arrived
+
 
 @dataclass(frozen=True)
 class ClusterStatus:
@@ -50,6 +52,8 @@ class ClusterStatus:
 def read_status(url: MqttUrl | str, group: str, *, timeout: float = 5.0) -> ClusterStatus:
     """Read the retained presence of ``group``'s nodes and its dispatcher's stats.
 
+    It returns at the first live (not retained) message, after 0.3 s without
+    a retained one, or ``timeout`` seconds after the subscription at most.
     Raises :class:`~fogline.errors.Unreachable` when the broker does not
     answer within ``timeout`` seconds, :class:`~fogline.errors.Refused` when it
     refuses the connection or subscription.
@@ -62,6 +66,7 @@ def read_status(url: MqttUrl | str, group: str, *, timeout: float = 5.0) -> Clus
     subscribed = threading.Event()
     refused: list[str] = []
     last = [time.monotonic()]
+    live = threading.Event()
 
     def on_connect(client: paho.Client, u: Any, f: Any, reason: ReasonCode, p: Any) -> None:
         if reason.is_failure:
@@ -80,7 +85,10 @@ def read_status(url: MqttUrl | str, group: str, *, timeout: float = 5.0) -> Clus
         subscribed.set()
 
     def on_message(client: paho.Client, u: Any, message: paho.MQTTMessage) -> None:
-        last[0] = time.monotonic()
+        if message.retain:
+            last[0] = time.monotonic()
+        else:  # a live refresh: the retained ones, sent right after the SUBACK, are all in
+            live.set()
         try:
             msg = received(message)
             if not msg.payload:
@@ -104,9 +112,13 @@ def read_status(url: MqttUrl | str, group: str, *, timeout: float = 5.0) -> Clus
             raise Unreachable(f"{url}: no answer within {timeout:g} s")
         if refused:
             raise Refused(refused[0])
-        # Retained messages follow the SUBACK at once: wait until they stop coming.
-        while time.monotonic() - last[0] < 0.3:
-            time.sleep(0.05)
+        # Retained messages follow the SUBACK at once: wait until they stop coming, a live
+        # (not retained) one arrives, or `timeout` is up. Nodes refresh presence every
+        # second, so with many nodes live messages never leave a quiet gap.
+        deadline = time.monotonic() + timeout
+        while time.monotonic() - last[0] < _QUIET_S and time.monotonic() < deadline:
+            if live.wait(0.05):
+                break
     finally:
         client.disconnect()
         stop_loop(client)
