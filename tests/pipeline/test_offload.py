@@ -4,6 +4,8 @@ closes again, the budget holds, and ``fogline check`` refuses remotes that do no
 
 from __future__ import annotations
 
+import itertools
+import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -267,3 +269,39 @@ def test_the_metrics_count_outcomes_for_prometheus(served: Served) -> None:
     )
     assert "fogline_offload_seconds_count" in text
     assert np.isfinite(steps[-1].reading().latency.total)
+
+
+def answer_of(label: int) -> bytes:
+    """An OIP inference answer from the teacher: logits that say ``label``."""
+    logits = [10.0 if i == label else 0.0 for i in range(10)]
+    outputs = [{"name": "logits", "datatype": "FP32", "shape": [1, 10], "data": logits}]
+    return json.dumps(
+        {"model_name": "digits-teacher", "model_version": "1", "outputs": outputs}
+    ).encode()
+
+
+def test_calls_overlap_while_the_oldest_item_waits_for_its_answer(tmp_path: Path) -> None:
+    # Prepare: a remote taking 400 ms a call, 8 calls at a time (20 items/s), items arriving
+    # at 20 a second. Each is sent as it comes (a call every ~50 ms); a collector that waits
+    # for the oldest call before sending the next items sends them in bursts ~400 ms apart.
+    server = garbling_server(answer_of(7), delay_s=0.4)
+    url = f"http://127.0.0.1:{server.server_address[1]}/v2/models/digits-teacher"
+    step = offload_step(url, when=None, sample=1.0, max_in_flight=8, timeout_ms=3000)
+    source = {**digits_spec()["sources"][0], "rate": 20}
+    post = [{"type": "classify", "labels": LABELS}, step]
+    spec = digits_spec(sources=[source], postprocess=post, store={"path": str(tmp_path / "r.db")})
+    runner = Pipeline(plan(load_spec(write_spec(tmp_path, spec))))
+    # Execute
+    try:
+        snap = runner.run(max_items=30)
+    finally:
+        server.shutdown()
+    # Assert: all answered by the remote, in source order, the calls spread out
+    assert runner.store is not None
+    records = runner.store.query(limit=100)
+    assert [r.result.sequence for r in records] == list(range(30))
+    assert snap.extra["offload"].outcomes == {"offloaded": 30}
+    arrivals = server.RequestHandlerClass.arrivals  # type: ignore[attr-defined]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert len(arrivals) == 30 and max(gaps) < 0.2, f"calls held back: gaps {gaps}"
+    runner.close()

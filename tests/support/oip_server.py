@@ -100,6 +100,8 @@ class Garbling(BaseHTTPRequestHandler):
     """Answers model metadata as the teacher would; inference with ``Garbling.answer``."""
 
     answer: bytes = b"not json"
+    delay_s: float = 0.0
+    arrivals: list[float]  # when each inference call arrived (time.monotonic())
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -114,6 +116,8 @@ class Garbling(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).arrivals.append(time.monotonic())
+        time.sleep(type(self).delay_s)  # a remote that takes this long per call
         self._send(type(self).answer)
 
     def _send(self, body: bytes) -> None:
@@ -124,9 +128,10 @@ class Garbling(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
 
-def garbling_server(answer: bytes) -> ThreadingHTTPServer:
-    """A started server whose inference answers are ``answer``; ``shutdown()`` it after."""
-    handler = type("Garbled", (Garbling,), {"answer": answer})
+def garbling_server(answer: bytes, delay_s: float = 0.0) -> ThreadingHTTPServer:
+    """A started server whose inference answers are ``answer`` after ``delay_s``;
+    ``shutdown()`` it after; ``server.RequestHandlerClass.arrivals`` are the calls' arrivals."""
+    handler = type("Garbled", (Garbling,), {"answer": answer, "delay_s": delay_s, "arrivals": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server

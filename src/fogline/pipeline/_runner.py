@@ -21,6 +21,7 @@ everything already read is finished, stored and handed on before
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -60,6 +61,7 @@ from fogline.store import Capture, OutboxSender, Result, ResultStore, Retention
 log = logging.getLogger("fogline.pipeline")
 
 _DONE = object()  # end-of-stream marker on the internal queues
+_WAKE = object()  # an offload call finished: the collector looks at its oldest item again
 _LOG_FIRST = 20  # per-source item errors logged in full before only every 1000th
 
 
@@ -438,7 +440,6 @@ class Pipeline:
 
     def _collect(self, post: Sequence[Stage], targets: Sequence[_Target]) -> None:
         metrics = self.metrics.tally()
-        opened = self.plan.model
         rules = self.plan.rules
         store_spec = self.spec.store
         sync: bool | Condition = False
@@ -458,40 +459,27 @@ class Pipeline:
         self._collect_setup = (sync, everyone, targets, needs_fields)
         # Items whose offload answer is on its way wait here, in arrival order, with those
         # behind them; the oldest is finished when it is ready, when the window is full, or
-        # when nothing new arrives. Without an offload step the window is 0: at once.
+        # at its deadline. Without an offload step the window is 0: at once.
         window = max((int(getattr(stage, "offload_window", 0)) for stage in post), default=0)
+        # While the head's call runs, new items are still taken (and their calls started);
+        # a finished call wakes the collector (_WAKE), the head's deadline ends the wait.
         pending: deque[tuple[Item, Item | Deferred | None, str, float]] = deque()
         while True:
+            wait = None  # nothing pending: wait for the next item
+            if pending:
+                head = pending[0][1]
+                wait = (
+                    max(0.0, head.deadline - time.monotonic()) if isinstance(head, Deferred) else 0
+                )
             try:
-                entry = self._inflight.get(block=not pending)
-            except queue.Empty:
+                entry = self._inflight.get(timeout=wait)
+            except queue.Empty:  # the head's deadline passed: it goes on without its answer
                 self._emit(*pending.popleft())
-                continue
+                entry = _WAKE
             if entry is _DONE:
                 break
-            item, future, submitted = entry
-            outcome = _settle(future)
-            if isinstance(outcome, str):
-                metrics.count(item.source, outcome)
-                self._settle(item.source, [item.meta.get("id")], "failed")
+            if entry is not _WAKE and not self._take(entry, post, raw, pending, metrics):
                 continue
-            now = time.monotonic()
-            metrics.observe("inference", now - submitted)
-            switcher = self._switcher  # takes out which variant answered, notes the latency
-            version = (
-                opened.version if switcher is None else switcher.answered(outcome, now - item.t0)
-            )
-            item.outputs = outcome
-            if self._learner is not None:
-                self._learner.seen(item)
-            try:
-                started = self._post(item, post, raw)
-            except ItemError as exc:
-                metrics.count(item.source, "errors")
-                self._log_item(item.source, item.position, str(exc))
-                self._settle(item.source, [item.meta.get("id")], "failed")
-                continue
-            pending.append((item, started, version, now))
             while pending and (
                 len(pending) > window
                 or not isinstance(head := pending[0][1], Deferred)
@@ -501,6 +489,46 @@ class Pipeline:
         while pending:
             self._emit(*pending.popleft())
         self._stored.put(_DONE)
+
+    def _wake(self, _: Any) -> None:
+        """A call finished: wake the collector, unless its queue is full (it is awake then)."""
+        with contextlib.suppress(queue.Full):
+            self._inflight.put_nowait(_WAKE)
+
+    def _take(
+        self,
+        entry: tuple[Item, Future[dict[str, Any]], float],
+        post: Sequence[Stage],
+        raw: bool,
+        pending: deque[tuple[Item, Item | Deferred | None, str, float]],
+        metrics: Tally,
+    ) -> bool:
+        """Post-process one inferred item into ``pending``; False if it was settled as failed."""
+        opened = self.plan.model
+        item, future, submitted = entry
+        outcome = _settle(future)
+        if isinstance(outcome, str):
+            metrics.count(item.source, outcome)
+            self._settle(item.source, [item.meta.get("id")], "failed")
+            return False
+        now = time.monotonic()
+        metrics.observe("inference", now - submitted)
+        switcher = self._switcher  # takes out which variant answered, notes the latency
+        version = opened.version if switcher is None else switcher.answered(outcome, now - item.t0)
+        item.outputs = outcome
+        if self._learner is not None:
+            self._learner.seen(item)
+        try:
+            started = self._post(item, post, raw)
+        except ItemError as exc:
+            metrics.count(item.source, "errors")
+            self._log_item(item.source, item.position, str(exc))
+            self._settle(item.source, [item.meta.get("id")], "failed")
+            return False
+        pending.append((item, started, version, now))
+        if isinstance(started, Deferred):
+            started.future.add_done_callback(self._wake)
+        return True
 
     def _emit(self, item: Item, started: Item | Deferred | None, version: str, now: float) -> None:
         """Finish one item's post-processing (rules, sinks, capture) and hand it to the store."""
