@@ -28,9 +28,10 @@ second's worth of burst); ``max_in_flight`` caps the calls running at once
 (an item that finds them all taken waits for a slot until its deadline, then
 is counted ``busy``; a call that passed its deadline keeps its slot until its
 own deadline on the connection ends it). After ``circuit.failures`` consecutive failures the
-circuit opens: no item is sent for ``circuit.open_s`` seconds (doubling, up
-to ``circuit.max_open_s``), then one item probes the remote; an answer closes
-the circuit again.
+circuit opens: no item is sent for ``circuit.open_s`` seconds, then one item
+probes the remote (the others stay local, ``circuit_open``, while it runs); an
+answer closes the circuit again, a failed probe opens it for twice as long (up
+to ``circuit.max_open_s``). Calls already running when it opened do not count.
 
 The remote model's signature is read from the server when the pipeline is
 checked: a remote whose inputs or outputs do not fit the local model's is
@@ -235,14 +236,32 @@ def build_post(specs: Sequence[PostprocessSpec], outputs: Signature) -> list[Sta
 
 
 class _Circuit:
-    """Closed → (``failures`` in a row) open → (after the back-off) one probe → closed or open."""
+    """Closed → (``failures`` in a row) open → (after the back-off) one probe → closed or open.
+
+    Only the collector thread calls it. An opening is counted once: the calls
+    already running when it opened may fail too, but they neither count nor
+    lengthen the back-off; only a failed probe doubles it (up to ``max_open_s``).
+
+    >>> circuit = _Circuit(CircuitSpec(failures=2, open_s=1, max_open_s=4))
+    >>> circuit.failed(0.0); circuit.failed(0.0); circuit.failed(0.1)  # the third was in flight
+    >>> circuit.opened, circuit.allows(0.5), circuit.allows(1.0)
+    (1, False, True)
+    >>> circuit.take_probe(1.0), circuit.allows(1.0)  # one probe; the others stay local
+    (True, False)
+    >>> circuit.failed(1.2, probe=True); circuit.open_until, circuit.opened
+    (3.2, 1)
+    >>> circuit.take_probe(3.2); circuit.succeeded(); circuit.allows(3.3), circuit.back_off
+    True
+    (True, 1.0)
+    """
 
     def __init__(self, spec: CircuitSpec) -> None:
         self.spec = spec
         self.failures = 0
         self.open_until = 0.0
         self.back_off = spec.open_s
-        self.opened = 0  # times it opened
+        self.opened = 0  # times it opened (from closed)
+        self.probing = False  # the one probe is in flight
 
     @property
     def state(self) -> str:
@@ -251,20 +270,39 @@ class _Circuit:
         return "open" if time.monotonic() < self.open_until else "probing"
 
     def allows(self, now: float) -> bool:
-        return self.failures < self.spec.failures or now >= self.open_until
+        """Closed: yes; open: no; back-off over: yes for one probe at a time."""
+        if self.failures < self.spec.failures:
+            return True
+        return now >= self.open_until and not self.probing
+
+    def take_probe(self, now: float) -> bool:
+        """Called for an item about to be sent: True if it is the probe (it holds the circuit)."""
+        if self.failures < self.spec.failures or now < self.open_until:
+            return False
+        self.probing = True
+        return True
 
     def succeeded(self) -> None:
         if self.failures >= self.spec.failures:
             log.info("offload: the remote answers again; circuit closed")
         self.failures = 0
         self.back_off = self.spec.open_s
+        self.probing = False
 
-    def failed(self, now: float) -> None:
+    def failed(self, now: float, probe: bool = False) -> None:
+        if probe:  # the remote still fails: back off longer
+            self.probing = False
+            self.back_off = min(self.back_off * 2, self.spec.max_open_s)
+            self.open_until = now + self.back_off
+            log.warning(
+                "offload: the probe failed; circuit open, next try in %.3g s", self.back_off
+            )
+            return
+        if self.failures >= self.spec.failures:  # open already: a call sent before it opened
+            return
         self.failures += 1
         if self.failures < self.spec.failures:
             return
-        if self.failures > self.spec.failures:  # a failed probe: back off longer
-            self.back_off = min(self.back_off * 2, self.spec.max_open_s)
         self.open_until = now + self.back_off
         self.opened += 1
         log.warning(
@@ -414,29 +452,40 @@ class _Offload:
         if feeds is None:
             self._release(None)
             return self._finish(item, "error")
+        probe = self.circuit.take_probe(now)
         future = self._pool.submit(self._call, feeds)
         future.add_done_callback(self._release)
-        return Deferred(self, item, future, now, deadline)
+        return Deferred(self, item, future, now, deadline, probe)
 
-    def settle(self, item: Item, future: Future[Answer], started: float, deadline: float) -> Item:
-        """Wait for the answer until ``deadline`` at most; merge it, or count why not."""
+    def settle(
+        self,
+        item: Item,
+        future: Future[Answer],
+        started: float,
+        deadline: float,
+        probe: bool = False,
+    ) -> Item:
+        """Wait for the answer until ``deadline`` at most; merge it, or count why not.
+
+        ``probe``: this call is the circuit's probe (its failure backs off longer).
+        """
         try:
             answer = future.result(timeout=max(0.0, deadline - time.monotonic()))
         except FutureTimeout:
-            return self._failed(item, "timeout", started, None)
+            return self._failed(item, "timeout", started, None, probe)
         except Unreachable as exc:
-            return self._failed(item, "refused", started, exc)
+            return self._failed(item, "refused", started, exc, probe)
         except TimedOut as exc:
-            return self._failed(item, "timeout", started, exc)
+            return self._failed(item, "timeout", started, exc, probe)
         except FoglineError as exc:
-            return self._failed(item, "error", started, exc)
+            return self._failed(item, "error", started, exc, probe)
         except Exception as exc:  # a bug in a client library must not stop the stream
-            return self._failed(item, "error", started, exc)
+            return self._failed(item, "error", started, exc, probe)
         self.latency.observe(time.monotonic() - started)
         try:
             merged = self._merge(item, answer)
         except FoglineError as exc:
-            return self._failed(item, "error", started, exc, timed=False)
+            return self._failed(item, "error", started, exc, probe, timed=False)
         self.circuit.succeeded()
         return merged
 
@@ -489,12 +538,18 @@ class _Offload:
         return self._finish(item, "offloaded", answer.model, answer.version)
 
     def _failed(
-        self, item: Item, reason: str, started: float, exc: BaseException | None, timed: bool = True
+        self,
+        item: Item,
+        reason: str,
+        started: float,
+        exc: BaseException | None,
+        probe: bool,
+        timed: bool = True,
     ) -> Item:
         now = time.monotonic()
         if timed:
             self.latency.observe(now - started)
-        self.circuit.failed(now)
+        self.circuit.failed(now, probe)
         if self.outcomes[reason] < 3 or self.outcomes[reason] % 1000 == 0:  # a few, then rarely
             log.warning(
                 "offload: %s not offloaded (%s): %s", item.position, reason, exc or "deadline"
@@ -522,13 +577,19 @@ class Deferred:
     offload step. The runner's collector resolves them in arrival order.
     """
 
-    __slots__ = ("deadline", "future", "item", "rest", "started", "step")
+    __slots__ = ("deadline", "future", "item", "probe", "rest", "started", "step")
 
     def __init__(
-        self, step: _Offload, item: Item, future: Future[Answer], started: float, deadline: float
+        self,
+        step: _Offload,
+        item: Item,
+        future: Future[Answer],
+        started: float,
+        deadline: float,
+        probe: bool = False,
     ) -> None:
         self.step, self.item, self.future = step, item, future
-        self.started, self.deadline = started, deadline
+        self.started, self.deadline, self.probe = started, deadline, probe
         self.rest: Sequence[Stage] = ()
 
     def ready(self) -> bool:
@@ -536,7 +597,7 @@ class Deferred:
 
     def resolve_item(self) -> Item:
         """The item with the offload step done (``rest`` not run)."""
-        return self.step.settle(self.item, self.future, self.started, self.deadline)
+        return self.step.settle(self.item, self.future, self.started, self.deadline, self.probe)
 
     def resolve(self) -> Item | None:
         """The item after the offload step and ``rest``; None if a later step held it back."""
