@@ -66,6 +66,8 @@ def test_feed_publishes_items_with_ids_and_labels_new_ids_each_run(
     assert ids == [f"{p}-{n}" for p in (first, second, "item") for n in range(3)]
     assert len(bodies[0]["data"]) == 64 and isinstance(bodies[0]["label"], str)
     assert "published 3 item(s) to digits/in in" in capsys.readouterr().err
+    assert main(["cluster", "feed", *args, "--data", "no.such:data"]) == 2
+    assert capsys.readouterr().err.strip().startswith("error: --data: no.such:data: cannot import")
 
 
 def test_a_second_dispatcher_for_a_group_is_refused(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -9,6 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from fogline.cli import main
 from fogline.transport.zmq import ZmqEndpoint, ZmqSocket, write_keypair
 from support.ports import free_port
 
@@ -119,3 +123,26 @@ def test_keys_and_check_refusing_a_busy_port_or_a_missing_pyzmq(tmp_path: Path):
     assert no_data.returncode == 2
     assert "--data: no such file or folder" in no_data.stderr
     assert "Traceback" not in no_data.stderr
+
+
+def test_feed_sends_the_cluster_feeds_bodies_with_new_ids_each_run(
+    capsys: pytest.CaptureFixture[str],
+):
+    # Prepare: a PULL socket where a zmq source would be
+    port = free_port()
+    args = ["zmq", "feed", "--endpoint", f"tcp://127.0.0.1:{port}", "--count", "3"]
+    with ZmqSocket("pull", ZmqEndpoint("tcp", host="127.0.0.1", port=port), bind=True) as pull:
+        # Execute: feed twice with the default ids, then with a fixed prefix
+        for more in ([], [], ["--id-prefix", "item"]):
+            assert main([*args, *more]) == 0
+        bodies = []
+        while len(bodies) < 9 and (frames := pull.receive(timeout=5)) is not None:
+            bodies.append(json.loads(frames[-1]))
+
+    # Assert: feed-<hex>-<n>, new each run, as `fogline cluster feed` names them
+    ids = sorted(b["id"] for b in bodies)  # PULL deals fairly among the runs' sockets
+    first, second = sorted({i.rsplit("-", 1)[0] for i in ids if i.startswith("feed-")})
+    assert ids == sorted(f"{p}-{n}" for p in (first, second, "item") for n in range(3))
+    assert len(bodies[0]["data"]) == 64 and bodies[0]["label"] in [str(n) for n in range(10)]
+    out = capsys.readouterr().out
+    assert all(f"ids {p}-0 to {p}-2)" in out for p in (first, second, "item"))

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import secrets
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from typing import Any
 
@@ -173,7 +171,7 @@ def feed(
     broker: str = typer.Option(..., "--broker", help="The MQTT broker."),
     topic: str = typer.Option(..., "--topic", help="Publish the items here."),
     data: str = typer.Option(
-        ..., "--data", help="module:function giving batches ({name: array}) or (x, y) arrays."
+        ..., "--data", help="A data set: module:function or a .npz (x and optional y)."
     ),
     rate: float = typer.Option(100.0, "--rate", min=0.0, help="Items per second (0: unpaced)."),
     count: int | None = typer.Option(None, "--count", min=1, help="Stop after this many items."),
@@ -186,61 +184,28 @@ def feed(
     ),
 ) -> None:
     """Publish a data set as items {"data": [...], "id": "<prefix>-<n>", "label": "..."}."""
-    from fogline.data import import_function
+    from fogline.cli._feed import Pacer, bodies, id_prefix, load_items
     from fogline.transport.mqtt import MqttMessage, MqttPublisher, Topic
 
     try:
         target = Topic(topic)
     except ValueError as exc:
         raise ConfigError(f"--topic: {exc}") from exc
-    function = import_function(data)
-    prefix = prefix or f"feed-{secrets.token_hex(3)}"
+    x, y = load_items(data)
+    prefix = id_prefix(prefix)
     stop = _stop_on_signals()
     sent = 0
-    interval = 1.0 / rate if rate else 0.0
-    next_at = time.monotonic()
+    pacer = Pacer(rate)
     started = time.monotonic()
     with MqttPublisher(broker) as publisher:
-        while not stop.is_set() and (count is None or sent < count):
-            rows = 0
-            for values, label in _rows(function(), data):
-                if stop.is_set() or (count is not None and sent >= count):
-                    break
-                body: dict[str, Any] = {"data": values, "id": f"{prefix}-{sent}"}
-                if label is not None:
-                    body["label"] = label
-                if interval:
-                    next_at = max(next_at + interval, time.monotonic() - 0.1)
-                    delay = next_at - time.monotonic()
-                    if delay > 0 and stop.wait(delay):
-                        break
-                publisher.publish(MqttMessage(target, json.dumps(body).encode()))
-                sent += 1
-                rows += 1
-            if not loop or rows == 0:
+        for body in bodies(x, y, prefix, count=count, loop=loop):
+            if not pacer.wait(stop):
                 break
+            publisher.publish(MqttMessage(target, body))
+            sent += 1
     took = time.monotonic() - started
     console_err.print(
         f"published {sent} item(s) to {topic} in {took:.1f} s (ids {prefix}-0 to {prefix}-{sent - 1})",
         highlight=False,
         soft_wrap=True,
     )
-
-
-def _rows(source: Any, spec: str) -> Iterator[tuple[list[Any], str | None]]:
-    """(flat values, label) for each item of what ``module:function`` returned."""
-    if isinstance(source, tuple) and len(source) == 2:
-        batches: Any = [{"data": source[0], "labels": source[1]}]
-    else:
-        batches = source
-    for batch in batches:
-        if not isinstance(batch, dict):
-            raise ConfigError(f"--data {spec}: expected batches of {{name: array}} or (x, y)")
-        labels = next((batch[k] for k in ("labels", "label", "y") if k in batch), None)
-        names = [k for k in batch if k not in ("labels", "label", "y")]
-        if not names:
-            raise ConfigError(f"--data {spec}: a batch without data")
-        values = batch[names[0]]
-        for index in range(len(values)):
-            label = None if labels is None else str(labels[index].item())
-            yield values[index].reshape(-1).tolist(), label

@@ -8,12 +8,11 @@ client when given ``--secret-key`` and ``--server-key``.
 
 from __future__ import annotations
 
-import json
+import threading
 import time
 from pathlib import Path
 
 import typer
-from pydantic import ValidationError
 from rich.markup import escape
 
 from fogline.cli._app import app, console, needs_extra
@@ -72,39 +71,48 @@ def feed(
     rate: float | None = typer.Option(None, "--rate", min=0.001, help="Items per second."),
     pub: bool = typer.Option(False, "--pub", help="PUBlish (bind) instead of PUSH (connect)."),
     topic: str = typer.Option("items", "--topic", help="With --pub: the topic frame."),
+    prefix: str | None = typer.Option(
+        None,
+        "--id-prefix",
+        help="Item ids are <prefix>-<n> (default: feed-<random hex>, new each run, so two runs "
+        "into one store do not share ids).",
+    ),
     secret_key: Path | None = _SECRET,
     server_key: Path | None = _SERVER,
 ) -> None:
-    """Send a data set's items as JSON to a zmq source: a camera gateway, for trying one out."""
+    """Send a data set's items as JSON to a zmq source: a camera gateway, for trying one out.
+
+    Items are {"data": [...], "id": "<prefix>-<n>", "label": "..."}, as `fogline cluster feed`
+    publishes them.
+    """
     needs_extra("zmq", "zmq")
-    from fogline.pipeline.sources import DatasetSpec
+    from fogline.cli._feed import Pacer, bodies, id_prefix, load_items
     from fogline.transport.zmq import ZmqSocket
 
     where = _endpoint(endpoint)
-    try:
-        spec = DatasetSpec(path=Path(data)) if data.endswith(".npz") else DatasetSpec(function=data)
-    except ValidationError as exc:
-        reason = exc.errors()[0]["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"--data: {reason}") from exc
-    x, y = spec.arrays()
-    total = len(x) if count is None else count
+    x, y = load_items(data)
+    prefix = id_prefix(prefix)
     curve = _client(secret_key, server_key)
+    stop = threading.Event()
+    pacer = Pacer(rate or 0.0)
+    sent = 0
     started = time.monotonic()
     with ZmqSocket("pub" if pub else "push", where, bind=pub, curve=curve) as socket:
         if pub:
             time.sleep(0.5)  # give subscribers a moment to connect (PUB drops until they have)
-        for n in range(total):
-            index = n % len(x)
-            body: dict[str, object] = {"data": x[index].ravel().tolist(), "id": f"feed-{n}"}
-            if y is not None:
-                body["label"] = str(y[index])
-            payload = json.dumps(body).encode()
-            socket.send([topic.encode(), payload] if pub else [payload])
-            if rate:
-                time.sleep(max(0.0, started + (n + 1) / rate - time.monotonic()))
+        # --count beyond the data set starts it again
+        for body in bodies(x, y, prefix, count=count, loop=count is not None):
+            if not pacer.wait(stop):
+                break
+            socket.send([topic.encode(), body] if pub else [body])
+            sent += 1
     took = time.monotonic() - started
     mode = "CURVE" if curve else "plain"
-    console.print(f"sent {total} items to {where} in {took:.2f} s ({mode})", highlight=False)
+    console.print(
+        f"sent {sent} items to {where} in {took:.2f} s ({mode}; ids {prefix}-0 to {prefix}-{sent - 1})",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @zmq_app.command("listen")
