@@ -19,7 +19,7 @@ controller's second session there (``fogline controller --cluster-broker
 URL``), feeding the same :class:`Clusters`.
 
 A node that says ``online`` but has not been heard for ``silent_after``
-seconds (it refreshes its presence every 2 s) is shown ``silent``: hung, or
+seconds (it refreshes its presence every second) is shown ``silent``: hung, or
 cut off from the broker without its last will yet. The time is the
 controller's clock when the message arrived, not the node's ``at``, so a
 device's clock that is off does not make it look silent.
