@@ -81,7 +81,7 @@ def test_the_example_takes_a_camera_feed_over_curve_and_refuses_an_intruder(tmp_
         listener.kill()
 
     # Assert: verdicts heard on digits/<label>; all 100 processed; the intruder told and logged
-    assert "sent 100 items" in fed.stdout and "(CURVE)" in fed.stdout
+    assert "sent 100 items" in fed.stdout and "(CURVE; ids feed-" in fed.stdout
     assert heard.count('"model":"digits"') == 3 and "digits/" in heard
     assert "processed 100 items" in out, out + err
     assert "sink verdicts: 100 written" in out
