@@ -198,10 +198,10 @@ def feed(
     pacer = Pacer(rate)
     started = time.monotonic()
     with MqttPublisher(broker) as publisher:
-        for body in bodies(x, y, prefix, count=count, loop=loop):
+        for item, body in bodies(x, y, prefix, count=count, loop=loop):
             if not pacer.wait(stop):
                 break
-            publisher.publish(MqttMessage(target, body))
+            publisher.publish(MqttMessage(target, body, user_properties=(("item-id", item),)))
             sent += 1
     took = time.monotonic() - started
     console_err.print(

@@ -51,24 +51,29 @@ def load_items(data: str) -> tuple[Any, Any]:
 
 def bodies(
     x: Any, y: Any, prefix: str, *, count: int | None = None, loop: bool = False
-) -> Iterator[bytes]:
-    """The JSON body of each item: ``count`` of them (default: all), from the start when ``loop``.
+) -> Iterator[tuple[str, bytes]]:
+    """Each item's id and JSON body: ``count`` of them (default: all), from the start when ``loop``.
+
+    The id is also in the body; a sender that can carry it beside the payload (an MQTT 5
+    ``item-id`` user property) spares the dispatcher parsing the body to find it.
 
     >>> import numpy as np
-    >>> [json.loads(b) for b in bodies(np.ones((2, 1, 2)), np.array([3, 4]), "t", count=3, loop=True)]
+    >>> [(i, json.loads(b)) for i, b in bodies(np.ones((2, 1, 2)), np.array([3, 4]), "t", count=3, loop=True)]
     ... # doctest: +NORMALIZE_WHITESPACE
-    [{'data': [1.0, 1.0], 'id': 't-0', 'label': '3'}, {'data': [1.0, 1.0], 'id': 't-1', 'label': '4'},
-     {'data': [1.0, 1.0], 'id': 't-2', 'label': '3'}]
+    [('t-0', {'data': [1.0, 1.0], 'id': 't-0', 'label': '3'}),
+     ('t-1', {'data': [1.0, 1.0], 'id': 't-1', 'label': '4'}),
+     ('t-2', {'data': [1.0, 1.0], 'id': 't-2', 'label': '3'})]
     """
     n = 0
     while len(x) and (count is None or n < count):
         for index in range(len(x)):
             if count is not None and n >= count:
                 return
-            body: dict[str, Any] = {"data": x[index].ravel().tolist(), "id": f"{prefix}-{n}"}
+            item = f"{prefix}-{n}"
+            body: dict[str, Any] = {"data": x[index].ravel().tolist(), "id": item}
             if y is not None:
                 body["label"] = str(y[index].item())
-            yield json.dumps(body).encode()
+            yield item, json.dumps(body).encode()
             n += 1
         if not loop:
             return

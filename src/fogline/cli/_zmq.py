@@ -101,7 +101,7 @@ def feed(
         if pub:
             time.sleep(0.5)  # give subscribers a moment to connect (PUB drops until they have)
         # --count beyond the data set starts it again
-        for body in bodies(x, y, prefix, count=count, loop=count is not None):
+        for _, body in bodies(x, y, prefix, count=count, loop=count is not None):
             if not pacer.wait(stop):
                 break
             socket.send([topic.encode(), body] if pub else [body])
