@@ -46,11 +46,12 @@ from fogline.transport.mqtt import (
     Topic,
     TopicFilter,
     connect_properties,
-    is_config_refusal,
+    connect_refusal,
     new_client,
     publish_queued,
     received,
     stop_loop,
+    subscription_refusal,
     to_url,
 )
 
@@ -402,19 +403,16 @@ class Dispatcher:
             client.subscribe(self.topic.value, qos=1)
 
     def _refused(self, reason: ReasonCode) -> bool:
-        if not reason.is_failure:
-            return False
-        log.warning("%s refused the connection: %s", self.url, reason)
-        if is_config_refusal(reason):
-            self.error = f"{self.url} refused the connection: {reason}"
-        return True
+        refused, error = connect_refusal(self.url, reason)
+        self.error = error or self.error
+        return refused
 
     def _on_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
     ) -> None:
-        refused = [r for r in reasons if r.is_failure]
-        if refused:
-            self.error = f"{self.url} refused the subscription to {self.topic}: {refused[0]}"
+        error = subscription_refusal(self.url, self.topic, reasons)
+        if error is not None:
+            self.error = error
         else:
             self._state = "running"
             self._subscribed.set()

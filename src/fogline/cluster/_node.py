@@ -30,11 +30,12 @@ from fogline.transport.mqtt import (
     MqttMessage,
     MqttUrl,
     TopicFilter,
-    is_config_refusal,
+    connect_refusal,
     new_client,
     publish_queued,
     received,
     stop_loop,
+    subscription_refusal,
     to_url,
 )
 
@@ -322,10 +323,9 @@ class ClusterNode:
     def _on_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
-        if reason.is_failure:
-            log.warning("%s refused the connection: %s", self.url, reason)
-            if is_config_refusal(reason):
-                self.error = f"{self.url} refused the connection: {reason}"
+        refused, error = connect_refusal(self.url, reason)
+        if refused:
+            self.error = error or self.error
             return
         client.subscribe(self.subscription.value, qos=1)
         self._publish_presence(client)
@@ -333,9 +333,9 @@ class ClusterNode:
     def _on_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
     ) -> None:
-        refused = [r for r in reasons if r.is_failure]
-        if refused:
-            self.error = f"{self.url} refused the subscription to {self.subscription}: {refused[0]}"
+        error = subscription_refusal(self.url, self.subscription, reasons)
+        if error is not None:
+            self.error = error
         else:
             self._subscribed.set()
 

@@ -46,12 +46,14 @@ from fogline.transport.mqtt._broker import (
 from fogline.transport.mqtt._client import (
     CONFIG_REASONS,
     connect_properties,
+    connect_refusal,
     is_config_refusal,
     new_client,
     publish_acknowledged,
     publish_queued,
     received,
     stop_loop,
+    subscription_refusal,
 )
 from fogline.transport.mqtt._passwords import Credentials, PasswordFile
 from fogline.transport.mqtt._publisher import MqttPublisher
@@ -87,6 +89,7 @@ __all__ = [
     "TopicTemplateField",
     "acl_lines",
     "connect_properties",
+    "connect_refusal",
     "controller_url",
     "device_credentials",
     "is_config_refusal",
@@ -98,5 +101,6 @@ __all__ = [
     "received",
     "reload_broker",
     "stop_loop",
+    "subscription_refusal",
     "to_url",
 ]

@@ -115,6 +115,23 @@ def is_config_refusal(reason: ReasonCode) -> bool:
     return reason.value in CONFIG_REASONS
 
 
+def connect_refusal(url: object, reason: ReasonCode) -> tuple[bool, str | None]:
+    """Whether a CONNACK refused, and the error a session keeps when retrying cannot fix it.
+
+    A refusal is logged; one that only retrying may fix (the broker busy) gives no error.
+    """
+    if not reason.is_failure:
+        return False, None
+    log.warning("%s refused the connection: %s", url, reason)
+    return True, f"{url} refused the connection: {reason}" if is_config_refusal(reason) else None
+
+
+def subscription_refusal(url: object, what: object, reasons: list[ReasonCode]) -> str | None:
+    """The error for a SUBACK that refused a subscription to ``what``, else ``None``."""
+    refused = [r for r in reasons if r.is_failure]
+    return f"{url} refused the subscription to {what}: {refused[0]}" if refused else None
+
+
 def stop_loop(client: paho.Client) -> None:
     """Stop paho's network thread; harmless when it already ended."""
     # paho's thread clears its own handle when it ends, maybe between loop_stop's check and join.

@@ -13,10 +13,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 from fogline.errors import ConfigError
 from fogline.transport.mqtt._client import (
     connect_properties,
-    is_config_refusal,
+    connect_refusal,
     new_client,
     received,
     stop_loop,
+    subscription_refusal,
 )
 from fogline.transport.mqtt._values import MqttMessage, MqttUrl, TopicFilter, to_url
 
@@ -85,19 +86,18 @@ class MqttSubscriber:
     def _on_connect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
-        if reason.is_failure:
-            log.warning("%s refused the connection: %s", self.url, reason)
-            if is_config_refusal(reason):
-                self.error = f"{self.url} refused the connection: {reason}"
+        refused, error = connect_refusal(self.url, reason)
+        if refused:
+            self.error = error or self.error
             return
         client.subscribe(self.topic.value, qos=self.qos)
 
     def _on_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
     ) -> None:
-        refused = [r for r in reasons if r.is_failure]
-        if refused:
-            self.error = f"{self.url} refused the subscription to {self.topic}: {refused[0]}"
+        error = subscription_refusal(self.url, self.topic, reasons)
+        if error is not None:
+            self.error = error
         else:
             self._subscribed.set()
 
