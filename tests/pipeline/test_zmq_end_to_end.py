@@ -8,6 +8,7 @@ key, and ``fogline check`` refusing what cannot work.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from fogline.errors import ConfigError, Refused
+from fogline.errors import ConfigError, FoglineError, Refused
 from fogline.examples import digits_eval
 from fogline.pipeline import Pipeline, load_spec, plan
 from fogline.transport.zmq import (
@@ -335,3 +336,36 @@ def test_an_npy_source_reads_arrays_and_counts_what_does_not_fit() -> None:
     assert "expected float32 data, got float64" in corrupt[0].reason
     assert "2 frames" in corrupt[1].reason
     assert "not a .npy array" in corrupt[2].reason
+
+
+def test_a_failed_setup_closes_what_it_had_opened(tmp_path: Path) -> None:
+    # Prepare: two zmq sinks that bind in build(); the second's port is taken once the
+    # pipeline was checked, so its run fails while setting up, after the first one bound
+    first, second = free_port(), free_port()
+    sinks = [
+        {"type": "zmq", "name": f"pub{n}", "pattern": "pub", "endpoint": f"tcp://127.0.0.1:{port}"}
+        for n, port in enumerate((first, second))
+    ]
+    spec = digits_spec(sinks=sinks, store=False)
+    runner = Pipeline(plan(load_spec(write_spec(tmp_path, spec))))
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", second))
+    squatter.listen()
+    # Execute
+    try:
+        with pytest.raises(FoglineError, match="in use"):
+            runner.run(duration=5)
+    finally:
+        squatter.close()
+    # Assert: the first sink's socket was closed: its port can be bound again
+    deadline = time.monotonic() + 5
+    while True:
+        again = socket.socket()
+        try:
+            again.bind(("127.0.0.1", first))
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the first sink's port is still bound"
+            time.sleep(0.05)
+        finally:
+            again.close()

@@ -120,8 +120,9 @@ class _SinkWorker:
             self.metrics.sink(self.name, "written", len(batch))
 
     def close(self) -> None:
-        self.queue.put(_DONE)
-        self.thread.join()
+        if self.thread.ident is not None:  # started
+            self.queue.put(_DONE)
+            self.thread.join()
         close = getattr(self.sink, "close", None)
         if callable(close):
             close()
@@ -204,6 +205,10 @@ class Pipeline:
             raise FoglineError("this pipeline has already run; build a new Pipeline to run again")
         self._started = True
         self._max_items = max_items
+        with contextlib.ExitStack() as undo:  # a failure while setting up closes what is open
+            return self._run(undo, duration)
+
+    def _run(self, undo: contextlib.ExitStack, duration: float | None) -> Snapshot:
         spec, metrics = self.spec, self.metrics
         store_spec = spec.store
         if store_spec is not False:
@@ -228,13 +233,16 @@ class Pipeline:
                 )
                 metrics.watch("labels", self.labels.board, label_families)
                 self.labels.start()
-        workers = [
-            _SinkWorker(name, sink_spec.build(), sink_spec.queue, sink_spec.policy, metrics)
-            for name, sink_spec in zip(spec.sink_names(), spec.sinks, strict=True)
-        ]
+        workers = []
+        for name, sink_spec in zip(spec.sink_names(), spec.sinks, strict=True):
+            workers.append(
+                _SinkWorker(name, sink_spec.build(), sink_spec.queue, sink_spec.policy, metrics)
+            )
+            undo.callback(workers[-1].close)
         targets = self._targets()
         sender_stop = threading.Event()
         sender_thread, transport = self._start_outbox(sender_stop)
+        undo.callback(self._stop_outbox, sender_stop, sender_thread, transport)
         model = spec.model
         policy = BatchPolicy(
             max_batch=model.max_batch,
@@ -243,9 +251,11 @@ class Pipeline:
             workers=model.workers,
         )
         batcher = MicroBatcher(self.plan.model.engine, policy).start()
+        undo.callback(batcher.close, drain=False)
         metrics.watch_queue("batcher", lambda: batcher.stats.queued)
         if self._switcher is not None:
             self._switcher.start(lambda: batcher.stats.queued)
+            undo.callback(self._switcher.stop)
         metrics.watch_queue("results", self._inflight.qsize)
         metrics.watch_queue("store", self._stored.qsize)
         for worker in workers:
@@ -253,6 +263,8 @@ class Pipeline:
             worker.thread.start()
         post = build_post(spec.postprocess, self.plan.model.engine.signature)
         for stage in post:  # steps that report events (drift) reach the metrics through this
+            if callable(close := getattr(stage, "close", None)):
+                undo.callback(close)
             if callable(bind := getattr(stage, "bind_metrics", None)):
                 bind(metrics)
         collector = threading.Thread(
@@ -261,7 +273,11 @@ class Pipeline:
         writer = threading.Thread(
             target=self._write, args=(workers, targets), name="fogline-store", daemon=True
         )
-        sources = [source_spec.build(name) for name, source_spec in self._named_sources()]
+        sources = []
+        for name, source_spec in self._named_sources():
+            sources.append(source_spec.build(name))
+            if callable(close := getattr(sources[-1], "close", None)):
+                undo.callback(close)
         # A source that hands out credits (a cluster node) learns when each item is settled.
         self._settlers = {
             name: hook
@@ -280,6 +296,7 @@ class Pipeline:
             )
             for (name, source_spec), source in zip(self._named_sources(), sources, strict=True)
         ]
+        undo.pop_all()  # set up: the finally below closes everything, in its order
         metrics.restart_clock()
         collector.start()
         writer.start()
