@@ -93,6 +93,16 @@ def test_the_cascade_raises_accuracy_in_a_running_pipeline(served: Served, tmp_p
         ("digits-teacher", "1")
     }
     assert all(r["offload_reason"] is None for r in stored)
+    # each result names the model that answered it: the teacher's answers are not the local's
+    answered = {
+        (r.result.model, r.result.model_version) for r in with_offload.store.query(limit=1000)
+        if r.result.outputs["offloaded"]
+    }  # fmt: skip
+    local = {
+        r.result.model for r in with_offload.store.query(limit=1000)
+        if not r.result.outputs["offloaded"]
+    }  # fmt: skip
+    assert answered == {("digits-teacher", "1")} and "digits-teacher" not in local
     with_offload.close()
 
 

@@ -559,6 +559,9 @@ class Pipeline:
                 metrics.count(item.source, "held")
                 self._settle(item.source, [item.meta.get("id")], "processed")
                 return
+            model = opened.name
+            if "answered_by" in done.meta:  # an offload step replaced the answer: its model's
+                model, version = done.meta["answered_by"]
             capture: Capture | None = None
             if not needs_fields:
                 keep, chosen = sync, everyone
@@ -569,7 +572,7 @@ class Pipeline:
                     "sequence": done.sequence,
                     "position": done.position,
                     "captured_at": done.captured_at,
-                    "model": opened.name,
+                    "model": model,
                     "truth": done.meta.get("label"),
                 }
                 if rules:
@@ -593,7 +596,7 @@ class Pipeline:
             done.source,
             done.sequence,
             done.captured_at,
-            opened.name,
+            model,
             version,
             done.result,
             sync=bool(keep),

@@ -532,6 +532,7 @@ class _Offload:
         assert current is not None
         if self.spec.mode == "replace":
             item.result.update(current.result)
+            item.meta["answered_by"] = (answer.model, answer.version)  # the result's model
         else:
             item.result[self.spec.key] = current.result
         self.model, self.version = answer.model, answer.version
