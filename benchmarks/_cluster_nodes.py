@@ -33,7 +33,10 @@
    two busy cores take less than the sum of each alone; round-robin hands
    the slow node half of the load, more than it can take), the slow node's
    p50 latency from publish to result (target within 2x its service time,
-   1 / its capacity alone; the issue measured round-robin's at 1 s).
+   1 / its capacity alone; the issue measured round-robin's at 1 s). When
+   the dispatcher gives the slow node fewer than 10 of the paced items (it
+   sends work there only when the fast node would finish later), the figure
+   is every item's p99 against the same bound: no item waited behind it.
 
 Exported models are kept in the temporary folder's ``fogline-bench-models``
 between runs (random weights, seeded: the same every time).
@@ -409,18 +412,31 @@ def fast_and_slow(
         )
         label = "fogline credit dispatch" if mode == "credit" else "round-robin ($share)"
         of = total["rate"] / combined
-        within = slow_p50 / service
+        # The target is that no item waits behind the slow node. A dispatcher that keeps the
+        # paced load off the slow node altogether leaves its p50 undefined; then the figure is
+        # the p99 of every item, against the same bound.
+        everyone = sorted(v for values in timed["latency"].values() for v in values)
+        p99_all = everyone[int(0.99 * (len(everyone) - 1))] if everyone else float("nan")
+        took_slow = share.get("slow", 0)
+        if took_slow >= 10:
+            within = slow_p50 / service
+            figure = f"slow node p50 {slow_p50 * 1000:.0f} ms = {within:.1f}x"
+        else:
+            within = p99_all / service
+            figure = (
+                f"the slow node took {took_slow} item(s), every item's p99 "
+                f"{p99_all * 1000:.0f} ms = {within:.1f}x"
+            )
         target = (
-            f"(targets: >= 90 %: {verdict(of >= 0.9)}; p50 <= 2x: {verdict(within <= 2)})"
+            f"(targets: >= 90 %: {verdict(of >= 0.9)}; <= 2x: {verdict(within <= 2)})"
             if mode == "credit"
             else "(the anchor fogline's dispatch is measured against)"
         )
         lines.append(
             f"fast + slow node ({capacity['fast'] / capacity['slow']:.1f}x slower: MobileNetV2 "
             f"{fast_size} vs {slow_size}), {label}: {total['rate']:.1f} items/s = {100 * of:.0f}% "
-            f"of combined capacity {combined:.1f}; slow node p50 at {offered:.1f} items/s offered: "
-            f"{slow_p50 * 1000:.0f} ms = {within:.1f}x its service time "
-            f"{service * 1000:.0f} ms {target}"
+            f"of combined capacity {combined:.1f}; at {offered:.1f} items/s offered, per node "
+            f"{share}: {figure} the slow node's service time {service * 1000:.0f} ms {target}"
         )
     return lines
 
