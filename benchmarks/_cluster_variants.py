@@ -35,32 +35,10 @@ SLO_S = 0.25  # one of the histogram's bucket bounds, so violations are counted 
 
 
 def _mobilenet(width: float) -> Any:
-    """MobileNetV2 at a width multiplier (channels rounded to 8), built from models.py's blocks."""
+    """MobileNetV2 at a width multiplier (models.py's), in inference mode for the export."""
     import models
-    from torch import nn
 
-    def channels(c: int) -> int:
-        return max(8, int(c * width + 4) // 8 * 8)
-
-    table = [
-        (1, 16, 1, 1),
-        (6, 24, 2, 2),
-        (6, 32, 3, 2),
-        (6, 64, 4, 2),
-        (6, 96, 3, 1),
-        (6, 160, 3, 2),
-        (6, 320, 1, 1),
-    ]
-    layers: list[nn.Module] = [models._conv_bn(3, channels(32), 3, 2)]
-    cin = channels(32)
-    for t, c, n, s in table:
-        for i in range(n):
-            layers.append(models.InvertedResidual(cin, channels(c), s if i == 0 else 1, t))
-            cin = channels(c)
-    layers.append(models._conv_bn(cin, 1280, 1))
-    return nn.Sequential(
-        *layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000)
-    ).eval()
+    return models.mobilenet_v2(num_classes=1000, width=width).eval()
 
 
 def _export(folder: Path) -> dict[str, Path]:

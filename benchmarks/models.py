@@ -47,7 +47,13 @@ class InvertedResidual(nn.Module):
         return x + y if self.residual else y
 
 
-def mobilenet_v2(num_classes: int = 1000) -> nn.Module:
+def mobilenet_v2(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
+    """MobileNetV2; ``width`` scales every block's channels (rounded to 8), as the paper's
+    width multiplier does (1.0: the published layout)."""
+
+    def channels(c: int) -> int:
+        return max(8, int(c * width + 4) // 8 * 8)
+
     # (expansion, channels, repeats, first stride), the published MobileNetV2 table.
     table = [
         (1, 16, 1, 1),
@@ -58,12 +64,12 @@ def mobilenet_v2(num_classes: int = 1000) -> nn.Module:
         (6, 160, 3, 2),
         (6, 320, 1, 1),
     ]
-    layers: list[nn.Module] = [_conv_bn(3, 32, 3, 2)]
-    cin = 32
+    layers: list[nn.Module] = [_conv_bn(3, channels(32), 3, 2)]
+    cin = channels(32)
     for t, c, n, s in table:
         for i in range(n):
-            layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
-            cin = c
+            layers.append(InvertedResidual(cin, channels(c), s if i == 0 else 1, t))
+            cin = channels(c)
     layers.append(_conv_bn(cin, 1280, 1))
     return nn.Sequential(
         *layers,
