@@ -43,8 +43,19 @@ ALLOWED: dict[str, set[str]] = {
     "oip": {"model"},
     "optimize": {"model", "data"},
     "monitor": {"model", "data", "metrics"},
-    "pipeline": {"model", "data", "store", "transport", "metrics", "monitor", "oip", "cluster"},
-    "serve": {"model", "oip", "metrics"},
+    # security: sealed models opened in memory, the privacy (egress) policy.
+    "pipeline": {
+        "model",
+        "data",
+        "store",
+        "transport",
+        "metrics",
+        "monitor",
+        "oip",
+        "cluster",
+        "security",
+    },
+    "serve": {"model", "oip", "metrics", "security"},  # sealed models opened in memory
     "federated": {"protocol", "transport", "model", "data", "security", "store"},
     "fleet.controller": {
         "protocol",

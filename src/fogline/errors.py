@@ -31,6 +31,8 @@ and exit 2::
     │   ├── TimedOut               no answer in time (connect, PUBACK); retrying may help
     │   └── BadAnswer              an answer came, but not one the protocol allows
     ├── ReleaseRefused             a release failed verification (signature, hash, size, age, expiry)
+    ├── KeyUnavailable             no key was given, or the one named cannot be read
+    ├── WrongKey                   sealed or encrypted data did not open with this key (or was altered)
     ├── OptimizeError              no variant could be built or measured
     └── StoreError                 the results store cannot be opened, read or written
         ├── StoreFormatError       the file is not SQLite, or not a store this version reads
@@ -54,6 +56,7 @@ __all__ = [
     "Dropped",
     "FoglineError",
     "ItemError",
+    "KeyUnavailable",
     "ManifestError",
     "ModelError",
     "ModelFormatError",
@@ -72,6 +75,7 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "Unreachable",
+    "WrongKey",
     "http_status",
 ]
 
@@ -214,6 +218,24 @@ class ReleaseRefused(FoglineError):
     metadata (a freeze attack) or more bytes than the metadata allows (endless
     data). Not worth retrying as is; the active release stays untouched and the
     message says which check failed.
+    """
+
+
+class KeyUnavailable(FoglineError):
+    """No key was given where one is needed, or the key named cannot be read.
+
+    A device key file that is missing, not private (readable by others), not
+    64 hex digits; a key command that failed; an encrypted store or sealed
+    file opened with no key at all. The message names where the key was
+    looked for and how to make one (``fogline keys device init``).
+    """
+
+
+class WrongKey(FoglineError):
+    """Encrypted or sealed data did not open with the key given: another key, or altered bytes.
+
+    Authenticated encryption cannot tell the two apart, and neither does this
+    error; it never yields a half-read or empty replacement.
     """
 
 

@@ -31,6 +31,7 @@ from fogline.cli import (  # noqa: F401
     _release,
     _run,
     _serve,
+    _store,
     _zmq,
 )
 from fogline.cli._app import app, console_err

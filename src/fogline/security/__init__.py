@@ -1,41 +1,107 @@
-"""Signing and verification: the controller's keys and its signed release repository.
+"""Signing and verification, device keys and sealing: the controller's keys, its signed releases.
 
 Releases are a real TUF repository (python-tuf's Metadata API, Ed25519 keys
 through securesystemslib); devices verify them with python-tuf's ``ngclient``
-(:class:`fogline.fleet.ReleaseInstaller`). This package depends on
-cryptography, securesystemslib and tuf only — never on the fleet, pipeline or
-server that use it.
+(:class:`fogline.fleet.ReleaseInstaller`). A device's own key and the data
+sealed with it (:mod:`._sealing`) need only ``cryptography``. This package
+depends on cryptography, securesystemslib and tuf only — never on the fleet,
+pipeline or server that use it — and loads each of them when a name that
+needs it is first used, so the store can import it on a device without tuf.
 """
 
-from fogline.security._document import (
-    DEFAULT_RELEASE_EXPIRY,
-    KINDS,
-    RELEASE_NAME_PATTERN,
-    Canary,
-    Health,
-    ReleaseDocument,
-    ReleaseFile,
-    check_relative_path,
-    check_release_name,
-    parse_version,
-    release_target_path,
-)
-from fogline.security._integrity import DOCUMENT, Damage, IntegrityCheck, ReleaseCheck
-from fogline.security._keys import KeysInfo, RoleInfo, init_keys, rotate_key, show_keys
-from fogline.security._metadata import EXPIRY, KEY_ROLES, RepositoryLayout
-from fogline.security._repository import PublishedRelease, ReleaseRepository
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fogline.security._audit import GENESIS, AuditLog, line_hash
+    from fogline.security._document import (
+        DEFAULT_RELEASE_EXPIRY,
+        KINDS,
+        RELEASE_NAME_PATTERN,
+        Canary,
+        Health,
+        ReleaseDocument,
+        ReleaseFile,
+        check_relative_path,
+        check_release_name,
+        parse_version,
+        release_target_path,
+    )
+    from fogline.security._integrity import DOCUMENT, Damage, IntegrityCheck, ReleaseCheck
+    from fogline.security._keys import KeysInfo, RoleInfo, init_keys, rotate_key, show_keys
+    from fogline.security._metadata import EXPIRY, KEY_ROLES, RepositoryLayout
+    from fogline.security._repository import PublishedRelease, ReleaseRepository
+    from fogline.security._sealing import (
+        KEY_COMMAND_ENV,
+        KEY_ENV,
+        KEY_FILE_ENV,
+        SEAL_MAGIC,
+        DeviceKey,
+        KeySource,
+        init_device_key,
+        is_sealed,
+        read_key_file,
+        seal,
+        unseal,
+    )
+
+#: Which private module defines each public name (imported on first use: PEP 562).
+_WHERE = {
+    "_audit": ("GENESIS", "AuditLog", "line_hash"),
+    "_document": (
+        "DEFAULT_RELEASE_EXPIRY",
+        "KINDS",
+        "RELEASE_NAME_PATTERN",
+        "Canary",
+        "Health",
+        "ReleaseDocument",
+        "ReleaseFile",
+        "check_relative_path",
+        "check_release_name",
+        "parse_version",
+        "release_target_path",
+    ),
+    "_integrity": ("DOCUMENT", "Damage", "IntegrityCheck", "ReleaseCheck"),
+    "_keys": ("KeysInfo", "RoleInfo", "init_keys", "rotate_key", "show_keys"),
+    "_metadata": ("EXPIRY", "KEY_ROLES", "RepositoryLayout"),
+    "_repository": ("PublishedRelease", "ReleaseRepository"),
+    "_sealing": (
+        "KEY_COMMAND_ENV",
+        "KEY_ENV",
+        "KEY_FILE_ENV",
+        "SEAL_MAGIC",
+        "DeviceKey",
+        "KeySource",
+        "init_device_key",
+        "is_sealed",
+        "read_key_file",
+        "seal",
+        "unseal",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
 __all__ = [
     "DEFAULT_RELEASE_EXPIRY",
     "DOCUMENT",
     "EXPIRY",
+    "GENESIS",
+    "KEY_COMMAND_ENV",
+    "KEY_ENV",
+    "KEY_FILE_ENV",
     "KEY_ROLES",
     "KINDS",
     "RELEASE_NAME_PATTERN",
+    "SEAL_MAGIC",
+    "AuditLog",
     "Canary",
     "Damage",
+    "DeviceKey",
     "Health",
     "IntegrityCheck",
+    "KeySource",
     "KeysInfo",
     "PublishedRelease",
     "ReleaseCheck",
@@ -46,9 +112,28 @@ __all__ = [
     "RoleInfo",
     "check_relative_path",
     "check_release_name",
+    "init_device_key",
     "init_keys",
+    "is_sealed",
+    "line_hash",
     "parse_version",
+    "read_key_file",
     "release_target_path",
     "rotate_key",
+    "seal",
     "show_keys",
+    "unseal",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fogline.security' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"fogline.security.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
