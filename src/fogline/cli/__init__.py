@@ -15,6 +15,7 @@ from fogline.cli import (  # noqa: F401
     _agent,
     _bench,
     _broker,
+    _ca,
     _capture,
     _cluster,
     _controller,

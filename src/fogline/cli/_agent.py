@@ -41,6 +41,16 @@ def agent(
     serve_port: int | None = typer.Option(
         None, "--serve-port", min=1, max=65535, help="HTTP port of a served repository release."
     ),
+    tls_ca: Path | None = typer.Option(
+        None,
+        "--tls-ca",
+        help="The fleet's CA certificate (mutual TLS): checks the controller and broker before "
+        "enrolment brings it.",
+    ),
+    tls_cert: Path | None = typer.Option(
+        None, "--tls-cert", help="This device's certificate, when not issued at enrolment."
+    ),
+    tls_key: Path | None = typer.Option(None, "--tls-key", help="Its private key (PEM)."),
 ) -> None:
     """Converge this device to the releases the controller wants, report state and telemetry."""
     needs_extra("fleet", *FLEET_MODULES)
@@ -61,6 +71,9 @@ def agent(
             prefix=prefix,
             telemetry_period=telemetry_period,
             serve_http_port=serve_port,
+            tls_ca=tls_ca,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

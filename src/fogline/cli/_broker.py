@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from fogline.cli._app import app, console_err
-from fogline.errors import TransportError
+from fogline.errors import ConfigError, TransportError
 from fogline.protocol import DEFAULT_PREFIX
 from fogline.transport.mqtt import BrokerConfig, LocalBroker
 
@@ -37,12 +37,25 @@ def broker(
     require_certificate: bool = typer.Option(
         False, "--require-certificate", help="With --tls-ca: refuse clients without a certificate."
     ),
+    mtls: bool = typer.Option(
+        False,
+        "--mtls",
+        help="Mutual TLS with the fleet's CA (see 'fogline ca init'): every client presents a "
+        "certificate and its subject is its MQTT user name.",
+    ),
+    ca: Path | None = typer.Option(
+        None, "--ca", help="With --mtls: the CA folder (default: DATA/../ca)."
+    ),
     prefix: str = typer.Option(DEFAULT_PREFIX, help="First topic level of the fleet."),
 ) -> None:
     """Run a local MQTT 5 broker (Mosquitto) for a fleet until Ctrl-C or SIGTERM.
 
     SIGHUP makes it re-read the password file and ACL.
     """
+    controller_tls = None
+    if mtls:
+        tls_cert, tls_key, tls_ca, controller_tls = _mtls_files(ca or data.parent / "ca")
+        require_certificate = True
     config = BrokerConfig(
         folder=data,
         host=host,
@@ -53,6 +66,7 @@ def broker(
         tls_key=tls_key,
         tls_ca=tls_ca,
         require_certificate=require_certificate,
+        identity_from_certificate=mtls,
     )
     local = LocalBroker(config)
     pending: list[int] = []  # signals the handler saw, acted on in this thread
@@ -66,7 +80,8 @@ def broker(
     previous = {sig: signal.signal(sig, on_signal) for sig in watched}
     try:
         with local:
-            console_err.print("\n".join(_how_to_connect(local)), highlight=False, soft_wrap=True)
+            lines = _how_to_connect(local, controller_tls)
+            console_err.print("\n".join(lines), highlight=False, soft_wrap=True)
             while True:
                 wake.wait(0.5)
                 wake.clear()
@@ -81,15 +96,44 @@ def broker(
             signal.signal(sig, handler)
 
 
-def _how_to_connect(local: LocalBroker) -> list[str]:
+def _mtls_files(ca: Path) -> tuple[Path, Path, Path, dict[str, str]]:
+    """The broker's certificate, key and CA, and the controller's client TLS, from a CA folder."""
+    from fogline.security import (
+        CA_CERT,
+        CONTROLLER_CERT,
+        CONTROLLER_KEY,
+        SERVER_CERT,
+        SERVER_KEY,
+    )
+
+    needed = [ca / name for name in (SERVER_CERT, SERVER_KEY, CA_CERT, CONTROLLER_CERT)]
+    missing = [path for path in needed if not path.is_file()]
+    if missing:
+        raise ConfigError(
+            f"--mtls: {missing[0]} is missing: run 'fogline ca init --data {ca.parent}' first"
+        )
+    controller = {
+        "ca": str((ca / CA_CERT).absolute()),
+        "cert": str((ca / CONTROLLER_CERT).absolute()),
+        "key": str((ca / CONTROLLER_KEY).absolute()),
+    }
+    return ca / SERVER_CERT, ca / SERVER_KEY, ca / CA_CERT, controller
+
+
+def _how_to_connect(local: LocalBroker, controller_tls: dict[str, str] | None) -> list[str]:
     """What a user needs to connect a controller and agents; no password in full."""
     config = local.config
     lines = [
         f"broker     {local.url}  (Mosquitto, MQTT 5; Ctrl-C to stop)",
         f"config     {config.config_file}  (log {config.log_file})",
     ]
+    if config.identity_from_certificate:
+        lines.append(
+            f"mtls       clients present a certificate signed by {config.tls_ca}; "
+            "its subject (CN) is the MQTT user name"
+        )
     if config.password_file is not None and config.acl_file is not None:
-        credentials = _controller_credentials(local)
+        credentials = _controller_credentials(local, controller_tls)
         lines += [
             f"auth       passwords {config.password_file}, ACL {config.acl_file}: "
             "a device reads and writes only its own topics",
@@ -113,8 +157,8 @@ def _how_to_connect(local: LocalBroker) -> list[str]:
     return lines
 
 
-def _controller_credentials(local: LocalBroker) -> Path:
-    """``controller.json`` (0600) with the URL, user and password; kept across restarts."""
+def _controller_credentials(local: LocalBroker, tls: dict[str, str] | None) -> Path:
+    """``controller.json`` (0600) with the URL, user and password (and TLS files); kept across restarts."""
     path = local.config.folder / "controller.json"
     user = local.config.controller_user
     try:
@@ -128,7 +172,8 @@ def _controller_credentials(local: LocalBroker) -> Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)  # an older file may have had a wider mode
     with os.fdopen(fd, "w") as out:
-        json.dump({"url": local.url, "user": user, "password": password}, out, indent=2)
+        body = {"url": local.url, "user": user, "password": password}
+        json.dump(body if tls is None else {**body, "tls": tls}, out, indent=2)
         out.write("\n")
     return path
 

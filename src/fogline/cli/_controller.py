@@ -38,6 +38,15 @@ def controller(
     ),
     tls_cert: Path | None = typer.Option(None, "--tls-cert", help="PEM certificate for HTTPS."),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Its PEM private key."),
+    mtls: bool = typer.Option(
+        False,
+        "--mtls",
+        help="Mutual TLS with the fleet's CA (DATA/ca, see 'fogline ca init'): HTTPS, a "
+        "certificate for each enrolling device, releases only to devices presenting one.",
+    ),
+    device_port: int = typer.Option(
+        8443, "--device-port", min=0, max=65535, help="With --mtls: the device listener's port."
+    ),
     verify_every: float = typer.Option(
         3600.0,
         "--verify-every",
@@ -76,6 +85,12 @@ def controller(
     credentials = None
     if broker_admin is not None and (broker_admin / "passwords").exists():
         credentials = device_credentials(broker_admin)
+    ca = None
+    if mtls:
+        from fogline.security import SERVER_CERT, SERVER_KEY
+
+        ca = data / "ca"
+        tls_cert, tls_key = tls_cert or ca / SERVER_CERT, tls_key or ca / SERVER_KEY
     config = ControllerConfig(
         data=data,
         broker=broker_url,
@@ -86,6 +101,8 @@ def controller(
         credentials=credentials,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        ca=ca,
+        device_port=device_port,
         verify_seconds=verify_every or None,
         offer_groups=tuple(accept_offers),
         offer_min_accuracy=offer_min_accuracy,
@@ -110,7 +127,13 @@ def controller(
             f"  dashboard  {url}/?token={running.token}\n"
             f"  API token  {data / 'admin.token'} (send 'Authorization: Bearer <token>')\n"
             f"  broker     {running.url}\n"
-            f"  enrol      fogline fleet token --data {data}  then  "
+            + (
+                f"  devices    {running.devices.base_url}  (releases; a device certificate "
+                "from DATA/ca is required)\n"
+                if running.devices is not None and running.devices.base_url
+                else ""
+            )
+            + f"  enrol      fogline fleet token --data {data}  then  "
             f"fogline agent --token <token> --controller {url} …",
             highlight=False,
             soft_wrap=True,

@@ -16,6 +16,24 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fogline.security._audit import GENESIS, AuditLog, line_hash
+    from fogline.security._ca import (
+        CA_CERT,
+        CONTROLLER_CERT,
+        CONTROLLER_KEY,
+        CONTROLLER_NAME,
+        SERVER_CERT,
+        SERVER_KEY,
+        CertificateAuthority,
+        IssuedCertificate,
+        certificate_info,
+        certificate_request,
+        check_certificate_request,
+        import_ca,
+        init_ca,
+        issue_certificate,
+        issue_fleet_certificates,
+        issue_server_certificate,
+    )
     from fogline.security._document import (
         DEFAULT_RELEASE_EXPIRY,
         KINDS,
@@ -46,10 +64,29 @@ if TYPE_CHECKING:
         seal,
         unseal,
     )
+    from fogline.security._tls import ClientTls
 
 #: Which private module defines each public name (imported on first use: PEP 562).
 _WHERE = {
     "_audit": ("GENESIS", "AuditLog", "line_hash"),
+    "_ca": (
+        "CA_CERT",
+        "CONTROLLER_CERT",
+        "CONTROLLER_KEY",
+        "CONTROLLER_NAME",
+        "SERVER_CERT",
+        "SERVER_KEY",
+        "CertificateAuthority",
+        "IssuedCertificate",
+        "certificate_info",
+        "certificate_request",
+        "check_certificate_request",
+        "import_ca",
+        "init_ca",
+        "issue_certificate",
+        "issue_fleet_certificates",
+        "issue_server_certificate",
+    ),
     "_document": (
         "DEFAULT_RELEASE_EXPIRY",
         "KINDS",
@@ -80,10 +117,15 @@ _WHERE = {
         "seal",
         "unseal",
     ),
+    "_tls": ("ClientTls",),
 }
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
 __all__ = [
+    "CA_CERT",
+    "CONTROLLER_CERT",
+    "CONTROLLER_KEY",
+    "CONTROLLER_NAME",
     "DEFAULT_RELEASE_EXPIRY",
     "DOCUMENT",
     "EXPIRY",
@@ -95,12 +137,17 @@ __all__ = [
     "KINDS",
     "RELEASE_NAME_PATTERN",
     "SEAL_MAGIC",
+    "SERVER_CERT",
+    "SERVER_KEY",
     "AuditLog",
     "Canary",
+    "CertificateAuthority",
+    "ClientTls",
     "Damage",
     "DeviceKey",
     "Health",
     "IntegrityCheck",
+    "IssuedCertificate",
     "KeySource",
     "KeysInfo",
     "PublishedRelease",
@@ -110,11 +157,19 @@ __all__ = [
     "ReleaseRepository",
     "RepositoryLayout",
     "RoleInfo",
+    "certificate_info",
+    "certificate_request",
+    "check_certificate_request",
     "check_relative_path",
     "check_release_name",
+    "import_ca",
+    "init_ca",
     "init_device_key",
     "init_keys",
     "is_sealed",
+    "issue_certificate",
+    "issue_fleet_certificates",
+    "issue_server_certificate",
     "line_hash",
     "parse_version",
     "read_key_file",

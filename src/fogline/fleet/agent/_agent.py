@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 import fogline
 from fogline._files import keep_private
 from fogline.errors import ConfigError, FoglineError, Unreachable
+from fogline.fleet.agent._certificate import device_tls
 from fogline.fleet.agent._converge import Converger, Options
 from fogline.fleet.agent._enrol import (
     TRUSTED_ROOT,
@@ -62,6 +63,7 @@ from fogline.fleet.agent._telemetry import (
     metrics_between,
 )
 from fogline.protocol import DEFAULT_PREFIX, DeviceId, DeviceState, DeviceTopics, ReleaseMetrics
+from fogline.security import ClientTls
 from fogline.store import OutboxSender, ResultStore, Retention
 from fogline.transport.mqtt import BrokerUrl, MqttMessage, MqttUrl
 
@@ -105,6 +107,10 @@ class AgentConfig(BaseModel):
     serve_http_port: int | None = Field(default=None, ge=1, le=65535)
     retry_max: float = Field(default=60.0, gt=0)
     round_resend_seconds: float = Field(default=RESEND_AFTER, gt=0)
+    #: Mutual TLS given by the operator (an own CA): win over what enrolment stored.
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @field_validator("data")
     @classmethod
@@ -162,8 +168,8 @@ class Agent:
         keep_private(self.data)  # its credentials, keys and state: 0700, ignored by git
         agent_dir = self.data / "agent"
         agent_dir.mkdir(parents=True, exist_ok=True)
-        url, prefix = self._identity()
-        installer = self.installer = ReleaseInstaller(self.data, self.config.repository)
+        url, prefix, repository, tls = self._identity()
+        installer = self.installer = ReleaseInstaller(self.data, repository, tls=tls)
         topics = DeviceTopics(prefix, self.config.device_id)
         self.supervisor = Supervisor(
             on_event=self._event,
@@ -277,12 +283,16 @@ class Agent:
 
     # -- parts -----------------------------------------------------------------------
 
-    def _identity(self) -> tuple[MqttUrl, str]:
-        """The broker URL with this device's credentials, and the topic prefix."""
+    def _identity(self) -> tuple[MqttUrl, str, str, ClientTls | None]:
+        """The broker URL with this device's credentials, the topic prefix, where releases
+        come from, and the device's TLS identity (mutual TLS)."""
         config = self.config
         credentials = config.credentials or read_credentials(self.data)
         if credentials is None and config.token is not None:
-            credentials = enrol(config.controller, self.data, config.device_id, config.token)
+            before = device_tls(self.data, ca=config.tls_ca)  # checks the controller's HTTPS
+            credentials = enrol(
+                config.controller, self.data, config.device_id, config.token, tls=before
+            )
             self._event(f"enrolled at {config.controller} as {credentials.username or 'anonymous'}")
         root = self.data / TRUSTED_ROOT
         if config.trusted_root is not None and not root.exists():
@@ -301,13 +311,18 @@ class Agent:
             )
         url = config.broker
         prefix = config.prefix
+        repository = config.repository
         if credentials is not None:
             if credentials.username is not None:
                 url = dataclasses.replace(
                     url, username=credentials.username, password=credentials.password
                 )
             prefix = credentials.prefix
-        return url, prefix
+            repository = credentials.repository or repository
+        tls = device_tls(self.data, ca=config.tls_ca, cert=config.tls_cert, key=config.tls_key)
+        if url.tls and url.client_tls is None and tls is not None:
+            url = dataclasses.replace(url, client_tls=tls)
+        return url, prefix, repository, tls
 
     def _thread(self, name: str, target: Callable[[threading.Event], None]) -> None:
         thread = threading.Thread(

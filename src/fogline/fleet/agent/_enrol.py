@@ -8,8 +8,10 @@ moment has either no file or a whole one, and enrolment can simply be run
 again.
 
 Enrolment is one HTTPS (or HTTP) request: ``POST {controller}/api/enrol``
-with ``{"device_id", "token"}``, answered with ``{"username", "password",
-"trusted_root", "prefix"}``. Failures are a
+with ``{"device_id", "token", "csr"}``, answered with ``{"username", "password",
+"trusted_root", "prefix"}`` and, from a controller with a CA, the device's
+``certificate``, the ``ca_certificate`` and the device listener's
+``repository`` (:mod:`._certificate`). Failures are a
 :class:`~fogline.errors.TransportError` of the most specific kind:
 :class:`~fogline.errors.Unreachable` when no connection can be made,
 :class:`~fogline.errors.TimedOut` when no answer comes in time, and
@@ -29,8 +31,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fogline.errors import ConfigError
+from fogline.fleet.agent._certificate import keep_certificate, tls_request
 from fogline.fleet.agent._download import http_error, status_error
 from fogline.protocol import DEFAULT_PREFIX
+from fogline.security import ClientTls
 
 CREDENTIALS_NAME = "credentials.json"
 TRUSTED_ROOT = Path("trust") / "root.json"
@@ -50,6 +54,9 @@ class DeviceLogin(BaseModel):
     username: str | None = Field(default=None, min_length=1)
     password: str | None = Field(default=None, repr=False)
     prefix: str = Field(default=DEFAULT_PREFIX, min_length=1)
+    #: Where releases come from with mutual TLS (the controller's device listener); None: the
+    #: controller URL's /repository.
+    repository: str | None = Field(default=None, repr=False)
 
 
 class _Enrolment(DeviceLogin):
@@ -110,16 +117,25 @@ def install_root(data: Path, root: bytes | str) -> Path:
 
 
 def enrol(
-    controller: str, data: Path, device_id: str, token: str, *, timeout: float = 30.0
+    controller: str,
+    data: Path,
+    device_id: str,
+    token: str,
+    *,
+    timeout: float = 30.0,
+    tls: ClientTls | None = None,
 ) -> DeviceLogin:
     """Trade a one-time ``token`` for credentials and the trusted root; store both.
 
-    The root is written before the credentials: a device with credentials
-    always has the root that goes with them.
+    The root (and a TLS certificate, :mod:`._certificate`) is written before
+    the credentials: a device with credentials always has what goes with them.
+    ``tls`` says which CA the controller's HTTPS certificate is checked with.
     """
     url = controller.rstrip("/") + "/api/enrol"
+    request = {"device_id": device_id, "token": token, **tls_request(data, device_id)}
+    verify = True if tls is None else tls.context()
     try:
-        response = httpx.post(url, json={"device_id": device_id, "token": token}, timeout=timeout)
+        response = httpx.post(url, json=request, timeout=timeout, verify=verify)
     except httpx.HTTPError as exc:
         raise http_error(f"cannot enrol at {url}: {exc}", exc) from exc
     if response.status_code >= 400:
@@ -140,8 +156,12 @@ def enrol(
     except ValidationError as exc:
         raise ConfigError(f"{url} answered with a malformed enrolment: {exc}") from exc
     install_root(data, answer.trusted_root)
+    keep_certificate(data, response.json())
     credentials = DeviceLogin(
-        username=answer.username, password=answer.password, prefix=answer.prefix
+        username=answer.username,
+        password=answer.password,
+        prefix=answer.prefix,
+        repository=answer.repository,
     )
     write_private(data / CREDENTIALS_NAME, credentials.model_dump_json().encode())
     return credentials

@@ -44,6 +44,7 @@ from fogline.fleet.agent._download import Downloads
 from fogline.fleet.agent._refresh import MetadataRefresh, target_info
 from fogline.fleet.agent._slots import Slot, Slots, StagedRelease
 from fogline.security import (
+    ClientTls,
     ReleaseDocument,
     check_release_name,
     parse_version,
@@ -66,7 +67,8 @@ class ReleaseInstaller:
     ``http://controller:8080/repository`` (it has ``metadata/`` and
     ``targets/`` under it). ``trusted_root`` is the repository's ``root.json``
     given at enrolment; it is copied to ``DEV/trust/root.json`` and needed
-    only once.
+    only once. ``tls`` (mutual TLS) is the CA the repository's HTTPS is
+    checked with and the device certificate it presents.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class ReleaseInstaller:
         *,
         trusted_root: Path | None = None,
         timeout: float = 30.0,
+        tls: ClientTls | None = None,
     ) -> None:
         self.data = Path(data)
         base = repository_url.rstrip("/")
@@ -95,7 +98,9 @@ class ReleaseInstaller:
                 "(trusted_root=...)"
             )
         self._client = httpx.Client(
-            timeout=timeout, headers={"Accept-Encoding": "identity"}, verify=_tls_context()
+            timeout=timeout,
+            headers={"Accept-Encoding": "identity"},
+            verify=_tls_context() if tls is None else tls.context(),  # mTLS: its certificate
         )
         self._metadata = MetadataRefresh(
             trust_file, self.data / "tuf", self.metadata_url, self._client

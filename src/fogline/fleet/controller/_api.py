@@ -122,6 +122,7 @@ class EnrolRequest(BaseModel):
 
     device_id: str
     token: str
+    csr: str | None = Field(default=None, max_length=16384)  # mutual TLS: the device's key
 
 
 class DeviceUpdate(BaseModel):
@@ -143,6 +144,8 @@ class ApiContext:
     wake: Callable[[], None]  # ask the controller loop to tick now
     learning: Learning | None = None  # federated runs (None: this controller runs none)
     clusters: Clusters | None = None  # edge clusters heard on the broker (None: none)
+    #: Mutual TLS: (device id, CSR) → its certificate, the CA's, the device listener (None: off).
+    certify: Callable[[str, str], dict[str, Any]] | None = None
 
 
 def routes(ctx: ApiContext) -> list[BaseRoute]:
@@ -300,11 +303,15 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             check_device_id(req.device_id)
         except ValueError as exc:
             raise ApiError(str(exc)) from None
+        _check_csr(ctx, req)  # before the token is spent: the device may try again
         try:
             ctx.registry.redeem_token(req.token, req.device_id)
         except ConfigError as exc:
             raise ApiError(str(exc), 403) from None
-        return JSONResponse(ctx.enrol(req.device_id), status_code=201)
+        answer = ctx.enrol(req.device_id)
+        if ctx.certify is not None and req.csr is not None:
+            answer.update(await run_in_threadpool(ctx.certify, req.device_id, req.csr))
+        return JSONResponse(answer, status_code=201)
 
     def _learning() -> Learning:
         if ctx.learning is None:
@@ -355,6 +362,23 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         Route("/api/fl/runs/{run_id}", admin(fl_run)),
         Route("/api/fl/runs/{run_id}/stop", admin(fl_stop), methods=["POST"]),
     ]
+
+
+def _check_csr(ctx: ApiContext, req: EnrolRequest) -> None:
+    """With mutual TLS, an enrolment needs a valid certificate signing request."""
+    if ctx.certify is None:
+        return  # no CA: a CSR is ignored
+    if req.csr is None:
+        raise ApiError(
+            "this fleet uses mutual TLS: the enrol request needs a csr (the device's "
+            "certificate signing request; update the agent)"
+        )
+    from fogline.security import check_certificate_request
+
+    try:
+        check_certificate_request(req.csr)
+    except ConfigError as exc:
+        raise ApiError(str(exc)) from None
 
 
 def _with_token(handler: Handler, token: str | None) -> Handler:

@@ -36,6 +36,7 @@ from fogline._files import atomic_output
 from fogline.errors import ConfigError, ModelNotFound
 from fogline.fleet.controller._api import ApiContext, application
 from fogline.fleet.controller._clusters import CLUSTER_FILTERS, ClusterFeed, Clusters
+from fogline.fleet.controller._devices import DeviceListener, serve_in_thread
 from fogline.fleet.controller._learning import Learning
 from fogline.fleet.controller._offers import MAX_BYTES, Offers
 from fogline.fleet.controller._registry import Inbox, Registry
@@ -99,6 +100,11 @@ class ControllerConfig:
     credentials: Callable[[str], str | None] | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: Mutual TLS: the CA folder (``fogline ca init``) that issues each enrolling device a
+    #: certificate; with ``tls_cert`` a device listener on ``device_port`` (0: a free one)
+    #: serves releases only to clients presenting one (see :mod:`._devices`).
+    ca: Path | None = None
+    device_port: int = 8443
     #: How often every stored release is hashed again (rot that keeps the mtime); None: never.
     verify_seconds: float | None = 3600.0
     extra_routes: list[Any] = field(default_factory=list)
@@ -174,6 +180,9 @@ class Controller:
         self._http: Any = None
         self._http_thread: threading.Thread | None = None
         self.http_port: int | None = None
+        self.devices: DeviceListener | None = None
+        if config.ca is not None:
+            self.devices = DeviceListener(config.ca, self.data / "audit.jsonl")
         self._client = self._new_client()
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -224,6 +233,8 @@ class Controller:
             self._http.should_exit = True
         if self._http_thread is not None:
             self._http_thread.join(30)
+        if self.devices is not None:
+            self.devices.stop()
         self.learning.stop()
         self.offers.stop()
         self.registry.close()
@@ -324,14 +335,22 @@ class Controller:
             wake=self.wake,
             learning=self.learning,
             clusters=self.clusters,
+            certify=None if self.devices is None else self.devices.certify,
         )
+        releases = repository_routes(self.repository, check=self.integrity)
+        if self.devices is not None and self.config.tls_cert and self.config.tls_key:
+            # Mutual TLS: releases only on the device listener, to a device's certificate.
+            self.devices.start(
+                releases,
+                host=self.config.host,
+                port=self.config.device_port,
+                cert=self.config.tls_cert,
+                key=self.config.tls_key,
+                timeout=timeout,
+            )
+            releases = []
         app = application(
-            ctx,
-            extra=[
-                *repository_routes(self.repository, check=self.integrity),
-                *self.config.extra_routes,
-            ],
-            dashboard=dashboard_routes(),
+            ctx, extra=[*releases, *self.config.extra_routes], dashboard=dashboard_routes()
         )
         config = uvicorn.Config(
             app,
@@ -343,28 +362,7 @@ class Controller:
             ssl_certfile=None if self.config.tls_cert is None else str(self.config.tls_cert),
             ssl_keyfile=None if self.config.tls_key is None else str(self.config.tls_key),
         )
-        self._http = uvicorn.Server(config)
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            try:
-                self._http.run()
-            except BaseException as exc:  # reported below
-                failure.append(exc)
-
-        self._http_thread = threading.Thread(
-            target=serve, name="fogline-controller-http", daemon=True
-        )
-        self._http_thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._http.started:
-            if failure or not self._http_thread.is_alive():
-                reason = failure[0] if failure else "it stopped"
-                raise ConfigError(f"HTTP port {self.config.http_port}: cannot listen ({reason})")
-            if time.monotonic() > deadline:
-                raise ConfigError("the controller's HTTP server did not start in time")
-            time.sleep(0.01)
-        self.http_port = self._http.servers[0].sockets[0].getsockname()[1]
+        self._http, self._http_thread, self.http_port = serve_in_thread(config, "http", timeout)
 
     # -- MQTT -------------------------------------------------------------------------------
 

@@ -6,8 +6,9 @@ module configures and runs; a large fleet points ``--broker`` at an EMQX or
 HiveMQ cluster and loads the same rules (:func:`acl_lines`) into it.
 
 Security is the broker's: every device logs in with its device id as MQTT
-user name and its own password (:class:`PasswordFile`, in :mod:`._passwords`),
-and the ACL (:func:`acl_lines`, in :mod:`._acl`) lets it touch only its own
+user name and its own password (:class:`PasswordFile`, in :mod:`._passwords`)
+or, with mutual TLS (``identity_from_certificate``), with a client
+certificate whose subject is its device id, and the ACL (:func:`acl_lines`, in :mod:`._acl`) lets it touch only its own
 topics; this module writes both where Mosquitto reads them.
 
 There is no embedded Python fallback: the only one at hand, amqtt 0.12,
@@ -36,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fogline._files import keep_private
 from fogline.errors import ConfigError, TransportError
+from fogline.security import ClientTls
 from fogline.transport.mqtt._acl import (
     DEFAULT_PREFIX,
     DEVICE_READS,
@@ -74,6 +76,9 @@ class BrokerConfig(BaseModel):
     tls_key: Path | None = None
     tls_ca: Path | None = None
     require_certificate: bool = False
+    # Mutual TLS: the client certificate's CN is the MQTT user name (whatever the client
+    # sends), so the ACL's %u patterns bind each device to its own topics by certificate.
+    identity_from_certificate: bool = False
     # Messages a broker keeps per offline persistent session: the controller's
     # session queues every device's reports while it is away.
     max_queued_messages: int = Field(default=100_000, ge=0)
@@ -116,6 +121,10 @@ class BrokerConfig(BaseModel):
             raise ConfigError("TLS needs both a certificate and its key (--tls-cert, --tls-key)")
         if self.require_certificate and self.tls_ca is None:
             raise ConfigError("require_certificate needs the CA that signs client certificates")
+        if self.identity_from_certificate and not self.require_certificate:
+            raise ConfigError(
+                "identity_from_certificate needs require_certificate (--mtls sets both)"
+            )
         for what, path in (("certificate", self.tls_cert), ("key", self.tls_key)):
             if path is not None and not path.is_file():
                 raise ConfigError(f"TLS {what} file {path} does not exist")
@@ -158,6 +167,8 @@ class BrokerConfig(BaseModel):
                 key = "capath" if self.tls_ca.is_dir() else "cafile"
                 lines.append(f"{key} {self.tls_ca.absolute()}")
             lines.append(f"require_certificate {'true' if self.require_certificate else 'false'}")
+            if self.identity_from_certificate:
+                lines.append("use_identity_as_username true")
         return [*lines, *self.extra]
 
 
@@ -413,12 +424,22 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def controller_url(folder: Path) -> MqttUrl:
-    """The controller's broker URL with its credentials, from a ``fogline broker`` folder."""
+    """The controller's broker URL with its credentials, from a ``fogline broker`` folder.
+
+    With mutual TLS the file also names the CA and the controller's client
+    certificate and key (``"tls": {"ca", "cert", "key"}``).
+    """
     path = Path(folder) / "controller.json"
     try:
         kept = json.loads(path.read_text())
         url = MqttUrl.parse(str(kept["url"]))
-        return MqttUrl(url.host, url.port, url.tls, str(kept["user"]), str(kept["password"]))
+        tls = kept.get("tls")
+        client_tls = (
+            None if tls is None else ClientTls(*(Path(tls[k]) for k in ("ca", "cert", "key")))
+        )
+        return MqttUrl(
+            url.host, url.port, url.tls, str(kept["user"]), str(kept["password"]), client_tls
+        )
     except FileNotFoundError:
         raise ConfigError(
             f"{path} is missing: start 'fogline broker --data {folder}' first, or pass --broker URL"

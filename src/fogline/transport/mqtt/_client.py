@@ -1,7 +1,9 @@
 """The one way fogline makes a paho client, and what every session does with one.
 
 :func:`new_client` is MQTT 5 with the URL's credentials and, for
-``mqtts://``, TLS verified against the system's CA store. The helpers around
+``mqtts://``, TLS verified against the URL's CA (its ``client_tls``, else
+``FOGLINE_TLS_CA``, else the system's store), presenting the client
+certificate either names (mutual TLS). The helpers around
 it are what each session (publisher, subscriber, agent, controller,
 simulator) needs and should not write again: CONNECT properties with a
 session expiry, a refusal that retrying cannot fix, publish-and-wait for the
@@ -15,7 +17,6 @@ import contextlib
 import logging
 import secrets
 import socket
-import ssl
 import threading
 import time
 from collections.abc import MutableMapping, Sequence
@@ -27,6 +28,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from fogline.errors import ConfigError, Refused, TimedOut, TransportError, Unreachable
+from fogline.security import ClientTls
 from fogline.transport.mqtt._values import MqttMessage, MqttUrl, Topic
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,10 @@ def new_client(
 
     ``client_id`` None makes a random ``fogline-<hex>`` (a throwaway
     session); a fixed one is what a persistent session is found by. The
-    URL's user name and password log in; ``mqtts://`` turns on TLS with the
-    system's CA store and host name check. ``timeout`` bounds the TCP
+    URL's user name and password log in; ``mqtts://`` turns on TLS with a
+    host name check, trusting the URL's ``client_tls`` CA (else
+    ``$FOGLINE_TLS_CA``, else the system's store) and presenting its client
+    certificate, if any (a broker with ``require_certificate`` needs one). ``timeout`` bounds the TCP
     connect; ``reconnect`` lets paho's thread reconnect after a drop.
     ``manual_ack`` leaves a received QoS 1/2 message unacknowledged until
     ``client.ack(mid, qos)`` (a session that acknowledges a message only once
@@ -85,7 +89,8 @@ def new_client(
     if url.username is not None:
         client.username_pw_set(url.username, url.password)
     if url.tls:
-        client.tls_set_context(ssl.create_default_context())
+        settings = url.client_tls or ClientTls.from_env() or ClientTls()
+        client.tls_set_context(settings.context())
     return client
 
 

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BeforeValidator, PlainSerializer
 
 from fogline.errors import ConfigError
+from fogline.security import ClientTls
 
 _MAX_TOPIC_BYTES = 65535
 _SHARE = "$share/"
@@ -26,7 +27,11 @@ _SHARE = "$share/"
 class MqttUrl:
     """Where a broker is: ``mqtt://[user:password@]host[:port]``, or ``mqtts://`` for TLS.
 
-    The password never appears in ``str()`` or ``repr()``.
+    The password never appears in ``str()`` or ``repr()``. ``client_tls``
+    says which CA to trust and which client certificate to present over
+    ``mqtts://`` (mutual TLS); None takes ``FOGLINE_TLS_CA/CERT/KEY`` or the
+    system's trust store. It travels with the URL (``dataclasses.replace``
+    keeps it) but is no part of its text.
 
     >>> url = MqttUrl.parse("mqtts://edge:s%40cret@broker.local")
     >>> url.host, url.port, url.tls, url.username, url.password
@@ -44,6 +49,7 @@ class MqttUrl:
     tls: bool = False
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    client_tls: ClientTls | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.host or any(c.isspace() or c in "/@?#" for c in self.host):
