@@ -29,7 +29,7 @@ def _audit(data: Path, event: str, **fields: Any) -> None:
     AuditLog(data / "audit.jsonl").record(event, **fields)
 
 
-def _table(title: str, files: list[Path]) -> None:
+def _table(title: str, files: list[Path], folder: Path) -> None:
     from fogline.security import certificate_info
 
     table = Table(title=title)
@@ -38,12 +38,12 @@ def _table(title: str, files: list[Path]) -> None:
     for path in files:
         info = certificate_info(path)
         table.add_row(
-            escape(str(path)),
+            escape(path.name if path.parent == folder else str(path)),
             escape(info["subject"]),
             escape(info["issuer"]),
             info["purpose"],
             info["not_after"].strftime("%Y-%m-%d"),
-            info["fingerprint"][:16] + "…",
+            info["fingerprint"][:12],
         )
     console.print(table)
 
@@ -84,9 +84,8 @@ def init(
     for path in issued:
         made = certificate_info(path)
         _audit(data, "cert.issued", subject=made["subject"], serial=made["serial"], by="ca init")
-    _table(
-        f"certificate authority in {escape(str(folder))} ({how})", [authority.cert_file, *issued]
-    )
+    files = [authority.cert_file, *issued]
+    _table(f"certificate authority in {escape(str(folder))} ({how})", files, folder)
     console.print(
         f"Keys are 0600 beside each certificate; give devices {escape(str(authority.cert_file))} "
         "(public). Next: 'fogline broker --mtls' and 'fogline controller --mtls'.",
@@ -133,7 +132,7 @@ def issue(
         not_after=issued.certificate.not_valid_after_utc.isoformat(),
         by="ca issue",
     )
-    _table(f"issued to {escape(device_id)}", [cert_file])
+    _table(f"issued to {escape(device_id)}", [cert_file], out)
     if issued.key_pem is not None:
         console.print(f"Its key: {escape(str(key_file))} (0600; copy it to the device only).")
 
@@ -149,4 +148,4 @@ def show(
     kept = sorted(path for path in folder.glob("*.pem")) if folder.is_dir() else []
     if not kept and not files:
         raise ConfigError(f"{folder} holds no certificates: run 'fogline ca init --data {data}'")
-    _table(f"certificates in {escape(str(folder))}", [*kept, *(files or [])])
+    _table(f"certificates in {escape(str(folder))}", [*kept, *(files or [])], folder)
