@@ -20,7 +20,8 @@ and exit 2::
     ├── DataError                  calibration / eval data cannot be read
     ├── ManifestError              a manifest is malformed or disagrees with its model
     ├── ConfigError                an option value is unknown or out of range
-    │   └── Conflict               valid, but not now: it conflicts with the current state
+    │   ├── Conflict               valid, but not now: it conflicts with the current state
+    │   └── PolicyError            the egress policy forbids it (a leak, a loosened fleet default)
     ├── Unauthorized               missing or wrong credentials (an operator or bearer token)
     ├── ModelNotFound              no such model or version (in the repository or loaded)
     ├── ModelNotReady              the model exists but is not loaded, or failed to load
@@ -66,6 +67,7 @@ __all__ = [
     "OptimizeError",
     "OutboxFull",
     "Overloaded",
+    "PolicyError",
     "Refused",
     "ReleaseRefused",
     "SignatureMismatch",
@@ -139,6 +141,15 @@ class Conflict(ConfigError):
     still running, or rolling back a deployment that is already rolled back.
     Waiting (or acting on what is in the way) makes the same request succeed.
     A :class:`ConfigError`, so code that catches those catches this too.
+    """
+
+
+class PolicyError(ConfigError):
+    """The egress policy (``privacy:``) forbids what a pipeline would do, or it is malformed.
+
+    A sink or step that would send a field or a raw input the policy keeps on
+    the device, or a device policy that loosens the fleet default; the message
+    names the key. A :class:`ConfigError`: the CLI exits 2, an API answers 400.
     """
 
 

@@ -157,6 +157,8 @@ def describe(checked: Plan) -> Group:
             f"labels       {spec.labels.source.type} → compare {spec.labels.compare} "
             f"({spec.labels.task}), windows {windows}, retention {spec.labels.retention_s:g} s"
         )
+    if checked.egress is not None:
+        lines.append(f"privacy      {checked.egress.describe()}")
     return Group(table, Text("\n".join(lines)))
 
 

@@ -20,6 +20,9 @@ EXTRAS = {
     "pyarrow.parquet": ("parquet", "Parquet logs need pyarrow"),
     "asyncua": ("opcua", "OPC UA sources need asyncua"),
     "zmq": ("zmq", "zmq sources and sinks need pyzmq"),
+    "skimage.data": ("privacy", "blurring faces (privacy.redact) needs scikit-image"),
+    "skimage.feature": ("privacy", "blurring faces (privacy.redact) needs scikit-image"),
+    "skimage.filters": ("privacy", "blurring faces (privacy.redact) needs scikit-image"),
 }
 
 

@@ -46,6 +46,7 @@ from fogline.errors import (
 from fogline.model import BatchPolicy, Lane, MicroBatcher
 from fogline.pipeline._base import Sink, Source, Stage
 from fogline.pipeline._capture import Capturer
+from fogline.pipeline._egress import LEAVING_SINKS, record_policy
 from fogline.pipeline._item import Corrupt, Item
 from fogline.pipeline._labels import LabelHook, LabelJoiner, label_families
 from fogline.pipeline._metrics import Metrics, Snapshot, Tally
@@ -77,8 +78,12 @@ class _Target:
 class _SinkWorker:
     """One sink behind its own bounded queue and thread; failures are counted, never raised."""
 
-    def __init__(self, name: str, sink: Sink, size: int, policy: str, metrics: Metrics) -> None:
+    def __init__(
+        self, name: str, sink: Sink, size: int, policy: str, metrics: Metrics, leaves: bool = False
+    ) -> None:
         self.name, self.sink, self.policy, self.metrics = name, sink, policy, metrics
+        #: Whether what it takes leaves the device: it is given results through the egress gate.
+        self.leaves = leaves
         self.queue: queue.Queue[Any] = queue.Queue(maxsize=size)
         self.thread = threading.Thread(target=self._work, name=f"fogline-sink-{name}", daemon=True)
         self._failures = 0
@@ -165,6 +170,7 @@ class Pipeline:
         self._input = plan.input.name
         self._deadline = None if model.deadline_ms is None else model.deadline_ms / 1000.0
         self._keep_raw = any(getattr(step, "send", None) == "raw" for step in self.spec.postprocess)
+        self._egress = plan.egress
         self._inflight: queue.Queue[Any] = queue.Queue(
             maxsize=4 * (model.queue_size + model.max_batch)
         )
@@ -221,8 +227,12 @@ class Pipeline:
                 outbox_limit=outbox.limit if outbox else 100_000,
                 outbox_policy=outbox.policy if outbox else "drop-oldest",
                 retention=retention,
-                # The pipeline decides each sync result's outbox topic and payload.
-                encode=outbox_encoder(outbox.transport if outbox else None),
+                # The pipeline decides each sync result's outbox topic and payload; what leaves
+                # through the outbox passes the egress gate before it is serialised.
+                encode=outbox_encoder(
+                    outbox.transport if outbox else None,
+                    self._egress if self._egress and self._egress.covers("outbox") else None,
+                ),
                 key_of=cluster_key(spec),
             )
             if self._capture is not None:
@@ -233,10 +243,18 @@ class Pipeline:
                 )
                 metrics.watch("labels", self.labels.board, label_families)
                 self.labels.start()
+        if self.store is not None:  # which policy governed these results; a change is audited
+            record_policy(self._egress, self.store.path, spec.name)
         workers = []
         for name, sink_spec in zip(spec.sink_names(), spec.sinks, strict=True):
+            leaves = (
+                self._egress is not None
+                and sink_spec.type in LEAVING_SINKS
+                and self._egress.covers(sink_spec.type)
+            )
+            built = sink_spec.build()
             workers.append(
-                _SinkWorker(name, sink_spec.build(), sink_spec.queue, sink_spec.policy, metrics)
+                _SinkWorker(name, built, sink_spec.queue, sink_spec.policy, metrics, leaves)
             )
             undo.callback(workers[-1].close)
         targets = self._targets()
@@ -423,7 +441,8 @@ class Pipeline:
         started = time.monotonic()
         current = item
         if self._keep_raw:  # an offload step sends the input as the source gave it
-            item.meta["raw"] = item.data
+            egress = self._egress
+            item.meta["raw"] = item.data if egress is None else egress.redact(item.data)
         try:
             for stage in chain:
                 step = stage(current)
@@ -673,9 +692,16 @@ class Pipeline:
                     )
             for _, t0, *_ in batch:
                 metrics.observe("end_to_end", stored_at - t0)
+            egress = self._egress
             for result, _, chosen, _ in batch:
+                gated: Result | None = None  # the egress gate, once per result, for every way out
                 for name in chosen:
-                    by_name[name].offer(result)
+                    worker = by_name[name]
+                    if worker.leaves and egress is not None:
+                        gated = gated or egress.result(result)
+                        worker.offer(gated)
+                    else:
+                        worker.offer(result)
 
     def _targets(self) -> list[_Target]:
         routed: dict[str, set[str]] = {}

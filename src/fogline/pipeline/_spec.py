@@ -42,12 +42,14 @@ from fogline.pipeline._base import (
     existing,
 )
 from fogline.pipeline._capture import CaptureSpec, check_capture
+from fogline.pipeline._egress import Egress, check_privacy
 from fogline.pipeline._labels import LabelsSpec, check_labels
 from fogline.pipeline._online import open_online_model
 from fogline.pipeline._optional import optional
 from fogline.pipeline._rules import BASE_NAMES, Condition, Rule
 from fogline.pipeline._variants import PolicySpec, VariantEntry, check_policy, open_variants
 from fogline.pipeline.sinks._basic import fields_of
+from fogline.security import PrivacyPolicy, fleet_policy_from_env
 
 
 def _union(specs: Sequence[type[Spec]]) -> Any:
@@ -203,6 +205,8 @@ class PipelineSpec(Spec):
     outbox: OutboxSpec | None = None
     capture: CaptureSpec | None = None
     labels: LabelsSpec | None = None
+    #: What may leave the device (see :mod:`fogline.pipeline._egress`).
+    privacy: PrivacyPolicy | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -322,14 +326,23 @@ class Plan:
     rules: list[Rule]
     produced: frozenset[str]
     arrival: dict[str, ArraySpec]  # per source: what reaches the model
+    #: The effective egress policy (own and fleet default merged), None when there is none.
+    egress: Egress | None = None
 
     @property
     def input(self) -> TensorSpec:
         return self.model.engine.signature.inputs[0]
 
 
-def plan(spec: PipelineSpec) -> Plan:
-    """Open the model and check that sources, stages, rules and sinks fit together."""
+def plan(spec: PipelineSpec, *, fleet_policy: PrivacyPolicy | None = None) -> Plan:
+    """Open the model and check that sources, stages, rules and sinks fit together.
+
+    The egress policy is the pipeline's ``privacy:`` made stricter by
+    ``fleet_policy``, else by the fleet default the agent names in
+    ``$FOGLINE_FLEET_POLICY``; a sink or step that would send what it forbids
+    is refused (:class:`~fogline.errors.PolicyError`).
+    """
+    fleet = fleet_policy if fleet_policy is not None else fleet_policy_from_env()
     m = spec.model
     if m.online is not None:
         spec, opened = open_online_model(spec)
@@ -348,13 +361,13 @@ def plan(spec: PipelineSpec) -> Plan:
             opened, name=m.name or opened.name, version=m.version or opened.version
         )
     try:
-        return _check(spec, opened)
+        return _check(spec, opened, fleet)
     except BaseException:
         opened.engine.close()
         raise
 
 
-def _check(spec: PipelineSpec, opened: OpenedModel) -> Plan:
+def _check(spec: PipelineSpec, opened: OpenedModel, fleet: PrivacyPolicy | None) -> Plan:
     signature = opened.engine.signature
     if len(signature.inputs) != 1:
         names = ", ".join(signature.input_names)
@@ -426,11 +439,12 @@ def _check(spec: PipelineSpec, opened: OpenedModel) -> Plan:
                 "which no result has"
             )
     check_capture(spec, signature, fields)
+    egress = check_privacy(spec, signature, frozenset(fields), fleet)
     probes = [(f"sources[{i}]", s.probe) for i, s in enumerate(spec.sources)]
     probes += [(f"sinks[{i}]", s.probe) for i, s in enumerate(spec.sinks)]
     for where, probe in probes:  # what only this machine can tell: a zmq port to bind is free
         _guard(where, probe)
-    return Plan(spec, opened, rules, fields, arrival)
+    return Plan(spec, opened, rules, fields, arrival, egress)
 
 
 def _guard(where: str, call: Any, *args: Any) -> Any:

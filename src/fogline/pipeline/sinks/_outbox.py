@@ -11,17 +11,25 @@ transport's), or ``fogline/{source}/outbox`` for a transport without one
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fogline.pipeline._base import TransportSpec
 from fogline.pipeline._mqtt import result_topic
 from fogline.store import Record, ResultEncoder, envelope
 from fogline.transport.mqtt import TopicTemplate
 
+if TYPE_CHECKING:
+    from fogline.pipeline._egress import Egress
+
 #: The topic of a result's outbox message when the transport names none.
 DEFAULT_OUTBOX_TOPIC = TopicTemplate("fogline/{source}/outbox")
 
 
-def outbox_encoder(transport: TransportSpec | None) -> ResultEncoder:
+def outbox_encoder(transport: TransportSpec | None, egress: Egress | None = None) -> ResultEncoder:
     """The :data:`~fogline.store.ResultEncoder` for an outbox that delivers over ``transport``.
+
+    With ``egress``, the result passes its gate first: the message holds only
+    what may leave the device, before anything is serialised.
 
     >>> from fogline.store import Result
     >>> from fogline.pipeline.sinks import MqttTransportSpec
@@ -36,6 +44,8 @@ def outbox_encoder(transport: TransportSpec | None) -> ResultEncoder:
         template = DEFAULT_OUTBOX_TOPIC
 
     def encode(record: Record, key: str) -> tuple[str, bytes]:
+        if egress is not None:
+            record = Record(record.id, egress.result(record.result))
         return str(result_topic(template, record.result)), envelope(record, key)
 
     return encode

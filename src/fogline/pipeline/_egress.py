@@ -1,0 +1,259 @@
+"""The egress gate: the one place a pipeline's results are cut down to what may leave the device.
+
+The pipeline's ``privacy:`` section, made stricter by the fleet default the
+agent hands it (``$FOGLINE_FLEET_POLICY``, see
+:func:`fogline.security.merge_fleet`), is checked against the pipeline when it
+is planned (:func:`check_privacy`: a sink, the outbox or a step that would
+send what the policy forbids is refused, naming the key), and enforced while
+it runs by one :class:`Egress`:
+
+* the runner hands every result bound for a sink that leaves the device
+  (``mqtt``, ``http``, ``zmq``, and ``shell``: a command can send anything)
+  through :meth:`Egress.result` before the sink sees it, once per result for
+  all of them;
+* the outbox encoder does the same before a ``sync`` result is serialised
+  into the outbox, so what the outbox holds is already what may leave;
+* the raw input an ``offload`` step sends (``send: raw``) has its faces
+  blurred when the step is let through at all (``raw: allowed``).
+
+``jsonl`` and ``stdout`` sinks and the results store stay on the device: they
+get the whole result. Redaction (``faces``) applies to the images that are let
+out: raw-input fields under ``raw: allowed`` and an offload's raw input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fogline.errors import PolicyError
+from fogline.model import Signature
+from fogline.security import FieldHasher, PrivacyPolicy, device_hasher, merge_fleet, policy_json
+from fogline.store import Result
+
+if TYPE_CHECKING:
+    from fogline.pipeline._faces import FaceBlur
+    from fogline.pipeline._spec import PipelineSpec
+
+log = logging.getLogger("fogline.pipeline")
+
+#: Sinks that send results off the device; ``jsonl`` and ``stdout`` write on it.
+LEAVING_SINKS = frozenset({"mqtt", "http", "zmq", "shell"})
+#: Result fields, besides the outputs, that a policy may hold back.
+OPTIONAL_FIELDS = ("position", "item_id")
+
+
+class Egress:
+    """The effective policy of one pipeline, ready to apply to results.
+
+    ``raw_fields`` are result fields that carry the raw input (a model output
+    the size of its input: a reconstruction or a copy).
+
+    >>> policy = PrivacyPolicy.model_validate({"fields": {"drop": ["secret"], "hash": ["who"]}})
+    >>> gate = Egress(policy, frozenset(), FieldHasher(None))
+    >>> out = gate.result(Result("cam", 1, 0.0, "m", "1", {"label": 3, "secret": "x", "who": "al"}))
+    >>> sorted(out.outputs), out.outputs["who"][:7]
+    (['label', 'who'], 'sha256:')
+    """
+
+    def __init__(
+        self,
+        policy: PrivacyPolicy,
+        raw_fields: frozenset[str],
+        hasher: FieldHasher,
+        faces: FaceBlur | None = None,
+    ) -> None:
+        self.policy = policy
+        self.raw_fields = raw_fields
+        self.hasher = hasher
+        self.faces = faces
+
+    def covers(self, destination: str) -> bool:
+        return self.policy.covers(destination)
+
+    def result(self, result: Result) -> Result:
+        """``result`` as it may leave: fields held back, hashed, images redacted."""
+        policy = self.policy
+        outputs: dict[str, Any] = {}
+        for name, value in result.outputs.items():
+            if name in self.raw_fields:
+                if policy.raw != "allowed":
+                    continue
+                value = self.redact(value)
+            if not policy.leaves(name):
+                continue
+            outputs[name] = self.hasher.hash(value) if policy.hashed(name) else value
+        extra = {name: self._optional(name, getattr(result, name)) for name in OPTIONAL_FIELDS}
+        return dataclasses.replace(result, outputs=outputs, **extra)
+
+    def redact(self, value: Any) -> Any:
+        """``value`` with faces blurred when the policy redacts faces and it is an image."""
+        if self.faces is None:
+            return value
+        as_list = isinstance(value, list)
+        blurred, found = self.faces.blur(np.asarray(value) if as_list else value)
+        if not found:
+            return value
+        return blurred.tolist() if as_list else blurred
+
+    def _optional(self, name: str, value: str | None) -> str | None:
+        if value is None or not self.policy.leaves(name):
+            return None
+        return self.hasher.hash(value) if self.policy.hashed(name) else value
+
+    def describe(self) -> str:
+        """One line for ``fogline check``: what the policy holds back and how it hashes."""
+        p = self.policy
+        parts = []
+        if p.fields.allow is not None:
+            parts.append(f"fields allowed: {', '.join(p.fields.allow) or 'none'}")
+        if p.fields.drop:
+            parts.append(f"dropped: {', '.join(p.fields.drop)}")
+        if p.fields.hash:
+            how = "HMAC-SHA256, device key" if self.hasher.keyed else "SHA-256, no device key"
+            parts.append(f"hashed ({how}): {', '.join(p.fields.hash)}")
+        parts.append(f"raw inputs: {p.raw}")
+        if p.redact:
+            parts.append(f"redact: {', '.join(p.redact)}")
+        parts.append(f"covers: {', '.join(p.destinations)}")
+        return "; ".join(parts)
+
+
+def raw_fields(spec: PipelineSpec, signature: Signature) -> frozenset[str]:
+    """The result fields that carry the raw input: model outputs the shape of the input.
+
+    Only without post-processing do model outputs become result fields as
+    they are; an output with the input's per-item shape (an autoencoder's
+    reconstruction, a copy) shows the input itself.
+    """
+    if spec.postprocess:
+        return frozenset()
+    wanted = signature.inputs[0].shape[1:]
+    return frozenset(
+        output.name
+        for output in signature.outputs
+        if len(output.shape) > 1 and output.shape[1:] == wanted and len(wanted) >= 2
+    )
+
+
+def check_privacy(
+    spec: PipelineSpec,
+    signature: Signature,
+    fields: frozenset[str],
+    fleet: PrivacyPolicy | None,
+) -> Egress | None:
+    """The pipeline's :class:`Egress`, or :class:`PolicyError` naming what would leak and where."""
+    own = spec.privacy
+    policy = merge_fleet(fleet, own)  # refuses an own policy that loosens the fleet's
+    if policy is None:
+        return None
+    known = fields | set(OPTIONAL_FIELDS)
+    if own is not None:
+        for key in ("allow", "drop", "hash"):
+            for name in getattr(own.fields, key) or ():
+                if name not in known:
+                    raise PolicyError(
+                        f"privacy.fields.{key}: no result has {name!r} "
+                        f"(results have: {', '.join(sorted(known))})"
+                    )
+    raw = raw_fields(spec, signature)
+    by = " (the fleet default)" if own is None or own.raw != policy.raw else ""
+    for index, sink in enumerate(spec.sinks):
+        if sink.type in LEAVING_SINKS and policy.covers(sink.type):
+            _check_sends(f"sinks[{index}] ({sink.type})", sink, policy, raw, by)
+    if spec.outbox is not None and policy.covers("outbox"):
+        _check_sends(f"outbox ({spec.outbox.transport.type})", spec.outbox.transport, policy, raw, by)
+    for index, step in enumerate(spec.postprocess):
+        if step.type != "offload":
+            continue
+        send = getattr(step, "send", "input")
+        what = "raw input" if send == "raw" else "model input"
+        where = f"postprocess[{index}] (offload)"
+        if policy.raw != "allowed":
+            raise PolicyError(
+                f"{where}: sends items' {what} to {getattr(step, 'url', '?')} but privacy.raw is "
+                f"{policy.raw}{by}; remove the step or set privacy.raw: allowed"
+            )
+        if "faces" in policy.redact and send != "raw":
+            raise PolicyError(
+                f"{where}: sends the model input, in which privacy.redact [faces] cannot find "
+                "faces; use `send: raw` (the image as the source gave it, faces blurred)"
+            )
+    faces = None
+    if "faces" in policy.redact:
+        from fogline.pipeline._faces import FaceBlur
+
+        faces = FaceBlur()
+    return Egress(policy, raw, device_hasher(), faces)
+
+
+def _check_sends(
+    where: str, sink: Any, policy: PrivacyPolicy, raw: frozenset[str], by: str
+) -> None:
+    from fogline.pipeline.sinks._basic import fields_of
+
+    for name in sorted(fields_of(sink)):
+        if not policy.leaves(name):
+            raise PolicyError(
+                f"{where}: its template uses {name!r}, which privacy.fields keeps on the device"
+            )
+    if policy.raw == "allowed":
+        return
+    for name in sorted(raw):
+        if policy.leaves(name):
+            raise PolicyError(
+                f"{where}: sends raw input {name!r} but privacy.raw is {policy.raw}{by}; "
+                f"add it to privacy.fields.drop or list what may leave in privacy.fields.allow"
+            )
+
+
+def record_policy(egress: Egress | None, store_path: Path | None, pipeline: str) -> None:
+    """Keep the effective policy beside the store; a change is a ``policy.changed`` audit event.
+
+    ``STORE.privacy.json`` says which policy governed the results in the
+    store (``fogline capture export`` reads it); ``audit.jsonl`` beside the
+    store gets an event whenever it changes from one run to the next.
+    """
+    if store_path is None:
+        return
+    from fogline._files import atomic_write
+    from fogline.security import AuditLog
+
+    path = policy_file(store_path)
+    text = policy_json(None if egress is None else egress.policy)
+    try:
+        before = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        before = policy_json(None)
+    if before == text:
+        return
+    atomic_write(path, text.encode())
+    AuditLog(store_path.parent / "audit.jsonl").record(
+        "policy.changed",
+        scope="pipeline",
+        pipeline=pipeline,
+        policy=json.loads(text),
+        previous=json.loads(before),
+    )
+
+
+def policy_file(store_path: Path) -> Path:
+    """Where the effective policy of the pipeline writing ``store_path`` is kept."""
+    return store_path.with_name(store_path.name + ".privacy.json")
+
+
+
+__all__ = [
+    "LEAVING_SINKS",
+    "Egress",
+    "check_privacy",
+    "policy_file",
+    "raw_fields",
+    "record_policy",
+]
