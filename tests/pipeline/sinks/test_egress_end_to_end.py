@@ -40,7 +40,10 @@ def test_a_subscriber_on_hash_and_a_webhook_see_only_the_allowed_fields(
         ],
         "store": {"path": "results.db", "sync": True},
         "outbox": {"transport": {"type": "mqtt", "url": mosquitto.url}},
-        "privacy": {"fields": {"allow": ["brightness"], "hash": ["item_id"]}, "raw": "never"},
+        "privacy": {
+            "fields": {"allow": ["brightness", "item_id"], "hash": ["item_id"]},
+            "raw": "never",
+        },
     }
     checked = plan(load_spec(write_spec(tmp_path, spec)))
 
