@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,8 +88,12 @@ class Egress:
             if not policy.leaves(name):
                 continue
             outputs[name] = self.hasher.hash(value) if policy.hashed(name) else value
-        extra = {name: self._optional(name, getattr(result, name)) for name in OPTIONAL_FIELDS}
-        return dataclasses.replace(result, outputs=outputs, **extra)
+        return dataclasses.replace(
+            result,
+            outputs=outputs,
+            position=self._optional("position", result.position),
+            item_id=self._optional("item_id", result.item_id),
+        )
 
     def redact(self, value: Any) -> Any:
         """``value`` with faces blurred when the policy redacts faces and it is an image."""
@@ -168,7 +171,9 @@ def check_privacy(
         if sink.type in LEAVING_SINKS and policy.covers(sink.type):
             _check_sends(f"sinks[{index}] ({sink.type})", sink, policy, raw, by)
     if spec.outbox is not None and policy.covers("outbox"):
-        _check_sends(f"outbox ({spec.outbox.transport.type})", spec.outbox.transport, policy, raw, by)
+        _check_sends(
+            f"outbox ({spec.outbox.transport.type})", spec.outbox.transport, policy, raw, by
+        )
     for index, step in enumerate(spec.postprocess):
         if step.type != "offload":
             continue
@@ -246,7 +251,6 @@ def record_policy(egress: Egress | None, store_path: Path | None, pipeline: str)
 def policy_file(store_path: Path) -> Path:
     """Where the effective policy of the pipeline writing ``store_path`` is kept."""
     return store_path.with_name(store_path.name + ".privacy.json")
-
 
 
 __all__ = [

@@ -6,8 +6,8 @@ The detector is OpenCV's LBP frontal-face cascade as scikit-image ships it
 nothing is downloaded. (OpenCV 5 dropped its cascade classifier and the Haar
 files ``cv2.data.haarcascades`` used to hold; its replacement, YuNet, needs a
 model file fetched from elsewhere.) Each face found is widened by a quarter
-of its size on every side and Gaussian-blurred until the detector no longer
-finds it there.
+of its size on every side and Gaussian-blurred; the image is searched again
+until the detector finds no face in it (a few passes at most).
 
 An image is an array of rank 2 (HW), or rank 3 with 1 or 3 channels last (HWC)
 or first (CHW); uint8, or floats in 0..1 or 0..255. Anything else is not an
@@ -29,6 +29,8 @@ from fogline.pipeline._optional import optional
 
 #: Faces smaller than this many pixels across are not looked for.
 MIN_FACE = 20
+#: How many times an image is searched again after blurring what was found.
+PASSES = 4
 
 
 class FaceBlur:
@@ -66,10 +68,21 @@ class FaceBlur:
         return [(int(f["r"]), int(f["c"]), int(f["height"]), int(f["width"])) for f in found]
 
     def blur(self, image: Any) -> tuple[Any, int]:
-        """``image`` with every face found blurred (a copy), and the number of faces."""
-        boxes = self.faces(image)
-        if not boxes:
-            return image, 0
+        """``image`` with every face found blurred (a copy), and the number of faces.
+
+        Blurring can leave a face-like patch beside the first box, so the image
+        is searched again, up to :data:`PASSES` times, until nothing is found.
+        """
+        blurred, total = image, 0
+        for _ in range(PASSES):
+            boxes = self.faces(blurred)
+            if not boxes:
+                break
+            blurred = self._blur(blurred, boxes)
+            total += len(boxes)
+        return blurred, total
+
+    def _blur(self, image: Any, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
         filters = optional("skimage.filters")
         array = np.array(image, copy=True)
         first = _channels_first(array)
@@ -87,7 +100,7 @@ class FaceBlur:
                 preserve_range=True,
             )
             work[r0:r1, c0:c1] = blurred.astype(work.dtype)
-        return (np.moveaxis(work, -1, 0) if first else work), len(boxes)
+        return np.moveaxis(work, -1, 0) if first else work
 
 
 def _channels_first(array: np.ndarray) -> bool:

@@ -46,12 +46,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from fogline.errors import ConfigError, PolicyError
 
+Raw = Literal["never", "captured-only", "allowed"]
+Destination = Literal["mqtt", "http", "zmq", "shell", "outbox", "telemetry"]
+Redaction = Literal["faces"]
+
 #: The environment variable that names the fleet default's file, for a pipeline the agent runs.
 FLEET_POLICY_ENV = "FOGLINE_FLEET_POLICY"
 #: What raw inputs may do, loosest last.
 RAW_LEVELS: tuple[str, ...] = ("never", "captured-only", "allowed")
 #: The ways out a policy can cover; ``jsonl`` and ``stdout`` sinks and the store stay on the device.
-DESTINATIONS: tuple[str, ...] = ("mqtt", "http", "zmq", "shell", "outbox", "telemetry")
+DESTINATIONS: tuple[Destination, ...] = ("mqtt", "http", "zmq", "shell", "outbox", "telemetry")
 #: Redactions there are.
 REDACTIONS: tuple[str, ...] = ("faces",)
 #: The fields every message keeps: what the result is, not what it says.
@@ -60,10 +64,6 @@ IDENTITY: frozenset[str] = frozenset(
 )
 #: The HKDF purpose of the hashing key derived from the device key.
 HASH_PURPOSE = "fogline egress hash v1"
-
-Raw = Literal["never", "captured-only", "allowed"]
-Destination = Literal["mqtt", "http", "zmq", "shell", "outbox", "telemetry"]
-Redaction = Literal["faces"]
 
 
 def _names(value: Any) -> Any:
@@ -110,7 +110,7 @@ class PrivacyPolicy(_Strict):
     fields: FieldRules = FieldRules()
     raw: Raw = "allowed"
     redact: tuple[Redaction, ...] = ()
-    destinations: tuple[Destination, ...] = tuple(sorted(DESTINATIONS))  # type: ignore[assignment]
+    destinations: tuple[Destination, ...] = tuple(sorted(DESTINATIONS))
 
     _sorted = field_validator("redact", "destinations", mode="before")(_names)
 
@@ -299,11 +299,10 @@ def device_hasher(key_file: str | Path | None = None) -> FieldHasher:
     from fogline.errors import KeyUnavailable
     from fogline.security._sealing import KeySource
 
-    source = KeySource(key_file)
+    source = KeySource(None if key_file is None else Path(key_file))
     if not source.available():
         return FieldHasher(None)
     try:
         return FieldHasher(source.load().derive(HASH_PURPOSE))
     except KeyUnavailable:
         return FieldHasher(None)
-

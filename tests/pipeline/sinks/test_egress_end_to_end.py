@@ -6,18 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from fogline.pipeline import Pipeline, load_spec, plan
-from support.echo_model import echo_model
 from support.digits_pipeline import write_spec
+from support.echo_model import echo_model
 
 ITEMS = 20
 
 
 def _result(body: dict[str, Any]) -> dict[str, Any]:
     """The result in a delivery: an outbox envelope holds it under ``result``."""
-    return body["result"] if "result" in body else body
+    return body.get("result", body)
 
 
 def test_a_subscriber_on_hash_and_a_webhook_see_only_the_allowed_fields(
@@ -69,5 +67,3 @@ def test_a_subscriber_on_hash_and_a_webhook_see_only_the_allowed_fields(
     pixels = {json.dumps(v) for r in local for row in r["outputs"]["image"][0] for v in row}
     assert not [p for p in pixels if p in wire]  # no pixel of any raw frame went out
     assert "image" not in wire
-
-

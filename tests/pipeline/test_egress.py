@@ -1,0 +1,156 @@
+"""The egress policy when a pipeline is checked: leaks refused by name, the fleet default, faces."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fogline.errors import PolicyError
+from fogline.pipeline import load_spec, plan
+from fogline.security import FLEET_POLICY_ENV, FieldHasher, PrivacyPolicy
+from fogline.store import Result
+from support.digits_pipeline import digits_spec, write_spec
+from support.echo_model import echo_model
+
+FACE = Path(__file__).parent / "data" / "face.png"  # skimage.data.astronaut(), 128x128
+
+
+def _echo(tmp_path: Path, name: str = "pipeline.yaml", **overrides: Any) -> Path:
+    spec = {
+        "name": "echo",
+        "sources": [{"type": "synthetic", "name": "cam", "shape": [1, 8, 8], "count": 3}],
+        "model": {"path": str(echo_model(tmp_path / "echo.onnx"))},
+        "sinks": [
+            {"type": "stdout"},
+            {"type": "mqtt", "url": "mqtt://127.0.0.1:1883", "topic": "site/{source}"},
+        ],
+        "privacy": {"raw": "never"},
+        **overrides,
+    }
+    return write_spec(tmp_path, spec, name)
+
+
+def _fogline(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "fogline", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_check_and_run_refuse_a_sink_that_would_send_a_raw_input(tmp_path: Path) -> None:
+    path = _echo(tmp_path)
+
+    checked = _fogline("check", str(path))
+    ran = _fogline("run", str(path), "--no-live")
+
+    expected = "sinks[1] (mqtt): sends raw input 'image' but privacy.raw is never"
+    for done in (checked, ran):
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert expected in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "results.db").exists()  # run refused before it started
+
+
+def test_a_local_sink_gets_everything_and_a_dropped_raw_field_passes_the_check(
+    tmp_path: Path,
+) -> None:
+    path = _echo(tmp_path, privacy={"raw": "never", "fields": {"drop": ["image"]}})
+
+    checked = plan(load_spec(path))
+    checked.model.engine.close()
+
+    assert checked.egress is not None and checked.egress.raw_fields == {"image"}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"sinks": [{"type": "stdout"}],
+             "outbox": {"transport": {"type": "mqtt", "url": "mqtt://127.0.0.1:1883"}}},
+            "outbox (mqtt): sends raw input 'image' but privacy.raw is never",
+        ),
+        (
+            {"sinks": [{"type": "shell", "command": ["logger", "{position}"]}],
+             "privacy": {"fields": {"allow": ["brightness"]}}},
+            "sinks[0] (shell): its template uses 'position', which privacy.fields keeps",
+        ),
+        (
+            {"privacy": {"fields": {"drop": ["imgae"]}}},
+            "privacy.fields.drop: no result has 'imgae'",
+        ),
+    ],
+)  # fmt: skip
+def test_each_way_out_is_checked(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(PolicyError) as refused:
+        plan(load_spec(_echo(tmp_path, **overrides)))
+
+    assert str(refused.value).startswith(message)
+
+
+def test_an_offload_step_is_refused_when_raw_inputs_may_not_leave(tmp_path: Path) -> None:
+    offload = {"type": "offload", "url": "http://127.0.0.1:9/v2/models/teacher", "sample": 0.1}
+    spec = digits_spec(
+        sources=[{"type": "synthetic", "shape": [1, 8, 8], "count": 1}],
+        privacy={"raw": "captured-only"},
+    )
+    spec["postprocess"].append(offload)
+    path = write_spec(tmp_path, spec)
+
+    with pytest.raises(PolicyError) as refused:
+        plan(load_spec(path))
+
+    assert str(refused.value).startswith(
+        "postprocess[1] (offload): sends items' model input to http://127.0.0.1:9/v2/models/"
+        "teacher but privacy.raw is captured-only"
+    )
+
+
+def test_the_fleet_default_applies_and_a_pipeline_cannot_loosen_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = tmp_path / "fleet-policy.yaml"
+    fleet.write_text("raw: never\nfields: {drop: [position]}\n")
+    monkeypatch.setenv(FLEET_POLICY_ENV, str(fleet))
+    silent = _echo(tmp_path, "a.yaml", sinks=[{"type": "stdout"}], privacy=None)
+    loosens = _echo(tmp_path, "b.yaml", sinks=[{"type": "stdout"}], privacy={"raw": "allowed"})
+
+    merged = plan(load_spec(silent))
+    merged.model.engine.close()
+    with pytest.raises(PolicyError) as refused:
+        plan(load_spec(loosens))
+
+    assert merged.egress is not None
+    assert (merged.egress.policy.raw, merged.egress.policy.fields.drop) == ("never", ("position",))
+    assert str(refused.value).startswith(
+        "privacy.raw: 'allowed' is looser than the fleet default 'never'"
+    )
+
+
+def test_faces_are_found_and_blurred_until_none_is_found() -> None:
+    from skimage.io import imread
+
+    from fogline.pipeline._egress import Egress
+    from fogline.pipeline._faces import FaceBlur
+
+    image = imread(FACE)
+    faces = FaceBlur()
+    policy = PrivacyPolicy.model_validate({"raw": "allowed", "redact": ["faces"]})
+    gate = Egress(policy, frozenset({"image"}), FieldHasher(None), faces)
+    result = Result("cam", 0, 0.0, "m", "1", {"image": image.tolist(), "n": 1})
+
+    found = faces.faces(image)
+    out = np.asarray(gate.result(result).outputs["image"], dtype=np.uint8)
+    as_floats, _ = faces.blur(image.astype(np.float32) / 255)  # a normalised copy, same face
+
+    assert len(found) == 1  # the astronaut's face
+    assert out.shape == image.shape and faces.faces(out) == []
+    assert faces.faces(as_floats) == []
+    assert np.array_equal(out[100:], image[100:])  # far from the face, nothing changed
