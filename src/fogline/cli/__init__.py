@@ -13,6 +13,7 @@ from rich.text import Text
 from fogline.cli import (  # noqa: F401
     _accuracy,
     _agent,
+    _audit,
     _bench,
     _broker,
     _ca,

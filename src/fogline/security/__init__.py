@@ -15,7 +15,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fogline.security._audit import GENESIS, AuditLog, line_hash
+    from fogline.security._audit import CHECKPOINT_EVENT, GENESIS, AuditLog, line_hash
+    from fogline.security._audit_signing import (
+        AuditSigner,
+        Checkpoint,
+        key_fingerprint,
+        load_public_key,
+    )
+    from fogline.security._audit_verify import AuditDamage, AuditReport, verify_log
     from fogline.security._ca import (
         CA_CERT,
         CONTROLLER_CERT,
@@ -84,7 +91,9 @@ if TYPE_CHECKING:
 
 #: Which private module defines each public name (imported on first use: PEP 562).
 _WHERE = {
-    "_audit": ("GENESIS", "AuditLog", "line_hash"),
+    "_audit": ("CHECKPOINT_EVENT", "GENESIS", "AuditLog", "line_hash"),
+    "_audit_signing": ("AuditSigner", "Checkpoint", "key_fingerprint", "load_public_key"),
+    "_audit_verify": ("AuditDamage", "AuditReport", "verify_log"),
     "_ca": (
         "CA_CERT",
         "CONTROLLER_CERT",
@@ -155,6 +164,7 @@ _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names
 
 __all__ = [
     "CA_CERT",
+    "CHECKPOINT_EVENT",
     "CONTROLLER_CERT",
     "CONTROLLER_KEY",
     "CONTROLLER_NAME",
@@ -174,9 +184,13 @@ __all__ = [
     "SEAL_MAGIC",
     "SERVER_CERT",
     "SERVER_KEY",
+    "AuditDamage",
     "AuditLog",
+    "AuditReport",
+    "AuditSigner",
     "Canary",
     "CertificateAuthority",
+    "Checkpoint",
     "ClientTls",
     "Damage",
     "DeviceKey",
@@ -210,7 +224,9 @@ __all__ = [
     "issue_certificate",
     "issue_fleet_certificates",
     "issue_server_certificate",
+    "key_fingerprint",
     "line_hash",
+    "load_public_key",
     "loosenings",
     "merge_fleet",
     "parse_policy",
@@ -224,6 +240,7 @@ __all__ = [
     "show_keys",
     "stricter",
     "unseal",
+    "verify_log",
 ]
 
 

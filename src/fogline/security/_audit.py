@@ -3,10 +3,18 @@
 Each line is one event: ``{"seq", "time", "event", "fields", "prev", "hash"}``
 where ``hash`` is SHA-256 over the canonical JSON of the line without it and
 ``prev`` is the hash of the line before (64 zeros for the first). Editing,
-deleting or re-ordering a line breaks the chain at that line.
+deleting or re-ordering a line breaks the chain at that line
+(:func:`~fogline.security.verify_log` says where).
 
 :meth:`AuditLog.record` is the one way to write an event; it appends under a
 file lock (processes and threads alike) and fsyncs before it returns.
+:meth:`AuditLog.checkpoint` appends a signed checkpoint (event
+``audit.checkpoint``, see :mod:`._audit_signing`): the statement, signed with
+the log's Ed25519 key, that the line before it ends the chain so far. With a
+``signer`` and ``checkpoint_every=N`` one is added after every N events; the
+agent also asks for one with each telemetry report, which carries it to the
+controller. A log cut short at its end is found only against a checkpoint
+kept elsewhere (the controller's copy): the chain itself cannot show it.
 
 >>> import pathlib, tempfile
 >>> log = AuditLog(pathlib.Path(tempfile.mkdtemp()) / "audit.jsonl")
@@ -18,18 +26,26 @@ file lock (processes and threads alike) and fsyncs before it returns.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fogline._files import file_lock
 from fogline.errors import ConfigError
 
+if TYPE_CHECKING:  # cryptography is loaded only by a log that signs
+    from fogline.security._audit_signing import AuditSigner, Checkpoint
+
 #: The ``prev`` of the first line.
 GENESIS = "0" * 64
+
+#: The event of a signed checkpoint line; its fields are the :class:`Checkpoint`.
+CHECKPOINT_EVENT = "audit.checkpoint"
 
 
 def line_hash(entry: dict[str, Any]) -> str:
@@ -39,11 +55,42 @@ def line_hash(entry: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-class AuditLog:
-    """One device's or controller's audit log file (created with its folder on first use)."""
+def default_key_file(log: Path) -> Path:
+    """Where a log's signing key is kept unless told: beside it, ``audit.jsonl`` → ``audit.key``."""
+    return Path(log).with_suffix(".key")
 
-    def __init__(self, path: Path) -> None:
+
+class AuditLog:
+    """One device's or controller's audit log file (created with its folder on first use).
+
+    ``signer`` signs checkpoints (:meth:`checkpoint`); with ``checkpoint_every``
+    one is appended by :meth:`record` after every that many events.
+    ``fsync=False`` leaves flushing to the OS (a crash may lose the last
+    events, never break the chain): for bulk writers that checkpoint often.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        signer: AuditSigner | None = None,
+        checkpoint_every: int | None = None,
+        fsync: bool = True,
+    ) -> None:
+        if checkpoint_every is not None and (checkpoint_every < 1 or signer is None):
+            raise ConfigError("checkpoint_every needs a signer and is at least 1 event")
         self.path = Path(path)
+        self.signer = signer
+        self.checkpoint_every = checkpoint_every
+        self.fsync = fsync
+
+    @classmethod
+    def signed(cls, path: Path, *, checkpoint_every: int | None = None) -> AuditLog:
+        """A log that signs its checkpoints with the key beside it (made on first use)."""
+        from fogline.security._audit_signing import AuditSigner
+
+        signer = AuditSigner(default_key_file(path))
+        return cls(path, signer=signer, checkpoint_every=checkpoint_every)
 
     def record(self, event: str, **fields: Any) -> dict[str, Any]:
         """Append ``event`` (dotted name: ``release.installed``) with JSON ``fields``; return the line."""
@@ -51,28 +98,70 @@ class AuditLog:
             raise ConfigError(
                 f"audit event name {event!r}: one dotted word, like release.installed"
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.path.with_name(self.path.name + ".lock")):
-            seq, prev = self._tail()
-            entry: dict[str, Any] = {
-                "seq": seq + 1,
-                "time": round(time.time(), 6),
-                "event": event,
-                "fields": fields,
-                "prev": prev,
-            }
-            entry["hash"] = line_hash(entry)
-            line = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                os.write(fd, (line + "\n").encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        if event == CHECKPOINT_EVENT:
+            raise ConfigError(f"{CHECKPOINT_EVENT} lines are written by checkpoint() only")
+        with self._locked():
+            entry = self._append(event, fields, self._tail())
+            every = self.checkpoint_every
+            if every is not None and entry["seq"] % every == 0:
+                self._sign(entry)
         return entry
 
-    def _tail(self) -> tuple[int, str]:
-        """The last line's ``seq`` and ``hash`` (0 and :data:`GENESIS` for a new log)."""
+    def checkpoint(self) -> Checkpoint | None:
+        """Sign the log's head now; the checkpoint (None: the log is empty).
+
+        When the last line already is a checkpoint nothing is added and that
+        one is returned, so asking with every telemetry report adds a line
+        only when events came in between.
+        """
+        if self.signer is None:
+            raise ConfigError(f"{self.path}: this log has no signing key to checkpoint with")
+        from fogline.security._audit_signing import Checkpoint
+
+        with self._locked():
+            last = self._tail()
+            if last is None:
+                return None
+            if last["event"] == CHECKPOINT_EVENT:
+                return Checkpoint.from_dict(last["fields"], where=f"{self.path}: last line")
+            return self._sign(last)
+
+    def _sign(self, last: dict[str, Any]) -> Checkpoint:
+        """Append a checkpoint of ``last`` (the log's last line); under the lock."""
+        assert self.signer is not None
+        point = self.signer.sign(int(last["seq"]), str(last["hash"]))
+        self._append(CHECKPOINT_EVENT, point.as_dict(), last)
+        return point
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.path.with_name(self.path.name + ".lock")):
+            yield
+
+    def _append(
+        self, event: str, fields: dict[str, Any], last: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "seq": 1 if last is None else int(last["seq"]) + 1,
+            "time": round(time.time(), 6),
+            "event": event,
+            "fields": fields,
+            "prev": GENESIS if last is None else str(last["hash"]),
+        }
+        entry["hash"] = line_hash(entry)
+        line = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (line + "\n").encode())
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        return entry
+
+    def _tail(self) -> dict[str, Any] | None:
+        """The last line (None for a new log)."""
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(0, os.SEEK_END)
@@ -81,15 +170,16 @@ class AuditLog:
                 fh.seek(size - block)
                 lines = fh.read(block).splitlines()
         except FileNotFoundError:
-            return 0, GENESIS
+            return None
         for raw in reversed(lines):
             if raw.strip():
                 try:
                     last = json.loads(raw)
-                    return int(last["seq"]), str(last["hash"])
+                    int(last["seq"]), str(last["hash"]), str(last["event"])
+                    return dict(last)
                 except (ValueError, KeyError, TypeError) as exc:
                     raise ConfigError(
                         f"{self.path}: the last line is not an audit entry; "
                         "run `fogline audit verify` to see where the log was damaged"
                     ) from exc
-        return 0, GENESIS
+        return None
