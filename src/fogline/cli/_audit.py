@@ -79,7 +79,11 @@ def show(
     for entry in _entries(log):
         total += 1
         name = str(entry.get("event", ""))
-        if event is not None and name != event and not (event.endswith(".") and name.startswith(event)):
+        if (
+            event is not None
+            and name != event
+            and not (event.endswith(".") and name.startswith(event))
+        ):
             continue
         shown.append(entry)
     table = Table(title=f"audit log {escape(str(log))}", title_justify="left")
@@ -150,9 +154,14 @@ def verify(
             if point is None
             else f"last checkpoint seq {point.seq} signed by {point.signer}"
         )
-        against = "" if external is None else f"; matches the checkpoint kept elsewhere (seq {external.seq})"
+        against = (
+            ""
+            if external is None
+            else f"; matches the checkpoint kept elsewhere (seq {external.seq})"
+        )
         console.print(
-            f"[green]intact[/]: {report.events:,} events, {signed}{escape(against)}", highlight=False
+            f"[green]intact[/]: {report.events:,} events, {signed}{escape(against)}",
+            highlight=False,
         )
         if trusted is None and report.checkpoints:
             console.print(
@@ -161,7 +170,9 @@ def verify(
                 highlight=False,
             )
         elif trusted is not None:
-            console.print(f"trusted key {key_fingerprint(trusted)}{escape(key_from)}", highlight=False)
+            console.print(
+                f"trusted key {key_fingerprint(trusted)}{escape(key_from)}", highlight=False
+            )
         return
     console_err.print(
         f"[red]damaged[/]: {escape(str(log))}: {len(report.damages)} problem(s) in "
@@ -177,7 +188,9 @@ def verify(
 def checkpoint_(
     log: Path = _LOG,
     key: Path | None = typer.Option(
-        None, "--key", help="The signing key (PEM; made, 0600, if missing). Default: beside the log."
+        None,
+        "--key",
+        help="The signing key (PEM; made, 0600, if missing). Default: beside the log.",
     ),
 ) -> None:
     """Sign the log's head now (the agent does this with each telemetry report)."""

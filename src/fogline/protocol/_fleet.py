@@ -192,6 +192,21 @@ class ReleaseMetrics(_Message):
     monitoring: Monitoring | None = None
 
 
+class AuditCheckpoint(_Message):
+    """The device's audit log, signed at its head: line ``seq`` has hash ``hash``.
+
+    ``key`` is the device's audit public key and ``signature`` its Ed25519
+    signature (both hex); the controller keeps the latest per device, so a
+    device log later cut below it is found (``fogline audit verify --checkpoint``).
+    """
+
+    seq: int = Field(ge=1)
+    hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    time: float
+    key: str = Field(pattern=r"^[0-9a-f]{64}$")
+    signature: str = Field(pattern=r"^[0-9a-f]{128}$")
+
+
 class Telemetry(_Message):
     """One periodic report; queued in the agent's outbox while offline."""
 
@@ -204,6 +219,8 @@ class Telemetry(_Message):
     memory_mb: float | None = None
     #: Seconds between reports: how long a silence the controller's bake tolerates.
     period: float | None = Field(default=None, gt=0)
+    #: The device's audit log signed at its head when the report was made (None: no log).
+    audit: AuditCheckpoint | None = None
 
 
 class Command(_Message):

@@ -26,6 +26,7 @@ from tuf.api.metadata import Signed  # type: ignore[attr-defined]
 
 from fogline._files import keep_private
 from fogline.errors import ConfigError
+from fogline.security._audit import AuditLog
 from fogline.security._metadata import (
     KEY_ROLES,
     MetadataStore,
@@ -85,7 +86,11 @@ def init_keys(data: Path, *, force: bool = False) -> KeysInfo:
         for key_role, signer in signers.items():
             write_key(layout.key_file(key_role), signer)
         MetadataStore(layout).create(signers)
-    return show_keys(data)
+    info = show_keys(data)
+    audit = AuditLog(layout.data / "audit.jsonl")
+    for made in info.roles:
+        audit.record("key.created", role=made.role, keyids=list(made.keyids), force=force)
+    return info
 
 
 def show_keys(data: Path) -> KeysInfo:
@@ -141,4 +146,11 @@ def rotate_key(data: Path, role: str) -> KeysInfo:
         elif role == "online":
             store.publish_snapshot(new)
         layout.next_key_file(role).replace(layout.key_file(role))
-    return show_keys(data)
+    info = show_keys(data)
+    keyids = sorted(
+        {k for r in info.roles if r.key_file == layout.key_file(role) for k in r.keyids}
+    )
+    AuditLog(layout.data / "audit.jsonl").record(
+        "key.rotated", role=role, keyids=keyids, root_version=info.root_version
+    )
+    return info

@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -63,7 +64,7 @@ from fogline.fleet.agent._telemetry import (
     metrics_between,
 )
 from fogline.protocol import DEFAULT_PREFIX, DeviceId, DeviceState, DeviceTopics, ReleaseMetrics
-from fogline.security import ClientTls
+from fogline.security import AuditLog, Checkpoint, ClientTls
 from fogline.store import OutboxSender, ResultStore, Retention
 from fogline.transport.mqtt import BrokerUrl, MqttMessage, MqttUrl
 
@@ -156,6 +157,8 @@ class Agent:
         self.sender: OutboxSender | None = None
         self.rounds: RoundParticipant | None = None
         self.offers: FinetuneScheduler | None = None
+        # Signed with data/audit.key (made on first use); each telemetry report carries a checkpoint.
+        self.audit = AuditLog.signed(self.data / "audit.jsonl")
         self._scrapes: dict[str, tuple[Scrape, float]] = {}
 
     # -- lifecycle -------------------------------------------------------------------
@@ -168,6 +171,7 @@ class Agent:
         keep_private(self.data)  # its credentials, keys and state: 0700, ignored by git
         agent_dir = self.data / "agent"
         agent_dir.mkdir(parents=True, exist_ok=True)
+        audit = self.audit
         url, prefix, repository, tls = self._identity()
         installer = self.installer = ReleaseInstaller(self.data, repository, tls=tls)
         topics = DeviceTopics(prefix, self.config.device_id)
@@ -188,6 +192,7 @@ class Agent:
                 serve_http_port=self.config.serve_http_port,
                 retry_max=self.config.retry_max,
                 on_event=self._event,
+                audit=audit,
             ),
             agent_version=fogline.__version__,
             on_report=self._report_now,
@@ -235,6 +240,7 @@ class Agent:
             topic=topics.telemetry,
             period=self.config.telemetry_period,
             pids=self.supervisor.pids,
+            checkpoint=lambda: _as_dict(audit.checkpoint()),
         )
         self.sender = OutboxSender(
             self.store, TelemetryTransport(self.session), backoff_initial=1.0, backoff_max=10.0
@@ -294,6 +300,9 @@ class Agent:
                 config.controller, self.data, config.device_id, config.token, tls=before
             )
             self._event(f"enrolled at {config.controller} as {credentials.username or 'anonymous'}")
+            self.audit.record(
+                "device.enrolled", controller=config.controller, device=config.device_id
+            )
         root = self.data / TRUSTED_ROOT
         if config.trusted_root is not None and not root.exists():
             try:
@@ -405,3 +414,7 @@ class Agent:
                 measured = measured.model_copy(update={"accuracy": accuracy})
             metrics[name] = measured
         return versions, metrics
+
+
+def _as_dict(point: Checkpoint | None) -> dict[str, Any] | None:
+    return None if point is None else point.as_dict()

@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
@@ -56,6 +56,9 @@ from fogline.protocol import (
     Phase,
     ReleaseStatus,
 )
+
+if TYPE_CHECKING:
+    from fogline.security import AuditLog
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +105,8 @@ class Options:
     tick: float = 1.0  # how often children and retries are looked at
     crash_loop: int = 3  # exits in a row without a stable run before the health is "failed"
     on_event: Callable[[str], None] = field(default=lambda line: None)
+    #: Where releases installed, refused and rolled back are recorded (None: nowhere).
+    audit: AuditLog | None = None
 
 
 def _version(installed: StagedRelease | None) -> str | None:
@@ -284,6 +289,7 @@ class Converger:
                 self._event(f"{name}: rolling back to {version} (kept on the device)")
                 self.installer.rollback(name)
                 self._after_swap(name, self.installer.active(name), None)
+                self._audit("release.rolled_back", release=name, version=version, by="desired")
             else:
                 self._install(name, version, downgrade)
         except (TransportError, ModelNotFound) as exc:  # may work later: retried
@@ -299,6 +305,8 @@ class Converger:
                 error=str(exc),
             )
             self._event(f"{name} {version}: {'refused' if refused else 'failed'}: {exc}")
+            if refused:
+                self._audit("release.refused", release=name, version=version, reason=str(exc))
         else:
             self._retries.pop(name, None)
 
@@ -323,6 +331,7 @@ class Converger:
             self.installer.discard(name)  # never activated: not kept on disk
             raise _HealthFailed(f"health check: {report.reason}")
         self.installer.activate(staged)
+        self._audit("release.installed", release=name, version=version, previous=current)
         self._after_swap(name, self.installer.active(name), report)
 
     def _check(self, release: StagedRelease) -> HealthReport:
@@ -459,8 +468,18 @@ class Converger:
         self._start_child(name, installed)
         self._set(name, version=_version(installed), target=None, phase="rolled-back", error=None)
         self._event(f"{name}: rolled back from {current} to {_version(installed)}")
+        self._audit("release.rolled_back", release=name, version=_version(installed), by="command")
 
     # -- state -----------------------------------------------------------------------
+
+    def _audit(self, event: str, **fields: Any) -> None:
+        """Record ``event``; a log that cannot be written is logged, never stops converging."""
+        if self.options.audit is None:
+            return
+        try:
+            self.options.audit.record(event, **fields)
+        except Exception:
+            log.exception("audit log: could not record %s", event)
 
     def _set(self, name: str, **changes: Any) -> None:
         with self._lock:

@@ -33,12 +33,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
 
 from fogline.fleet.agent._monitoring import MonitorScrape, monitoring_between
 from fogline.fleet.agent._session import AgentSession
-from fogline.protocol import ReleaseMetrics, Telemetry
+from fogline.protocol import AuditCheckpoint, ReleaseMetrics, Telemetry
 from fogline.store import OutboxMessage, ResultStore
 from fogline.transport.mqtt import MqttMessage, Topic, json_payload
 
@@ -181,7 +182,8 @@ class TelemetryReporter:
     Each report is a plain outbox message on ``topic`` (the device's
     telemetry topic) whose payload is the :class:`Telemetry` body as JSON.
     The sequence number goes on from the store's count of queued messages, so
-    it keeps growing across agent restarts.
+    it keeps growing across agent restarts. ``checkpoint()``, when given,
+    signs the device's audit log at its head; the report carries it.
     """
 
     def __init__(
@@ -193,6 +195,7 @@ class TelemetryReporter:
         topic: str,
         period: float = 10.0,
         pids: Callable[[], Iterable[int]] = tuple,
+        checkpoint: Callable[[], Mapping[str, Any] | None] | None = None,
     ) -> None:
         self.store = store
         self.device_id = device_id
@@ -200,6 +203,7 @@ class TelemetryReporter:
         self.period = period
         self._collect = collect
         self._pids = pids
+        self._checkpoint = checkpoint
         self._tree = ProcessTree()
         self._tree.sample(())  # CPU percent is measured from here on
 
@@ -217,9 +221,21 @@ class TelemetryReporter:
             cpu_percent=cpu,
             memory_mb=memory,
             period=self.period,
+            audit=self._audit(),
         )
         self.store.queue([(self.topic, json_payload(body.model_dump(mode="json")))])
         return body
+
+    def _audit(self) -> AuditCheckpoint | None:
+        """The audit log signed at its head, for the controller to keep; None when it cannot be."""
+        if self._checkpoint is None:
+            return None
+        try:
+            point = self._checkpoint()
+            return None if point is None else AuditCheckpoint.model_validate(dict(point))
+        except Exception:  # a damaged log must not end telemetry; verify says what is wrong
+            log.exception("audit checkpoint for telemetry failed")
+            return None
 
     def run(self, stop: threading.Event) -> None:
         """Report every ``period`` seconds until ``stop`` is set; a failing report is logged."""

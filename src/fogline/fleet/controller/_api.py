@@ -146,6 +146,8 @@ class ApiContext:
     clusters: Clusters | None = None  # edge clusters heard on the broker (None: none)
     #: Mutual TLS: (device id, CSR) → its certificate, the CA's, the device listener (None: off).
     certify: Callable[[str, str], dict[str, Any]] | None = None
+    #: Told of each bad operator token: (client address, path); the audit log's rate limit.
+    login_failed: Callable[[str, str], object] | None = None
 
 
 def routes(ctx: ApiContext) -> list[BaseRoute]:
@@ -336,7 +338,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         return JSONResponse(stopped)
 
     def admin(handler: Handler) -> Handler:
-        return _guarded(_with_token(handler, ctx.token))
+        return _guarded(_with_token(handler, ctx.token, ctx.login_failed))
 
     return [
         Route("/api/health", _guarded(health)),
@@ -381,7 +383,9 @@ def _check_csr(ctx: ApiContext, req: EnrolRequest) -> None:
         raise ApiError(str(exc)) from None
 
 
-def _with_token(handler: Handler, token: str | None) -> Handler:
+def _with_token(
+    handler: Handler, token: str | None, failed: Callable[[str, str], object] | None = None
+) -> Handler:
     if token is None:
         return handler
     expected = f"Bearer {token}".encode()
@@ -389,6 +393,9 @@ def _with_token(handler: Handler, token: str | None) -> Handler:
     async def endpoint(request: Request) -> Response:
         given = request.headers.get("authorization", "").encode()
         if not hmac.compare_digest(given, expected):
+            if failed is not None:  # an audit event (fsynced): off the event loop
+                client = request.client.host if request.client is not None else "unknown"
+                await run_in_threadpool(failed, client, request.url.path)
             raise Unauthorized(
                 "missing or wrong operator token (send Authorization: Bearer <token>; "
                 "it is in the controller's data folder, admin.token)"

@@ -35,6 +35,7 @@ from pydantic import ValidationError
 from fogline._files import atomic_output
 from fogline.errors import ConfigError, ModelNotFound
 from fogline.fleet.controller._api import ApiContext, application
+from fogline.fleet.controller._audit_book import CheckpointBook, LoginFailures
 from fogline.fleet.controller._clusters import CLUSTER_FILTERS, ClusterFeed, Clusters
 from fogline.fleet.controller._devices import DeviceListener, serve_in_thread
 from fogline.fleet.controller._learning import Learning
@@ -51,6 +52,7 @@ from fogline.protocol import (
     device_filter,
     parse_device_topic,
 )
+from fogline.security import AuditLog
 from fogline.transport.mqtt import (
     MqttMessage,
     MqttUrl,
@@ -142,6 +144,10 @@ class Controller:
         self.repository = ReleaseRepository(self.data)  # refuses a folder without keys
         self.integrity = IntegrityCheck(self.repository)
         self.token = config.token if config.token is not None else operator_token(self.data)
+        # The controller's own audit log (signed with data/audit.key) and its devices' checkpoints.
+        self.audit = AuditLog.signed(self.data / "audit.jsonl")
+        self.checkpoints = CheckpointBook(self.data / "audit-checkpoints", self.audit)
+        self.login_failures = LoginFailures(self.audit)
         self.registry = Registry(self.data / "registry.db")
         self.rollouts = Rollouts(self.registry, self._publish, releases=self._release_exists)
         self.learning = Learning(
@@ -306,6 +312,7 @@ class Controller:
 
     def _enrol(self, device_id: str) -> dict[str, Any]:
         password = None if self.config.credentials is None else self.config.credentials(device_id)
+        self.audit.record("device.enrolled", device=device_id, mqtt_password=password is not None)
         broker = self.config.device_broker or str(
             MqttUrl(self.url.host, self.url.port, self.url.tls)
         )
@@ -336,6 +343,7 @@ class Controller:
             learning=self.learning,
             clusters=self.clusters,
             certify=None if self.devices is None else self.devices.certify,
+            login_failed=self.login_failures.failed,
         )
         releases = repository_routes(self.repository, check=self.integrity)
         if self.devices is not None and self.config.tls_cert and self.config.tls_key:
@@ -437,6 +445,8 @@ class Controller:
                 if batch:
                     self.registry.ingest(batch)
                     self.stats.batches += 1
+                    if batch.telemetry:
+                        self.checkpoints.keep_reports(report for _, report in batch.telemetry)
                 now = time.monotonic()
                 if batch or self._wake.is_set() or now - last_tick >= self.config.tick_seconds:
                     self._wake.clear()
@@ -449,6 +459,7 @@ class Controller:
                     last_resign = now
                 if now - last_retention > 3600:
                     self.registry.apply_retention(max_age=self.config.telemetry_days * 86400)
+                    self.audit.checkpoint()  # hourly, and only when events came since
                     last_retention = now
             except Exception:  # the loop must survive one bad batch; it is logged whole
                 log.exception("controller worker")
