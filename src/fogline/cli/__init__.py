@@ -34,6 +34,7 @@ from fogline.cli import (  # noqa: F401
     _run,
     _serve,
     _store,
+    _store_erase,
     _zmq,
 )
 from fogline.cli._app import app, console_err

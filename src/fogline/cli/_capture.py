@@ -15,6 +15,7 @@ from rich.table import Table
 
 from fogline.cli._app import app, console
 from fogline.errors import ConfigError
+from fogline.security import AuditLog
 from fogline.store import CaptureRecord, ResultStore, export_captures
 
 capture = typer.Typer(
@@ -158,6 +159,10 @@ def export(
     names = None if classes is None else _classes(classes)
     with _open(store) as opened:
         done = export_captures(opened, out, since=after, labelled_only=labelled_only, classes=names)
+    AuditLog(store.parent / "audit.jsonl").record(
+        "data.exported", store=str(store), out=str(done.path), items=done.items,
+        labelled=done.labelled, since=after, labelled_only=labelled_only,
+    )  # fmt: skip
     shapes = ", ".join(f"{name} {list(shape)}" for name, shape in done.shapes.items())
     labels = f", labels [{done.items}]" if done.with_labels else ""
     console.print(f"wrote {escape(str(done.path))}: {shapes}{labels}", highlight=False)

@@ -21,6 +21,7 @@ results (the agent's telemetry) go in with :meth:`ResultStore.queue`.
 
 from fogline.store._captures import Capture, CaptureRecord
 from fogline.store._database import open_database
+from fogline.store._erase import Erased, compile_where, erase
 from fogline.store._export import Export, export_captures
 from fogline.store._jsonl import JsonlTransport, read_deduplicated
 from fogline.store._labels import LiveAccuracy, StoredLabel
@@ -48,6 +49,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Capture",
     "CaptureRecord",
+    "Erased",
     "Export",
     "JsonlTransport",
     "LiveAccuracy",
@@ -62,7 +64,9 @@ __all__ = [
     "ResultStore",
     "Retention",
     "StoredLabel",
+    "compile_where",
     "envelope",
+    "erase",
     "export_captures",
     "open_database",
     "outbox_topic",

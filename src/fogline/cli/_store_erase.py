@@ -1,0 +1,64 @@
+"""``fogline store erase STORE --where EXPR``: delete what matches from every table, leave no copy.
+
+The library does the work (:func:`fogline.store.erase`); this prints the
+counts per table and records a ``store.erased`` event (the expression and
+the counts, never a value) in ``audit.jsonl`` beside the store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from fogline.cli._app import console, console_err
+from fogline.cli._capture import parse_since
+from fogline.cli._store import store
+from fogline.errors import ConfigError
+
+
+@store.command("erase")
+def erase_(
+    path: Path = typer.Argument(..., help="The results store (store.path, e.g. results.db)."),
+    where: str = typer.Option(
+        "",
+        "--where",
+        help='What to erase: source == "cam-3", time < "2026-12-01", model/version, and/or/not.',
+    ),
+    since: str | None = typer.Option(None, "--since", help="Only from then on: 2h, 7d, ISO date."),
+    until: str | None = typer.Option(None, "--until", help="Only before then: 2h, 7d, ISO date."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; erase nothing."),
+) -> None:
+    """Erase matching results, their outbox messages, captures and labels; scrub the file."""
+    from fogline.security import AuditLog
+    from fogline.store import ResultStore, erase
+
+    if not path.is_file():  # opening would create an empty store
+        raise ConfigError(f"{path}: no such store (the pipeline's store.path, e.g. results.db)")
+    after = None if since is None else parse_since(since)
+    before = None if until is None else parse_since(until)
+    audit = None if dry_run else AuditLog(path.parent / "audit.jsonl")
+    with ResultStore(path) as opened:
+        done = erase(opened, where, since=after, until=before, dry_run=dry_run, audit=audit)
+    verb = "would erase" if dry_run else "erased"
+    table = Table(title=f"{verb} from {escape(str(path))}", title_justify="left")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for name, count in done.counts().items():
+        table.add_row(name, f"{count:,}")
+    console.print(table, highlight=False)
+    if dry_run:
+        console.print("dry run: nothing was erased", highlight=False)
+        return
+    if audit is not None:
+        console.print(f"recorded store.erased in {escape(str(audit.path))}", highlight=False)
+    if not done.scrubbed:
+        console_err.print(
+            "[red]error[/]: the rows are gone, but another process holds the store's WAL, so "
+            "old copies may remain in it; stop what uses the store and run "
+            f"`fogline store erase {escape(str(path))} --where 'time < 0'` to scrub it",
+            highlight=False,
+        )
+        raise typer.Exit(2)
