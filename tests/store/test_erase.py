@@ -38,7 +38,7 @@ def fill(path: Path) -> None:
                     outputs,
                     sync=n < 10,
                     item_id=f"{source}#{n}",
-                )  # fmt: skip
+                )
             )
         ids = store.add(results)
         store.add_captures(
@@ -53,7 +53,7 @@ def fill(path: Path) -> None:
                 input_name="x",
                 answer=r.outputs,
                 result_id=i,
-            )  # fmt: skip
+            )
             for n, (r, i) in enumerate(zip(results, ids, strict=True))
             if n % 4 in (0, 1)
         )

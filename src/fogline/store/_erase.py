@@ -187,8 +187,10 @@ def _value(node: ast.AST, column: str) -> Any:
             return datetime.fromisoformat(str(value)).timestamp()
         except ValueError:
             raise _Refused(node, f"time {value!r} is not epoch seconds or an ISO date") from None
-    if not isinstance(value, str):
+    if isinstance(value, (int, float)):
         raise _Refused(node, f'{FIELDS_OF[column]} is text: quote it ("{value}")')
+    if not isinstance(value, str):
+        raise _Refused(node, f"{_what(node)} is not a value (a quoted string or a number)")
     return value
 
 
@@ -237,7 +239,8 @@ def erase(
                 ).fetchone()[0],
                 conn.execute(f"SELECT count(*) {label_rows}", [*params, *both]).fetchone()[0],
             ]
-        return Erased(where, *counts, dry_run=True)
+        results_n, outbox_n, captures_n, labels_n = (int(n) for n in counts)
+        return Erased(where, results_n, outbox_n, captures_n, labels_n, dry_run=True)
     with store._read() as conn:
         (before,) = conn.execute("PRAGMA secure_delete").fetchone()
         conn.execute("PRAGMA secure_delete=ON")
