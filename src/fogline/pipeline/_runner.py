@@ -219,7 +219,9 @@ class Pipeline:
         store_spec = spec.store
         if store_spec is not False:
             retention = Retention(
-                max_age_s=store_spec.retention.max_age_s, max_rows=store_spec.retention.max_rows
+                max_age_s=store_spec.retention.max_age_s,
+                max_rows=store_spec.retention.max_rows,
+                max_bytes=store_spec.retention.max_bytes,
             )
             outbox = spec.outbox
             self.store = ResultStore(

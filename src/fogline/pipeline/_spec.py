@@ -169,8 +169,12 @@ class RuleSpec(Spec):
 
 
 class RetentionSpec(Spec):
+    """``{max_age_s: 604800, max_rows: 1000000, max_bytes: 500000000}``: any of them, oldest first."""
+
     max_age_s: float | None = Field(default=None, gt=0)
     max_rows: int | None = Field(default=None, ge=1)
+    #: The store's pages at most (results, captures, labels; pending outbox messages are kept).
+    max_bytes: int | None = Field(default=None, ge=65536)
 
 
 class StoreSpec(Spec):

@@ -36,6 +36,7 @@ from fogline.store._result import (
     result_message,
 )
 from fogline.store._schema import SCHEMA_VERSION
+from fogline.store._size import RetentionStats
 from fogline.store._store import (
     OUTBOX_POLICIES,
     OutboxPolicy,
@@ -63,6 +64,7 @@ __all__ = [
     "ResultEncoder",
     "ResultStore",
     "Retention",
+    "RetentionStats",
     "StoredLabel",
     "compile_where",
     "envelope",

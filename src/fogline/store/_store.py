@@ -41,6 +41,7 @@ from fogline.store._result import (
     result_message,
 )
 from fogline.store._schema import MIGRATIONS
+from fogline.store._size import RetentionStats, retain_by_size, retention_stats, shrink
 
 OutboxPolicy = Literal["drop-oldest", "reject"]
 OUTBOX_POLICIES: tuple[OutboxPolicy, ...] = ("drop-oldest", "reject")
@@ -52,7 +53,8 @@ _RESULT_COLUMNS = (
 
 @dataclass(frozen=True)
 class Retention:
-    """How long results are kept: at most ``max_age_s`` old, at most ``max_rows`` of them.
+    """How long results are kept: at most ``max_age_s`` old, at most ``max_rows`` of them,
+    in at most ``max_bytes`` of database pages (oldest first; see :mod:`._size`).
 
     ``None`` means no limit. Results still waiting in the outbox are kept regardless.
 
@@ -66,8 +68,11 @@ class Retention:
 
     max_age_s: float | None = None
     max_rows: int | None = None
+    max_bytes: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_bytes is not None and self.max_bytes < 65536:
+            raise ConfigError(f"retention max_bytes must be at least 65536, got {self.max_bytes}")
         if self.max_age_s is not None and not self.max_age_s >= 0:
             raise ConfigError(f"retention max_age_s must be zero or more, got {self.max_age_s}")
         if self.max_rows is not None and self.max_rows < 0:
@@ -399,7 +404,8 @@ class ResultStore(CaptureStore):
         return int(joined), int(total - joined)
 
     def apply_retention(self, now: float | None = None) -> int:
-        """Delete results older than ``max_age_s`` and beyond ``max_rows``; return how many.
+        """Delete results older than ``max_age_s``, beyond ``max_rows`` and over ``max_bytes``;
+        return how many.
 
         Labels go with them: by age (``received_at``), and under ``max_rows`` a joined
         label whose result is gone and whose item has no capture left.
@@ -437,7 +443,17 @@ class ResultStore(CaptureStore):
                     " AND NOT EXISTS (SELECT 1 FROM results r WHERE r.id = labels.result_id)"
                     " AND NOT EXISTS (SELECT 1 FROM captures c WHERE c.item_id = labels.item_id)"
                 )
+            if keep.max_bytes is not None:  # last: what age and rows left may be enough
+                deleted += retain_by_size(conn, keep.max_bytes)
+        if keep.max_bytes is not None:
+            with self._read() as conn:
+                shrink(conn, keep.max_bytes)
         return deleted
+
+    def retention_stats(self) -> RetentionStats:
+        """What retention by size removed so far, and the bytes the store takes now."""
+        with self._read() as conn:
+            return retention_stats(conn)
 
     # -- outbox --------------------------------------------------------------------
 
