@@ -19,8 +19,10 @@ import pytest
 from cryptography import x509
 
 from fogline.fleet.agent import Agent, AgentConfig
+from fogline.fleet.agent._session import AgentSession
 from fogline.fleet.controller._controller import Controller, ControllerConfig
-from fogline.security import SERVER_CERT, SERVER_KEY, ReleaseRepository, init_keys
+from fogline.protocol import DeviceTopics
+from fogline.security import SERVER_CERT, SERVER_KEY, ReleaseRepository, init_ca, init_keys
 from fogline.transport.mqtt import LocalBroker, MqttUrl
 from support.broker import mosquitto_binary
 from support.fleet_controller import tiny_model, wait_for
@@ -136,6 +138,16 @@ def test_enrolment_without_a_csr_is_refused_and_the_token_kept(fleet: Fleet) -> 
     taken = httpx.post(enrol, json={"device_id": "cam-3", "token": token, "csr": csr}, verify=trust)
     assert taken.status_code == 201, taken.text
     assert "BEGIN CERTIFICATE" in taken.json()["certificate"]
+
+
+def test_an_agent_whose_certificate_the_broker_refuses_says_so(fleet: Fleet) -> None:
+    stranger = init_ca(fleet.ca.folder.parent / "stranger")
+    url = url_for(fleet.broker, fleet.ca.device("cam-5", by=stranger))
+    session = AgentSession(url, DeviceTopics("fogline", "cam-5"), reconnect_min=1)
+    with session:
+        wait_for("the session's error", lambda: session.error is not None, 30)
+    assert session.error is not None and "requires a client certificate" in session.error
+    assert not session.connected
 
 
 def _online(fleet: Fleet, device_id: str) -> bool:

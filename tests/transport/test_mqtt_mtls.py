@@ -114,3 +114,13 @@ def test_a_device_cannot_read_another_devices_desired_state(
         )
         first = reader.get(timeout=10)
     assert first is not None and first.payload == b"for a"  # b's came first and never arrived
+
+
+def test_a_publisher_without_a_certificate_is_told_what_it_lacks(
+    broker: LocalBroker, fleet_ca: FleetCa
+) -> None:
+    with (
+        MqttPublisher(url_for(broker, ClientTls(fleet_ca.ca.cert_file)), timeout=10) as publisher,
+        pytest.raises(Refused, match="requires a client certificate"),
+    ):
+        publisher.publish(MqttMessage(Topic("fogline/devices/cam-1/state"), b"x"))

@@ -54,6 +54,7 @@ from fogline.transport.mqtt import (
     MqttMessage,
     MqttUrl,
     Topic,
+    closed_before_connack,
     connect_properties,
     is_config_refusal,
     new_client,
@@ -250,6 +251,10 @@ class AgentSession:
         self._subscribed.clear()
         if was and not self._closed:
             self._on_event(f"disconnected from {self.url}: {reason}; reconnecting")
+        elif not was and not self._closed and self.url.tls and self.error is None:
+            # Closed before CONNACK over TLS: a certificate the broker does not take (mTLS).
+            self.error = str(closed_before_connack(self.url))
+            self._on_event(self.error)
 
     def _on_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any

@@ -45,6 +45,7 @@ from fogline.transport.mqtt._broker import (
 )
 from fogline.transport.mqtt._client import (
     CONFIG_REASONS,
+    closed_before_connack,
     connect_properties,
     connect_refusal,
     is_config_refusal,
@@ -88,6 +89,7 @@ __all__ = [
     "TopicTemplate",
     "TopicTemplateField",
     "acl_lines",
+    "closed_before_connack",
     "connect_properties",
     "connect_refusal",
     "controller_url",

@@ -131,6 +131,22 @@ def connect_refusal(url: object, reason: ReasonCode) -> tuple[bool, str | None]:
     return True, f"{url} refused the connection: {reason}" if is_config_refusal(reason) else None
 
 
+def closed_before_connack(url: MqttUrl) -> TransportError:
+    """The error for a connection the broker closed before answering CONNECT.
+
+    Over TLS that is a broker requiring a client certificate (mutual TLS)
+    that got none, or one it does not trust: :class:`Refused`, since
+    retrying cannot fix it. Without TLS the broker may be shedding load.
+    """
+    if url.tls:
+        return Refused(
+            f"{url} closed the connection before answering: it requires a client certificate "
+            "from its CA (mutual TLS) and got none or one it does not trust; give the device's "
+            "certificate (enrolment, --tls-cert/--tls-key or FOGLINE_TLS_CERT/KEY)"
+        )
+    return Unreachable(f"{url} closed the connection before answering CONNECT")
+
+
 def subscription_refusal(url: object, what: object, reasons: list[ReasonCode]) -> str | None:
     """The error for a SUBACK that refused a subscription to ``what``, else ``None``."""
     refused = [r for r in reasons if r.is_failure]

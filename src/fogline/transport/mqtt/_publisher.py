@@ -11,6 +11,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from fogline.errors import Refused, TimedOut, TransportError, Unreachable
 from fogline.transport.mqtt._client import (
+    closed_before_connack,
     is_config_refusal,
     new_client,
     publish_acknowledged,
@@ -58,6 +59,7 @@ class MqttPublisher:
         self._connected = threading.Event()
         self._connack = threading.Event()
         self._refusal: ReasonCode | None = None
+        self._dropped = False  # the connection ended before its CONNACK
         self._reasons: dict[int, ReasonCode] = {}  # mid -> PUBACK reason, set by paho's thread
         self._closed = False
 
@@ -81,6 +83,7 @@ class MqttPublisher:
             stop_loop(self._client)  # the loop thread of a dropped connection ends by itself
             self._connack.clear()
             self._refusal = None
+            self._dropped = False
             try:
                 self._client.connect(self.url.host, self.url.port, keepalive=30)
             except TimeoutError as exc:  # the TCP connect outlived the timeout
@@ -92,6 +95,9 @@ class MqttPublisher:
                 self._client.disconnect()
                 stop_loop(self._client)
                 raise TimedOut(f"{self.url}: no CONNACK within {self.timeout:g} s")
+            if self._dropped:
+                stop_loop(self._client)
+                raise closed_before_connack(self.url)
             if self._refusal is not None:
                 stop_loop(self._client)
                 # Credentials or an ACL: Refused. Busy, unavailable, moved: may work later.
@@ -113,6 +119,9 @@ class MqttPublisher:
     ) -> None:
         if self._connected.is_set() and not self._closed:
             log.warning("disconnected from %s: %s", self.url, reason)
+        elif not self._connack.is_set():
+            self._dropped = True
+            self._connack.set()
         self._connected.clear()
 
     def _on_publish(
