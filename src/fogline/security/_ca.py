@@ -90,8 +90,13 @@ class CertificateAuthority:
         return _read_certificate(self.cert_file)
 
     def pem(self) -> str:
-        """The CA certificate (PEM): what devices, the broker and clients trust."""
-        return self.certificate().public_bytes(serialization.Encoding.PEM).decode()
+        """The CA certificate (PEM) as kept: what devices, the broker and clients trust.
+
+        An operator's intermediate CA is kept with the chain up to its root
+        (the file as given), so the root that verifiers need travels with it.
+        """
+        self.certificate()  # a clear error for a file that is not one
+        return self.cert_file.read_text()
 
     def private_key(self) -> ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey:
         try:
@@ -165,7 +170,8 @@ def import_ca(
 ) -> CertificateAuthority:
     """Copy an operator's own CA (certificate and key files) into ``folder``, checked first.
 
-    Refused: a certificate that is not a CA (basic constraints), a key that
+    ``cert_file`` may hold the chain up to the root after the CA's own
+    certificate (an intermediate CA): it is kept whole. Refused: a certificate that is not a CA (basic constraints), a key that
     is not the certificate's, an expired CA.
     """
     ca = CertificateAuthority.at(folder)
