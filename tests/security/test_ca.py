@@ -117,3 +117,47 @@ def test_client_tls_needs_a_certificate_and_its_key_together(tmp_path: Path) -> 
         ClientTls(cert=tmp_path / "c.pem", key=tmp_path / "k.pem").context()
     assert ClientTls.from_env({}) is None
     assert ClientTls.from_env({"FOGLINE_TLS_CA": "ca.pem"}) == ClientTls(Path("ca.pem"))
+
+
+def test_an_intermediate_ca_is_kept_with_its_chain_so_devices_verify_to_the_root(
+    ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    root = ca.certificate()
+    now = root.not_valid_before_utc
+    middle = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Plant 4 Devices")]))
+        .issuer_name(root.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(root.not_valid_after_utc)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.private_key().public_key()),
+            critical=False,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
+        )
+        .sign(ca.private_key(), hashes.SHA256())
+    )
+    chain, chain_key = tmp_path / "chain.pem", tmp_path / "middle.key"
+    chain.write_bytes(middle.public_bytes(serialization.Encoding.PEM) + ca.cert_file.read_bytes())
+    chain_key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    imported = import_ca(tmp_path / "ca", chain, chain_key)
+
+    issued = issue_certificate(imported, "cam-9")
+
+    trusted = x509.load_pem_x509_certificates(issued.ca_pem.encode())
+    assert [c.subject for c in trusted] == [middle.subject, root.subject]
+    issued.certificate.verify_directly_issued_by(trusted[0])  # the device, by the intermediate
+    trusted[0].verify_directly_issued_by(trusted[1])  # the intermediate, by the root
