@@ -21,6 +21,7 @@ SECTIONS = [
     "_privacy_models",  # model load time: sealed (decrypted in memory) against plain
     "_privacy_audit",  # the audit log's cost per event; verifying a long log
     "_privacy_fuzz",  # atheris: executions per second and in total, per target
+    "_privacy_mtls",  # mutual TLS at the broker: connect time and messages per second vs plain
 ]
 
 

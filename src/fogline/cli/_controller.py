@@ -134,7 +134,9 @@ def controller(
                 else ""
             )
             + f"  enrol      fogline fleet token --data {data}  then  "
-            f"fogline agent --token <token> --controller {url} …",
+            f"fogline agent --token <token> --controller {url}"
+            + (f" --tls-ca {data / 'ca' / 'ca.pem'}" if mtls else "")
+            + " …",
             highlight=False,
             soft_wrap=True,
         )

@@ -15,7 +15,8 @@
                        fine-tunes on a pipeline's captures (a learner's finetune:)
 
 Its data folder ``DEV`` holds ``credentials.json`` and ``trust/root.json``
-(:mod:`._agent_enrol`), the installer's releases (``releases/``, ``active/``,
+(:mod:`._enrol`), with mutual TLS its key and certificate in ``keys/`` and the
+fleet's CA in ``trust/ca.pem`` (:mod:`._certificate`), the installer's releases (``releases/``, ``active/``,
 ``installed.json``, ``blobs/``, ``downloads/``), and the agent's own ``agent/`` folder: the
 convergence state, the telemetry store and outbox, the children's pids and
 logs, and ``agent/fl/`` (the update of a federated round, saved before it is
