@@ -26,6 +26,7 @@ from fogline.cli import (  # noqa: F401
     _fl_fleet,
     _fleet,
     _fleet_health,
+    _fleet_policy,
     _inspect,
     _keys,
     _learn,

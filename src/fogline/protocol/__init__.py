@@ -35,6 +35,7 @@ from fogline.protocol._monitoring import (
     Monitoring,
 )
 from fogline.protocol._offers import OFFER_TOPIC_KINDS, OfferAck, OfferChunk
+from fogline.protocol._privacy import FleetPrivacy, privacy_topic
 from fogline.protocol._rounds import (
     ACTIVE_RUN_STATUSES,
     FL_TOPIC_KINDS,
@@ -64,6 +65,7 @@ __all__ = [
     "DeviceState",
     "DeviceTopics",
     "DriftReading",
+    "FleetPrivacy",
     "LiveAccuracy",
     "Monitoring",
     "OfferAck",
@@ -84,4 +86,5 @@ __all__ = [
     "device_filter",
     "encode_frame",
     "parse_device_topic",
+    "privacy_topic",
 ]

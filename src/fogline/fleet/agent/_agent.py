@@ -55,6 +55,7 @@ from fogline.fleet.agent._enrol import (
 )
 from fogline.fleet.agent._installer import ReleaseInstaller
 from fogline.fleet.agent._offer import FinetuneScheduler
+from fogline.fleet.agent._privacy import DevicePrivacy
 from fogline.fleet.agent._rounds import RESEND_AFTER, RoundCounters, RoundParticipant
 from fogline.fleet.agent._session import DEFAULT_SESSION_EXPIRY, AgentSession
 from fogline.fleet.agent._supervisor import DEVICE_ID_ENV, Supervisor
@@ -176,10 +177,15 @@ class Agent:
         url, prefix, repository, tls = self._identity()
         installer = self.installer = ReleaseInstaller(self.data, repository, tls=tls)
         topics = DeviceTopics(prefix, self.config.device_id)
+        # The fleet's default egress policy: pipelines find it through their environment.
+        self.privacy = DevicePrivacy(
+            self.data, restart=self._restart_pipelines, on_event=self._event
+        )
         self.supervisor = Supervisor(
             on_event=self._event,
             pid_file=agent_dir / "children.json",
-            env={DEVICE_ID_ENV: self.config.device_id},  # a cluster node's presence names it
+            # A cluster node's presence names its device; pipelines read the fleet policy.
+            env={DEVICE_ID_ENV: self.config.device_id, **self.privacy.env()},
         )
         self.converger = Converger(
             installer,
@@ -229,6 +235,7 @@ class Agent:
             on_ack=rounds.on_ack,
             on_rounds_ready=rounds.on_ready,
             on_offer_ack=offers.on_ack,
+            on_privacy=self.privacy.on_message,
             session_expiry=self.config.session_expiry,
         )
         self.store = ResultStore(
@@ -357,6 +364,14 @@ class Agent:
                     log.exception("telemetry delivery failed")
             if delivered < self.sender.batch:
                 stop.wait(self.sender.poll_interval)
+
+    def _restart_pipelines(self) -> None:
+        """Start the pipeline children again, so each runs under the new fleet policy."""
+        if self.converger is None or self.supervisor is None:
+            return
+        for name, kind in sorted(self.converger.kinds().items()):
+            if kind.name in ("pipeline", "learner"):
+                self.supervisor.restart(name)
 
     def _learners(self) -> list[Path]:
         """The entries (``learner.yaml``) of the learner releases that run now."""

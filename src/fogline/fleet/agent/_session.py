@@ -49,7 +49,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from fogline.errors import ConfigError, Refused, TransportError, Unreachable
-from fogline.protocol import Command, DesiredState, DeviceState, DeviceTopics, Presence
+from fogline.protocol import (
+    Command,
+    DesiredState,
+    DeviceState,
+    DeviceTopics,
+    Presence,
+    privacy_topic,
+)
 from fogline.transport.mqtt import (
     MqttMessage,
     MqttUrl,
@@ -89,6 +96,7 @@ class AgentSession:
         on_ack: Callable[[bytes], None] = lambda payload: None,
         on_rounds_ready: Callable[[], None] = lambda: None,
         on_offer_ack: Callable[[bytes], None] = lambda payload: None,
+        on_privacy: Callable[[bytes], None] | None = None,
         session_expiry: int = DEFAULT_SESSION_EXPIRY,
         keepalive: int = 30,
         reconnect_min: int = 1,
@@ -116,6 +124,10 @@ class AgentSession:
         self._round_topics = (topics.topic("fl-round"), topics.topic("fl-ack"))
         self._on_offer_ack = on_offer_ack
         self._offer_ack_topic = topics.topic("offer-ack")
+        # The fleet's default egress policy: one retained topic every device reads.
+        self._on_privacy = on_privacy
+        self._privacy_topic = privacy_topic(topics.prefix)
+        self._privacy_mid: int | None = None
         self._rounds_mid: int | None = None  # the SUBSCRIBE of the round topics
         self._rounds_mid_offer: int | None = None  # the SUBSCRIBE of the offer-ack topic
         self._rounds_refused = False
@@ -232,6 +244,8 @@ class AgentSession:
         client.subscribe([(self.topics.desired, 1), (self.topics.command, 1)])
         _, self._rounds_mid = client.subscribe([(topic, 1) for topic in self._round_topics])
         _, self._rounds_mid_offer = client.subscribe(self._offer_ack_topic, 1)
+        if self._on_privacy is not None:
+            _, self._privacy_mid = client.subscribe(self._privacy_topic, 1)
         with self._lock:
             state = self._state
         if state is not None:
@@ -260,6 +274,10 @@ class AgentSession:
         self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
     ) -> None:
         refused = [r for r in reasons if r.is_failure]
+        if mid == self._privacy_mid:
+            if refused:  # a broker whose ACL predates fleet policies: devices keep their own
+                self._on_event(f"{self.url} refused the fleet policy topic ({refused[0]})")
+            return
         if mid == self._rounds_mid_offer:
             if refused:  # a broker whose ACL predates offers: fine-tunes are not offered
                 self._on_event(f"{self.url} refused this device's offer-ack topic ({refused[0]})")
@@ -296,6 +314,8 @@ class AgentSession:
                 self._on_ack(bytes(message.payload))
             elif message.topic == self._offer_ack_topic:
                 self._on_offer_ack(bytes(message.payload))
+            elif message.topic == self._privacy_topic and self._on_privacy is not None:
+                self._on_privacy(bytes(message.payload))
         except (ValidationError, UnicodeDecodeError, ValueError) as exc:
             log.warning("dropped a malformed message on %s: %s", message.topic, exc)
             self._on_event(f"dropped a malformed message on {message.topic}")

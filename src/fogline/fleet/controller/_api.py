@@ -35,6 +35,7 @@ from fogline.fleet.controller._monitoring import (
     monitoring_series,
     monitoring_summary,
 )
+from fogline.fleet.controller._privacy import FleetPrivacyDefault
 from fogline.fleet.controller._registry import Registry
 from fogline.fleet.controller._rollout import Criteria, RolloutPlan, Rollouts
 from fogline.protocol import RunSpec, check_device_id
@@ -148,6 +149,8 @@ class ApiContext:
     certify: Callable[[str, str], dict[str, Any]] | None = None
     #: Told of each bad operator token: (client address, path); the audit log's rate limit.
     login_failed: Callable[[str, str], object] | None = None
+    #: The fleet's default egress policy (None: this controller keeps none).
+    privacy: FleetPrivacyDefault | None = None
 
 
 def routes(ctx: ApiContext) -> list[BaseRoute]:
@@ -294,6 +297,21 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         )
         return JSONResponse(found)
 
+    def _privacy() -> FleetPrivacyDefault:
+        if ctx.privacy is None:
+            raise ApiError("this controller keeps no fleet policy", 404)
+        return ctx.privacy
+
+    async def privacy(request: Request) -> Response:
+        return JSONResponse(await run_in_threadpool(_privacy().show))
+
+    async def set_privacy(request: Request) -> Response:
+        body = await _json(request)
+        if set(body) != {"policy"}:
+            raise ApiError('the body is {"policy": {...}} (or {"policy": null} to clear it)')
+        done = await run_in_threadpool(_privacy().set, body["policy"])
+        return JSONResponse(done)
+
     async def token(request: Request) -> Response:
         req = TokenRequest.model_validate(await _json(request))
         created = ctx.registry.create_token(group=req.group, tags=req.tags, ttl=req.ttl_seconds)
@@ -359,6 +377,8 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         Route("/api/events", admin(events)),
         Route("/api/clusters", admin(clusters)),
         Route("/api/tokens", admin(token), methods=["POST"]),
+        Route("/api/privacy", admin(privacy)),
+        Route("/api/privacy", admin(set_privacy), methods=["PUT"]),
         Route("/api/fl/runs", admin(fl_runs)),
         Route("/api/fl/runs", admin(fl_start), methods=["POST"]),
         Route("/api/fl/runs/{run_id}", admin(fl_run)),

@@ -40,6 +40,7 @@ from fogline.fleet.controller._clusters import CLUSTER_FILTERS, ClusterFeed, Clu
 from fogline.fleet.controller._devices import DeviceListener, serve_in_thread
 from fogline.fleet.controller._learning import Learning
 from fogline.fleet.controller._offers import MAX_BYTES, Offers
+from fogline.fleet.controller._privacy import FleetPrivacyDefault
 from fogline.fleet.controller._registry import Inbox, Registry
 from fogline.fleet.controller._rollout import Rollouts
 from fogline.protocol import (
@@ -173,6 +174,8 @@ class Controller:
         )
         self.stats = ControllerStats()
         self.clusters = Clusters()
+        #: The fleet's default egress policy, published retained to every device.
+        self.privacy = FleetPrivacyDefault(self.data, config.prefix, self._publish_raw)
         self.cluster_feed: ClusterFeed | None = None
         if config.cluster_broker is not None:
             self.cluster_feed = ClusterFeed(
@@ -344,6 +347,7 @@ class Controller:
             clusters=self.clusters,
             certify=None if self.devices is None else self.devices.certify,
             login_failed=self.login_failures.failed,
+            privacy=self.privacy,
         )
         releases = repository_routes(self.repository, check=self.integrity)
         if self.devices is not None and self.config.tls_cert and self.config.tls_key:
@@ -401,6 +405,7 @@ class Controller:
         self.stats.connected = True
         self.stats.reconnects += 1
         self._publish(list(self.registry.all_desired().items()))
+        self.privacy.publish()
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any

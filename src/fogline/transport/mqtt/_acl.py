@@ -9,6 +9,9 @@ and ``offer-ack`` topics and write only its own ``state``, ``telemetry``,
 this layer does not import the fleet's protocol, whose tests keep them
 equal). The controller user reads and writes the whole prefix.
 
+Every device reads the fleet's default egress policy, one retained message
+on ``{prefix}/fleet/privacy`` that only the controller writes.
+
 Edge clusters (:mod:`fogline.cluster`) are shared by their members:
 every user reads and writes ``fogline/cluster/#`` (presence, work, done,
 the dispatcher's stats), whatever the fleet's prefix. A node's presence is
@@ -16,8 +19,8 @@ not tied to its user: node names are free (one topic level, by default
 ``<hostname>-<pid>``) and Mosquitto substitutes ``%u`` only for a whole
 topic level, so the ``device`` a presence names is what the node claims.
 
->>> [line for line in acl_lines() if line.startswith("pattern")][-2:]
-['pattern write fogline/devices/%u/offer', 'pattern readwrite fogline/cluster/#']
+>>> [line for line in acl_lines() if line.startswith("pattern")][-3:]
+['pattern write fogline/devices/%u/offer', 'pattern read fogline/fleet/privacy', 'pattern readwrite fogline/cluster/#']
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ def acl_lines(
         for kind in kinds:
             lines.append(f"pattern {access} {prefix}/devices/%u/{kind}")
     lines += [
+        "",
+        "# The fleet's default egress policy (retained): every device reads it.",
+        f"pattern read {prefix}/fleet/privacy",
         "",
         "# Edge clusters: every member reads and writes presence, work and results.",
         f"pattern readwrite {CLUSTER_TOPICS}",
