@@ -83,6 +83,7 @@ class AuditLog:
         self.signer = signer
         self.checkpoint_every = checkpoint_every
         self.fsync = fsync
+        self._folder_made = False
 
     @classmethod
     def signed(cls, path: Path, *, checkpoint_every: int | None = None) -> AuditLog:
@@ -135,7 +136,9 @@ class AuditLog:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self._folder_made:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._folder_made = True
         with file_lock(self.path.with_name(self.path.name + ".lock")):
             yield
 
@@ -163,23 +166,29 @@ class AuditLog:
     def _tail(self) -> dict[str, Any] | None:
         """The last line (None for a new log)."""
         try:
-            with open(self.path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                size = fh.tell()
-                block = min(size, 65536)
-                fh.seek(size - block)
-                lines = fh.read(block).splitlines()
+            fh = open(self.path, "rb")
         except FileNotFoundError:
             return None
-        for raw in reversed(lines):
-            if raw.strip():
-                try:
-                    last = json.loads(raw)
-                    int(last["seq"]), str(last["hash"]), str(last["event"])
-                    return dict(last)
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise ConfigError(
-                        f"{self.path}: the last line is not an audit entry; "
-                        "run `fogline audit verify` to see where the log was damaged"
-                    ) from exc
-        return None
+        with fh:
+            size = fh.seek(0, os.SEEK_END)
+            block = 4096
+            while True:  # a block that holds the whole last line (lines are short: one read)
+                start = max(0, size - block)
+                fh.seek(start)
+                data = fh.read(size - start).rstrip(b"\n")
+                cut = data.rfind(b"\n")
+                if cut >= 0 or start == 0:
+                    raw = data[cut + 1 :]
+                    break
+                block *= 4
+        if size == 0:
+            return None
+        try:
+            last = json.loads(raw)
+            int(last["seq"]), str(last["hash"]), str(last["event"])
+            return dict(last)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"{self.path}: the last line is not an audit entry; "
+                "run `fogline audit verify` to see where the log was damaged"
+            ) from exc

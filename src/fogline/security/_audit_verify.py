@@ -145,7 +145,8 @@ class _Walk:
     def line(self, number: int, raw: bytes) -> None:
         self.report.lines = number
         text = raw.rstrip(b"\n")
-        match = _TAIL.search(text)
+        start = text.rfind(b',"hash":"')
+        match = _TAIL.match(text, start) if start >= 0 else None
         if match is not None:
             head = text[: match.start()] + text[match.start() + 74 :]  # without ,"hash":"<64>"
             own = match.group(1).decode()
