@@ -166,7 +166,7 @@ class AuditLog:
     def _tail(self) -> dict[str, Any] | None:
         """The last line (None for a new log)."""
         try:
-            fh = open(self.path, "rb")
+            fh = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
         except FileNotFoundError:
             return None
         with fh:
