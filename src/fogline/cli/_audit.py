@@ -53,14 +53,22 @@ def _entries(path: Path) -> Any:
             yield entry
 
 
+def _short(value: Any) -> Any:
+    """Long hex (hashes, key ids, signatures) cut to 16 digits: a table row, not a dump."""
+    if isinstance(value, str) and len(value) > 24 and all(c in "0123456789abcdef" for c in value):
+        return value[:16] + "…"
+    if isinstance(value, list):
+        return [_short(item) for item in value]
+    return value
+
+
 def _fields(fields: Any) -> str:
     if not isinstance(fields, dict):
         return escape(str(fields))
     parts = []
     for key, value in fields.items():
-        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-        if key in ("signature", "key", "hash") and isinstance(value, str) and len(value) > 20:
-            text = value[:16] + "…"
+        value = _short(value)
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
         parts.append(f"{key}={text}")
     return escape(" ".join(parts))
 

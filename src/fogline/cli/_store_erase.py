@@ -43,7 +43,8 @@ def erase_(
     with ResultStore(path) as opened:
         done = erase(opened, where, since=after, until=before, dry_run=dry_run, audit=audit)
     verb = "would erase" if dry_run else "erased"
-    table = Table(title=f"{verb} from {escape(str(path))}", title_justify="left")
+    console.print(f"{verb} from {escape(str(path))}:", highlight=False)
+    table = Table()
     table.add_column("table")
     table.add_column("rows", justify="right")
     for name, count in done.counts().items():
