@@ -29,6 +29,7 @@ from fogline.cli import (  # noqa: F401
     _fleet_policy,
     _inspect,
     _keys,
+    _keys_device,
     _learn,
     _optimize,
     _release,
@@ -36,6 +37,7 @@ from fogline.cli import (  # noqa: F401
     _serve,
     _store,
     _store_erase,
+    _store_keys,
     _zmq,
 )
 from fogline.cli._app import app, console_err

@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fogline.cli._app import app, console
+from fogline.cli._store_keys import DEVICE_KEY, store_key
 from fogline.errors import ConfigError
 from fogline.store import ResultStore
 
@@ -22,11 +23,12 @@ def accuracy(
     model_version: str | None = typer.Option(
         None, "--model-version", help="Only this model version."
     ),
+    device_key: Path | None = DEVICE_KEY,
 ) -> None:
     """Accuracy (or mean absolute error) per model version over its last N joined labels."""
     if not store.is_file():
         raise ConfigError(f"{store}: no such store")
-    with ResultStore(store) as opened:
+    with ResultStore(store, key=store_key(store, device_key)) as opened:
         figures = opened.accuracy(tuple(window), model_version=model_version)
         counts = opened.label_counts()
     table = Table(title=f"late labels in {escape(str(store))}", title_justify="left")

@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fogline.cli._app import app, console
+from fogline.cli._store_keys import DEVICE_KEY, store_key
 from fogline.errors import ConfigError
 from fogline.security import AuditLog
 from fogline.store import CaptureRecord, ResultStore, export_captures
@@ -58,10 +59,10 @@ def parse_since(text: str, now: float | None = None) -> float:
         ) from None
 
 
-def _open(path: Path) -> ResultStore:
+def _open(path: Path, device_key: Path | None) -> ResultStore:
     if not path.is_file():  # opening would create an empty store
         raise ConfigError(f"{path}: no such store (the pipeline's store.path, e.g. results.db)")
-    return ResultStore(path)
+    return ResultStore(path, key=store_key(path, device_key))
 
 
 def _answer(answer: dict[str, Any]) -> str:
@@ -103,10 +104,11 @@ def list_(
     limit: int = typer.Option(20, "--limit", min=1, help="Show the newest this many."),
     since: str | None = typer.Option(None, "--since", help="Only those since: 2h, 7d, ISO date."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per capture."),
+    device_key: Path | None = DEVICE_KEY,
 ) -> None:
     """The newest captures: item, when, why, the model's answer, the late label if one came."""
     after = None if since is None else parse_since(since)
-    with _open(store) as opened:
+    with _open(store, device_key) as opened:
         records = opened.captures(since=after, limit=limit, newest_first=True)[::-1]
         total = opened.capture_count()
         held = opened.capture_bytes()
@@ -153,11 +155,12 @@ def export(
         "--classes",
         help="Class names in index order (a,b,c or a file, one per line), for named labels.",
     ),
+    device_key: Path | None = DEVICE_KEY,
 ) -> None:
     """Write the captures as a dataset (.npz) for optimize, fl and learn finetune."""
     after = None if since is None else parse_since(since)
     names = None if classes is None else _classes(classes)
-    with _open(store) as opened:
+    with _open(store, device_key) as opened:
         done = export_captures(opened, out, since=after, labelled_only=labelled_only, classes=names)
     AuditLog(store.parent / "audit.jsonl").record(
         "data.exported", store=str(store), out=str(done.path), items=done.items,

@@ -7,11 +7,16 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from fogline.cli._app import FLEET_MODULES, app, console, console_err, needs_extra
+from fogline.errors import KeyUnavailable
 from fogline.protocol import DEFAULT_PREFIX
+
+if TYPE_CHECKING:
+    from fogline.security import DeviceKey
 
 
 @app.command()
@@ -73,6 +78,16 @@ def controller(
         max=1.0,
         help="The live-accuracy floor of an accepted offer's canary when its finetune: names none.",
     ),
+    db_key: Path | None = typer.Option(
+        None,
+        "--db-key",
+        help="Encrypt the registry and federated runs (SQLite) with this device key file; "
+        "encrypted ones need it (or $FOGLINE_DEVICE_KEY_FILE, $FOGLINE_DEVICE_KEY, "
+        "$FOGLINE_DEVICE_KEY_COMMAND).",
+    ),
+    encrypt_db: bool = typer.Option(
+        False, "--encrypt-db", help="Encrypt them with the key from the environment."
+    ),
 ) -> None:
     """Run the controller until Ctrl-C, printing what happens in the fleet."""
     needs_extra("fleet", *FLEET_MODULES)
@@ -107,6 +122,7 @@ def controller(
         offer_groups=tuple(accept_offers),
         offer_min_accuracy=offer_min_accuracy,
         cluster_broker=cluster_broker,
+        db_key=_db_key(data, db_key, encrypt_db),
     )
     # The controller's own log (broker lost and found, damaged files, re-signing) with the
     # same time stamps as the fleet's events below it.
@@ -153,3 +169,20 @@ def controller(
                 console.print(
                     f"{stamp} {event['kind']:<10} {who:<24} {event['message']}", highlight=False
                 )
+
+
+def _db_key(data: Path, file: Path | None, encrypt: bool) -> DeviceKey | None:
+    """The key of the controller's databases: asked for, or needed by an encrypted registry."""
+    from fogline.security import KeySource
+    from fogline.store import is_encrypted
+
+    registry = data / "registry.db"
+    if file is None and not encrypt and not is_encrypted(registry):
+        return None
+    try:
+        return KeySource(file=file).load()
+    except KeyUnavailable as exc:
+        raise KeyUnavailable(
+            f"{registry}: the controller's databases are encrypted (or --encrypt-db): "
+            f"pass --db-key FILE; {exc}"
+        ) from exc

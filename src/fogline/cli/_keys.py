@@ -1,4 +1,7 @@
-"""``fogline keys init|show|rotate``: the controller's release signing keys."""
+"""``fogline keys init|show|rotate``: the controller's release signing keys.
+
+``fogline keys device ...`` (a device's own key) is in :mod:`._keys_device`.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ if TYPE_CHECKING:
     from fogline.security import KeysInfo
 
 keys = typer.Typer(
-    help="The controller's release signing keys (TUF, Ed25519).", no_args_is_help=True
+    help="The controller's release signing keys (TUF, Ed25519); `keys device`: a device's key.",
+    no_args_is_help=True,
 )
 app.add_typer(keys, name="keys")
 

@@ -32,14 +32,27 @@ from fogline.pipeline import (
     load_spec,
     plan,
 )
+from fogline.security import KeySource
+
+_DEVICE_KEY = typer.Option(
+    None,
+    "--device-key",
+    help="The device key file an encrypted store (store.encrypt) opens with "
+    "(default: $FOGLINE_DEVICE_KEY_FILE, $FOGLINE_DEVICE_KEY or $FOGLINE_DEVICE_KEY_COMMAND).",
+)
+
+
+def _keys(device_key: Path | None) -> KeySource:
+    return KeySource(file=device_key)
 
 
 @app.command()
 def check(
     pipeline: Path = typer.Argument(..., help="The pipeline YAML file."),
+    device_key: Path | None = _DEVICE_KEY,
 ) -> None:
     """Check a pipeline file without running it: keys, files, the model, and that it all fits."""
-    checked = plan(load_spec(pipeline))
+    checked = plan(load_spec(pipeline), keys=_keys(device_key))
     try:
         console.print(describe(checked), highlight=False)
         console.print(f"[green]ok[/]: {escape(str(pipeline))} is ready to run", highlight=False)
@@ -67,11 +80,12 @@ def run(
         "--output-dir",
         help="Write relative outputs (store, files) here, not beside the pipeline file.",
     ),
+    device_key: Path | None = _DEVICE_KEY,
 ) -> None:
     """Run a pipeline until its sources end, --duration passes, or Ctrl-C; then drain and sum up."""
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
-    checked = plan(load_spec(pipeline, outputs=output_dir))
+    checked = plan(load_spec(pipeline, outputs=output_dir), keys=_keys(device_key))
     runner = Pipeline(checked)
     try:
         with _logging(), _signals(runner), _prometheus(runner, metrics_port):
@@ -146,7 +160,7 @@ def describe(checked: Plan) -> Group:
         f"postprocess  {post}",
         f"rules        {rules or 'none'}",
         f"sinks        {', '.join(spec.sink_names()) or 'none'}",
-        f"store        {'off' if spec.store is False else spec.store.path} · outbox {outbox}",
+        f"store        {store_text(checked)} · outbox {outbox}",
     ]
     if spec.model.variants is not None and spec.model.policy is not None:
         names = " → ".join(v.label for v in spec.model.variants)
@@ -160,6 +174,15 @@ def describe(checked: Plan) -> Group:
     if checked.egress is not None:
         lines.append(f"privacy      {checked.egress.describe()}")
     return Group(table, Text("\n".join(lines)))
+
+
+def store_text(checked: Plan) -> str:
+    """``results.db``, ``results.db (encrypted, key 1a2b3c4d5e6f7a8b)`` or ``off``."""
+    store = checked.spec.store
+    if store is False:
+        return "off"
+    key = checked.store_key
+    return f"{store.path}" if key is None else f"{store.path} (encrypted, key {key.fingerprint()})"
 
 
 def live_table(checked: Plan, snap: Snapshot) -> Group:

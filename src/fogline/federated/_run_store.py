@@ -19,10 +19,13 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fogline.protocol import ACTIVE_RUN_STATUSES
 from fogline.store import open_database
+
+if TYPE_CHECKING:
+    from fogline.security import DeviceKey
 
 __all__ = ["RunStore"]
 
@@ -110,9 +113,10 @@ ACTIVE = ACTIVE_RUN_STATUSES
 class RunStore:
     """The federated runs of one controller; thread-safe (one connection under a lock)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, key: DeviceKey | None = None) -> None:
         self.path = Path(path)
-        self._conn = open_database(self.path, MIGRATIONS, what="federated runs")
+        # key: the controller's database key (`--db-key`): the file is then encrypted.
+        self._conn = open_database(self.path, MIGRATIONS, what="federated runs", key=key)
         self._lock = threading.RLock()
 
     def close(self) -> None:

@@ -236,6 +236,7 @@ class Pipeline:
                     self._egress if self._egress and self._egress.covers("outbox") else None,
                 ),
                 key_of=cluster_key(spec),
+                key=self.plan.store_key,  # store.encrypt: SQLCipher with the device key
             )
             if self._capture is not None:
                 self._capture.start(self.store)

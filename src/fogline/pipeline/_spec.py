@@ -47,6 +47,7 @@ from fogline.pipeline._labels import LabelsSpec, check_labels
 from fogline.pipeline._online import open_online_model
 from fogline.pipeline._optional import optional
 from fogline.pipeline._rules import BASE_NAMES, Condition, Rule
+from fogline.pipeline._store_key import store_key
 from fogline.pipeline._variants import PolicySpec, VariantEntry, check_policy, open_variants
 from fogline.pipeline.sinks._basic import fields_of
 from fogline.security import PrivacyPolicy, fleet_policy_from_env
@@ -57,6 +58,8 @@ def _union(specs: Sequence[type[Spec]]) -> Any:
 
 
 if TYPE_CHECKING:  # the bases, for the type checker; pydantic gets the tagged unions
+    from fogline.security import DeviceKey, KeySource
+
     SourceUnion = SourceSpec
     PreUnion = PreprocessSpec
     PostUnion = PostprocessSpec
@@ -178,11 +181,12 @@ class RetentionSpec(Spec):
 
 
 class StoreSpec(Spec):
-    """The results store: always on unless ``store: false``."""
+    """The results store: always on unless ``store: false``; ``encrypt`` it with the device key."""
 
     path: OutputPath = Field(default=Path("results.db"), validate_default=True)
     sync: bool | ConditionText = False
     retention: RetentionSpec = RetentionSpec()
+    encrypt: bool = False
 
 
 class OutboxSpec(Spec):
@@ -332,20 +336,29 @@ class Plan:
     arrival: dict[str, ArraySpec]  # per source: what reaches the model
     #: The effective egress policy (own and fleet default merged), None when there is none.
     egress: Egress | None = None
+    store_key: DeviceKey | None = None  # the store is encrypted with it (store.encrypt)
 
     @property
     def input(self) -> TensorSpec:
         return self.model.engine.signature.inputs[0]
 
 
-def plan(spec: PipelineSpec, *, fleet_policy: PrivacyPolicy | None = None) -> Plan:
+def plan(
+    spec: PipelineSpec,
+    *,
+    fleet_policy: PrivacyPolicy | None = None,
+    keys: KeySource | None = None,
+) -> Plan:
     """Open the model and check that sources, stages, rules and sinks fit together.
 
     The egress policy is the pipeline's ``privacy:`` made stricter by
     ``fleet_policy``, else by the fleet default the agent names in
     ``$FOGLINE_FLEET_POLICY``; a sink or step that would send what it forbids
-    is refused (:class:`~fogline.errors.PolicyError`).
+    is refused (:class:`~fogline.errors.PolicyError`). With ``store.encrypt``,
+    the device key comes from ``keys`` (default: the environment) and is tried
+    on the store when it is already there.
     """
+    key = store_key(spec, keys)  # before the model is opened: a missing key is said first
     fleet = fleet_policy if fleet_policy is not None else fleet_policy_from_env()
     m = spec.model
     if m.online is not None:
@@ -365,7 +378,7 @@ def plan(spec: PipelineSpec, *, fleet_policy: PrivacyPolicy | None = None) -> Pl
             opened, name=m.name or opened.name, version=m.version or opened.version
         )
     try:
-        return _check(spec, opened, fleet)
+        return dataclasses.replace(_check(spec, opened, fleet), store_key=key)
     except BaseException:
         opened.engine.close()
         raise

@@ -1,5 +1,9 @@
 """The device's durable results store and outbox: one SQLite file in WAL mode, stdlib only.
 
+With a device key (``ResultStore(path, key=...)``, ``open_database(..., key=...)``)
+the file is encrypted at rest through SQLCipher (the ``secure`` extra);
+:func:`rekey` encrypts, re-keys or decrypts a file in place, atomically.
+
 A result is durable before :meth:`ResultStore.add` returns; the ``sync`` ones
 are queued in the outbox in the same transaction, as plain
 :class:`OutboxMessage` values (topic, payload bytes, idempotency key), and
@@ -21,11 +25,14 @@ results (the agent's telemetry) go in with :meth:`ResultStore.queue`.
 
 from fogline.store._captures import Capture, CaptureRecord
 from fogline.store._database import open_database
+from fogline.store._driver import connect as open_connection
+from fogline.store._driver import database_errors, is_encrypted
 from fogline.store._erase import Erased, compile_where, erase
 from fogline.store._export import Export, export_captures
 from fogline.store._jsonl import JsonlTransport, read_deduplicated
 from fogline.store._labels import LiveAccuracy, StoredLabel
 from fogline.store._outbox import OutboxSender, OutboxTransport
+from fogline.store._rekey import Rekeyed, rekey
 from fogline.store._result import (
     OutboxMessage,
     Record,
@@ -60,6 +67,7 @@ __all__ = [
     "OutboxStats",
     "OutboxTransport",
     "Record",
+    "Rekeyed",
     "Result",
     "ResultEncoder",
     "ResultStore",
@@ -67,11 +75,15 @@ __all__ = [
     "RetentionStats",
     "StoredLabel",
     "compile_where",
+    "database_errors",
     "envelope",
     "erase",
     "export_captures",
+    "is_encrypted",
+    "open_connection",
     "open_database",
     "outbox_topic",
     "read_deduplicated",
+    "rekey",
     "result_message",
 ]

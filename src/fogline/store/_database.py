@@ -2,7 +2,8 @@
 
 The results store and the controller's registry both open their files with
 :func:`open_database`, so what opening means (and, later, encryption at rest)
-is written once. A schema is a list of steps: step ``n`` takes a file from
+is written once: with ``key``, the file is encrypted with SQLCipher (see
+:mod:`._driver`). A schema is a list of steps: step ``n`` takes a file from
 ``PRAGMA user_version`` ``n`` to ``n + 1``. A new file runs them all; a file
 an older fogline wrote runs the ones it has not had, in the transaction that
 opens it, so every file of one version has the same schema however it got
@@ -13,10 +14,12 @@ A file at version 0 that already holds tables was not made by these steps
 its tables): it is another application's database and is refused, as is a
 file written by a newer fogline.
 
-Every ``sqlite3`` failure is mapped to :class:`~fogline.errors.StoreError`
+Every SQLite (or SQLCipher) failure is mapped to :class:`~fogline.errors.StoreError`
 (or :class:`~fogline.errors.StoreFormatError` when the file is not SQLite,
-belongs to another application, or was written by a newer fogline), naming
-the file. Called once per file, under no lock: nothing else holds the
+belongs to another application, or was written by a newer fogline; to
+:class:`~fogline.errors.KeyUnavailable` when it is encrypted and no key was
+given, :class:`~fogline.errors.WrongKey` when the key does not open it),
+naming the file. Called once per file, under no lock: nothing else holds the
 connection yet.
 """
 
@@ -25,9 +28,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from fogline.errors import StoreError, StoreFormatError
+from fogline.store._driver import connect, database_errors
+
+if TYPE_CHECKING:
+    from fogline.security import DeviceKey
 
 #: One step of a schema: SQL statements separated by ``;``, or a function that runs
 #: on the connection (for a step SQL alone cannot take: rewriting rows in Python).
@@ -45,6 +52,7 @@ def open_database(
     timeout: float = 5.0,
     synchronous: Synchronous = "FULL",
     foreign_keys: bool = True,
+    key: DeviceKey | None = None,
 ) -> sqlite3.Connection:
     """Open (or create) the SQLite file at ``path`` in WAL mode, at version ``len(migrations)``.
 
@@ -54,7 +62,10 @@ def open_database(
     ``what`` names the file in errors (``"store"``, ``"registry"``). ``timeout``
     is how long a writer waits for another. ``synchronous="FULL"`` makes each
     commit survive a power loss; ``"NORMAL"`` only a process crash, for files
-    that can be rebuilt. The connection is in autocommit mode
+    that can be rebuilt. With ``key`` (a :class:`~fogline.security.DeviceKey`)
+    the file, its WAL and its shared memory hold nothing readable without it:
+    SQLCipher encrypts every page with the key's ``"store"`` sub-key; an
+    encrypted file is refused without it, a plain one with it. The connection is in autocommit mode
     (``isolation_level=None``: the caller says ``BEGIN``) and may be shared
     between threads under the caller's lock.
 
@@ -74,10 +85,7 @@ def open_database(
     ...     print(str(exc).split(": ", 1)[1])
     notebook schema version 2 was written by a newer fogline; this one reads up to version 1
     """
-    try:
-        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot open the {what}: {exc}") from exc
+    conn = connect(path, key=key, timeout=timeout, what=what)
     try:
         _configure(conn, path, what, synchronous, foreign_keys)
         _migrate(conn, path, what, migrations)
@@ -95,11 +103,11 @@ def _configure(
         conn.execute(f"PRAGMA synchronous={synchronous}")
         if foreign_keys:
             conn.execute("PRAGMA foreign_keys=ON")
-    except sqlite3.OperationalError as exc:  # locked, unreadable: a DatabaseError, but not NOTADB
+    except database_errors("OperationalError") as exc:  # locked, unreadable: not NOTADB
         raise StoreError(f"{path}: cannot open the {what}: {exc}") from exc
-    except sqlite3.DatabaseError as exc:
+    except database_errors("DatabaseError") as exc:
         raise StoreFormatError(f"{path}: not a SQLite database ({exc})") from exc
-    except sqlite3.Error as exc:
+    except database_errors() as exc:
         raise StoreError(f"{path}: cannot open the {what}: {exc}") from exc
     if str(mode).lower() != "wal":
         raise StoreError(f"{path}: SQLite refused WAL mode (journal_mode is {mode})")
@@ -146,5 +154,5 @@ def _migrate(
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-    except sqlite3.Error as exc:
+    except database_errors() as exc:
         raise StoreError(f"{path}: cannot prepare the {what} schema: {exc}") from exc

@@ -24,12 +24,13 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fogline.errors import ConfigError, OutboxFull, StoreError
 from fogline.store import _labels
 from fogline.store._captures import CaptureStore, retain_captures
 from fogline.store._database import open_database
+from fogline.store._driver import database_errors
 from fogline.store._labels import LiveAccuracy, StoredLabel
 from fogline.store._result import (
     OutboxMessage,
@@ -42,6 +43,9 @@ from fogline.store._result import (
 )
 from fogline.store._schema import MIGRATIONS
 from fogline.store._size import RetentionStats, retain_by_size, retention_stats, shrink
+
+if TYPE_CHECKING:
+    from fogline.security import DeviceKey
 
 OutboxPolicy = Literal["drop-oldest", "reject"]
 OUTBOX_POLICIES: tuple[OutboxPolicy, ...] = ("drop-oldest", "reject")
@@ -107,6 +111,9 @@ class ResultStore(CaptureStore):
     nodes of an edge cluster derive it from the group and the producer's item
     id, so two nodes that processed one item queue one effect.
 
+    ``key`` is the device key the file is encrypted with (SQLCipher), not an
+    idempotency key; ``None`` keeps it plain SQLite.
+
     >>> import pathlib, tempfile
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "results.db"
     >>> with ResultStore(path) as store:
@@ -126,6 +133,7 @@ class ResultStore(CaptureStore):
         timeout: float = 5.0,
         encode: ResultEncoder = result_message,
         key_of: Callable[[Result], str | None] | None = None,
+        key: DeviceKey | None = None,
     ) -> None:
         if outbox_limit < 1:
             raise ConfigError(f"outbox_limit must be at least 1, got {outbox_limit}")
@@ -141,8 +149,9 @@ class ResultStore(CaptureStore):
         self.key_of = key_of
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = open_database(
-            self.path, MIGRATIONS, what="store", timeout=timeout
+            self.path, MIGRATIONS, what="store", timeout=timeout, key=key
         )
+        self.encrypted = key is not None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -174,7 +183,7 @@ class ResultStore(CaptureStore):
                 raise StoreError(f"{self.path}: the store is closed")
             try:
                 yield self._conn
-            except sqlite3.Error as exc:
+            except database_errors() as exc:
                 raise StoreError(f"{self.path}: {exc}") from exc
 
     @contextlib.contextmanager
@@ -187,7 +196,7 @@ class ResultStore(CaptureStore):
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:  # also when COMMIT itself failed (busy, disk full)
-                    with contextlib.suppress(sqlite3.Error):
+                    with contextlib.suppress(*database_errors()):
                         conn.execute("ROLLBACK")
                 raise
 

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
@@ -65,6 +65,9 @@ from fogline.transport.mqtt import (
     stop_loop,
     to_url,
 )
+
+if TYPE_CHECKING:
+    from fogline.security import DeviceKey
 
 log = logging.getLogger("fogline.controller")
 
@@ -118,6 +121,8 @@ class ControllerConfig:
     offer_min_accuracy: float | None = None
     #: The broker edge clusters use when not the fleet's (a site's data broker), also read.
     cluster_broker: MqttUrl | str | None = None
+    #: The key its SQLite files (registry, federated runs) are encrypted with; None: plain.
+    db_key: DeviceKey | None = None
 
 
 def operator_token(data: Path) -> str:
@@ -149,7 +154,7 @@ class Controller:
         self.audit = AuditLog.signed(self.data / "audit.jsonl")
         self.checkpoints = CheckpointBook(self.data / "audit-checkpoints", self.audit)
         self.login_failures = LoginFailures(self.audit)
-        self.registry = Registry(self.data / "registry.db")
+        self.registry = Registry(self.data / "registry.db", key=config.db_key)
         self.rollouts = Rollouts(self.registry, self._publish, releases=self._release_exists)
         self.learning = Learning(
             self.data,
@@ -159,6 +164,7 @@ class Controller:
             publish=self._publish_raw,
             prefix=config.prefix,
             wake=self.wake,
+            key=config.db_key,
         )
         self.offers = Offers(
             self.data,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import sqlite3
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -23,16 +22,17 @@ from typing import TYPE_CHECKING, Any
 
 from packaging.version import Version
 
-from fogline.errors import ModelNotFound
+from fogline.errors import FoglineError, ModelNotFound
 from fogline.fleet.controller._criteria import Criteria
 from fogline.fleet.controller._plan import RolloutPlan
 from fogline.fleet.controller._registry import Registry
 from fogline.fleet.controller._rollout import Rollouts
 from fogline.protocol import ACTIVE_RUN_STATUSES, RunSpec
+from fogline.store import database_errors, open_connection
 
 if TYPE_CHECKING:
     from fogline.federated import Coordinator
-    from fogline.security import ReleaseRepository
+    from fogline.security import DeviceKey, ReleaseRepository
 
 log = logging.getLogger("fogline.controller")
 
@@ -53,6 +53,7 @@ class Learning:
         publish: Callable[[str, bytes, bool], None],
         prefix: str,
         wake: Callable[[], None],
+        key: DeviceKey | None = None,
     ) -> None:
         self.data = Path(data)
         self.registry = registry
@@ -61,6 +62,7 @@ class Learning:
         self.publish = publish
         self.prefix = prefix
         self.wake = wake
+        self.key = key  # the controller's database key: federated.db is encrypted with it
         self._coordinator: Coordinator | None = None
         self._lock = threading.Lock()
 
@@ -75,11 +77,14 @@ class Learning:
             return
         statuses = ", ".join(f"'{s}'" for s in ACTIVE_RUN_STATUSES)
         try:
-            with contextlib.closing(sqlite3.connect(path, timeout=10)) as conn:
+            conn = open_connection(path, key=self.key, timeout=10, what="federated runs")
+            with contextlib.closing(conn):
                 (active,) = conn.execute(
                     f"SELECT COUNT(*) FROM runs WHERE status IN ({statuses})"
                 ).fetchone()
-        except sqlite3.Error:
+        except FoglineError:  # no key, another key: the run store says so when it opens
+            active = 1
+        except database_errors():
             active = 1  # unreadable here: the store opens it and says what is wrong
         if active:
             self.coordinator()
@@ -98,7 +103,7 @@ class Learning:
                     prefix=self.prefix,
                     work=self.data / "federated",
                 )
-                store = RunStore(self.data / DATABASE)
+                store = RunStore(self.data / DATABASE, key=self.key)
                 self._coordinator = Coordinator(store, hooks).start()
             return self._coordinator
 

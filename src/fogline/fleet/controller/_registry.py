@@ -20,14 +20,17 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fogline.errors import ConfigError, StoreError
 from fogline.fleet.controller._monitoring import store_monitoring
 from fogline.fleet.controller._records import Device, Inbox, device_from_row
 from fogline.fleet.controller._schema import MIGRATIONS, SCHEMA_VERSION
 from fogline.protocol import DesiredState, DeviceState
-from fogline.store import open_database
+from fogline.store import database_errors, open_database
+
+if TYPE_CHECKING:
+    from fogline.security import DeviceKey
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "Device", "Inbox", "Registry"]
 
@@ -39,7 +42,7 @@ def _digest(token: str) -> str:
 class Registry:
     """The controller's SQLite registry; safe to share between threads."""
 
-    def __init__(self, path: Path, *, timeout: float = 10.0) -> None:
+    def __init__(self, path: Path, *, timeout: float = 10.0, key: DeviceKey | None = None) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._conn = open_database(
@@ -49,6 +52,7 @@ class Registry:
             timeout=timeout,
             synchronous="NORMAL",  # rebuilt from the devices' retained state (see the module)
             foreign_keys=False,  # it has always run without them; turning them on is a change
+            key=key,  # the controller's `--db-key`: the file is encrypted (SQLCipher)
         )
 
     def close(self) -> None:
@@ -67,7 +71,7 @@ class Registry:
             except BaseException as exc:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
+                if isinstance(exc, database_errors()):
                     raise StoreError(f"{self.path}: {exc}") from exc
                 raise
 
@@ -75,7 +79,7 @@ class Registry:
         with self._lock:
             try:
                 return list(self._conn.execute(sql, args))
-            except sqlite3.Error as exc:
+            except database_errors() as exc:
                 raise StoreError(f"{self.path}: {exc}") from exc
 
     # -- events ---------------------------------------------------------------------------
