@@ -1,6 +1,7 @@
 """Child process for ``test_crash.py``: add results forever, print each acknowledged id.
 
-Usage: ``python crash_writer.py STORE.db SENT.jsonl SEED``. A sender thread
+Usage: ``python crash_writer.py STORE.db SENT.jsonl SEED [KEY_HEX]`` (with a
+device key in hex, the store is encrypted). A sender thread
 delivers the outbox to the JSON-lines file at the same time, so a kill can
 land between a send and the record of its delivery. Each line printed is
 ``<id> <sync 0|1>``, written only after ``add`` returned (the commit is durable).
@@ -14,11 +15,13 @@ import threading
 import time
 
 
-def main(db: str, sent: str, seed: int) -> None:
+def main(db: str, sent: str, seed: int, key_hex: str | None) -> None:
+    from fogline.security import DeviceKey
     from fogline.store import JsonlTransport, OutboxSender, Result, ResultStore
 
     rng = random.Random(seed)
-    store = ResultStore(db)
+    key = None if key_hex is None else DeviceKey.from_hex(key_hex, "argv")
+    store = ResultStore(db, key=key)
     sender = OutboxSender(store, JsonlTransport(sent), batch=5, poll_interval=0.002)
     threading.Thread(target=sender.run, args=(threading.Event(),), daemon=True).start()
     sequence = 0
@@ -38,4 +41,4 @@ def main(db: str, sent: str, seed: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] if len(sys.argv) > 4 else None)

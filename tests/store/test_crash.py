@@ -3,30 +3,40 @@
 A real child process (``crash_writer.py``) adds results to a real SQLite
 file and prints each id after ``add`` returns, while a sender thread delivers
 the outbox to a JSON-lines receiver. The test kills it with SIGKILL after a
-number of acknowledged ids, reopens the store, and checks what was promised.
+number of acknowledged ids, reopens the store, and checks what was promised —
+for a plain store and for one encrypted with a device key (SQLCipher).
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from fogline.store import JsonlTransport, OutboxSender, ResultStore, read_deduplicated
+from fogline.security import DeviceKey
+from fogline.store import (
+    JsonlTransport,
+    OutboxSender,
+    ResultStore,
+    open_connection,
+    read_deduplicated,
+)
 
 WRITER = Path(__file__).with_name("crash_writer.py")
 
 
-def run_and_kill(db: Path, sent: Path, seed: int, after: int) -> dict[int, bool]:
+def run_and_kill(
+    db: Path, sent: Path, seed: int, after: int, key: DeviceKey | None
+) -> dict[int, bool]:
     """Start the writer, SIGKILL it once ``after`` ids are acknowledged; return every acked id."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, str(WRITER), str(db), str(sent), str(seed)],
+        [sys.executable, str(WRITER), str(db), str(sent), str(seed)]
+        + ([] if key is None else [key.hex()]),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -53,26 +63,29 @@ def run_and_kill(db: Path, sent: Path, seed: int, after: int) -> dict[int, bool]
 
 
 @pytest.mark.slow
-def test_acknowledged_results_survive_sigkill(tmp_path: Path) -> None:
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
+def test_acknowledged_results_survive_sigkill(tmp_path: Path, encrypted: bool) -> None:
     # Prepare
     db, sent = tmp_path / "results.db", tmp_path / "sent.jsonl"
+    key = DeviceKey.generate() if encrypted else None
     acked: dict[int, bool] = {}
 
     for seed, after in enumerate((50, 200, 500)):
         # Execute: run the writer (on the same files each time) and kill it
-        acked |= run_and_kill(db, sent, seed, after)
+        acked |= run_and_kill(db, sent, seed, after, key)
 
         # Assert: every acknowledged id is there, and the file is sound
-        conn = sqlite3.connect(db)
+        conn = open_connection(db, key=key)
         try:
             assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
             present = {row[0] for row in conn.execute("SELECT id FROM results")}
         finally:
             conn.close()
         assert set(acked) <= present
+        assert (db.read_bytes()[:15] == b"SQLite format 3") != encrypted
 
     # Execute: a new sender delivers what is still pending
-    with ResultStore(db) as store, JsonlTransport(sent) as transport:
+    with ResultStore(db, key=key) as store, JsonlTransport(sent) as transport:
         sender = OutboxSender(store, transport, batch=1000)
         while sender.deliver_once():
             pass
