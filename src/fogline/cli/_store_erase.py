@@ -16,6 +16,7 @@ from rich.table import Table
 from fogline.cli._app import console, console_err
 from fogline.cli._capture import parse_since
 from fogline.cli._store import store
+from fogline.cli._store_keys import DEVICE_KEY, store_key
 from fogline.errors import ConfigError
 
 
@@ -30,6 +31,7 @@ def erase_(
     since: str | None = typer.Option(None, "--since", help="Only from then on: 2h, 7d, ISO date."),
     until: str | None = typer.Option(None, "--until", help="Only before then: 2h, 7d, ISO date."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; erase nothing."),
+    device_key: Path | None = DEVICE_KEY,
 ) -> None:
     """Erase matching results, their outbox messages, captures and labels; scrub the file."""
     from fogline.security import AuditLog
@@ -40,7 +42,7 @@ def erase_(
     after = None if since is None else parse_since(since)
     before = None if until is None else parse_since(until)
     audit = None if dry_run else AuditLog(path.parent / "audit.jsonl")
-    with ResultStore(path) as opened:
+    with ResultStore(path, key=store_key(path, device_key)) as opened:
         done = erase(opened, where, since=after, until=before, dry_run=dry_run, audit=audit)
     verb = "would erase" if dry_run else "erased"
     console.print(f"{verb} from {escape(str(path))}:", highlight=False)

@@ -37,6 +37,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fogline.errors import ConfigError, StoreError
+from fogline.store._driver import database_errors
 
 if TYPE_CHECKING:
     from fogline.security import AuditLog
@@ -259,7 +260,7 @@ def erase(
                 ).rowcount
                 erased = conn.execute(f"DELETE FROM results WHERE {clause}", params).rowcount
                 conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except database_errors() as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise StoreError(f"{store.path}: erase failed, nothing was erased: {exc}") from exc
@@ -271,7 +272,7 @@ def erase(
                 )  # fmt: skip
             try:
                 scrubbed = _scrub(conn)
-            except sqlite3.Error as exc:
+            except database_errors() as exc:
                 raise StoreError(
                     f"{store.path}: erased {done.results} result(s), but the file could not be "
                     f"rebuilt, so copies may remain in free pages or the WAL: {exc}; "
