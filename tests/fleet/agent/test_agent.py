@@ -7,6 +7,7 @@ telemetry. Releases are real TUF releases of the digits model.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from fogline.fleet.agent._agent import Agent, AgentConfig
 from fogline.fleet.agent._enrol import read_credentials
 from fogline.fleet.agent._telemetry import TelemetryReporter, TelemetryTransport
 from fogline.protocol import Command, DesiredState, DeviceTopics, Telemetry
+from fogline.security import verify_log
 from fogline.store import OutboxSender, ResultStore
 from fogline.transport.mqtt import MqttUrl
 from support.broker import Mosquitto, free_port
@@ -82,6 +84,18 @@ def make_agent(
     agent = Agent(config, on_event=lines.append)
     agent.lines = lines  # type: ignore[attr-defined]  # what the CLI would print, for messages
     return agent
+
+
+def audit_events(data: Path) -> list[tuple[str, str | None, str | None]]:
+    """The device's audit log, checked whole, as (event, version, by) — checkpoints left out."""
+    report = verify_log(data / "audit.jsonl")
+    assert report.intact, report.damages
+    lines = [json.loads(line) for line in (data / "audit.jsonl").read_text().splitlines()]
+    return [
+        (e["event"], e["fields"].get("version"), e["fields"].get("by"))
+        for e in lines
+        if e["event"] != "audit.checkpoint"
+    ]
 
 
 def active(phase: str, version: str, name: str = "digits"):  # type: ignore[no-untyped-def]
@@ -195,6 +209,13 @@ def test_rollback_command_and_rollback_in_the_desired_state(
     assert state.releases["digits"].phase == "rolled-back"
     assert final.generation == 4
     assert check_active(tmp_path / "cam-1", "digits") == "1.0.0"
+    assert audit_events(tmp_path / "cam-1") == [
+        ("release.installed", "1.0.0", None),
+        ("release.installed", "1.1.0", None),
+        ("release.rolled_back", "1.0.0", "command"),
+        ("release.installed", "1.1.0", None),
+        ("release.rolled_back", "1.0.0", "desired"),
+    ]
 
 
 def test_a_command_sent_while_the_agent_is_away_waits_in_its_session(
@@ -235,6 +256,7 @@ def test_an_older_release_without_rollback_is_refused(
         state = controller.wait_state("cam-1", active("refused", "1.1.0"))
     assert "older" in (state.releases["digits"].error or "")
     assert check_active(tmp_path / "cam-1", "digits") == "1.1.0"
+    assert audit_events(tmp_path / "cam-1")[-1] == ("release.refused", "1.0.0", None)
 
 
 def test_telemetry_is_queued_while_the_broker_is_down_and_delivered_after(
@@ -404,6 +426,7 @@ def test_enrolment_with_a_token(tmp_path: Path, broker: Mosquitto, releases: Rel
     assert (tmp_path / "cam-9" / "credentials.json").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "cam-9" / "trust" / "root.json").read_bytes() == releases.root.read_bytes()
     assert releases.enrolled == ["cam-9"]
+    assert [e for e, *_ in audit_events(tmp_path / "cam-9")] == ["device.enrolled"]
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
