@@ -22,6 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fogline.cli._app import app, console, console_err, needs_extra
+from fogline.cli._fleet import _CONTROLLER, _DATA, _TOKEN, Api
 from fogline.errors import ConfigError
 
 audit = typer.Typer(
@@ -135,6 +136,12 @@ def verify(
         "--checkpoint",
         help="A checkpoint kept elsewhere (the controller's fleet-data/audit-checkpoints/DEV.json).",
     ),
+    device: str | None = typer.Option(
+        None, "--device", help="Check against the checkpoint the controller keeps for this device."
+    ),
+    controller: str = _CONTROLLER,
+    token: str | None = _TOKEN,
+    data: Path = _DATA,
 ) -> None:
     """Walk the hash chain and the signed checkpoints; exit 2 saying where the log is damaged."""
     needs_extra("secure", "cryptography")
@@ -148,12 +155,19 @@ def verify(
         trusted = load_public_key(log.with_suffix(".pub"))
         key_from = f" (the key beside the log, {log.with_suffix('.pub').name})"
     external = None
+    if checkpoint is not None and device is not None:
+        raise ConfigError(
+            "give --checkpoint FILE or --device DEV (the controller's copy), not both"
+        )
     if checkpoint is not None:
         try:
-            data = json.loads(checkpoint.read_text(encoding="utf-8"))
+            kept = json.loads(checkpoint.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--checkpoint {checkpoint}: cannot read it: {exc}") from None
-        external = Checkpoint.from_dict(data, where=f"--checkpoint {checkpoint}")
+        external = Checkpoint.from_dict(kept, where=f"--checkpoint {checkpoint}")
+    elif device is not None:
+        kept = Api(controller, token, data).call("GET", f"/api/devices/{device}/audit-checkpoint")
+        external = Checkpoint.from_dict(kept, where=f"the controller's checkpoint of {device}")
     report = verify_log(log, trusted=trusted, external=external)
     if report.intact:
         point = report.last_checkpoint

@@ -130,6 +130,12 @@ def test_a_device_checkpoint_sent_with_telemetry_finds_its_log_cut_later(
         assert main(["audit", "verify", str(log.path), "--checkpoint", str(kept)]) == 2
         err = capsys.readouterr().err
         assert "line 3: truncated: the log ends at seq 2" in err and "covers seq 3" in err
+        # The same, asking the controller over its API for the device's checkpoint.
+        api = ["--controller", setup.controller.base_url, "--token", setup.controller.token]
+        assert main(["audit", "verify", str(log.path), "--device", "cam-1", *api]) == 2
+        assert "line 3: truncated" in capsys.readouterr().err
+        assert main(["audit", "verify", str(log.path), "--device", "cam-2", *api]) == 2
+        assert "no audit checkpoint from 'cam-2' yet" in capsys.readouterr().err
     finally:
         setup.close()
 

@@ -149,6 +149,8 @@ class ApiContext:
     certify: Callable[[str, str], dict[str, Any]] | None = None
     #: Told of each bad operator token: (client address, path); the audit log's rate limit.
     login_failed: Callable[[str, str], object] | None = None
+    #: A device's newest audit checkpoint as kept (None: none came yet).
+    audit_checkpoint: Callable[[str], dict[str, Any] | None] | None = None
     #: The fleet's default egress policy (None: this controller keeps none).
     privacy: FleetPrivacyDefault | None = None
 
@@ -174,6 +176,21 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         body["metrics"] = ctx.registry.metrics(devices=[device_id], since=since)
         body["monitoring"] = monitoring_rows(ctx.registry.query, devices=[device_id], since=since)
         return JSONResponse(body)
+
+    async def audit_checkpoint(request: Request) -> Response:
+        device_id = request.path_params["device_id"]
+        if ctx.audit_checkpoint is None:
+            raise ApiError("this controller keeps no audit checkpoints", 404)
+        try:
+            check_device_id(device_id)
+        except ValueError as exc:
+            raise ApiError(str(exc)) from None
+        kept = await run_in_threadpool(ctx.audit_checkpoint, device_id)
+        if kept is None:
+            raise ApiError(
+                f"no audit checkpoint from {device_id!r} yet (its telemetry carries one)", 404
+            )
+        return JSONResponse(kept)
 
     async def update_device(request: Request) -> Response:
         device_id = request.path_params["device_id"]
@@ -364,6 +381,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         Route("/api/devices", admin(devices)),
         Route("/api/devices/{device_id}", admin(device)),
         Route("/api/devices/{device_id}", admin(update_device), methods=["PATCH"]),
+        Route("/api/devices/{device_id}/audit-checkpoint", admin(audit_checkpoint)),
         Route("/api/releases", admin(releases)),
         Route("/api/deployments", admin(deployments)),
         Route("/api/deployments", admin(deploy), methods=["POST"]),

@@ -56,6 +56,11 @@ class CheckpointBook:
             raise ConfigError(f"{path}: cannot read the kept checkpoint: {exc}") from None
         return Checkpoint.from_dict(data, where=str(path))
 
+    def kept(self, device_id: str) -> dict[str, Any] | None:
+        """The kept checkpoint of ``device_id`` as stored (JSON), for the API."""
+        point = self.latest(device_id)
+        return None if point is None else {**point.as_dict(), "device": device_id}
+
     def keep_reports(self, reports: Iterable[Telemetry]) -> int:
         """Keep the checkpoints these reports carry; how many were newer than the kept ones."""
         newest: dict[str, Checkpoint] = {}

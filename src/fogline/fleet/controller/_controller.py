@@ -353,6 +353,7 @@ class Controller:
             clusters=self.clusters,
             certify=None if self.devices is None else self.devices.certify,
             login_failed=self.login_failures.failed,
+            audit_checkpoint=self.checkpoints.kept,
             privacy=self.privacy,
         )
         releases = repository_routes(self.repository, check=self.integrity)
