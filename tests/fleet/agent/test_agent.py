@@ -25,7 +25,7 @@ from fogline.fleet.agent._agent import Agent, AgentConfig
 from fogline.fleet.agent._enrol import read_credentials
 from fogline.fleet.agent._telemetry import TelemetryReporter, TelemetryTransport
 from fogline.protocol import Command, DesiredState, DeviceTopics, Telemetry
-from fogline.security import verify_log
+from fogline.security import Checkpoint, verify_log
 from fogline.store import OutboxSender, ResultStore
 from fogline.transport.mqtt import MqttUrl
 from support.broker import Mosquitto, free_port
@@ -291,6 +291,11 @@ def test_telemetry_is_queued_while_the_broker_is_down_and_delivered_after(
         assert by_key.setdefault(key, sequence) == sequence
     assert len(set(by_key.values())) == len(by_key)
     assert dropped == 0
+    # Each report carries the device's audit log signed at its head (the install is in it).
+    points = [body["audit"] for _, body in controller.telemetry if body.get("audit")]
+    newest = Checkpoint.from_dict(max(points, key=lambda point: point["seq"]))
+    assert newest.seq >= 1
+    assert verify_log(tmp_path / "cam-1" / "audit.jsonl", external=newest).intact
 
 
 def test_telemetry_survives_an_agent_restart(
