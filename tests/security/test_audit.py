@@ -222,3 +222,17 @@ def test_the_cli_prints_intact_or_exits_2_with_the_place(
     assert "audit.checkpoint" in capsys.readouterr().out
     assert main(["audit", "verify", str(tmp_path / "nope.jsonl")]) == 2
     assert "no such audit log" in capsys.readouterr().err
+
+
+def test_a_write_cut_short_is_stepped_over_and_shown_where_it_is(tmp_path: Path) -> None:
+    log = written(tmp_path, events=3)
+    with open(log.path, "ab") as fh:
+        fh.write(b'{"event":"release.installed","fields":{"rel')  # power lost mid-write
+
+    after = log.record("release.refused", release="digits", version="2.0")
+    point = log.checkpoint()
+
+    assert after["seq"] == 4 and point is not None and point.seq == 4
+    (damage,) = verify_log(log.path).damages
+    assert (damage.line, damage.kind) == (4, "malformed")
+    assert len(lines_of(log)) == 6  # the fragment kept on a line of its own, as evidence

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator
@@ -40,6 +41,8 @@ from fogline.errors import ConfigError
 
 if TYPE_CHECKING:  # cryptography is loaded only by a log that signs
     from fogline.security._audit_signing import AuditSigner, Checkpoint
+
+log = logging.getLogger(__name__)
 
 #: The ``prev`` of the first line.
 GENESIS = "0" * 64
@@ -84,6 +87,7 @@ class AuditLog:
         self.checkpoint_every = checkpoint_every
         self.fsync = fsync
         self._folder_made = False
+        self._torn = False  # the file does not end with a newline: the next line starts one
 
     @classmethod
     def signed(cls, path: Path, *, checkpoint_every: int | None = None) -> AuditLog:
@@ -156,7 +160,8 @@ class AuditLog:
         line = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, (line + "\n").encode())
+            os.write(fd, ("\n" if self._torn else "").encode() + (line + "\n").encode())
+            self._torn = False
             if self.fsync:
                 os.fsync(fd)
         finally:
@@ -164,31 +169,63 @@ class AuditLog:
         return entry
 
     def _tail(self) -> dict[str, Any] | None:
-        """The last line (None for a new log)."""
+        """The last entry (None for a new log).
+
+        A last line that is not an entry (a write cut short by a power loss,
+        or an edit) is stepped over: the next event chains to the last
+        entry before it, starting on a line of its own, and ``verify`` shows
+        the bad line as ``malformed`` where it is.
+        """
         try:
             fh = open(self.path, "rb")  # noqa: SIM115 - closed by the with below
         except FileNotFoundError:
+            self._torn = False
             return None
         with fh:
             size = fh.seek(0, os.SEEK_END)
             block = 4096
-            while True:  # a block that holds the whole last line (lines are short: one read)
+            while True:
                 start = max(0, size - block)
                 fh.seek(start)
-                data = fh.read(size - start).rstrip(b"\n")
-                cut = data.rfind(b"\n")
-                if cut >= 0 or start == 0:
-                    raw = data[cut + 1 :]
+                data = fh.read(size - start)
+                lines = data.split(b"\n")
+                if start > 0:
+                    lines = lines[1:]  # the first may be cut by the block's start
+                skipped = 0
+                for raw in reversed(lines):
+                    if not raw.strip():
+                        continue
+                    entry = _entry(raw)
+                    if entry is None:
+                        skipped += 1
+                        continue
+                    self._torn = not data.endswith(b"\n")
+                    if skipped:
+                        log.warning(
+                            "%s: %d line(s) at the end are not audit entries (a write cut "
+                            "short?); the next event follows seq %s",
+                            self.path,
+                            skipped,
+                            entry["seq"],
+                        )
+                    return entry
+                if start == 0 or block >= 1 << 24:
                     break
                 block *= 4
-        if size == 0:
-            return None
-        try:
-            last = json.loads(raw)
-            int(last["seq"]), str(last["hash"]), str(last["event"])
-            return dict(last)
-        except (ValueError, KeyError, TypeError) as exc:
+        self._torn = size > 0 and not data.endswith(b"\n")
+        if size and any(line.strip() for line in lines):
             raise ConfigError(
-                f"{self.path}: the last line is not an audit entry; "
+                f"{self.path}: no line near the end is an audit entry; "
                 "run `fogline audit verify` to see where the log was damaged"
-            ) from exc
+            )
+        return None
+
+
+def _entry(raw: bytes) -> dict[str, Any] | None:
+    """``raw`` as an audit entry, or None when it is not one."""
+    try:
+        entry = json.loads(raw)
+        int(entry["seq"]), str(entry["hash"]), str(entry["event"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    return dict(entry) if isinstance(entry, dict) else None
