@@ -35,7 +35,15 @@ from starlette.routing import Route
 from fogline.examples import digits_model_path, digits_split
 from fogline.fleet.controller._artifacts import repository_routes
 from fogline.protocol import Command, DesiredState, DeviceState
-from fogline.security import PublishedRelease, ReleaseDocument, ReleaseRepository, init_keys
+from fogline.security import (
+    KeySource,
+    PublishedRelease,
+    ReleaseDocument,
+    ReleaseRepository,
+    SealedFiles,
+    init_keys,
+    is_model_file,
+)
 
 ENROL_TOKEN = "one-time-token"
 
@@ -154,9 +162,16 @@ def check_active(data: Path, name: str) -> str:
     listed = {item.path for item in document.files}
     present = {str(path.relative_to(target)) for path in target.rglob("*") if path.is_file()}
     assert present == listed, f"{target}: files {sorted(present)} != {sorted(listed)}"
+    key_file = data / "keys" / "device.key"
+    read = SealedFiles(KeySource(file=key_file)) if key_file.exists() else None
     for item in document.files:
-        digest = hashlib.sha256((target / item.path).read_bytes()).hexdigest()
-        assert digest == item.sha256, f"{target / item.path} does not match its hash"
+        file = target / item.path
+        plain = read(file) if read is not None else None
+        if read is not None and is_model_file(item.path):
+            assert plain is not None, f"{file} is a model kept in the clear, not sealed"
+        content = file.read_bytes() if plain is None else plain
+        digest = hashlib.sha256(content).hexdigest()
+        assert digest == item.content_sha256, f"{file} does not match its hash"
     return version
 
 

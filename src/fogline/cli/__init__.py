@@ -27,6 +27,7 @@ from fogline.cli import (  # noqa: F401
     _fleet,
     _fleet_health,
     _fleet_policy,
+    _fleet_revoke,
     _inspect,
     _keys,
     _keys_device,

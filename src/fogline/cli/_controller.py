@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -98,8 +99,10 @@ def controller(
         broker_admin = data / "broker"  # where 'fogline broker' keeps its files by default
     broker_url = broker if broker is not None else controller_url(broker_admin or data / "broker")
     credentials = None
+    revoke_login = None
     if broker_admin is not None and (broker_admin / "passwords").exists():
         credentials = device_credentials(broker_admin)
+        revoke_login = _login_remover(broker_admin)
     ca = None
     if mtls:
         from fogline.security import SERVER_CERT, SERVER_KEY
@@ -123,6 +126,7 @@ def controller(
         offer_min_accuracy=offer_min_accuracy,
         cluster_broker=cluster_broker,
         db_key=_db_key(data, db_key, encrypt_db),
+        revoke_login=revoke_login,
     )
     # The controller's own log (broker lost and found, damaged files, re-signing) with the
     # same time stamps as the fleet's events below it.
@@ -186,3 +190,14 @@ def _db_key(data: Path, file: Path | None, encrypt: bool) -> DeviceKey | None:
             f"{registry}: the controller's databases are encrypted (or --encrypt-db): "
             f"pass --db-key FILE; {exc}"
         ) from exc
+
+
+def _login_remover(folder: Path) -> Callable[[str], None]:
+    """Remove a revoked device from the broker's password file and make the broker reload it."""
+    from fogline.transport.mqtt import PasswordFile, reload_broker
+
+    def remove(device_id: str) -> None:
+        PasswordFile(folder / "passwords").remove(device_id)
+        reload_broker(folder)
+
+    return remove

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -14,7 +16,8 @@ from rich.text import Text
 from fogline.cli._app import FLEET_MODULES, app, console, console_err, needs_extra
 
 if TYPE_CHECKING:
-    from fogline.security import ReleaseCheck
+    from fogline.fleet.controller import ReleaseKeys
+    from fogline.security import ReleaseCheck, ReleaseRepository
 
 release = typer.Typer(
     help="Signed releases (models, pipelines, model repositories).", no_args_is_help=True
@@ -60,17 +63,19 @@ def create(
     sample: str | None = typer.Option(None, "--sample", help="Relative .npz of sample inputs."),
     canary: str | None = typer.Option(None, "--canary", help="Relative .npz with x and y."),
     description: str = typer.Option("", "--description"),
+    encrypt: bool = typer.Option(
+        False,
+        "--encrypt",
+        help="Encrypt the files for the enrolled devices (only they can read the release).",
+    ),
 ) -> None:
     """Sign FOLDER as a release: files stored by sha256, a signed release document."""
     needs_extra("fleet", *FLEET_MODULES)
     from fogline.security import ReleaseRepository
 
     repo = ReleaseRepository(data)
-    published = repo.create_release(
-        folder,
-        name,
-        version,
-        key or repo.layout.key_file("targets"),
+    key_path = key or repo.layout.key_file("targets")
+    options: dict[str, Any] = dict(
         expires=timedelta(days=expires_days),
         kind=kind,
         entry=entry,
@@ -79,6 +84,15 @@ def create(
         canary=canary,
         description=description,
     )
+    recipients: list[str] = []
+    if encrypt:
+        with _release_keys(data, repo) as keys:
+            published = keys.publish(folder, name, version, key_path, **options)
+            recipients = keys.wrapped_for().get(
+                f"{published.document.name} {published.document.version}", []
+            )
+    else:
+        published = repo.create_release(folder, name, version, key_path, **options)
     doc = published.document
     table = Table(title=f"release {escape(doc.name)} {escape(doc.version)}", show_header=False)
     table.add_column(style="bold")
@@ -87,6 +101,47 @@ def create(
     table.add_row("files", f"{len(doc.files)} ({_size(doc.total_length)})")
     table.add_row("document", f"{published.target} sha256 {published.sha256}")
     table.add_row("expires", doc.expires.strftime("%Y-%m-%d %H:%M UTC"))
+    if doc.encryption is not None:
+        table.add_row(
+            "encrypted", f"{doc.encryption.cipher}, keys for {len(recipients)} device(s) in "
+            f"{escape(doc.encryption.keys)}",
+        )  # fmt: skip
+    console.print(table)
+
+
+@contextlib.contextmanager
+def _release_keys(data: Path, repo: ReleaseRepository) -> Iterator[ReleaseKeys]:
+    """The controller's release keys over its registry (the controller may be running)."""
+    from fogline.fleet.controller import Registry, ReleaseKeys
+
+    registry = Registry(data / "registry.db")
+    try:
+        yield ReleaseKeys(data, registry, repo)
+    finally:
+        registry.close()
+
+
+@release.command("rewrap")
+def rewrap(
+    data: Path = _DATA,
+    key: Path | None = typer.Option(
+        None, "--key", help="The targets key (default DATA/keys/targets.pem)."
+    ),
+) -> None:
+    """Wrap encrypted releases' keys for today's devices: new ones in, revoked ones out."""
+    needs_extra("fleet", *FLEET_MODULES)
+    from fogline.security import ReleaseRepository
+
+    repo = ReleaseRepository(data)
+    with _release_keys(data, repo) as keys:
+        changed = keys.rewrap(key)
+        wrapped = keys.wrapped_for()
+    table = Table(title=f"encrypted releases in {escape(str(data))}")
+    for column in ("release", "keys for", "now"):
+        table.add_column(column)
+    for release_name, devices in wrapped.items():
+        state = "[yellow]re-wrapped[/]" if release_name in changed else "[green]up to date[/]"
+        table.add_row(escape(release_name), escape(", ".join(devices) or "no device"), state)
     console.print(table)
 
 

@@ -40,6 +40,11 @@ def serve(
         None, "--token-file", help="A file holding the bearer token every request must carry."
     ),
     cors: list[str] = typer.Option([], "--cors-origin", help="Allow browsers from this origin."),
+    device_key: Path | None = typer.Option(
+        None,
+        "--device-key",
+        help="The device key file that opens sealed models (default: $FOGLINE_DEVICE_KEY_FILE).",
+    ),
 ) -> None:
     """Serve every model of a repository until Ctrl-C (SIGINT/SIGTERM drain in-flight requests)."""
     needs_extra("serve", "starlette", "uvicorn", "grpc", "tritonclient")
@@ -71,6 +76,7 @@ def serve(
         tls_key=tls_key,
         token=token,
         cors_origins=tuple(cors),
+        device_key=device_key,
     )
 
     async def main() -> None:

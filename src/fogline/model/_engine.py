@@ -12,7 +12,7 @@ instance may be shared across threads.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
@@ -26,6 +26,10 @@ Backend = Literal["onnxruntime", "openvino", "litert"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
 
 BACKENDS: tuple[Backend, ...] = ("onnxruntime", "openvino", "litert")
+#: How a caller hands over a model file's bytes when they must not be read from the disk as
+#: they are (a file sealed with the device key, opened in memory only): the bytes, or None
+#: for a file the engine may read itself. This package never decrypts; its callers do.
+ModelReader = Callable[[Path], "bytes | None"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "bf16", "int8")
 GRAPH_OPTIMIZATION = ("disable", "basic", "extended", "all")
 
@@ -105,8 +109,13 @@ def load_engine(
     *,
     backend: str = "auto",
     options: EngineOptions | None = None,
+    read: ModelReader | None = None,
 ) -> Engine:
     """Load ``path`` with the given backend (``auto`` picks by file suffix).
+
+    With ``read``, the model's bytes (and an OpenVINO IR's weights) come from
+    ``read(file)`` and the runtime loads them from memory, so a model
+    decrypted by the caller never touches the disk; ``path`` still names it.
 
     Raises :class:`~fogline.errors.ModelFormatError` for a bad file and
     :class:`~fogline.errors.BackendUnavailable` when the backend's package is
@@ -115,18 +124,22 @@ def load_engine(
     path = Path(path)
     options = options or EngineOptions()
     chosen = backend_for(path) if backend == "auto" else backend
+    data = None if read is None else read(path)
     if chosen == "onnxruntime":
         from fogline.model._onnxruntime import OnnxRuntimeEngine
 
-        return OnnxRuntimeEngine(path, options)
+        return OnnxRuntimeEngine(path, options, data=data)
     if chosen == "openvino":
         from fogline.model._openvino import OpenVinoEngine
 
-        return OpenVinoEngine(path, options)
+        weights = None
+        if read is not None and path.suffix.lower() == ".xml":
+            weights = read(path.with_suffix(".bin"))
+        return OpenVinoEngine(path, options, data=data, weights=weights)
     if chosen == "litert":
         from fogline.model._litert import LiteRtEngine
 
-        return LiteRtEngine(path, options)
+        return LiteRtEngine(path, options, data=data)
     raise ConfigError(f"unknown backend {backend!r}; choose auto, {', '.join(BACKENDS)}")
 
 

@@ -32,15 +32,18 @@ class LiteRtEngine:
     backend = "litert"
     device = "CPU"
 
-    def __init__(self, path: Path, options: EngineOptions | None = None) -> None:
+    def __init__(
+        self, path: Path, options: EngineOptions | None = None, *, data: bytes | None = None
+    ) -> None:
         require("ai_edge_litert", "tflite")
         from ai_edge_litert.interpreter import Interpreter
 
         options = options or EngineOptions()
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelFormatError(f"{self.path}: no such model file")
-        data = self.path.read_bytes()
+        if data is None:
+            if not self.path.is_file():
+                raise ModelFormatError(f"{self.path}: no such model file")
+            data = self.path.read_bytes()
         # A FlatBuffer model carries the identifier "TFL3" at bytes 4..8.
         if len(data) < 8 or data[4:8] != b"TFL3":
             raise ModelFormatError(f"{self.path}: not a TFLite model (no TFL3 identifier)")

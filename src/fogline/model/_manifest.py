@@ -9,6 +9,7 @@ not match its file is refused.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -131,17 +132,21 @@ class Manifest(BaseModel):
     def model_path(self, folder: Path) -> Path:
         return Path(folder) / self.model.path
 
-    def verify(self, folder: Path) -> Path:
-        """Check that the model file is present and is the one described."""
+    def verify(self, folder: Path, *, data: bytes | None = None) -> Path:
+        """Check that the model file is present and is the one described.
+
+        ``data``: the model's bytes as they will be loaded (a sealed file opened
+        in memory); then those are checked, not the file on disk.
+        """
         path = self.model_path(folder)
         if not path.is_file():
             raise ManifestError(f"{path}: the model file named by the manifest is missing")
-        size = path.stat().st_size
+        size = path.stat().st_size if data is None else len(data)
         if size != self.model.size_bytes:
             raise ManifestError(
                 f"{path}: size {size} bytes, the manifest says {self.model.size_bytes}"
             )
-        digest = sha256_file(path)
+        digest = sha256_file(path) if data is None else hashlib.sha256(data).hexdigest()
         if digest != self.model.sha256:
             raise ManifestError(
                 f"{path}: sha256 {digest[:12]}…, the manifest says {self.model.sha256[:12]}…"

@@ -47,6 +47,34 @@ def load_onnx(path: Path, *, with_external_data: bool = True) -> onnx.ModelProto
     return model
 
 
+def parse_onnx(data: bytes, path: Path) -> onnx.ModelProto:
+    """Parse and check an ONNX model held in memory (``path`` names it in messages).
+
+    A model in memory has no folder, so one that keeps tensors in external
+    data files is refused rather than read from beside ``path``.
+    """
+    if not data:
+        raise ModelFormatError(f"{path}: the model is empty, not an ONNX model")
+    try:
+        model = onnx.load_from_string(data)
+    except (DecodeError, ValueError, RuntimeError) as exc:
+        raise ModelFormatError(
+            f"{path}: not a valid ONNX model (truncated or corrupt?): {exc}"
+        ) from exc
+    if model.ir_version == 0 or not model.HasField("graph") or not model.graph.node:
+        raise ModelFormatError(f"{path}: not an ONNX model (no IR version or empty graph)")
+    if uses_external_data(model):
+        raise ModelFormatError(
+            f"{path}: the model keeps tensors in external data files, which cannot be loaded "
+            "from memory; save it as one file (onnx.save with save_as_external_data=False)"
+        )
+    try:
+        onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as exc:
+        raise ModelFormatError(f"{path}: the ONNX checker rejects the model: {exc}") from exc
+    return model
+
+
 def _check_external_data(model: onnx.ModelProto, path: Path) -> None:
     root = path.parent.resolve()
     for tensor in _all_initializers(model):

@@ -17,7 +17,7 @@ import onnxruntime as ort
 
 from fogline.errors import ConfigError, ModelError, ModelFormatError, SignatureMismatch
 from fogline.model._engine import EngineOptions
-from fogline.model._onnx_file import load_onnx, onnx_signature, uses_external_data
+from fogline.model._onnx_file import load_onnx, onnx_signature, parse_onnx, uses_external_data
 from fogline.model._signature import Signature
 
 PREFERRED_PROVIDERS = (
@@ -81,14 +81,22 @@ class OnnxRuntimeEngine:
     >>> out = engine.run(engine.signature.sample_feeds(batch=4))
     >>> out["logits"].shape
     (4, 10)
+
+    Given ``data`` (the model's bytes: a sealed file opened in memory), the
+    session is made from them and the file at ``path`` is not read.
     """
 
     backend = "onnxruntime"
 
-    def __init__(self, path: Path, options: EngineOptions | None = None) -> None:
+    def __init__(
+        self, path: Path, options: EngineOptions | None = None, *, data: bytes | None = None
+    ) -> None:
         options = options or EngineOptions()
         self.path = Path(path)
-        model = load_onnx(self.path, with_external_data=False)
+        if data is None:
+            model = load_onnx(self.path, with_external_data=False)
+        else:
+            model = parse_onnx(data, self.path)
         self._signature = onnx_signature(model, self.path)
         self.precision = options.precision or model_precision(model)
         has_external = uses_external_data(model)
@@ -104,7 +112,7 @@ class OnnxRuntimeEngine:
         providers = choose_providers(options.providers)
         # ONNX Runtime cannot read some small tensors (e.g. a Reshape's shape) from
         # external data through a path; a model with external data is handed over whole.
-        source: str | bytes = str(self.path)
+        source: str | bytes = str(self.path) if data is None else data
         if has_external:
             source = load_onnx(self.path).SerializeToString()
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from fogline.model._engine import Engine, EngineOptions, load_engine
+from fogline.model._engine import Engine, EngineOptions, ModelReader, load_engine
 from fogline.model._manifest import MANIFEST_NAME, Manifest
 
 
@@ -29,11 +29,16 @@ def open_model(
     graph_optimization: str | None = None,
     providers: tuple[str, ...] | None = None,
     spin: bool | None = None,
+    read: ModelReader | None = None,
 ) -> OpenedModel:
     """Load a model file, or the model a manifest folder describes (its hash checked).
 
     Options given here win over what the manifest says. Without a manifest
-    the name is the file's stem and the version ``"0"``.
+    the name is the file's stem and the version ``"0"``. ``read`` hands over
+    the model's bytes when they are to be loaded from memory (see
+    :data:`~fogline.model.ModelReader`: a sealed file, opened by the caller);
+    the manifest's size and sha256 are then checked on those bytes, the
+    plain model's, not on the file on disk.
 
     >>> from fogline.examples import digits_model_path
     >>> opened = open_model(digits_model_path().parent)
@@ -44,7 +49,8 @@ def open_model(
     if path.is_dir() or path.name == MANIFEST_NAME:
         folder = path if path.is_dir() else path.parent
         manifest = Manifest.read(folder)
-        model_file = manifest.verify(folder)
+        data = None if read is None else read(manifest.model_path(folder))
+        model_file = manifest.verify(folder, data=data)
         options = EngineOptions(
             threads=threads or manifest.engine.threads,
             precision=precision or manifest.engine.precision,
@@ -53,7 +59,7 @@ def open_model(
             spin=spin,
         )
         chosen = manifest.engine.backend if backend == "auto" else backend
-        engine = load_engine(model_file, backend=chosen, options=options)
+        engine = load_engine(model_file, backend=chosen, options=options, read=_once(read, data))
         return OpenedModel(engine, manifest.name, manifest.version, model_file, manifest)
     options = EngineOptions(
         threads=threads,
@@ -62,5 +68,19 @@ def open_model(
         providers=providers,
         spin=spin,
     )
-    engine = load_engine(path, backend=backend, options=options)
+    engine = load_engine(path, backend=backend, options=options, read=read)
     return OpenedModel(engine, path.stem, "0", path)
+
+
+def _once(read: ModelReader | None, data: bytes | None) -> ModelReader | None:
+    """``read``, answering the model file from the bytes already read (and checked) for it."""
+    if read is None:
+        return None
+    first = [data]
+
+    def reader(path: Path) -> bytes | None:
+        if first:
+            return first.pop()
+        return read(path)
+
+    return reader

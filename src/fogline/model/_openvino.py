@@ -23,7 +23,7 @@ from fogline.errors import (
     SignatureMismatch,
 )
 from fogline.model._engine import EngineOptions, require
-from fogline.model._onnx_file import load_onnx, onnx_signature
+from fogline.model._onnx_file import load_onnx, onnx_signature, parse_onnx
 from fogline.model._signature import Dim, Signature, TensorSpec
 
 
@@ -52,26 +52,52 @@ def _ov_signature(model: Any) -> Signature:
 
 
 class OpenVinoEngine:
-    """Run an ``.onnx`` or OpenVINO ``.xml`` model on the CPU with OpenVINO."""
+    """Run an ``.onnx`` or OpenVINO ``.xml`` model on the CPU with OpenVINO.
+
+    Given ``data`` (the model's bytes) and, for an IR, ``weights`` (the
+    ``.bin``'s), the model is read from memory (``Core.read_model(model=,
+    weights=)``): a sealed model opened in memory is never written out.
+    """
 
     backend = "openvino"
     device = "CPU"
 
-    def __init__(self, path: Path, options: EngineOptions | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        options: EngineOptions | None = None,
+        *,
+        data: bytes | None = None,
+        weights: bytes | None = None,
+    ) -> None:
         require("openvino", "openvino")
         import openvino as ov
 
         options = options or EngineOptions()
         self.path = Path(path)
         core = ov.Core()
-        if self.path.suffix.lower() == ".onnx":
-            self._signature = onnx_signature(
-                load_onnx(self.path, with_external_data=False), self.path
+        is_onnx = self.path.suffix.lower() == ".onnx"
+        in_memory = data is not None or weights is not None
+        bin_path = self.path.with_suffix(".bin")
+        if is_onnx:
+            parsed = (
+                load_onnx(self.path, with_external_data=False)
+                if data is None
+                else parse_onnx(data, self.path)
             )
-        elif not self.path.with_suffix(".bin").is_file() or not self.path.is_file():
+            self._signature = onnx_signature(parsed, self.path)
+        elif (data is None and not self.path.is_file()) or (
+            weights is None and not bin_path.is_file()
+        ):
             raise ModelFormatError(f"{self.path}: an OpenVINO IR needs both .xml and .bin")
         try:
-            model = core.read_model(str(self.path))
+            if not in_memory:
+                model = core.read_model(str(self.path))
+            else:
+                text = data if data is not None else self.path.read_bytes()
+                blob = b"" if is_onnx else weights if weights is not None else bin_path.read_bytes()
+                tensor = ov.Tensor(np.frombuffer(blob, dtype=np.uint8).copy())
+                model = core.read_model(model=text, weights=tensor)
         except Exception as exc:
             raise ModelFormatError(f"{self.path}: OpenVINO cannot read it: {exc}") from exc
         if self.path.suffix.lower() != ".onnx":

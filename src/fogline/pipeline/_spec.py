@@ -27,7 +27,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic.functional_validators import AfterValidator, BeforeValidator
 
 from fogline.errors import ConfigError, FoglineError
-from fogline.model import OpenedModel, TensorSpec, open_model
+from fogline.model import ModelReader, OpenedModel, TensorSpec, open_model
 from fogline.pipeline import sinks, sources, stages
 from fogline.pipeline._base import (
     ArraySpec,
@@ -348,6 +348,7 @@ def plan(
     *,
     fleet_policy: PrivacyPolicy | None = None,
     keys: KeySource | None = None,
+    read: ModelReader | None = None,
 ) -> Plan:
     """Open the model and check that sources, stages, rules and sinks fit together.
 
@@ -357,8 +358,16 @@ def plan(
     is refused (:class:`~fogline.errors.PolicyError`). With ``store.encrypt``,
     the device key comes from ``keys`` (default: the environment) and is tried
     on the store when it is already there.
+
+    A model file sealed with the device key (as the agent keeps them) is
+    opened in memory with the key from ``keys``, loaded only then; ``read``
+    replaces that reader (:data:`~fogline.model.ModelReader`).
     """
     key = store_key(spec, keys)  # before the model is opened: a missing key is said first
+    if read is None:
+        from fogline.security import KeySource, SealedFiles
+
+        read = SealedFiles(keys or KeySource())
     fleet = fleet_policy if fleet_policy is not None else fleet_policy_from_env()
     m = spec.model
     if m.online is not None:
@@ -366,11 +375,11 @@ def plan(
     elif m.variants is not None:
         assert m.policy is not None  # the spec has both or neither
         check_policy(m.policy)
-        opened = open_variants(m.variants, backend=m.backend, threads=m.threads)
+        opened = open_variants(m.variants, backend=m.backend, threads=m.threads, read=read)
     else:
         assert m.path is not None  # the spec has one of the two
         try:
-            opened = open_model(m.path, backend=m.backend, threads=m.threads)
+            opened = open_model(m.path, backend=m.backend, threads=m.threads, read=read)
         except FoglineError as exc:
             raise ConfigError(f"model.path: {exc}") from exc
     if m.name is not None or m.version is not None:

@@ -56,7 +56,7 @@ from pydantic.functional_validators import AfterValidator
 
 from fogline.errors import ConfigError, FoglineError
 from fogline.metrics import VARIANT_ACTIVE, VARIANT_ITEMS, VARIANT_SWITCHES
-from fogline.model import VARIANT_OUTPUT, OpenedModel, VariantEngine, open_model
+from fogline.model import VARIANT_OUTPUT, ModelReader, OpenedModel, VariantEngine, open_model
 from fogline.pipeline._base import Spec, _resolve, existing
 from fogline.transport.mqtt import BrokerUrl, MqttSubscriber, TopicFilterField
 
@@ -162,7 +162,13 @@ VariantEntry = Annotated[VariantSpec, BeforeValidator(_entry)]
 # --- check time --------------------------------------------------------------------------------
 
 
-def open_variants(variants: list[VariantSpec], *, backend: str, threads: int | None) -> OpenedModel:
+def open_variants(
+    variants: list[VariantSpec],
+    *,
+    backend: str,
+    threads: int | None,
+    read: ModelReader | None = None,
+) -> OpenedModel:
     """Load every variant (each one's errors under ``model.variants[i]``) behind one engine.
 
     The result's name, version, file and manifest are the first (best) variant's.
@@ -171,7 +177,7 @@ def open_variants(variants: list[VariantSpec], *, backend: str, threads: int | N
     try:
         for index, variant in enumerate(variants):
             try:
-                opened.append(open_model(variant.path, backend=backend, threads=threads))
+                opened.append(open_model(variant.path, backend=backend, threads=threads, read=read))
             except FoglineError as exc:
                 raise ConfigError(f"model.variants[{index}].path: {exc}") from exc
         named = [(v.label, o.engine) for v, o in zip(variants, opened, strict=True)]

@@ -136,6 +136,14 @@ class ReleaseFile(_Model):
     path: str
     length: int = Field(ge=0)
     sha256: Sha256
+    #: In an encrypted release, ``length`` and ``sha256`` are the ciphertext's (what is stored
+    #: and downloaded) and this is the plain file's, checked after decryption and at rest.
+    plain_sha256: Sha256 | None = None
+
+    @property
+    def content_sha256(self) -> str:
+        """The sha256 of the file as it runs: the plain one (encrypted release) or ``sha256``."""
+        return self.plain_sha256 or self.sha256
 
     @field_validator("path")
     @classmethod
@@ -171,6 +179,18 @@ class Canary(_Model):
         return None if value is None else check_relative_path(value, "canary data")
 
 
+class Encryption(_Model):
+    """How an encrypted release's files are sealed: the cipher and where its wrapped keys are."""
+
+    cipher: Literal["AES-256-GCM"] = "AES-256-GCM"
+    keys: str  # the target holding the wrapped data keys (keys/<name>/<version>.json)
+
+    @field_validator("keys")
+    @classmethod
+    def _relative(cls, value: str) -> str:
+        return check_relative_path(value, "keys document")
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -191,6 +211,8 @@ class ReleaseDocument(_Model):
     #: Where the release came from, signed with it: for a federated model the strategy,
     #: rounds, participants per round, secure aggregation and privacy (ε, δ).
     provenance: dict[str, Any] | None = None
+    #: Set when the files are encrypted for the enrolled devices (envelope encryption).
+    encryption: Encryption | None = None
 
     @field_validator("name")
     @classmethod

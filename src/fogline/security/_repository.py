@@ -21,7 +21,8 @@ sees either the old repository or the new one.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from fogline.security._contents import collect_files, infer_kind_entry
 from fogline.security._document import (
     DEFAULT_RELEASE_EXPIRY,
     Canary,
+    Encryption,
     Health,
     ReleaseDocument,
     ReleaseFile,
@@ -42,6 +44,7 @@ from fogline.security._document import (
     parse_version,
     release_target_path,
 )
+from fogline.security._envelope import KeysDocument, encrypt_file, keys_target_path
 from fogline.security._integrity import IntegrityCheck, ReleaseCheck
 from fogline.security._metadata import (
     EXPIRY,
@@ -50,6 +53,17 @@ from fogline.security._metadata import (
     load_signer,
     utcnow,
 )
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """Encrypt a release for devices: its data key, and each device id's X25519 public key.
+
+    The caller keeps the data key (sealed) to wrap it for devices enrolled later.
+    """
+
+    data_key: bytes = field(repr=False)
+    recipients: Mapping[str, bytes]
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,7 @@ class ReleaseRepository:
         canary: str | None = None,
         description: str = "",
         provenance: dict[str, Any] | None = None,
+        envelope: Envelope | None = None,
     ) -> PublishedRelease:
         """Sign ``folder`` as release ``name`` ``version`` with the targets key at ``key_path``.
 
@@ -102,6 +117,9 @@ class ReleaseRepository:
         version (newer than every release of that name), the files (no
         symlink leaving the folder, not empty), the kind and entry, the
         health sample and canary data (files of the release), the key.
+        With ``envelope`` every file is stored encrypted under its data key
+        and the key, wrapped for each recipient, is the signed target
+        ``keys/<name>/<version>.json`` (:mod:`._envelope`).
         """
         try:
             check_release_name(name)
@@ -122,7 +140,21 @@ class ReleaseRepository:
                 raise ConfigError(f"{label} {path!r} is not a file of the release folder")
         signer = load_signer(Path(key_path))
         try:
-            entries = [_hash(relative, source) for relative, source in files]
+            if envelope is None:
+                entries: list[tuple[ReleaseFile, Path | bytes]] = [
+                    _hash(relative, source) for relative, source in files
+                ]
+            else:
+                entries = [
+                    _encrypt(relative, source, envelope.data_key, name, version)
+                    for relative, source in files
+                ]
+            keys_body = None
+            encryption = None
+            if envelope is not None:
+                keys = KeysDocument.wrap(name, version, envelope.data_key, envelope.recipients)
+                keys_body = keys.body()
+                encryption = Encryption(keys=keys_target_path(name, version))
             document = ReleaseDocument(
                 name=name,
                 version=version,
@@ -135,6 +167,7 @@ class ReleaseRepository:
                 canary=Canary(data=canary),
                 description=description,
                 provenance=provenance,
+                encryption=encryption,
             )
         except ValidationError as exc:
             raise ConfigError(f"release {name} {version}: {exc}") from None
@@ -156,6 +189,8 @@ class ReleaseRepository:
                 targets.signed.targets[item.blob_path] = TargetFile(
                     item.length, {"sha256": item.sha256}, item.blob_path
                 )
+            if encryption is not None and keys_body is not None:
+                self._add_target(targets, encryption.keys, keys_body)
             doc_file = self.targets_dir / document.target_path
             doc_file.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(doc_file, body)
@@ -166,11 +201,57 @@ class ReleaseRepository:
             document, document.target_path, doc_target.hashes["sha256"], len(body)
         )
 
-    def _store_blob(self, item: ReleaseFile, source: Path) -> None:
+    def rewrap(
+        self,
+        name: str,
+        version: str,
+        data_key: bytes,
+        recipients: Mapping[str, bytes],
+        key_path: Path,
+    ) -> KeysDocument:
+        """Wrap encrypted release ``name`` ``version``'s data key anew for exactly ``recipients``.
+
+        Replaces its signed ``keys/<name>/<version>.json`` (devices enrolled
+        since get a key, revoked ones lose theirs) and re-signs the targets.
+        """
+        document = self.release(name, version)
+        if document.encryption is None:
+            raise ConfigError(f"release {name} {version} is not encrypted: nothing to re-wrap")
+        keys = KeysDocument.wrap(document.name, document.version, data_key, recipients)
+        signer = load_signer(Path(key_path))
+        with self.layout.locked():
+            self._store.check_key("targets", signer)
+            targets = self._store.targets()
+            self._add_target(targets, document.encryption.keys, keys.body())
+            self._store.publish_targets(targets, signer)
+        return keys
+
+    def keys_document(self, name: str, version: str) -> KeysDocument | None:
+        """The wrapped keys of encrypted release ``name`` ``version`` (None for a plain release)."""
+        document = self.release(name, version)
+        if document.encryption is None:
+            return None
+        file = self.targets_dir / document.encryption.keys
+        try:
+            return KeysDocument.model_validate_json(file.read_bytes())
+        except (OSError, ValidationError) as exc:
+            raise ConfigError(f"keys document {file} cannot be read: {exc}") from exc
+
+    def _add_target(self, targets: Any, path: str, body: bytes) -> None:
+        """Write ``body`` as target ``path`` and list it in (the unsigned) ``targets``."""
+        file = self.targets_dir / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(file, body)
+        targets.signed.targets[path] = TargetFile.from_data(path, body, ["sha256"])
+
+    def _store_blob(self, item: ReleaseFile, source: Path | bytes) -> None:
         blob = self.targets_dir / item.blob_path
         if blob.is_file() and blob.stat().st_size == item.length:
             return  # content-addressed: the same bytes are already there
         blob.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(source, bytes):  # an encrypted file, made in memory
+            atomic_write(blob, source)
+            return
         with atomic_output(blob) as tmp:
             digest = hashlib.sha256()
             with open(source, "rb") as src, open(tmp, "wb") as dst:
@@ -251,7 +332,25 @@ class ReleaseRepository:
         return renewed
 
 
-def _hash(relative: str, source: Path) -> tuple[ReleaseFile, Path]:
+def _encrypt(
+    relative: str, source: Path, data_key: bytes, name: str, version: str
+) -> tuple[ReleaseFile, bytes]:
+    """The encrypted file: its entry (ciphertext's length and hash, plain hash) and bytes."""
+    try:
+        plain = source.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read it: {exc.strerror or exc}") from exc
+    sealed = encrypt_file(plain, data_key, name, version, relative)
+    item = ReleaseFile(
+        path=relative,
+        length=len(sealed),
+        sha256=hashlib.sha256(sealed).hexdigest(),
+        plain_sha256=hashlib.sha256(plain).hexdigest(),
+    )
+    return item, sealed
+
+
+def _hash(relative: str, source: Path) -> tuple[ReleaseFile, Path | bytes]:
     # The size is read after the hash: a file that changes in between differs from this
     # sha256 when _store_blob copies it, which refuses it as changed during the release.
     digest = sha256_file(source)

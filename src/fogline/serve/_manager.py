@@ -30,7 +30,14 @@ from fogline.errors import (
     NotRunning,
     SignatureMismatch,
 )
-from fogline.model import BatchPolicy, Engine, EngineOptions, MicroBatcher, load_engine
+from fogline.model import (
+    BatchPolicy,
+    Engine,
+    EngineOptions,
+    MicroBatcher,
+    ModelReader,
+    load_engine,
+)
 from fogline.oip import FROM_NAME, numpy_dtype
 from fogline.serve._config import ModelConfig
 from fogline.serve._metrics import RequestStats
@@ -114,6 +121,7 @@ class ModelManager:
         threads: int | None = None,
         spin: bool = False,
         timeout_s: float | None = None,
+        read: ModelReader | None = None,
     ) -> None:
         if control not in CONTROLS:
             raise ConfigError(f"model control mode must be one of {', '.join(CONTROLS)}")
@@ -126,6 +134,11 @@ class ModelManager:
         # cores that the event loop and the other models need (measured: about half the
         # throughput on 2 busy cores), so they sleep unless asked otherwise.
         self.spin = spin
+        if read is None:  # sealed models open with the device key from the environment
+            from fogline.security import SealedFiles
+
+            read = SealedFiles()
+        self.read = read
         self.timeout_s = timeout_s
         self._models: dict[str, dict[int, LoadedVersion]] = {}
         self._states: dict[tuple[str, int], VersionState] = {}
@@ -237,7 +250,9 @@ class ModelManager:
     def _load_version(
         self, name: str, version: int, path: Path, config: ModelConfig
     ) -> LoadedVersion:
-        engine = load_engine(path, options=EngineOptions(threads=self.threads, spin=self.spin))
+        engine = load_engine(
+            path, options=EngineOptions(threads=self.threads, spin=self.spin), read=self.read
+        )
         try:
             config = self.repository.check_against(config, engine.signature)
             # Before the batcher starts: a version that fails a configured warm-up is closed

@@ -69,7 +69,9 @@ class Server:
         tls_key: Path | None = None,
         token: str | None = None,
         cors_origins: tuple[str, ...] = (),
+        device_key: Path | None = None,
     ) -> None:
+        from fogline.security import KeySource, SealedFiles
         from fogline.serve._repository import Repository
 
         if (tls_cert is None) != (tls_key is None):
@@ -97,6 +99,7 @@ class Server:
             threads=threads,
             spin=spin,
             timeout_s=timeout_s,
+            read=SealedFiles(KeySource(file=device_key)),
         )
         self.ports = Ports()
         self._stop: asyncio.Event | None = None

@@ -54,6 +54,7 @@ from fogline.fleet.agent._enrol import (
     read_credentials,
 )
 from fogline.fleet.agent._installer import ReleaseInstaller
+from fogline.fleet.agent._keyring import DEVICE_KEY, Keyring
 from fogline.fleet.agent._offer import FinetuneScheduler
 from fogline.fleet.agent._privacy import DevicePrivacy
 from fogline.fleet.agent._rounds import RESEND_AFTER, RoundCounters, RoundParticipant
@@ -66,7 +67,7 @@ from fogline.fleet.agent._telemetry import (
     metrics_between,
 )
 from fogline.protocol import DEFAULT_PREFIX, DeviceId, DeviceState, DeviceTopics, ReleaseMetrics
-from fogline.security import AuditLog, Checkpoint, ClientTls
+from fogline.security import KEY_FILE_ENV, AuditLog, Checkpoint, ClientTls
 from fogline.store import OutboxSender, ResultStore, Retention
 from fogline.transport.mqtt import BrokerUrl, MqttMessage, MqttUrl
 
@@ -174,8 +175,11 @@ class Agent:
         agent_dir = self.data / "agent"
         agent_dir.mkdir(parents=True, exist_ok=True)
         audit = self.audit
+        keyring = Keyring.load(self.data)  # the device key, made on first start
         url, prefix, repository, tls = self._identity()
-        installer = self.installer = ReleaseInstaller(self.data, repository, tls=tls)
+        installer = self.installer = ReleaseInstaller(
+            self.data, repository, tls=tls, keyring=keyring, device_id=self.config.device_id
+        )
         topics = DeviceTopics(prefix, self.config.device_id)
         # The fleet's default egress policy: pipelines find it through their environment.
         self.privacy = DevicePrivacy(
@@ -185,7 +189,12 @@ class Agent:
             on_event=self._event,
             pid_file=agent_dir / "children.json",
             # A cluster node's presence names its device; pipelines read the fleet policy.
-            env={DEVICE_ID_ENV: self.config.device_id, **self.privacy.env()},
+            # The device key file opens the sealed models of the releases it runs.
+            env={
+                DEVICE_ID_ENV: self.config.device_id,
+                KEY_FILE_ENV: str((self.data / DEVICE_KEY).resolve()),
+                **self.privacy.env(),
+            },
         )
         self.converger = Converger(
             installer,

@@ -344,6 +344,7 @@ class Converger:
             latency_budget_ms=document.health.latency_budget_ms,
             sample=None if sample is None else root / sample,
             canary=None if canary is None else root / canary,
+            read=self.installer.read,
         )
 
     def _after_swap(

@@ -20,9 +20,10 @@ Concurrency: blocking I/O, called under the installer's lock.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import httpx
@@ -54,14 +55,26 @@ class Downloads:
         """Where the verified file with ``sha256`` is (or will be)."""
         return self.blobs / sha256
 
-    def download(self, info: TargetFile, label: str) -> Path:
-        """The verified blob for ``info``, downloaded (or resumed) when not already here."""
+    def download(
+        self,
+        info: TargetFile,
+        label: str,
+        *,
+        keep: Callable[[Path, Path], None] | None = None,
+        intact: Callable[[Path], bool] | None = None,
+    ) -> Path:
+        """The verified blob for ``info``, downloaded (or resumed) when not already here.
+
+        ``keep(part, blob)`` makes the verified download the kept blob (decrypted,
+        sealed: :class:`~fogline.fleet.agent._vault.Vault`) and ``intact(blob)`` says
+        whether a kept one is whole; by default the bytes are kept as downloaded.
+        """
         sha = info.hashes.get("sha256", "")
         if not _SHA256.match(sha):
             raise ReleaseRefused(f"{label} has no sha256 in the signed metadata")
         blob = self.blobs / sha
         if blob.is_file():
-            if _matches(blob, info):
+            if (intact or functools.partial(_matches, info=info))(blob):
                 return blob
             unlink_read_only(blob)
         part = self.parts / f"{sha}.part"
@@ -79,8 +92,11 @@ class Downloads:
                     f"hash mismatch for {label}: the downloaded bytes hash to {observed[:12]}…, "
                     f"the signed metadata says {sha[:12]}…"
                 ) from exc
-            os.chmod(part, 0o444)
-            os.replace(part, blob)
+            if keep is not None:
+                keep(part, blob)
+            else:
+                os.chmod(part, 0o444)
+                os.replace(part, blob)
             return blob
         raise AssertionError("unreachable")
 

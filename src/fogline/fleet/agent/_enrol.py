@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from fogline.errors import ConfigError
 from fogline.fleet.agent._certificate import keep_certificate, tls_request
 from fogline.fleet.agent._download import http_error, status_error
+from fogline.fleet.agent._keyring import enrol_fields
 from fogline.protocol import DEFAULT_PREFIX
 from fogline.security import ClientTls
 
@@ -127,12 +128,18 @@ def enrol(
 ) -> DeviceLogin:
     """Trade a one-time ``token`` for credentials and the trusted root; store both.
 
+    The request carries the device's public release key (:mod:`._keyring`).
     The root (and a TLS certificate, :mod:`._certificate`) is written before
     the credentials: a device with credentials always has what goes with them.
     ``tls`` says which CA the controller's HTTPS certificate is checked with.
     """
     url = controller.rstrip("/") + "/api/enrol"
-    request = {"device_id": device_id, "token": token, **tls_request(data, device_id)}
+    request = {
+        "device_id": device_id,
+        "token": token,
+        **tls_request(data, device_id),
+        **enrol_fields(data),  # the X25519 key encrypted releases are wrapped for
+    }
     verify = True if tls is None else tls.context()
     try:
         response = httpx.post(url, json=request, timeout=timeout, verify=verify)

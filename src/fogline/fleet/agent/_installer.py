@@ -5,7 +5,8 @@ module: the signed metadata refreshed with python-tuf's ngclient
 (:mod:`._refresh`), the files downloaded with resume, a length cap and a
 hash check (:mod:`._download`), and the release slots: staging, the
 journalled atomic swap of ``active/<name>``, recovery and rollback
-(:mod:`._slots`). The policy is here: which release may be fetched (never
+(:mod:`._slots`); with a :class:`~._keyring.Keyring`, what is kept is sealed and
+encrypted releases are opened (:mod:`._vault`). The policy is here: which release may be fetched (never
 older than the active one, but the previous on request), what must agree
 (the release document with the signed targets) and when to prune.
 
@@ -14,7 +15,7 @@ Device data folder ``DEV``::
     DEV/trust/root.json                  the trust anchor given at enrolment
     DEV/tuf/                             ngclient's verified metadata cache
     DEV/downloads/<sha256>.part          an unfinished download, resumed next time
-    DEV/blobs/<sha256>                   a verified file (read-only)
+    DEV/blobs/<sha256>                   a verified file (read-only; a model sealed, see ._vault)
     DEV/releases/<name>/<version>/       a staged release built from blobs (read-only)
     DEV/releases/<name>/<version>.json   its release document
     DEV/active/<name>                    symlink to ../releases/<name>/<version>
@@ -32,6 +33,7 @@ import functools
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 from packaging.version import Version
@@ -39,13 +41,18 @@ from pydantic import ValidationError
 from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 
 from fogline._files import atomic_write, file_lock
-from fogline.errors import ConfigError, ModelNotFound, ReleaseRefused
+from fogline.errors import ConfigError, ModelNotFound, ReleaseRefused, WrongKey
 from fogline.fleet.agent._download import Downloads
+from fogline.fleet.agent._keyring import Keyring
 from fogline.fleet.agent._refresh import MetadataRefresh, target_info
 from fogline.fleet.agent._slots import Slot, Slots, StagedRelease
+from fogline.fleet.agent._vault import Vault
+from fogline.model import ModelReader
 from fogline.security import (
     ClientTls,
+    KeysDocument,
     ReleaseDocument,
+    SealedFiles,
     check_release_name,
     parse_version,
     release_target_path,
@@ -68,7 +75,9 @@ class ReleaseInstaller:
     ``targets/`` under it). ``trusted_root`` is the repository's ``root.json``
     given at enrolment; it is copied to ``DEV/trust/root.json`` and needed
     only once. ``tls`` (mutual TLS) is the CA the repository's HTTPS is
-    checked with and the device certificate it presents.
+    checked with and the device certificate it presents. ``keyring`` and
+    ``device_id``: the device's keys, to keep model files sealed and to open
+    releases encrypted for ``device_id``.
     """
 
     def __init__(
@@ -79,6 +88,8 @@ class ReleaseInstaller:
         trusted_root: Path | None = None,
         timeout: float = 30.0,
         tls: ClientTls | None = None,
+        keyring: Keyring | None = None,
+        device_id: str | None = None,
     ) -> None:
         self.data = Path(data)
         base = repository_url.rstrip("/")
@@ -108,7 +119,12 @@ class ReleaseInstaller:
         self._downloads = Downloads(
             self.data / "blobs", self.data / "downloads", self.targets_url, self._client
         )
-        self._slots = Slots(self.data, self._downloads.blobs)
+        self.keyring = keyring
+        self.device_id = device_id
+        self.vault = Vault(None if keyring is None else keyring.device_key)
+        self._slots = Slots(self.data, self._downloads.blobs, self.vault.check)
+        #: How the health check opens the models this installer keeps (sealed ones in memory).
+        self.read: ModelReader = SealedFiles(None if keyring is None else keyring.device_key)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -189,10 +205,18 @@ class ReleaseInstaller:
                         "signed targets disagree on its size or hash"
                     )
                 infos.setdefault(item.sha256, info)
+            data_key = self._data_key(updater, doc)
             step("downloading")
             for item in doc.files:
                 if item.sha256 in infos:
-                    self._downloads.download(infos.pop(item.sha256), f"file {item.path}")
+                    self._downloads.download(
+                        infos.pop(item.sha256),
+                        f"file {item.path}",
+                        keep=functools.partial(
+                            self.vault.keep, item=item, doc=doc, data_key=data_key
+                        ),
+                        intact=functools.partial(self.vault.intact, item=item),
+                    )
             step("staging")
             return self._slots.stage(doc, body)
 
@@ -267,6 +291,41 @@ class ReleaseInstaller:
             )
         self._slots.verify(staged)
         return staged
+
+    def _data_key(self, updater: Any, doc: ReleaseDocument) -> bytes | None:
+        """The data key of an encrypted release, unwrapped for this device (None: not encrypted).
+
+        The keys document is a signed target like the files: it is verified
+        before it is read, and the key is unwrapped before any file is fetched.
+        """
+        if doc.encryption is None:
+            return None
+        if self.keyring is None or self.device_id is None:
+            raise ReleaseRefused(
+                f"release {doc.name} {doc.version} is encrypted, and this installer has no "
+                "device keys to open it"
+            )
+        info = target_info(updater, doc.encryption.keys)
+        if info is None:
+            raise ReleaseRefused(
+                f"the keys of encrypted release {doc.name} {doc.version} "
+                f"({doc.encryption.keys}) are not in the signed targets"
+            )
+        blob = self._downloads.download(info, f"keys of {doc.name} {doc.version}")
+        try:
+            keys = KeysDocument.model_validate_json(blob.read_bytes())
+        except ValidationError as exc:
+            raise ReleaseRefused(
+                f"the keys document of {doc.name} {doc.version} is not valid"
+            ) from exc
+        if (keys.name, keys.version) != (doc.name, doc.version):
+            raise ReleaseRefused(
+                f"the keys document of {doc.name} {doc.version} is for {keys.name} {keys.version}"
+            )
+        try:
+            return keys.unwrap(self.device_id, self.keyring.release_key)
+        except WrongKey as exc:
+            raise ReleaseRefused(str(exc)) from exc
 
     def _prune(self, name: str) -> None:
         """Remove staged releases of ``name`` other than active and previous, then unused blobs."""

@@ -25,6 +25,7 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -32,7 +33,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from fogline._files import TEMP_PREFIX, atomic_write, remove_tree, sha256_file
 from fogline.errors import FoglineError, ModelNotFound, ReleaseRefused
-from fogline.security import ReleaseDocument
+from fogline.security import ReleaseDocument, ReleaseFile
 
 _STAGING = ".staging-"
 _TRASH = ".trash-"
@@ -69,9 +70,16 @@ class _Installed(BaseModel):
 class Slots:
     """The staged and active releases under the device folder ``data``, built from ``blobs``."""
 
-    def __init__(self, data: Path, blobs: Path) -> None:
+    def __init__(
+        self,
+        data: Path,
+        blobs: Path,
+        check: Callable[[Path, ReleaseFile], str | None] | None = None,
+    ) -> None:
         self.data = data
         self.blobs = blobs
+        #: What is wrong with a kept file (a sealed model is opened and hashed), or None.
+        self._check = check or _check_plain
         self.releases = data / "releases"
         self.active_links = data / "active"
         self._state_file = data / "installed.json"
@@ -113,10 +121,8 @@ class Slots:
             problem = None
             if file.is_symlink() or not file.is_file():
                 problem = "is missing"
-            elif file.stat().st_size != item.length:
-                problem = f"has {file.stat().st_size} bytes, not {item.length}"
-            elif sha256_file(file) != item.sha256:
-                problem = "does not match its sha256"
+            else:
+                problem = self._check(file, item)
             if problem:
                 raise ReleaseRefused(
                     f"{staged.name} {staged.version}: file {item.path} {problem} (damaged on disk)"
@@ -267,6 +273,15 @@ class Slots:
 
     def _write_state(self, state: _Installed) -> None:
         atomic_write(self._state_file, state.model_dump_json(indent=2).encode())
+
+
+def _check_plain(file: Path, item: ReleaseFile) -> str | None:
+    """A file kept as downloaded: its size, then its sha256."""
+    if file.stat().st_size != item.length:
+        return f"has {file.stat().st_size} bytes, not {item.length}"
+    if sha256_file(file) != item.sha256:
+        return "does not match its sha256"
+    return None
 
 
 def _make_read_only(tree: Path) -> None:

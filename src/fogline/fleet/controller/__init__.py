@@ -23,6 +23,7 @@ from fogline.fleet.controller._criteria import Criteria
 from fogline.fleet.controller._deployment import Deployment, DeploymentDevice, describe
 from fogline.fleet.controller._plan import RolloutPlan, devices_in
 from fogline.fleet.controller._registry import Device, Inbox, Registry
+from fogline.fleet.controller._release_keys import DeviceKeys, ReleaseKeys
 from fogline.fleet.controller._rollout import Rollouts
 
 __all__ = [
@@ -33,8 +34,10 @@ __all__ = [
     "Deployment",
     "DeploymentDevice",
     "Device",
+    "DeviceKeys",
     "Inbox",
     "Registry",
+    "ReleaseKeys",
     "RolloutPlan",
     "Rollouts",
     "describe",

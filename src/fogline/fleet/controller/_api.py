@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.applications import Starlette
@@ -39,6 +39,7 @@ from fogline.fleet.controller._privacy import FleetPrivacyDefault
 from fogline.fleet.controller._registry import Registry
 from fogline.fleet.controller._rollout import Criteria, RolloutPlan, Rollouts
 from fogline.protocol import RunSpec, check_device_id
+from fogline.security import parse_public_key
 
 log = logging.getLogger("fogline.controller")
 
@@ -124,6 +125,8 @@ class EnrolRequest(BaseModel):
     device_id: str
     token: str
     csr: str | None = Field(default=None, max_length=16384)  # mutual TLS: the device's key
+    #: The device's X25519 public key (base64) that encrypted releases are wrapped for.
+    release_key: str | None = None
 
 
 class DeviceUpdate(BaseModel):
@@ -153,6 +156,18 @@ class ApiContext:
     audit_checkpoint: Callable[[str], dict[str, Any] | None] | None = None
     #: The fleet's default egress policy (None: this controller keeps none).
     privacy: FleetPrivacyDefault | None = None
+    #: Release keys and revocation (None: this controller keeps none).
+    keys: DeviceKeysApi | None = None
+
+
+class DeviceKeysApi(Protocol):
+    """What the API needs for encrypted releases (the controller implements it)."""
+
+    def refuse_revoked(self, device_id: str) -> None: ...
+
+    def enrolled(self, device_id: str, release_key: str | None) -> None: ...
+
+    def revoke(self, device_id: str) -> dict[str, Any]: ...
 
 
 def routes(ctx: ApiContext) -> list[BaseRoute]:
@@ -341,14 +356,24 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         except ValueError as exc:
             raise ApiError(str(exc)) from None
         _check_csr(ctx, req)  # before the token is spent: the device may try again
+        if ctx.keys is not None:
+            _check_release_key(ctx.keys, req)
         try:
             ctx.registry.redeem_token(req.token, req.device_id)
         except ConfigError as exc:
             raise ApiError(str(exc), 403) from None
+        if ctx.keys is not None:
+            await run_in_threadpool(ctx.keys.enrolled, req.device_id, req.release_key)
         answer = ctx.enrol(req.device_id)
         if ctx.certify is not None and req.csr is not None:
             answer.update(await run_in_threadpool(ctx.certify, req.device_id, req.csr))
         return JSONResponse(answer, status_code=201)
+
+    async def revoke(request: Request) -> Response:
+        if ctx.keys is None:
+            raise ApiError("this controller keeps no release keys", 404)
+        device_id = request.path_params["device_id"]
+        return JSONResponse(await run_in_threadpool(ctx.keys.revoke, device_id))
 
     def _learning() -> Learning:
         if ctx.learning is None:
@@ -382,6 +407,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         Route("/api/devices/{device_id}", admin(device)),
         Route("/api/devices/{device_id}", admin(update_device), methods=["PATCH"]),
         Route("/api/devices/{device_id}/audit-checkpoint", admin(audit_checkpoint)),
+        Route("/api/devices/{device_id}/revoke", admin(revoke), methods=["POST"]),
         Route("/api/releases", admin(releases)),
         Route("/api/deployments", admin(deployments)),
         Route("/api/deployments", admin(deploy), methods=["POST"]),
@@ -419,6 +445,19 @@ def _check_csr(ctx: ApiContext, req: EnrolRequest) -> None:
         check_certificate_request(req.csr)
     except ConfigError as exc:
         raise ApiError(str(exc)) from None
+
+
+def _check_release_key(keys: DeviceKeysApi, req: EnrolRequest) -> None:
+    """Before a token is used: the release key is well formed and the device not revoked."""
+    if req.release_key is not None:
+        try:
+            parse_public_key(req.release_key, "release_key")
+        except ValueError as exc:
+            raise ApiError(str(exc)) from None
+    try:
+        keys.refuse_revoked(req.device_id)
+    except ConfigError as exc:
+        raise ApiError(str(exc), 403) from None
 
 
 def _with_token(

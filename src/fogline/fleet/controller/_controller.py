@@ -42,6 +42,7 @@ from fogline.fleet.controller._learning import Learning
 from fogline.fleet.controller._offers import MAX_BYTES, Offers
 from fogline.fleet.controller._privacy import FleetPrivacyDefault
 from fogline.fleet.controller._registry import Inbox, Registry
+from fogline.fleet.controller._release_keys import ReleaseKeys
 from fogline.fleet.controller._rollout import Rollouts
 from fogline.protocol import (
     DEFAULT_PREFIX,
@@ -123,6 +124,8 @@ class ControllerConfig:
     cluster_broker: MqttUrl | str | None = None
     #: The key its SQLite files (registry, federated runs) are encrypted with; None: plain.
     db_key: DeviceKey | None = None
+    #: Removes a revoked device's MQTT login (the local Mosquitto's password file); None: none.
+    revoke_login: Callable[[str], None] | None = None
 
 
 def operator_token(data: Path) -> str:
@@ -155,6 +158,10 @@ class Controller:
         self.checkpoints = CheckpointBook(self.data / "audit-checkpoints", self.audit)
         self.login_failures = LoginFailures(self.audit)
         self.registry = Registry(self.data / "registry.db", key=config.db_key)
+        self.release_keys = ReleaseKeys(
+            self.data, self.registry, self.repository, audit=self.audit,
+            revoke_login=config.revoke_login,
+        )  # fmt: skip
         self.rollouts = Rollouts(self.registry, self._publish, releases=self._release_exists)
         self.learning = Learning(
             self.data,
@@ -355,6 +362,7 @@ class Controller:
             login_failed=self.login_failures.failed,
             audit_checkpoint=self.checkpoints.kept,
             privacy=self.privacy,
+            keys=self.release_keys,
         )
         releases = repository_routes(self.repository, check=self.integrity)
         if self.devices is not None and self.config.tls_cert and self.config.tls_key:

@@ -7,6 +7,12 @@ from __future__ import annotations
 
 from fogline.fleet.controller._monitoring import MONITORING_SCHEMA
 
+# Written out here, not imported: _release_keys imports the registry, which imports this.
+_RELEASE_KEYS_SCHEMA = """
+ALTER TABLE devices ADD COLUMN release_key TEXT;
+ALTER TABLE devices ADD COLUMN revoked_at REAL;
+"""
+
 # A step, once released, never changes: registries out there were made by it.
 _SCHEMA_V1 = """
 CREATE TABLE devices (
@@ -96,6 +102,7 @@ CREATE TABLE events (
 MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V1,
     MONITORING_SCHEMA,  # v2: drift, live accuracy, estimates, labels and captures per report
+    _RELEASE_KEYS_SCHEMA,  # v3: each device's X25519 release key, and when it was revoked
 )
 
 #: The schema this code writes; ``PRAGMA user_version`` of a registry it created.

@@ -27,7 +27,7 @@ import numpy as np
 
 from fogline.errors import ConfigError, DataError, FoglineError, SignatureMismatch
 from fogline.fleet.agent.kinds._kind import ReleaseKind
-from fogline.model import Engine, time_calls
+from fogline.model import Engine, ModelReader, time_calls
 
 #: Timed runs per model (after one warm-up run); the median is held against the budget.
 TIMED_RUNS = 5
@@ -70,8 +70,11 @@ def check_release(
     latency_budget_ms: float | None = None,
     sample: Path | None = None,
     canary: Path | None = None,
+    read: ModelReader | None = None,
 ) -> HealthReport:
     """Open what ``entry`` holds as ``kind`` does, run it, and say whether it is fit to activate.
+
+    ``read`` opens sealed model files in memory (the installer's ``read``).
 
     Never raises for a bad release: every fogline error (and a model
     runtime's own) becomes a failing report with the reason.
@@ -85,7 +88,7 @@ def check_release(
             raise ConfigError(f"{entry}: the release's entry does not exist")
         feeds = _read_npz(sample, "sample") if sample is not None else None
         labelled = _read_canary(canary) if canary is not None else None
-        engines = kind.open_engines(entry)
+        engines = kind.open_engines(entry, read)
     except FoglineError as exc:
         return HealthReport(ok=False, reason=str(exc))
     worst = 0.0

@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from fogline.fleet.agent._supervisor import ChildSpec
 from fogline.fleet.agent._telemetry import Scrape
-from fogline.model import Engine
+from fogline.model import Engine, ModelReader
 
 
 class ReleaseKind(ABC):
@@ -23,7 +23,7 @@ class ReleaseKind(ABC):
 
     >>> class Nothing(ReleaseKind):
     ...     name = "nothing"
-    ...     def open_engines(self, entry):
+    ...     def open_engines(self, entry, read=None):
     ...         return []
     >>> Nothing().child(Path("nothing.bin"), cwd=Path("/tmp")), Nothing().scrape("").items
     (None, 0.0)
@@ -33,10 +33,13 @@ class ReleaseKind(ABC):
     name: ClassVar[str]
 
     @abstractmethod
-    def open_engines(self, entry: Path) -> list[tuple[str, Engine]]:
+    def open_engines(
+        self, entry: Path, read: ModelReader | None = None
+    ) -> list[tuple[str, Engine]]:
         """Open every model the release at ``entry`` runs, each named for the health report.
 
-        The caller closes them. A release that is not fit raises a
+        ``read`` opens model files the agent keeps sealed, in memory
+        (:class:`~fogline.security.SealedFiles` with the device key). The caller closes them. A release that is not fit raises a
         :class:`~fogline.errors.FoglineError` saying why (none is left open then).
         """
 

@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fogline.errors import ConfigError
 from fogline.fleet.agent.kinds._kind import ReleaseKind
-from fogline.model import Engine
+from fogline.model import Engine, ModelReader
 
 #: A ``module:function`` reference, as tasks are named everywhere.
 FUNCTION_PATTERN = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
@@ -186,7 +186,9 @@ class LearnerKind(ReleaseKind):
 
     name: ClassVar[str] = "learner"
 
-    def open_engines(self, entry: Path) -> list[tuple[str, Engine]]:
+    def open_engines(
+        self, entry: Path, read: ModelReader | None = None
+    ) -> list[tuple[str, Engine]]:
         spec = load_learner(entry)
         if spec.task is not None and spec.data is not None:
             _check_module(spec.task, "task", entry)

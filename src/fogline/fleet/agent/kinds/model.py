@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from fogline.fleet.agent.kinds._kind import ReleaseKind
-from fogline.model import Engine, open_model
+from fogline.model import Engine, ModelReader, open_model
 
 
 class ModelKind(ReleaseKind):
@@ -21,6 +21,8 @@ class ModelKind(ReleaseKind):
 
     name: ClassVar[str] = "model"
 
-    def open_engines(self, entry: Path) -> list[tuple[str, Engine]]:
-        opened = open_model(entry)
+    def open_engines(
+        self, entry: Path, read: ModelReader | None = None
+    ) -> list[tuple[str, Engine]]:
+        opened = open_model(entry, read=read)
         return [(f"{opened.name} {opened.version}", opened.engine)]

@@ -20,7 +20,7 @@ from fogline.fleet.agent._telemetry import Scrape
 from fogline.fleet.agent.kinds._kind import ReleaseKind
 from fogline.fleet.agent.kinds._scrape import Series, read_scrape
 from fogline.metrics import END_TO_END, PIPELINE_ITEMS, PIPELINE_STAGE_SECONDS
-from fogline.model import Engine
+from fogline.model import Engine, ModelReader
 
 SERIES = Series(
     PIPELINE_ITEMS,
@@ -64,10 +64,12 @@ class PipelineKind(ReleaseKind):
 
     name: ClassVar[str] = "pipeline"
 
-    def open_engines(self, entry: Path) -> list[tuple[str, Engine]]:
+    def open_engines(
+        self, entry: Path, read: ModelReader | None = None
+    ) -> list[tuple[str, Engine]]:
         from fogline.pipeline import load_spec, plan  # loaded when a release needs it
 
-        checked = plan(load_spec(entry))
+        checked = plan(load_spec(entry), read=read)
         return [(f"{checked.model.name} {checked.model.version}", checked.model.engine)]
 
     def child(self, entry: Path, *, cwd: Path, http_port: int | None = None) -> ChildSpec:

@@ -18,7 +18,7 @@ from fogline.fleet.agent._telemetry import Scrape
 from fogline.fleet.agent.kinds._kind import ReleaseKind
 from fogline.fleet.agent.kinds._scrape import Series, read_scrape
 from fogline.metrics import FAILURE, SERVE_REQUEST_SECONDS, SERVE_REQUESTS, SUCCESS
-from fogline.model import Engine, open_model
+from fogline.model import Engine, ModelReader, open_model
 
 SERIES = Series(
     SERVE_REQUESTS,
@@ -63,7 +63,9 @@ class ServeKind(ReleaseKind):
 
     name: ClassVar[str] = "serve"
 
-    def open_engines(self, entry: Path) -> list[tuple[str, Engine]]:
+    def open_engines(
+        self, entry: Path, read: ModelReader | None = None
+    ) -> list[tuple[str, Engine]]:
         from fogline.serve import Repository  # loaded when a release needs it
 
         repository = Repository(entry)
@@ -75,7 +77,7 @@ class ServeKind(ReleaseKind):
         try:
             for name in repository.model_names():
                 for version, path in repository.versions(name).items():
-                    engines.append((f"{name} {version}", open_model(path).engine))
+                    engines.append((f"{name} {version}", open_model(path, read=read).engine))
         except BaseException:
             for _, engine in engines:
                 engine.close()
