@@ -29,6 +29,11 @@ _DATA = typer.Option(
 )
 
 
+_DB_KEY = typer.Option(
+    None, "--db-key", help="The key of an encrypted registry (as 'fogline controller --db-key')."
+)
+
+
 def _size(length: int) -> str:
     """
     >>> _size(1536), _size(3 * 1024 * 1024)
@@ -68,6 +73,7 @@ def create(
         "--encrypt",
         help="Encrypt the files for the enrolled devices (only they can read the release).",
     ),
+    db_key: Path | None = _DB_KEY,
 ) -> None:
     """Sign FOLDER as a release: files stored by sha256, a signed release document."""
     needs_extra("fleet", *FLEET_MODULES)
@@ -86,7 +92,7 @@ def create(
     )
     recipients: list[str] = []
     if encrypt:
-        with _release_keys(data, repo) as keys:
+        with _release_keys(data, repo, db_key) as keys:
             published = keys.publish(folder, name, version, key_path, **options)
             recipients = keys.wrapped_for().get(
                 f"{published.document.name} {published.document.version}", []
@@ -110,11 +116,17 @@ def create(
 
 
 @contextlib.contextmanager
-def _release_keys(data: Path, repo: ReleaseRepository) -> Iterator[ReleaseKeys]:
+def _release_keys(
+    data: Path, repo: ReleaseRepository, db_key: Path | None
+) -> Iterator[ReleaseKeys]:
     """The controller's release keys over its registry (the controller may be running)."""
     from fogline.fleet.controller import Registry, ReleaseKeys
+    from fogline.security import KeySource
+    from fogline.store import is_encrypted
 
-    registry = Registry(data / "registry.db")
+    path = data / "registry.db"
+    key = KeySource(file=db_key).load() if db_key or is_encrypted(path) else None
+    registry = Registry(path, key=key)
     try:
         yield ReleaseKeys(data, registry, repo)
     finally:
@@ -127,13 +139,14 @@ def rewrap(
     key: Path | None = typer.Option(
         None, "--key", help="The targets key (default DATA/keys/targets.pem)."
     ),
+    db_key: Path | None = _DB_KEY,
 ) -> None:
     """Wrap encrypted releases' keys for today's devices: new ones in, revoked ones out."""
     needs_extra("fleet", *FLEET_MODULES)
     from fogline.security import ReleaseRepository
 
     repo = ReleaseRepository(data)
-    with _release_keys(data, repo) as keys:
+    with _release_keys(data, repo, db_key) as keys:
         changed = keys.rewrap(key)
         wrapped = keys.wrapped_for()
     table = Table(title=f"encrypted releases in {escape(str(data))}")
