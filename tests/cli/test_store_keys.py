@@ -79,7 +79,7 @@ def test_store_rekey_encrypts_and_commands_then_need_the_key(
 
     # Execute / Assert: encrypt it, then rotate the key
     status, out, _ = fogline(capsys, "store", "rekey", db, "--new-key", one)
-    assert status == 0 and "plain (plain) → encrypted" in out and is_encrypted(db)
+    assert status == 0 and "plain → key" in out and is_encrypted(db)
     status, _, err = fogline(capsys, "accuracy", db)
     assert_one_line_error(status, err, "results.db: the store is encrypted", "--device-key")
     assert fogline(capsys, "accuracy", db, "--device-key", one)[0] == 0

@@ -37,8 +37,15 @@ def store_key(path: Path, device_key: Path | None) -> DeviceKey | None:
 
     if device_key is None and not is_encrypted(path):
         return None
+    keys = KeySource(file=device_key)
+    if not keys.available():
+        raise KeyUnavailable(
+            f"{path}: the store is encrypted; pass the device key it was encrypted with: "
+            "--device-key FILE, or $FOGLINE_DEVICE_KEY_FILE, $FOGLINE_DEVICE_KEY or "
+            "$FOGLINE_DEVICE_KEY_COMMAND"
+        )
     try:
-        return KeySource(file=device_key).load()
+        return keys.load()
     except KeyUnavailable as exc:
         raise KeyUnavailable(f"{path}: the store is encrypted; {exc}") from exc
 
@@ -86,8 +93,7 @@ def rekey(
     old_text = "plain" if done.old_fingerprint is None else f"key {done.old_fingerprint}"
     new_text = "plain" if done.new_fingerprint is None else f"key {done.new_fingerprint}"
     console.print(
-        f"{escape(str(path))}: {done.before} ({old_text}) → {done.after} ({new_text}), "
-        f"{done.size:,} bytes",
+        f"{escape(str(path))}: {old_text} → {new_text} ({done.size:,} bytes, replaced atomically)",
         highlight=False,
     )
     if done.after == "encrypted":
