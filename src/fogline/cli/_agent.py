@@ -51,6 +51,12 @@ def agent(
         None, "--tls-cert", help="This device's certificate, when not issued at enrolment."
     ),
     tls_key: Path | None = typer.Option(None, "--tls-key", help="Its private key (PEM)."),
+    encrypt_store: bool = typer.Option(
+        False,
+        "--encrypt-store",
+        help="Keep the agent's own store (DATA/agent/telemetry.db) encrypted with the device "
+        "key DATA/keys/device.key (a plain one is encrypted in place at start).",
+    ),
 ) -> None:
     """Converge this device to the releases the controller wants, report state and telemetry."""
     needs_extra("fleet", *FLEET_MODULES)
@@ -74,6 +80,7 @@ def agent(
             tls_ca=tls_ca,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            encrypt_store=encrypt_store,
         )
     except ValidationError as exc:
         first = exc.errors()[0]

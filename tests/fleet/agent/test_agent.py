@@ -210,6 +210,7 @@ def test_rollback_command_and_rollback_in_the_desired_state(
     assert final.generation == 4
     assert check_active(tmp_path / "cam-1", "digits") == "1.0.0"
     assert audit_events(tmp_path / "cam-1") == [
+        ("key.created", None, None),  # the device key, made at first start
         ("release.installed", "1.0.0", None),
         ("release.installed", "1.1.0", None),
         ("release.rolled_back", "1.0.0", "command"),
@@ -431,7 +432,7 @@ def test_enrolment_with_a_token(tmp_path: Path, broker: Mosquitto, releases: Rel
     assert (tmp_path / "cam-9" / "credentials.json").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "cam-9" / "trust" / "root.json").read_bytes() == releases.root.read_bytes()
     assert releases.enrolled == ["cam-9"]
-    assert [e for e, *_ in audit_events(tmp_path / "cam-9")] == ["device.enrolled"]
+    assert [e for e, *_ in audit_events(tmp_path / "cam-9")] == ["key.created", "device.enrolled"]
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

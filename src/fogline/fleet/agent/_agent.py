@@ -56,6 +56,7 @@ from fogline.fleet.agent._enrol import (
 from fogline.fleet.agent._installer import ReleaseInstaller
 from fogline.fleet.agent._keyring import DEVICE_KEY, Keyring
 from fogline.fleet.agent._offer import FinetuneScheduler
+from fogline.fleet.agent._own_store import open_own_store
 from fogline.fleet.agent._privacy import DevicePrivacy
 from fogline.fleet.agent._rounds import RESEND_AFTER, RoundCounters, RoundParticipant
 from fogline.fleet.agent._session import DEFAULT_SESSION_EXPIRY, AgentSession
@@ -111,6 +112,8 @@ class AgentConfig(BaseModel):
     serve_http_port: int | None = Field(default=None, ge=1, le=65535)
     retry_max: float = Field(default=60.0, gt=0)
     round_resend_seconds: float = Field(default=RESEND_AFTER, gt=0)
+    #: Keep the agent's own store (telemetry.db) encrypted with the device key.
+    encrypt_store: bool = False
     #: Mutual TLS given by the operator (an own CA): win over what enrolment stored.
     tls_ca: Path | None = None
     tls_cert: Path | None = None
@@ -175,7 +178,13 @@ class Agent:
         agent_dir = self.data / "agent"
         agent_dir.mkdir(parents=True, exist_ok=True)
         audit = self.audit
+        made = not (self.data / DEVICE_KEY).exists()
         keyring = Keyring.load(self.data)  # the device key, made on first start
+        if made:
+            audit.record(
+                "key.created", kind="device", fingerprint=keyring.device_key.fingerprint(),
+                file=str(self.data / DEVICE_KEY),
+            )  # fmt: skip
         url, prefix, repository, tls = self._identity()
         installer = self.installer = ReleaseInstaller(
             self.data, repository, tls=tls, keyring=keyring, device_id=self.config.device_id
@@ -233,6 +242,7 @@ class Agent:
             connected=lambda: self.session is not None and self.session.connected,
             offer_topic=topics.topic("offer"),
             on_event=self._event,
+            key=keyring.device_key,  # opens a pipeline's encrypted store
         )
         self.session = AgentSession(
             url,
@@ -247,8 +257,12 @@ class Agent:
             on_privacy=self.privacy.on_message,
             session_expiry=self.config.session_expiry,
         )
-        self.store = ResultStore(
-            agent_dir / "telemetry.db", retention=Retention(max_rows=TELEMETRY_ROWS)
+        self.store = open_own_store(
+            agent_dir / "telemetry.db",
+            key=keyring.device_key,
+            encrypt=self.config.encrypt_store,
+            audit=audit,
+            retention=Retention(max_rows=TELEMETRY_ROWS),
         )
         self.reporter = TelemetryReporter(
             self.store,

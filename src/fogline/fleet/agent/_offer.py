@@ -43,15 +43,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fogline._files import atomic_write
 from fogline.errors import FoglineError
+from fogline.fleet.agent._own_store import key_for
 from fogline.fleet.agent.kinds import FinetuneSection, load_learner
 from fogline.protocol import OfferAck, OfferChunk, encode_frame
 from fogline.transport.mqtt import MqttMessage, Topic
+
+if TYPE_CHECKING:
+    from fogline.security import DeviceKey
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +130,7 @@ class FinetuneScheduler:
         connected: Callable[[], bool],
         offer_topic: str,
         on_event: Callable[[str], None] = lambda line: None,
+        key: DeviceKey | None = None,
     ) -> None:
         self.device_id = device_id
         self.folder = Path(folder)
@@ -135,6 +140,7 @@ class FinetuneScheduler:
         self.publish = publish
         self.connected = connected
         self.offer_topic = offer_topic
+        self.key = key  # the device key: a pipeline's store may be encrypted with it
         self.on_event = on_event
         self._acks: queue.Queue[bytes] = queue.Queue()
         self._sent_at = 0.0
@@ -204,7 +210,7 @@ class FinetuneScheduler:
             self.on_event(f"fine-tune {section.release}: no model at {model_dir}: {exc}")
             return
         try:
-            with ResultStore(store) as opened:
+            with ResultStore(store, key=key_for(store, self.key)) as opened:
                 if not opened.captures(labelled_only=True, limit=1):
                     items = 0
                 else:
