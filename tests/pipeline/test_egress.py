@@ -147,3 +147,51 @@ def test_faces_are_found_and_blurred_until_none_is_found() -> None:
     assert out.shape == image.shape and faces.faces(out) == []
     assert faces.faces(as_floats) == []
     assert np.array_equal(out[100:], image[100:])  # far from the face, nothing changed
+
+
+def _store_with_a_face(tmp_path: Path, policy: dict[str, Any] | None) -> Path:
+    from skimage.io import imread
+
+    from fogline.pipeline._egress import Egress, record_policy
+    from fogline.store import Capture, ResultStore
+
+    path = tmp_path / "results.db"
+    image = imread(FACE).astype(np.float32) / 255  # as a model takes it: HWC, 0..1
+    with ResultStore(path) as store:
+        store.add_captures(
+            [Capture.of(image, item_id="door#1", source="door", captured_at=1.0, model="m",
+                        model_version="1", reason="score < 0.6", input_name="pixels",
+                        answer={"label": "person"})]
+        )  # fmt: skip
+    gate = None if policy is None else Egress(PrivacyPolicy.model_validate(policy), frozenset(),
+                                               FieldHasher(None))  # fmt: skip
+    record_policy(gate, path, "door")
+    return path
+
+
+def test_exported_captures_have_their_faces_blurred(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fogline.pipeline._faces import FaceBlur
+
+    store = _store_with_a_face(tmp_path, {"raw": "captured-only", "redact": ["faces"]})
+
+    status = main(["capture", "export", str(store), "--out", str(tmp_path / "data.npz")])
+
+    assert status == 0, capsys.readouterr().err
+    assert "blurred 1 face(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.glob("*.npz")) == ["data.npz"]  # no unblurred copy
+    with np.load(tmp_path / "data.npz") as data:
+        assert FaceBlur().faces(data["pixels"][0]) == []
+
+
+def test_captures_may_not_leave_when_raw_inputs_never_may(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = _store_with_a_face(tmp_path, {"raw": "never"})
+
+    status = main(["capture", "export", str(store), "--out", str(tmp_path / "data.npz")])
+
+    assert status == 2
+    assert "its pipeline runs with privacy.raw never" in " ".join(capsys.readouterr().err.split())
+    assert not list(tmp_path.glob("*.npz"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -16,6 +17,7 @@ from rich.table import Table
 from fogline.cli._app import app, console
 from fogline.cli._store_keys import DEVICE_KEY, store_key
 from fogline.errors import ConfigError
+from fogline.pipeline import check_export, redact_dataset
 from fogline.security import AuditLog
 from fogline.store import CaptureRecord, ResultStore, export_captures
 
@@ -157,18 +159,36 @@ def export(
     ),
     device_key: Path | None = DEVICE_KEY,
 ) -> None:
-    """Write the captures as a dataset (.npz) for optimize, fl and learn finetune."""
+    """Write the captures as a dataset (.npz) for optimize, fl and learn finetune.
+
+    The pipeline's egress policy holds: with ``privacy.raw: never`` nothing is
+    exported; with ``redact: [faces]`` faces are blurred before the file exists.
+    """
     after = None if since is None else parse_since(since)
     names = None if classes is None else _classes(classes)
+    policy = check_export(store)
+    redact = policy is not None and "faces" in policy.redact
+    plain = out.with_name(f".unredacted-{out.name}") if redact else out
     with _open(store, device_key) as opened:
-        done = export_captures(opened, out, since=after, labelled_only=labelled_only, classes=names)
+        done = export_captures(
+            opened, plain, since=after, labelled_only=labelled_only, classes=names
+        )
+    blurred = None
+    if redact:
+        try:
+            blurred = redact_dataset(plain, out)
+        finally:
+            plain.unlink(missing_ok=True)
+        done = dataclasses.replace(done, path=out)
     AuditLog(store.parent / "audit.jsonl").record(
         "data.exported", store=str(store), out=str(done.path), items=done.items,
-        labelled=done.labelled, since=after, labelled_only=labelled_only,
+        labelled=done.labelled, since=after, labelled_only=labelled_only, faces_blurred=blurred,
     )  # fmt: skip
     shapes = ", ".join(f"{name} {list(shape)}" for name, shape in done.shapes.items())
     labels = f", labels [{done.items}]" if done.with_labels else ""
     console.print(f"wrote {escape(str(done.path))}: {shapes}{labels}", highlight=False)
+    if blurred is not None:
+        console.print(f"blurred {blurred} face(s) (privacy.redact: faces)", highlight=False)
     if done.duplicates:
         console.print(
             f"left out {done.duplicates} older capture(s) of item ids captured again "

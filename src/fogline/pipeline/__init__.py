@@ -32,6 +32,8 @@ from fogline.pipeline._base import (
     Stage,
     TransportSpec,
 )
+from fogline.pipeline._egress import LEAVING_SINKS, Egress, check_export, redact_dataset
+from fogline.pipeline._faces import FaceBlur
 from fogline.pipeline._item import Corrupt, Item
 from fogline.pipeline._labels import LABEL_OUTCOMES, LabelBoard, LabelHook, LabelJoin, LabelsSpec
 from fogline.pipeline._metrics import OUTCOMES, STAGES, Metrics, Snapshot, StageTiming
@@ -43,12 +45,15 @@ from fogline.pipeline.stages import OffloadReading
 
 __all__ = [
     "LABEL_OUTCOMES",
+    "LEAVING_SINKS",
     "OUTCOMES",
     "QUEUE_POLICIES",
     "STAGES",
     "ArraySpec",
     "Condition",
     "Corrupt",
+    "Egress",
+    "FaceBlur",
     "Item",
     "LabelBoard",
     "LabelHook",
@@ -74,7 +79,9 @@ __all__ = [
     "TransportSpec",
     "VariantBoard",
     "VariantSwitcher",
+    "check_export",
     "load_spec",
     "parse_spec",
     "plan",
+    "redact_dataset",
 ]

@@ -253,11 +253,61 @@ def policy_file(store_path: Path) -> Path:
     return store_path.with_name(store_path.name + ".privacy.json")
 
 
+def stored_policy(store_path: Path) -> PrivacyPolicy | None:
+    """The effective policy the pipeline that writes ``store_path`` last ran under, if any."""
+    from fogline.security import parse_policy
+
+    path = policy_file(store_path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise PolicyError(f"{path}: cannot read the pipeline's privacy policy: {exc}") from exc
+    return None if data is None else parse_policy(data, origin=f"{path}: privacy")
+
+
+def check_export(store_path: Path) -> PrivacyPolicy | None:
+    """Refuse to export the captures of a store whose pipeline lets no raw input leave."""
+    policy = stored_policy(store_path)
+    if policy is not None and policy.raw == "never":
+        raise PolicyError(
+            f"{store_path}: its pipeline runs with privacy.raw never: captures are raw inputs "
+            "and may not leave the device (privacy.raw: captured-only lets them)"
+        )
+    return policy
+
+
+def redact_dataset(source: Path, target: Path) -> int:
+    """Copy the ``.npz`` dataset ``source`` to ``target`` with faces blurred; the faces blurred."""
+    from fogline._files import atomic_output
+    from fogline.pipeline._faces import FaceBlur
+
+    faces = FaceBlur()
+    blurred = 0
+    with np.load(source, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    for name, array in arrays.items():
+        if array.ndim < 3 or array.dtype.kind not in "uif":
+            continue  # labels, or not images
+        out = array.copy()
+        for index in range(len(out)):
+            out[index], found = faces.blur(out[index])
+            blurred += found
+        arrays[name] = out
+    with atomic_output(target) as temporary, temporary.open("wb") as file:
+        np.savez(file, **arrays)
+    return blurred
+
+
 __all__ = [
     "LEAVING_SINKS",
     "Egress",
+    "check_export",
     "check_privacy",
     "policy_file",
     "raw_fields",
     "record_policy",
+    "redact_dataset",
+    "stored_policy",
 ]

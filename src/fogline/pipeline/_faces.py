@@ -68,19 +68,19 @@ class FaceBlur:
         return [(int(f["r"]), int(f["c"]), int(f["height"]), int(f["width"])) for f in found]
 
     def blur(self, image: Any) -> tuple[Any, int]:
-        """``image`` with every face found blurred (a copy), and the number of faces.
+        """``image`` with every face found blurred (a copy), and how many faces it held.
 
         Blurring can leave a face-like patch beside the first box, so the image
         is searched again, up to :data:`PASSES` times, until nothing is found.
         """
-        blurred, total = image, 0
+        blurred, found = image, 0
         for _ in range(PASSES):
             boxes = self.faces(blurred)
             if not boxes:
                 break
             blurred = self._blur(blurred, boxes)
-            total += len(boxes)
-        return blurred, total
+            found = found or len(boxes)  # the faces in the image; later passes catch leftovers
+        return blurred, found
 
     def _blur(self, image: Any, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
         filters = optional("skimage.filters")
