@@ -22,6 +22,7 @@ SECTIONS = [
     "_privacy_audit",  # the audit log's cost per event; verifying a long log
     "_privacy_fuzz",  # atheris: executions per second and in total, per target
     "_privacy_mtls",  # mutual TLS at the broker: connect time and messages per second vs plain
+    "_privacy_egress",  # the egress gate per result; blurring faces per frame
 ]
 
 

@@ -195,3 +195,15 @@ def test_captures_may_not_leave_when_raw_inputs_never_may(
     assert status == 2
     assert "its pipeline runs with privacy.raw never" in " ".join(capsys.readouterr().err.split())
     assert not list(tmp_path.glob("*.npz"))
+
+
+def test_the_private_digits_example_checks_under_its_policy() -> None:
+    from fogline.examples import digits_model_path
+
+    path = digits_model_path().parents[1] / "digits_private" / "pipeline.yaml"
+
+    checked = plan(load_spec(path))
+    checked.model.engine.close()
+
+    assert checked.egress is not None
+    assert checked.egress.policy.raw == "never" and checked.egress.faces is not None

@@ -7,11 +7,11 @@ loosen it is refused when it is checked (see docs/privacy/egress.md).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import typer
+import yaml
 from rich.markup import escape
 
 from fogline.cli._app import console
@@ -58,4 +58,5 @@ def show_policy(
         return
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(shown["set_at"]))
     console.print(f"fleet default, set {when}:", highlight=False)
-    console.print(escape(json.dumps(shown["policy"], indent=2)), highlight=False)
+    text = yaml.safe_dump(shown["policy"], sort_keys=False, default_flow_style=None)
+    console.print(escape(text.rstrip()), highlight=False)

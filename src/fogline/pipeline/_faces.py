@@ -9,6 +9,10 @@ model file fetched from elsewhere.) Each face found is widened by a quarter
 of its size on every side and Gaussian-blurred; the image is searched again
 until the detector finds no face in it (a few passes at most).
 
+Detection is not cheap (tens of milliseconds for a small image, more for a
+large one: see ``benchmarks/_privacy_egress.py``); it runs on images that
+leave, which a policy keeps rare, not on every frame a pipeline reads.
+
 An image is an array of rank 2 (HW), or rank 3 with 1 or 3 channels last (HWC)
 or first (CHW); uint8, or floats in 0..1 or 0..255. Anything else is not an
 image and comes back as it was: redaction cannot tell a face in it.
@@ -27,8 +31,11 @@ import numpy as np
 
 from fogline.pipeline._optional import optional
 
-#: Faces smaller than this many pixels across are not looked for.
+#: Faces smaller than this many pixels across (in the searched image) are not looked for.
 MIN_FACE = 20
+#: A larger image is searched at a stride that brings its long side to this many pixels, so a
+#: face narrower than ``MIN_FACE / DETECT_SIDE`` of the long side (1/16) may go unnoticed.
+DETECT_SIDE = 320
 #: How many times an image is searched again after blurring what was found.
 PASSES = 4
 
@@ -57,15 +64,21 @@ class FaceBlur:
         height, width = view.shape[:2]
         if min(height, width) < MIN_FACE:
             return []
+        shrink = max(1, -(-max(height, width) // DETECT_SIDE))  # ceil: the long side fits
+        small = view[::shrink, ::shrink] if shrink > 1 else view
         with self._lock:
             found = self._cascade.detect_multi_scale(
-                img=view if view.shape[2] == 3 else np.repeat(view, 3, axis=2),
+                img=small if small.shape[2] == 3 else np.repeat(small, 3, axis=2),
                 scale_factor=1.2,
                 step_ratio=1,
                 min_size=(MIN_FACE, MIN_FACE),
-                max_size=(height, width),
+                max_size=small.shape[:2],
             )
-        return [(int(f["r"]), int(f["c"]), int(f["height"]), int(f["width"])) for f in found]
+        return [
+            (int(f["r"]) * shrink, int(f["c"]) * shrink, int(f["height"]) * shrink,
+             int(f["width"]) * shrink)
+            for f in found
+        ]  # fmt: skip
 
     def blur(self, image: Any) -> tuple[Any, int]:
         """``image`` with every face found blurred (a copy), and how many faces it held.

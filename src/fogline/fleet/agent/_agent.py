@@ -158,6 +158,7 @@ class Agent:
         self.session: AgentSession | None = None
         self.converger: Converger | None = None
         self.supervisor: Supervisor | None = None
+        self.privacy: DevicePrivacy | None = None
         self.store: ResultStore | None = None
         self.reporter: TelemetryReporter | None = None
         self.sender: OutboxSender | None = None
