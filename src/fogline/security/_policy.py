@@ -235,9 +235,22 @@ def parse_policy(data: object, origin: str = "privacy") -> PrivacyPolicy:
 
 def read_policy(path: str | Path) -> PrivacyPolicy:
     """A policy file (YAML or JSON; a top-level ``privacy:`` key is taken off)."""
+    policy = _read(Path(path))
+    return PrivacyPolicy() if policy is None else policy
+
+
+def fleet_policy_from_env() -> PrivacyPolicy | None:
+    """The fleet default the agent handed this process (``$FOGLINE_FLEET_POLICY``), if any.
+
+    The agent's file holds ``null`` while the fleet has no default: then None.
+    """
+    path = os.environ.get(FLEET_POLICY_ENV)
+    return _read(Path(path)) if path else None
+
+
+def _read(path: Path) -> PrivacyPolicy | None:
     import yaml
 
-    path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -246,13 +259,7 @@ def read_policy(path: str | Path) -> PrivacyPolicy:
         raise ConfigError(f"{path}: cannot read the policy: {exc}") from exc
     if isinstance(data, dict) and set(data) == {"privacy"}:
         data = data["privacy"]
-    return parse_policy(data, origin=f"{path}: privacy")
-
-
-def fleet_policy_from_env() -> PrivacyPolicy | None:
-    """The fleet default the agent handed this process (``$FOGLINE_FLEET_POLICY``), if any."""
-    path = os.environ.get(FLEET_POLICY_ENV)
-    return read_policy(path) if path else None
+    return None if data is None else parse_policy(data, origin=f"{path}: privacy")
 
 
 def policy_json(policy: PrivacyPolicy | None) -> str:
