@@ -43,6 +43,7 @@ from fogline.security import (
     init_device_key,
     new_data_key,
     parse_public_key,
+    parse_version,
     read_key_file,
     seal,
     unseal,
@@ -195,13 +196,21 @@ class ReleaseKeys:
                 "no enrolled device has a release key, so nobody could read an encrypted "
                 "release; enrol devices with this version of fogline first"
             )
+        try:
+            version = str(parse_version(version))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         data_key = new_data_key()
-        published = self.repository.create_release(
-            folder, name, version, key_path, envelope=Envelope(data_key, recipients), **options
-        )
-        doc = published.document
-        self._store_data_key(doc.name, doc.version, data_key)
-        return published
+        # Kept before the release exists: a release whose data key was lost could never be
+        # wrapped for another device. A release that is then refused leaves no key behind.
+        key_file = self._store_data_key(name, version, data_key)
+        try:
+            return self.repository.create_release(
+                folder, name, version, key_path, envelope=Envelope(data_key, recipients), **options
+            )
+        except BaseException:
+            key_file.unlink(missing_ok=True)
+            raise
 
     def rewrap(self, key_path: Path | None = None) -> list[str]:
         """Wrap every encrypted release's data key for exactly today's recipients.
@@ -240,11 +249,18 @@ class ReleaseKeys:
     def _file(self, name: str, version: str) -> Path:
         return self.data / "release-keys" / name / f"{version}.key"
 
-    def _store_data_key(self, name: str, version: str, data_key: bytes) -> None:
+    def _store_data_key(self, name: str, version: str, data_key: bytes) -> Path:
         from fogline._files import atomic_write
 
+        file = self._file(name, version)
+        if file.exists():
+            raise ConfigError(
+                f"{file}: a data key for {name} {version} is already kept; give a higher --version"
+            )
         blob = seal(data_key, self.controller_key(), purpose=_PURPOSE, aad=_aad(name, version))
-        atomic_write(self._file(name, version), blob, mode=0o600)
+        file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(file, blob, mode=0o600)
+        return file
 
     def _data_key(self, name: str, version: str) -> bytes:
         file = self._file(name, version)
