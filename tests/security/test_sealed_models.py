@@ -22,7 +22,6 @@ from fogline.security import (
     KeySource,
     SealedFiles,
     init_device_key,
-    seal_model,
 )
 from support.digits_pipeline import digits_spec, write_spec
 from support.leaks import holds_a_slice_of
@@ -31,12 +30,15 @@ from support.leaks import holds_a_slice_of
 @pytest.fixture
 def sealed_folder(tmp_path: Path) -> tuple[Path, Path]:
     """The digits model folder (manifest and all) with its model sealed, and the key file."""
-    key = init_device_key(tmp_path / "keys" / "device.key")
+    key_file = tmp_path / "keys" / "device.key"
+    init_device_key(key_file)
     folder = tmp_path / "digits"
     shutil.copytree(digits_model_path().parent, folder)
-    model = folder / "model.onnx"
-    model.write_bytes(seal_model(model.read_bytes(), key))
-    return folder, tmp_path / "keys" / "device.key"
+    assert (
+        main(["keys", "device", "seal", str(folder / "model.onnx"), "--device-key", str(key_file)])
+        == 0
+    )
+    return folder, key_file
 
 
 def test_a_sealed_model_holds_no_bytes_of_the_model_and_opens_only_with_its_key(
@@ -68,6 +70,16 @@ def test_a_sealed_model_runs_from_memory_with_the_same_outputs(
         sealed.engine.run(feeds)["logits"], plain.engine.run(feeds)["logits"]
     )
     assert sealed.name == "digits"  # its manifest was read and its hash checked on the plain bytes
+
+
+def test_a_model_is_sealed_once(
+    sealed_folder: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder, key_file = sealed_folder
+    again = main(
+        ["keys", "device", "seal", str(folder / "model.onnx"), "--device-key", str(key_file)]
+    )
+    assert again == 2 and "already sealed" in capsys.readouterr().err
 
 
 def test_a_cut_sealed_model_is_a_format_error(sealed_folder: tuple[Path, Path]) -> None:

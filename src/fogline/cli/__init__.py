@@ -31,6 +31,7 @@ from fogline.cli import (  # noqa: F401
     _inspect,
     _keys,
     _keys_device,
+    _keys_seal,
     _learn,
     _optimize,
     _release,
