@@ -74,7 +74,7 @@ class SealedFiles:
                 try:
                     self._key = self._source.load()
                 except KeyUnavailable as exc:
-                    raise KeyUnavailable(f"{path} is sealed with a device key, and {exc}") from exc
+                    raise KeyUnavailable(f"{path} is sealed with a device key; {exc}") from exc
             return self._key
 
     def __call__(self, path: Path) -> bytes | None:
@@ -84,7 +84,8 @@ class SealedFiles:
                 head = fh.read(len(SEAL_MAGIC))
                 if head != SEAL_MAGIC:
                     return None  # a plain file: the engine reads it itself
-                blob = head + fh.read()
+                fh.seek(0)
+                blob = fh.read()  # one buffer: a model may be hundreds of MB
         except FileNotFoundError:
             return None  # the engine says that it is missing, as for any model
         except OSError as exc:
