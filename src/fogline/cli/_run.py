@@ -37,7 +37,7 @@ from fogline.security import KeySource
 _DEVICE_KEY = typer.Option(
     None,
     "--device-key",
-    help="The device key file an encrypted store (store.encrypt) opens with "
+    help="The device key file: it opens an encrypted store (store.encrypt) and sealed models "
     "(default: $FOGLINE_DEVICE_KEY_FILE, $FOGLINE_DEVICE_KEY or $FOGLINE_DEVICE_KEY_COMMAND).",
 )
 
