@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 
-.PHONY: demo test lint bench clean broker mosquitto
+.PHONY: demo test lint bench fuzz clean broker mosquitto
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,8 @@ demo: $(VENV)/.demo-stamp
 	$(BIN)/fogline demo
 
 lint: $(VENV)/.dev-stamp
-	$(BIN)/ruff check src tests benchmarks examples
-	$(BIN)/ruff format --check src tests benchmarks examples
+	$(BIN)/ruff check src tests benchmarks examples fuzz
+	$(BIN)/ruff format --check src tests benchmarks examples fuzz
 	$(BIN)/mypy
 
 # The MQTT tests start a real Mosquitto on loopback, the dashboard tests drive
@@ -49,5 +49,19 @@ bench: $(VENV)/.dev-stamp
 	$(BIN)/python benchmarks/bench_optimize.py
 	$(BIN)/python benchmarks/bench_pipeline.py
 
+# Each atheris target in fuzz/ for FUZZ_SECONDS (make test runs each for 3 s). New inputs
+# go to .fuzz/<target>/, not into the committed seeds; a crash stops the run and leaves its
+# input in .fuzz/<target>-crash-*: fix it, then keep it in fuzz/regressions/<target>/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= model spec oip_http oip_grpc mqtt release
+fuzz: $(VENV)/.dev-stamp
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p .fuzz/$$t; \
+		if $(BIN)/python fuzz/$$t.py .fuzz/$$t fuzz/corpus/$$t -max_total_time=$(FUZZ_SECONDS) \
+			-artifact_prefix=.fuzz/$$t- > .fuzz/$$t.log 2>&1; \
+		then echo "$$t: $$(grep -E '^Done [0-9]+ runs' .fuzz/$$t.log)"; \
+		else tail -n 40 .fuzz/$$t.log; echo "$$t: CRASH (input: .fuzz/$$t-crash-*, log: .fuzz/$$t.log)"; exit 1; fi; \
+	done
+
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo-out .fuzz .pytest_cache .mypy_cache .ruff_cache

@@ -105,6 +105,8 @@ def _object(payload: bytes, what: str) -> dict[str, Any]:
         body = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"{what} is not JSON: {exc}") from exc
+    except RecursionError:  # json's C scanner has a depth limit; a payload can exceed it
+        raise ValueError(f"{what} is JSON nested too deeply to read") from None
     if not isinstance(body, dict):
         raise ValueError(f"{what} is not a JSON object")
     return body
@@ -120,9 +122,13 @@ def _int(body: dict[str, Any], key: str, what: str) -> int:
 def _number(value: Any, key: str, what: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError(f"{what}: {key} must be a number or null, got {value!r}")
-    return float(value)
+    try:  # an integer past float's range (JSON allows 1 followed by 400 zeros) is not finite
+        number = None if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    if number is None or not isinstance(value, int | float) or not math.isfinite(number):
+        raise ValueError(f"{what}: {key} must be a finite number or null, got {value!r:.80}")
+    return number
 
 
 def _text(value: Any, key: str, what: str, *, optional: bool = False) -> str | None:

@@ -151,18 +151,26 @@ def _dtype(value_info: onnx.ValueInfoProto, path: Path) -> str:
         return "str"
     if elem == onnx.TensorProto.BFLOAT16:
         return "bfloat16"
-    return str(helper.tensor_dtype_to_np_dtype(elem))
+    try:
+        return str(helper.tensor_dtype_to_np_dtype(elem))
+    except (KeyError, ValueError) as exc:  # the checker lets unknown element types through
+        raise ModelFormatError(
+            f"{path}: {value_info.name!r} has element type {elem}, which ONNX does not define"
+        ) from exc
 
 
 def onnx_signature(model: onnx.ModelProto, path: Path) -> Signature:
     """The :class:`Signature` of a parsed ONNX model."""
     initializers = {t.name for t in model.graph.initializer}
-    inputs = tuple(
-        TensorSpec(v.name, _dtype(v, path), _dims(v))
-        for v in model.graph.input
-        if v.name not in initializers
-    )
-    outputs = tuple(TensorSpec(v.name, _dtype(v, path), _dims(v)) for v in model.graph.output)
+    try:
+        inputs = tuple(
+            TensorSpec(v.name, _dtype(v, path), _dims(v))
+            for v in model.graph.input
+            if v.name not in initializers
+        )
+        outputs = tuple(TensorSpec(v.name, _dtype(v, path), _dims(v)) for v in model.graph.output)
+    except ValueError as exc:  # e.g. a float6 input: ONNX defines it, fogline cannot feed it
+        raise ModelFormatError(f"{path}: cannot use the model's inputs or outputs: {exc}") from exc
     opset = {(o.domain or "ai.onnx"): int(o.version) for o in model.opset_import}
     producer = f"{model.producer_name} {model.producer_version}".strip()
     return Signature(inputs, outputs, opset, producer)

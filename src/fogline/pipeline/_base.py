@@ -133,7 +133,13 @@ def existing(what: str) -> AfterValidator:
 
     def check(value: Path, info: ValidationInfo) -> Path:
         path = _resolve(value, info)
-        if not path.exists():
+        try:
+            found = path.exists()
+        except OSError as exc:  # a name too long, a loop of links, no permission
+            raise ValueError(
+                f"cannot look for {what} {str(path)[:200]!r}: {exc.strerror}"
+            ) from None
+        if not found:
             raise ValueError(f"no such {what}: {path}")
         return path
 

@@ -21,7 +21,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from simpleeval import EvalWithCompoundTypes, FeatureNotAvailable, NameNotDefined
+from simpleeval import (
+    EvalWithCompoundTypes,
+    FeatureNotAvailable,
+    InvalidExpression,
+    NameNotDefined,
+)
 
 from fogline.errors import ConfigError, ItemError
 
@@ -86,6 +91,15 @@ class Condition:
             tree = evaluator.parse(self.text.strip())
         except SyntaxError as exc:
             raise ConfigError(f"cannot parse the condition {self.text!r}: {exc.msg}") from exc
+        except InvalidExpression as exc:  # e.g. only a comment: nothing to evaluate
+            raise ConfigError(
+                f"cannot parse the condition {self.text!r}: there is no expression in it"
+            ) from exc
+        except (ValueError, RecursionError, MemoryError) as exc:
+            # ast.parse: a NUL byte (ValueError on 3.11), or nesting past the parser's stack
+            raise ConfigError(
+                f"cannot parse the condition {self.text[:80]!r}: {type(exc).__name__}: {exc}"
+            ) from exc
         loaded = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
         bound = {  # loop variables of comprehensions are not result fields
             node.id

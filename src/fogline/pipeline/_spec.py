@@ -260,6 +260,8 @@ def load_spec(path: str | Path, *, outputs: Path | None = None) -> PipelineSpec:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or exc
         raise ConfigError(f"{path}: not valid YAML: {where}{problem}") from exc
+    except RecursionError:  # PyYAML composes recursively: a hostile file can nest past the stack
+        raise ConfigError(f"{path}: the YAML is nested too deeply to read") from None
     return parse_spec(data, base=path.parent.resolve(), origin=str(path), outputs=outputs)
 
 
@@ -275,6 +277,11 @@ def parse_spec(
         if outputs is not None:
             context["outputs"] = outputs.resolve()
         return PipelineSpec.model_validate(data, context=context)
+    except UnicodeError as exc:  # YAML's "\ud800" escape makes a string no path or file can hold
+        raise ConfigError(
+            f"{origin}: text that is not valid Unicode (a lone surrogate such as \"\\ud800\"?): "
+            f"{exc}"
+        ) from exc
     except ValidationError as exc:
         problems = [_explain(error, data) for error in exc.errors()]
         raise ConfigError(

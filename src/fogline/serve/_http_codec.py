@@ -44,6 +44,8 @@ def parse_json(data: bytes, what: str) -> Any:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRequest(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:  # json's C scanner has a depth limit; a body can exceed it
+        raise BadRequest(f"{what} is JSON nested too deeply to read") from None
 
 
 def parse_infer(

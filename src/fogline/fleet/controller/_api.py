@@ -96,6 +96,8 @@ async def _json(request: Request) -> dict[str, Any]:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(f"the body is not JSON: {exc}") from None
+    except RecursionError:  # json's C scanner has a depth limit; a body can exceed it
+        raise ApiError("the body is JSON nested too deeply to read") from None
     if not isinstance(data, dict):
         raise ApiError("the body must be a JSON object")
     return data

@@ -537,7 +537,10 @@ def _same_device(topic_device: str, body_device: str) -> None:
 
 def _telemetry(payload: bytes, props: dict[str, str]) -> tuple[str, Telemetry]:
     """A report (the protocol's :class:`Telemetry` body) and its idempotency key."""
-    body = json.loads(payload)
+    try:
+        body = json.loads(payload)
+    except RecursionError:  # json's C scanner has a depth limit; a payload can exceed it
+        raise ValueError("the report is JSON nested too deeply to read") from None
     # Compatibility, for one release only: an agent from before plain outbox
     # messages sent its report inside the pipeline's result envelope
     # ({"key", "result_id", "result": {"outputs": <Telemetry>}}), and such

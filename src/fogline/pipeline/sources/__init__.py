@@ -12,7 +12,13 @@ from fogline.pipeline._base import SourceSpec
 from fogline.pipeline.sources._csv import CsvSpec
 from fogline.pipeline.sources._dataset import DatasetSource, DatasetSpec
 from fogline.pipeline.sources._images import ImagesSource, ImagesSpec
-from fogline.pipeline.sources._mqtt import MqttSource, MqttSourceSpec, cluster_key
+from fogline.pipeline.sources._mqtt import (
+    MqttSource,
+    MqttSourceSpec,
+    cluster_key,
+    decode_image,
+    decode_json,
+)
 from fogline.pipeline.sources._opcua import OpcuaSource, OpcuaSpec
 from fogline.pipeline.sources._pacing import Pacer
 from fogline.pipeline.sources._parquet import ParquetSpec
@@ -61,5 +67,7 @@ __all__ = [
     "ZmqSource",
     "ZmqSourceSpec",
     "cluster_key",
+    "decode_image",
+    "decode_json",
     "parse_time",
 ]

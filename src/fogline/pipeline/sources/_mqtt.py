@@ -61,6 +61,8 @@ def decode_json(
         body = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"not JSON: {exc}") from exc
+    except RecursionError:  # json's C scanner has a depth limit; a payload can exceed it
+        raise ValueError("JSON nested too deeply to read") from None
     label = id_ = None
     if isinstance(body, dict):
         if "data" not in body:
@@ -72,7 +74,7 @@ def decode_json(
         raise ValueError(f"expected a list of numbers, got {type(body).__name__}")
     try:
         array = np.asarray(body, dtype=np.float32)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:  # OverflowError: 1e999 as an integer
         raise ValueError(f"not a list of numbers: {exc}") from exc
     if shape is not None:
         if array.size != int(np.prod(shape)):
@@ -94,13 +96,50 @@ def _id_of(value: object) -> str | None:
     return None
 
 
+#: The most pixels (width x height) an image payload may declare: 64 Mpixel, 192 MB as RGB.
+MAX_PIXELS = 64 * 1024 * 1024
+_PNG = b"\x89PNG\r\n\x1a\n"
+
+
 def decode_image(payload: bytes) -> np.ndarray:
     """An encoded image (PNG, JPEG, ...) as RGB uint8 HWC; ``ValueError`` if it does not decode."""
     cv2 = optional("cv2")  # only image feeds need OpenCV
+    if payload.startswith(_PNG):
+        _check_png(payload)
     image = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR) if payload else None
     if image is None:
         raise ValueError(f"not an image OpenCV can decode ({len(payload)} bytes)")
     return np.ascontiguousarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+
+
+def _check_png(payload: bytes) -> None:
+    """Refuse a PNG whose chunks run past its end, or that declares too many pixels.
+
+    OpenCV allocates what a chunk's length field says before it finds the
+    data missing: an 80-byte message could make it take gigabytes (found by
+    fuzzing, ``fuzz/regressions/mqtt/``). Only the chunk lengths and IHDR's
+    size are read here; decoding stays OpenCV's.
+    """
+    offset = len(_PNG)
+    while offset + 8 <= len(payload):
+        length = int.from_bytes(payload[offset : offset + 4], "big")
+        kind = payload[offset + 4 : offset + 8]
+        if offset + 12 + length > len(payload):
+            raise ValueError(
+                f"not a whole PNG: chunk {kind!r} at byte {offset} says {length} bytes, "
+                f"but the payload ends {len(payload) - offset - 12} bytes later"
+            )
+        if kind == b"IHDR" and length >= 8:
+            width = int.from_bytes(payload[offset + 8 : offset + 12], "big")
+            height = int.from_bytes(payload[offset + 12 : offset + 16], "big")
+            if width * height > MAX_PIXELS:
+                raise ValueError(
+                    f"the PNG is {width}x{height}, over the {MAX_PIXELS} pixels an image "
+                    "payload may have"
+                )
+        if kind == b"IEND":
+            return
+        offset += 12 + length
 
 
 class MqttSource:
