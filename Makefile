@@ -49,7 +49,7 @@ bench: $(VENV)/.dev-stamp
 	$(BIN)/python benchmarks/bench_optimize.py
 	$(BIN)/python benchmarks/bench_pipeline.py
 
-# Each atheris target in fuzz/ for FUZZ_SECONDS (make test runs each for 3 s). New inputs
+# Each atheris target in fuzz/ for FUZZ_SECONDS (make test runs each for 2 s). New inputs
 # go to .fuzz/<target>/, not into the committed seeds; a crash stops the run and leaves its
 # input in .fuzz/<target>-crash-*: fix it, then keep it in fuzz/regressions/<target>/.
 FUZZ_SECONDS ?= 60

@@ -31,7 +31,9 @@ from typing import Any
 import atheris
 from _harness import fuzz, instrumented, json_value
 
-with instrumented(__name__):
+with instrumented(
+    __name__, ["fogline.protocol", "fogline.cluster._topics", "fogline.pipeline.sources._mqtt"]
+):
     from fogline import cluster, protocol
     from fogline.pipeline.sources import decode_image, decode_json
 

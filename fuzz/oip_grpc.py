@@ -19,7 +19,7 @@ from _harness import fuzz, instrumented
 from google.protobuf.message import DecodeError
 from tritonclient.grpc import service_pb2
 
-with instrumented(__name__):
+with instrumented(__name__, ["fogline.serve._grpc_tensors", "fogline.oip._datatypes"]):
     from fogline.errors import FoglineError
     from fogline.serve import read_inputs, requested_outputs
 

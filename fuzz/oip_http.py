@@ -25,7 +25,7 @@ from typing import Any
 import atheris
 from _harness import fuzz, instrumented, json_value
 
-with instrumented(__name__):
+with instrumented(__name__, ["fogline.serve._http_codec", "fogline.oip._datatypes"]):
     from fogline.errors import FoglineError
     from fogline.oip import FROM_NAME, numpy_dtype
     from fogline.serve import BadRequest, encode_infer, parse_infer

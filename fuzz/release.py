@@ -22,7 +22,7 @@ import sys
 import atheris
 from _harness import fuzz, instrumented, json_value
 
-with instrumented(__name__):
+with instrumented(__name__, ["fogline.security._document", "fogline._names"]):
     from fogline.security import ReleaseDocument
 
 SCHEMA = ReleaseDocument.model_json_schema()

@@ -22,7 +22,20 @@ import atheris
 import yaml
 from _harness import fuzz, instrumented, json_value
 
-with instrumented(__name__):
+#: The spec, its shared parts, and the specs of every source, stage and sink (their validators).
+PARSERS = [
+    "fogline.pipeline._spec",
+    "fogline.pipeline._base",
+    "fogline.pipeline._rules",
+    "fogline.pipeline._capture",
+    "fogline.pipeline._labels",
+    "fogline.pipeline._variants",
+    "fogline.pipeline.sources",
+    "fogline.pipeline.stages",
+    "fogline.pipeline.sinks",
+]
+
+with instrumented(__name__, PARSERS):
     from fogline.errors import FoglineError
     from fogline.pipeline import PipelineSpec, load_spec
 

@@ -25,7 +25,7 @@ import pytest
 
 FUZZ = Path(__file__).resolve().parents[2] / "fuzz"
 TARGETS = ("model", "spec", "oip_http", "oip_grpc", "mqtt", "release")
-SECONDS = 3
+SECONDS = 2
 
 
 def _target(name: str) -> ModuleType:

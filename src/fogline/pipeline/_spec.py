@@ -279,8 +279,7 @@ def parse_spec(
         return PipelineSpec.model_validate(data, context=context)
     except UnicodeError as exc:  # YAML's "\ud800" escape makes a string no path or file can hold
         raise ConfigError(
-            f"{origin}: text that is not valid Unicode (a lone surrogate such as \"\\ud800\"?): "
-            f"{exc}"
+            f'{origin}: text that is not valid Unicode (a lone surrogate such as "\\ud800"?): {exc}'
         ) from exc
     except ValidationError as exc:
         problems = [_explain(error, data) for error in exc.errors()]

@@ -15,11 +15,14 @@ the fleet API uses too.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from importlib.resources import files
 from typing import Any
 
+import yaml
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -72,6 +75,14 @@ def _guarded(
     return endpoint
 
 
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The HTTP endpoints' OpenAPI description (``openapi.yaml`` in this package), read once."""
+    text = files("fogline.serve").joinpath("openapi.yaml").read_text(encoding="utf-8")
+    document: dict[str, Any] = yaml.safe_load(text)
+    return document
+
+
 def build_app(
     manager: ModelManager,
     *,
@@ -92,6 +103,9 @@ def build_app(
 
     async def ready(request: Request) -> Response:
         return Response(status_code=200 if manager.ready else 503)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
 
     async def server_metadata(request: Request) -> Response:
         return JSONResponse(
@@ -175,6 +189,7 @@ def build_app(
         return Response(status_code=200)
 
     routes = [
+        Route("/openapi.json", _guarded(openapi)),
         Route("/v2/health/live", _guarded(live)),
         Route("/v2/health/ready", _guarded(ready)),
         Route("/v2", _guarded(server_metadata)),

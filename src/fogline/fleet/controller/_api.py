@@ -14,6 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from fogline.fleet.controller._monitoring import (
     monitoring_series,
     monitoring_summary,
 )
+from fogline.fleet.controller._openapi import openapi_routes
 from fogline.fleet.controller._privacy import FleetPrivacyDefault
 from fogline.fleet.controller._registry import Registry
 from fogline.fleet.controller._rollout import Criteria, RolloutPlan, Rollouts
@@ -44,6 +46,8 @@ from fogline.security import parse_public_key
 log = logging.getLogger("fogline.controller")
 
 _MAX_BODY = 1024 * 1024
+#: The most rows a ``limit`` query parameter may ask for.
+_MAX_LIMIT = 1_000_000_000
 
 
 class ApiError(Exception):
@@ -265,7 +269,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             devices=device_ids,
             release=request.query_params.get("release"),
             since=_float(request, "since", time.time() - 3600),
-            limit=int(_float(request, "limit", 10000)),
+            limit=_limit(request, 10000),
         )
         return JSONResponse(rows)
 
@@ -289,7 +293,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
             version=request.query_params.get("version"),
             kinds=kinds,
             since=_float(request, "since", time.time() - 3600),
-            limit=int(_float(request, "limit", 20000)),
+            limit=_limit(request, 20000),
         )
         return JSONResponse(rows)
 
@@ -327,7 +331,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         found = ctx.registry.events(
             device=request.query_params.get("device"),
             deployment=request.query_params.get("deployment"),
-            limit=int(_float(request, "limit", 100)),
+            limit=_limit(request, 100),
         )
         return JSONResponse(found)
 
@@ -489,9 +493,20 @@ def _float(request: Request, name: str, default: float) -> float:
     if text is None:
         return default
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ApiError(f"query parameter {name}={text!r} is not a number") from None
+    if not math.isfinite(value):  # float() takes "nan" and "inf"; no time or count is either
+        raise ApiError(f"query parameter {name}={text!r} is not a finite number")
+    return value
+
+
+def _limit(request: Request, default: int) -> int:
+    """The ``limit`` query parameter: a row count SQLite can take (it refuses ints past 2**63)."""
+    value = _float(request, "limit", default)
+    if not 0 <= value <= _MAX_LIMIT:
+        raise ApiError(f"query parameter limit={value:g} is out of range: 0 to {_MAX_LIMIT}")
+    return int(value)
 
 
 def fleet_series(rows: Sequence[dict[str, Any]], step: float) -> dict[str, Any]:
@@ -544,4 +559,4 @@ def application(
     ctx: ApiContext, *, extra: Sequence[BaseRoute] = (), dashboard: Sequence[BaseRoute] = ()
 ) -> Starlette:
     """The controller's ASGI app: the API, the repository routes, the dashboard."""
-    return Starlette(routes=[*routes(ctx), *extra, *dashboard])
+    return Starlette(routes=[*routes(ctx), *openapi_routes(), *extra, *dashboard])
