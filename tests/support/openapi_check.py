@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,5 +60,6 @@ def run_schemathesis(
         command += ["--exclude-operation-id", operation_id]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    with tempfile.TemporaryDirectory() as scratch:  # its cache folder (.schemathesis/) goes here
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=scratch)
     return Run(done.returncode, done.stdout + done.stderr)
