@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fogline.cli import main
-from fogline.errors import PolicyError
+from fogline.errors import KeyUnavailable, PolicyError
 from fogline.pipeline import load_spec, plan
 from fogline.security import FLEET_POLICY_ENV, FieldHasher, PrivacyPolicy
 from fogline.store import Result
@@ -197,12 +197,19 @@ def test_captures_may_not_leave_when_raw_inputs_never_may(
     assert not list(tmp_path.glob("*.npz"))
 
 
-def test_the_private_digits_example_checks_under_its_policy() -> None:
+def test_the_private_digits_example_checks_under_its_policy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from fogline.examples import digits_model_path
+    from fogline.security import DeviceKey
 
     path = digits_model_path().parents[1] / "digits_private" / "pipeline.yaml"
+    spec = load_spec(path)
+    with pytest.raises(KeyUnavailable, match="store.encrypt"):
+        plan(spec)  # its store is encrypted: no key, no run
 
-    checked = plan(load_spec(path))
+    monkeypatch.setenv("FOGLINE_DEVICE_KEY", DeviceKey.generate().hex())
+    checked = plan(spec)
     checked.model.engine.close()
 
     assert checked.egress is not None
