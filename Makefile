@@ -17,7 +17,7 @@ $(BIN)/python:
 # so each of its commands works after 'make demo' and 'source .venv/bin/activate'
 # (monitoring needs River; fine-tuning the whole network, PyTorch).
 $(VENV)/.demo-stamp: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[examples,openvino,vision,serve,fleet,federated,monitor,train,zmq,secure]'
+	$(PIP) install -e '.[examples,openvino,vision,serve,fleet,federated,monitor,train,zmq,secure,privacy]'
 	touch $@
 
 $(VENV)/.dev-stamp: pyproject.toml | $(BIN)/python
