@@ -33,6 +33,7 @@ PARSERS = [
     "fogline.pipeline.sources",
     "fogline.pipeline.stages",
     "fogline.pipeline.sinks",
+    "fogline.security._policy",  # the privacy: section
 ]
 
 with instrumented(__name__, PARSERS):

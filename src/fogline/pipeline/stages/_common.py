@@ -42,6 +42,16 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
+def _is_finite(value: Any) -> bool:
+    """A number that is a finite float; YAML and JSON allow integers past float's range (1e400)."""
+    if not _is_number(value):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
 def _positive_int(value: Any) -> Any:
     if not _is_int(value) or value <= 0:
         raise ValueError(f"expected a positive integer, got {_shown(value)}")
@@ -61,13 +71,13 @@ def _numbers(value: Any) -> Any:
         value = [value]
     if not isinstance(value, list | tuple) or not value:
         raise ValueError(f"expected a number or a non-empty list of numbers, got {_shown(value)}")
-    if not all(_is_number(v) and math.isfinite(v) for v in value):
+    if not all(_is_finite(v) for v in value):
         raise ValueError(f"expected finite numbers, got {_shown(value)}")
     return tuple(float(v) for v in value)
 
 
 def _finite(value: Any) -> Any:
-    if not _is_number(value) or not math.isfinite(value):
+    if not _is_finite(value):
         raise ValueError(f"expected a number, got {_shown(value)}")
     return float(value)
 

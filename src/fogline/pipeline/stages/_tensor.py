@@ -18,7 +18,13 @@ from pydantic import field_validator, model_validator
 from fogline.errors import ConfigError, ItemError
 from fogline.pipeline._base import ArraySpec, PreprocessSpec, Stage, check_fits
 from fogline.pipeline._item import Item
-from fogline.pipeline.stages._common import Numbers, _is_int, _is_number, _shown, array_of
+from fogline.pipeline.stages._common import (
+    Numbers,
+    _is_finite,
+    _is_int,
+    _shown,
+    array_of,
+)
 
 CastType = Literal[
     "bool", "int8", "uint8", "int16", "uint16", "int32", "int64", "float16", "float32", "float64"
@@ -47,7 +53,7 @@ class NormalizeSpec(PreprocessSpec):
     @field_validator("scale", mode="before")
     @classmethod
     def _scale(cls, value: Any) -> Any:
-        if not _is_number(value) or not math.isfinite(value) or value == 0:
+        if not _is_finite(value) or value == 0:
             raise ValueError(f"expected a non-zero number, got {_shown(value)}")
         return value
 
