@@ -118,7 +118,10 @@ class Sink(Protocol):
 def _resolve(value: Path, info: ValidationInfo, key: str = "base") -> Path:
     context = info.context or {}
     base = context.get(key, context.get("base"))
-    path = value.expanduser()
+    try:
+        path = value.expanduser()
+    except RuntimeError:  # "~someone/x" for a user this machine does not have
+        raise ValueError(f"{str(value)[:200]!r}: no such user's home folder") from None
     if base is not None and not path.is_absolute():
         path = Path(base) / path
     return path
