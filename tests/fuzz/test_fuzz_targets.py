@@ -56,7 +56,7 @@ def test_every_target_has_seeds() -> None:
     ("target", "path"),
     _kept_inputs(),
     ids=lambda value: (
-        value.parent.parent.name + "/" + value.name if isinstance(value, Path) else ""
+        f"{value.parent.parent.name}/{value.name}" if isinstance(value, Path) else value
     ),
 )
 def test_kept_input_replays_clean(target: str, path: Path) -> None:
