@@ -79,6 +79,13 @@ def test_a_local_sink_gets_everything_and_a_dropped_raw_field_passes_the_check(
             {"privacy": {"fields": {"drop": ["imgae"]}}},
             "privacy.fields.drop: no result has 'imgae'",
         ),
+        (
+            {"sinks": [{"type": "stdout"}],
+             "sources": [{"type": "mqtt", "url": "mqtt://127.0.0.1:1883", "topic": "in",
+                          "share": "cams", "shape": [1, 8, 8]}]},
+            "sources[0] (mqtt, share: done messages): sends raw input 'image' but privacy.raw "
+            "is never",
+        ),
     ],
 )  # fmt: skip
 def test_each_way_out_is_checked(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
@@ -149,7 +156,9 @@ def test_faces_are_found_and_blurred_until_none_is_found() -> None:
     assert np.array_equal(out[100:], image[100:])  # far from the face, nothing changed
 
 
-def _store_with_a_face(tmp_path: Path, policy: dict[str, Any] | None) -> Path:
+def _store_with_a_face(
+    tmp_path: Path, policy: dict[str, Any] | None, key: Any = None, record: bool = True
+) -> Path:
     from skimage.io import imread
 
     from fogline.pipeline._egress import Egress, record_policy
@@ -157,7 +166,7 @@ def _store_with_a_face(tmp_path: Path, policy: dict[str, Any] | None) -> Path:
 
     path = tmp_path / "results.db"
     image = imread(FACE).astype(np.float32) / 255  # as a model takes it: HWC, 0..1
-    with ResultStore(path) as store:
+    with ResultStore(path, key=key) as store:
         store.add_captures(
             [Capture.of(image, item_id="door#1", source="door", captured_at=1.0, model="m",
                         model_version="1", reason="score < 0.6", input_name="pixels",
@@ -165,7 +174,8 @@ def _store_with_a_face(tmp_path: Path, policy: dict[str, Any] | None) -> Path:
         )  # fmt: skip
     gate = None if policy is None else Egress(PrivacyPolicy.model_validate(policy), frozenset(),
                                                FieldHasher(None))  # fmt: skip
-    record_policy(gate, path, "door")
+    if record:
+        record_policy(gate, path, "door")
     return path
 
 
@@ -214,3 +224,72 @@ def test_the_private_digits_example_checks_under_its_policy(
 
     assert checked.egress is not None
     assert checked.egress.policy.raw == "never" and checked.egress.faces is not None
+
+
+def test_check_says_what_the_policy_covers_and_warns_of_an_unkeyed_hash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fogline.security import init_device_key
+
+    for name in ("FOGLINE_DEVICE_KEY", "FOGLINE_DEVICE_KEY_FILE", "FOGLINE_DEVICE_KEY_COMMAND"):
+        monkeypatch.delenv(name, raising=False)
+    path = _echo(tmp_path, sinks=[{"type": "stdout"}],
+                 privacy={"raw": "never", "fields": {"hash": ["item_id"]}})  # fmt: skip
+    init_device_key(tmp_path / "device.key")
+
+    unkeyed = main(["check", str(path)])
+    said_unkeyed = " ".join(capsys.readouterr().out.split())
+    keyed = main(["check", str(path), "--device-key", str(tmp_path / "device.key")])
+    said_keyed = " ".join(capsys.readouterr().out.split())
+
+    assert (unkeyed, keyed) == (0, 0)
+    assert "hashed (SHA-256, no device key): item_id" in said_unkeyed
+    assert "warning: privacy.fields.hash: item_id are hashed with plain SHA-256" in said_unkeyed
+    assert "hashed (HMAC-SHA256, device key): item_id" in said_keyed
+    assert "warning" not in said_keyed
+    for said in (said_unkeyed, said_keyed):  # telemetry is listed, but has nothing to gate
+        assert "covers: http, mqtt, outbox, shell, zmq;" in said
+        assert "telemetry carries no result fields" in said
+
+
+def test_an_encrypted_store_without_its_recorded_policy_exports_only_when_told_which(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fogline.security import DeviceKey
+
+    key = DeviceKey.generate()
+    monkeypatch.setenv("FOGLINE_DEVICE_KEY", key.hex())
+    store = _store_with_a_face(tmp_path, None, key=key, record=False)  # copied without its policy
+    out = tmp_path / "data.npz"
+    never = _echo(tmp_path, "never.yaml", sinks=[{"type": "stdout"}])
+    captured = _echo(tmp_path, "captured.yaml", sinks=[{"type": "stdout"}],
+                     privacy={"raw": "captured-only"})  # fmt: skip
+
+    unknown = main(["capture", "export", str(store), "--out", str(out)])
+    said_unknown = " ".join(capsys.readouterr().err.split())
+    refused = main(["capture", "export", str(store), "--out", str(out), "--pipeline", str(never)])
+    said_refused = " ".join(capsys.readouterr().err.split())
+    left_out = list(tmp_path.glob("*.npz"))
+    allowed = main(["capture", "export", str(store), "--out", str(out), "--pipeline", str(captured)])
+
+    assert (unknown, refused) == (2, 2) and left_out == []
+    assert "no privacy policy is recorded for this encrypted store" in said_unknown
+    assert "--pipeline PIPELINE.yaml" in said_unknown
+    assert "its pipeline runs with privacy.raw never" in said_refused
+    assert allowed == 0, capsys.readouterr().err
+    assert out.exists()
+
+
+def test_the_fleet_default_holds_for_a_store_without_its_recorded_policy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = tmp_path / "fleet-policy.yaml"
+    fleet.write_text("raw: never\n")
+    monkeypatch.setenv(FLEET_POLICY_ENV, str(fleet))
+    store = _store_with_a_face(tmp_path, None, record=False)  # a plain store, policy file gone
+
+    status = main(["capture", "export", str(store), "--out", str(tmp_path / "data.npz")])
+
+    assert status == 2
+    assert "its pipeline runs with privacy.raw never" in " ".join(capsys.readouterr().err.split())
+    assert not list(tmp_path.glob("*.npz"))

@@ -158,6 +158,12 @@ def export(
         help="Class names in index order (a,b,c or a file, one per line), for named labels.",
     ),
     device_key: Path | None = DEVICE_KEY,
+    pipeline: Path | None = typer.Option(
+        None,
+        "--pipeline",
+        help="The pipeline file that wrote the store: its privacy: applies too (needed for an "
+        "encrypted store whose recorded policy, STORE.privacy.json, is missing).",
+    ),
 ) -> None:
     """Write the captures as a dataset (.npz) for optimize, fl and learn finetune.
 
@@ -166,7 +172,7 @@ def export(
     """
     after = None if since is None else parse_since(since)
     names = None if classes is None else _classes(classes)
-    policy = check_export(store)
+    policy = check_export(store, pipeline)
     redact = policy is not None and "faces" in policy.redact
     plain = out.with_name(f".unredacted-{out.name}") if redact else out
     with _open(store, device_key) as opened:

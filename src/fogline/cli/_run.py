@@ -55,6 +55,8 @@ def check(
     checked = plan(load_spec(pipeline), keys=_keys(device_key))
     try:
         console.print(describe(checked), highlight=False)
+        for warning in checked.egress.warnings() if checked.egress is not None else ():
+            console.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False)
         console.print(f"[green]ok[/]: {escape(str(pipeline))} is ready to run", highlight=False)
     finally:
         checked.model.engine.close()

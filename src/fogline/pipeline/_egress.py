@@ -13,11 +13,15 @@ it runs by one :class:`Egress`:
   all of them;
 * the outbox encoder does the same before a ``sync`` result is serialised
   into the outbox, so what the outbox holds is already what may leave;
+* a cluster node (an ``mqtt`` source with ``share:``) publishes each item's
+  ``done`` message with the gated outputs, under the ``mqtt`` destination;
 * the raw input an ``offload`` step sends (``send: raw``) has its faces
   blurred when the step is let through at all (``raw: allowed``).
 
 ``jsonl`` and ``stdout`` sinks and the results store stay on the device: they
-get the whole result. Redaction (``faces``) applies to the images that are let
+get the whole result. The agent's telemetry carries no result field (counts,
+latencies, drift and accuracy figures), so ``telemetry`` has nothing to gate.
+Redaction (``faces``) applies to the images that are let
 out: raw-input fields under ``raw: allowed`` and an offload's raw input.
 """
 
@@ -33,12 +37,20 @@ import numpy as np
 
 from fogline.errors import PolicyError
 from fogline.model import Signature
-from fogline.security import FieldHasher, PrivacyPolicy, device_hasher, merge_fleet, policy_json
+from fogline.security import (
+    NO_RESULT_FIELDS,
+    FieldHasher,
+    PrivacyPolicy,
+    device_hasher,
+    merge_fleet,
+    policy_json,
+)
 from fogline.store import Result
 
 if TYPE_CHECKING:
     from fogline.pipeline._faces import FaceBlur
     from fogline.pipeline._spec import PipelineSpec
+    from fogline.security import KeySource
 
 log = logging.getLogger("fogline.pipeline")
 
@@ -110,6 +122,21 @@ class Egress:
             return None
         return self.hasher.hash(value) if self.policy.hashed(name) else value
 
+    def warnings(self) -> list[str]:
+        """What ``fogline check`` should warn about: a hash anyone can recompute.
+
+        >>> policy = PrivacyPolicy.model_validate({"fields": {"hash": ["item_id"]}})
+        >>> Egress(policy, frozenset(), FieldHasher(None)).warnings()[0][:40]
+        'privacy.fields.hash: item_id are hashed '
+        """
+        if not self.policy.fields.hash or self.hasher.keyed:
+            return []
+        return [
+            f"privacy.fields.hash: {', '.join(self.policy.fields.hash)} are hashed with plain "
+            "SHA-256 (no device key), which anyone can recompute for a guessed value; give a "
+            "key (--device-key, $FOGLINE_DEVICE_KEY_FILE) for HMAC-SHA256"
+        ]
+
     def describe(self) -> str:
         """One line for ``fogline check``: what the policy holds back and how it hashes."""
         p = self.policy
@@ -124,7 +151,9 @@ class Egress:
         parts.append(f"raw inputs: {p.raw}")
         if p.redact:
             parts.append(f"redact: {', '.join(p.redact)}")
-        parts.append(f"covers: {', '.join(p.destinations)}")
+        covered = [d for d in p.destinations if d not in NO_RESULT_FIELDS]
+        parts.append(f"covers: {', '.join(covered) or 'nothing'}")
+        parts += [f"{d} carries no result fields" for d in p.destinations if d in NO_RESULT_FIELDS]
         return "; ".join(parts)
 
 
@@ -150,8 +179,13 @@ def check_privacy(
     signature: Signature,
     fields: frozenset[str],
     fleet: PrivacyPolicy | None,
+    keys: KeySource | None = None,
 ) -> Egress | None:
-    """The pipeline's :class:`Egress`, or :class:`PolicyError` naming what would leak and where."""
+    """The pipeline's :class:`Egress`, or :class:`PolicyError` naming what would leak and where.
+
+    ``keys`` gives the device key that keys the hash of ``fields.hash`` (the
+    environment's when None; unkeyed SHA-256 when there is none).
+    """
     own = spec.privacy
     policy = merge_fleet(fleet, own)  # refuses an own policy that loosens the fleet's
     if policy is None:
@@ -170,6 +204,9 @@ def check_privacy(
     for index, sink in enumerate(spec.sinks):
         if sink.type in LEAVING_SINKS and policy.covers(sink.type):
             _check_sends(f"sinks[{index}] ({sink.type})", sink, policy, raw, by)
+    for index, source in enumerate(spec.sources):  # a cluster node's done carries the outputs
+        if getattr(source, "share", None) is not None and policy.covers("mqtt"):
+            _check_sends(f"sources[{index}] (mqtt, share: done messages)", None, policy, raw, by)
     if spec.outbox is not None and policy.covers("outbox"):
         _check_sends(
             f"outbox ({spec.outbox.transport.type})", spec.outbox.transport, policy, raw, by
@@ -195,7 +232,7 @@ def check_privacy(
         from fogline.pipeline._faces import FaceBlur
 
         faces = FaceBlur()
-    return Egress(policy, raw, device_hasher(), faces)
+    return Egress(policy, raw, device_hasher(keys), faces)
 
 
 def _check_sends(
@@ -203,7 +240,7 @@ def _check_sends(
 ) -> None:
     from fogline.pipeline.sinks._basic import fields_of
 
-    for name in sorted(fields_of(sink)):
+    for name in sorted(fields_of(sink) if sink is not None else ()):
         if not policy.leaves(name):
             raise PolicyError(
                 f"{where}: its template uses {name!r}, which privacy.fields keeps on the device"
@@ -267,13 +304,41 @@ def stored_policy(store_path: Path) -> PrivacyPolicy | None:
     return None if data is None else parse_policy(data, origin=f"{path}: privacy")
 
 
-def check_export(store_path: Path) -> PrivacyPolicy | None:
-    """Refuse to export the captures of a store whose pipeline lets no raw input leave."""
-    policy = stored_policy(store_path)
+def check_export(store_path: Path, pipeline: Path | None = None) -> PrivacyPolicy | None:
+    """The policy that governs exporting ``store_path``'s captures; refuse when it forbids it.
+
+    The policy is the one its pipeline last ran under (``STORE.privacy.json``),
+    made stricter by the fleet default in ``$FOGLINE_FLEET_POLICY`` and by the
+    ``privacy:`` of ``pipeline`` when one is given. With none of them recorded
+    for an encrypted store (the store was copied, or its policy file deleted),
+    whether captures may leave is unknown: :class:`PolicyError` says how to go
+    on. A plain store without one exports as it always did.
+    """
+    from fogline.security import fleet_policy_from_env, stricter
+    from fogline.store import is_encrypted
+
+    recorded = stored_policy(store_path)
+    fleet = fleet_policy_from_env()
+    known: list[PrivacyPolicy | None] = [recorded, fleet]
+    if pipeline is not None:
+        from fogline.pipeline._spec import load_spec
+
+        known.append(merge_fleet(fleet, load_spec(pipeline).privacy) or PrivacyPolicy())
+    policies = [p for p in known if p is not None]
+    policy = None
+    for one in policies:
+        policy = one if policy is None else stricter(policy, one)
     if policy is not None and policy.raw == "never":
         raise PolicyError(
             f"{store_path}: its pipeline runs with privacy.raw never: captures are raw inputs "
             "and may not leave the device (privacy.raw: captured-only lets them)"
+        )
+    if recorded is None and pipeline is None and is_encrypted(store_path):
+        raise PolicyError(
+            f"{store_path}: no privacy policy is recorded for this encrypted store "
+            f"({policy_file(store_path).name} is missing: the store was copied or the file "
+            "deleted), so whether its captures may leave is unknown; run its pipeline once "
+            "(it records its policy) or name it: --pipeline PIPELINE.yaml"
         )
     return policy
 

@@ -44,9 +44,11 @@ from fogline.errors import (
     StoreError,
 )
 from fogline.model import BatchPolicy, Lane, MicroBatcher
-from fogline.pipeline._base import Sink, Source, Stage
+from fogline.pipeline._base import Source, Stage
 from fogline.pipeline._capture import Capturer
-from fogline.pipeline._egress import LEAVING_SINKS, record_policy
+from fogline.pipeline._delivery import DONE as _DONE
+from fogline.pipeline._delivery import LOG_FIRST as _LOG_FIRST
+from fogline.pipeline._delivery import Delivery, SinkWorker, take_batch
 from fogline.pipeline._item import Corrupt, Item
 from fogline.pipeline._labels import LabelHook, LabelJoiner, label_families
 from fogline.pipeline._metrics import Metrics, Snapshot, Tally
@@ -61,9 +63,7 @@ from fogline.store import Capture, OutboxSender, Result, ResultStore, Retention
 
 log = logging.getLogger("fogline.pipeline")
 
-_DONE = object()  # end-of-stream marker on the internal queues
 _WAKE = object()  # an offload call finished: the collector looks at its oldest item again
-_LOG_FIRST = 20  # per-source item errors logged in full before only every 1000th
 
 
 @dataclass(frozen=True)
@@ -73,64 +73,6 @@ class _Target:
     name: str
     when: Condition | None
     only_rules: frozenset[str]  # non-empty: only results that matched one of these rules
-
-
-class _SinkWorker:
-    """One sink behind its own bounded queue and thread; failures are counted, never raised."""
-
-    def __init__(
-        self, name: str, sink: Sink, size: int, policy: str, metrics: Metrics, leaves: bool = False
-    ) -> None:
-        self.name, self.sink, self.policy, self.metrics = name, sink, policy, metrics
-        #: Whether what it takes leaves the device: it is given results through the egress gate.
-        self.leaves = leaves
-        self.queue: queue.Queue[Any] = queue.Queue(maxsize=size)
-        self.thread = threading.Thread(target=self._work, name=f"fogline-sink-{name}", daemon=True)
-        self._failures = 0
-
-    def offer(self, result: Result) -> None:
-        if self.policy == "block":
-            self.queue.put(result)
-            return
-        while True:
-            try:
-                self.queue.put_nowait(result)
-                return
-            except queue.Full:
-                if self.policy == "drop-newest":
-                    self.metrics.sink(self.name, "dropped")
-                    return
-                try:
-                    self.queue.get_nowait()
-                    self.metrics.sink(self.name, "dropped")
-                except queue.Empty:
-                    pass
-
-    def _work(self) -> None:
-        done = False
-        while not done:
-            batch, done = _take_batch(self.queue, 256)
-            if batch:
-                self._write(batch)
-
-    def _write(self, batch: list[Result]) -> None:
-        try:
-            self.sink.write(batch)
-        except Exception as exc:  # a sink's failure is the sink's: count it, log it, go on
-            self.metrics.sink(self.name, "failed", len(batch))
-            self._failures += 1
-            if self._failures <= _LOG_FIRST or self._failures % 1000 == 0:
-                log.warning("sink %s: %d result(s) not written: %s", self.name, len(batch), exc)
-        else:
-            self.metrics.sink(self.name, "written", len(batch))
-
-    def close(self) -> None:
-        if self.thread.ident is not None:  # started
-            self.queue.put(_DONE)
-            self.thread.join()
-        close = getattr(self.sink, "close", None)
-        if callable(close):
-            close()
 
 
 class Pipeline:
@@ -170,7 +112,8 @@ class Pipeline:
         self._input = plan.input.name
         self._deadline = None if model.deadline_ms is None else model.deadline_ms / 1000.0
         self._keep_raw = any(getattr(step, "send", None) == "raw" for step in self.spec.postprocess)
-        self._egress = plan.egress
+        #: The ways out (sinks, outbox, a cluster node's done) and the egress gate before each.
+        self._delivery = Delivery(plan.egress, self.spec.name)
         self._inflight: queue.Queue[Any] = queue.Queue(
             maxsize=4 * (model.queue_size + model.max_batch)
         )
@@ -195,7 +138,6 @@ class Pipeline:
         if self._switcher is not None:
             self.metrics.watch("variants", self._switcher.board, variant_families)
         self._started = False
-        self._settlers: dict[str, Any] = {}
         #: Seconds the outbox may keep delivering after the sources have stopped.
         self.drain_outbox_s = 5.0
 
@@ -232,8 +174,7 @@ class Pipeline:
                 # The pipeline decides each sync result's outbox topic and payload; what leaves
                 # through the outbox passes the egress gate before it is serialised.
                 encode=outbox_encoder(
-                    outbox.transport if outbox else None,
-                    self._egress if self._egress and self._egress.covers("outbox") else None,
+                    outbox.transport if outbox else None, self._delivery.outbox_gate()
                 ),
                 key_of=cluster_key(spec),
                 key=self.plan.store_key,  # store.encrypt: SQLCipher with the device key
@@ -247,17 +188,13 @@ class Pipeline:
                 metrics.watch("labels", self.labels.board, label_families)
                 self.labels.start()
         if self.store is not None:  # which policy governed these results; a change is audited
-            record_policy(self._egress, self.store.path, spec.name)
+            self._delivery.record(self.store.path)
         workers = []
         for name, sink_spec in zip(spec.sink_names(), spec.sinks, strict=True):
-            leaves = (
-                self._egress is not None
-                and sink_spec.type in LEAVING_SINKS
-                and self._egress.covers(sink_spec.type)
-            )
+            leaves = self._delivery.leaves(sink_spec.type)
             built = sink_spec.build()
             workers.append(
-                _SinkWorker(name, built, sink_spec.queue, sink_spec.policy, metrics, leaves)
+                SinkWorker(name, built, sink_spec.queue, sink_spec.policy, metrics, leaves)
             )
             undo.callback(workers[-1].close)
         targets = self._targets()
@@ -300,11 +237,7 @@ class Pipeline:
             if callable(close := getattr(sources[-1], "close", None)):
                 undo.callback(close)
         # A source that hands out credits (a cluster node) learns when each item is settled.
-        self._settlers = {
-            name: hook
-            for (name, _), source in zip(self._named_sources(), sources, strict=True)
-            if callable(hook := getattr(source, "settled", None))
-        }
+        self._delivery.bind(zip(self.spec.source_names(), sources, strict=True))
         for source in sources:  # a cluster node announces which pipeline it runs
             if callable(named := getattr(source, "name_pipeline", None)):
                 named(spec.name)
@@ -360,11 +293,9 @@ class Pipeline:
     def _named_sources(self) -> list[tuple[str, Any]]:
         return list(zip(self.spec.source_names(), self.spec.sources, strict=True))
 
-    def _settle(self, source: str, ids: Sequence[Any], outcome: str, results: Any = None) -> None:
+    def _settle(self, source: str, ids: Sequence[Any], outcome: str) -> None:
         """Tell ``source`` (a cluster node) that items ``ids`` are settled, if it wants to know."""
-        hook = self._settlers.get(source)
-        if hook is not None and ids:
-            hook([str(i) for i in ids if i is not None], outcome, results)
+        self._delivery.settle(source, ids, outcome)
 
     def close(self) -> None:
         """Close the store (the engine belongs to the plan's caller)."""
@@ -444,8 +375,7 @@ class Pipeline:
         started = time.monotonic()
         current = item
         if self._keep_raw:  # an offload step sends the input as the source gave it
-            egress = self._egress
-            item.meta["raw"] = item.data if egress is None else egress.redact(item.data)
+            item.meta["raw"] = self._delivery.raw_input(item.data)
         try:
             for stage in chain:
                 step = stage(current)
@@ -645,7 +575,7 @@ class Pipeline:
             current = step
         return current
 
-    def _write(self, workers: Sequence[_SinkWorker], targets: Sequence[_Target]) -> None:
+    def _write(self, workers: Sequence[SinkWorker], targets: Sequence[_Target]) -> None:
         by_name = {worker.name: worker for worker in workers}
         store, metrics = self.store, self.metrics.tally()
         retention_every = 10.0
@@ -653,7 +583,7 @@ class Pipeline:
         done = False
         while not done:
             batch: list[tuple[Result, float, list[str], Capture | None]]
-            batch, done = _take_batch(self._stored, 512)
+            batch, done = take_batch(self._stored, 512)
             if not batch:
                 continue
             if store is not None:
@@ -685,26 +615,12 @@ class Pipeline:
                     if self._capture is not None:
                         self._capture.after_retention(store)
             stored_at = time.monotonic()
-            per_source = Counter(result.source for result, *_ in batch)
-            for source, n in per_source.items():
+            for source, n in Counter(result.source for result, *_ in batch).items():
                 metrics.count(source, "processed", n)
-                if source in self._settlers:  # durable now (or, without a store, handed on)
-                    mine = [result for result, *_ in batch if result.source == source]
-                    self._settle(
-                        source, [r.item_id for r in mine], "processed", [r.outputs for r in mine]
-                    )
             for _, t0, *_ in batch:
                 metrics.observe("end_to_end", stored_at - t0)
-            egress = self._egress
-            for result, _, chosen, _ in batch:
-                gated: Result | None = None  # the egress gate, once per result, for every way out
-                for name in chosen:
-                    worker = by_name[name]
-                    if worker.leaves and egress is not None:
-                        gated = gated or egress.result(result)
-                        worker.offer(gated)
-                    else:
-                        worker.offer(result)
+            # Durable now (or, without a store, handed on): a cluster node says done, sinks get it.
+            self._delivery.deliver([(result, chosen) for result, _, chosen, _ in batch], by_name)
 
     def _targets(self) -> list[_Target]:
         routed: dict[str, set[str]] = {}
@@ -766,21 +682,6 @@ class Pipeline:
         if n <= _LOG_FIRST or n % 1000 == 0:
             more = f" ({n} so far)" if n > _LOG_FIRST else ""
             log.warning("%s: skipped %s: %s%s", source, position, reason, more)
-
-
-def _take_batch(source: queue.Queue[Any], limit: int) -> tuple[list[Any], bool]:
-    """Wait for one entry, then take what else is waiting, up to ``limit``; True at the end marker."""
-    batch: list[Any] = []
-    entry = source.get()
-    while entry is not _DONE:
-        batch.append(entry)
-        if len(batch) >= limit:
-            return batch, False
-        try:
-            entry = source.get_nowait()
-        except queue.Empty:
-            return batch, False
-    return batch, True
 
 
 def _settle(future: Future[dict[str, Any]]) -> dict[str, Any] | str:

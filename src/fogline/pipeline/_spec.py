@@ -393,13 +393,18 @@ def plan(
             opened, name=m.name or opened.name, version=m.version or opened.version
         )
     try:
-        return dataclasses.replace(_check(spec, opened, fleet), store_key=key)
+        return dataclasses.replace(_check(spec, opened, fleet, keys), store_key=key)
     except BaseException:
         opened.engine.close()
         raise
 
 
-def _check(spec: PipelineSpec, opened: OpenedModel, fleet: PrivacyPolicy | None) -> Plan:
+def _check(
+    spec: PipelineSpec,
+    opened: OpenedModel,
+    fleet: PrivacyPolicy | None,
+    keys: KeySource | None = None,
+) -> Plan:
     signature = opened.engine.signature
     if len(signature.inputs) != 1:
         names = ", ".join(signature.input_names)
@@ -471,7 +476,7 @@ def _check(spec: PipelineSpec, opened: OpenedModel, fleet: PrivacyPolicy | None)
                 "which no result has"
             )
     check_capture(spec, signature, fields)
-    egress = check_privacy(spec, signature, frozenset(fields), fleet)
+    egress = check_privacy(spec, signature, frozenset(fields), fleet, keys)
     probes = [(f"sources[{i}]", s.probe) for i, s in enumerate(spec.sources)]
     probes += [(f"sinks[{i}]", s.probe) for i, s in enumerate(spec.sinks)]
     for where, probe in probes:  # what only this machine can tell: a zmq port to bind is free

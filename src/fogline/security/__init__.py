@@ -77,6 +77,7 @@ if TYPE_CHECKING:
     from fogline.security._policy import (
         DESTINATIONS,
         FLEET_POLICY_ENV,
+        NO_RESULT_FIELDS,
         RAW_LEVELS,
         FieldHasher,
         FieldRules,
@@ -158,6 +159,7 @@ _WHERE = {
     "_policy": (
         "DESTINATIONS",
         "FLEET_POLICY_ENV",
+        "NO_RESULT_FIELDS",
         "RAW_LEVELS",
         "FieldHasher",
         "FieldRules",
@@ -214,6 +216,7 @@ __all__ = [
     "KEY_ROLES",
     "KINDS",
     "MODEL_FILE_SUFFIXES",
+    "NO_RESULT_FIELDS",
     "RAW_LEVELS",
     "RELEASE_NAME_PATTERN",
     "SEAL_MAGIC",

@@ -11,6 +11,8 @@ keeps are both a :class:`PrivacyPolicy`::
       raw: never                  # raw inputs: never | captured-only | allowed
       redact: [faces]             # blur faces in any image that is let out
       destinations: [mqtt, http, zmq, shell, outbox, telemetry]   # what it covers
+                                  # (mqtt: sinks and a cluster node's done messages;
+                                  # telemetry carries no result field: nothing to cover)
 
 Every key left out is the loosest value (a policy says what it forbids), so
 ``PrivacyPolicy()`` forbids nothing and a pipeline without ``privacy:`` runs as
@@ -40,11 +42,14 @@ import hmac
 import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from fogline.errors import ConfigError, PolicyError
+
+if TYPE_CHECKING:
+    from fogline.security._sealing import KeySource
 
 Raw = Literal["never", "captured-only", "allowed"]
 Destination = Literal["mqtt", "http", "zmq", "shell", "outbox", "telemetry"]
@@ -55,7 +60,12 @@ FLEET_POLICY_ENV = "FOGLINE_FLEET_POLICY"
 #: What raw inputs may do, loosest last.
 RAW_LEVELS: tuple[str, ...] = ("never", "captured-only", "allowed")
 #: The ways out a policy can cover; ``jsonl`` and ``stdout`` sinks and the store stay on the device.
+#: ``mqtt`` also covers a cluster node's ``done`` messages. ``telemetry`` is accepted for forward
+#: compatibility, but the agent's telemetry carries no result field (counts, latencies, drift and
+#: accuracy figures, CPU, memory), so there is nothing in it to gate: see :data:`NO_RESULT_FIELDS`.
 DESTINATIONS: tuple[Destination, ...] = ("mqtt", "http", "zmq", "shell", "outbox", "telemetry")
+#: Destinations that carry no result field: listed in ``destinations``, but nothing to cover.
+NO_RESULT_FIELDS: frozenset[str] = frozenset({"telemetry"})
 #: Redactions there are.
 REDACTIONS: tuple[str, ...] = ("faces",)
 #: The fields every message keeps: what the result is, not what it says.
@@ -301,12 +311,18 @@ class FieldHasher:
         return "hmac-sha256:" + hmac.new(self._key, data, hashlib.sha256).hexdigest()
 
 
-def device_hasher(key_file: str | Path | None = None) -> FieldHasher:
-    """A :class:`FieldHasher` keyed by the device key when one is available, else unkeyed."""
+def device_hasher(keys: KeySource | str | Path | None = None) -> FieldHasher:
+    """A :class:`FieldHasher` keyed by the device key when one is available, else unkeyed.
+
+    ``keys`` is a :class:`~fogline.security.KeySource` (``fogline run --device-key``),
+    a key file's path, or None for the environment's key.
+    """
     from fogline.errors import KeyUnavailable
     from fogline.security._sealing import KeySource
 
-    source = KeySource(None if key_file is None else Path(key_file))
+    source = (
+        keys if isinstance(keys, KeySource) else KeySource(None if keys is None else Path(keys))
+    )
     if not source.available():
         return FieldHasher(None)
     try:
