@@ -215,7 +215,7 @@ def test_the_private_digits_example_checks_under_its_policy(
 
     path = digits_model_path().parents[1] / "digits_private" / "pipeline.yaml"
     spec = load_spec(path)
-    with pytest.raises(KeyUnavailable, match="store.encrypt"):
+    with pytest.raises(KeyUnavailable, match=r"store\.encrypt"):
         plan(spec)  # its store is encrypted: no key, no run
 
     monkeypatch.setenv("FOGLINE_DEVICE_KEY", DeviceKey.generate().hex())
@@ -270,7 +270,9 @@ def test_an_encrypted_store_without_its_recorded_policy_exports_only_when_told_w
     refused = main(["capture", "export", str(store), "--out", str(out), "--pipeline", str(never)])
     said_refused = " ".join(capsys.readouterr().err.split())
     left_out = list(tmp_path.glob("*.npz"))
-    allowed = main(["capture", "export", str(store), "--out", str(out), "--pipeline", str(captured)])
+    allowed = main(
+        ["capture", "export", str(store), "--out", str(out), "--pipeline", str(captured)]
+    )
 
     assert (unknown, refused) == (2, 2) and left_out == []
     assert "no privacy policy is recorded for this encrypted store" in said_unknown

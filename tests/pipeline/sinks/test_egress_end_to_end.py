@@ -89,8 +89,7 @@ def test_a_subscriber_on_hash_and_a_webhook_see_only_the_allowed_fields(
     else:  # HMAC-SHA256 under the hash key derived from the device key in the file
         hash_key = read_key_file(key_file).derive(HASH_PURPOSE)
         hashed = {
-            "hmac-sha256:" + hmac.new(hash_key, i.encode(), hashlib.sha256).hexdigest()
-            for i in ids
+            "hmac-sha256:" + hmac.new(hash_key, i.encode(), hashlib.sha256).hexdigest() for i in ids
         }
     for result in left:
         assert set(result["outputs"]) == {"brightness"}
