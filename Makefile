@@ -42,8 +42,9 @@ broker:
 mosquitto:
 	@sh scripts/ensure-mosquitto
 
+# Two pytest-xdist workers (pyproject's addopts); `make test PYTEST_ARGS="-n 0"` runs serially.
 test: lint broker
-	$(BIN)/pytest
+	$(BIN)/pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev-stamp
 	$(BIN)/python benchmarks/bench_optimize.py
