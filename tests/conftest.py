@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 import os
+
+# Under pytest-xdist each worker is one of ``-n`` processes sharing the cores. PyTorch's,
+# OpenMP's and OpenBLAS's pools default to one thread per core and spin while they wait, so
+# two workers' pools fight over two cores: the pruning test took 42 s with two threads and
+# 22 s with one on a busy 2-core machine. One thread each, set before numpy or torch is
+# imported; the CLI subprocesses the tests start inherit it. A value already set is kept.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, "1")
+
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -234,21 +234,28 @@ def test_bad_input_leaves_nothing_behind(sets: dict[str, Path], tmp_path: Path) 
 
 def test_the_whole_network_from_its_pytorch_source(sets: dict[str, Path], tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
-    threads = torch.get_num_threads()
-    result = finetune(
-        BASE,
-        str(sets["inverted"]),
-        str(sets["inverted-holdout"]),
-        tmp_path / "all",
-        original=str(sets["original"]),
-        options=FinetuneOptions(
-            layers="all", epochs=5, learning_rate=0.003, torch_source=TORCH_SOURCE, threads=1
-        ),
-        gate=GateOptions(min_gain=0.5, max_forgetting=1.0),
-    )
+    # Two threads before, whatever the worker's default (one under pytest-xdist), so that
+    # "put back" is told apart from "left at one".
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = finetune(
+            BASE,
+            str(sets["inverted"]),
+            str(sets["inverted-holdout"]),
+            tmp_path / "all",
+            original=str(sets["original"]),
+            options=FinetuneOptions(
+                layers="all", epochs=5, learning_rate=0.003, torch_source=TORCH_SOURCE, threads=1
+            ),
+            gate=GateOptions(min_gain=0.5, max_forgetting=1.0),
+        )
+        after = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
     assert result.passed, result.verdict.reason
-    assert torch.get_num_threads() == threads  # set to one for the training, then put back
+    assert after == 2  # set to one for the training, then put back
     assert result.report["training"]["threads"] == 1
     assert result.verdict.holdout[1] > 0.6  # inverted digits: the base gets almost none right
     manifest = Manifest.read(result.folder)
