@@ -12,6 +12,7 @@ import pytest
 from cryptography import x509
 
 from fogline.cli import main
+from fogline.cli._app import console
 from fogline.security import certificate_request, init_ca
 
 
@@ -28,7 +29,8 @@ def fogline(
 ) -> Any:
     """Run ``fogline ARGS`` in this process, in ``tmp_path`` (a subprocess costs seconds each)."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COLUMNS", "200")
+    # The console takes its width once, at import (COLUMNS=80 in a pytest-xdist worker).
+    monkeypatch.setattr(console, "width", 200)
 
     def run(*args: str) -> Done:
         status = main(list(args))

@@ -14,6 +14,10 @@ import pytest
 from fogline.examples import digits_model_path
 from fogline.security import ReleaseRepository
 
+# The tests share the module's `data` repository and build on each other (create
+# 1.0 before 0.9 is refused as not newer): one worker runs them all, in order.
+pytestmark = pytest.mark.xdist_group("cli-release-data")
+
 # Imported explicitly so the commands exist whether or not fogline.cli registers them yet.
 RUN = (
     "import sys, fogline.cli._keys, fogline.cli._release; from fogline.cli import main; "

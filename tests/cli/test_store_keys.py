@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from fogline.cli import main
+from fogline.cli._app import console
 from fogline.security import KEY_COMMAND_ENV, KEY_ENV, KEY_FILE_ENV, read_key_file
 from fogline.store import Result, ResultStore, is_encrypted
 
@@ -21,6 +22,16 @@ from fogline.store import Result, ResultStore, is_encrypted
 def no_key_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in (KEY_ENV, KEY_COMMAND_ENV, KEY_FILE_ENV):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables as wide as a log's, whatever COLUMNS held when fogline.cli was imported.
+
+    The CLI's console takes its width once, at import; a pytest-xdist worker has
+    COLUMNS=80 by then, and a key's path in a table cell would be cut short.
+    """
+    monkeypatch.setattr(console, "width", 200)
 
 
 def fogline(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
