@@ -59,6 +59,10 @@ def test_ca_init_issue_and_show(tmp_path: Path, fogline: Any) -> None:
     cert = x509.load_pem_x509_certificate((tmp_path / "out/cam-4.pem").read_bytes())
     assert cert.subject.rfc4514_string() == "CN=cam-4"
     assert not (tmp_path / "out/cam-4.key").exists()  # its key stays on the device
+    # the controller's subject is the broker's all-topics user: never a device's
+    taken = fogline("ca", "issue", "controller", "--data", "fleet-data", "--out", "out")
+    assert taken.returncode == 2 and "'controller' is reserved" in taken.stderr
+    assert not (tmp_path / "out/controller.pem").exists()
 
     shown = fogline("ca", "show", "--data", "fleet-data")
     assert shown.returncode == 0 and "fogline fleet CA" in shown.stdout

@@ -54,6 +54,11 @@ TOPIC_KINDS = (
 #: A release name follows the same rule, kept once in :mod:`fogline._names`.
 DEVICE_ID_PATTERN = NAME_PATTERN
 
+#: Names no device may take: the broker's controller user (it reads and writes
+#: the whole prefix) and the controller's certificate subject. A device enrolled
+#: under one would be the controller to the broker.
+RESERVED_DEVICE_IDS = frozenset({"controller"})
+
 DeviceId = Annotated[str, StringConstraints(pattern=DEVICE_ID_PATTERN)]
 #: A release name (versions are PEP 440).
 ReleaseName = Annotated[str, StringConstraints(pattern=DEVICE_ID_PATTERN)]
@@ -66,8 +71,18 @@ def check_device_id(device_id: str) -> str:
     Traceback (most recent call last):
     ...
     ValueError: device id 'cam/7' must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit
+    >>> check_device_id("controller")
+    Traceback (most recent call last):
+    ...
+    ValueError: device id 'controller' is reserved for the controller's MQTT user and certificate; choose another
     """
-    return check_name(device_id, "device id")
+    check_name(device_id, "device id")
+    if device_id.casefold() in RESERVED_DEVICE_IDS:
+        raise ValueError(
+            f"device id {device_id!r} is reserved for the controller's MQTT user and certificate; "
+            "choose another"
+        )
+    return device_id
 
 
 @dataclass(frozen=True)

@@ -204,13 +204,30 @@ def issue_certificate(
 ) -> IssuedCertificate:
     """A client certificate ``CN=device_id`` signed by ``ca``, for the CSR's key or a new one.
 
-    With ``csr_pem`` the request's signature is checked and only its public
+    ``device_id`` may not be the controller's subject (:data:`CONTROLLER_NAME`,
+    in any case): with ``use_identity_as_username`` that certificate would be
+    the broker's controller user, allowed the whole prefix. With ``csr_pem`` the request's signature is checked and only its public
     key is used; without it a key is made and returned (an operator issuing
     for a device by hand). ``not_before`` (default now) back-dates it (tests
     of an expired certificate).
     """
     if not device_id or "\n" in device_id or len(device_id) > 64:
         raise ConfigError(f"a certificate subject is 1-64 characters, got {device_id!r}")
+    if device_id.casefold() == CONTROLLER_NAME:
+        raise ConfigError(
+            f"device id {device_id!r} is reserved for the controller's own certificate; choose another"
+        )
+    return _issue_client(ca, device_id, csr_pem, days=days, not_before=not_before)
+
+
+def _issue_client(
+    ca: CertificateAuthority,
+    subject: str,
+    csr_pem: str | bytes | None = None,
+    *,
+    days: int = DEVICE_DAYS,
+    not_before: datetime.datetime | None = None,
+) -> IssuedCertificate:
     key_pem = None
     if csr_pem is None:
         key = ec.generate_private_key(ec.SECP256R1())
@@ -220,7 +237,7 @@ def issue_certificate(
         public = _csr_key(csr_pem)
     cert = _sign(
         ca,
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)]),
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]),
         public,
         days=days,
         not_before=not_before,
@@ -259,7 +276,7 @@ def issue_fleet_certificates(ca: CertificateAuthority, hosts: Sequence[str] = ()
     """
     folder = ca.folder
     issue_server_certificate(ca, hosts).write(folder / SERVER_CERT, folder / SERVER_KEY)
-    issue_certificate(ca, CONTROLLER_NAME).write(folder / CONTROLLER_CERT, folder / CONTROLLER_KEY)
+    _issue_client(ca, CONTROLLER_NAME).write(folder / CONTROLLER_CERT, folder / CONTROLLER_KEY)
     return [folder / SERVER_CERT, folder / CONTROLLER_CERT]
 
 

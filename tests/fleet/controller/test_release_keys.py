@@ -91,3 +91,15 @@ def test_a_malformed_release_key_is_refused_before_the_token_is_spent(setup: Set
     assert bad.status_code == 400 and "release_key" in bad.json()["error"]
     good = httpx.post(url, json={"device_id": "cam-c", "token": token})  # the same token
     assert good.status_code == 201
+
+
+def test_a_device_cannot_enrol_as_the_controller(setup: Setup) -> None:
+    passwords = setup.folder / "broker" / "passwords"
+    before = passwords.read_bytes()
+    token = setup.api.post("/api/tokens", json={"group": "default"}).json()["token"]
+    url = setup.controller.base_url + "/api/enrol"
+    taken = httpx.post(url, json={"device_id": "controller", "token": token}, timeout=30)
+    assert taken.status_code == 400 and "'controller' is reserved" in taken.json()["error"]
+    assert passwords.read_bytes() == before  # the controller's password is untouched
+    good = httpx.post(url, json={"device_id": "cam-d", "token": token}, timeout=30)
+    assert good.status_code == 201  # the token was not spent

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from fogline.errors import ConfigError
 
@@ -38,12 +39,15 @@ DEVICE_WRITES = ("state", "telemetry", "presence", "fl-update", "offer")
 #: The topics of edge clusters (``fogline.cluster``), open to every member of the fleet.
 CLUSTER_TOPICS = "fogline/cluster/#"
 
+#: The controller's MQTT user unless the broker is told another.
+CONTROLLER_USER = "controller"
+
 _USER = re.compile(r"^[^\s:/+#]{1,64}$")
 
 
 def acl_lines(
     prefix: str = DEFAULT_PREFIX,
-    controller_user: str = "controller",
+    controller_user: str = CONTROLLER_USER,
     *,
     reads: Sequence[str] = DEVICE_READS,
     writes: Sequence[str] = DEVICE_WRITES,
@@ -88,3 +92,27 @@ def check_user(user: str, what: str = "MQTT user name") -> str:
     if not _USER.match(user):
         raise ConfigError(f"{what} {user!r} must be 1-64 characters without space : / + #")
     return user
+
+
+def check_device_user(device_id: str, reserved: Sequence[str] = ()) -> str:
+    """``device_id`` as a device's MQTT user, refusing the controller's and the ``reserved`` names.
+
+    A device that got the controller's user name would read and write the
+    whole prefix (and, on the password path, replace the controller's password).
+    """
+    check_user(device_id, "device id")
+    taken = {name.casefold() for name in (CONTROLLER_USER, *reserved)}
+    if device_id.casefold() in taken:
+        raise ConfigError(
+            f"device id {device_id!r} is reserved: it is the broker's controller user; choose another"
+        )
+    return device_id
+
+
+def acl_users(acl_file: Path) -> list[str]:
+    """The user names an ACL file gives rules of their own (the controller's), [] if none is there."""
+    try:
+        text = acl_file.read_text()
+    except FileNotFoundError:
+        return []
+    return [line.split(None, 1)[1].strip() for line in text.splitlines() if line.startswith("user ")]

@@ -43,6 +43,8 @@ from fogline.transport.mqtt._acl import (
     DEVICE_READS,
     DEVICE_WRITES,
     acl_lines,
+    acl_users,
+    check_device_user,
     check_user,
 )
 from fogline.transport.mqtt._passwords import NO_MOSQUITTO, Credentials, PasswordFile
@@ -303,7 +305,7 @@ class LocalBroker:
 
     def add_device(self, device_id: str) -> Credentials:
         """Credentials for a device (user name = device id); a running broker reloads."""
-        return self._add(check_user(device_id, "device id"))
+        return self._add(check_device_user(device_id, [self.config.controller_user]))
 
     def add_controller(self) -> Credentials:
         """New credentials for the controller user; a running broker reloads."""
@@ -353,7 +355,7 @@ def device_credentials(
                 check(device_id)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        check_user(device_id, "device id")
+        check_device_user(device_id, acl_users(folder / "acl"))
         with lock:
             password = passwords.add(device_id)
             reload_broker(folder)
