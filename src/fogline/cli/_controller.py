@@ -19,6 +19,15 @@ from fogline.protocol import DEFAULT_PREFIX
 if TYPE_CHECKING:
     from fogline.security import DeviceKey
 
+#: The controller key's file when it is kept outside DATA (also for 'fogline release').
+RELEASE_KEY_FILE = typer.Option(
+    None,
+    "--release-key-file",
+    help="The controller key that seals encrypted releases' data keys, kept outside DATA "
+    "(or $FOGLINE_CONTROLLER_KEY_FILE, $FOGLINE_CONTROLLER_KEY, $FOGLINE_CONTROLLER_KEY_COMMAND; "
+    "default DATA/keys/controller.key).",
+)
+
 
 @app.command()
 def controller(
@@ -89,10 +98,11 @@ def controller(
     encrypt_db: bool = typer.Option(
         False, "--encrypt-db", help="Encrypt them with the key from the environment."
     ),
+    release_key_file: Path | None = RELEASE_KEY_FILE,
 ) -> None:
     """Run the controller until Ctrl-C, printing what happens in the fleet."""
     needs_extra("fleet", *FLEET_MODULES)
-    from fogline.fleet.controller import Controller, ControllerConfig
+    from fogline.fleet.controller import Controller, ControllerConfig, controller_key_source
     from fogline.transport.mqtt import controller_url, device_credentials
 
     if broker is None and broker_admin is None:
@@ -127,6 +137,7 @@ def controller(
         cluster_broker=cluster_broker,
         db_key=_db_key(data, db_key, encrypt_db),
         revoke_login=revoke_login,
+        release_key=controller_key_source(release_key_file),
     )
     # The controller's own log (broker lost and found, damaged files, re-signing) with the
     # same time stamps as the fleet's events below it.

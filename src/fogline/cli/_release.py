@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fogline.cli._app import FLEET_MODULES, app, console, console_err, needs_extra
+from fogline.cli._controller import RELEASE_KEY_FILE
 
 if TYPE_CHECKING:
     from fogline.fleet.controller import ReleaseKeys
@@ -74,6 +75,7 @@ def create(
         help="Encrypt the files for the enrolled devices (only they can read the release).",
     ),
     db_key: Path | None = _DB_KEY,
+    release_key_file: Path | None = RELEASE_KEY_FILE,
 ) -> None:
     """Sign FOLDER as a release: files stored by sha256, a signed release document."""
     needs_extra("fleet", *FLEET_MODULES)
@@ -92,7 +94,7 @@ def create(
     )
     recipients: list[str] = []
     if encrypt:
-        with _release_keys(data, repo, db_key) as keys:
+        with _release_keys(data, repo, db_key, release_key_file) as keys:
             published = keys.publish(folder, name, version, key_path, **options)
             recipients = keys.wrapped_for().get(
                 f"{published.document.name} {published.document.version}", []
@@ -117,10 +119,10 @@ def create(
 
 @contextlib.contextmanager
 def _release_keys(
-    data: Path, repo: ReleaseRepository, db_key: Path | None
+    data: Path, repo: ReleaseRepository, db_key: Path | None, release_key_file: Path | None
 ) -> Iterator[ReleaseKeys]:
     """The controller's release keys over its registry (the controller may be running)."""
-    from fogline.fleet.controller import Registry, ReleaseKeys
+    from fogline.fleet.controller import Registry, ReleaseKeys, controller_key_source
     from fogline.security import KeySource
     from fogline.store import is_encrypted
 
@@ -128,7 +130,7 @@ def _release_keys(
     key = KeySource(file=db_key).load() if db_key or is_encrypted(path) else None
     registry = Registry(path, key=key)
     try:
-        yield ReleaseKeys(data, registry, repo)
+        yield ReleaseKeys(data, registry, repo, key_source=controller_key_source(release_key_file))
     finally:
         registry.close()
 
@@ -140,13 +142,14 @@ def rewrap(
         None, "--key", help="The targets key (default DATA/keys/targets.pem)."
     ),
     db_key: Path | None = _DB_KEY,
+    release_key_file: Path | None = RELEASE_KEY_FILE,
 ) -> None:
     """Wrap encrypted releases' keys for today's devices: new ones in, revoked ones out."""
     needs_extra("fleet", *FLEET_MODULES)
     from fogline.security import ReleaseRepository
 
     repo = ReleaseRepository(data)
-    with _release_keys(data, repo, db_key) as keys:
+    with _release_keys(data, repo, db_key, release_key_file) as keys:
         changed = keys.rewrap(key)
         wrapped = keys.wrapped_for()
     table = Table(title=f"encrypted releases in {escape(str(data))}")

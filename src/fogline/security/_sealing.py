@@ -135,44 +135,52 @@ def read_key_file(path: Path) -> DeviceKey:
 
 @dataclass(frozen=True)
 class KeySource:
-    """Where a device key comes from: a file given on the command line, else the environment.
+    """Where a key comes from: a file given on the command line, else the environment.
 
-    :meth:`load` tries ``file``, then ``FOGLINE_DEVICE_KEY``,
-    ``FOGLINE_DEVICE_KEY_COMMAND`` and ``FOGLINE_DEVICE_KEY_FILE``;
-    :meth:`available` says whether any of them is set, without reading it.
+    :meth:`load` tries ``file``, then ``$ENV`` (hex), ``$ENV_COMMAND`` (a
+    command printing the hex) and ``$ENV_FILE``, where ``ENV`` is ``env``
+    (``FOGLINE_DEVICE_KEY`` for a device; the controller's release key uses
+    ``FOGLINE_CONTROLLER_KEY``); :meth:`available` says whether any of them
+    is set, without reading it. ``option`` and ``what`` are the command-line
+    option and the name the error message gives.
     """
 
     file: Path | None = None
     environ: Mapping[str, str] | None = None
+    env: str = KEY_ENV
+    option: str = "--device-key"
+    what: str = "device key"
 
     def _env(self) -> Mapping[str, str]:
         return os.environ if self.environ is None else self.environ
 
+    def _names(self) -> tuple[str, str, str]:
+        return self.env, f"{self.env}_COMMAND", f"{self.env}_FILE"
+
     def available(self) -> bool:
         env = self._env()
-        return self.file is not None or any(
-            env.get(n) for n in (KEY_ENV, KEY_COMMAND_ENV, KEY_FILE_ENV)
-        )
+        return self.file is not None or any(env.get(n) for n in self._names())
 
     def load(self) -> DeviceKey:
         """The key, or :class:`KeyUnavailable` naming every place that was looked at."""
         env = self._env()
+        hex_env, command_env, file_env = self._names()
         if self.file is not None:
             return read_key_file(self.file)
-        if env.get(KEY_ENV):
-            return DeviceKey.from_hex(env[KEY_ENV], f"${KEY_ENV}")
-        if env.get(KEY_COMMAND_ENV):
-            return _from_command(env[KEY_COMMAND_ENV])
-        if env.get(KEY_FILE_ENV):
-            return read_key_file(Path(env[KEY_FILE_ENV]))
+        if env.get(hex_env):
+            return DeviceKey.from_hex(env[hex_env], f"${hex_env}")
+        if env.get(command_env):
+            return _from_command(env[command_env], command_env)
+        if env.get(file_env):
+            return read_key_file(Path(env[file_env]))
         raise KeyUnavailable(
-            f"no device key: pass --device-key FILE or set ${KEY_FILE_ENV}, ${KEY_ENV} "
-            f"or ${KEY_COMMAND_ENV}; {_HOW_TO_MAKE}"
+            f"no {self.what}: pass {self.option} FILE or set ${file_env}, ${hex_env} "
+            f"or ${command_env}; {_HOW_TO_MAKE}"
         )
 
 
-def _from_command(command: str) -> DeviceKey:
-    origin = f"${KEY_COMMAND_ENV} ({command})"
+def _from_command(command: str, variable: str = KEY_COMMAND_ENV) -> DeviceKey:
+    origin = f"${variable} ({command})"
     try:
         done = subprocess.run(
             shlex.split(command), capture_output=True, text=True, timeout=30, check=False

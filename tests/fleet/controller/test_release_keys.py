@@ -18,8 +18,11 @@ import pytest
 
 from fogline.cli import main
 from fogline.cli._controller import _login_remover
+from fogline.errors import WrongKey
 from fogline.fleet.agent._keyring import Keyring
-from fogline.security import decrypt_file
+from fogline.fleet.controller import ReleaseKeys
+from fogline.fleet.controller._release_keys import CONTROLLER_KEY
+from fogline.security import KeySource, decrypt_file, init_device_key
 from fogline.transport.mqtt import PasswordFile
 from support.fleet_controller import Setup, tiny_model
 
@@ -103,3 +106,34 @@ def test_a_device_cannot_enrol_as_the_controller(setup: Setup) -> None:
     assert passwords.read_bytes() == before  # the controller's password is untouched
     good = httpx.post(url, json={"device_id": "cam-d", "token": token}, timeout=30)
     assert good.status_code == 201  # the token was not spent
+
+
+def test_the_controller_key_may_live_outside_the_data_folder(
+    setup: Setup,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Prepare: an enrolled device, the controller key in a vault outside DATA
+    keyring = Keyring.load(tmp_path / "cam-a")
+    assert enrol(setup, "cam-a", keyring.public_key()).status_code == 201
+    vault = tmp_path / "vault" / "controller.key"
+    init_device_key(vault)
+    model = tiny_model(tmp_path / "secret", seed=3)
+
+    # Execute: publish from the CLI with --release-key-file
+    status = main(["release", "create", str(model), "--name", "secret", "--version", "1.0.0",
+                   "--data", str(setup.data), "--encrypt", "--release-key-file", str(vault)])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+
+    # Assert: nothing in DATA unseals the data key; the vault's key does (also by command)
+    assert not (setup.data / CONTROLLER_KEY).exists()
+    monkeypatch.setenv("FOGLINE_CONTROLLER_KEY_COMMAND", f"cat {vault}")
+    from_command = ReleaseKeys(setup.data, setup.controller.registry, setup.repo)
+    data_key = from_command._data_key("secret", "1.0.0")
+    blank = KeySource(environ={}, env="FOGLINE_CONTROLLER_KEY")
+    copy = ReleaseKeys(setup.data, setup.controller.registry, setup.repo, key_source=blank)
+    with pytest.raises(WrongKey):
+        copy._data_key("secret", "1.0.0")  # a copy of DATA alone: a fresh key, which fails
+    keys = setup.repo.keys_document("secret", "1.0.0")
+    assert keys is not None and keys.unwrap("cam-a", keyring.release_key) == data_key

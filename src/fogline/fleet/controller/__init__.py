@@ -23,7 +23,7 @@ from fogline.fleet.controller._criteria import Criteria
 from fogline.fleet.controller._deployment import Deployment, DeploymentDevice, describe
 from fogline.fleet.controller._plan import RolloutPlan, devices_in
 from fogline.fleet.controller._registry import Device, Inbox, Registry
-from fogline.fleet.controller._release_keys import DeviceKeys, ReleaseKeys
+from fogline.fleet.controller._release_keys import DeviceKeys, ReleaseKeys, controller_key_source
 from fogline.fleet.controller._rollout import Rollouts
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "Inbox",
     "Registry",
     "ReleaseKeys",
+    "controller_key_source",
     "RolloutPlan",
     "Rollouts",
     "describe",

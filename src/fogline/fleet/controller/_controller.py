@@ -68,7 +68,7 @@ from fogline.transport.mqtt import (
 )
 
 if TYPE_CHECKING:
-    from fogline.security import DeviceKey
+    from fogline.security import DeviceKey, KeySource
 
 log = logging.getLogger("fogline.controller")
 
@@ -126,6 +126,9 @@ class ControllerConfig:
     db_key: DeviceKey | None = None
     #: Removes a revoked device's MQTT login (the local Mosquitto's password file); None: none.
     revoke_login: Callable[[str], None] | None = None
+    #: Where the key that seals release data keys comes from; None: ``$FOGLINE_CONTROLLER_KEY*``
+    #: when set, else ``data/keys/controller.key`` (see :mod:`._release_keys`).
+    release_key: KeySource | None = None
 
 
 def operator_token(data: Path) -> str:
@@ -160,7 +163,7 @@ class Controller:
         self.registry = Registry(self.data / "registry.db", key=config.db_key)
         self.release_keys = ReleaseKeys(
             self.data, self.registry, self.repository, audit=self.audit,
-            revoke_login=config.revoke_login,
+            revoke_login=config.revoke_login, key_source=config.release_key,
         )  # fmt: skip
         self.rollouts = Rollouts(self.registry, self._publish, releases=self._release_exists)
         self.learning = Learning(

@@ -10,6 +10,13 @@ key itself is kept sealed with the controller's own key::
     DATA/keys/controller.key                    the controller key (64 hex digits, 0600)
     DATA/release-keys/<name>/<version>.key      a release's data key, sealed with it
 
+A copy of ``DATA`` that holds ``keys/controller.key`` opens every data key and
+so every encrypted release. The controller key may instead come from
+elsewhere (:func:`controller_key_source`): ``--release-key-file FILE``, or
+``$FOGLINE_CONTROLLER_KEY`` (hex), ``$FOGLINE_CONTROLLER_KEY_COMMAND`` (a
+command printing it, e.g. from a secret store) or ``$FOGLINE_CONTROLLER_KEY_FILE``;
+then no file in ``DATA`` unseals the data keys.
+
 so that :meth:`ReleaseKeys.rewrap` can wrap it again: for a device enrolled
 after the release was published, and without a device that was revoked.
 Re-wrapping re-signs ``targets.json`` and needs the targets key in
@@ -38,6 +45,7 @@ from fogline.security import (
     AuditLog,
     DeviceKey,
     Envelope,
+    KeySource,
     PublishedRelease,
     ReleaseRepository,
     init_device_key,
@@ -52,7 +60,16 @@ from fogline.security import (
 log = logging.getLogger("fogline.controller")
 
 CONTROLLER_KEY = Path("keys") / "controller.key"
+#: The environment variables of the controller key: this, ``_COMMAND``, ``_FILE``.
+CONTROLLER_KEY_ENV = "FOGLINE_CONTROLLER_KEY"
 _PURPOSE = "release-data-key"
+
+
+def controller_key_source(file: Path | None = None) -> KeySource:
+    """Where the controller key comes from when not ``DATA/keys/controller.key``."""
+    return KeySource(
+        file=file, env=CONTROLLER_KEY_ENV, option="--release-key-file", what="controller key"
+    )
 
 
 class DeviceKeys:
@@ -115,8 +132,11 @@ class ReleaseKeys:
         *,
         audit: AuditLog | None = None,
         revoke_login: Callable[[str], None] | None = None,
+        key_source: KeySource | None = None,
     ) -> None:
         self.data = Path(data)
+        self.key_source = key_source if key_source is not None else controller_key_source()
+        self._key: DeviceKey | None = None
         self.registry = registry
         self.devices = DeviceKeys(registry)
         self.repository = repository
@@ -175,11 +195,16 @@ class ReleaseKeys:
     # -- releases -----------------------------------------------------------------------
 
     def controller_key(self) -> DeviceKey:
-        """``DATA/keys/controller.key``, made (0600) the first time an encrypted release needs it."""
-        path = self.data / CONTROLLER_KEY
-        if not path.exists():
-            return init_device_key(path)
-        return read_key_file(path)
+        """The key that seals release data keys: from ``key_source`` when one is set, else
+        ``DATA/keys/controller.key``, made (0600) the first time an encrypted release needs it.
+        """
+        if self._key is None:
+            if self.key_source.available():
+                self._key = self.key_source.load()  # a command runs once, not per release
+            else:
+                path = self.data / CONTROLLER_KEY
+                self._key = init_device_key(path) if not path.exists() else read_key_file(path)
+        return self._key
 
     def publish(
         self, folder: Path, name: str, version: str, key_path: Path, **options: Any

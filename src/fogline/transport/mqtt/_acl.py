@@ -115,4 +115,6 @@ def acl_users(acl_file: Path) -> list[str]:
         text = acl_file.read_text()
     except FileNotFoundError:
         return []
-    return [line.split(None, 1)[1].strip() for line in text.splitlines() if line.startswith("user ")]
+    return [
+        line.split(None, 1)[1].strip() for line in text.splitlines() if line.startswith("user ")
+    ]

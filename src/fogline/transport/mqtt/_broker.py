@@ -45,7 +45,6 @@ from fogline.transport.mqtt._acl import (
     acl_lines,
     acl_users,
     check_device_user,
-    check_user,
 )
 from fogline.transport.mqtt._passwords import NO_MOSQUITTO, Credentials, PasswordFile
 from fogline.transport.mqtt._values import MqttUrl
