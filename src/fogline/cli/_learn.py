@@ -8,12 +8,18 @@ holds the reports only), 2 for bad input (nothing written).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
 
 from fogline.cli._app import app, console, counted_progress, needs_extra
 from fogline.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from fogline.data import Arrays
 
 learn = typer.Typer(
     help="Learning on this device: fine-tune a model on captured data, behind a gate.",
@@ -29,7 +35,11 @@ GATE_FAILED = 3
 def finetune(
     model_dir: Path = typer.Argument(..., help="The model folder (model.onnx and fogline.yaml)."),
     data: str = typer.Option(
-        ..., "--data", "-d", help="Labelled training data: `fogline capture export`'s .npz."
+        ...,
+        "--data",
+        "-d",
+        help="Labelled training data: `fogline capture export`'s .npz (sealed with the device "
+        "key, from $FOGLINE_DEVICE_KEY*, is opened in memory).",
     ),
     holdout: str | None = typer.Option(
         None,
@@ -120,7 +130,9 @@ def finetune(
     if holdout is None:
         if out.exists():  # before the split writes anything
             raise ConfigError(f"{out}: already exists; give a new --out folder or remove it")
-        data, holdout = _split(Path(data), holdout_share, seed)
+        split = _split(Path(data), holdout_share, seed)
+    else:
+        split = _opened(data, "--data"), _opened(holdout, "--eval")
     what = "the last layer" if layers == "last" else "the whole network"
     with counted_progress(f"fine-tuning {what}: epoch") as progress:
         bar = progress.add_task("", total=epochs)
@@ -132,11 +144,11 @@ def finetune(
 
         result = run_finetune(
             model_dir,
-            data,
-            holdout,
+            split[0],
+            split[1],
             out,
             original=original,
-            replay=replay,
+            replay=None if replay is None else _opened(replay, "--replay"),
             options=options,
             gate=gate,
             progress=advance,
@@ -169,28 +181,26 @@ def finetune(
     raise typer.Exit(GATE_FAILED)
 
 
-def _split(data: Path, share: float, seed: int) -> tuple[str, str]:
+def _split(data: Path, share: float, seed: int) -> tuple[str | Arrays, str | Arrays]:
     """Split the .npz ``data`` into ``DATA.train.npz`` and ``DATA.holdout.npz`` beside it.
 
     A seeded shuffle, so the same data and seed give the same split; the two
-    files are written atomically and named in the candidate's provenance.
+    files are written atomically and named in the candidate's provenance. A
+    sealed ``data`` is split in memory and nothing is written.
     """
     import io
 
     import numpy as np
 
     from fogline._files import atomic_write
+    from fogline.data import Arrays
 
     if data.suffix != ".npz" or not data.is_file():
         raise ConfigError(
             f"--data {data}: without --eval the data is split, and that needs an .npz file "
             "(`fogline capture export`'s); give --eval HOLDOUT for other data"
         )
-    try:
-        with np.load(data, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"--data {data}: not a readable .npz file: {exc}") from exc
+    arrays, sealed = _read_npz(data)
     if "labels" not in arrays:
         raise ConfigError(
             f"--data {data}: holds no labels; fine-tuning and the gate need the true class of "
@@ -205,16 +215,63 @@ def _split(data: Path, share: float, seed: int) -> tuple[str, str]:
             "export more labelled captures, or give --eval HOLDOUT"
         )
     order = np.random.default_rng(seed).permutation(items)
-    paths = []
+    parts: list[str | Arrays] = []
     for part, rows in (("train", order[held:]), ("holdout", order[:held])):
+        chosen = {key: value[rows] for key, value in arrays.items()}
+        if sealed:
+            parts.append(Arrays(f"{data} (sealed, {part} part)", chosen))
+            continue
         buffer = io.BytesIO()
-        np.savez(buffer, **{key: value[rows] for key, value in arrays.items()})
+        np.savez(buffer, **chosen)
         path = data.with_name(f"{data.stem}.{part}.npz")
         atomic_write(path, buffer.getvalue())
-        paths.append(str(path))
+        parts.append(str(path))
     console.print(
-        f"split {escape(str(data))}: {items - held} to train on ({escape(paths[0])}), "
-        f"{held} held out for the gate ({escape(paths[1])})",
+        f"split {escape(str(data))}: {items - held} to train on ({escape(str(parts[0]))}), "
+        f"{held} held out for the gate ({escape(str(parts[1]))})",
         highlight=False,
     )
-    return paths[0], paths[1]
+    return parts[0], parts[1]
+
+
+def _read_npz(path: Path, option: str = "--data") -> tuple[dict[str, np.ndarray], bool]:
+    """An .npz's arrays and whether it was sealed (opened with the device key, in memory)."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    try:
+        blob = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{option} {path}: cannot read it: {exc.strerror or exc}") from exc
+    sealed = _is_sealed(blob)
+    if sealed:
+        from fogline.security import CAPTURES_PURPOSE, KeySource, unseal
+
+        blob = unseal(blob, KeySource().load(), purpose=CAPTURES_PURPOSE)
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}, sealed
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ConfigError(f"{option} {path}: not a readable .npz file: {exc}") from exc
+
+
+def _is_sealed(blob: bytes) -> bool:
+    from fogline.security import is_sealed
+
+    return is_sealed(blob)
+
+
+def _opened(spec: str, option: str) -> str | Arrays:
+    """``spec`` itself, or a sealed .npz's arrays opened in memory (never written in plain)."""
+    from fogline.data import Arrays
+
+    path = Path(spec)
+    if not path.is_file():
+        return spec
+    with path.open("rb") as fh:
+        head = fh.read(64)
+    if not _is_sealed(head):
+        return spec
+    return Arrays(f"{spec} (sealed)", _read_npz(path, option)[0])

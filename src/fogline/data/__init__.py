@@ -16,6 +16,6 @@ as an ``.npz`` file, a folder of images, or a Python callable
 
 from fogline.data._dataset import Dataset
 from fogline.data._function import import_function
-from fogline.data._load import load_dataset
+from fogline.data._load import Arrays, load_dataset
 
-__all__ = ["Dataset", "import_function", "load_dataset"]
+__all__ = ["Arrays", "Dataset", "import_function", "load_dataset"]

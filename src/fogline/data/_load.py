@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,22 @@ from fogline.errors import DataError
 from fogline.model import Signature
 
 
-def load_dataset(spec: str, signature: Signature, *, batch_size: int = 32) -> Dataset:
+@dataclass(frozen=True)
+class Arrays:
+    """An ``.npz``'s arrays already in memory, under a name for messages and provenance.
+
+    Labelled captures sealed with a device key are opened in memory and
+    handed on as this, so that they never reach the disk in plain.
+    """
+
+    name: str
+    arrays: Mapping[str, np.ndarray] = field(repr=False)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def load_dataset(spec: str | Arrays, signature: Signature, *, batch_size: int = 32) -> Dataset:
     """Read ``spec`` (an ``.npz``, an image folder, or ``module:function``) to fit ``signature``.
 
     An ``.npz`` holds one array per input and, optionally, ``labels``; a
@@ -30,6 +47,8 @@ def load_dataset(spec: str, signature: Signature, *, batch_size: int = 32) -> Da
     >>> [len(b["x"]) for b in data.batches], data.size
     ([32, 32, 6], 70)
     """
+    if isinstance(spec, Arrays):
+        return _from_arrays(dict(spec.arrays), spec.name, signature, batch_size)
     path = Path(spec)
     if path.suffix == ".npz" or path.is_file():
         return _from_npz(path, signature, batch_size)
@@ -51,6 +70,12 @@ def _from_npz(path: Path, signature: Signature, batch_size: int) -> Dataset:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path}: not a readable .npz file: {exc}") from exc
+    return _from_arrays(arrays, str(path), signature, batch_size)
+
+
+def _from_arrays(
+    arrays: dict[str, np.ndarray], path: str, signature: Signature, batch_size: int
+) -> Dataset:
     labels = arrays.pop(LABELS_KEY, None)
     if not arrays:
         raise DataError(
@@ -62,5 +87,5 @@ def _from_npz(path: Path, signature: Signature, batch_size: int) -> Dataset:
     if len(set(lengths.values())) != 1 or 0 in lengths.values():
         raise DataError(f"{path}: arrays differ in length or are empty: {lengths}")
     batches = split_batches(arrays, batch_size)
-    check_fits(batches, signature, str(path))
-    return Dataset(str(path), batches, None if labels is None else np.asarray(labels))
+    check_fits(batches, signature, path)
+    return Dataset(path, batches, None if labels is None else np.asarray(labels))

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import onnx
 
-from fogline.data import Dataset, load_dataset
+from fogline.data import Arrays, Dataset, load_dataset
 from fogline.errors import ConfigError, DataError, ManifestError
 from fogline.model import MANIFEST_NAME, Manifest, open_model, sha256_file
 from fogline.monitor._finetune_report import write_reports
@@ -120,8 +120,8 @@ class FinetuneResult:
 
 def finetune(
     model_dir: str | Path,
-    data: str,
-    holdout: str,
+    data: str | Arrays,
+    holdout: str | Arrays,
     out: str | Path,
     *,
     original: str | None = None,
@@ -134,7 +134,8 @@ def finetune(
 
     ``data``, ``holdout`` and ``original`` are data specs
     (:func:`fogline.data.load_dataset`: an ``.npz``, an image folder or a
-    ``module:function``), all with labels. Without ``original`` the data the
+    ``module:function``) or :class:`~fogline.data.Arrays` (opened in memory),
+    all with labels. Without ``original`` the data the
     model was gated on before (its manifest's provenance) or its release's
     canary set is used; with none of those, a :class:`ConfigError`.
     ``replay`` is labelled data of the kind the model was trained on, mixed
@@ -237,7 +238,7 @@ def _read_base(model_dir: Path) -> Manifest:
     return base
 
 
-def _labelled(spec: str, option: str, base: Manifest) -> Labelled:
+def _labelled(spec: str | Arrays, option: str, base: Manifest) -> Labelled:
     """Read a data spec for the model; its labels as class indices."""
     try:
         data = load_dataset(spec, base.signature(), batch_size=256)
@@ -429,7 +430,7 @@ def _lasting(spec: str) -> str:
     return str(path.resolve()) if path.exists() else spec
 
 
-def _describe(spec: str, labelled: Labelled) -> dict[str, Any]:
+def _describe(spec: str | Arrays, labelled: Labelled) -> dict[str, Any]:
     """The data set as provenance: its spec, item count and a hash of its arrays and labels."""
     data, labels = labelled
     digest = hashlib.sha256()
@@ -438,7 +439,7 @@ def _describe(spec: str, labelled: Labelled) -> dict[str, Any]:
             digest.update(key.encode())
             digest.update(np.ascontiguousarray(batch[key]).tobytes())
     digest.update(labels.tobytes())
-    return {"spec": spec, "items": data.size, "sha256": digest.hexdigest()}
+    return {"spec": str(spec), "items": data.size, "sha256": digest.hexdigest()}
 
 
 @contextlib.contextmanager

@@ -93,6 +93,7 @@ if TYPE_CHECKING:
     )
     from fogline.security._repository import Envelope, PublishedRelease, ReleaseRepository
     from fogline.security._sealing import (
+        CAPTURES_PURPOSE,
         KEY_COMMAND_ENV,
         KEY_ENV,
         KEY_FILE_ENV,
@@ -182,6 +183,7 @@ _WHERE = {
     ),
     "_repository": ("Envelope", "PublishedRelease", "ReleaseRepository"),
     "_sealing": (
+        "CAPTURES_PURPOSE",
         "KEY_COMMAND_ENV",
         "KEY_ENV",
         "KEY_FILE_ENV",
@@ -199,6 +201,7 @@ _WHERE = {
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}
 
 __all__ = [
+    "CAPTURES_PURPOSE",
     "CA_CERT",
     "CHECKPOINT_EVENT",
     "CONTROLLER_CERT",

@@ -46,6 +46,8 @@ _NONCE = 12
 KEY_ENV = "FOGLINE_DEVICE_KEY"
 KEY_COMMAND_ENV = "FOGLINE_DEVICE_KEY_COMMAND"
 KEY_FILE_ENV = "FOGLINE_DEVICE_KEY_FILE"
+#: The purpose labelled captures exported for fine-tuning are sealed under (``.npz`` bytes).
+CAPTURES_PURPOSE = "captures"
 _HOW_TO_MAKE = "make one with `fogline keys device init --out FILE`"
 
 

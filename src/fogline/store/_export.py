@@ -13,6 +13,7 @@ then renamed over it). numpy is imported when an export runs, not before.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 from collections.abc import Sequence
@@ -20,13 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fogline._files import atomic_output
+from fogline._files import atomic_output, atomic_write
 from fogline.errors import DataError
 from fogline.store._captures import CaptureRecord
 
 if TYPE_CHECKING:
     import numpy as np
 
+    from fogline.security import DeviceKey
     from fogline.store._store import ResultStore
 
 log = logging.getLogger("fogline.store")
@@ -54,6 +56,7 @@ def export_captures(
     since: float | None = None,
     labelled_only: bool = False,
     classes: Sequence[str] | None = None,
+    key: DeviceKey | None = None,
 ) -> Export:
     """Write the store's captures (``since``: captured at or after it) to the ``.npz`` ``out``.
 
@@ -65,7 +68,11 @@ def export_captures(
     index order, for labels that are class names (``"cat"``) rather than
     indices. Raises :class:`~fogline.errors.DataError` when there is nothing
     to export, the inputs differ in name, shape or dtype, or a label cannot be
-    turned into a number; ``out`` is then left as it was.
+    turned into a number; ``out`` is then left as it was. With ``key`` the
+    file is sealed (:func:`fogline.security.seal`, purpose
+    :data:`~fogline.security.CAPTURES_PURPOSE`): captures from an encrypted
+    store never reach the disk in plain; ``fogline learn finetune`` opens it
+    with the same key.
 
     >>> import pathlib, tempfile, numpy as np
     >>> from fogline.store import Capture, ResultStore
@@ -101,10 +108,17 @@ def export_captures(
     if with_labels:
         arrays[LABELS] = _labels([r.label for r in records], classes)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(out) as tmp, open(tmp, "wb") as fh:
-        # A file object: given a name, savez would add .npz to the temporary one.
-        savez: Any = np.savez  # its stubs read **arrays as its own keyword options
-        savez(fh, **arrays)
+    savez: Any = np.savez  # its stubs read **arrays as its own keyword options
+    if key is not None:
+        from fogline.security import CAPTURES_PURPOSE, seal
+
+        buffer = io.BytesIO()
+        savez(buffer, **arrays)
+        atomic_write(out, seal(buffer.getvalue(), key, purpose=CAPTURES_PURPOSE))
+    else:
+        with atomic_output(out) as tmp, open(tmp, "wb") as fh:
+            # A file object: given a name, savez would add .npz to the temporary one.
+            savez(fh, **arrays)
     shapes = {name: tuple(a.shape) for name, a in arrays.items() if name != LABELS}
     return Export(out, len(records), shapes, labelled, with_labels, duplicates)
 

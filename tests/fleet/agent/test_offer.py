@@ -20,6 +20,7 @@ import yaml
 from fogline.examples import digits_model_path, digits_split
 from fogline.fleet.agent._offer import FinetuneScheduler
 from fogline.protocol import OfferAck, OfferChunk, decode_frame
+from fogline.security import DeviceKey, init_device_key, is_sealed
 from fogline.store import Capture, ResultStore, StoredLabel
 from fogline.testing import wait_until
 from fogline.transport.mqtt import MqttMessage
@@ -29,14 +30,14 @@ from support.finetune_captures import seed_store
 class Device:
     """One scheduler on ``folder``: its sent frames and its event lines."""
 
-    def __init__(self, folder: Path, **finetune: object) -> None:
+    def __init__(self, folder: Path, key: DeviceKey | None = None, **finetune: object) -> None:
         self.folder = folder
         release = folder / "releases" / "digits"
         if not release.exists():
             release.mkdir(parents=True)
             for name in ("model.onnx", "fogline.yaml"):
                 shutil.copyfile(digits_model_path().parent / name, release / name)
-            seed_store(folder / "run" / "digits" / "results.db")
+            seed_store(folder / "run" / "digits" / "results.db", key=key)
         section = {"release": "digits", "store": "results.db", "every_s": 0.5,
                    "original": "fogline.examples:digits_eval", "threads": 1, **finetune}  # fmt: skip
         (folder / "learner.yaml").write_text(yaml.safe_dump({"finetune": section}))
@@ -47,7 +48,7 @@ class Device:
             learners=lambda: [folder / "learner.yaml"],
             active=lambda name: ("1.0.0", release) if name == "digits" else None,
             run_dir=folder / "run", publish=self._publish, connected=lambda: True,
-            offer_topic="fogline/devices/cam-1/offer", on_event=self.events.append,
+            offer_topic="fogline/devices/cam-1/offer", on_event=self.events.append, key=key,
         )  # fmt: skip
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.scheduler.run, args=(self._stop,))
@@ -135,6 +136,30 @@ def test_a_passing_candidate_is_offered_sent_again_after_a_restart_and_ends_with
     sent = len(again.sent)
     threading.Event().wait(1.5)
     assert len(again.sent) == sent and not again.said("to train on")
+
+
+def test_captures_from_an_encrypted_store_never_reach_the_disk_in_plain(
+    tmp_path: Path, devices: list[Device]
+) -> None:
+    # Prepare: the device's store encrypted with its key
+    key = init_device_key(tmp_path / "device.key")
+    device = Device(tmp_path, key=key, max_forgetting=0.5)
+    devices.append(device)
+
+    # Execute: one attempt that passes the gate and offers its candidate
+    wait_until("the offer sent", lambda: device.said("offering the candidate"), timeout=60)
+    wait_until("the work folder removed", lambda: not (device.scheduler.folder / "work").exists())
+
+    # Assert: no file under the device folder holds a captured input's bytes
+    with ResultStore(tmp_path / "run" / "digits" / "results.db", key=key) as store:
+        inputs = [r.capture.array().tobytes() for r in store.captures(labelled_only=True)[:20]]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    leaked = [p for p in files for raw in inputs if raw in p.read_bytes()]
+    assert leaked == [] and len(files) > 3
+    offer = (device.scheduler.folder / "offer.tar").read_bytes()
+    assert is_sealed(offer) and b"model.onnx" not in offer  # the candidate is sealed too
+    blob = b"".join(body for _, body in device.chunks())
+    assert b"model.onnx" in blob  # what is sent is the plain tar (the controller reads it)
 
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]

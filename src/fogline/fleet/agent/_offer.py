@@ -57,6 +57,8 @@ from fogline.transport.mqtt import MqttMessage, Topic
 if TYPE_CHECKING:
     from fogline.security import DeviceKey
 
+_OFFER_PURPOSE = "offer"
+
 log = logging.getLogger(__name__)
 
 #: Bytes of the candidate per chunk (the protocol's: the controller refuses any other).
@@ -183,7 +185,17 @@ class FinetuneScheduler:
             return  # one fine-tune per pass; the next pass looks at the others
 
     def _attempt(self, section: FinetuneSection, stop: threading.Event) -> None:
+        """One fine-tune in ``work/``, removed afterwards whatever happened: it holds the
+        captures (sealed with the device key), the candidate and its log."""
+        import shutil
 
+        work = self.folder / "work"
+        try:
+            self._attempt_in(work, section, stop)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _attempt_in(self, work: Path, section: FinetuneSection, stop: threading.Event) -> None:
         from fogline.errors import DataError
         from fogline.model import Manifest
         from fogline.store import ResultStore, export_captures
@@ -197,8 +209,7 @@ class FinetuneScheduler:
         if not store.is_file():
             self.on_event(f"fine-tune {section.release}: no results store at {store} yet")
             return
-        work = self.folder / "work"
-        if work.exists():
+        if work.exists():  # left by a crash in an attempt
             import shutil
 
             shutil.rmtree(work)
@@ -214,9 +225,10 @@ class FinetuneScheduler:
                 if not opened.captures(labelled_only=True, limit=1):
                     items = 0
                 else:
-                    done = export_captures(
-                        opened, work / "labelled.npz", labelled_only=True, classes=classes
-                    )
+                    done = export_captures(  # sealed: never plain on the disk
+                        opened, work / "labelled.npz", labelled_only=True, classes=classes,
+                        key=self.key,
+                    )  # fmt: skip
                     items = done.items
         except DataError as exc:  # it will not work by waiting: say why, every pass
             self.on_event(
@@ -248,6 +260,10 @@ class FinetuneScheduler:
             command += ["--from-torch", section.from_torch]
         threads = str(section.threads)
         env = {**os.environ, "OMP_NUM_THREADS": threads, "OPENBLAS_NUM_THREADS": threads}
+        if self.key is not None:  # the child opens the sealed captures with it, in memory
+            from fogline.security import KEY_ENV
+
+            env[KEY_ENV] = self.key.hex()
         self.on_event(
             f"fine-tune {section.release} {version}: {items - held} labelled captures to train "
             f"on, {held} held out"
@@ -297,7 +313,7 @@ class FinetuneScheduler:
             canary_bake=section.canary.bake_s,
             max_forgetting=section.max_forgetting,
         )
-        atomic_write(self.folder / "offer.tar", blob)
+        self._keep_offer(blob)
         self._state.pending = header.model_dump(mode="json")
         self._state.offered_labelled[section.release] = items
         self._write_state()
@@ -320,15 +336,32 @@ class FinetuneScheduler:
             log.warning("offer %s not sent: %s", header.offer, exc)
         self._sent_at = time.monotonic()
 
+    def _keep_offer(self, blob: bytes) -> None:
+        """``offer.tar`` until acknowledged, sealed with the device key: a model trained on
+        this device's captures is kept as carefully as they are."""
+        if self.key is not None:
+            from fogline.security import seal
+
+            blob = seal(blob, self.key, purpose=_OFFER_PURPOSE)
+        atomic_write(self.folder / "offer.tar", blob, mode=0o600)
+
+    def _kept_offer(self) -> bytes:
+        blob = (self.folder / "offer.tar").read_bytes()
+        if self.key is None:
+            return blob
+        from fogline.security import is_sealed, unseal
+
+        return unseal(blob, self.key, purpose=_OFFER_PURPOSE) if is_sealed(blob) else blob
+
     def _pending(self) -> tuple[OfferChunk, bytes] | None:
         if self._state.pending is None:
             return None
         try:
             return (
                 OfferChunk.model_validate(self._state.pending),
-                (self.folder / "offer.tar").read_bytes(),
+                self._kept_offer(),
             )
-        except (OSError, ValidationError):
+        except (OSError, ValidationError, FoglineError):
             self._state.pending = None  # unreadable: given up, the next schedule tries again
             self._write_state()
             return None
