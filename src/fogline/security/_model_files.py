@@ -1,7 +1,8 @@
 """Model files sealed with the device key: what the agent keeps on disk, opened in memory only.
 
 A device agent stores every model file of a release (``.onnx``, ``.tflite``,
-an OpenVINO ``.xml`` and its ``.bin``) sealed with its device key
+an OpenVINO ``.xml`` and its ``.bin``; ONNX external data; PyTorch, pickled
+scikit-learn and safetensors weights: :data:`MODEL_FILE_SUFFIXES`) sealed with its device key
 (:func:`seal_model`, the ``"model"`` sub-key, AES-256-GCM), so a copied data
 folder holds no usable model. Whatever runs one — the agent's health check,
 ``fogline run``, ``fogline serve`` — reads it through a :class:`SealedFiles`
@@ -30,8 +31,17 @@ from pathlib import Path, PurePosixPath
 from fogline.errors import KeyUnavailable, ModelFormatError, WrongKey
 from fogline.security._sealing import SEAL_MAGIC, DeviceKey, KeySource, is_sealed, seal, unseal
 
-#: The files of a release the agent seals: models and their weights.
-MODEL_FILE_SUFFIXES = (".onnx", ".tflite", ".xml", ".bin")
+#: The files of a release the agent seals: models and their weights. fogline's engines
+#: read the first four from memory; code of one's own opens the others with
+#: :class:`SealedFiles` (``torch.load``, ``joblib.load`` and ``safetensors.torch.load``
+#: take bytes). What stays plain is read by name as text: pipeline YAML,
+#: ``config.pbtxt``, labels, samples.
+MODEL_FILE_SUFFIXES = (
+    ".onnx", ".tflite", ".xml", ".bin",  # models fogline runs
+    ".onnx_data", ".data",  # ONNX external data
+    ".pt", ".pth", ".safetensors",  # PyTorch weights
+    ".pkl", ".joblib",  # pickled models (scikit-learn)
+)  # fmt: skip
 #: The sub-key sealed models use (:meth:`DeviceKey.derive`).
 MODEL_PURPOSE = "model"
 _AAD = b"fogline release file"

@@ -65,13 +65,21 @@ def install(device: ReleaseInstaller, version: str) -> None:
 def test_a_device_keeps_its_models_sealed_and_finds_a_plain_one_put_in_their_place(
     tmp_path: Path, releases: ReleaseServer
 ) -> None:
-    # Prepare
-    releases.publish(model_release(tmp_path / "r1"), "digits", "1.0.0")
+    # Prepare: a release with PyTorch weights and pickled model beside its ONNX model
+    folder = model_release(tmp_path / "r1")
+    weights = {name: os.urandom(4096) for name in ("weights.pt", "forest.joblib")}
+    for name, data in weights.items():
+        (folder / name).write_bytes(data)
+    releases.publish(folder, "digits", "1.0.0")
     with installer(tmp_path, releases, "cam-1") as device:
         # Execute
         install(device, "1.0.0")
-        # Assert: nothing on the device holds the model; the key file is 0600
+        # Assert: nothing on the device holds the model or its weights; the key file is 0600
         assert files_holding(tmp_path / "cam-1", PLAIN) == []
+        for name, data in weights.items():
+            assert files_holding(tmp_path / "cam-1", data) == [], name
+            active = tmp_path / "cam-1" / "active" / "digits" / name
+            assert device.read(active) == data  # opened in memory with the device key
         assert check_active(tmp_path / "cam-1", "digits") == "1.0.0"
         assert oct(os.stat(tmp_path / "cam-1" / "keys" / "device.key").st_mode & 0o777) == "0o600"
         model = tmp_path / "cam-1" / "active" / "digits" / "model.onnx"
