@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from fogline.protocol import Command, DesiredState, DeviceTopics, Telemetry
 from fogline.security import Checkpoint, verify_log
 from fogline.store import OutboxSender, ResultStore
 from fogline.transport.mqtt import MqttUrl
+from support.agent_fixtures import make_agent
 from support.broker import Mosquitto, free_port
 from support.fleet_agent import (
     ENROL_TOKEN,
@@ -39,51 +39,6 @@ from support.fleet_agent import (
     release_phase,
 )
 from support.serve_repository import make_repository
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as running:
-        yield running
-
-
-@pytest.fixture
-def releases(tmp_path: Path) -> Iterator[ReleaseServer]:
-    server = ReleaseServer(tmp_path / "controller")
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def controller(broker: Mosquitto) -> Iterator[FakeController]:
-    fake = FakeController(broker.url)
-    yield fake
-    fake.close()
-
-
-def make_agent(
-    tmp_path: Path,
-    broker: Mosquitto,
-    releases: ReleaseServer,
-    device: str = "cam-1",
-    **extra: object,
-) -> Agent:
-    config = AgentConfig.model_validate(
-        {
-            "broker": MqttUrl.parse(broker.url),
-            "controller": releases.url,
-            "data": tmp_path / device,
-            "device_id": device,
-            "trusted_root": releases.root,
-            "telemetry_period": 0.3,
-            "retry_max": 2.0,
-            **extra,
-        }
-    )
-    lines: list[str] = []
-    agent = Agent(config, on_event=lines.append)
-    agent.lines = lines  # type: ignore[attr-defined]  # what the CLI would print, for messages
-    return agent
 
 
 def audit_events(data: Path) -> list[tuple[str, str | None, str | None]]:

@@ -12,17 +12,13 @@ test: every model an agent keeps is sealed.)
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from fogline.examples import digits_model_path
-from fogline.fleet.agent._agent import Agent, AgentConfig
 from fogline.fleet.agent._keyring import Keyring
 from fogline.protocol import DesiredState
 from fogline.security import Envelope, new_data_key, public_bytes
-from fogline.transport.mqtt import MqttUrl
+from support.agent_fixtures import make_agent
 from support.broker import Mosquitto
 from support.fleet_agent import (
     FakeController,
@@ -32,26 +28,6 @@ from support.fleet_agent import (
     release_phase,
 )
 from support.leaks import files_holding
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as running:
-        yield running
-
-
-@pytest.fixture
-def releases(tmp_path: Path) -> Iterator[ReleaseServer]:
-    server = ReleaseServer(tmp_path / "controller")
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def controller(broker: Mosquitto) -> Iterator[FakeController]:
-    fake = FakeController(broker.url)
-    yield fake
-    fake.close()
 
 
 def test_an_encrypted_release_installs_and_runs_from_a_sealed_model(
@@ -68,15 +44,8 @@ def test_an_encrypted_release_installs_and_runs_from_a_sealed_model(
     plain = digits_model_path().read_bytes()
     assert files_holding(releases.folder, plain) == []
     controller.desire("cam-1", DesiredState(generation=1, releases={"digits": "1.0.0"}))
-    config = AgentConfig.model_validate(
-        {
-            "broker": MqttUrl.parse(broker.url), "controller": releases.url, "data": data,
-            "device_id": "cam-1", "trusted_root": releases.root, "telemetry_period": 0.3,
-            "retry_max": 2.0,
-        }
-    )  # fmt: skip
     # Execute
-    with Agent(config):
+    with make_agent(tmp_path, broker, releases):
         state = controller.wait_state(
             "cam-1", lambda s: release_phase(s, "digits")[::2] == ("1.0.0", "active")
         )

@@ -17,11 +17,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
-import pytest
 
 from fogline.protocol import DesiredState, DeviceState
 from support.broker import Mosquitto
@@ -36,12 +35,6 @@ from support.fleet_agent import (
 
 ROUNDS = 8
 PAD_BYTES = 24 << 20
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    with Mosquitto(tmp_path / "broker") as running:
-        yield running
 
 
 def start_agent(

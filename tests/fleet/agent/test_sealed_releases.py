@@ -11,7 +11,6 @@ get the next release.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,13 +31,6 @@ from support.fleet_agent import ReleaseServer, check_active, model_release
 from support.leaks import files_holding
 
 PLAIN = digits_model_path().read_bytes()
-
-
-@pytest.fixture
-def releases(tmp_path: Path) -> Iterator[ReleaseServer]:
-    server = ReleaseServer(tmp_path / "controller")
-    yield server
-    server.close()
 
 
 def installer(tmp_path: Path, releases: ReleaseServer, device: str) -> ReleaseInstaller:
