@@ -8,7 +8,7 @@ holds the reports only), 2 for bad input (nothing written).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -222,7 +222,8 @@ def _split(data: Path, share: float, seed: int) -> tuple[str | Arrays, str | Arr
             parts.append(Arrays(f"{data} (sealed, {part} part)", chosen))
             continue
         buffer = io.BytesIO()
-        np.savez(buffer, **chosen)
+        savez: Any = np.savez  # its stubs read **arrays as its own keyword options
+        savez(buffer, **chosen)
         path = data.with_name(f"{data.stem}.{part}.npz")
         atomic_write(path, buffer.getvalue())
         parts.append(str(path))

@@ -125,7 +125,7 @@ def finetune(
     out: str | Path,
     *,
     original: str | None = None,
-    replay: str | None = None,
+    replay: str | Arrays | None = None,
     options: FinetuneOptions | None = None,
     gate: GateOptions | None = None,
     progress: Progress | None = None,
