@@ -114,6 +114,7 @@ def finetune(
     """
     from fogline.monitor import FinetuneOptions, GateOptions
     from fogline.monitor import finetune as run_finetune
+    from fogline.security import KeySource, SealedFiles
 
     if layers == "all":
         needs_extra("train", "torch")
@@ -152,6 +153,7 @@ def finetune(
             options=options,
             gate=gate,
             progress=advance,
+            read=SealedFiles(KeySource()),  # a device's sealed release, opened in memory
         )
     verdict = result.verdict
     for label, (old, new) in (

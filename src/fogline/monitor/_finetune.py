@@ -38,7 +38,7 @@ import onnx
 
 from fogline.data import Arrays, Dataset, load_dataset
 from fogline.errors import ConfigError, DataError, ManifestError
-from fogline.model import MANIFEST_NAME, Manifest, open_model, sha256_file
+from fogline.model import MANIFEST_NAME, Manifest, ModelReader, open_model, sha256_file
 from fogline.monitor._finetune_report import write_reports
 from fogline.monitor._finetune_torch import finetune_torch
 from fogline.monitor._gate import GateOptions, GateVerdict, run_gate
@@ -129,6 +129,7 @@ def finetune(
     options: FinetuneOptions | None = None,
     gate: GateOptions | None = None,
     progress: Progress | None = None,
+    read: ModelReader | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model_dir`` on ``data``, gate it on ``holdout`` and ``original``, write ``out``.
 
@@ -141,13 +142,14 @@ def finetune(
     ``replay`` is labelled data of the kind the model was trained on, mixed
     into the training set so that the candidate keeps what it knew
     (rehearsal); the gate's forgetting check is what says whether it did.
+    ``read`` opens a sealed model file in memory (a device's release).
     """
     options = options or FinetuneOptions()
     gate = gate or GateOptions()
     model_dir, out = Path(model_dir), Path(out)
     if out.exists():
         raise ConfigError(f"{out}: already exists; give a new --out folder or remove it")
-    base = _read_base(model_dir)
+    base = _read_base(model_dir, read)
     captured = _labelled(data, "--data", base)
     replayed = None if replay is None else _labelled(replay, "--replay", base)
     train = captured if replayed is None else _joined(captured, replayed)
@@ -169,9 +171,11 @@ def finetune(
 
     with _building(out) as build:
         model_file = build / base.model.path
-        method = _train(model_dir, base, train, model_file, options, record)
+        method = _train(model_dir, base, train, model_file, options, record, read)
         version = next_version(base.version)
-        verdict = run_gate(model_dir, model_file, held, old, gate, threads=options.threads)
+        verdict = run_gate(
+            model_dir, model_file, held, old, gate, threads=options.threads, read=read
+        )
         report: dict[str, Any] = {
             "passed": verdict.passed,
             "gate": verdict.to_dict(),
@@ -225,14 +229,14 @@ def next_version(version: str) -> str:
 # -- steps ---------------------------------------------------------------------------------
 
 
-def _read_base(model_dir: Path) -> Manifest:
+def _read_base(model_dir: Path, read: ModelReader | None = None) -> Manifest:
     if not (model_dir / MANIFEST_NAME).is_file():
         raise ConfigError(
             f"{model_dir}: not a model folder (no {MANIFEST_NAME}); fine-tuning takes the folder "
             "of a model with its manifest, as `fogline optimize` or a release writes it"
         )
     base = Manifest.read(model_dir)
-    base.verify(model_dir)
+    base.verify(model_dir, data=_plain(model_dir / base.model.path, read))
     if Path(base.model.path).suffix.lower() != ".onnx":
         raise ManifestError(f"{model_dir}: fine-tuning needs an ONNX model, not {base.model.path}")
     return base
@@ -304,6 +308,11 @@ def _original(spec: str | None, model_dir: Path, base: Manifest) -> tuple[str, L
     )
 
 
+def _plain(path: Path, read: ModelReader | None) -> bytes | None:
+    """A sealed model file's plain bytes (opened by ``read``), None for a plain one."""
+    return None if read is None else read(path)
+
+
 def _release_canary(model_dir: Path) -> Path | None:
     """The canary set of the installed release ``model_dir`` is (or is inside), if any."""
     folder = model_dir.resolve()
@@ -340,13 +349,14 @@ def _train(
     out: Path,
     options: FinetuneOptions,
     progress: Progress,
+    read: ModelReader | None = None,
 ) -> str:
     """Write the candidate's ONNX file at ``out``; a word on how it was made."""
     data, labels = train
     rate = options.learning_rate_for()
     if options.layers == "all":
         assert options.torch_source is not None
-        opened = open_model(model_dir, backend="onnxruntime", threads=options.threads)
+        opened = open_model(model_dir, backend="onnxruntime", threads=options.threads, read=read)
         feeds = {name: data.array(name) for name in base.signature().input_names}
         try:
             finetune_torch(
@@ -366,7 +376,9 @@ def _train(
         finally:
             opened.engine.close()
         return f"whole network from {options.torch_source} (PyTorch), exported to ONNX"
-    model = onnx.load(str(model_dir / base.model.path))
+    plain = _plain(model_dir / base.model.path, read)
+    path = str(model_dir / base.model.path)
+    model = onnx.load(path) if plain is None else onnx.load_from_string(plain)
     head = find_head(model, base.outputs[0].name)
     features = head_features(model, head, data.batches, threads=options.threads)
     weight, bias = fit_head(

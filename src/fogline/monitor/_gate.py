@@ -25,7 +25,7 @@ import numpy.typing as npt
 
 from fogline.data import Dataset
 from fogline.errors import ConfigError
-from fogline.model import open_model
+from fogline.model import ModelReader, open_model
 
 __all__ = ["GateOptions", "GateVerdict", "accuracy", "judge", "run_gate"]
 
@@ -118,10 +118,14 @@ def judge(
 
 
 def accuracy(
-    model: Path, data: Dataset, labels: npt.NDArray[np.int64], threads: int | None = None
+    model: Path,
+    data: Dataset,
+    labels: npt.NDArray[np.int64],
+    threads: int | None = None,
+    read: ModelReader | None = None,
 ) -> float:
     """Top-1 accuracy of the model folder (or file) ``model`` on ``data``, in ONNX Runtime."""
-    opened = open_model(model, backend="onnxruntime", threads=threads)
+    opened = open_model(model, backend="onnxruntime", threads=threads, read=read)
     try:
         output = opened.engine.signature.output_names[0]
         predicted = np.concatenate(
@@ -140,10 +144,14 @@ def run_gate(
     options: GateOptions,
     *,
     threads: int | None = None,
+    read: ModelReader | None = None,
 ) -> GateVerdict:
-    """Measure both models on both sets and judge the candidate."""
+    """Measure both models on both sets and judge the candidate (``read``: sealed files)."""
     return judge(
-        (accuracy(current, *holdout, threads), accuracy(candidate, *holdout, threads)),
-        (accuracy(current, *original, threads), accuracy(candidate, *original, threads)),
+        (accuracy(current, *holdout, threads, read), accuracy(candidate, *holdout, threads, read)),
+        (
+            accuracy(current, *original, threads, read),
+            accuracy(candidate, *original, threads, read),
+        ),
         options,
     )
