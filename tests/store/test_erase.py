@@ -17,7 +17,16 @@ import pytest
 
 from fogline.cli import main
 from fogline.errors import ConfigError
-from fogline.store import Capture, Result, ResultStore, StoredLabel, compile_where, erase
+from fogline.security import DeviceKey
+from fogline.store import (
+    Capture,
+    Result,
+    ResultStore,
+    StoredLabel,
+    compile_where,
+    erase,
+    erase_digest,
+)
 
 SECRET = "plate-KX71-secret"  # an output only cam-3's results and captures carry
 
@@ -90,10 +99,95 @@ def test_erase_removes_from_every_table_and_leaves_no_byte_behind(tmp_path: Path
         assert (stats.pending, stats.dropped) == (5, 5)  # cam-3's 5 pending messages: never sent
         assert stats.produced == stats.delivered + stats.pending + stats.dropped
     (event,) = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
-    assert event["event"] == "store.erased" and event["fields"]["where"] == 'source == "cam-3"'
+    assert event["event"] == "store.erased" and event["fields"]["where"] == "source == ?"
+    assert event["fields"]["names"] == ["source"]
     assert (event["fields"]["results"], event["fields"]["outbox"]) == (20, 5)
     assert (event["fields"]["captures"], event["fields"]["labels"]) == (10, 10)
     assert SECRET not in json.dumps(event)
+    assert b"cam-3" not in (tmp_path / "audit.jsonl").read_bytes()
+
+
+def test_the_audit_log_keeps_the_request_s_shape_and_keyed_fingerprint_not_its_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "results.db"
+    with ResultStore(path) as store:
+        store.add([Result("cam-1", 0, 1.8e9, "digits", "3", {}, item_id="patient-42")])
+    key = DeviceKey.generate()
+    monkeypatch.setenv("FOGLINE_DEVICE_KEY", key.hex())
+    where = 'item_id == "patient-42" and time >= "2020-01-01"'
+
+    assert main(["store", "erase", str(path), "--where", where]) == 0
+
+    log = (tmp_path / "audit.jsonl").read_bytes()
+    assert b"patient-42" not in log and b"2020-01-01" not in log
+    fields = json.loads(log)["fields"]
+    assert fields["where"] == "item_id == ? and time >= ?"
+    assert fields["names"] == ["item_id", "time"] and fields["results"] == 1
+    assert fields["request"] == erase_digest(where, key=key)  # who holds the key can confirm it
+    assert fields["request"].startswith("hmac-sha256:")
+    assert erase_digest(where) != fields["request"]  # without the key it cannot be guessed
+    assert erase_digest('item_id == "patient-43"', key=key) != fields["request"]
+
+
+def test_labels_go_with_their_own_result_not_another_source_s_item_of_the_same_id(
+    tmp_path: Path,
+) -> None:
+    with ResultStore(tmp_path / "results.db") as store:
+        ids = store.add(
+            [
+                Result("cam-1", 0, 1.0, "digits", "3", {}, item_id="frame-7"),
+                Result("cam-3", 0, 2.0, "digits", "3", {}, item_id="frame-7@cam3"),
+            ]
+        )
+        # cam-3 reused cam-1's item id for its own later result: the label of cam-1's stays joined.
+        store.put_labels([StoredLabel("frame-7", "4", 1.0, ids[0], "3")])
+        store.add([Result("cam-3", 1, 3.0, "digits", "3", {}, item_id="frame-7")])
+
+        done = erase(store, 'source == "cam-3"')
+
+        assert (done.results, done.labels) == (2, 0)
+        assert set(store.labels_of(["frame-7"])) == {"frame-7"}  # cam-1's result's label
+
+
+def test_unjoined_labels_go_by_their_own_fields_or_an_item_only_erased_data_had(
+    tmp_path: Path,
+) -> None:
+    with ResultStore(tmp_path / "results.db") as store:
+        store.add(
+            [
+                Result("cam-3", 0, 1.0, "digits", "3", {}, item_id="shared"),
+                Result("cam-1", 0, 1.0, "digits", "3", {}, item_id="shared"),
+            ]
+        )
+        store.add_captures(
+            [
+                Capture.of(
+                    np.zeros((2, 2), np.float32),
+                    item_id="only-cam3",
+                    source="cam-3",
+                    captured_at=1.0,
+                    model="digits",
+                    model_version="3",
+                    reason="unsure",
+                    input_name="x",
+                    answer={},
+                )
+            ]
+        )
+        store.put_labels(
+            StoredLabel(item, "1", 1.0) for item in ("patient-42", "only-cam3", "shared", "other")
+        )
+        assert store.label_counts() == (0, 4)
+
+        assert erase(store, 'item_id == "patient-42"').labels == 1  # no result: its own field
+        assert erase(store, 'source == "cam-3"').labels == 1  # only-cam3; "shared" is cam-1's too
+        assert set(store.labels_of(["patient-42", "only-cam3", "shared", "other"])) == {
+            "shared",
+            "other",
+        }
+        assert erase(store, 'source == "cam-1" or item_id == "other"').labels == 2
+        assert store.label_counts() == (0, 0)
 
 
 def test_a_time_range_a_dry_run_and_erasing_nothing(

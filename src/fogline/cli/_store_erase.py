@@ -1,8 +1,10 @@
 """``fogline store erase STORE --where EXPR``: delete what matches from every table, leave no copy.
 
 The library does the work (:func:`fogline.store.erase`); this prints the
-counts per table and records a ``store.erased`` event (the expression and
-the counts, never a value) in ``audit.jsonl`` beside the store.
+counts per table and records a ``store.erased`` event in ``audit.jsonl``
+beside the store: the fields and operators asked (``item_id == ?``), the
+request's fingerprint (an HMAC with the device key when there is one) and
+the counts, never a value.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from rich.table import Table
 from fogline.cli._app import console, console_err
 from fogline.cli._capture import parse_since
 from fogline.cli._store import store
-from fogline.cli._store_keys import DEVICE_KEY, store_key
+from fogline.cli._store_keys import DEVICE_KEY, optional_device_key, store_key
 from fogline.errors import ConfigError
 
 
@@ -42,8 +44,18 @@ def erase_(
     after = None if since is None else parse_since(since)
     before = None if until is None else parse_since(until)
     audit = None if dry_run else AuditLog(path.parent / "audit.jsonl")
-    with ResultStore(path, key=store_key(path, device_key)) as opened:
-        done = erase(opened, where, since=after, until=before, dry_run=dry_run, audit=audit)
+    key = store_key(path, device_key)
+    audit_key = key if key is not None or dry_run else optional_device_key()
+    with ResultStore(path, key=key) as opened:
+        done = erase(
+            opened,
+            where,
+            since=after,
+            until=before,
+            dry_run=dry_run,
+            audit=audit,
+            audit_key=audit_key,
+        )
     verb = "would erase" if dry_run else "erased"
     console.print(f"{verb} from {escape(str(path))}:", highlight=False)
     table = Table()

@@ -50,6 +50,15 @@ def store_key(path: Path, device_key: Path | None) -> DeviceKey | None:
         raise KeyUnavailable(f"{path}: the store is encrypted; {exc}") from exc
 
 
+def optional_device_key() -> DeviceKey | None:
+    """The device key from the environment when one is set there, else None (one set but
+    unreadable is an error: it was meant to be used)."""
+    from fogline.security import KeySource
+
+    keys = KeySource()
+    return keys.load() if keys.available() else None
+
+
 def _default_audit(path: Path) -> Path:
     """A standalone store's audit log: ``audit.jsonl`` beside it."""
     return path.parent / "audit.jsonl"

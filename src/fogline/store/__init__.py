@@ -27,7 +27,7 @@ from fogline.store._captures import Capture, CaptureRecord
 from fogline.store._database import open_database
 from fogline.store._driver import connect as open_connection
 from fogline.store._driver import database_errors, is_encrypted
-from fogline.store._erase import Erased, compile_where, erase
+from fogline.store._erase import Erased, erase
 from fogline.store._export import Export, export_captures
 from fogline.store._jsonl import JsonlTransport, read_deduplicated
 from fogline.store._labels import LiveAccuracy, StoredLabel
@@ -51,6 +51,7 @@ from fogline.store._store import (
     ResultStore,
     Retention,
 )
+from fogline.store._where import compile_where, erase_digest, where_shape
 
 __all__ = [
     "OUTBOX_POLICIES",
@@ -78,6 +79,7 @@ __all__ = [
     "database_errors",
     "envelope",
     "erase",
+    "erase_digest",
     "export_captures",
     "is_encrypted",
     "open_connection",
@@ -86,4 +88,5 @@ __all__ = [
     "read_deduplicated",
     "rekey",
     "result_message",
+    "where_shape",
 ]
