@@ -6,6 +6,7 @@ moment the new file would replace the old one, just before and just after.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -57,6 +58,7 @@ def test_rekey_encrypts_rotates_and_decrypts(tmp_path: Path) -> None:
         "audit.jsonl",
         "audit.jsonl.lock",
         "results.db",
+        "results.db.lock",  # the open lock (kept: it is never renamed)
     ]
 
     # Assert: each one is an audit event naming the keys by fingerprint only
@@ -114,6 +116,68 @@ def test_rekey_refuses_a_store_another_process_has_open(tmp_path: Path) -> None:
         holder.communicate("", timeout=30)
     rekey(path, old_key=None, new_key=DeviceKey.generate())  # once it is closed
     assert is_encrypted(path)
+
+
+# A pipeline that opens the store with the key it had and adds a row, once told to.
+LATE_WRITER = """
+import sys
+from fogline.errors import FoglineError
+from fogline.security import DeviceKey
+from fogline.store import Result, ResultStore
+path, key = sys.argv[1:]
+sys.stdin.readline()
+print("opening", flush=True)
+try:
+    with ResultStore(path, key=DeviceKey.from_hex(key, "old"), timeout=60) as store:
+        store.add([Result("late", 0, 1.0, "digits", "3", {"label": "late"})])
+    print("added", flush=True)
+except FoglineError as exc:
+    print("refused:", exc, flush=True)
+"""
+
+
+def test_a_store_opened_during_a_rekey_loses_no_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Prepare: a second process that opens the store while the copy is being made
+    from fogline.store import _rekey
+
+    path = filled(tmp_path / "results.db", old := DeviceKey.generate())
+    new = DeviceKey.generate()
+    expected = contents(path, old)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", LATE_WRITER, str(path), old.hex()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    real_finish = _rekey._finish
+
+    def finish_while_it_writes(copy: Path, key: DeviceKey | None) -> None:
+        assert writer.stdin is not None and writer.stdout is not None
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+        assert writer.stdout.readline() == "opening\n"
+        # Unlocked, it writes to the old file now, before the rename; locked, it waits.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            writer.wait(timeout=1.5)
+        real_finish(copy, key)
+
+    monkeypatch.setattr(_rekey, "_finish", finish_while_it_writes)
+
+    # Execute
+    try:
+        rekey(path, old_key=old, new_key=new)
+    finally:
+        said, _ = writer.communicate(timeout=60)
+
+    # Assert: the writer's row is in the new file, or the writer was told it was not stored
+    outputs, pending = contents(path, new)
+    if said == "added\n":
+        assert sorted(map(str, outputs)) == sorted(map(str, [{"label": "late"}, *expected[0]]))
+    else:
+        assert said.startswith("refused:") and "did not open with the device key" in said
+        assert (outputs, pending) == expected
 
 
 # A child that rekeys and is SIGKILLed around the rename that puts the new file in place.

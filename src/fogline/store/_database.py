@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Literal
 
 from fogline.errors import StoreError, StoreFormatError
 from fogline.store._driver import connect, database_errors
+from fogline.store._open_lock import hold_shared
 
 if TYPE_CHECKING:
     from fogline.security import DeviceKey
@@ -65,7 +66,9 @@ def open_database(
     that can be rebuilt. With ``key`` (a :class:`~fogline.security.DeviceKey`)
     the file, its WAL and its shared memory hold nothing readable without it:
     SQLCipher encrypts every page with the key's ``"store"`` sub-key; an
-    encrypted file is refused without it, a plain one with it. The connection is in autocommit mode
+    encrypted file is refused without it, a plain one with it. While it is open
+    the connection holds ``FILE.lock`` shared, so ``fogline store rekey`` cannot
+    replace the file under it (:mod:`._open_lock`). The connection is in autocommit mode
     (``isolation_level=None``: the caller says ``BEGIN``) and may be shared
     between threads under the caller's lock.
 
@@ -85,7 +88,8 @@ def open_database(
     ...     print(str(exc).split(": ", 1)[1])
     notebook schema version 2 was written by a newer fogline; this one reads up to version 1
     """
-    conn = connect(path, key=key, timeout=timeout, what=what)
+    held = hold_shared(path, timeout)  # before the file is opened: a rekey cannot swap it now
+    conn = connect(path, key=key, timeout=timeout, what=what, held=held)
     try:
         _configure(conn, path, what, synchronous, foreign_keys)
         _migrate(conn, path, what, migrations)

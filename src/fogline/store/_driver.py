@@ -27,7 +27,7 @@ import importlib
 import sqlite3
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import IO, TYPE_CHECKING, Any, Literal, cast
 
 from fogline.errors import ConfigError, KeyUnavailable, StoreError, StoreFormatError, WrongKey
 
@@ -115,6 +115,33 @@ def sqlcipher() -> Any:
     return module
 
 
+class _Held(sqlite3.Connection):
+    """A connection that holds its file's open lock (:mod:`._open_lock`) until it is closed."""
+
+    held: IO[bytes] | None = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.held is not None:
+                self.held.close()
+
+
+@functools.cache
+def _held_cipher(module: Any) -> type:
+    """SQLCipher's connection class, holding its open lock like :class:`_Held`."""
+
+    def close(self: Any) -> None:
+        try:
+            module.Connection.close(self)
+        finally:
+            if self.held is not None:
+                self.held.close()
+
+    return type("_HeldCipher", (module.Connection,), {"held": None, "close": close})
+
+
 def connect(
     path: Path,
     *,
@@ -122,6 +149,7 @@ def connect(
     timeout: float = 5.0,
     what: str = "database",
     cipher: bool = False,
+    held: IO[bytes] | None = None,
 ) -> sqlite3.Connection:
     """A connection to ``path`` (autocommit, shareable between threads), its key checked.
 
@@ -130,8 +158,22 @@ def connect(
     key does not open the file, :class:`StoreFormatError` when the file is
     plain SQLite (encrypt it with ``fogline store rekey``). Errors name the file.
     ``cipher`` opens a plain file through SQLCipher's SQLite too (to attach an
-    encrypted copy of it).
+    encrypted copy of it). ``held`` (the file's open lock) is closed with the
+    connection, or here when it does not open.
     """
+    try:
+        conn = _connect(path, key, timeout, what, cipher)
+    except BaseException:
+        if held is not None:
+            held.close()
+        raise
+    conn.held = held  # type: ignore[attr-defined]
+    return conn
+
+
+def _connect(
+    path: Path, key: DeviceKey | None, timeout: float, what: str, cipher: bool
+) -> sqlite3.Connection:
     kind = file_kind(path)
     if key is None and kind == "encrypted":
         raise KeyUnavailable(f"{path}: the {what} is encrypted; {_PASS_KEY}")
@@ -143,14 +185,22 @@ def connect(
     if key is None and not cipher:
         try:
             return sqlite3.connect(
-                path, timeout=timeout, isolation_level=None, check_same_thread=False
+                path,
+                timeout=timeout,
+                isolation_level=None,
+                check_same_thread=False,
+                factory=_Held,
             )
         except sqlite3.Error as exc:
             raise _cannot_open(path, what, exc) from exc
     module = sqlcipher()
     try:
         conn = module.connect(
-            str(path), timeout=timeout, isolation_level=None, check_same_thread=False
+            str(path),
+            timeout=timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=_held_cipher(module),
         )
     except module.Error as exc:
         raise _cannot_open(path, what, exc) from exc

@@ -7,13 +7,15 @@ so a crash at any moment leaves the old file or the new one, never neither
 and never a mix. The old file's WAL is checkpointed into it first, and the
 new file is put in WAL mode before it takes the old one's place.
 
-The file must not be open in another process while it is rekeyed (the
-pipeline, agent or controller that writes it): that process would go on
-writing to the old file after the rename. SQLite marks a WAL database in use
-with a read lock on its ``-shm`` file, so a store still open elsewhere is
-refused rather than copied (this process must not hold it open either: the
-check cannot see its own locks). Copies a crash left behind (``.tmp-NAME.*``) are
-removed by the next rekey of the same file.
+The file must not be open anywhere while it is rekeyed (the pipeline, agent
+or controller that writes it): that process would go on writing to the old
+file after the rename, and its rows would be lost. The rekey holds the
+file's open lock (``FILE.lock``, :mod:`._open_lock`) exclusive from its
+first check until the new file is in place: a fogline connection open on it
+makes the rekey refuse, and one opened meanwhile waits for it and then opens
+the new file. For other programs (``sqlite3`` on the command line), SQLite's
+read lock on the ``-shm`` file of a WAL database is checked too. Copies a
+crash left behind (``.tmp-NAME.*``) are removed by the next rekey of the same file.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import TYPE_CHECKING
 from fogline._files import TEMP_PREFIX, atomic_output
 from fogline.errors import ConfigError, StoreError
 from fogline.store._driver import connect, database_errors, file_kind, raw_key
+from fogline.store._open_lock import hold_exclusive
 
 if TYPE_CHECKING:
     from fogline.security import AuditLog, DeviceKey
@@ -73,6 +76,32 @@ def rekey(
         raise ConfigError(f"{path}: the file is not encrypted; give no old key to encrypt it")
     if kind == "plain" and new_key is None:
         raise ConfigError(f"{path}: the file is already plain; give a new key to encrypt it")
+    with hold_exclusive(path):
+        _replace(path, kind, old_key, new_key)
+    done = Rekeyed(
+        path,
+        "plain" if kind == "plain" else "encrypted",
+        "plain" if new_key is None else "encrypted",
+        None if old_key is None else old_key.fingerprint(),
+        None if new_key is None else new_key.fingerprint(),
+        path.stat().st_size,
+    )
+    if audit is not None:
+        audit.record(
+            "store.rekeyed",
+            path=str(path),
+            before=done.before,
+            after=done.after,
+            old_key=done.old_fingerprint,
+            new_key=done.new_fingerprint,
+        )
+    return done
+
+
+def _replace(
+    path: Path, kind: str, old_key: DeviceKey | None, new_key: DeviceKey | None
+) -> None:
+    """Write the rekeyed copy and rename it over ``path``; under the exclusive open lock."""
     if _in_use(path):
         raise StoreError(
             f"{path}: open in another process (a pipeline, agent or controller?); "
@@ -96,24 +125,6 @@ def rekey(
         raise StoreError(f"{path}: cannot rekey: {exc}") from exc
     finally:
         source.close()
-    done = Rekeyed(
-        path,
-        "plain" if kind == "plain" else "encrypted",
-        "plain" if new_key is None else "encrypted",
-        None if old_key is None else old_key.fingerprint(),
-        None if new_key is None else new_key.fingerprint(),
-        path.stat().st_size,
-    )
-    if audit is not None:
-        audit.record(
-            "store.rekeyed",
-            path=str(path),
-            before=done.before,
-            after=done.after,
-            old_key=done.old_fingerprint,
-            new_key=done.new_fingerprint,
-        )
-    return done
 
 
 def _export(source: sqlite3.Connection, copy: Path, new_key: DeviceKey | None) -> None:
