@@ -16,9 +16,11 @@ import pytest
 
 from fogline.cli import main
 from fogline.security import (
+    SENT_CHECKPOINT,
     AuditLog,
     AuditSigner,
     Checkpoint,
+    keep_sent_checkpoint,
     line_hash,
     load_public_key,
     verify_log,
@@ -236,3 +238,48 @@ def test_a_write_cut_short_is_stepped_over_and_shown_where_it_is(tmp_path: Path)
     (damage,) = verify_log(log.path).damages
     assert (damage.line, damage.kind) == (4, "malformed")
     assert len(lines_of(log)) == 6  # the fragment kept on a line of its own, as evidence
+
+
+def test_a_tail_cut_is_never_called_intact_and_strict_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Prepare: 7 events with a checkpoint after every 3 lines, then the last line dropped
+    log = written(tmp_path, events=7, every=3)
+    log.path.write_bytes(b"".join(lines_of(log)[:-1]))  # `head -n -1`: the last checkpoint
+
+    # Execute / Assert: the chain is whole, but the end is said to be unproven, and where
+    assert main(["audit", "verify", str(log.path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "intact:" not in out and "chain intact, end not vouched for: 7 events" in out
+    assert "2 events after seq 6, the last one a signed checkpoint vouches for" in out
+    assert "--checkpoint FILE" in out and "--device DEV --controller URL" in out
+    assert main(["audit", "verify", str(log.path), "--strict"]) == 1
+    report = verify_log(log.path)
+    assert (report.vouched_seq, report.unvouched) == (6, 2)
+
+
+def test_a_device_log_is_checked_against_the_agent_s_copy_of_its_last_sent_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Prepare: an agent's data folder whose last sent checkpoint (seq 9) has a copy kept
+    log = written(tmp_path, events=7, every=3)  # checkpoints vouch for seq 3, 6 and 9
+    sent = log.checkpoint()
+    assert sent is not None and sent.seq == 9
+    copy = tmp_path / SENT_CHECKPOINT
+    assert keep_sent_checkpoint(copy, sent)
+    whole = lines_of(log)
+
+    # Execute: cut back to the earlier checkpoint: the log ends on a valid one and looks whole
+    log.path.write_bytes(b"".join(whole[:7]))
+
+    # Assert: the copy finds the cut with no option given; the earlier one never replaces it
+    assert main(["audit", "verify", str(log.path)]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "truncated: the log ends at seq 7" in err and "covers seq 9" in err
+    earlier = Checkpoint.from_dict(json.loads(whole[6])["fields"])
+    assert earlier.seq == 6 and not keep_sent_checkpoint(copy, earlier)
+    assert json.loads(copy.read_text())["seq"] == 9
+    log.path.write_bytes(b"".join(whole))
+    assert main(["audit", "verify", str(log.path)]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "intact: 7 events" in out and "the last checkpoint it sent" in out

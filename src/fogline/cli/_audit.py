@@ -2,11 +2,14 @@
 
 A device's log is ``DEV/audit.jsonl`` (the agent's data folder), the
 controller's ``fleet-data/audit.jsonl``, a standalone pipeline's
-``audit.jsonl`` beside its store. ``verify`` exits 0 when the log is whole
-and 2 with every place it is damaged; ``--checkpoint`` checks it against a
+``audit.jsonl`` beside its store. ``verify`` exits 0 when the chain is whole
+and 2 with every place it is damaged; it says how many entries come after
+the last signed checkpoint (``--strict``: exit 1 when any do), since a cut
+among them cannot show in the file. ``--checkpoint`` checks it against a
 checkpoint kept elsewhere (the controller's copy of the device's last one,
 ``fleet-data/audit-checkpoints/<device>.json``), which is what finds a log
-cut short at its end.
+cut short at its end; a device's log is checked by default against the
+agent's copy of the last checkpoint it sent (``DEV/agent/audit-sent.json``).
 """
 
 from __future__ import annotations
@@ -134,76 +137,125 @@ def verify(
     checkpoint: Path | None = typer.Option(
         None,
         "--checkpoint",
-        help="A checkpoint kept elsewhere (the controller's fleet-data/audit-checkpoints/DEV.json).",
+        help="A checkpoint kept elsewhere (the controller's fleet-data/audit-checkpoints/DEV.json). "
+        "Default for a device's log: the agent's copy of the last one it sent "
+        "(DEV/agent/audit-sent.json), when there is one.",
     ),
     device: str | None = typer.Option(
         None, "--device", help="Check against the checkpoint the controller keeps for this device."
+    ),
+    strict: bool = typer.Option(
+        False,
+        "--strict",
+        help="Exit 1 when entries after the last checkpoint are vouched for by no signature.",
     ),
     controller: str = _CONTROLLER,
     token: str | None = _TOKEN,
     data: Path = _DATA,
 ) -> None:
-    """Walk the hash chain and the signed checkpoints; exit 2 saying where the log is damaged."""
-    needs_extra("secure", "cryptography")
-    from fogline.security import Checkpoint, key_fingerprint, load_public_key, verify_log
+    """Walk the hash chain and the signed checkpoints; exit 2 saying where the log is damaged.
 
-    trusted = None
-    key_from = ""
-    if public_key is not None:
-        trusted = load_public_key(public_key)
-    elif log.with_suffix(".pub").is_file():
-        trusted = load_public_key(log.with_suffix(".pub"))
-        key_from = f" (the key beside the log, {log.with_suffix('.pub').name})"
-    external = None
+    Only a signature vouches for the end of a log: entries after the last
+    checkpoint, and a log cut right after one, show as whole until checked
+    against a checkpoint kept elsewhere (--checkpoint, --device).
+    """
+    needs_extra("secure", "cryptography")
+    from fogline.security import (
+        SENT_CHECKPOINT,
+        Checkpoint,
+        key_fingerprint,
+        read_checkpoint,
+        verify_log,
+    )
+
+    trusted, key_from = _trusted_key(log, public_key)
     if checkpoint is not None and device is not None:
         raise ConfigError(
             "give --checkpoint FILE or --device DEV (the controller's copy), not both"
         )
+    external, against = None, ""
+    sent = log.parent / SENT_CHECKPOINT
     if checkpoint is not None:
-        try:
-            kept = json.loads(checkpoint.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"--checkpoint {checkpoint}: cannot read it: {exc}") from None
-        external = Checkpoint.from_dict(kept, where=f"--checkpoint {checkpoint}")
+        external = read_checkpoint(checkpoint, where=f"--checkpoint {checkpoint}")
+        against = f"the checkpoint in {checkpoint}"
     elif device is not None:
         kept = Api(controller, token, data).call("GET", f"/api/devices/{device}/audit-checkpoint")
         external = Checkpoint.from_dict(kept, where=f"the controller's checkpoint of {device}")
+        against = f"the controller's checkpoint of {device}"
+    elif sent.is_file():
+        external = read_checkpoint(sent)
+        against = f"the agent's copy of the last checkpoint it sent ({SENT_CHECKPOINT})"
     report = verify_log(log, trusted=trusted, external=external)
-    if report.intact:
-        point = report.last_checkpoint
-        signed = (
-            "no checkpoint yet"
-            if point is None
-            else f"last checkpoint seq {point.seq} signed by {point.signer}"
-        )
-        against = (
-            ""
-            if external is None
-            else f"; matches the checkpoint kept elsewhere (seq {external.seq})"
-        )
-        console.print(
-            f"[green]intact[/]: {report.events:,} events, {signed}{escape(against)}",
+    if not report.intact:
+        console_err.print(
+            f"[red]damaged[/]: {escape(str(log))}: {len(report.damages)} problem(s) in "
+            f"{report.lines:,} lines",
             highlight=False,
         )
-        if trusted is None and report.checkpoints:
-            console.print(
-                "checkpoints were checked against the key they name; give --public-key to "
-                "check who signed them",
-                highlight=False,
-            )
-        elif trusted is not None:
-            console.print(
-                f"trusted key {key_fingerprint(trusted)}{escape(key_from)}", highlight=False
-            )
-        return
-    console_err.print(
-        f"[red]damaged[/]: {escape(str(log))}: {len(report.damages)} problem(s) in "
-        f"{report.lines:,} lines",
-        highlight=False,
+        for damage in report.damages:
+            console_err.print(f"  {escape(str(damage))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    point = report.last_checkpoint
+    signed = (
+        "no checkpoint yet"
+        if point is None
+        else f"last checkpoint seq {point.seq} signed by {point.signer}"
     )
-    for damage in report.damages:
-        console_err.print(f"  {escape(str(damage))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    matched = "" if external is None else f"; matches {against} (seq {external.seq})"
+    if report.unvouched:
+        verdict = "[yellow]chain intact, end not vouched for[/]"
+    elif external is None:
+        verdict = "[green]intact up to its last checkpoint[/]"
+    else:
+        verdict = "[green]intact[/]"
+    console.print(
+        f"{verdict}: {report.events:,} events, {signed}{escape(matched)}", highlight=False
+    )
+    if trusted is None and report.checkpoints:
+        console.print(
+            "checkpoints were checked against the key they name; give --public-key to "
+            "check who signed them",
+            highlight=False,
+        )
+    elif trusted is not None:
+        console.print(f"trusted key {key_fingerprint(trusted)}{escape(key_from)}", highlight=False)
+    elsewhere = (
+        "--checkpoint FILE (the controller's fleet-data/audit-checkpoints/DEV.json) "
+        "or --device DEV --controller URL"
+    )
+    if report.unvouched:
+        events = "1 event" if report.unvouched == 1 else f"{report.unvouched:,} events"
+        verb = "is" if report.unvouched == 1 else "are"
+        after = (
+            " (the log has no valid checkpoint)"
+            if report.vouched_seq == 0
+            else f" after seq {report.vouched_seq}, the last one a signed checkpoint vouches for,"
+        )
+        console.print(
+            f"{events}{after} {verb} not vouched for by any signature: events cut from the end "
+            f"would not show; check them against a later checkpoint kept elsewhere: {elsewhere}",
+            highlight=False,
+        )
+        if strict:
+            raise typer.Exit(1)
+    elif external is None:
+        console.print(
+            f"whether the log went on after seq {report.vouched_seq} shows only against a "
+            f"checkpoint kept elsewhere: {elsewhere}",
+            highlight=False,
+        )
+
+
+def _trusted_key(log: Path, public_key: Path | None) -> tuple[Any, str]:
+    """The key checkpoints must be signed by (given, or the .pub beside the log), and whence."""
+    from fogline.security import load_public_key
+
+    if public_key is not None:
+        return load_public_key(public_key), ""
+    beside = log.with_suffix(".pub")
+    if beside.is_file():
+        return load_public_key(beside), f" (the key beside the log, {beside.name})"
+    return None, ""
 
 
 @audit.command("checkpoint")

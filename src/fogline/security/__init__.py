@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fogline.security._audit import CHECKPOINT_EVENT, GENESIS, AuditLog, line_hash
     from fogline.security._audit_signing import (
+        SENT_CHECKPOINT,
         AuditSigner,
         Checkpoint,
+        keep_sent_checkpoint,
         key_fingerprint,
         load_public_key,
+        read_checkpoint,
     )
     from fogline.security._audit_verify import AuditDamage, AuditReport, verify_log
     from fogline.security._ca import (
@@ -111,7 +114,18 @@ if TYPE_CHECKING:
 #: Which private module defines each public name (imported on first use: PEP 562).
 _WHERE = {
     "_audit": ("CHECKPOINT_EVENT", "GENESIS", "AuditLog", "line_hash"),
-    "_audit_signing": ("AuditSigner", "Checkpoint", "key_fingerprint", "load_public_key"),
+    "_audit_signing": (
+        "SENT_CHECKPOINT",
+        "AuditSigner",
+        "SENT_CHECKPOINT",
+        "Checkpoint",
+        "keep_sent_checkpoint",
+        "key_fingerprint",
+        "keep_sent_checkpoint",
+        "load_public_key",
+        "read_checkpoint",
+        "read_checkpoint",
+    ),
     "_audit_verify": ("AuditDamage", "AuditReport", "verify_log"),
     "_ca": (
         "CA_CERT",
@@ -223,6 +237,7 @@ __all__ = [
     "RAW_LEVELS",
     "RELEASE_NAME_PATTERN",
     "SEAL_MAGIC",
+    "SENT_CHECKPOINT",
     "SERVER_CERT",
     "SERVER_KEY",
     "AuditDamage",
@@ -272,6 +287,7 @@ __all__ = [
     "issue_certificate",
     "issue_fleet_certificates",
     "issue_server_certificate",
+    "keep_sent_checkpoint",
     "key_fingerprint",
     "keys_target_path",
     "line_hash",
@@ -284,6 +300,7 @@ __all__ = [
     "parse_version",
     "policy_json",
     "public_bytes",
+    "read_checkpoint",
     "read_key_file",
     "read_policy",
     "release_target_path",

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -35,12 +36,19 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from fogline._files import atomic_write
 from fogline.errors import ConfigError, KeyUnavailable
+
+log = logging.getLogger(__name__)
 
 #: What a checkpoint's signature covers begins with this, so it signs nothing else by mistake.
 CONTEXT = b"fogline-audit-checkpoint-v1\n"
 
 _RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
+
+#: Where an agent keeps a copy of the newest checkpoint it sent, relative to its data folder
+#: (beside ``audit.jsonl``): a log later cut after it is found on the device too.
+SENT_CHECKPOINT = Path("agent") / "audit-sent.json"
 
 
 def public_hex(key: Ed25519PublicKey) -> str:
@@ -222,3 +230,41 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise KeyUnavailable(f"{path}: the audit key must be Ed25519")
     return key
+
+
+def read_checkpoint(path: Path, *, where: str | None = None) -> Checkpoint:
+    """The checkpoint kept (as JSON) in ``path``; :class:`ConfigError` naming what is wrong."""
+    where = str(path) if where is None else where
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where}: cannot read the checkpoint: {exc}") from None
+    return Checkpoint.from_dict(data, where=where)
+
+
+def keep_sent_checkpoint(path: Path, point: Checkpoint) -> bool:
+    """Keep ``point`` in ``path`` (0600, atomically) as the newest one sent; whether it was kept.
+
+    One behind the kept one (the log went back: cut, or rewritten) or of the
+    same seq with another hash is not written over it: the kept one is the
+    evidence ``fogline audit verify`` shows the cut with.
+    """
+    try:
+        kept: Checkpoint | None = read_checkpoint(path)
+    except ConfigError:
+        kept = None  # none yet, or unreadable: the new one replaces it
+    if kept == point:
+        return True
+    if kept is not None and kept.seq >= point.seq:
+        log.warning(
+            "%s: the audit log's checkpoint went back (seq %d, sent before: seq %d); "
+            "the copy is kept: run `fogline audit verify` on the log",
+            path,
+            point.seq,
+            kept.seq,
+        )
+        return False
+    text = json.dumps(point.as_dict(), sort_keys=True, separators=(",", ":")) + "\n"
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(path), text.encode(), mode=0o600)
+    return True

@@ -8,6 +8,13 @@ What each kind of damage looks like, and how it is named (:class:`AuditDamage`):
 - ``reordered``: ``seq`` jumps, and the missing ones come later (or one goes back).
 - ``truncated``: the first line is not seq 1 (the start was cut), or the
   log ends before a checkpoint held elsewhere says it reached.
+
+A log cut after its last checkpoint is a whole chain: nothing in the file can
+show the cut. So the report also says how far a signature vouches for the
+log (:attr:`AuditReport.vouched_seq`: its own last checkpoint, or the one
+held elsewhere) and how many events come after that
+(:attr:`AuditReport.unvouched`): those are the ones a cut could have taken
+from, unseen, until they are checked against a later checkpoint kept elsewhere.
 - ``forged``: a checkpoint whose signature does not hold, is by another
   key than the trusted one, or vouches for a hash the log does not have.
 - ``malformed``: a line that is not an audit entry (not JSON, torn write).
@@ -84,9 +91,14 @@ class AuditReport:
     #: The checkpoint held elsewhere (the controller's) that the log was checked against.
     external: Checkpoint | None = None
     damages: list[AuditDamage] = field(default_factory=list)
+    #: The last seq a valid signature vouches for (0: none does).
+    vouched_seq: int = 0
+    #: Events after ``vouched_seq``: nothing proves the log did not go on after them.
+    unvouched: int = 0
 
     @property
     def intact(self) -> bool:
+        """No damage found; the entries after ``vouched_seq`` are whole *as far as they go*."""
         return not self.damages
 
 
@@ -135,6 +147,8 @@ class _Walk:
         self.prev_line = 0
         self.high = 0  # the highest seq so far
         self.seen_external = False
+        self.since_checkpoint = 0  # events after the last valid checkpoint
+        self.after_external = 0  # events after the external checkpoint's seq
         #: seq → line where it was expected but missing; resolved as deleted or re-ordered.
         self.missing: dict[int, int] = {}
         self.gaps: list[tuple[int, int, int, int]] = []  # (line, seq there, first, last missing)
@@ -217,6 +231,9 @@ class _Walk:
             self.checkpoint(number, seq, checkpoint)
         else:
             self.report.events += 1
+            self.since_checkpoint += 1
+            if self.external is not None and seq > self.external.seq:
+                self.after_external += 1
         if self.external is not None and seq == self.external.seq:
             self.seen_external = True
             if own != self.external.hash:
@@ -254,8 +271,16 @@ class _Walk:
             )
             return
         self.report.last_checkpoint = point
+        self.since_checkpoint = 0
 
     def finish(self) -> None:
+        report, external = self.report, self.external
+        if report.last_checkpoint is not None:
+            report.vouched_seq, report.unvouched = report.last_checkpoint.seq, self.since_checkpoint
+        else:
+            report.unvouched = self.since_checkpoint
+        if external is not None and self.seen_external and external.seq > report.vouched_seq:
+            report.vouched_seq, report.unvouched = external.seq, self.after_external
         for number, seq, first, last in self.gaps:
             gone = [s for s in range(first, last + 1) if self.missing.get(s) == number]
             if gone:

@@ -98,9 +98,7 @@ def rekey(
     return done
 
 
-def _replace(
-    path: Path, kind: str, old_key: DeviceKey | None, new_key: DeviceKey | None
-) -> None:
+def _replace(path: Path, kind: str, old_key: DeviceKey | None, new_key: DeviceKey | None) -> None:
     """Write the rekeyed copy and rename it over ``path``; under the exclusive open lock."""
     if _in_use(path):
         raise StoreError(

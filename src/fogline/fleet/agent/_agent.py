@@ -68,7 +68,14 @@ from fogline.fleet.agent._telemetry import (
     metrics_between,
 )
 from fogline.protocol import DEFAULT_PREFIX, DeviceId, DeviceState, DeviceTopics, ReleaseMetrics
-from fogline.security import KEY_FILE_ENV, AuditLog, Checkpoint, ClientTls
+from fogline.security import (
+    KEY_FILE_ENV,
+    SENT_CHECKPOINT,
+    AuditLog,
+    Checkpoint,
+    ClientTls,
+    keep_sent_checkpoint,
+)
 from fogline.store import OutboxSender, ResultStore, Retention
 from fogline.transport.mqtt import BrokerUrl, MqttMessage, MqttUrl
 
@@ -272,7 +279,7 @@ class Agent:
             topic=topics.telemetry,
             period=self.config.telemetry_period,
             pids=self.supervisor.pids,
-            checkpoint=lambda: _as_dict(audit.checkpoint()),
+            checkpoint=lambda: _as_dict(_sent(audit.checkpoint(), self.data / SENT_CHECKPOINT)),
         )
         self.sender = OutboxSender(
             self.store, TelemetryTransport(self.session), backoff_initial=1.0, backoff_max=10.0
@@ -454,6 +461,14 @@ class Agent:
                 measured = measured.model_copy(update={"accuracy": accuracy})
             metrics[name] = measured
         return versions, metrics
+
+
+def _sent(point: Checkpoint | None, copy: Path) -> Checkpoint | None:
+    """``point``, which goes out with a report; a copy is kept outside the log (``copy``), so a
+    log later cut after it is found on the device too (``fogline audit verify`` reads it)."""
+    if point is not None:
+        keep_sent_checkpoint(copy, point)
+    return point
 
 
 def _as_dict(point: Checkpoint | None) -> dict[str, Any] | None:
