@@ -282,4 +282,4 @@ def test_a_device_log_is_checked_against_the_agent_s_copy_of_its_last_sent_check
     log.path.write_bytes(b"".join(whole))
     assert main(["audit", "verify", str(log.path)]) == 0
     out = " ".join(capsys.readouterr().out.split())
-    assert "intact: 7 events" in out and "the last checkpoint it sent" in out
+    assert "intact: 7 events" in out and "the last checkpoint the agent sent" in out

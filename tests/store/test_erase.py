@@ -108,7 +108,7 @@ def test_erase_removes_from_every_table_and_leaves_no_byte_behind(tmp_path: Path
 
 
 def test_the_audit_log_keeps_the_request_s_shape_and_keyed_fingerprint_not_its_values(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "results.db"
     with ResultStore(path) as store:
@@ -125,6 +125,8 @@ def test_the_audit_log_keeps_the_request_s_shape_and_keyed_fingerprint_not_its_v
     assert fields["where"] == "item_id == ? and time >= ?"
     assert fields["names"] == ["item_id", "time"] and fields["results"] == 1
     assert fields["request"] == erase_digest(where, key=key)  # who holds the key can confirm it
+    assert main(["store", "erase", str(path), "--where", where, "--fingerprint"]) == 0
+    assert fields["request"] in capsys.readouterr().out
     assert fields["request"].startswith("hmac-sha256:")
     assert erase_digest(where) != fields["request"]  # without the key it cannot be guessed
     assert erase_digest('item_id == "patient-43"', key=key) != fields["request"]

@@ -184,7 +184,7 @@ def verify(
         against = f"the controller's checkpoint of {device}"
     elif sent.is_file():
         external = read_checkpoint(sent)
-        against = f"the agent's copy of the last checkpoint it sent ({SENT_CHECKPOINT})"
+        against = f"the last checkpoint the agent sent, {SENT_CHECKPOINT}"
     report = verify_log(log, trusted=trusted, external=external)
     if not report.intact:
         console_err.print(

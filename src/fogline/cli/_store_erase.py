@@ -33,19 +33,30 @@ def erase_(
     since: str | None = typer.Option(None, "--since", help="Only from then on: 2h, 7d, ISO date."),
     until: str | None = typer.Option(None, "--until", help="Only before then: 2h, 7d, ISO date."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; erase nothing."),
+    fingerprint: bool = typer.Option(
+        False,
+        "--fingerprint",
+        help="Print the request's fingerprint (as store.erased records it) and erase nothing: "
+        "to find which audit entry a request was.",
+    ),
     device_key: Path | None = DEVICE_KEY,
 ) -> None:
     """Erase matching results, their outbox messages, captures and labels; scrub the file."""
     from fogline.security import AuditLog
-    from fogline.store import ResultStore, erase
+    from fogline.store import ResultStore, compile_where, erase, erase_digest
 
     if not path.is_file():  # opening would create an empty store
         raise ConfigError(f"{path}: no such store (the pipeline's store.path, e.g. results.db)")
     after = None if since is None else parse_since(since)
     before = None if until is None else parse_since(until)
-    audit = None if dry_run else AuditLog(path.parent / "audit.jsonl")
     key = store_key(path, device_key)
-    audit_key = key if key is not None or dry_run else optional_device_key()
+    audit_key = key if key is not None or (dry_run and not fingerprint) else optional_device_key()
+    if fingerprint:  # --since/--until as dates: a relative one (2h) means another time each run
+        compile_where(where, since=after, until=before)
+        digest = erase_digest(where, since=after, until=before, key=audit_key)
+        console.print(digest, highlight=False, soft_wrap=True)
+        return
+    audit = None if dry_run else AuditLog(path.parent / "audit.jsonl")
     with ResultStore(path, key=key) as opened:
         done = erase(
             opened,
