@@ -11,6 +11,7 @@ import typer
 from pydantic import ValidationError
 
 from fogline.cli._app import FLEET_MODULES, app, console, console_err, needs_extra
+from fogline.cli._options import file_option
 from fogline.errors import ConfigError
 from fogline.protocol import DEFAULT_PREFIX, check_device_id
 from fogline.transport.mqtt import to_url
@@ -41,16 +42,15 @@ def agent(
     serve_port: int | None = typer.Option(
         None, "--serve-port", min=1, max=65535, help="HTTP port of a served repository release."
     ),
-    tls_ca: Path | None = typer.Option(
-        None,
+    tls_ca: Path | None = file_option(
         "--tls-ca",
-        help="The fleet's CA certificate (mutual TLS): checks the controller and broker before "
+        "The fleet's CA certificate (mutual TLS): checks the controller and broker before "
         "enrolment brings it.",
     ),
-    tls_cert: Path | None = typer.Option(
-        None, "--tls-cert", help="This device's certificate, when not issued at enrolment."
+    tls_cert: Path | None = file_option(
+        "--tls-cert", "This device's certificate, when not issued at enrolment."
     ),
-    tls_key: Path | None = typer.Option(None, "--tls-key", help="Its private key (PEM)."),
+    tls_key: Path | None = file_option("--tls-key", "Its private key (PEM)."),
     encrypt_store: bool = typer.Option(
         False,
         "--encrypt-store",

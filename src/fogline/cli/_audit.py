@@ -26,6 +26,7 @@ from rich.table import Table
 
 from fogline.cli._app import app, console, console_err, needs_extra
 from fogline.cli._fleet import _CONTROLLER, _DATA, _TOKEN, Api
+from fogline.cli._options import file_option
 from fogline.errors import ConfigError
 
 audit = typer.Typer(
@@ -129,10 +130,9 @@ def show(
 @audit.command("verify")
 def verify(
     log: Path = _LOG,
-    public_key: Path | None = typer.Option(
-        None,
+    public_key: Path | None = file_option(
         "--public-key",
-        help="The key checkpoints must be signed by (PEM or hex); default: the .pub beside the log.",
+        "The key checkpoints must be signed by (PEM or hex); default: the .pub beside the log.",
     ),
     checkpoint: Path | None = typer.Option(
         None,
@@ -261,10 +261,8 @@ def _trusted_key(log: Path, public_key: Path | None) -> tuple[Any, str]:
 @audit.command("checkpoint")
 def checkpoint_(
     log: Path = _LOG,
-    key: Path | None = typer.Option(
-        None,
-        "--key",
-        help="The signing key (PEM; made, 0600, if missing). Default: beside the log.",
+    key: Path | None = file_option(
+        "--key", "The signing key (PEM; made, 0600, if missing). Default: beside the log."
     ),
 ) -> None:
     """Sign the log's head now (the agent does this with each telemetry report)."""

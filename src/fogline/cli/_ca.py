@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fogline.cli._app import app, console, needs_extra
+from fogline.cli._options import data_option, file_option
 from fogline.errors import ConfigError
 
 ca = typer.Typer(
@@ -18,9 +19,7 @@ ca = typer.Typer(
 )
 app.add_typer(ca, name="ca")
 
-_DATA = typer.Option(
-    Path("fleet-data"), "--data", help="The controller's data folder (the CA goes in DATA/ca)."
-)
+_DATA = data_option("The controller's data folder (the CA goes in DATA/ca).")
 
 
 def _audit(data: Path, event: str, **fields: Any) -> None:
@@ -57,10 +56,10 @@ def init(
         help="A name or address devices reach the broker and controller by (besides "
         "localhost and 127.0.0.1); repeat for more.",
     ),
-    cert: Path | None = typer.Option(
-        None, "--cert", help="Your own CA's certificate (PEM), to use instead of a new CA."
+    cert: Path | None = file_option(
+        "--cert", "Your own CA's certificate (PEM), to use instead of a new CA."
     ),
-    key: Path | None = typer.Option(None, "--key", help="Your own CA's private key (PEM)."),
+    key: Path | None = file_option("--key", "Your own CA's private key (PEM)."),
     force: bool = typer.Option(
         False, "--force", help="Replace an existing CA (every device must enrol again)."
     ),

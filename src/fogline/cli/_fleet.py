@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fogline.cli._app import app, console, console_err
+from fogline.cli._options import data_option
 from fogline.errors import ConfigError, TransportError
 
 fleet = typer.Typer(
@@ -32,7 +33,7 @@ _CONTROLLER = typer.Option(
 _TOKEN = typer.Option(
     None, "--token", envvar="FOGLINE_TOKEN", help="Operator token (default: DATA/admin.token)."
 )
-_DATA = typer.Option(Path("fleet-data"), "--data", help="The controller's data folder.")
+_DATA = data_option()
 _JSON = typer.Option(False, "--json", help="Print JSON instead of a table.")
 #: The blob a damaged file is stored as: in 'fleet releases --json' and 'release verify', not the table.
 _STORED_AS = re.compile(r" \(stored as [^)]*\)")

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fogline.cli._app import FLEET_MODULES, app, console, needs_extra
+from fogline.cli._options import data_option
 
 if TYPE_CHECKING:
     from fogline.security import KeysInfo
@@ -23,7 +24,7 @@ keys = typer.Typer(
 )
 app.add_typer(keys, name="keys")
 
-_DATA = typer.Option(Path("fleet-data"), "--data", help="The controller's data folder.")
+_DATA = data_option()
 
 
 def _print(info: KeysInfo) -> None:

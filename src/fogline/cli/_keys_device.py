@@ -18,6 +18,7 @@ from rich.table import Table
 
 from fogline.cli._app import console
 from fogline.cli._keys import keys
+from fogline.cli._options import device_key_option, file_option, load_device_key
 
 device = typer.Typer(
     help="A device's own key: encrypts its stores (store.encrypt, fogline store rekey).",
@@ -47,8 +48,8 @@ def init(
     force: bool = typer.Option(
         False, "--force", help="Replace an existing key (what it encrypted can no longer be read)."
     ),
-    audit: Path | None = typer.Option(
-        None, "--audit", help="The audit log for key.created (default: see the docs)."
+    audit: Path | None = file_option(
+        "--audit", "The audit log for key.created (default: see the docs)."
     ),
 ) -> None:
     """Make a new device key file (mode 0600) and print its fingerprint, never the key."""
@@ -70,14 +71,10 @@ def init(
 
 @device.command("show")
 def show(
-    device_key: Path | None = typer.Option(
-        None, "--device-key", help="The key file (default: the environment)."
-    ),
+    device_key: Path | None = device_key_option("The key file (default: the environment)."),
 ) -> None:
     """Which device key is in use, where it comes from, and its fingerprint (never the key)."""
-    from fogline.security import KeySource
-
-    key = KeySource(file=device_key).load()
+    key = load_device_key(device_key)
     table = Table(title="device key", title_justify="left", show_header=False)
     table.add_column()
     table.add_column()

@@ -16,21 +16,22 @@ from rich.markup import escape
 
 from fogline.cli._app import console
 from fogline.cli._keys_device import device
+from fogline.cli._options import device_key_option, load_device_key
 from fogline.errors import ConfigError
 
 
 @device.command("seal")
 def seal(
     models: list[Path] = typer.Argument(..., help="Model files (.onnx, .tflite, .xml, .bin)."),
-    device_key: Path | None = typer.Option(
-        None, "--device-key", help="The device key file (default: $FOGLINE_DEVICE_KEY_FILE)."
+    device_key: Path | None = device_key_option(
+        "The device key file (default: $FOGLINE_DEVICE_KEY_FILE)."
     ),
 ) -> None:
     """Replace each MODEL with its sealed form: it then runs only where the device key is."""
     from fogline._files import atomic_write
-    from fogline.security import KeySource, is_model_file, is_sealed, seal_model
+    from fogline.security import is_model_file, is_sealed, seal_model
 
-    key = KeySource(file=device_key).load()
+    key = load_device_key(device_key)
     for model in models:
         if not is_model_file(model):
             raise ConfigError(f"{model}: not a model file (.onnx, .tflite, .xml or .bin)")

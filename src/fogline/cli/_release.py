@@ -15,6 +15,7 @@ from rich.text import Text
 
 from fogline.cli._app import FLEET_MODULES, app, console, console_err, needs_extra
 from fogline.cli._controller import RELEASE_KEY_FILE
+from fogline.cli._options import data_option
 
 if TYPE_CHECKING:
     from fogline.fleet.controller import ReleaseKeys
@@ -25,9 +26,7 @@ release = typer.Typer(
 )
 app.add_typer(release, name="release")
 
-_DATA = typer.Option(
-    Path("fleet-data"), "--data", help="The controller's data folder (fogline keys init)."
-)
+_DATA = data_option("The controller's data folder (fogline keys init).")
 
 
 _DB_KEY = typer.Option(

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fogline.cli._app import app, console, console_err
+from fogline.cli._options import KEY_FROM_ENV, device_key_option
 from fogline.errors import ConfigError
 from fogline.monitor import OnlineEngine
 from fogline.pipeline import (
@@ -34,11 +35,9 @@ from fogline.pipeline import (
 )
 from fogline.security import KeySource
 
-_DEVICE_KEY = typer.Option(
-    None,
-    "--device-key",
-    help="The device key file: it opens an encrypted store (store.encrypt) and sealed models "
-    "(default: $FOGLINE_DEVICE_KEY_FILE, $FOGLINE_DEVICE_KEY or $FOGLINE_DEVICE_KEY_COMMAND).",
+_DEVICE_KEY = device_key_option(
+    "The device key file: it opens an encrypted store (store.encrypt) and sealed models "
+    f"(default: {KEY_FROM_ENV})."
 )
 
 

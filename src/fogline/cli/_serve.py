@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from fogline.cli._app import app, console_err, needs_extra
+from fogline.cli._options import device_key_option
 from fogline.errors import ConfigError
 
 
@@ -40,10 +41,8 @@ def serve(
         None, "--token-file", help="A file holding the bearer token every request must carry."
     ),
     cors: list[str] = typer.Option([], "--cors-origin", help="Allow browsers from this origin."),
-    device_key: Path | None = typer.Option(
-        None,
-        "--device-key",
-        help="The device key file that opens sealed models (default: $FOGLINE_DEVICE_KEY_FILE).",
+    device_key: Path | None = device_key_option(
+        "The device key file that opens sealed models (default: $FOGLINE_DEVICE_KEY_FILE)."
     ),
 ) -> None:
     """Serve every model of a repository until Ctrl-C (SIGINT/SIGTERM drain in-flight requests)."""
