@@ -24,7 +24,7 @@ from fogline.fleet.agent._agent import Agent, AgentConfig
 from fogline.fleet.agent._enrol import read_credentials
 from fogline.fleet.agent._telemetry import TelemetryReporter, TelemetryTransport
 from fogline.protocol import Command, DesiredState, DeviceTopics, Telemetry
-from fogline.security import Checkpoint, verify_log
+from fogline.security import SENT_CHECKPOINT, Checkpoint, read_checkpoint, verify_log
 from fogline.store import OutboxSender, ResultStore
 from fogline.transport.mqtt import MqttUrl
 from support.agent_fixtures import make_agent
@@ -252,6 +252,10 @@ def test_telemetry_is_queued_while_the_broker_is_down_and_delivered_after(
     newest = Checkpoint.from_dict(max(points, key=lambda point: point["seq"]))
     assert newest.seq >= 1
     assert verify_log(tmp_path / "cam-1" / "audit.jsonl", external=newest).intact
+    # The agent keeps a copy of the newest one it sent, outside the log, for a local verify.
+    kept = read_checkpoint(tmp_path / "cam-1" / SENT_CHECKPOINT)
+    assert kept.seq >= newest.seq  # a report may have gone out after the last one counted
+    assert verify_log(tmp_path / "cam-1" / "audit.jsonl", external=kept).intact
 
 
 def test_telemetry_survives_an_agent_restart(
