@@ -66,6 +66,13 @@ class Site:
         return list(answer.json())
 
 
+#: What the group's dispatcher says (retained), as each test publishes it.
+_STATS = DispatcherStats(
+    "running", "cams/in", 2, queued=3, dispatched=40, completed=37, at=1.0,
+    nodes={"node-b": {"completed": 19, "outstanding": 1, "redispatched": 2}},
+)  # fmt: skip
+
+
 def presence(node: str, state: str, device: str | None, took: int) -> Presence:
     return Presence(
         node, state, 2, took=took, finished=took - 1, in_flight=1, lag_ms=12.5, at=time.time(),
@@ -145,13 +152,9 @@ def start_node(folder: Path, url: str) -> subprocess.Popen[bytes]:
 
 
 def test_the_api_lists_each_groups_nodes_and_dispatcher_with_their_devices(site: Site) -> None:
-    stats = DispatcherStats(
-        "running", "cams/in", 2, queued=3, dispatched=40, completed=37, at=1.0,
-        nodes={"node-b": {"completed": 19, "outstanding": 1, "redispatched": 2}},
-    )  # fmt: skip
     ghost = presence("node-b", "online", "ghost", 19)
     site.say(f"fogline/cluster/{GROUP}/nodes/node-b", ghost.payload())
-    site.say(f"fogline/cluster/{GROUP}/dispatcher", stats.payload())
+    site.say(f"fogline/cluster/{GROUP}/dispatcher", _STATS.payload())
     site.say(f"fogline/cluster/{GROUP}/nodes/node-c", b'{"node": "node-c", "state": "asleep"}')
 
     wait_for("both nodes and the dispatcher", lambda: _complete(site.groups()), timeout=30)
@@ -184,6 +187,7 @@ def test_the_clusters_page_shows_nodes_links_devices_and_a_node_going_offline(
     # controller does not call it silent (10 s unheard) on a slow machine.
     ghost = f"fogline/cluster/{GROUP}/nodes/node-b"
     site.say(ghost, presence("node-b", "online", "ghost", 19).payload())
+    site.say(f"fogline/cluster/{GROUP}/dispatcher", _STATS.payload())  # as the test above says it
     wait_for("the node online", lambda: _complete(site.groups()), timeout=30)
     page.goto(f"{site.controller.base_url}/?token={site.controller.token}#/clusters")
 
