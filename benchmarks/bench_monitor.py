@@ -11,10 +11,7 @@ are printed again together at the end. Add a section with one line in
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import logging
-import time
+from _sections import run_sections
 
 #: Section modules, in the order they run.
 SECTIONS = [
@@ -26,21 +23,7 @@ SECTIONS = [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
-    parser.add_argument("--only", nargs="*", help="section names (drift, ...) to run")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR)  # a benchmark's alarms are its data, not news
-    lines: list[str] = []
-    for name in SECTIONS:
-        if args.only and name.removeprefix("_monitor_") not in args.only:
-            continue
-        started = time.perf_counter()
-        lines += importlib.import_module(name).run(args.quick)
-        print(f"   ({name.removeprefix('_monitor_')}: {time.perf_counter() - started:.0f} s)")
-    print("\nSummary")
-    for line in lines:
-        print(f"  {line}")
+    run_sections(__doc__.splitlines()[0], "_monitor_", SECTIONS)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,7 @@ are printed again together at the end.
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import logging
-import time
+from _sections import run_sections
 
 #: Section modules, in the order they run.
 SECTIONS = [
@@ -27,22 +24,7 @@ SECTIONS = [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
-    parser.add_argument("--only", nargs="*", help="section names (store, models, ...) to run")
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.ERROR)
-    lines: list[str] = []
-    for name in SECTIONS:
-        short = name.removeprefix("_privacy_")
-        if args.only and short not in args.only:
-            continue
-        started = time.perf_counter()
-        lines += importlib.import_module(name).run(args.quick)
-        print(f"   ({short}: {time.perf_counter() - started:.0f} s)")
-    print("\nSummary")
-    for line in lines:
-        print(f"  {line}")
+    run_sections(__doc__.splitlines()[0], "_privacy_", SECTIONS)
 
 
 if __name__ == "__main__":
