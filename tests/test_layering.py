@@ -38,11 +38,13 @@ ALLOWED: dict[str, set[str]] = {
     "cluster": {"transport"},
     "store": {"_files", "security"},
     "metrics": set(),
-    "model": {"_files"},
+    # Energy meters (RAPL, NVML, an estimate) and the deferral of work that can wait.
+    "power": {"_files"},
+    "model": {"_files", "power"},  # joules per inference in the benchmark
     "data": {"model"},
     "oip": {"model"},
-    "optimize": {"model", "data"},
-    "monitor": {"model", "data", "metrics"},
+    "optimize": {"model", "data", "power"},
+    "monitor": {"model", "data", "metrics", "power"},  # fine-tuning deferred by power and carbon
     # security: sealed models opened in memory, the privacy (egress) policy.
     "pipeline": {
         "model",
@@ -54,9 +56,10 @@ ALLOWED: dict[str, set[str]] = {
         "oip",
         "cluster",
         "security",
+        "power",  # energy per inference; sync of non-urgent results deferred
     },
-    "serve": {"model", "oip", "metrics", "security"},  # sealed models opened in memory
-    "federated": {"protocol", "transport", "model", "data", "security", "store"},
+    "serve": {"model", "oip", "metrics", "security", "power"},  # sealed models opened in memory
+    "federated": {"protocol", "transport", "model", "data", "security", "store", "power"},
     "fleet.controller": {
         "protocol",
         "store",
@@ -77,6 +80,7 @@ ALLOWED: dict[str, set[str]] = {
         "federated",
         "metrics",  # the metric names it reads back from its children's Prometheus text
         "cluster",
+        "power",  # energy in telemetry; rounds and fine-tuning deferred by power and carbon
     },
     # The fleet package itself only names its two roles (and must not load either eagerly).
     "fleet": {"fleet.controller", "fleet.agent"},
@@ -89,7 +93,13 @@ ALLOWED["_root"] = {"cli"}  # fogline/__init__.py and __main__.py
 
 #: What starts without numpy, onnx and ONNX Runtime (DESIGN.md: the controller runs rollouts
 #: on a machine without the ML stack, and so does ``fogline broker``).
-LIGHT = ("fogline.fleet.controller", "fogline.transport", "fogline.protocol", "fogline.cluster")
+LIGHT = (
+    "fogline.fleet.controller",
+    "fogline.transport",
+    "fogline.protocol",
+    "fogline.cluster",
+    "fogline.power",
+)
 HEAVY = ("numpy", "onnx", "onnxruntime")
 
 

@@ -1,0 +1,15 @@
+"""Energy and power: what an inference costs in joules, and when deferrable work may run.
+
+Two roles, one package, no numpy (the controller and the agent load it):
+
+* energy meters: joules over a span of work, read from the CPU's energy
+  counters (Linux powercap / RAPL) where the device exposes them, from the
+  GPU's (NVML) for work on a GPU, else estimated from CPU time and a declared
+  power figure; every figure says whether it was measured or estimated;
+* deferral: whether work that can wait (federated training, sync of
+  non-urgent results, fine-tuning) may run now, from the power supply (on
+  mains, battery level), a time window, or a carbon-intensity value the user
+  provides (a file or an MQTT topic).
+"""
+
+__all__: list[str] = []
