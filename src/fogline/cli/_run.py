@@ -56,7 +56,11 @@ def check(
         console.print(describe(checked), highlight=False)
         for warning in checked.egress.warnings() if checked.egress is not None else ():
             console.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False)
-        console.print(f"[green]ok[/]: {escape(str(pipeline))} is ready to run", highlight=False, soft_wrap=True)
+        console.print(
+            f"[green]ok[/]: {escape(str(pipeline))} is ready to run",
+            highlight=False,
+            soft_wrap=True,
+        )
     finally:
         checked.model.engine.close()
 
