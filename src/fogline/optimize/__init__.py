@@ -16,6 +16,7 @@ from fogline.optimize._compress import (
     prune_plan,
 )
 from fogline.optimize._measure import Agreement, accuracy, agreement, measure_variant
+from fogline.optimize._nas_family import Family, Knobs
 from fogline.optimize._report import Report, VariantResult
 from fogline.optimize._search import NOT_SELECTED, OptimizeOptions, optimize
 from fogline.optimize._variants import (
@@ -33,7 +34,9 @@ __all__ = [
     "Agreement",
     "BuildContext",
     "Dataset",
+    "Family",
     "FitOptions",
+    "Knobs",
     "OptimizeOptions",
     "Report",
     "VariantPlan",
