@@ -9,6 +9,19 @@ through the same :class:`~fogline.model.Engine` as every other variant (not
 a FLOP count), and scores the exported model with :meth:`Family.score`, so
 what is ranked is what would run.
 
+Optional members, read with a default when a family lacks them (so a family
+written against the four methods above keeps working):
+
+* ``input_names`` / ``output_names`` (sequences of str): the names of the
+  exported model's inputs and outputs, and the keys of the data sets'
+  batches; default ``("input",)`` and ``("output",)``.
+* ``prepare(data, knobs) -> Dataset``: the data as this candidate takes it
+  (resized to its input resolution), used to time the candidate on real
+  inputs and to calibrate and evaluate the chosen one in the variant search.
+  Without it, inputs whose last two (spatial) dimensions differ from the
+  candidate's are resized bilinearly; :meth:`fit` and :meth:`score` always
+  get the data as given and resize it themselves.
+
 PyTorch is needed to build and train (the ``train`` extra); this module does
 not import it, so ``fogline.optimize`` still loads without it.
 """
@@ -20,6 +33,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from fogline.data import Dataset
 from fogline.model import Engine
+
+#: Input and output names of a family that does not name them (see the module docstring).
+DEFAULT_INPUT_NAMES: tuple[str, ...] = ("input",)
+DEFAULT_OUTPUT_NAMES: tuple[str, ...] = ("output",)
 
 #: One candidate's knobs: name → value, e.g. ``{"width": 16, "depth": 2, "kernel": 3}``.
 Knobs = Mapping[str, int | float]
