@@ -12,4 +12,32 @@ Two roles, one package, no numpy (the controller and the agent load it):
   provides (a file or an MQTT topic).
 """
 
-__all__: list[str] = []
+from fogline.power._energy import (
+    CPU_WATTS_ENV,
+    DEFAULT_CPU_WATTS,
+    POWERCAP_ROOT,
+    CpuTimeMeter,
+    Energy,
+    EnergyMeter,
+    NvmlMeter,
+    RaplMeter,
+    Span,
+    cpu_watts,
+    open_meter,
+    runs_on_gpu,
+)
+
+__all__ = [
+    "CPU_WATTS_ENV",
+    "DEFAULT_CPU_WATTS",
+    "POWERCAP_ROOT",
+    "CpuTimeMeter",
+    "Energy",
+    "EnergyMeter",
+    "NvmlMeter",
+    "RaplMeter",
+    "Span",
+    "cpu_watts",
+    "open_meter",
+    "runs_on_gpu",
+]
