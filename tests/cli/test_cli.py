@@ -86,6 +86,8 @@ def test_bench_prints_a_table_with_percentiles(digits_model):
         "p90 ms",
         "p99 ms",
         "items/s",
+        "mJ/item",
+        "energy ",  # measured (RAPL ...) or estimated (CPU time x ... W per core)
         "onnxruntime",
         "fp32",
         "CPUExecutionProvider",

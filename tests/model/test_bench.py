@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fogline.model import EngineOptions, LatencyStats, PeakMemory, load_engine, measure, time_calls
+from fogline.power import CpuTimeMeter, open_meter
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +29,40 @@ def test_measure_reports_ordered_percentiles(digits_engine, batch: int):
     assert 0 < stats.p50 <= stats.p90 <= stats.p99
     assert stats.mean > 0
     assert stats.throughput > 0
-    assert set(stats.to_dict()) == {"batch", "runs", "p50", "p90", "p99", "mean", "throughput"}
+    assert set(stats.to_dict()) == {
+        "batch",
+        "runs",
+        "p50",
+        "p90",
+        "p99",
+        "mean",
+        "throughput",
+        "joules_per_item",
+        "energy",
+    }
+
+
+def test_measure_reports_energy_per_item_with_its_label(digits_engine):
+    # Prepare: the estimate, declared at 6 W per core
+    meter = CpuTimeMeter(watts_per_core=6.0)
+
+    # Execute
+    stats = measure(digits_engine, batch=4, warmup=2, duration_s=0.2, min_runs=10, meter=meter)
+
+    # Assert: the energy of the timed calls, per item (not per batch), labelled as an estimate
+    assert stats.energy is not None
+    assert stats.energy.label == "estimated (CPU time x 6 W per core)"
+    assert stats.energy.joules > 0
+    assert stats.joules_per_item == pytest.approx(stats.energy.joules / (4 * stats.runs))
+    assert stats.to_dict()["energy"]["measured"] is False
+
+
+def test_measure_picks_the_meter_for_the_engines_device(digits_engine):
+    stats = measure(digits_engine, batch=1, warmup=1, duration_s=0.05, min_runs=5)
+
+    assert stats.energy is not None
+    expected = open_meter(digits_engine.device)
+    assert (stats.energy.source, stats.energy.note) == (expected.source, expected.why)
 
 
 def test_measure_uses_the_feeds_it_is_given(digits_engine, eval_pixels: np.ndarray):

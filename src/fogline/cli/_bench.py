@@ -1,4 +1,4 @@
-"""``fogline bench``: latency percentiles, throughput and memory of one model."""
+"""``fogline bench``: latency percentiles, throughput, energy per item and memory of one model."""
 
 from __future__ import annotations
 
@@ -72,7 +72,11 @@ def bench(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """Measure latency (p50/p90/p99), throughput and peak memory after a warm-up."""
+    """Measure latency (p50/p90/p99), throughput, energy per item and peak memory after a warm-up.
+
+    Energy is measured (RAPL, NVML) where the device exposes its counters, else estimated
+    from CPU time x FOGLINE_CPU_WATTS per core; the output says which.
+    """
     batches = parse_batches(batch)
     providers = tuple(provider) if provider else None
     with PeakMemory() as memory:
@@ -110,9 +114,10 @@ def bench(
         highlight=False,
     )
     table = Table()
-    for column in ("batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "items/s", "runs"):
+    for column in ("batch", "p50 ms", "p90 ms", "p99 ms", "mean ms", "items/s", "mJ/item", "runs"):
         table.add_column(column, justify="right")
     for r in results:
+        per_item = r.joules_per_item
         table.add_row(
             str(r.batch),
             f"{r.p50:.3f}",
@@ -120,7 +125,14 @@ def bench(
             f"{r.p99:.3f}",
             f"{r.mean:.3f}",
             f"{r.throughput:,.1f}",
+            "" if per_item is None else f"{per_item * 1000:.3f}",
             str(r.runs),
         )
     console.print(table)
+    energy = next((r.energy for r in results if r.energy is not None), None)
+    if energy is not None:
+        why = f" · {energy.note}" if energy.note else ""
+        console.print(f"energy {escape(energy.label)}{escape(why)}", highlight=False)
+    else:
+        console.print("energy not metered: the model runs on another machine", highlight=False)
     console.print(f"peak memory {memory.peak_mb:.0f} MiB (process resident set)")

@@ -1,7 +1,10 @@
-"""Measuring an engine: latency percentiles, throughput and peak memory.
+"""Measuring an engine: latency percentiles, throughput, energy per item and peak memory.
 
 ``fogline bench`` and the optimizer both measure through here, so a
 figure in a report and a figure from ``bench`` mean the same thing.
+Energy comes from :func:`fogline.power.open_meter` (RAPL or NVML where the
+device exposes them, else an estimate from CPU time) over the timed calls,
+warm-up excluded, and is labelled measured or estimated.
 Concurrency: one measuring thread calls ``Engine.run`` back to back; a
 sampler thread reads the process's resident memory every few milliseconds.
 """
@@ -19,6 +22,7 @@ import numpy as np
 import psutil
 
 from fogline.model._engine import Engine
+from fogline.power import Energy, EnergyMeter, open_meter
 
 
 class PeakMemory:
@@ -69,7 +73,11 @@ class PeakMemory:
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Latency of one batch size, in milliseconds, and items per second."""
+    """Latency of one batch size, in milliseconds, items per second, and the energy spent.
+
+    ``energy`` covers the timed calls (None when nothing was metered, e.g. a
+    remote model whose work runs elsewhere).
+    """
 
     batch: int
     runs: int
@@ -78,9 +86,20 @@ class LatencyStats:
     p99: float
     mean: float
     throughput: float
+    energy: Energy | None = None
+
+    @property
+    def joules_per_item(self) -> float | None:
+        """Joules per inference (per item, not per batch), or None when not metered."""
+        return None if self.energy is None else self.energy.per(self.batch * self.runs)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        values.pop("energy")
+        if self.energy is not None:
+            values["joules_per_item"] = float(f"{self.joules_per_item:.6g}")
+            values["energy"] = self.energy.to_dict()
+        return values
 
 
 def time_calls(
@@ -91,10 +110,15 @@ def time_calls(
     duration_s: float = 2.0,
     min_runs: int = 20,
     max_runs: int = 100_000,
+    meter: EnergyMeter | None = None,
 ) -> LatencyStats:
-    """Call ``call`` for ``duration_s`` (at least ``min_runs`` times) and time each call."""
+    """Call ``call`` for ``duration_s`` (at least ``min_runs`` times) and time each call.
+
+    With a ``meter``, the energy of the timed calls (after the warm-up) is measured too.
+    """
     for _ in range(warmup):
         call()
+    span = meter.start() if meter is not None else None
     times: list[float] = []
     clock = time.perf_counter
     deadline = clock() + duration_s
@@ -102,6 +126,7 @@ def time_calls(
         start = clock()
         call()
         times.append(clock() - start)
+    energy = span.stop() if span is not None else None
     ms = np.asarray(times) * 1000.0
     total_s = float(np.sum(times))
     return LatencyStats(
@@ -112,6 +137,7 @@ def time_calls(
         p99=float(np.percentile(ms, 99)),
         mean=float(np.mean(ms)),
         throughput=batch * len(times) / total_s if total_s > 0 else float("inf"),
+        energy=energy,
     )
 
 
@@ -123,13 +149,27 @@ def measure(
     warmup: int = 5,
     duration_s: float = 2.0,
     min_runs: int = 20,
+    meter: EnergyMeter | None = None,
 ) -> LatencyStats:
-    """Latency and throughput of ``engine.run`` on ``feeds`` (random inputs if none)."""
+    """Latency, throughput and energy of ``engine.run`` on ``feeds`` (random inputs if none).
+
+    ``meter`` defaults to the best one for the engine's device
+    (:func:`fogline.power.open_meter`); a remote model (``oip-*``) is not
+    metered: its work runs on another machine.
+    """
     inputs = dict(feeds) if feeds is not None else engine.signature.sample_feeds(batch)
-    return time_calls(
-        lambda: engine.run(inputs),
-        batch=batch,
-        warmup=warmup,
-        duration_s=duration_s,
-        min_runs=min_runs,
-    )
+    own = meter is None and not engine.backend.startswith("oip")
+    if own:
+        meter = open_meter(engine.device)
+    try:
+        return time_calls(
+            lambda: engine.run(inputs),
+            batch=batch,
+            warmup=warmup,
+            duration_s=duration_s,
+            min_runs=min_runs,
+            meter=meter,
+        )
+    finally:
+        if own and meter is not None:
+            meter.close()
