@@ -167,6 +167,10 @@ def describe(checked: Plan) -> Group:
         f"sinks        {', '.join(spec.sink_names()) or 'none'}",
         f"store        {store_text(checked)} · outbox {outbox}",
     ]
+    if spec.outbox is not None and spec.outbox.defer is not None:
+        from fogline.power import Deferral
+
+        lines.append(f"outbox defer {Deferral(spec.outbox.defer).check().reason}")
     if spec.model.variants is not None and spec.model.policy is not None:
         names = " → ".join(v.label for v in spec.model.variants)
         lines.append(f"variants     {names} (all loaded), {variant_policy(spec.model.policy)}")
@@ -326,9 +330,10 @@ def summary_lines(runner: Pipeline, snap: Snapshot) -> list[str]:
             held += f", {runner.store.capture_count():,} captures ({runner.store.capture_bytes():,} bytes)"
         lines.append(f"store {escape(str(runner.store.path))}: {held}")
         if runner.spec.outbox is not None:
+            verdict = runner.outbox_verdict
             lines.append(
                 f"outbox: {stats.delivered:,} delivered, {stats.pending:,} pending, "
-                f"{stats.dropped:,} dropped"
+                f"{stats.dropped:,} dropped" + ("" if verdict is None else f" ({verdict.reason})")
             )
     return lines
 

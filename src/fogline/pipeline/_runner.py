@@ -11,6 +11,7 @@ engine releases the GIL) and on local I/O::
         │  one bounded queue per sink (block / drop-oldest / drop-newest)
     sink workers (one each)        MQTT, webhook, JSON lines, stdout, shell
     outbox sender                  delivers the store's outbox when the network is there
+                                   (and, with ``outbox.defer``, when the policy allows)
 
 Every queue is bounded. A result counts as processed only once it is durable
 in the store (or, with ``store: false``, once handed to the sinks). A stop
@@ -46,6 +47,7 @@ from fogline.errors import (
 from fogline.model import BatchPolicy, Lane, MicroBatcher
 from fogline.pipeline._base import Source, Stage
 from fogline.pipeline._capture import Capturer
+from fogline.pipeline._deferred import CarbonSubscription, DeferredSender, carbon_broker
 from fogline.pipeline._delivery import DONE as _DONE
 from fogline.pipeline._delivery import LOG_FIRST as _LOG_FIRST
 from fogline.pipeline._delivery import Delivery, SinkWorker, take_batch
@@ -59,6 +61,7 @@ from fogline.pipeline._variants import variant_families, variant_switcher
 from fogline.pipeline.sinks import outbox_encoder
 from fogline.pipeline.sources import cluster_key
 from fogline.pipeline.stages import Deferred, build_post
+from fogline.power import Deferral, Verdict
 from fogline.store import Capture, OutboxSender, Result, ResultStore, Retention
 
 log = logging.getLogger("fogline.pipeline")
@@ -140,6 +143,9 @@ class Pipeline:
         self._started = False
         #: Seconds the outbox may keep delivering after the sources have stopped.
         self.drain_outbox_s = 5.0
+        #: The outbox's sender under its deferral policy (``outbox.defer``), once started.
+        self._deferred: DeferredSender | None = None
+        self._carbon: CarbonSubscription | None = None
 
     # --- control --------------------------------------------------------------------------
 
@@ -636,6 +642,11 @@ class Pipeline:
 
     # --- outbox ---------------------------------------------------------------------------
 
+    @property
+    def outbox_verdict(self) -> Verdict | None:
+        """The deferral policy's last word on the outbox (``outbox.defer``), None without one."""
+        return None if self._deferred is None else self._deferred.verdict
+
     def _start_outbox(self, stop: threading.Event) -> tuple[threading.Thread | None, Any]:
         outbox = self.spec.outbox
         if outbox is None or self.store is None:
@@ -650,9 +661,19 @@ class Pipeline:
         )
         self.sender = sender
         self.metrics.watch_queue("outbox", lambda: self.store.stats().pending if self.store else 0)
-        thread = threading.Thread(
-            target=sender.run, args=(stop,), name="fogline-outbox", daemon=True
-        )
+        run = sender.run
+        if outbox.defer is not None:  # non-urgent results: sent only when the policy allows
+            deferral = Deferral(outbox.defer)
+            transport_url = getattr(outbox.transport, "url", None)
+            url = carbon_broker(
+                outbox.defer, transport_url if outbox.transport.type == "mqtt" else None
+            )
+            if url is not None and deferral.feed is not None and outbox.defer.carbon is not None:
+                assert outbox.defer.carbon.topic is not None
+                self._carbon = CarbonSubscription(url, outbox.defer.carbon.topic, deferral.feed)
+            self._deferred = DeferredSender(sender, deferral)
+            run = self._deferred.run
+        thread = threading.Thread(target=run, args=(stop,), name="fogline-outbox", daemon=True)
         thread.start()
         return thread, transport
 
@@ -663,13 +684,20 @@ class Pipeline:
             return
         stop.set()
         thread.join()
-        # Deliver what the last results queued, while the transport keeps accepting.
+        # Deliver what the last results queued, while the transport keeps accepting (and,
+        # for non-urgent results, while the policy allows; what waits stays for the next run).
+        deliver = (
+            self.sender.deliver_once if self._deferred is None else self._deferred.deliver_once
+        )
         give_up = time.monotonic() + self.drain_outbox_s
         try:
-            while time.monotonic() < give_up and self.sender.deliver_once() > 0:
+            while time.monotonic() < give_up and deliver() > 0:
                 pass
         except FoglineError as exc:
             log.warning("outbox: %s; the rest stays queued for the next run", exc)
+        if self._carbon is not None:
+            self._carbon.close()
+            self._carbon = None
         close = getattr(transport, "close", None)
         if callable(close):
             close()

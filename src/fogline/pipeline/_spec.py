@@ -42,6 +42,7 @@ from fogline.pipeline._base import (
     existing,
 )
 from fogline.pipeline._capture import CaptureSpec, check_capture
+from fogline.pipeline._deferred import carbon_broker
 from fogline.pipeline._egress import Egress, check_privacy
 from fogline.pipeline._labels import LabelsSpec, check_labels
 from fogline.pipeline._online import open_online_model
@@ -50,6 +51,7 @@ from fogline.pipeline._rules import BASE_NAMES, Condition, Rule
 from fogline.pipeline._store_key import store_key
 from fogline.pipeline._variants import PolicySpec, VariantEntry, check_policy, open_variants
 from fogline.pipeline.sinks._basic import fields_of
+from fogline.power import DeferPolicy
 from fogline.security import PrivacyPolicy, fleet_policy_from_env
 
 
@@ -190,13 +192,28 @@ class StoreSpec(Spec):
 
 
 class OutboxSpec(Spec):
-    """Where the store's outbox delivers, and what a full outbox does."""
+    """Where the store's outbox delivers, and what a full outbox does.
+
+    ``defer`` marks what the outbox carries as non-urgent: it is sent only
+    while that policy allows (see :mod:`fogline.pipeline._deferred`).
+    """
 
     transport: TransportUnion
     limit: int = Field(default=100_000, ge=1)
     policy: Literal["reject", "drop-oldest"] = "drop-oldest"
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)
+    defer: DeferPolicy | None = None
+
+    @model_validator(mode="after")
+    def _carbon_broker(self) -> OutboxSpec:
+        if self.defer is not None:
+            try:
+                mqtt = getattr(self.transport, "type", None) == "mqtt"
+                carbon_broker(self.defer, getattr(self.transport, "url", None) if mqtt else None)
+            except ConfigError as exc:
+                raise ValueError(f"defer.{exc}") from None
+        return self
 
 
 class PipelineSpec(Spec):

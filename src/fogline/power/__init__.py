@@ -12,6 +12,15 @@ Two roles, one package, no numpy (the controller and the agent load it):
   provides (a file or an MQTT topic).
 """
 
+from fogline.power._carbon import CarbonFeed, CarbonReading, parse_carbon, read_carbon_file
+from fogline.power._deferral import Deferral, Verdict, describe_age
+from fogline.power._deferral_policy import (
+    CarbonRule,
+    DeferPolicy,
+    load_defer_policy,
+    parse_defer_policy,
+    window_minutes,
+)
 from fogline.power._energy import (
     CPU_WATTS_ENV,
     DEFAULT_CPU_WATTS,
@@ -26,18 +35,34 @@ from fogline.power._energy import (
     open_meter,
     runs_on_gpu,
 )
+from fogline.power._power_supply import POWER_SUPPLY, PowerState, read_power_supply
 
 __all__ = [
     "CPU_WATTS_ENV",
     "DEFAULT_CPU_WATTS",
     "POWERCAP_ROOT",
+    "POWER_SUPPLY",
+    "CarbonFeed",
+    "CarbonReading",
+    "CarbonRule",
     "CpuTimeMeter",
+    "DeferPolicy",
+    "Deferral",
     "Energy",
     "EnergyMeter",
     "NvmlMeter",
+    "PowerState",
     "RaplMeter",
     "Span",
+    "Verdict",
     "cpu_watts",
+    "describe_age",
+    "load_defer_policy",
     "open_meter",
+    "parse_carbon",
+    "parse_defer_policy",
+    "read_carbon_file",
+    "read_power_supply",
     "runs_on_gpu",
+    "window_minutes",
 ]

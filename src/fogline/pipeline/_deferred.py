@@ -1,0 +1,128 @@
+"""Non-urgent results: an outbox that sends only when the deferral policy allows.
+
+``outbox.defer`` (a :class:`~fogline.power.DeferPolicy`) marks the outbox as
+carrying results that can wait: they are durable in the store as always (the
+outbox is the store's), and :class:`DeferredSender` hands them to the
+transport only while the policy allows (on mains, in a window, on clean
+power). Urgent results take a sink (``mqtt``, ``http``...), which sends at
+once as before. While the policy says wait, the outbox grows up to its
+``limit``; size it for the longest wait (its ``policy`` says what a full
+outbox does).
+
+A ``carbon.topic`` is subscribed here, where the transport may be imported
+(:class:`CarbonSubscription`); :mod:`fogline.power` only keeps the latest value.
+
+Concurrency: the sender's one thread checks the policy (every
+``check_every_s``) and delivers; the subscription has its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from fogline.errors import ConfigError
+from fogline.power import CarbonFeed, DeferPolicy, Deferral, Verdict
+from fogline.store import OutboxSender
+from fogline.transport.mqtt import MqttSubscriber, MqttUrl, Topic, to_url
+
+log = logging.getLogger("fogline.pipeline")
+
+__all__ = ["CarbonSubscription", "DeferredSender", "carbon_broker"]
+
+
+def carbon_broker(policy: DeferPolicy, fallback: MqttUrl | str | None) -> MqttUrl | None:
+    """The broker of the policy's ``carbon.topic`` (its ``url``, else ``fallback``); None: no topic.
+
+    Raises :class:`ConfigError` when there is a topic but no broker, or either is malformed.
+    """
+    carbon = policy.carbon
+    if carbon is None or carbon.topic is None:
+        return None
+    try:
+        Topic(carbon.topic)
+        url = carbon.url if carbon.url is not None else fallback
+        if url is None:
+            raise ConfigError(
+                "carbon.topic: give carbon.url, the MQTT broker that carries the topic"
+            )
+        return to_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"carbon: {exc}") from None
+
+
+class CarbonSubscription:
+    """Subscribe to a carbon-intensity topic and hand each message to a :class:`CarbonFeed`.
+
+    Retained messages arrive on subscribing, so a device that starts late
+    gets the last value at once (publish it retained).
+    """
+
+    def __init__(self, url: MqttUrl, topic: str, feed: CarbonFeed) -> None:
+        self.feed = feed
+        self._subscriber = MqttSubscriber(url, topic, qos=1, maxsize=16)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pump, name="fogline-carbon", daemon=True)
+        self._thread.start()
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        return self._subscriber.wait_subscribed(timeout)
+
+    def _pump(self) -> None:
+        while not self._stop.is_set():
+            message = self._subscriber.get(timeout=0.25)
+            if message is not None:
+                self.feed.offer(message.payload, received_at=time.time())
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._subscriber.close()
+
+
+class DeferredSender:
+    """Run an :class:`~fogline.store.OutboxSender` only while ``deferral`` allows; log each new reason."""
+
+    def __init__(self, sender: OutboxSender, deferral: Deferral, what: str = "outbox") -> None:
+        self.sender = sender
+        self.deferral = deferral
+        self.what = what
+        self.verdict: Verdict | None = None
+        self._checked_at = float("-inf")
+
+    def check(self, *, force: bool = False) -> Verdict:
+        """The current verdict, looked at again every ``check_every_s`` (or now, ``force``)."""
+        now = time.monotonic()
+        if (
+            force
+            or self.verdict is None
+            or now - self._checked_at >= self.deferral.policy.check_every_s
+        ):
+            verdict = self.deferral.check()
+            if self.verdict is None or verdict.gist != self.verdict.gist:
+                pending = self.sender.store.stats().pending
+                log.info("%s (%d message(s) pending): %s", self.what, pending, verdict.reason)
+            self.verdict, self._checked_at = verdict, now
+        assert self.verdict is not None
+        return self.verdict
+
+    def run(self, stop: threading.Event) -> None:
+        """Deliver while allowed, until ``stop`` is set; while waiting, look again now and then."""
+        sender = self.sender
+        while not stop.is_set():
+            if not self.check().allowed:
+                left = self.deferral.policy.check_every_s - (time.monotonic() - self._checked_at)
+                stop.wait(max(min(left, sender.poll_interval * 5), 0.01))
+                continue
+            if sender.deliver_once() < sender.batch:
+                wait = sender.poll_interval
+                if sender.next_attempt > time.monotonic():
+                    wait = min(wait, sender.next_attempt - time.monotonic())
+                stop.wait(max(wait, 0.001))
+
+    def deliver_once(self) -> int:
+        """One round of delivery if the policy allows now (checked afresh), else nothing."""
+        if not self.check(force=True).allowed:
+            return 0
+        return self.sender.deliver_once()

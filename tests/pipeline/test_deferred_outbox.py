@@ -1,0 +1,138 @@
+"""Non-urgent results: an outbox under a deferral policy, on a real Mosquitto.
+
+The carbon intensity comes from a retained MQTT topic; while it is too high
+the outbox holds every result (durable in the store) and the urgent sink
+sends as before; once it drops, the outbox delivers all of them, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from fogline.errors import ConfigError
+from fogline.pipeline import Pipeline, load_spec, plan
+from fogline.transport.mqtt import MqttMessage, MqttPublisher, Topic
+from support.broker import Mosquitto
+from support.digits_pipeline import digits_spec, write_spec
+
+
+def wait_for(condition, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return bool(condition())
+
+
+def test_the_outbox_waits_for_clean_power_then_delivers_everything(
+    tmp_path: Path, mosquitto: Mosquitto, subscribe, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Prepare: a dirty grid (retained), a pipeline whose outbox waits for < 200 g/kWh and
+    # whose live sink is urgent
+    caplog.set_level(logging.INFO, logger="fogline.pipeline")
+    publisher = MqttPublisher(mosquitto.url)
+    carbon = Topic("site/grid/carbon")
+    publisher.publish(MqttMessage(carbon, b'{"g_per_kwh": 412}', retain=True))
+    live = subscribe("live/#")
+    synced = subscribe("sync/#")
+    spec = digits_spec(
+        sources=[{"type": "synthetic", "name": "cam", "shape": [1, 8, 8], "rate": 100}],
+        sinks=[{"type": "mqtt", "name": "live", "url": mosquitto.url, "topic": "live/{source}"}],
+        store={"path": "results.db", "sync": True},
+        outbox={
+            "transport": {"type": "mqtt", "url": mosquitto.url, "topic": "sync/{source}"},
+            "defer": {
+                "carbon": {"topic": str(carbon), "max_g_per_kwh": 200},
+                "check_every_s": 0.1,
+            },
+        },
+    )
+    checked = plan(load_spec(write_spec(tmp_path, spec)))
+    pipeline = Pipeline(checked)
+    thread = threading.Thread(target=pipeline.run, daemon=True)
+
+    # Execute: run while the grid is dirty, then clean it, then stop
+    thread.start()
+    try:
+        assert wait_for(lambda: pipeline.store is not None and pipeline.store.count() >= 40)
+        assert live.get(10) is not None  # the urgent path sends meanwhile
+        assert pipeline.store is not None
+        early = synced.get(1.0)
+        held = pipeline.store.stats().pending
+        publisher.publish(MqttMessage(carbon, b"150", retain=True))
+        first = synced.get(30)
+    finally:
+        pipeline.stop()
+        thread.join(60)
+    stored = pipeline.store.count()
+    stats = pipeline.store.stats()
+    pipeline.close()
+    checked.model.engine.close()
+    publisher.publish(MqttMessage(carbon, b"", retain=True))
+    publisher.close()
+    bodies = [] if first is None else [json.loads(first.payload)]
+    while len(bodies) < stored and (message := synced.get(10)) is not None:
+        bodies.append(json.loads(message.payload))
+
+    # Assert: nothing left while waiting; then every result, once, in order; the reasons logged
+    assert early is None
+    assert held >= 40
+    assert stats.pending == 0 and stats.dropped == 0
+    assert [body["result_id"] for body in bodies] == list(range(1, stored + 1))
+    said = [r.getMessage() for r in caplog.records if r.name == "fogline.pipeline"]
+    assert any(
+        "waiting: carbon intensity 412 g/kWh > 200 (from mqtt topic site/grid/carbon" in line
+        for line in said
+    ), said
+    assert any("allowed: carbon intensity 150 g/kWh <= 200" in line for line in said), said
+
+
+def test_what_still_waits_at_the_end_stays_in_the_store_for_the_next_run(tmp_path: Path) -> None:
+    # Prepare: a file transport and a window the run is never in (an empty power folder
+    # shows mains; the window is what waits)
+    now = time.localtime()
+    closed = f"{(now.tm_hour + 2) % 24:02d}:00-{(now.tm_hour + 3) % 24:02d}:00"
+    spec = digits_spec(
+        sources=[{"type": "synthetic", "name": "cam", "shape": [1, 8, 8], "count": 25}],
+        store={"path": "results.db", "sync": True},
+        outbox={
+            "transport": {"type": "jsonl", "path": "sent.jsonl"},
+            "defer": {"windows": [closed], "mains": True, "power_supply": "no-such-folder"},
+        },
+    )
+    checked = plan(load_spec(write_spec(tmp_path, spec)))
+    pipeline = Pipeline(checked)
+
+    # Execute
+    pipeline.run()
+    assert pipeline.store is not None
+    pending = pipeline.store.stats().pending
+    pipeline.close()
+    checked.model.engine.close()
+
+    # Assert: all 25 kept, none sent
+    assert pending == 25
+    assert not (tmp_path / "sent.jsonl").exists() or not (tmp_path / "sent.jsonl").read_text()
+
+
+def test_fogline_check_validates_the_defer_section(tmp_path: Path) -> None:
+    spec = digits_spec(
+        outbox={
+            "transport": {"type": "jsonl", "path": "sent.jsonl"},
+            "defer": {"carbon": {"topic": "grid/carbon", "max_g_per_kwh": -1}},
+        },
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_spec(write_spec(tmp_path, spec))
+    assert "outbox.defer.carbon.max_g_per_kwh: Input should be greater than 0, got -1" in str(
+        caught.value
+    )
+
+    spec["outbox"]["defer"]["carbon"]["max_g_per_kwh"] = 200  # a topic, but no broker
+    with pytest.raises(ConfigError, match=r"outbox: defer\.carbon\.topic: give carbon\.url"):
+        load_spec(write_spec(tmp_path, spec))
