@@ -170,8 +170,7 @@ def test_a_plain_number_ages_from_the_files_time(tmp_path: Path) -> None:
 
     assert not stale.allowed
     assert stale.reason == (
-        f"waiting: the carbon intensity 180 g/kWh is stale (from {grid}, 2 h old; "
-        "stale after 1 h)"
+        f"waiting: the carbon intensity 180 g/kWh is stale (from {grid}, 2 h old; stale after 1 h)"
     )
     assert fresh.allowed and fresh.reason.startswith("allowed: carbon intensity 180 g/kWh <= 200")
 
