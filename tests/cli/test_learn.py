@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -213,3 +214,43 @@ def test_a_split_that_cannot_go_on_writes_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["hard.npz", *(["out"] if case == "out exists" else [])]
     )
+
+
+def test_with_defer_it_waits_until_the_policy_allows_then_fine_tunes(
+    data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Prepare: the grid is dirty now and gets clean in a moment
+    grid = tmp_path / "grid.txt"
+    grid.write_text("400")
+    policy = tmp_path / "defer.yaml"
+    policy.write_text("carbon: {file: grid.txt, max_g_per_kwh: 200}\ncheck_every_s: 0.1\n")
+    args = finetune_args(data, tmp_path / "candidate", "--epochs", "1", "--defer", policy)
+    clean = threading.Timer(0.5, grid.write_text, args=("100",))
+
+    # Execute
+    clean.start()
+    try:
+        status = main([str(a) for a in args])
+    finally:
+        clean.cancel()
+
+    # Assert: it said why it waited, then went on
+    out = " ".join(capsys.readouterr().out.split())
+    assert status in (0, 3), out
+    waited = out.index(f"fine-tune waiting: carbon intensity 400 g/kWh > 200 (from {grid}")
+    allowed = out.index(f"fine-tune allowed: carbon intensity 100 g/kWh <= 200 (from {grid}")
+    assert waited < allowed < out.index("held-out new data")
+
+
+def test_a_bad_defer_policy_exits_2_with_the_key(
+    data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy = tmp_path / "defer.yaml"
+    policy.write_text("min_battery_percent: 140\n")
+
+    status = main([str(a) for a in finetune_args(data, tmp_path / "out", "--defer", policy)])
+
+    stderr = " ".join(capsys.readouterr().err.split())
+    assert status == 2 and "Traceback" not in stderr
+    assert f"{policy}: min_battery_percent: Input should be less than or equal to 100" in stderr
+    assert not (tmp_path / "out").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from fogline.power import (
     CarbonFeed,
     DeferPolicy,
     Deferral,
+    Verdict,
     load_defer_policy,
     parse_defer_policy,
     read_power_supply,
@@ -255,3 +257,47 @@ def test_a_feed_keeps_the_last_good_value_and_forgets_on_an_empty_payload() -> N
 
     assert kept is not None and (kept.g_per_kwh, kept.at) == (90.0, 10.0)
     assert feed.latest() is None
+
+
+def test_waiting_returns_once_allowed_and_tells_each_new_reason(tmp_path: Path) -> None:
+    grid = tmp_path / "grid.txt"
+    grid.write_text("400")
+    deferral = Deferral(
+        DeferPolicy(carbon={"file": grid, "max_g_per_kwh": 200}, check_every_s=0.05)
+    )
+    heard: list[str] = []
+
+    def told(verdict: Verdict) -> None:
+        heard.append(verdict.reason)
+        grid.write_text("401")  # the same reason with another number: not told again
+
+    clean = threading.Timer(0.3, grid.write_text, args=("100",))
+    clean.start()
+    try:
+        verdict = deferral.wait(say=told, timeout=30)
+    finally:
+        clean.cancel()
+
+    assert verdict.allowed
+    assert heard[0].startswith("waiting: carbon intensity 400 g/kWh > 200")
+    assert heard[1].startswith("allowed: carbon intensity 100 g/kWh <= 200")
+    assert len(heard) == 2
+
+
+def test_a_wait_gives_up_at_its_timeout_with_the_reason(tmp_path: Path) -> None:
+    deferral = Deferral(DeferPolicy(windows=["00:00-00:01"], tz="UTC", check_every_s=0.05))
+    if deferral.check().allowed:  # the one minute it is open
+        pytest.skip("run at 00:00 UTC, when the window is open")
+
+    verdict = deferral.wait(timeout=0.2)
+
+    assert not verdict.allowed and verdict.reason.startswith("waiting: outside the window")
+
+
+def test_the_next_window_opening_in_its_time_zone() -> None:
+    deferral = Deferral(DeferPolicy(windows=["22:00-06:00", "12:30-13:00"], tz="Asia/Kolkata"))
+
+    assert deferral.window_opens(at(23, 0, "Asia/Kolkata")) == at(23, 0, "Asia/Kolkata")
+    assert deferral.window_opens(at(7, 0, "Asia/Kolkata")) == at(12, 30, "Asia/Kolkata")
+    assert deferral.window_opens(at(13, 0, "Asia/Kolkata")) == at(22, 0, "Asia/Kolkata")
+    assert Deferral(DeferPolicy(mains=True)).window_opens() is None

@@ -57,10 +57,16 @@ def agent(
         help="Keep the agent's own store (DATA/agent/telemetry.db) encrypted with the device "
         "key DATA/keys/device.key (a plain one is encrypted in place at start).",
     ),
+    defer: Path | None = file_option(
+        "--defer",
+        "A deferral policy (YAML: mains, min_battery_percent, windows, carbon): federated "
+        "rounds and fine-tuning run only when it allows.",
+    ),
 ) -> None:
     """Converge this device to the releases the controller wants, report state and telemetry."""
     needs_extra("fleet", *FLEET_MODULES)
     from fogline.fleet.agent import Agent, AgentConfig
+    from fogline.power import load_defer_policy
 
     try:
         check_device_id(device_id)
@@ -81,6 +87,7 @@ def agent(
             tls_cert=tls_cert,
             tls_key=tls_key,
             encrypt_store=encrypt_store,
+            defer=None if defer is None else load_defer_policy(defer),
         )
     except ValidationError as exc:
         first = exc.errors()[0]
@@ -101,6 +108,8 @@ def agent(
             highlight=False,
             soft_wrap=True,
         )
+        if running.deferral is not None:
+            say(f"deferral ({defer}): {running.deferral.check().reason}")
         told = None
         while not stop.wait(0.5):
             if running.error != told:

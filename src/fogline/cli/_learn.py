@@ -105,6 +105,12 @@ def finetune(
     out: Path = typer.Option(
         ..., "--out", "-o", help="A new folder for the candidate and reports."
     ),
+    defer: Path | None = typer.Option(
+        None,
+        "--defer",
+        help="A deferral policy (YAML: mains, min_battery_percent, windows, carbon): wait until "
+        "it allows before fine-tuning, saying why while it does not.",
+    ),
 ) -> None:
     """Fine-tune MODEL_DIR on --data; keep the candidate only if it passes the gate.
 
@@ -128,6 +134,8 @@ def finetune(
         threads=threads,
     )
     gate = GateOptions(min_gain=min_gain, max_forgetting=max_forgetting, min_items=min_holdout)
+    if defer is not None:
+        _wait_for(defer)
     if holdout is None:
         if out.exists():  # before the split writes anything
             raise ConfigError(f"{out}: already exists; give a new --out folder or remove it")
@@ -181,6 +189,23 @@ def finetune(
         soft_wrap=True,
     )
     raise typer.Exit(GATE_FAILED)
+
+
+def _wait_for(policy_file: Path) -> None:
+    """Wait until the deferral policy in ``policy_file`` allows, one line per new reason."""
+    import time
+
+    from fogline.power import Deferral, Verdict, load_defer_policy
+
+    deferral = Deferral(load_defer_policy(policy_file))
+
+    def say(verdict: Verdict) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        console.print(
+            f"{stamp} fine-tune {escape(verdict.reason)}", highlight=False, soft_wrap=True
+        )
+
+    deferral.wait(say=say)
 
 
 def _split(data: Path, share: float, seed: int) -> tuple[str | Arrays, str | Arrays]:

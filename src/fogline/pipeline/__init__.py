@@ -32,6 +32,7 @@ from fogline.pipeline._base import (
     Stage,
     TransportSpec,
 )
+from fogline.pipeline._deferred import CarbonSubscription, DeferredSender, carbon_broker
 from fogline.pipeline._egress import LEAVING_SINKS, Egress, check_export, redact_dataset
 from fogline.pipeline._faces import FaceBlur
 from fogline.pipeline._item import Corrupt, Item
@@ -50,8 +51,10 @@ __all__ = [
     "QUEUE_POLICIES",
     "STAGES",
     "ArraySpec",
+    "CarbonSubscription",
     "Condition",
     "Corrupt",
+    "DeferredSender",
     "Egress",
     "FaceBlur",
     "Item",
@@ -79,6 +82,7 @@ __all__ = [
     "TransportSpec",
     "VariantBoard",
     "VariantSwitcher",
+    "carbon_broker",
     "check_export",
     "load_spec",
     "parse_spec",

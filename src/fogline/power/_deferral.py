@@ -17,9 +17,12 @@ Concurrency: a :class:`Deferral` holds no lock of its own; its
 from __future__ import annotations
 
 import re
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
+from datetime import time as dtime
 from zoneinfo import ZoneInfo
 
 from fogline.errors import DataError
@@ -127,6 +130,70 @@ class Deferral:
         if held:
             return Verdict(True, "allowed: " + "; ".join(held))
         return Verdict(False, "waiting: none of the conditions holds: " + "; ".join(failed))
+
+    def wait(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        timeout: float | None = None,
+        say: Callable[[Verdict], None] = lambda verdict: None,
+    ) -> Verdict:
+        """Wait until the policy allows (looking every ``check_every_s``); the last verdict.
+
+        Returns early, with a verdict that does not allow, when ``stop`` is set or
+        ``timeout`` seconds have passed. ``say`` hears the first verdict and each
+        one whose reason changed (beyond its numbers).
+        """
+        stop = stop or threading.Event()
+        end = None if timeout is None else time.monotonic() + timeout
+        told: str | None = None
+        while True:
+            verdict = self.check()
+            if verdict.gist != told:
+                told = verdict.gist
+                say(verdict)
+            if verdict.allowed:
+                return verdict
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                return verdict
+            wait = (
+                self.policy.check_every_s if left is None else min(left, self.policy.check_every_s)
+            )
+            if stop.wait(wait):
+                return verdict
+
+    def window_opens(self, now: float | None = None) -> float | None:
+        """When a window is next open (``now`` if one is); None when the policy has no windows.
+
+        A round or a job with a deadline before that time cannot run in a window: the
+        caller may say no at once instead of waiting (under ``combine: all``).
+
+        >>> import datetime as dt
+        >>> d = Deferral(DeferPolicy(windows=["22:00-06:00"], tz="UTC"))
+        >>> noon = dt.datetime(2026, 12, 5, 12, tzinfo=dt.timezone.utc).timestamp()
+        >>> (d.window_opens(noon) - noon) / 3600
+        10.0
+        """
+        now = time.time() if now is None else now
+        windows = self.policy.windows
+        if not windows:
+            return None
+        if self._window(now)[0]:
+            return now
+        zone = ZoneInfo(self.policy.tz) if self.policy.tz else None
+        today = datetime.fromtimestamp(now, zone).date()
+        starts = []
+        for text in windows:
+            start = window_minutes(text)[0]
+            for days in (0, 1, 2):  # 2: a day that DST shortens cannot skip the next start
+                when = datetime.combine(
+                    today + timedelta(days=days), dtime(start // 60, start % 60), tzinfo=zone
+                ).timestamp()
+                if when > now:
+                    starts.append(when)
+                    break
+        return min(starts)
 
     # --- the conditions -------------------------------------------------------------------
 

@@ -475,3 +475,22 @@ def test_a_report_is_a_plain_outbox_message_whose_payload_is_the_telemetry_body(
     (sent,) = session.published
     assert (str(sent.topic), sent.payload) == (message.topic, message.payload)
     assert sent.property("idempotency-key") == message.key
+
+
+def test_cli_refuses_a_bad_deferral_policy_with_the_path_to_its_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fogline.cli import main
+
+    policy = tmp_path / "defer.yaml"
+    policy.write_text("carbon: {topic: grid/carbon, max_g_per_kwh: 200, stale_after: 60}\n")
+
+    status = main(
+        ["agent", "--broker", "mqtt://127.0.0.1:1", "--controller", "http://127.0.0.1:1",
+         "--data", str(tmp_path / "d"), "--device-id", "cam-7", "--defer", str(policy)]
+    )  # fmt: skip
+
+    stderr = " ".join(capsys.readouterr().err.split())
+    assert status == 2 and "Traceback" not in stderr
+    assert f"{policy}: carbon.stale_after: unknown key 'stale_after'" in stderr
+    assert not (tmp_path / "d").exists()

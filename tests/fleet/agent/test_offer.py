@@ -19,6 +19,7 @@ import yaml
 
 from fogline.examples import digits_model_path, digits_split
 from fogline.fleet.agent._offer import FinetuneScheduler
+from fogline.power import DeferPolicy, Deferral
 from fogline.protocol import OfferAck, OfferChunk, decode_frame
 from fogline.security import DeviceKey, init_device_key, is_sealed
 from fogline.store import Capture, ResultStore, StoredLabel
@@ -30,7 +31,13 @@ from support.finetune_captures import seed_store
 class Device:
     """One scheduler on ``folder``: its sent frames and its event lines."""
 
-    def __init__(self, folder: Path, key: DeviceKey | None = None, **finetune: object) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        key: DeviceKey | None = None,
+        deferral: Deferral | None = None,
+        **finetune: object,
+    ) -> None:
         self.folder = folder
         release = folder / "releases" / "digits"
         if not release.exists():
@@ -49,6 +56,7 @@ class Device:
             active=lambda name: ("1.0.0", release) if name == "digits" else None,
             run_dir=folder / "run", publish=self._publish, connected=lambda: True,
             offer_topic="fogline/devices/cam-1/offer", on_event=self.events.append, key=key,
+            deferral=deferral,
         )  # fmt: skip
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self.scheduler.run, args=(self._stop,))
@@ -85,6 +93,35 @@ def test_nothing_is_done_until_enough_captures_are_labelled(
         "the schedule to look", lambda: device.said("400 labelled captures, waiting for 1000")
     )
     assert device.sent == [] and not device.said("to train on")
+
+
+def test_a_due_fine_tune_waits_for_the_deferral_policy_and_says_why(
+    tmp_path: Path, devices: list[Device]
+) -> None:
+    # Prepare: a laptop on battery (a folder laid out like /sys/class/power_supply)
+    power = tmp_path / "power_supply"
+    for name, files in {
+        "AC": {"type": "Mains", "online": "0"},
+        "BAT0": {"type": "Battery", "capacity": "20", "status": "Discharging"},
+    }.items():
+        (power / name).mkdir(parents=True)
+        for key, value in files.items():
+            (power / name / key).write_text(value + "\n")
+    policy = DeferPolicy(min_battery_percent=40, check_every_s=0.1, power_supply=power)
+    device = Device(tmp_path / "device", deferral=Deferral(policy), min_labelled=1000)
+    devices.append(device)
+
+    # Execute: it waits on battery; plugged in, it goes on to look at the captures
+    wait_until("the schedule to wait", lambda: device.said("waiting: on battery (20 % < 40 %)"))
+    looked_while_waiting = device.said("labelled captures")
+    (power / "AC" / "online").write_text("1\n")
+    (power / "BAT0" / "status").write_text("Charging\n")
+    wait_until("the schedule to look", lambda: device.said("labelled captures, waiting for 1000"))
+
+    # Assert
+    assert not looked_while_waiting
+    assert "fine-tune digits: waiting: on battery (20 % < 40 %)" in device.events
+    assert "fine-tune digits: allowed: on mains power (20 %)" in device.events
 
 
 def test_a_candidate_that_fails_the_gate_is_not_offered(

@@ -50,7 +50,9 @@ from fogline.federated._secagg_wire import (
 )
 from fogline.federated.strategy import Weights
 from fogline.fleet.agent._agent import Agent, AgentConfig
+from fogline.fleet.agent._eligibility import deferred
 from fogline.fleet.agent._enrol import DeviceLogin
+from fogline.power import DeferPolicy, Deferral
 from fogline.protocol import (
     DesiredState,
     DeviceState,
@@ -571,3 +573,51 @@ def test_in_an_async_run_an_update_still_owed_is_sent_before_a_newer_round_repla
     assert sorted(r.chunk.index for r in late) == list(range(1, total))
     assert {r.chunk.sha256 for r in late} == {first[0].chunk.sha256}
     assert any("round 1: sent late" in line for line in lines), lines
+
+
+def test_a_device_whose_deferral_policy_says_wait_declines_with_the_reason_then_trains(
+    fleet: Fleet,
+) -> None:
+    # Prepare: the device's own policy (fogline agent --defer) waits for a clean grid
+    grid = fleet.folder / "grid.json"
+    grid.write_text('{"g_per_kwh": 312}')
+    policy = DeferPolicy(carbon={"file": grid, "max_g_per_kwh": 200}, check_every_s=0.1)
+    fleet.install()
+    _, model = global_model()
+    with fleet.agent(defer=policy) as agent:
+        fleet.wait_active()
+        # Execute: a round while the grid is dirty, then one after it got clean
+        fleet.controller.offer(round_task(1, model, deadline=time.time() + 4), model)
+        dirty = fleet.controller.decline(1)
+        grid.write_text('{"g_per_kwh": 120}')
+        fleet.controller.offer(round_task(2, model), model)
+        fleet.controller.update(2)
+        lines = list(agent.lines)  # type: ignore[attr-defined]
+        counters = agent.round_counters()
+    # Assert: the decline carries the policy's reason, the device said it waited, then trained
+    assert dirty.reason is not None
+    assert dirty.reason.startswith(f"deferred: carbon intensity 312 g/kWh > 200 (from {grid}, ")
+    assert any(
+        "round 1: waiting to be eligible: deferred: carbon intensity 312 g/kWh" in line
+        for line in lines
+    ), lines
+    assert f"federated run r1 round 1: declined: {dirty.reason}" in lines
+    assert counters is not None and counters.rounds_declined == 1
+    assert counters.rounds_trained == 1
+
+
+def test_a_round_due_before_the_policys_next_window_is_declined_at_once() -> None:
+    # A window that opened an hour ago and closed half an hour ago (local time, as the policy
+    # reads it without tz) stays closed for the next 23 hours.
+    now = time.time()
+    start, end = time.localtime(now - 3600), time.localtime(now - 1800)
+    window = f"{start.tm_hour:02d}:{start.tm_min:02d}-{end.tm_hour:02d}:{end.tm_min:02d}"
+    deferral = Deferral(DeferPolicy(windows=[window]))
+
+    soon, hopeless = deferred(deferral, deadline=now + 60)
+    later, waits = deferred(deferral, deadline=now + 86400)
+
+    assert hopeless and soon is not None
+    assert soon.startswith(f"deferred: outside the window {window} (now ")
+    assert soon.endswith(f"; no window opens before the deadline (next at {window[:5]} local time)")
+    assert not waits and later is not None and "no window opens" not in later

@@ -67,6 +67,7 @@ from fogline.fleet.agent._telemetry import (
     TelemetryTransport,
     metrics_between,
 )
+from fogline.power import DeferPolicy, Deferral
 from fogline.protocol import DEFAULT_PREFIX, DeviceId, DeviceState, DeviceTopics, ReleaseMetrics
 from fogline.security import (
     KEY_FILE_ENV,
@@ -125,6 +126,8 @@ class AgentConfig(BaseModel):
     tls_ca: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: When work that can wait (federated rounds, fine-tuning) may run: ``--defer FILE``.
+    defer: DeferPolicy | None = None
 
     @field_validator("data")
     @classmethod
@@ -174,6 +177,9 @@ class Agent:
         # Signed with data/audit.key (made on first use); each telemetry report carries a checkpoint.
         self.audit = AuditLog.signed(self.data / "audit.jsonl")
         self._scrapes: dict[str, tuple[Scrape, float]] = {}
+        #: The device's deferral policy applied (``config.defer``), and its carbon topic.
+        self.deferral = None if config.defer is None else Deferral(config.defer)
+        self._carbon: Any = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -230,6 +236,7 @@ class Agent:
             agent_version=fogline.__version__,
             on_report=self._report_now,
         )
+        self._subscribe_carbon(url)
         rounds = self.rounds = RoundParticipant(
             self.config.device_id,
             agent_dir / "fl",
@@ -239,6 +246,7 @@ class Agent:
             update_topic=topics.topic("fl-update"),
             on_event=self._event,
             resend_after=self.config.round_resend_seconds,
+            deferral=self.deferral,
         )
         offers = self.offers = FinetuneScheduler(
             self.config.device_id,
@@ -251,6 +259,7 @@ class Agent:
             offer_topic=topics.topic("offer"),
             on_event=self._event,
             key=keyring.device_key,  # opens a pipeline's encrypted store
+            deferral=self.deferral,
         )
         self.session = AgentSession(
             url,
@@ -302,6 +311,9 @@ class Agent:
             self.supervisor.close()
         if self.session is not None:
             self.session.close()
+        if self._carbon is not None:
+            self._carbon.close()
+            self._carbon = None
         if self.store is not None:
             self.store.close()
         if self.installer is not None:
@@ -371,6 +383,20 @@ class Agent:
         if url.tls and url.client_tls is None and tls is not None:
             url = dataclasses.replace(url, client_tls=tls)
         return url, prefix, repository, tls
+
+    def _subscribe_carbon(self, url: MqttUrl) -> None:
+        """Follow the deferral policy's carbon topic: on its ``url``, else on the fleet's broker
+        with this device's login (its ACL must let the device read the topic)."""
+        deferral = self.deferral
+        if deferral is None or deferral.feed is None or deferral.policy.carbon is None:
+            return
+        from fogline.pipeline import CarbonSubscription, carbon_broker  # the data plane's
+
+        broker = carbon_broker(deferral.policy, url)
+        topic = deferral.policy.carbon.topic
+        assert broker is not None and topic is not None
+        self._carbon = CarbonSubscription(broker, topic, deferral.feed)
+        self._event(f"deferral: following the carbon intensity on {topic} ({broker.host})")
 
     def _thread(self, name: str, target: Callable[[threading.Event], None]) -> None:
         thread = threading.Thread(

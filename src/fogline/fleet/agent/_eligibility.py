@@ -2,9 +2,11 @@
 
 A learner release says when its device may take part (``eligibility`` in
 ``learner.yaml``): not on battery (``require_mains``) and not while the CPU
-is busier than ``max_cpu_percent`` over the last second. Both pass, so a
-round the device is not eligible for yet waits (:class:`Waiting`) and is
-looked at again; it is declined only near its deadline.
+is busier than ``max_cpu_percent`` over the last second. The device's own
+deferral policy (:func:`deferred`, ``fogline agent --defer FILE``) adds its
+conditions. All of them pass, so a round the device is not eligible for yet
+waits (:class:`Waiting`) and is looked at again; it is declined only near
+its deadline.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from dataclasses import dataclass
 import psutil
 
 from fogline.fleet.agent.kinds import Eligibility
+from fogline.power import Deferral
 from fogline.protocol import RoundTask
 
-__all__ = ["CPU_WINDOW", "CpuMeter", "Waiting", "ineligible"]
+__all__ = ["CPU_WINDOW", "CpuMeter", "Waiting", "deferred", "ineligible"]
 
 #: Over how many seconds the CPU load is measured for eligibility.
 CPU_WINDOW = 1.0
@@ -89,3 +92,18 @@ def ineligible(rule: Eligibility, cpu: CpuMeter) -> str | None:
         if busy > rule.max_cpu_percent:
             return f"cpu {round(busy, 1):g}% > {rule.max_cpu_percent:g}%"
     return None
+
+
+def deferred(deferral: Deferral, deadline: float) -> tuple[str | None, bool]:
+    """Why the device's deferral policy holds work back now (None: it does not), and whether
+    waiting is no use: under ``combine: all``, no window opens before ``deadline``."""
+    now = time.time()
+    verdict = deferral.check(now)
+    if verdict.allowed:
+        return None, False
+    reason = "deferred: " + verdict.reason.removeprefix("waiting: ")
+    opens = deferral.window_opens(now) if deferral.policy.combine == "all" else None
+    if opens is not None and opens > deadline:
+        when = time.strftime("%H:%M", time.localtime(opens))
+        return f"{reason}; no window opens before the deadline (next at {when} local time)", True
+    return reason, False

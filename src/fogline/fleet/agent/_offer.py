@@ -5,7 +5,9 @@ A ``learner`` release with a ``finetune:`` section
 release whose model is fine-tuned, its model folder and the pipeline's
 results store (relative to that release's run folder,
 ``DEV/agent/run/<release>/``, where the pipeline writes it). Every
-``every_s`` seconds :class:`FinetuneScheduler` (its own thread):
+``every_s`` seconds :class:`FinetuneScheduler` (its own thread), once the
+device's deferral policy allows (``fogline agent --defer FILE``; a due
+fine-tune waits, and says why, while it does not):
 
 1. exports the store's labelled captures (:func:`fogline.store.export_captures`)
    and does nothing more until there are ``min_labelled`` of them, or when
@@ -51,6 +53,7 @@ from fogline._files import atomic_write
 from fogline.errors import FoglineError
 from fogline.fleet.agent._own_store import key_for
 from fogline.fleet.agent.kinds import FinetuneSection, load_learner
+from fogline.power import Deferral, Verdict
 from fogline.protocol import OfferAck, OfferChunk, encode_frame
 from fogline.transport.mqtt import MqttMessage, Topic
 
@@ -133,6 +136,7 @@ class FinetuneScheduler:
         offer_topic: str,
         on_event: Callable[[str], None] = lambda line: None,
         key: DeviceKey | None = None,
+        deferral: Deferral | None = None,
     ) -> None:
         self.device_id = device_id
         self.folder = Path(folder)
@@ -144,6 +148,9 @@ class FinetuneScheduler:
         self.offer_topic = offer_topic
         self.key = key  # the device key: a pipeline's store may be encrypted with it
         self.on_event = on_event
+        #: The device's policy for work that can wait: a due fine-tune waits until it allows.
+        self.deferral = deferral
+        self._verdict: tuple[float, Verdict] | None = None  # (monotonic time, last verdict)
         self._acks: queue.Queue[bytes] = queue.Queue()
         self._sent_at = 0.0
         self._wait = RESEND_AFTER  # before the next resend; CHECK_WAIT while it is checked
@@ -179,10 +186,26 @@ class FinetuneScheduler:
             last = self._state.last_run.get(section.release, 0.0)
             if time.time() - last < section.every_s:
                 continue
+            if not self._allowed(section.release):
+                return  # due, and waits for the policy: looked at again in check_every_s
             self._state.last_run[section.release] = time.time()
             self._write_state()
             self._attempt(section, stop)
             return  # one fine-tune per pass; the next pass looks at the others
+
+    def _allowed(self, release: str) -> bool:
+        """Whether the deferral policy lets a fine-tune run now; a new reason is an event."""
+        deferral = self.deferral
+        if deferral is None:
+            return True
+        now, before = time.monotonic(), self._verdict
+        if before is not None and now - before[0] < deferral.policy.check_every_s:
+            return before[1].allowed
+        verdict = deferral.check()
+        self._verdict = (now, verdict)
+        if before is None or before[1].gist != verdict.gist:
+            self.on_event(f"fine-tune {release}: {verdict.reason}")
+        return verdict.allowed
 
     def _attempt(self, section: FinetuneSection, stop: threading.Event) -> None:
         """One fine-tune in ``work/``, removed afterwards whatever happened: it holds the

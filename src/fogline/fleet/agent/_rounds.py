@@ -19,7 +19,11 @@ the device sends :class:`~fogline.protocol.UpdateChunk` frames on ``fl-update``
    ``require_mains``): that passes, so it looks again every
    ``ELIGIBILITY_RETRY`` seconds and declines only in the last quarter of the
    time the round had left when it first looked (at least 2 s before the
-   deadline).
+   deadline). So does the device's own deferral policy (``fogline agent
+   --defer FILE``: mains, battery level, time windows, carbon intensity),
+   whose reason the decline carries (``deferred: on battery (38 % < 40 %)``);
+   a round whose deadline falls before the policy's next window is declined
+   at once.
 3. It trains the task's trainer from the global model on its own data
    (``data(device_id=..., **data_args)``) with the round's ``config``
    (``epochs``, ``mu``), encodes the change (:func:`~fogline.federated.encode_update`)
@@ -81,8 +85,9 @@ from fogline.federated import (
     load_task,
 )
 from fogline.federated.strategy import Weights
-from fogline.fleet.agent._eligibility import CpuMeter, Waiting, ineligible
+from fogline.fleet.agent._eligibility import CpuMeter, Waiting, deferred, ineligible
 from fogline.fleet.agent.kinds import LearnerSpec, load_learner
+from fogline.power import Deferral
 from fogline.protocol import RoundTask, UpdateAck, UpdateChunk, decode_frame, encode_frame
 from fogline.transport.mqtt import MqttMessage, Topic
 
@@ -198,6 +203,7 @@ class RoundParticipant:
         on_event: Callable[[str], None] = lambda line: None,
         resend_after: float = RESEND_AFTER,
         cpu: CpuMeter | None = None,
+        deferral: Deferral | None = None,
     ) -> None:
         self.device_id = device_id
         self.folder = Path(folder)
@@ -208,6 +214,7 @@ class RoundParticipant:
         self._topic = Topic(update_topic)
         self._event = on_event
         self._cpu = cpu or CpuMeter()
+        self._deferral = deferral  # the device's own policy for work that can wait (--defer)
         self._cond = threading.Condition()
         self._rounds: list[bytes] = []  # raw fl-round payloads, in order of arrival
         self._acks: list[bytes] = []
@@ -328,7 +335,13 @@ class RoundParticipant:
             self._decline(task, reason, down)
             return
         busy = ineligible(found.eligibility, self._cpu)
-        if busy is not None:  # a busy CPU or a battery passes: wait, decline near the deadline
+        if busy is None and self._deferral is not None:
+            busy, hopeless = deferred(self._deferral, task.deadline)
+            if hopeless:  # its windows stay closed until after the deadline: no use waiting
+                self._waiting = None
+                self._decline(task, busy or "deferred", down)
+                return
+        if busy is not None:  # a busy CPU, a battery, a dirty grid pass: wait, decline near the end
             waiting = self._waiting
             if waiting is None or waiting.key != key:
                 waiting = self._waiting = Waiting(task, body, down, time.time())
