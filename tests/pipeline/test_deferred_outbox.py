@@ -136,3 +136,24 @@ def test_fogline_check_validates_the_defer_section(tmp_path: Path) -> None:
     spec["outbox"]["defer"]["carbon"]["max_g_per_kwh"] = 200  # a topic, but no broker
     with pytest.raises(ConfigError, match=r"outbox: defer\.carbon\.topic: give carbon\.url"):
         load_spec(write_spec(tmp_path, spec))
+
+
+def test_fogline_check_says_what_the_policy_says_now(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fogline.cli import main
+
+    grid = tmp_path / "grid.json"
+    grid.write_text('{"g_per_kwh": 312}')
+    spec = digits_spec(
+        outbox={
+            "transport": {"type": "jsonl", "path": "sent.jsonl"},
+            "defer": {"carbon": {"file": "grid.json", "max_g_per_kwh": 200}},
+        },
+    )
+
+    status = main(["check", str(write_spec(tmp_path, spec))])
+
+    out = " ".join(capsys.readouterr().out.split())
+    assert status == 0, out
+    assert f"outbox defer waiting: carbon intensity 312 g/kWh > 200 (from {grid}, " in out

@@ -170,7 +170,11 @@ def describe(checked: Plan) -> Group:
     if spec.outbox is not None and spec.outbox.defer is not None:
         from fogline.power import Deferral
 
-        lines.append(f"outbox defer {Deferral(spec.outbox.defer).check().reason}")
+        now = Deferral(spec.outbox.defer).check().reason
+        carbon = spec.outbox.defer.carbon
+        if carbon is not None and carbon.topic is not None:
+            now += " (the topic is followed once the pipeline runs)"
+        lines.append(f"outbox defer {now}")
     if spec.model.variants is not None and spec.model.policy is not None:
         names = " → ".join(v.label for v in spec.model.variants)
         lines.append(f"variants     {names} (all loaded), {variant_policy(spec.model.policy)}")
