@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fogline.cli._app import app, console, parse_batches
+from fogline.cli._app import app, console, counted_progress, parse_batches
 from fogline.errors import ConfigError
 from fogline.model import Signature, TensorSpec, load_onnx, onnx_signature
 from fogline.optimize import (
@@ -22,12 +22,18 @@ from fogline.optimize import (
     NOT_SELECTED,
     Dataset,
     FitOptions,
+    NasOptions,
+    NasResult,
     OptimizeOptions,
     Report,
     VariantPlan,
     export,
+    family_names,
     load_dataset,
+    load_family,
     load_torch_factory,
+    nas_finish,
+    nas_search,
     optimize,
     parse_prune,
     prune_plan,
@@ -123,6 +129,18 @@ def run_optimize(
     plans: list[VariantPlan] = []
     if extra_plans is not None:
         plans = extra_plans(signature, load_dataset(train, signature) if train else calib)
+    report = with_bar(
+        lambda step: optimize(model, calib, evald, out, options, progress=step, extra_plans=plans)
+    )
+    print_report(report, out)
+    return report
+
+
+Step = Callable[[str, int, int], None]
+
+
+def with_bar(search: Callable[[Step], Report]) -> Report:
+    """Run ``search`` under the variant search's progress bar."""
     with Progress(
         TextColumn("[bold]optimize[/] {task.description:<28}"),
         BarColumn(),
@@ -136,7 +154,11 @@ def run_optimize(
         def on_step(step: str, done: int, total: int) -> None:
             bar.update(task, description=step, completed=done, total=total)
 
-        report = optimize(model, calib, evald, out, options, progress=on_step, extra_plans=plans)
+        return search(on_step)
+
+
+def print_report(report: Report, out: Path) -> None:
+    """The variant table, what was skipped, the selection and the files written."""
     console.print(variant_table(report))
     for name, reason in report.skipped.items():
         if reason == NOT_SELECTED:
@@ -151,14 +173,16 @@ def run_optimize(
         f"wrote {out / ('model' + Path(chosen.file).suffix)}, "
         f"{out / 'fogline.yaml'}, {out / 'report.json'}, {out / 'report.html'}"
     )
-    return report
 
 
 @app.command("optimize")
 def optimize_command(
     model: Path | None = typer.Argument(None, help="The FP32 .onnx model (or use --from-torch)."),
-    calibration: str = typer.Option(
-        ..., "--calibration", "-c", help="Calibration data: .npz, image folder, or module:function."
+    calibration: str | None = typer.Option(
+        None,
+        "--calibration",
+        "-c",
+        help="Calibration data: .npz, image folder, or module:function (with --nas: --train).",
     ),
     evaluation: str | None = typer.Option(
         None, "--eval", "-e", help="Eval data (with labels for accuracy)."
@@ -196,7 +220,9 @@ def optimize_command(
         help="With --from-torch: pruning variants as METHOD:AMOUNT (magnitude, structured).",
     ),
     train: str | None = typer.Option(
-        None, help="With --from-torch: fine-tuning data (default: the calibration data)."
+        None,
+        help="With --from-torch: fine-tuning data (default: the calibration data); "
+        "with --nas: the training data.",
     ),
     epochs: int = typer.Option(3, min=0, help="With --from-torch: fine-tuning epochs."),
     prune_int8: bool = typer.Option(
@@ -208,11 +234,30 @@ def optimize_command(
     output_names: str = typer.Option(
         "output", help="With --from-torch: output names, comma-separated."
     ),
+    nas: str | None = typer.Option(
+        None,
+        help="Search a family of networks (module:name, a fogline.optimize.Family) "
+        "instead of starting from a model.",
+    ),
+    latency_budget_ms: float | None = typer.Option(
+        None, help="With --nas: the latency the chosen network must keep (p50, first --batch)."
+    ),
+    search_epochs: int = typer.Option(
+        5, min=1, help="With --nas: epochs each candidate is trained for."
+    ),
+    final_epochs: int = typer.Option(
+        40, min=1, help="With --nas: epochs the chosen network is trained for, from scratch."
+    ),
+    sample: int | None = typer.Option(
+        None, min=1, help="With --nas: try this many candidates drawn from the grid (default: all)."
+    ),
+    seed: int = typer.Option(0, help="With --nas: seed of the sample and of every training."),
 ) -> None:
     """Find the fastest variant of a model that stays inside the accuracy budget.
 
     Builds and measures FP32, FP16, INT8 dynamic and static, OpenVINO and, with
-    --from-torch, pruned variants, on this machine.
+    --from-torch, pruned variants, on this machine. With --nas, first searches
+    a family of networks for the best one inside --latency-budget-ms.
     """
     methods = tuple(m.strip() for m in calibrate.split(",") if m.strip())
     unknown = [m for m in methods if m not in CALIBRATION_METHODS]
@@ -221,8 +266,14 @@ def optimize_command(
             f"--calibrate: unknown method(s) {', '.join(unknown) or '(none)'}; "
             f"use {', '.join(CALIBRATION_METHODS)}"
         )
-    if (model is None) == (from_torch is None):
+    if nas is not None and (model is not None or from_torch is not None):
+        raise ConfigError("--nas searches its own networks: give no MODEL and no --from-torch")
+    if nas is None and (model is None) == (from_torch is None):
         raise ConfigError("give either a MODEL file or --from-torch module:function, not both")
+    if nas is None and calibration is None:
+        raise ConfigError(
+            "--calibration: give the calibration data (.npz, folder, module:function)"
+        )
     options = OptimizeOptions(
         max_accuracy_drop=max_accuracy_drop,
         max_abs_error=max_abs_error,
@@ -237,6 +288,13 @@ def optimize_command(
         name=name,
         version=version,
     )
+    if nas is not None:
+        if train is None or evaluation is None or latency_budget_ms is None:
+            raise ConfigError("--nas needs --train DATA, --eval DATA and --latency-budget-ms B")
+        search = NasOptions(latency_budget_ms, search_epochs, final_epochs, sample, seed)
+        run_nas(nas, train, evaluation, out, search, options)
+        return
+    assert calibration is not None
     if model is not None:
         run_optimize(model, calibration, evaluation, out, options)
         return
@@ -254,6 +312,65 @@ def optimize_command(
         if options.name is None:
             options.name = from_torch.partition(":")[2]
         run_optimize(path, calibration, evaluation, out, options, train=train, extra_plans=plans)
+
+
+def run_nas(
+    spec: str, train: str, evaluation: str, out: Path, search: NasOptions, options: OptimizeOptions
+) -> Report:
+    """Search the family with a counted bar, print its table, then the usual variant search."""
+    family = load_family(spec)
+    signature = _loose_signature(family_names(family)[0])
+    train_data, eval_data = load_dataset(train, signature), load_dataset(evaluation, signature)
+    with counted_progress("candidate") as bar:
+        task = bar.add_task("building", total=None)
+
+        def on_candidate(label: str, done: int, total: int) -> None:
+            bar.update(task, description=escape(label), completed=done, total=total)
+
+        result = nas_search(
+            family, train_data, eval_data, search, options, name=spec, progress=on_candidate
+        )
+    console.print(nas_table(result))
+    if options.name is None:
+        options.name = spec.partition(":")[2]
+    report = with_bar(
+        lambda step: nas_finish(family, result, train_data, eval_data, out, options, step)
+    )
+    chosen = result.chosen
+    assert chosen is not None and result.final_metric is not None
+    console.print(
+        f"chosen {chosen.label}: {result.metric} {result.final_metric:.2f} after "
+        f"{result.final_epochs} epochs; search {result.search_seconds:.0f} s"
+    )
+    print_report(report, out)
+    return report
+
+
+def nas_table(result: NasResult) -> Table:
+    """Every candidate, fastest first: knobs, latency, metric, on the front or not."""
+    table = Table(title=f"architecture search: {escape(result.describe())}")
+    for column in ("candidate", "params", f"p50 ms b{result.batch}", result.metric, "front"):
+        table.add_column(column, justify="left" if column == "candidate" else "right")
+    table.add_column("verdict")
+    for c in sorted(result.candidates, key=lambda c: (not c.ok, c.latency_ms)):
+        if not c.ok:
+            table.add_row(c.label, "", "", "", "", f"[red]failed: {escape(c.error or '')}[/]")
+            continue
+        if c.chosen:
+            verdict = "[bold green]chosen[/]"
+        elif c.within_budget:
+            verdict = "inside the budget"
+        else:
+            verdict = f"[dim]over {result.budget_ms:g} ms[/]"
+        table.add_row(
+            c.label,
+            f"{c.params:,}",
+            f"{c.latency_ms:.4f}",
+            f"{c.metric:.2f}",
+            "●" if c.on_front else "",
+            verdict,
+        )
+    return table
 
 
 @contextlib.contextmanager

@@ -16,7 +16,15 @@ from fogline.optimize._compress import (
     prune_plan,
 )
 from fogline.optimize._measure import Agreement, accuracy, agreement, measure_variant
+from fogline.optimize._nas import (
+    NasOptions,
+    family_names,
+    load_family,
+    nas_finish,
+    nas_search,
+)
 from fogline.optimize._nas_family import Family, Knobs
+from fogline.optimize._nas_result import Candidate, NasResult, pareto_front
 from fogline.optimize._report import Report, VariantResult
 from fogline.optimize._search import NOT_SELECTED, OptimizeOptions, optimize
 from fogline.optimize._variants import (
@@ -33,10 +41,13 @@ __all__ = [
     "PRUNE_METHODS",
     "Agreement",
     "BuildContext",
+    "Candidate",
     "Dataset",
     "Family",
     "FitOptions",
     "Knobs",
+    "NasOptions",
+    "NasResult",
     "OptimizeOptions",
     "Report",
     "VariantPlan",
@@ -45,11 +56,16 @@ __all__ = [
     "agreement",
     "distill_plan",
     "export",
+    "family_names",
     "has_vnni",
     "load_dataset",
+    "load_family",
     "load_torch_factory",
     "measure_variant",
+    "nas_finish",
+    "nas_search",
     "optimize",
+    "pareto_front",
     "parse_prune",
     "prune_plan",
     "quantized",

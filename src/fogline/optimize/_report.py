@@ -1,7 +1,8 @@
 """The optimization report: ``report.json`` for tools, ``report.html`` for people.
 
 The HTML page holds the variant table and a plot of accuracy (or agreement
-with FP32) against batch-1 latency, so the trade-off is seen at a glance.
+with FP32) against batch-1 latency, so the trade-off is seen at a glance;
+after an architecture search, also every candidate and the Pareto front.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fogline.optimize._measure import Agreement, Budget
+from fogline.optimize._nas_report import nas_html
+from fogline.optimize._nas_result import NasResult
 
 if TYPE_CHECKING:
     from fogline.optimize._search import OptimizeOptions
@@ -147,6 +150,8 @@ class Report:
     settings: dict[str, Any]
     machine: dict[str, Any]
     created: str
+    #: The architecture search the model came from (``fogline optimize --nas``), if any.
+    nas: NasResult | None = None
 
     @classmethod
     def build(
@@ -214,6 +219,7 @@ class Report:
         return f"{self.speedup():.2f}x {what} of {self.baseline}"
 
     def to_dict(self) -> dict[str, Any]:
+        nas = {} if self.nas is None else {"nas": self.nas.to_dict()}
         return {
             "model": self.model,
             "selected": self.selected,
@@ -224,6 +230,7 @@ class Report:
             "created": self.created,
             "variants": [v.to_dict() for v in self.variants],
             "skipped": self.skipped,
+            **nas,
         }
 
 
@@ -355,6 +362,7 @@ Budget: {html.escape(_budget_text(report.settings))}.</p>
 {_plot_svg(report)}
 <table><tr>{"".join(f"<th>{h}</th>" for h in heads)}</tr>{"".join(rows)}</table>
 <h2>Not built here</h2><ul>{skipped or "<li>none</li>"}</ul>
+{"" if report.nas is None else nas_html(report.nas)}
 <p><small>Created {html.escape(report.created)}.</small></p>
 </body></html>
 """

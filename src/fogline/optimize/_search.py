@@ -48,6 +48,7 @@ from fogline.optimize._measure import (
     measure_variant,
     run_dataset,
 )
+from fogline.optimize._nas_result import NasResult
 from fogline.optimize._report import Report, VariantResult, write_reports
 from fogline.optimize._sensitivity import exclusion_set, rank_sensitive_nodes
 from fogline.optimize._variants import (
@@ -114,11 +115,14 @@ def optimize(
     options: OptimizeOptions | None = None,
     progress: Progress | None = None,
     extra_plans: Sequence[VariantPlan] = (),
+    *,
+    nas: NasResult | None = None,
 ) -> Report:
     """Search variants of ``model`` and write the selected one to ``out``.
 
     ``extra_plans`` adds variants built elsewhere (pruning, distillation);
-    they are measured, judged and reported like the built-in ones.
+    they are measured, judged and reported like the built-in ones. ``nas``
+    is the architecture search ``model`` came from, for the report.
     """
     options = options or OptimizeOptions()
     model, out = Path(model).resolve(), Path(out).resolve()
@@ -140,6 +144,7 @@ def optimize(
             progress or (lambda _s, _d, _t: None),
             extra_plans,
         )
+        report.nas = nas
         write_reports(report, staging)
         _publish(staging, out)
     except BaseException:
