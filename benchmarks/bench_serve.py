@@ -1,43 +1,65 @@
-"""``fogline serve`` against a hand-written FastAPI server, measured in one run on this machine.
+"""``fogline serve`` against the servers users pick, measured in one run on this machine.
 
     python benchmarks/bench_serve.py [--threads 2] [--max-batch 8] [--duration 8] [--rounds 3]
-                                     [--naive threadpool|inline] [--no-bentoml] [--quick]
+                                     [--naive threadpool|inline] [--protocol http|grpc ...]
+                                     [--no-mlserver] [--no-pytriton] [--no-bentoml] [--quick]
                                      [--concurrency 1 [--concurrency 32 ...]]
 
 MobileNetV2 (224x224, 1000 classes, random weights, settled batch norm) is
 exported to ONNX with a dynamic batch axis into a temporary Triton-style
-repository. Load comes from the official ``tritonclient.http.aio`` (binary
-tensors in and out, one image per request) at concurrency 1, 8 and 32, each
-(server, concurrency) cell for a fixed duration; requests/s = images/s.
+repository. Load comes from the official Triton clients, one image per
+request, raw tensors both ways, at concurrency 1, 8 and 32, each (server,
+concurrency) cell for a fixed duration; requests/s = images/s. Two loads,
+each driving the servers that speak it, so that every comparison is made
+with the same load:
+
+* HTTP: ``tritonclient.http.aio`` with the binary tensor extension;
+* gRPC: ``tritonclient.grpc.aio`` with ``raw_input_contents`` (one channel).
 
 Servers, each its own process on the same 2 cores as the load generator:
 
-* ``fogline serve`` (subprocess, HTTP only) over two models of one repository,
-  the same ONNX file with dynamic batching: max_batch_size ``--max-batch``
-  (8: on 2 cores a batch of 16 is slower per image than 8), preferred sizes
-  4 and 8, and a queue delay of 2 ms (``fogline 2ms``) or 0
+* ``fogline serve`` (subprocess, HTTP and gRPC) over two models of one
+  repository, the same ONNX file with dynamic batching: max_batch_size
+  ``--max-batch`` (8: on 2 cores a batch of 16 is slower per image than 8),
+  preferred sizes 4 and 8, and a queue delay of 2 ms (``fogline 2ms``) or 0
   (``fogline 0ms``: a batch is cut as soon as the compute thread is free, so
-  batches form only while it is busy).
-* ``naive``: FastAPI + one ``InferenceSession.run`` per request, the server
-  people write themselves, with just enough of the OIP infer endpoint (JSON
-  header + binary tensor extension) for the same tritonclient to drive it.
-  ``--naive threadpool`` (default) runs ``session.run`` on Starlette's thread
-  pool, as FastAPI does for a ``def`` endpoint; ``inline`` calls it on the
-  event loop.
+  batches form only while it is busy). Both loads.
+* ``naive`` (HTTP): FastAPI + one ``InferenceSession.run`` per request, the
+  server people write themselves, with just enough of the OIP infer endpoint
+  (JSON header + binary tensor extension) for the same tritonclient to drive
+  it. ``--naive threadpool`` (default) runs ``session.run`` on Starlette's
+  thread pool, as FastAPI does for a ``def`` endpoint; ``inline`` calls it on
+  the event loop. In ``benchmarks/.venv-naive`` (FastAPI is not fogline's).
+* MLServer 1.7 (gRPC), Seldon's V2-protocol server, in
+  ``benchmarks/.venv-mlserver``, with the few-line custom ONNX Runtime runtime
+  of ``benchmarks/_mlserver_onnx.py`` and its adaptive batching (max batch
+  ``--max-batch``, max batch time 2 ms), otherwise its defaults (one parallel
+  inference worker process). Its REST endpoint takes JSON tensors only (the
+  run checks: a binary-extension request is refused), so it is driven over
+  gRPC, where it takes raw tensors; a naive server over gRPC is not what
+  people write, so the naive server stays on the HTTP load.
+* PyTriton (gRPC; Triton's C++ server with a Python function,
+  ``benchmarks/_pytriton_onnx.py``, Triton's dynamic batcher with the same
+  max batch and 2 ms delay) in ``benchmarks/.venv-pytriton``, made with
+  another Python than fogline's where one is found (its stub failed under
+  3.11.7); where it cannot start, one line says exactly why.
 * BentoML: not measured; the line printed says why (see ``BENTOML_WHY``).
-* ``floor`` (concurrency 1 only, a reference, not a server row): uvloop and
-  httptools with no framework and no model, reading each request whole and
-  sending back a canned answer of the same size as the real one. What the
-  round trip costs this client and loopback before any server does work.
+* ``floor`` (HTTP, concurrency 1 only, a reference, not a server row):
+  uvloop and httptools with no framework and no model, reading each request
+  whole and sending back a canned answer of the same size as the real one.
+  What the round trip costs this client and loopback before any server does
+  work.
 
 Every server gets the same ONNX Runtime threads (``--threads``, intra-op;
 inter-op 1) and is warmed up before its first cell and briefly before each
-cell. Cells are interleaved (per concurrency: A B C, C B A, ... for
+cell. Cells are interleaved (per load and concurrency: A B C, C B A, ... for
 ``--rounds`` rounds) and each figure is the median over rounds.
 
-Targets (issue 4): at concurrency 32, fogline >= 1.5x the naive server's
-throughput with a lower p99; at concurrency 1, fogline's p50 round trip at most
-1 ms above a bare in-process ``InferenceSession.run`` p50 on batch 1.
+Targets (issue 16), per load: at concurrency 1, 8 and 32, fogline's
+throughput at least 1.1x the naive server's (HTTP) and at least MLServer's
+(gRPC), with a lower p99 than both; at concurrency 1, the time fogline adds
+over a bare in-process ``InferenceSession.run`` on batch 1 (p50 round trip
+minus bare p50) at most 1.5x the floor's p50 round trip.
 """
 
 from __future__ import annotations
@@ -53,14 +75,27 @@ import sys
 import tempfile
 import textwrap
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 import torch
+import tritonclient.grpc.aio as grpc_aio
 import tritonclient.http.aio as http_aio
+from _serve_rivals import (
+    MLServerPorts,
+    Unavailable,
+    mlserver_command,
+    mlserver_folder,
+    naive_command,
+    pytriton_command,
+    pytriton_env,
+    version_of,
+)
 from models import mobilenet_v2, photo_crops, settle_batchnorm
 
 from fogline.model import time_calls, torch_to_onnx
@@ -68,6 +103,7 @@ from fogline.model import time_calls, torch_to_onnx
 SIZE = 224
 INPUT, OUTPUT = "images", "logits"
 CONCURRENCIES = (1, 8, 32)
+PROTOCOLS = ("http", "grpc")
 
 
 def verdict(ok: bool) -> str:
@@ -308,6 +344,15 @@ def launch(name: str, command: list[str], folder: Path, env: dict[str, str], por
 # --- the load generator --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Target:
+    """One server row: where to send, which model, over which load."""
+
+    url: str
+    model: str
+    protocol: str  # "http" or "grpc"
+
+
 @dataclass
 class Cell:
     rate: float
@@ -316,12 +361,34 @@ class Cell:
     requests: int
 
 
-async def drive(url: str, model: str, concurrency: int, seconds: float, image: np.ndarray) -> Cell:
+class Client:
+    """One tritonclient (HTTP binary or gRPC raw) with the request prepared once."""
+
+    def __init__(self, target: Target, image: np.ndarray, connections: int = 8) -> None:
+        self.target = target
+        if target.protocol == "http":
+            self.client: Any = http_aio.InferenceServerClient(target.url, conn_limit=connections)
+            given = http_aio.InferInput(INPUT, list(image.shape), "FP32")
+            given.set_data_from_numpy(image, binary_data=True)
+            self.wanted: list[Any] = [http_aio.InferRequestedOutput(OUTPUT, binary_data=True)]
+        else:
+            self.client = grpc_aio.InferenceServerClient(target.url)
+            given = grpc_aio.InferInput(INPUT, list(image.shape), "FP32")
+            given.set_data_from_numpy(image)
+            self.wanted = [grpc_aio.InferRequestedOutput(OUTPUT)]
+        self.inputs = [given]
+
+    async def infer(self) -> np.ndarray:
+        result = await self.client.infer(self.target.model, self.inputs, outputs=self.wanted)
+        return np.asarray(result.as_numpy(OUTPUT))
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+async def drive(target: Target, concurrency: int, seconds: float, image: np.ndarray) -> Cell:
     """``concurrency`` closed-loop clients for ``seconds``; every request must succeed."""
-    client = http_aio.InferenceServerClient(url, conn_limit=max(concurrency, 8))
-    given = http_aio.InferInput(INPUT, list(image.shape), "FP32")
-    given.set_data_from_numpy(image, binary_data=True)
-    wanted = [http_aio.InferRequestedOutput(OUTPUT, binary_data=True)]
+    client = Client(target, image, connections=max(concurrency, 8))
     latencies: list[float] = []
     clock = time.perf_counter
     end = clock() + seconds
@@ -329,8 +396,7 @@ async def drive(url: str, model: str, concurrency: int, seconds: float, image: n
     async def client_loop() -> None:
         while clock() < end:
             sent = clock()
-            result = await client.infer(model, [given], outputs=wanted)
-            result.as_numpy(OUTPUT)
+            await client.infer()
             latencies.append(clock() - sent)
 
     try:
@@ -348,14 +414,10 @@ async def drive(url: str, model: str, concurrency: int, seconds: float, image: n
     )
 
 
-async def answer(url: str, model: str, image: np.ndarray) -> np.ndarray:
-    client = http_aio.InferenceServerClient(url)
+async def answer(target: Target, image: np.ndarray) -> np.ndarray:
+    client = Client(target, image)
     try:
-        given = http_aio.InferInput(INPUT, list(image.shape), "FP32")
-        given.set_data_from_numpy(image, binary_data=True)
-        wanted = [http_aio.InferRequestedOutput(OUTPUT, binary_data=True)]
-        result = await client.infer(model, [given], outputs=wanted)
-        return result.as_numpy(OUTPUT)
+        return await client.infer()
     finally:
         await client.close()
 
@@ -367,7 +429,7 @@ def bare_session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-# --- BentoML ---------------------------------------------------------------------------------------
+# --- BentoML, and MLServer's REST ----------------------------------------------------------------
 
 BENTOML_WHY = (
     "its HTTP API takes JSON or multipart bodies, not the OIP binary tensor extension that this "
@@ -397,16 +459,38 @@ def bentoml_line(args: argparse.Namespace) -> str:
     return f"BentoML: not measured ({fetched}, but {BENTOML_WHY})"
 
 
+def mlserver_rest_line(http_url: str, image: np.ndarray) -> str:
+    """What MLServer's REST endpoint says to the binary tensor extension (why it runs on gRPC)."""
+    target = Target(http_url, "mobilenet", "http")
+    try:
+        asyncio.run(answer(target, image))
+    except Exception as exc:  # tritonclient raises its own error with the server's answer
+        said = " ".join(str(exc).split())[:160]
+        return (
+            f"MLServer REST with the binary tensor extension: refused ({said}); its REST "
+            "endpoint takes JSON tensors only, so MLServer is driven over gRPC (raw tensors)"
+        )
+    return "MLServer REST with the binary tensor extension: accepted"
+
+
 # --- the run -------------------------------------------------------------------------------------
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
-    parser.add_argument("--max-batch", type=int, default=8, help="fogline's max_batch_size")
+    parser.add_argument("--max-batch", type=int, default=8, help="max batch size of every batcher")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per cell")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per concurrency")
     parser.add_argument("--naive", choices=("threadpool", "inline"), default="threadpool")
+    parser.add_argument(
+        "--protocol",
+        action="append",
+        choices=PROTOCOLS,
+        help="measure only this load (repeatable; default: both)",
+    )
+    parser.add_argument("--no-mlserver", action="store_true", help="skip MLServer")
+    parser.add_argument("--no-pytriton", action="store_true", help="skip PyTriton")
     parser.add_argument("--no-bentoml", action="store_true", help="skip the BentoML check")
     parser.add_argument("--quick", action="store_true", help="2 s cells, one round: a smoke run")
     parser.add_argument(
@@ -418,6 +502,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.concurrency = tuple(sorted(set(args.concurrency or CONCURRENCIES)))
+    args.protocol = tuple(p for p in PROTOCOLS if p in (args.protocol or PROTOCOLS))
     if args.quick:
         args.duration, args.rounds = 2.0, 1
     logging.getLogger("fogline").setLevel(logging.ERROR)
@@ -425,7 +510,11 @@ def main() -> None:
     print(
         f"onnxruntime {ort.__version__}, torch {torch.__version__}, {os.cpu_count()} cores, "
         f"{args.threads} ORT threads per server; MobileNetV2 {SIZE}x{SIZE}, batch 1 per request; "
-        f"{args.duration:g} s per cell, {args.rounds} round(s), tritonclient.http.aio binary"
+        f"{args.duration:g} s per cell, {args.rounds} round(s), loads: "
+        + ", ".join(
+            {"http": "tritonclient.http.aio binary", "grpc": "tritonclient.grpc.aio raw"}[p]
+            for p in args.protocol
+        )
         + (" (--quick)" if args.quick else "")
         + f"; load average at the start {', '.join(f'{v:.1f}' for v in os.getloadavg())}"
     )
@@ -451,42 +540,108 @@ def run(folder: Path, args: argparse.Namespace) -> str:
     naive_script.write_text(NAIVE_SERVER)
     floor_script = folder / "floor_server.py"
     floor_script.write_text(FLOOR_SERVER)
+    threads = {"ONNX_THREADS": str(args.threads)}
+    http, grpc = "http" in args.protocol, "grpc" in args.protocol
+    image = photo_crops(1, SIZE, seed=1).numpy()
 
-    fogline_port, naive_port = free_port(), free_port()
-    fogline = launch(
-        "fogline",
-        [
-            *(sys.executable, "-m", "fogline", "serve", "--repository", str(repository)),
-            *("--http-port", str(fogline_port), "--no-grpc", "--threads", str(args.threads)),
-        ],
-        folder,
-        {},
-        fogline_port,
-    )
-    processes = [fogline]
+    notes: list[str] = []
+    processes: list[Process] = []
+    targets: dict[str, Target] = {}
     try:
-        naive = launch(
-            "naive",
-            [sys.executable, str(naive_script), str(onnx), str(naive_port)],
+        fogline_http, fogline_grpc = free_port(), free_port()
+        fogline = launch(
+            "fogline",
+            [
+                *(sys.executable, "-m", "fogline", "serve", "--repository", str(repository)),
+                *("--http-port", str(fogline_http), "--grpc-port", str(fogline_grpc)),
+                *("--threads", str(args.threads)),
+            ],
             folder,
-            {"NAIVE_THREADS": str(args.threads), "NAIVE_MODE": args.naive},
-            naive_port,
+            {},
+            fogline_http,
         )
-        processes.append(naive)
-        floor_port = free_port()
-        floor = launch(
-            "floor", [sys.executable, str(floor_script), str(floor_port)], folder, {}, floor_port
-        )
-        processes.append(floor)
-        targets = {
-            "fogline 2ms": (fogline.url, models["fogline 2ms"]),
-            "fogline 0ms": (fogline.url, models["fogline 0ms"]),
-            f"naive ({args.naive})": (naive.url, "mobilenet"),
-        }
-        return measure(folder, onnx, targets, floor.url, args)
+        processes.append(fogline)
+        floor_url = ""
+        if http:
+            for name in delays:
+                targets[name] = Target(fogline.url, models[name], "http")
+            naive_port = free_port()
+            naive = launch(
+                "naive",
+                naive_command(naive_script, onnx, naive_port),
+                folder,
+                {"NAIVE_THREADS": str(args.threads), "NAIVE_MODE": args.naive},
+                naive_port,
+            )
+            processes.append(naive)
+            targets[f"naive ({args.naive})"] = Target(naive.url, "mobilenet", "http")
+            floor_port = free_port()
+            floor = launch(
+                "floor",
+                [sys.executable, str(floor_script), str(floor_port)],
+                folder,
+                {},
+                floor_port,
+            )
+            processes.append(floor)
+            floor_url = floor.url
+        if grpc:
+            for name in delays:
+                targets[f"{name} (gRPC)"] = Target(
+                    f"127.0.0.1:{fogline_grpc}", models[name], "grpc"
+                )
+            if args.no_mlserver:
+                notes.append("MLServer: not measured (--no-mlserver)")
+            else:
+                try:
+                    ports = MLServerPorts(free_port(), free_port(), free_port())
+                    root = mlserver_folder(folder, onnx, ports, args.max_batch, 0.002)
+                    command, env = mlserver_command(root)
+                    mlserver = launch("mlserver", command, folder, {**env, **threads}, ports.http)
+                    processes.append(mlserver)
+                    version, _ = version_of(Path(command[0]).parent / "python", "mlserver")
+                    targets[f"MLServer {version} (gRPC)"] = Target(
+                        f"127.0.0.1:{ports.grpc}", "mobilenet", "grpc"
+                    )
+                    notes.append(mlserver_rest_line(mlserver.url, image))
+                except (Unavailable, SystemExit) as exc:
+                    notes.append(f"MLServer: not measured ({one_line(exc)})")
+            if args.no_pytriton:
+                notes.append("PyTriton: not measured (--no-pytriton)")
+            else:
+                try:
+                    ports = MLServerPorts(free_port(), free_port(), free_port())
+                    command = pytriton_command(onnx, ports.http, ports.grpc, ports.metrics)
+                    env = {
+                        **threads,
+                        **pytriton_env(Path(command[0])),
+                        "MAX_BATCH": str(args.max_batch),
+                        "DELAY_US": "2000",
+                    }
+                    pytriton = launch("pytriton", command, folder, env, ports.http)
+                    processes.append(pytriton)
+                    version, python = version_of(Path(command[0]), "nvidia-pytriton")
+                    targets[f"PyTriton {version} (gRPC)"] = Target(
+                        f"127.0.0.1:{ports.grpc}", "mobilenet", "grpc"
+                    )
+                    notes.append(
+                        f"PyTriton: nvidia-pytriton {version} runs here under Python {python}"
+                    )
+                except (Unavailable, SystemExit) as exc:
+                    notes.append(f"PyTriton: not measured ({one_line(exc)})")
+        for note in notes:
+            log(note)
+        summary = measure(onnx, targets, floor_url, image, args)
     finally:
         for process in processes:
             process.stop()
+    return "\n".join([summary, *notes])
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: the last lines of a server's log say why it did not start."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return " / ".join(lines[:1] + lines[-2:])[:400]
 
 
 def bare_cell(session: ort.InferenceSession, batch: int, seconds: float) -> Cell:
@@ -499,109 +654,148 @@ def bare_cell(session: ort.InferenceSession, batch: int, seconds: float) -> Cell
 
 
 def measure(
-    folder: Path,
     onnx: Path,
-    targets: dict[str, tuple[str, str]],
+    targets: dict[str, Target],
     floor_url: str,
+    image: np.ndarray,
     args: argparse.Namespace,
 ) -> str:
-    image = photo_crops(1, SIZE, seed=1).numpy()
     session = bare_session(onnx, args.threads)
     reference = session.run(None, {INPUT: image})[0]
 
     # Warm-up, and a check that every server computes what the bare session computes.
-    for name, (url, model) in targets.items():
-        got = asyncio.run(answer(url, model, image))
+    for name, target in targets.items():
+        got = asyncio.run(answer(target, image))
         np.testing.assert_allclose(got, reference, rtol=1e-3, atol=1e-3, err_msg=name)
-        asyncio.run(drive(url, model, 8, 0.5 if args.quick else 2.0, image))
+        asyncio.run(drive(target, 8, 0.5 if args.quick else 2.0, image))
         log(f"{name}: answers match the bare session; warmed up")
 
-    # Per concurrency, each round runs every server once (and, as references, a bare
-    # session.run loop in this process: batch 1 at c=1, a full batch at c=32), the order
-    # flipped every round so that a noisy neighbour hits every side alike.
-    # At c=1 the floor server is a third reference: the round trip with no server work.
+    # Per load and concurrency, each round runs every server once (and, as references over
+    # HTTP, a bare session.run loop in this process: batch 1 at c=1, a full batch at c=32),
+    # the order flipped every round so that a noisy neighbour hits every side alike. At c=1
+    # the floor server is a third reference: the round trip with no server work.
     bare1, bare_full = "bare run, batch 1", f"bare run, batch {args.max_batch}"
     floor = "floor"
     cells: dict[tuple[str, int], list[Cell]] = {}
-    names = list(targets)
     warm = 0.3 if args.quick else 1.0
-    for concurrency in args.concurrency:
-        extra = {1: [bare1, floor], 32: [bare_full]}.get(concurrency, [])
-        lineup = names + extra
-        for index in range(args.rounds):
-            for name in lineup if index % 2 == 0 else lineup[::-1]:
-                if name in targets or name == floor:
-                    url, model = targets.get(name, (floor_url, "floor"))
-                    asyncio.run(drive(url, model, concurrency, warm, image))
-                    cell = asyncio.run(drive(url, model, concurrency, args.duration, image))
-                else:
-                    batch = 1 if name == bare1 else args.max_batch
-                    cell = bare_cell(session, batch, args.duration / 2)
-                cells.setdefault((name, concurrency), []).append(cell)
-                log(
-                    f"c={concurrency} round {index + 1}/{args.rounds} {name}: {cell.rate:.1f} "
-                    f"items/s, p50 {cell.p50:.2f} ms, p99 {cell.p99:.2f} ms ({cell.requests} runs)"
-                )
+    for protocol in args.protocol:
+        names = [n for n, t in targets.items() if t.protocol == protocol]
+        for concurrency in args.concurrency:
+            extra = {1: [bare1, floor], 32: [bare_full]}.get(concurrency, [])
+            lineup = names + (extra if protocol == "http" else [])
+            for index in range(args.rounds):
+                for name in lineup if index % 2 == 0 else lineup[::-1]:
+                    if name in targets or name == floor:
+                        target = targets.get(name, Target(floor_url, "floor", "http"))
+                        asyncio.run(drive(target, concurrency, warm, image))
+                        cell = asyncio.run(drive(target, concurrency, args.duration, image))
+                    else:
+                        batch = 1 if name == bare1 else args.max_batch
+                        cell = bare_cell(session, batch, args.duration / 2)
+                    cells.setdefault((name, concurrency), []).append(cell)
+                    log(
+                        f"{protocol} c={concurrency} round {index + 1}/{args.rounds} {name}: "
+                        f"{cell.rate:.1f} items/s, p50 {cell.p50:.2f} ms, p99 {cell.p99:.2f} ms "
+                        f"({cell.requests} runs)"
+                    )
+    return report(cells, targets, args, bare1, bare_full, floor)
 
+
+def report(
+    cells: dict[tuple[str, int], list[Cell]],
+    targets: dict[str, Target],
+    args: argparse.Namespace,
+    bare1: str,
+    bare_full: str,
+    floor: str,
+) -> str:
     def median(name: str, concurrency: int, field: str) -> float:
         return statistics.median(getattr(c, field) for c in cells[(name, concurrency)])
 
     header = [
-        "| server | concurrency | req/s | p50 ms | p99 ms |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| server | load | concurrency | req/s | p50 ms | p99 ms |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     print()
     print("\n".join(header))
     table = []
-    for name in names:
+    for name, target in targets.items():
         for concurrency in args.concurrency:
             rate, p50, p99 = (median(name, concurrency, f) for f in ("rate", "p50", "p99"))
             spread = [c.rate for c in cells[(name, concurrency)]]
-            row = f"| {name} | {concurrency} | {rate:.1f} | {p50:.2f} | {p99:.2f} |"
+            row = (
+                f"| {name} | {target.protocol} | {concurrency} | {rate:.1f} | {p50:.2f} | "
+                f"{p99:.2f} |"
+            )
             table.append(row)
             print(f"{row}  (req/s range {min(spread):.1f}..{max(spread):.1f})")
-
-    naive = names[-1]
     lines = [*header, *table]
-    if 32 in args.concurrency:
-        full_rate = median(bare_full, 32, "rate")
-        naive_rate, naive_p99 = median(naive, 32, "rate"), median(naive, 32, "p99")
+
+    # The targets: each fogline row against each rival on the same load.
+    for protocol, want in (("http", 1.1), ("grpc", 1.0)):
+        ours = [n for n, t in targets.items() if t.protocol == protocol and n.startswith("fogline")]
+        rivals = [n for n, t in targets.items() if t.protocol == protocol and n not in ours]
+        for rival in rivals:
+            wanted = want if rival.startswith("naive") or rival.startswith("MLServer") else None
+            for concurrency in args.concurrency:
+                theirs, their_p99 = (
+                    median(rival, concurrency, "rate"),
+                    median(rival, concurrency, "p99"),
+                )
+                for name in ours:
+                    rate, p99 = median(name, concurrency, "rate"), median(name, concurrency, "p99")
+                    ratio = rate / theirs
+                    goal = (
+                        ""
+                        if wanted is None
+                        else f" (target >= {wanted:g}x: {verdict(ratio >= wanted)})"
+                    )
+                    p99_goal = (
+                        "" if wanted is None else f" (target lower: {verdict(p99 < their_p99)})"
+                    )
+                    lines.append(
+                        f"{protocol} c={concurrency} {name} vs {rival}: {rate:.1f} vs {theirs:.1f} "
+                        f"req/s = {ratio:.2f}x{goal}; p99 {p99:.1f} vs {their_p99:.1f} ms{p99_goal}"
+                    )
+    if (bare_full, 32) in cells:
+        naive = next(n for n in targets if n.startswith("naive"))
+        full_rate, naive_rate = median(bare_full, 32, "rate"), median(naive, 32, "rate")
         lines.append(
             f"in-process reference, {args.threads} threads: bare session.run batch "
             f"{args.max_batch} {full_rate:.1f} items/s, so batching alone can give at most "
             f"{full_rate / naive_rate:.2f}x the naive server's c=32 rate even with a free HTTP path"
         )
-        for name in names[:-1]:
-            rate, p99 = median(name, 32, "rate"), median(name, 32, "p99")
-            ratio = rate / naive_rate
-            lines.append(
-                f"c=32 {name} vs {naive}: {rate:.1f} vs {naive_rate:.1f} req/s = {ratio:.2f}x "
-                f"(target >= 1.5x: {verdict(ratio >= 1.5)}); p99 {p99:.1f} vs {naive_p99:.1f} ms "
-                f"(target lower: {verdict(p99 < naive_p99)})"
-            )
-    if 1 in args.concurrency:
+    if (bare1, 1) in cells:
         b1_rate, b1_p50 = median(bare1, 1, "rate"), median(bare1, 1, "p50")
+        floor_p50 = median(floor, 1, "p50")
         lines.append(
             f"in-process reference, {args.threads} threads: bare session.run batch 1 p50 "
             f"{b1_p50:.2f} ms ({b1_rate:.1f} items/s)"
         )
         lines.append(
             f"c=1 floor (uvloop + httptools, no framework, no model, a canned answer): p50 "
-            f"round trip {median(floor, 1, 'p50'):.2f} ms, p99 {median(floor, 1, 'p99'):.2f} ms: "
+            f"round trip {floor_p50:.2f} ms, p99 {median(floor, 1, 'p99'):.2f} ms: "
             "what this client and loopback cost before any server work"
         )
-        for name in names:
+        for name, target in targets.items():
+            if target.protocol != "http":
+                continue
             # The difference within each round (adjacent cells), then the median over rounds.
             extras = [
                 served.p50 - bare.p50
                 for served, bare in zip(cells[(name, 1)], cells[(bare1, 1)], strict=True)
             ]
             extra = statistics.median(extras)
-            target = "" if name == naive else f" (target <= 1 ms: {verdict(extra <= 1.0)})"
+            bound = 1.5 * floor_p50
+            target_text = (
+                f" (target <= 1.5x the floor = {bound:.2f} ms: {verdict(extra <= bound)})"
+                if name.startswith("fogline")
+                else ""
+            )
             lines.append(
                 f"c=1 {name}: p50 round trip {median(name, 1, 'p50'):.2f} ms, bare run p50 "
                 f"{b1_p50:.2f} ms; added {extra:+.2f} ms (median of per-round differences)"
-                f"{target}"
+                f"{target_text}"
             )
     return "\n".join(lines)
 
