@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fogline.cli._app import app, console, needs_extra, parse_batches
-from fogline.model import Engine, PeakMemory, measure, open_model
+from fogline.model import Engine, PeakMemory, engine_fallback, measure, open_model
 
 
 def load_for_bench(
@@ -36,6 +36,19 @@ def load_for_bench(
         spin=spin,
     )
     return opened.engine, str(opened.file)
+
+
+def device_text(engine: Engine) -> str:
+    """The provider that runs ``engine``, and the GPU one that did not start if it fell back."""
+    fallback = engine_fallback(engine)
+    return engine.device + (f" (fell back: {fallback} did not start)" if fallback else "")
+
+
+def gpu_text(engine: Engine) -> str:
+    """``", CUDAExecutionProvider"`` for a line that names the backend, when it is not the CPU."""
+    if engine.device == "CPUExecutionProvider" and engine_fallback(engine) is None:
+        return ""
+    return f", {device_text(engine)}"
 
 
 def open_remote(url: str, timeout_s: float = 10.0) -> tuple[Engine, str]:
@@ -65,7 +78,9 @@ def bench(
         None, help="ONNX Runtime graph optimization: disable, basic, extended or all."
     ),
     provider: list[str] | None = typer.Option(
-        None, help="ONNX Runtime execution provider (repeat for several; CPU is always last)."
+        None,
+        help="ONNX Runtime execution provider: cpu, cuda, tensorrt or a full name (repeat for "
+        "several, best first; CPU is always last). Default: the best this build offers.",
     ),
     spin: bool | None = typer.Option(
         None, "--spin/--no-spin", help="Let idle threads spin (ONNX Runtime; default: spin)."
@@ -98,6 +113,7 @@ def bench(
         "backend": engine.backend,
         "precision": engine.precision,
         "device": engine.device,
+        "fallback": engine_fallback(engine),
         "graph_optimization": graph_optimization or "all",
         "spin": spin,
         "threads": threads,
@@ -109,7 +125,7 @@ def bench(
         return
     console.print(
         f"[bold]{escape(model_file)}[/] · {engine.backend} · {engine.precision} · "
-        f"{engine.device} · threads {threads or 'auto'} · graph optimization "
+        f"{device_text(engine)} · threads {threads or 'auto'} · graph optimization "
         f"{graph_optimization or 'all'}",
         highlight=False,
     )

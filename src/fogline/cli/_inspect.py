@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from fogline.cli._app import app, console
-from fogline.cli._bench import load_for_bench
+from fogline.cli._bench import device_text, load_for_bench
 
 
 @app.command()
@@ -21,7 +21,8 @@ def inspect(
     engine, model_file = load_for_bench(model, backend, None, None)
     sig = engine.signature
     console.print(
-        f"[bold]{escape(model_file)}[/] · {engine.backend} · {engine.precision} · {engine.device}",
+        f"[bold]{escape(model_file)}[/] · {engine.backend} · {engine.precision} · "
+        f"{device_text(engine)}",
         highlight=False,
     )
     table = Table()

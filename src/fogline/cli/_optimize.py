@@ -165,8 +165,9 @@ def print_report(report: Report, out: Path) -> None:
             continue  # the user asked for fewer variants; report.json still lists them
         console.print(f"[dim]skipped {name}: {escape(reason)}[/]")
     chosen = report.variant(report.selected)
+    on = "" if chosen.device in ("", "CPUExecutionProvider") else f", {chosen.device}"
     console.print(
-        f"selected [bold]{report.selected}[/] ({chosen.engine}, {chosen.precision}): "
+        f"selected [bold]{report.selected}[/] ({chosen.engine}, {chosen.precision}{on}): "
         f"{report.speedup_text()}"
     )
     console.print(
@@ -252,6 +253,11 @@ def optimize_command(
         None, min=1, help="With --nas: try this many candidates drawn from the grid (default: all)."
     ),
     seed: int = typer.Option(0, help="With --nas: seed of the sample and of every training."),
+    provider: list[str] | None = typer.Option(
+        None,
+        help="Only these ONNX Runtime execution providers (cpu, cuda, tensorrt; repeat). "
+        "Default: every one this build offers; CUDA and TensorRT add the GPU variants.",
+    ),
 ) -> None:
     """Find the fastest variant of a model that stays inside the accuracy budget.
 
@@ -287,6 +293,7 @@ def optimize_command(
         keep_variants=keep_variants,
         name=name,
         version=version,
+        providers=_with_cpu(provider),
     )
     if nas is not None:
         if train is None or evaluation is None or latency_budget_ms is None:
@@ -371,6 +378,25 @@ def nas_table(result: NasResult) -> Table:
             verdict,
         )
     return table
+
+
+def _with_cpu(providers: list[str] | None) -> tuple[str, ...] | None:
+    """The providers given, checked against this build, with the CPU (the baseline's) added."""
+    if not providers:
+        return None
+    import onnxruntime
+
+    from fogline.model import provider_name
+
+    chosen = tuple(dict.fromkeys([*(provider_name(p) for p in providers), "CPUExecutionProvider"]))
+    available = onnxruntime.get_available_providers()
+    missing = [p for p in chosen if p not in available]
+    if missing:
+        raise ConfigError(
+            f"--provider: {', '.join(missing)} not in this onnxruntime build (it has "
+            f"{', '.join(available)}); GPU providers need onnxruntime-gpu, see docs/gpu.md"
+        )
+    return chosen
 
 
 @contextlib.contextmanager

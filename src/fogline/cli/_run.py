@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fogline.cli._app import app, console, console_err
+from fogline.cli._bench import gpu_text
 from fogline.cli._options import KEY_FROM_ENV, device_key_option
 from fogline.errors import ConfigError
 from fogline.monitor import OnlineEngine
@@ -161,7 +162,7 @@ def describe(checked: Plan) -> Group:
     lines = [
         f"preprocess   {steps}",
         f"model        {checked.model.name} v{checked.model.version} ({engine.backend}, "
-        f"{engine.precision}), batches ≤ {spec.model.max_batch}, wait ≤ {spec.model.max_wait_ms:g} ms",
+        f"{engine.precision}{gpu_text(engine)}), batches ≤ {spec.model.max_batch}, wait ≤ {spec.model.max_wait_ms:g} ms",
         f"postprocess  {post}",
         f"rules        {rules or 'none'}",
         f"sinks        {', '.join(spec.sink_names()) or 'none'}",

@@ -25,6 +25,7 @@ from fogline.model._engine import (
     ModelReader,
     available_backends,
     backend_for,
+    engine_fallback,
     load_engine,
     require,
 )
@@ -32,6 +33,16 @@ from fogline.model._manifest import MANIFEST_NAME, Manifest
 from fogline.model._onnx_file import load_onnx, onnx_signature
 from fogline.model._open import OpenedModel, open_model
 from fogline.model._openvino import cpu_capabilities
+from fogline.model._providers import (
+    GPU_PROVIDERS,
+    TensorRtCache,
+    calibration_table_path,
+    default_cache_root,
+    gpu_name,
+    nvidia_gpu_visible,
+    provider_name,
+    tensorrt_version,
+)
 from fogline.model._signature import Signature, TensorSpec
 from fogline.model._sklearn import sklearn_to_onnx
 from fogline.model._torch import torch_to_onnx
@@ -39,6 +50,7 @@ from fogline.model._variants import VARIANT_OUTPUT, VariantEngine
 
 __all__ = [
     "BACKENDS",
+    "GPU_PROVIDERS",
     "LANE_OVERFLOWS",
     "MANIFEST_NAME",
     "OVERFLOWS",
@@ -56,19 +68,27 @@ __all__ = [
     "OpenedModel",
     "PeakMemory",
     "Signature",
+    "TensorRtCache",
     "TensorSpec",
     "VariantEngine",
     "available_backends",
     "backend_for",
+    "calibration_table_path",
     "cpu_capabilities",
+    "default_cache_root",
+    "engine_fallback",
+    "gpu_name",
     "load_engine",
     "load_onnx",
     "measure",
+    "nvidia_gpu_visible",
     "onnx_signature",
     "open_model",
+    "provider_name",
     "require",
     "sha256_file",
     "sklearn_to_onnx",
+    "tensorrt_version",
     "time_calls",
     "torch_to_onnx",
 ]

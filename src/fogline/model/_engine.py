@@ -57,10 +57,21 @@ class Engine(Protocol):
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How to run a model: threads, graph optimization and providers.
+    """How to run a model: threads, graph optimization, providers and the GPU's settings.
+
+    ``providers`` are ONNX Runtime's execution providers, best first (short
+    names such as ``cuda`` and ``tensorrt`` are accepted; None: the best this
+    build offers). On a GPU, ``device_id`` picks the GPU; with TensorRT,
+    ``precision`` ``fp16`` or ``int8`` builds FP16 or INT8 engines, an INT8
+    engine of a float model reads ``calibration_table`` (default: the
+    ``<model>.calibration.flatbuffers`` beside it), and engines are cached
+    under ``cache_dir`` (default: the user's cache folder; see
+    :mod:`fogline.model._providers`).
 
     >>> EngineOptions(threads=2).threads
     2
+    >>> EngineOptions(providers=("cuda",), device_id=1).device_id
+    1
     >>> EngineOptions(graph_optimization="fast")
     Traceback (most recent call last):
     ...
@@ -74,10 +85,15 @@ class EngineOptions:
     #: Let idle compute threads spin (ONNX Runtime's default). Spinning wins on a
     #: quiet machine and loses badly when other processes want the same cores.
     spin: bool | None = None
+    device_id: int = 0
+    cache_dir: Path | None = None
+    calibration_table: Path | None = None
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be at least 1; got {self.threads}")
+        if self.device_id < 0:
+            raise ConfigError(f"device_id must be 0 or more; got {self.device_id}")
         if self.graph_optimization not in GRAPH_OPTIMIZATION:
             raise ConfigError(
                 f"graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATION)}; "
@@ -87,6 +103,21 @@ class EngineOptions:
             raise ConfigError(
                 f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}"
             )
+
+
+def engine_fallback(engine: Engine) -> str | None:
+    """The GPU provider ``engine`` was asked to run on that did not start, else None.
+
+    ONNX Runtime falls back to the CPU (or TensorRT to CUDA) rather than fail;
+    ``engine.device`` then names what really runs and this names what was
+    asked for. Engines of other backends never fall back.
+
+    >>> from fogline.examples import digits_model_path
+    >>> engine_fallback(load_engine(digits_model_path())) is None
+    True
+    """
+    value = getattr(engine, "fallback", None)
+    return value if isinstance(value, str) else None
 
 
 def backend_for(path: Path) -> Backend:

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fogline._files import atomic_output, sha256_file
 from fogline.errors import ManifestError
 from fogline.model._engine import BACKENDS, PRECISIONS
+from fogline.model._providers import calibration_table_path
 from fogline.model._signature import Signature, TensorSpec
 
 MANIFEST_NAME = "fogline.yaml"
@@ -49,6 +50,12 @@ class EngineEntry(BaseModel):
     precision: str
     threads: int | None = None
     graph_optimization: str = "all"
+    #: ONNX Runtime's execution providers to ask for, best first (None: the build's best).
+    providers: list[str] | None = None
+    #: The provider that ran the model when it was measured (``engine.device``), and the
+    #: GPU provider asked for that did not start then (ONNX Runtime fell back), if any.
+    device: str | None = None
+    fallback: str | None = None
 
     @field_validator("backend")
     @classmethod
@@ -159,6 +166,9 @@ class Manifest(BaseModel):
         data = self.model_dump(mode="json")
         if data["provenance"] is None:
             del data["provenance"]  # manifests without one read the same as before
+        for key in ("providers", "device", "fallback"):
+            if data["engine"][key] is None:
+                del data["engine"][key]
         text = yaml.safe_dump(data, sort_keys=False)
         with atomic_output(target, mode=None) as tmp:
             tmp.write_text(text)
@@ -187,8 +197,9 @@ class Manifest(BaseModel):
 
 
 def _companions(path: Path) -> list[Path]:
-    """Files a model needs beside it: OpenVINO's .bin, ONNX external data."""
+    """Files a model needs beside it: OpenVINO's .bin, ONNX external data, TensorRT's INT8
+    calibration table."""
     if path.suffix.lower() == ".xml":
         return [path.with_suffix(".bin")]
-    data = path.with_name(path.name + ".data")
-    return [data] if data.is_file() else []
+    beside = (path.with_name(path.name + ".data"), calibration_table_path(path))
+    return [p for p in beside if p.is_file()]

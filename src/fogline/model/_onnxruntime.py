@@ -2,12 +2,19 @@
 
 Execution providers are chosen from what this onnxruntime build offers, in
 the order TensorRT, CUDA, CoreML, CPU; CPU is always last so every operator
-has a home. One session may be shared by threads: ``InferenceSession.run``
+has a home. The CUDA and TensorRT providers get their options (GPU, FP16 or
+INT8, TensorRT's engine cache) from :mod:`fogline.model._providers`. ONNX
+Runtime falls back to the CPU when a GPU provider cannot start (no CUDA
+libraries, no GPU); the engine then says so: ``device`` is the provider that
+really runs it and ``fallback`` the one that did not start.
+One session may be shared by threads: ``InferenceSession.run``
 is thread-safe and releases the GIL.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,14 +25,22 @@ import onnxruntime as ort
 from fogline.errors import ConfigError, ModelError, ModelFormatError, SignatureMismatch
 from fogline.model._engine import EngineOptions
 from fogline.model._onnx_file import load_onnx, onnx_signature, parse_onnx, uses_external_data
+from fogline.model._providers import (
+    TENSORRT,
+    TensorRtCache,
+    calibration_table_path,
+    default_cache_root,
+    fallback_of,
+    gpu_name,
+    provider_options,
+    tensorrt_mode,
+    tensorrt_version,
+)
+from fogline.model._providers import choose_providers as _choose
 from fogline.model._signature import Signature
 
-PREFERRED_PROVIDERS = (
-    "TensorrtExecutionProvider",
-    "CUDAExecutionProvider",
-    "CoreMLExecutionProvider",
-    "CPUExecutionProvider",
-)
+log = logging.getLogger(__name__)
+
 _LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -47,19 +62,7 @@ _INT8_OPS = frozenset(
 
 def choose_providers(requested: tuple[str, ...] | None = None) -> list[str]:
     """The execution providers to use, best first, CPU always included."""
-    available = ort.get_available_providers()
-    if requested:
-        unknown = [p for p in requested if p not in available]
-        if unknown:
-            raise ConfigError(
-                f"execution provider(s) {', '.join(unknown)} are not available in this "
-                f"onnxruntime build; available: {', '.join(available)}"
-            )
-        chosen = list(requested)
-    else:
-        chosen = [p for p in PREFERRED_PROVIDERS if p in available]
-    cpu = "CPUExecutionProvider"
-    return [p for p in dict.fromkeys(chosen) if p != cpu] + [cpu]
+    return _choose(requested, ort.get_available_providers())
 
 
 def model_precision(model: onnx.ModelProto) -> str:
@@ -87,6 +90,8 @@ class OnnxRuntimeEngine:
     """
 
     backend = "onnxruntime"
+    #: Where TensorRT keeps this model's engines (None: TensorRT is not used).
+    engine_cache: Path | None = None
 
     def __init__(
         self, path: Path, options: EngineOptions | None = None, *, data: bytes | None = None
@@ -99,6 +104,7 @@ class OnnxRuntimeEngine:
             model = parse_onnx(data, self.path)
         self._signature = onnx_signature(model, self.path)
         self.precision = options.precision or model_precision(model)
+        quantized = model_precision(model) == "int8"
         has_external = uses_external_data(model)
         del model
         session_options = ort.SessionOptions()
@@ -115,14 +121,57 @@ class OnnxRuntimeEngine:
         source: str | bytes = str(self.path) if data is None else data
         if has_external:
             source = load_onnx(self.path).SerializeToString()
+        with_options = self._provider_options(providers, options, source, quantized)
         try:
             self._session = ort.InferenceSession(
-                source, sess_options=session_options, providers=providers
+                source, sess_options=session_options, providers=with_options
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelFormatError(f"{self.path}: ONNX Runtime cannot load it: {exc}") from exc
-        self.device = self._session.get_providers()[0]
+        ran = self._session.get_providers()
+        #: The provider that runs the model, and the one asked for that did not start.
+        self.device: str = ran[0]
+        self.fallback: str | None = fallback_of(providers, ran)
+        if self.fallback is not None:
+            log.warning(
+                "%s: %s did not start; ONNX Runtime runs the model on %s",
+                self.path.name,
+                self.fallback,
+                self.device,
+            )
         self._output_names = list(self._signature.output_names)
+
+    def _provider_options(
+        self, providers: list[str], options: EngineOptions, source: str | bytes, quantized: bool
+    ) -> list[tuple[str, dict[str, str | int | bool]]]:
+        """The providers with their options; for TensorRT, its cache folder made ready."""
+        cache, table = None, None
+        if TENSORRT in providers:
+            table = options.calibration_table or calibration_table_path(self.path)
+            mode = tensorrt_mode(self.precision, quantized=quantized, table=table)
+            table = table if mode.startswith("int8-") and mode != "int8-qdq" else None
+            blob = source if isinstance(source, bytes) else Path(source).read_bytes()
+            cache = TensorRtCache(
+                Path(options.cache_dir) if options.cache_dir else default_cache_root(),
+                hashlib.sha256(blob).hexdigest(),
+                gpu_name(options.device_id),
+                tensorrt_version(),
+                mode,
+            )
+            try:
+                cache.prepare(table)
+            except OSError as exc:
+                raise ConfigError(
+                    f"TensorRT's engine cache {cache.engines}: {exc.strerror or exc}"
+                ) from exc
+            self.engine_cache = cache.engines
+        return provider_options(
+            providers,
+            device_id=options.device_id,
+            precision=self.precision,
+            cache=cache,
+            calibration=table is not None,
+        )
 
     @property
     def signature(self) -> Signature:

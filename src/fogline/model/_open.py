@@ -55,7 +55,7 @@ def open_model(
             threads=threads or manifest.engine.threads,
             precision=precision or manifest.engine.precision,
             graph_optimization=graph_optimization or manifest.engine.graph_optimization,
-            providers=providers,
+            providers=providers or _tuple(manifest.engine.providers),
             spin=spin,
         )
         chosen = manifest.engine.backend if backend == "auto" else backend
@@ -70,6 +70,10 @@ def open_model(
     )
     engine = load_engine(path, backend=backend, options=options, read=read)
     return OpenedModel(engine, path.stem, "0", path)
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(values) if values else None
 
 
 def _once(read: ModelReader | None, data: bytes | None) -> ModelReader | None:

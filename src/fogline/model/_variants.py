@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from fogline.errors import ConfigError
-from fogline.model._engine import Engine
+from fogline.model._engine import Engine, engine_fallback
 from fogline.model._signature import Signature, TensorSpec
 
 #: The extra output of every batch a :class:`VariantEngine` runs: the variant's index per row.
@@ -78,6 +78,7 @@ class VariantEngine:
         self._best: list[float | None] = [None] * len(self.engines)  # the lowest _cost seen
         #: What runs the active variant (the Engine attributes), updated by :meth:`use`.
         self.backend, self.precision, self.device = first.backend, first.precision, first.device
+        self.fallback = engine_fallback(first)
 
     # --- what runs now --------------------------------------------------------------------
 
@@ -103,6 +104,7 @@ class VariantEngine:
                 engine.precision,
                 engine.device,
             )
+            self.fallback = engine_fallback(engine)
         return previous
 
     def cost(self, index: int, *, best: bool = False) -> float | None:

@@ -49,6 +49,11 @@ class VariantResult:
     confirmed_speedup: float | None = None
     selected: bool = False
     excluded_nodes: list[str] = field(default_factory=list)
+    #: The execution providers asked for (ONNX Runtime), the one that ran it, and the GPU
+    #: provider asked for that did not start (then the variant failed), if any.
+    providers: list[str] = field(default_factory=list)
+    device: str = ""
+    fallback: str | None = None
 
     def failed(self, error: str) -> VariantResult:
         self.status, self.error = "failed", error.strip().splitlines()[0][:500]
@@ -116,6 +121,9 @@ class VariantResult:
             "name": self.name,
             "engine": self.engine,
             "precision": self.precision,
+            "device": self.device,
+            "fallback": self.fallback,
+            "providers": self.providers,
             "status": self.status,
             "error": self.error,
             "file": self.file,
@@ -163,15 +171,23 @@ class Report:
         skipped: dict[str, str],
         options: OptimizeOptions,
         budget: Budget,
+        *,
+        on_gpu: bool = False,
     ) -> Report:
         import onnxruntime
 
-        machine = {
+        machine: dict[str, Any] = {
             "cpu": _cpu_name(),
             "cores": os.cpu_count(),
             "platform": platform.platform(),
             "onnxruntime": onnxruntime.__version__,
+            "providers": onnxruntime.get_available_providers(),
         }
+        if on_gpu:
+            from fogline.model import gpu_name, tensorrt_version
+
+            machine["gpu"] = gpu_name(0)
+            machine["tensorrt"] = tensorrt_version()
         try:
             import openvino
 
@@ -249,6 +265,13 @@ def _budget_text(settings: dict[str, Any]) -> str:
     return text
 
 
+def _machine_text(machine: dict[str, Any]) -> str:
+    text = f"{machine['cpu']} ({machine['cores']} cores)"
+    if machine.get("gpu"):
+        text += f" with {machine['gpu']} (TensorRT {machine.get('tensorrt', 'unknown')})"
+    return text
+
+
 def _cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -308,7 +331,7 @@ def render_html(report: Report) -> str:
         cls = "sel" if v.selected else ("bad" if not v.within_budget else "")
         cells = [
             v.name + (" ★" if v.selected else ""),
-            v.engine,
+            f"{v.engine} ({v.device.removesuffix('ExecutionProvider')})" if v.device else v.engine,
             v.precision,
             v.status,
             f"{v.size_bytes / 1024:.0f} KiB" if v.size_bytes else "",
@@ -355,8 +378,7 @@ td, th {{ border: 1px solid #ccc; padding: 0.3rem 0.5rem; text-align: left; }}
 tr.sel {{ background: #e4f7e4; font-weight: bold; }} tr.bad {{ color: #a33; }}
 </style></head><body>
 <h1>fogline optimize</h1>
-<p>Model <code>{html.escape(report.model)}</code> on {html.escape(str(report.machine["cpu"]))}
-({report.machine["cores"]} cores). Selected <b>{html.escape(report.selected)}</b>:
+<p>Model <code>{html.escape(report.model)}</code> on {html.escape(_machine_text(report.machine))}. Selected <b>{html.escape(report.selected)}</b>:
 {html.escape(report.speedup_text())}.
 Budget: {html.escape(_budget_text(report.settings))}.</p>
 {_plot_svg(report)}

@@ -36,6 +36,8 @@ from fogline.model import (
     EngineOptions,
     Manifest,
     PeakMemory,
+    calibration_table_path,
+    engine_fallback,
     load_engine,
     load_onnx,
     time_calls,
@@ -53,8 +55,10 @@ from fogline.optimize._report import Report, VariantResult, write_reports
 from fogline.optimize._sensitivity import exclusion_set, rank_sensitive_nodes
 from fogline.optimize._variants import (
     CALIBRATION_METHODS,
+    CPU,
     BuildContext,
     VariantPlan,
+    gpu_plans,
     onnx_plans,
     openvino_plans,
     static_builder,
@@ -92,6 +96,9 @@ class OptimizeOptions:
     name: str | None = None
     version: str = "1"
     extra_manifest: dict[str, Any] = field(default_factory=dict)
+    #: The ONNX Runtime execution providers the search may use (None: all this build offers).
+    #: GPU variants are planned for the CUDA and TensorRT providers among them.
+    providers: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -177,6 +184,9 @@ def _search(
     plans = onnx_plans(options.methods)
     ov_plans, skipped = openvino_plans()
     plans += ov_plans
+    on_gpu, gpu_skipped = gpu_plans(available_providers(options))
+    plans += on_gpu
+    skipped.update(gpu_skipped)
     plans += extra_plans
     if options.variants:
         wanted = [p for p in plans if p.name == "ort-fp32" or _matches(p.name, options.variants)]
@@ -205,7 +215,21 @@ def _search(
     _write_selected(selected, staging, model, options, run.baseline)
     if not options.keep_variants:
         shutil.rmtree(run.variants_dir)
-    return Report.build(model, selected, run.baseline, results, skipped, options, run.budget)
+    return Report.build(
+        model, selected, run.baseline, results, skipped, options, run.budget, on_gpu=bool(on_gpu)
+    )
+
+
+def available_providers(options: OptimizeOptions) -> tuple[str, ...]:
+    """The execution providers the search plans for: ``options.providers`` (short names
+    allowed), else what this onnxruntime build offers."""
+    if options.providers is not None:
+        from fogline.model import provider_name
+
+        return tuple(provider_name(p) for p in options.providers)
+    import onnxruntime
+
+    return tuple(onnxruntime.get_available_providers())
 
 
 @contextlib.contextmanager
@@ -241,7 +265,18 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 
 
 def _files_of(path: Path) -> list[Path]:
-    return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+    if path.suffix == ".xml":
+        return [path, path.with_suffix(".bin")]
+    table = calibration_table_path(path)
+    return [path, table] if table.is_file() else [path]
+
+
+def _options(
+    threads: int | None, engine: str, precision: str, providers: Sequence[str]
+) -> EngineOptions:
+    """How a variant runs: on its own providers (ONNX Runtime), never on the build's default."""
+    chosen = tuple(providers) if engine == "onnxruntime" else None
+    return EngineOptions(threads=threads, precision=precision, providers=chosen)
 
 
 @dataclass
@@ -258,7 +293,9 @@ class _Run:
 
     def build_and_measure(self, plan: VariantPlan) -> VariantResult:
         target = self.variants_dir / f"{plan.name}{plan.suffix}"
-        result = VariantResult(plan.name, plan.engine, plan.precision, notes=plan.notes)
+        result = VariantResult(
+            plan.name, plan.engine, plan.precision, notes=plan.notes, providers=list(plan.providers)
+        )
         memory = PeakMemory()
         try:
             with quiet(self.ctx.workdir):
@@ -270,6 +307,13 @@ class _Run:
                 engine = load_engine(
                     target, backend=plan.engine, options=self._engine_options(plan)
                 )
+                result.device, result.fallback = engine.device, engine_fallback(engine)
+                if result.fallback is not None:
+                    engine.close()
+                    return result.failed(
+                        f"{result.fallback} did not start here; ONNX Runtime would run it on "
+                        f"{engine.device}"
+                    )
                 timings, outputs = measure_variant(
                     engine,
                     self.eval_data,
@@ -290,7 +334,7 @@ class _Run:
         return result
 
     def _engine_options(self, plan: VariantPlan) -> EngineOptions:
-        return EngineOptions(threads=self.options.threads, precision=plan.precision)
+        return _options(self.options.threads, plan.engine, plan.precision, plan.providers)
 
     def _score(
         self,
@@ -324,7 +368,7 @@ class _Run:
             load_engine(
                 self.variants_dir.parent / r.file,
                 backend=r.engine,
-                options=EngineOptions(threads=self.options.threads, precision=r.precision),
+                options=_options(self.options.threads, r.engine, r.precision, r.providers),
             )
             for r in (self.baseline, candidate)
         ]
@@ -366,7 +410,9 @@ class _Run:
             trial_path = self.ctx.workdir / "mixed-trial.onnx"
             with quiet(self.ctx.workdir):
                 static_builder(method, exclude=exclude)(self.ctx, trial_path)
-            engine = load_engine(trial_path, options=EngineOptions(threads=self.options.threads))
+            engine = load_engine(
+                trial_path, options=_options(self.options.threads, "onnxruntime", "int8", (CPU,))
+            )
             trial = VariantResult("trial", "onnxruntime", "int8")
             self._score(trial, run_dataset(engine, check), check.labels, check.size)
             engine.close()
@@ -442,13 +488,14 @@ def _write_selected(
 ) -> None:
     source = staging / selected.file
     files = _files_of(source)
-    names = [f"model{p.suffix}" for p in files]
+    # model.onnx, model.bin, model.calibration.flatbuffers: each keeps what follows the stem
+    names = ["model" + p.name.removeprefix(source.stem) for p in files]
     for path, name in zip(files, names, strict=True):
         shutil.copyfile(path, staging / name)
     engine = load_engine(
         staging / names[0],
         backend=selected.engine,
-        options=EngineOptions(precision=selected.precision),
+        options=_options(None, selected.engine, selected.precision, selected.providers),
     )
     metrics = {
         "variant": selected.name,
@@ -471,7 +518,11 @@ def _write_selected(
         metrics=metrics,
         **extra,
     )
+    ran_on: dict[str, Any] = {"device": engine.device, "fallback": engine_fallback(engine)}
+    if selected.engine == "onnxruntime":
+        ran_on["providers"] = list(selected.providers)
     engine.close()
+    manifest.engine = manifest.engine.model_copy(update=ran_on)
     if options.threads is not None:
         manifest.engine = manifest.engine.model_copy(update={"threads": options.threads})
     manifest.write(staging)

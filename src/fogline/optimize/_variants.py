@@ -4,6 +4,13 @@ ONNX Runtime's quantization package makes the INT8 variants (dynamic, and
 static QDQ per-channel with MinMax, Entropy or Percentile calibration) and
 its float16 converter the FP16 one; OpenVINO's NNCF makes the OpenVINO INT8
 variant. Nothing here quantizes a tensor by hand.
+
+On a GPU (the CUDA and TensorRT providers of ``onnxruntime-gpu``) the search
+adds CUDA FP32, CUDA FP16 (the FP16 model), TensorRT FP16 and TensorRT INT8:
+TensorRT quantizes the FP32 model itself with the calibration table that
+ONNX Runtime's calibrator writes from the calibration data
+(:func:`build_tensorrt_int8`). Which of them are planned depends only on the
+providers given (:func:`gpu_plans`), so planning is the same on any machine.
 """
 
 from __future__ import annotations
@@ -19,8 +26,12 @@ import onnx
 
 from fogline.data import Dataset
 from fogline.errors import BackendUnavailable, OptimizeError
+from fogline.model import calibration_table_path
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
 
 
 @dataclass
@@ -54,7 +65,11 @@ Builder = Callable[[BuildContext, Path], Path]
 
 @dataclass(frozen=True)
 class VariantPlan:
-    """A variant to build: its name, the engine and precision it runs with, and how."""
+    """A variant to build: its name, the engine and precision it runs with, and how.
+
+    ``providers``: the ONNX Runtime execution providers it runs on, best first
+    (the CPU for every variant but the GPU ones; OpenVINO ignores them).
+    """
 
     name: str
     engine: str
@@ -62,6 +77,7 @@ class VariantPlan:
     build: Builder
     notes: str = ""
     suffix: str = ".onnx"
+    providers: tuple[str, ...] = (CPU,)
 
 
 @cache
@@ -272,3 +288,86 @@ def quantized(plan: VariantPlan, method: str = "minmax") -> VariantPlan:
         build,
         f"{plan.notes}; then static INT8 QDQ per-channel, {method}{note}",
     )
+
+
+def build_tensorrt_int8(ctx: BuildContext, out: Path) -> Path:
+    """The FP32 model, with the TensorRT INT8 calibration table of the calibration data beside it.
+
+    ONNX Runtime's calibrator runs the model on the calibration batches and
+    records each tensor's range (MinMax); ``write_calibration_table`` writes
+    them in the flatbuffers form TensorRT's provider reads
+    (``<out>.calibration.flatbuffers``, see :func:`fogline.model.calibration_table_path`).
+    """
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+    from onnxruntime.quantization import write_calibration_table as write_table
+
+    shutil.copyfile(ctx.source, out)
+    folder = ctx.workdir / f"{out.stem}-calibration"
+    folder.mkdir(exist_ok=True)
+    calibrator = create_calibrator(
+        ctx.source,
+        augmented_model_path=folder / "augmented.onnx",
+        calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"CalibMaxIntermediateOutputs": 64},
+    )
+    calibrator.collect_data(calibration_reader(ctx.calibration))
+    ranges = calibrator.compute_data()
+    write_table({name: ranges[name] for name in ranges}, dir=str(folder))
+    shutil.copyfile(folder / "calibration.flatbuffers", calibration_table_path(out))
+    return out
+
+
+def gpu_plans(available: Sequence[str]) -> tuple[list[VariantPlan], dict[str, str]]:
+    """The GPU variants the given execution providers can run, and one line for those they cannot.
+
+    >>> plans, skipped = gpu_plans(["CPUExecutionProvider"])
+    >>> plans, list(skipped)
+    ([], ['gpu'])
+    >>> [p.name for p in gpu_plans([TENSORRT, CUDA, CPU])[0]]
+    ['cuda-fp32', 'cuda-fp16', 'tensorrt-fp16', 'tensorrt-int8']
+    """
+    plans: list[VariantPlan] = []
+    skipped: dict[str, str] = {}
+    if CUDA in available:
+        plans += [
+            VariantPlan("cuda-fp32", "onnxruntime", "fp32", build_fp32, "CUDA", providers=(CUDA,)),
+            VariantPlan(
+                "cuda-fp16",
+                "onnxruntime",
+                "fp16",
+                build_fp16,
+                "CUDA; float16 weights, fp32 I/O",
+                providers=(CUDA,),
+            ),
+        ]
+    if TENSORRT in available:
+        trt = (TENSORRT, CUDA) if CUDA in available else (TENSORRT,)
+        plans += [
+            VariantPlan(
+                "tensorrt-fp16",
+                "onnxruntime",
+                "fp16",
+                build_fp32,
+                "TensorRT FP16 engine of the FP32 model",
+                providers=trt,
+            ),
+            VariantPlan(
+                "tensorrt-int8",
+                "onnxruntime",
+                "int8",
+                build_tensorrt_int8,
+                "TensorRT INT8 engine, calibration table from the calibration data (MinMax)",
+                providers=trt,
+            ),
+        ]
+    others = ", ".join(p.removesuffix("ExecutionProvider") for p in available) or "none"
+    if not plans:
+        skipped["gpu"] = (
+            f"no CUDA or TensorRT execution provider in this onnxruntime build (it has {others}); "
+            "GPU variants need onnxruntime-gpu and an NVIDIA GPU (docs/gpu.md)"
+        )
+    elif TENSORRT not in available:
+        skipped["tensorrt-*"] = (
+            f"no TensorRT execution provider in this onnxruntime build (it has {others})"
+        )
+    return plans, skipped

@@ -205,6 +205,10 @@ class ReleaseMetrics(_Message):
     drift: float | None = None  # the highest drift score of any stage (see ``monitoring``)
     #: Drift, live accuracy, its estimate and captures of a pipeline that monitors its model.
     monitoring: Monitoring | None = None
+    #: What ran the release's model in its health check: the execution provider
+    #: (``CUDAExecutionProvider``...), and the GPU provider asked for that did not start.
+    device: str | None = None
+    device_fallback: str | None = None
 
 
 class AuditCheckpoint(_Message):

@@ -485,6 +485,10 @@ class Agent:
             accuracy = self.converger.accuracy(name)
             if accuracy is not None:
                 measured = measured.model_copy(update={"accuracy": accuracy})
+            ran_on = self.converger.device(name)
+            if ran_on is not None:
+                update = {"device": ran_on[0], "device_fallback": ran_on[1]}
+                measured = measured.model_copy(update=update)
             metrics[name] = measured
         return versions, metrics
 

@@ -83,6 +83,8 @@ class _Saved(BaseModel):
     # name -> [version, generation]: not tried again until a newer generation.
     blocked: dict[str, tuple[str, int]] = Field(default_factory=dict)
     accuracy: dict[str, float] = Field(default_factory=dict)
+    # name -> [device, fallback]: what ran the release's model in its health check.
+    devices: dict[str, tuple[str, str | None]] = Field(default_factory=dict)
     commands: list[str] = Field(default_factory=list)
 
 
@@ -176,6 +178,12 @@ class Converger:
     def accuracy(self, name: str) -> float | None:
         with self._lock:
             return self._saved.accuracy.get(name)
+
+    def device(self, name: str) -> tuple[str, str | None] | None:
+        """The execution provider that ran release ``name``'s model in its health check, and
+        the GPU provider asked for that did not start (None: not checked yet)."""
+        with self._lock:
+            return self._saved.devices.get(name)
 
     def kinds(self) -> dict[str, ReleaseKind]:
         """The kind of each release with a child process (for telemetry)."""
@@ -357,6 +365,10 @@ class Converger:
                 self._saved.accuracy[name] = report.accuracy
             elif report is not None:
                 self._saved.accuracy.pop(name, None)
+            if report is not None and report.device is not None:
+                self._saved.devices[name] = (report.device, report.fallback)
+            elif report is not None:
+                self._saved.devices.pop(name, None)
         self._set(name, version=version, target=None, phase="active", error=None)
         detail = f" ({report.describe()})" if report is not None else ""
         self._event(f"{name}: {version} active{detail}")
@@ -398,6 +410,7 @@ class Converger:
             self._kinds.pop(name, None)
             self._saved.releases.pop(name, None)
             self._saved.accuracy.pop(name, None)
+            self._saved.devices.pop(name, None)
             self._saved.blocked.pop(name, None)
         self._save()
         self._event(f"{name}: no longer desired, stopped")

@@ -27,7 +27,7 @@ import numpy as np
 
 from fogline.errors import ConfigError, DataError, FoglineError, SignatureMismatch
 from fogline.fleet.agent.kinds._kind import ReleaseKind
-from fogline.model import Engine, ModelReader, time_calls
+from fogline.model import Engine, ModelReader, engine_fallback, time_calls
 
 #: Timed runs per model (after one warm-up run); the median is held against the budget.
 TIMED_RUNS = 5
@@ -40,7 +40,9 @@ class HealthReport:
     """The outcome of a check: ``ok``, or ``reason`` saying what failed.
 
     ``latency_ms`` is the slowest model's median latency on its sample;
-    ``accuracy`` is on the canary set, when the release has one.
+    ``accuracy`` is on the canary set, when the release has one; ``device``
+    is what ran the first model (``CPUExecutionProvider``, ``CUDAExecutionProvider``...)
+    and ``fallback`` the GPU provider asked for that did not start, if any.
 
     >>> HealthReport(ok=False, reason="model.onnx: not a model").describe()
     'failed: model.onnx: not a model'
@@ -51,6 +53,8 @@ class HealthReport:
     latency_ms: float | None = None
     accuracy: float | None = None
     models: tuple[str, ...] = ()
+    device: str | None = None
+    fallback: str | None = None
 
     def describe(self) -> str:
         if not self.ok:
@@ -113,8 +117,14 @@ def check_release(
     finally:
         for _, engine in engines:
             engine.close()
+    first = engines[0][1] if engines else None
     return HealthReport(
-        ok=True, latency_ms=worst, accuracy=accuracy, models=tuple(n for n, _ in engines)
+        ok=True,
+        latency_ms=worst,
+        accuracy=accuracy,
+        models=tuple(n for n, _ in engines),
+        device=None if first is None else first.device,
+        fallback=None if first is None else engine_fallback(first),
     )
 
 
