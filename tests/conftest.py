@@ -31,6 +31,32 @@ settings.register_profile("fogline", deadline=None, derandomize=bool(os.environ.
 settings.load_profile("fogline")
 
 
+def gpu_missing() -> str | None:
+    """Why ``@pytest.mark.gpu`` tests cannot run here (None: they can)."""
+    import onnxruntime
+
+    from fogline.model import nvidia_gpu_visible
+
+    available = onnxruntime.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
+        return (
+            f"needs an NVIDIA GPU: this onnxruntime build has no CUDAExecutionProvider "
+            f"(it has {', '.join(available)}; onnxruntime-gpu has it, see docs/gpu.md)"
+        )
+    if not nvidia_gpu_visible():
+        return "needs an NVIDIA GPU: none is visible (no /dev/nvidia0, or CUDA_VISIBLE_DEVICES hides it)"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the GPU tests, with the reason, where there is no GPU to run them on."""
+    marked = [item for item in items if item.get_closest_marker("gpu") is not None]
+    reason = gpu_missing() if marked else None
+    if reason is not None:
+        for item in marked:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
 @pytest.fixture(scope="session")
 def digits_model() -> Path:
     return digits_model_path()

@@ -32,6 +32,7 @@ from fogline.model import (
     available_backends,
     backend_for,
     load_engine,
+    tensorrt_version,
 )
 from fogline.model._onnxruntime import choose_providers
 from fogline.model._openvino import cpu_capabilities
@@ -55,10 +56,32 @@ def test_every_backend_is_installed_here():
 # --- the contract ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def engine(request: pytest.FixtureRequest) -> Iterator[Engine]:
-    path: Path = request.getfixturevalue(MODELS[request.param])
-    loaded = load_engine(path, backend=request.param)
+#: Every backend on its default device, and ONNX Runtime on each GPU provider (those are
+#: marked ``gpu``: skipped, with the reason, where onnxruntime-gpu or the GPU is missing).
+ENGINES = [
+    *(pytest.param((b, None), id=b) for b in BACKENDS),
+    *(
+        pytest.param(("onnxruntime", p), id=f"onnxruntime-{p}", marks=pytest.mark.gpu)
+        for p in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+    ),
+]
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Engine]:
+    backend, provider = request.param
+    path: Path = request.getfixturevalue(MODELS[backend])
+    options = None
+    if provider == "TensorrtExecutionProvider" and tensorrt_version() == "unknown":
+        pytest.skip("needs TensorRT: its libraries (libnvinfer) are not installed here")
+    if provider is not None:  # TensorRT's engines go to a cache of the test's own
+        cache = tmp_path_factory.mktemp("tensorrt-cache")
+        options = EngineOptions(providers=(provider,), cache_dir=cache)
+    loaded = load_engine(path, backend=backend, options=options)
+    if provider is not None:
+        assert loaded.device == provider, f"asked for {provider}, ONNX Runtime ran {loaded.device}"
     yield loaded
     loaded.close()
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +125,24 @@ def test_a_search_limited_to_the_cpu_says_in_one_line_that_it_has_no_gpu_variant
     assert "onnxruntime-gpu" in report.skipped["gpu"]
     assert [v.name for v in report.variants] == ["ort-fp32", "ort-fp16"]
     assert {v.device for v in report.variants} == {CPU}
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this onnxruntime build has the CUDA provider")
+def test_optimize_provider_cuda_on_a_cpu_build_is_one_line_and_exit_2(
+    tmp_path: Path, digits_model: Path
+):
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "fogline", "optimize", str(digits_model)),
+            *("-c", "fogline.examples:digits_calibration", "-o", str(tmp_path / "out")),
+            *("--provider", "cuda"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert "CUDAExecutionProvider" in done.stderr and "onnxruntime-gpu" in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -62,7 +62,10 @@ _INT8_OPS = frozenset(
 
 def choose_providers(requested: tuple[str, ...] | None = None) -> list[str]:
     """The execution providers to use, best first, CPU always included."""
-    return _choose(requested, ort.get_available_providers())
+    available = ort.get_available_providers()
+    if requested or TENSORRT not in available:
+        return _choose(requested, available)
+    return _choose(requested, available, tensorrt_installed=tensorrt_version() != "unknown")
 
 
 def model_precision(model: onnx.ModelProto) -> str:

@@ -62,17 +62,24 @@ def provider_name(name: str) -> str:
     return ALIASES.get(name.strip().lower(), name.strip())
 
 
-def choose_providers(requested: Sequence[str] | None, available: Sequence[str]) -> list[str]:
+def choose_providers(
+    requested: Sequence[str] | None, available: Sequence[str], *, tensorrt_installed: bool = True
+) -> list[str]:
     """The execution providers to ask ONNX Runtime for, best first, CPU always last.
 
     Without ``requested``: TensorRT, CUDA, CoreML, CPU, those the build
-    offers. TensorRT is always followed by CUDA when the build has it, so the
-    operators TensorRT does not take run on the GPU rather than the CPU.
+    offers; TensorRT only when its libraries are installed
+    (``tensorrt_installed``: onnxruntime-gpu offers the provider either way,
+    and without them ONNX Runtime would fall back after an error). TensorRT
+    is always followed by CUDA when the build has it, so the operators
+    TensorRT does not take run on the GPU rather than the CPU.
 
     >>> choose_providers(("trt",), [TENSORRT, CUDA, CPU])
     ['TensorrtExecutionProvider', 'CUDAExecutionProvider', 'CPUExecutionProvider']
     >>> choose_providers(None, ["AzureExecutionProvider", CPU])
     ['CPUExecutionProvider']
+    >>> choose_providers(None, [TENSORRT, CUDA, CPU], tensorrt_installed=False)
+    ['CUDAExecutionProvider', 'CPUExecutionProvider']
     """
     preferred = (TENSORRT, CUDA, "CoreMLExecutionProvider", CPU)
     if requested:
@@ -81,7 +88,7 @@ def choose_providers(requested: Sequence[str] | None, available: Sequence[str]) 
         if missing:
             raise ConfigError(missing_provider_message(missing, available))
     else:
-        chosen = [p for p in preferred if p in available]
+        chosen = [p for p in preferred if p in available and (p != TENSORRT or tensorrt_installed)]
     if TENSORRT in chosen and CUDA in available and CUDA not in chosen:
         chosen.insert(chosen.index(TENSORRT) + 1, CUDA)
     return [p for p in dict.fromkeys(chosen) if p != CPU] + [CPU]

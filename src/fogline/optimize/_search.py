@@ -56,6 +56,7 @@ from fogline.optimize._sensitivity import exclusion_set, rank_sensitive_nodes
 from fogline.optimize._variants import (
     CALIBRATION_METHODS,
     CPU,
+    TENSORRT,
     BuildContext,
     VariantPlan,
     gpu_plans,
@@ -184,9 +185,16 @@ def _search(
     plans = onnx_plans(options.methods)
     ov_plans, skipped = openvino_plans()
     plans += ov_plans
-    on_gpu, gpu_skipped = gpu_plans(available_providers(options))
+    available = available_providers(options)
+    on_gpu, gpu_skipped = gpu_plans(available)
     plans += on_gpu
     skipped.update(gpu_skipped)
+    if options.providers is None and TENSORRT in available and not tensorrt_found():
+        plans = [p for p in plans if TENSORRT not in p.providers]
+        skipped["tensorrt-*"] = (
+            "TensorRT's libraries (libnvinfer) are not installed: pip install tensorrt, "
+            "or JetPack's (docs/gpu.md)"
+        )
     plans += extra_plans
     if options.variants:
         wanted = [p for p in plans if p.name == "ort-fp32" or _matches(p.name, options.variants)]
@@ -218,6 +226,14 @@ def _search(
     return Report.build(
         model, selected, run.baseline, results, skipped, options, run.budget, on_gpu=bool(on_gpu)
     )
+
+
+def tensorrt_found() -> bool:
+    """True when TensorRT's libraries are installed (onnxruntime-gpu offers the provider
+    either way)."""
+    from fogline.model import tensorrt_version
+
+    return tensorrt_version() != "unknown"
 
 
 def available_providers(options: OptimizeOptions) -> tuple[str, ...]:

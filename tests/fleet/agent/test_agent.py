@@ -20,9 +20,11 @@ import httpx
 import psutil
 import pytest
 
+from fogline.examples import digits_model_path
 from fogline.fleet.agent._agent import Agent, AgentConfig
 from fogline.fleet.agent._enrol import read_credentials
 from fogline.fleet.agent._telemetry import TelemetryReporter, TelemetryTransport
+from fogline.model import load_engine
 from fogline.protocol import Command, DesiredState, DeviceTopics, Telemetry
 from fogline.security import SENT_CHECKPOINT, Checkpoint, read_checkpoint, verify_log
 from fogline.store import OutboxSender, ResultStore
@@ -88,6 +90,9 @@ def test_converges_to_a_release_and_reports_it_active(
     Telemetry.model_validate(report)  # the payload is the protocol's body itself
     assert report["device_id"] == "cam-1" and report["versions"] == {"digits": "1.0.0"}
     assert report["metrics"]["digits"]["accuracy"] > 0.9
+    # what ran the model in the health check: the provider this machine's engine picks
+    assert report["metrics"]["digits"]["device"] == load_engine(digits_model_path()).device
+    assert report["metrics"]["digits"]["device_fallback"] is None
     assert report["memory_mb"] > 0
     controller.wait(lambda: controller.presence.get("cam-1") is False, what="presence offline")
     assert any("1.0.0 active" in line for line in agent.lines)  # type: ignore[attr-defined]
