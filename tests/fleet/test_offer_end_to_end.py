@@ -85,7 +85,7 @@ def test_a_device_fine_tunes_on_schedule_and_its_offer_becomes_a_signed_canary(
     )
 
     wait_until("the offer accepted", lambda: events(fleet, "offer-accepted") or events(
-        fleet, "offer-refused"), timeout=90)  # fmt: skip
+        fleet, "offer-refused"), timeout=240)  # fmt: skip
     assert not events(fleet, "offer-refused"), fleet.log("controller")[-3000:]
     (accepted,) = events(fleet, "offer-accepted")
     assert accepted["device_id"] == DEVICE

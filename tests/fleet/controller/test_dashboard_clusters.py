@@ -157,7 +157,7 @@ def test_the_api_lists_each_groups_nodes_and_dispatcher_with_their_devices(site:
     site.say(f"fogline/cluster/{GROUP}/dispatcher", _STATS.payload())
     site.say(f"fogline/cluster/{GROUP}/nodes/node-c", b'{"node": "node-c", "state": "asleep"}')
 
-    wait_for("both nodes and the dispatcher", lambda: _complete(site.groups()), timeout=30)
+    wait_for("both nodes and the dispatcher", lambda: _complete(site.groups()), timeout=120)
 
     [group] = site.groups()
     assert group["group"] == GROUP
@@ -188,7 +188,7 @@ def test_the_clusters_page_shows_nodes_links_devices_and_a_node_going_offline(
     ghost = f"fogline/cluster/{GROUP}/nodes/node-b"
     site.say(ghost, presence("node-b", "online", "ghost", 19).payload())
     site.say(f"fogline/cluster/{GROUP}/dispatcher", _STATS.payload())  # as the test above says it
-    wait_for("the node online", lambda: _complete(site.groups()), timeout=30)
+    wait_for("the node online", lambda: _complete(site.groups()), timeout=120)
     page.goto(f"{site.controller.base_url}/?token={site.controller.token}#/clusters")
 
     block = page.locator(f'section.cluster[data-group="{GROUP}"]')
