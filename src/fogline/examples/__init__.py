@@ -5,6 +5,11 @@ digits set that scikit-learn ships, so nothing is ever downloaded. The
 calibration and evaluation functions can be named on the command line as
 ``fogline.examples:digits_calibration`` and ``fogline.examples:digits_eval``.
 
+The shapes detector (``shapes_model_path``, a tiny YOLO-style network) and
+its scenes (``fogline.examples:shapes_eval`` and friends) live in
+:mod:`fogline.examples._shapes`; its PyTorch side and the architecture
+search's family in :mod:`fogline.examples.shapes_torch`.
+
 For federated learning: ``digits_task`` (``fogline fl simulate --task``),
 ``digits_device_data`` (one device's part of its training set) and the
 ``learner`` release folder :func:`digits_learner_path`, ready for
@@ -23,6 +28,19 @@ import numpy as np
 
 from fogline.data import import_function
 from fogline.errors import ConfigError, DataError
+from fogline.examples._shapes import (
+    SHAPES_LABELS,
+    SHAPES_SIZE,
+    Detections,
+    shapes_calibration,
+    shapes_detections,
+    shapes_eval,
+    shapes_map50,
+    shapes_model_path,
+    shapes_scene,
+    shapes_split,
+    shapes_train,
+)
 
 _HERE = Path(__file__).parent / "digits"
 _LEARNER = Path(__file__).parent / "digits_learner"
@@ -141,6 +159,9 @@ __all__ = [
     "DRIFT_AT",
     "LABELS",
     "PIXEL_SCALE",
+    "SHAPES_LABELS",
+    "SHAPES_SIZE",
+    "Detections",
     "digits_calibration",
     "digits_device_data",
     "digits_drifting_stream",
@@ -154,6 +175,14 @@ __all__ = [
     "digits_teacher_path",
     "digits_torch_task",
     "digits_train",
+    "shapes_calibration",
+    "shapes_detections",
+    "shapes_eval",
+    "shapes_map50",
+    "shapes_model_path",
+    "shapes_scene",
+    "shapes_split",
+    "shapes_train",
 ]
 
 
