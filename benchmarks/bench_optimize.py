@@ -9,6 +9,9 @@
    for that model and for a YOLO-style detector, with agreement figures.
 3. ``Engine.run`` against a bare ``InferenceSession.run`` at batch 1.
 4. The digits example: INT8 accuracy against FP32.
+5. Energy per inference of every variant at batch 1 beside the FP32
+   baseline's (the anchor), measured (RAPL, NVML) where the machine
+   exposes its counters, else estimated from CPU time: each line says which.
 
 Speed ratios are measured interleaved (A, B, A, B, … for several rounds,
 median of each) so that a noisy neighbour hits both sides alike.
@@ -118,6 +121,26 @@ def run_optimize(
     )
     print(f"  optimize {name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return report
+
+
+def energy_line(name: str, report: Report) -> tuple[str, dict[str, object]]:
+    """Joules per inference of each variant at batch 1 beside the FP32 baseline's."""
+    base = report.variant(report.baseline).joules_per_item or 0.0
+    per_variant = {
+        v.name: v.joules_per_item
+        for v in report.variants
+        if v.status == "ok" and v.joules_per_item is not None
+    }
+    cells = ", ".join(
+        f"{variant} {1000 * joules:.3f} mJ ({joules / base:.2f}x)" if base else variant
+        for variant, joules in per_variant.items()
+        if variant != report.baseline
+    )
+    line = (
+        f"{name} energy per inference, batch 1, {report.energy_text()}: "
+        f"{report.baseline} {1000 * base:.3f} mJ (anchor); {cells}"
+    )
+    return line, {"label": report.energy_text(), "joules_per_item": per_variant}
 
 
 def session_call(path: Path, threads: int, feeds: dict[str, np.ndarray]) -> Callable[[], object]:
@@ -239,6 +262,12 @@ def main() -> None:
             )
             print(f"  {name} variants: {others}", file=sys.stderr)
 
+        # 5. Energy per inference of each variant beside the FP32 baseline's.
+        for name, report in reports.items():
+            line, figures = energy_line(name, report)
+            lines.append(line)
+            results[f"energy_{name}"] = figures
+
         # 3. Engine.run against a bare InferenceSession.run, batch 1, same file.
         path = folder / "out-mobilenet_v2" / fp32.file
         one = {"images": np.ascontiguousarray(models["mobilenet_v2"][2].batches[0]["images"][:1])}
@@ -282,6 +311,9 @@ def main() -> None:
             f"(worst drop {(base.accuracy or 0) - (worst.accuracy or 0):.2f} pt, target <= 1 pt); "
             f"selected {chosen.name} at {chosen.accuracy:.2f}%"
         )
+        line, figures = energy_line("digits", report)
+        lines.append(line)
+        results["energy_digits"] = figures
         results["digits"] = {
             "fp32": base.accuracy,
             "int8": {v.name: v.accuracy for v in int8s},

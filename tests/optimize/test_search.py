@@ -254,3 +254,18 @@ def test_the_selected_variant_was_re_timed_in_a_real_search(digits_run):
         assert chosen.confirmed_speedup is not None and chosen.confirmed_speedup >= MIN_SPEEDUP
     data = report.to_dict()
     assert all("confirmed_speedup" in v for v in data["variants"])
+
+
+def test_every_variant_carries_its_energy_per_inference_and_how_it_was_obtained(digits_run):
+    out, report = digits_run
+    data = json.loads((out / "report.json").read_text())
+    html = (out / "report.html").read_text()
+
+    for v in data["variants"]:
+        energy = v["energy"]
+        assert set(energy["joules_per_item"]) == {"batch1", "batch8"}
+        assert v["joules_per_item"] == energy["joules_per_item"]["batch1"] > 0
+        kind = "measured" if energy["measured"] else "estimated"
+        assert energy["label"].startswith(f"{kind} (")
+        assert energy["label"] in report.energy_text()
+    assert "mJ/item (b1)" in html and f"Energy per inference: {report.energy_text()}" in html

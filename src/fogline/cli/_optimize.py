@@ -56,6 +56,7 @@ def variant_table(report: Report) -> Table:
         f"p50 ms b{batches[0]}",
         f"p99 ms b{batches[0]}",
         f"items/s b{batches[-1]}",
+        f"mJ/item b{batches[0]}",
         "accuracy",
         "agree",
         "max err",
@@ -67,6 +68,7 @@ def variant_table(report: Report) -> Table:
             table.add_row(
                 v.name,
                 v.precision,
+                "",
                 "",
                 "",
                 "",
@@ -96,6 +98,7 @@ def variant_table(report: Report) -> Table:
             f"{v.p50:.3f}",
             f"{v.p99:.3f}",
             f"{v.throughput:,.0f}",
+            "" if v.joules_per_item is None else f"{1000 * v.joules_per_item:.3f}",
             "" if v.accuracy is None else f"{v.accuracy:.2f}%",
             f"{v.agreement.top1:.1f}%" if v.agreement else "",
             f"{v.agreement.max_abs:.3g}" if v.agreement else "",
@@ -160,6 +163,8 @@ def with_bar(search: Callable[[Step], Report]) -> Report:
 def print_report(report: Report, out: Path) -> None:
     """The variant table, what was skipped, the selection and the files written."""
     console.print(variant_table(report))
+    if report.energy_text():
+        console.print(f"energy per inference {escape(report.energy_text())}", highlight=False)
     for name, reason in report.skipped.items():
         if reason == NOT_SELECTED:
             continue  # the user asked for fewer variants; report.json still lists them

@@ -1,4 +1,4 @@
-"""Measuring one variant: speed, memory, accuracy and agreement with FP32."""
+"""Measuring one variant: speed, energy per inference, memory, accuracy and agreement with FP32."""
 
 from __future__ import annotations
 
@@ -132,16 +132,26 @@ def measure_variant(
     batches: tuple[int, ...],
     duration_s: float,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Latency at each batch size, throughput, and outputs on ``eval_data``."""
+    """Latency and joules per item at each batch size, throughput, and outputs on ``eval_data``.
+
+    ``energy`` holds ``joules_per_item`` by batch and how they were obtained
+    (``measured``, ``source``, ``label``, ``note``: see :class:`fogline.power.Energy`).
+    """
     latency: dict[str, Any] = {}
     throughput: dict[str, float] = {}
+    energy: dict[str, Any] = {}
     outputs = run_dataset(engine, eval_data)
     for batch in batches:
         feeds = feeds_of_size(eval_data, batch, engine)
         stats = measure(engine, feeds, batch=batch, duration_s=duration_s)
         latency[f"batch{batch}"] = {"p50": round(stats.p50, 4), "p99": round(stats.p99, 4)}
         throughput[f"batch{batch}"] = round(stats.throughput, 1)
-    return {"latency_ms": latency, "throughput": throughput}, outputs
+        if stats.energy is not None and stats.joules_per_item is not None:
+            per_item = energy.setdefault("joules_per_item", {})
+            per_item[f"batch{batch}"] = float(f"{stats.joules_per_item:.6g}")
+            figure = stats.energy.to_dict()
+            energy.update({key: figure[key] for key in ("measured", "source", "label", "note")})
+    return {"latency_ms": latency, "throughput": throughput, "energy": energy}, outputs
 
 
 def feeds_of_size(data: Dataset, batch: int, engine: Engine) -> dict[str, np.ndarray]:

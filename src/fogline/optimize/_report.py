@@ -77,6 +77,17 @@ class VariantResult:
         values = list(self.timings.get("throughput", {}).values())
         return float(values[-1]) if values else 0.0
 
+    @property
+    def joules_per_item(self) -> float | None:
+        """Joules per inference at the first batch size (None: not metered)."""
+        values = list(self.timings.get("energy", {}).get("joules_per_item", {}).values())
+        return float(values[0]) if values else None
+
+    @property
+    def energy_label(self) -> str:
+        """``measured (RAPL package-0)`` or ``estimated (CPU time x 10 W per core)``; or empty."""
+        return str(self.timings.get("energy", {}).get("label", ""))
+
     def judge(self, baseline: VariantResult | None, budget: Budget) -> None:
         """Decide whether this variant stays inside the accuracy budget."""
         if baseline is None or baseline is self:
@@ -111,6 +122,7 @@ class VariantResult:
         return {
             "latency_ms": {"p50": self.p50, "p99": self.p99},
             "throughput": self.throughput,
+            "joules_per_item": self.joules_per_item,
             "accuracy": self.accuracy,
             "agreement": self.agreement.to_dict() if self.agreement else None,
         }
@@ -131,6 +143,8 @@ class VariantResult:
             "latency_ms": {"p50": self.p50, "p99": self.p99, **latency},
             "throughput": self.throughput,
             "throughput_by_batch": self.timings.get("throughput", {}),
+            "joules_per_item": self.joules_per_item,
+            "energy": self.timings.get("energy") or None,
             "peak_memory_mb": self.peak_memory_mb,
             "memory_growth_mb": self.memory_growth_mb,
             "accuracy": None if self.accuracy is None else round(self.accuracy, 3),
@@ -233,6 +247,19 @@ class Report:
         else:
             what = f"the batch-{batches[0]} speed"
         return f"{self.speedup():.2f}x {what} of {self.baseline}"
+
+    def energy_text(self) -> str:
+        """How the variants' energy was obtained: their labels, and why no better meter was used.
+
+        The variants of one run share a meter unless some ran on a GPU, so this is
+        usually one label: ``"estimated (CPU time x 10 W per core) · no RAPL ..."``.
+        """
+        seen: dict[str, str] = {}
+        for v in self.variants:
+            energy = v.timings.get("energy") or {}
+            if energy.get("label"):
+                seen.setdefault(str(energy["label"]), str(energy.get("note") or ""))
+        return "; ".join(f"{label} · {note}" if note else label for label, note in seen.items())
 
     def to_dict(self) -> dict[str, Any]:
         nas = {} if self.nas is None else {"nas": self.nas.to_dict()}
@@ -338,6 +365,7 @@ def render_html(report: Report) -> str:
             f"{v.p50:.3f}" if v.status == "ok" else "",
             f"{v.p99:.3f}" if v.status == "ok" else "",
             f"{v.throughput:.1f}" if v.status == "ok" else "",
+            "" if v.joules_per_item is None else f"{1000 * v.joules_per_item:.3f}",
             f"{v.peak_memory_mb:.0f}",
             "" if v.accuracy is None else f"{v.accuracy:.2f}",
             str(agree.get("top1", "")),
@@ -359,6 +387,7 @@ def render_html(report: Report) -> str:
         "p50 ms (b1)",
         "p99 ms (b1)",
         "items/s",
+        "mJ/item (b1)",
         "peak MiB",
         "accuracy %",
         "top-1 agree %",
@@ -380,7 +409,8 @@ tr.sel {{ background: #e4f7e4; font-weight: bold; }} tr.bad {{ color: #a33; }}
 <h1>fogline optimize</h1>
 <p>Model <code>{html.escape(report.model)}</code> on {html.escape(_machine_text(report.machine))}. Selected <b>{html.escape(report.selected)}</b>:
 {html.escape(report.speedup_text())}.
-Budget: {html.escape(_budget_text(report.settings))}.</p>
+Budget: {html.escape(_budget_text(report.settings))}.
+Energy per inference: {html.escape(report.energy_text() or "not metered")}.</p>
 {_plot_svg(report)}
 <table><tr>{"".join(f"<th>{h}</th>" for h in heads)}</tr>{"".join(rows)}</table>
 <h2>Not built here</h2><ul>{skipped or "<li>none</li>"}</ul>
