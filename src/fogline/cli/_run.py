@@ -372,8 +372,13 @@ def _prometheus(runner: Pipeline, port: int | None) -> Iterator[None]:
         return
     from prometheus_client import CollectorRegistry, start_http_server
 
+    from fogline.metrics import EnergyCollector
+    from fogline.power import open_meter
+
     registry = CollectorRegistry()
     registry.register(runner.metrics.prometheus_collector(runner.spec.name))
+    # The run's energy (RAPL where readable, else estimated from CPU time): per item, per release.
+    registry.register(EnergyCollector(open_meter(), {"pipeline": runner.spec.name}))
     try:
         server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     except OSError as exc:

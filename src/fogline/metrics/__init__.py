@@ -12,6 +12,7 @@ must start without the ML stack, may import it.
 True
 """
 
+from fogline.metrics._energy import EnergyCollector
 from fogline.metrics._histogram import BUCKETS, Histogram
 from fogline.metrics._names import (
     ACCURACY_ESTIMATE,
@@ -20,10 +21,13 @@ from fogline.metrics._names import (
     DRIFT_ALARMS,
     DRIFT_SCORE,
     END_TO_END,
+    ENERGY_JOULES,
+    ESTIMATED,
     FAILURE,
     LABELS,
     LIVE_ACCURACY,
     LIVE_LABELLED,
+    MEASURED,
     OFFLOAD,
     OFFLOAD_SECONDS,
     PIPELINE_ITEMS,
@@ -52,10 +56,13 @@ __all__ = [
     "DRIFT_ALARMS",
     "DRIFT_SCORE",
     "END_TO_END",
+    "ENERGY_JOULES",
+    "ESTIMATED",
     "FAILURE",
     "LABELS",
     "LIVE_ACCURACY",
     "LIVE_LABELLED",
+    "MEASURED",
     "OFFLOAD",
     "OFFLOAD_SECONDS",
     "PIPELINE_ITEMS",
@@ -74,5 +81,6 @@ __all__ = [
     "VARIANT_ACTIVE",
     "VARIANT_ITEMS",
     "VARIANT_SWITCHES",
+    "EnergyCollector",
     "Histogram",
 ]

@@ -80,3 +80,15 @@ SERVE_QUEUE_SECONDS = "fogline_serve_queue_seconds"
 SERVE_COMPUTE_SECONDS = "fogline_serve_compute_seconds"
 #: Counter: batches the engine ran, by ``size``.
 SERVE_BATCHES = "fogline_serve_batches"
+
+# -- energy (a pipeline run and the server alike; labels: source, kind, detail) ----------------
+
+#: Counter: joules the process's work used since it started, by the meter's ``source`` (rapl,
+#: nvml, cpu-time), ``kind`` (:data:`MEASURED` or :data:`ESTIMATED`) and ``detail`` (what it
+#: read: ``RAPL package-0``, ``CPU time x 10 W per core``). Over the items counted in the same
+#: period, it is the release's energy per inference.
+ENERGY_JOULES = "fogline_energy_joules"
+#: The ``kind`` of a figure read from an energy counter (RAPL, NVML).
+MEASURED = "measured"
+#: The ``kind`` of a figure estimated from CPU time and a declared power per core.
+ESTIMATED = "estimated"

@@ -209,6 +209,13 @@ class ReleaseMetrics(_Message):
     #: (``CUDAExecutionProvider``...), and the GPU provider asked for that did not start.
     device: str | None = None
     device_fallback: str | None = None
+    #: Joules the release's process used in the period, and per item processed (None: its
+    #: child exports no energy counter); ``energy`` says how: ``measured (RAPL package-0)``
+    #: or ``estimated (CPU time x 10 W per core)``.
+    joules: float | None = Field(default=None, ge=0)
+    joules_per_item: float | None = Field(default=None, ge=0)
+    energy: str | None = Field(default=None, max_length=200)
+    energy_measured: bool | None = None
 
 
 class AuditCheckpoint(_Message):

@@ -175,10 +175,14 @@ class Server:
     def _start_metrics(self) -> Any:
         from prometheus_client import CollectorRegistry, start_http_server
 
+        from fogline.metrics import EnergyCollector
+        from fogline.power import open_meter
         from fogline.serve._metrics import ServerCollector
 
         registry = CollectorRegistry()
         registry.register(ServerCollector(self.manager))
+        # The server's energy (RAPL where readable, else estimated from CPU time): per request.
+        registry.register(EnergyCollector(open_meter()))
         try:
             server, _thread = start_http_server(
                 self.metrics_port or 0, addr=self.host, registry=registry

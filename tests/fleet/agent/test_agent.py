@@ -335,6 +335,12 @@ def test_a_pipeline_release_runs_as_a_child_and_is_restarted_after_a_crash(
         b["metrics"]["scanner"] for _, b in controller.telemetry if "scanner" in b["metrics"]
     ]
     assert any(m["items_per_second"] > 0 and m["p50_ms"] is not None for m in metrics)
+    # Energy per inference, from the child's energy counter, labelled measured or estimated
+    metered = [m for m in metrics if m["items"] > 0 and m.get("joules_per_item")]
+    assert metered, metrics
+    for m in metered:
+        assert m["joules_per_item"] == pytest.approx(m["joules"] / m["items"])
+        assert m["energy"].startswith("measured (" if m["energy_measured"] else "estimated (")
     with pytest.raises(ProcessLookupError):
         os.kill(second, 0)
 
@@ -377,6 +383,12 @@ def test_a_serve_release_runs_fogline_serve(
             what="telemetry counting the request",
         )
     assert answer.status_code == 200, answer.text
+    served = [
+        b["metrics"]["digits-server"]
+        for _, b in controller.telemetry
+        if b["metrics"].get("digits-server", {}).get("items", 0) >= 1
+    ]
+    assert all(m["joules"] > 0 and m["energy"] for m in served), served  # the server's energy
     with pytest.raises(httpx.HTTPError):
         httpx.get(f"http://127.0.0.1:{port}/v2/health/ready")
 

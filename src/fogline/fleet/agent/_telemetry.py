@@ -16,7 +16,9 @@ release's kind (:meth:`~fogline.fleet.agent.kinds.ReleaseKind.scrape`).
 Counters are turned into per-period deltas (a restarted child starts again
 from zero, which is taken as such) and latency percentiles are read from the
 histogram buckets of the period, interpolated within a bucket as
-Prometheus' ``histogram_quantile`` does. A pipeline that monitors its model
+Prometheus' ``histogram_quantile`` does. A child that exports the energy
+counter (:data:`fogline.metrics.ENERGY_JOULES`) gives the period's joules
+and joules per item, labelled measured or estimated as the child's meter is. A pipeline that monitors its model
 also exports drift, late-label accuracy and capture series, read by
 :mod:`fogline.fleet.agent._monitoring` into each report's ``monitoring``.
 
@@ -56,6 +58,11 @@ class Scrape:
     buckets: tuple[tuple[float, float], ...] = ()  # (upper bound in seconds, cumulative count)
     #: A pipeline's drift, label, live-accuracy and capture series (None: it exports none).
     monitor: MonitorScrape | None = None
+    #: Joules the child counted since it started (None: it exports no energy counter).
+    joules: float | None = None
+    #: How they were obtained: ``measured (RAPL package-0)``, ``estimated (CPU time x ...)``.
+    energy: str | None = None
+    energy_measured: bool | None = None
 
 
 def quantile(q: float, buckets: Iterable[tuple[float, float]]) -> float | None:
@@ -103,6 +110,9 @@ def metrics_between(before: Scrape | None, after: Scrape, seconds: float) -> Rel
     p50 = quantile(0.5, buckets)
     p99 = quantile(0.99, buckets)
     monitoring = monitoring_between(None if restarted else base.monitor, after.monitor)
+    joules = None
+    if after.joules is not None:
+        joules = delta(after.joules, 0.0 if restarted or base.joules is None else base.joules)
     return ReleaseMetrics(
         items=int(items),
         items_per_second=items / seconds if seconds > 0 else 0.0,
@@ -112,6 +122,10 @@ def metrics_between(before: Scrape | None, after: Scrape, seconds: float) -> Rel
         drops=int(delta(after.drops, base.drops)),
         drift=None if monitoring is None else monitoring.worst_drift,
         monitoring=monitoring,
+        joules=joules,
+        joules_per_item=joules / items if joules is not None and items > 0 else None,
+        energy=after.energy,
+        energy_measured=after.energy_measured,
     )
 
 

@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 
 from fogline.errors import ConfigError, FoglineError, Unauthorized, http_status
 from fogline.fleet.controller._clusters import Clusters
+from fogline.fleet.controller._energy import energy_by_release
 from fogline.fleet.controller._learning import Learning
 from fogline.fleet.controller._monitoring import (
     KINDS,
@@ -281,6 +282,14 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         )
         return JSONResponse(fleet_series(rows, step))
 
+    async def energy(request: Request) -> Response:
+        rows = ctx.registry.metrics(
+            release=request.query_params.get("release"),
+            since=_float(request, "since", time.time() - 3600),
+            limit=200000,
+        )
+        return JSONResponse(energy_by_release(rows))
+
     async def monitoring(request: Request) -> Response:
         kinds = request.query_params.getlist("kind") or None
         unknown = sorted(set(kinds or ()) - set(KINDS))
@@ -421,6 +430,7 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         Route("/api/deployments/{deployment_id}/rollback", admin(rollback), methods=["POST"]),
         Route("/api/metrics", admin(metrics)),
         Route("/api/series", admin(series)),
+        Route("/api/energy", admin(energy)),
         Route("/api/monitoring", admin(monitoring)),
         Route("/api/monitoring/series", admin(monitoring_by_release)),
         Route("/api/monitoring/summary", admin(monitoring_latest)),

@@ -29,6 +29,13 @@ from fogline.fleet.controller._schema import MIGRATIONS, SCHEMA_VERSION
 from fogline.protocol import DesiredState, DeviceState
 from fogline.store import database_errors, open_database
 
+#: The columns of a telemetry row (table ``metrics``), in the order the API lists them.
+METRIC_COLUMNS = (
+    "device_id", "time", "release", "version", "items", "items_per_second", "p50_ms", "p99_ms",
+    "errors", "drops", "accuracy", "drift", "cpu_percent", "memory_mb",
+    "joules", "joules_per_item", "energy", "energy_measured",
+)  # fmt: skip
+
 if TYPE_CHECKING:
     from fogline.security import DeviceKey
 
@@ -262,7 +269,8 @@ class Registry:
                     (report.device_id, now),
                 )
                 conn.executemany(
-                    "INSERT INTO metrics VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    f"INSERT INTO metrics ({', '.join(METRIC_COLUMNS)}) "
+                    f"VALUES ({','.join('?' * len(METRIC_COLUMNS))})",
                     [
                         (
                             report.device_id,
@@ -279,6 +287,10 @@ class Registry:
                             m.drift,
                             report.cpu_percent,
                             report.memory_mb,
+                            m.joules,
+                            m.joules_per_item,
+                            m.energy,
+                            None if m.energy_measured is None else int(m.energy_measured),
                         )
                         for release, m in report.metrics.items()
                     ],
@@ -296,10 +308,7 @@ class Registry:
         limit: int = 10000,
     ) -> list[dict[str, Any]]:
         """Telemetry rows (one per device, release and report), oldest first."""
-        sql = (
-            "SELECT device_id, time, release, version, items, items_per_second, p50_ms, p99_ms, "
-            "errors, drops, accuracy, drift, cpu_percent, memory_mb FROM metrics WHERE time >= ?"
-        )
+        sql = f"SELECT {', '.join(METRIC_COLUMNS)} FROM metrics WHERE time >= ?"
         args: list[object] = [since]
         if release is not None:
             sql += " AND release = ?"
@@ -308,11 +317,11 @@ class Registry:
             sql += f" AND device_id IN ({','.join('?' * len(devices))})"
             args.extend(devices)
         rows = self._rows(sql + " ORDER BY time DESC LIMIT ?", [*args, limit])
-        keys = (
-            "device_id", "time", "release", "version", "items", "items_per_second", "p50_ms",
-            "p99_ms", "errors", "drops", "accuracy", "drift", "cpu_percent", "memory_mb",
-        )  # fmt: skip
-        return [dict(zip(keys, row, strict=True)) for row in reversed(rows)]
+        found = [dict(zip(METRIC_COLUMNS, row, strict=True)) for row in reversed(rows)]
+        for row in found:
+            if row["energy_measured"] is not None:
+                row["energy_measured"] = bool(row["energy_measured"])
+        return found
 
     def apply_retention(self, *, max_age: float, now: float | None = None) -> int:
         """Drop telemetry older than ``max_age`` seconds; returns the rows removed."""

@@ -13,6 +13,14 @@ ALTER TABLE devices ADD COLUMN release_key TEXT;
 ALTER TABLE devices ADD COLUMN revoked_at REAL;
 """
 
+# Energy per release and report: the period's joules, per item, and how they were obtained.
+_ENERGY_SCHEMA = """
+ALTER TABLE metrics ADD COLUMN joules REAL;
+ALTER TABLE metrics ADD COLUMN joules_per_item REAL;
+ALTER TABLE metrics ADD COLUMN energy TEXT;
+ALTER TABLE metrics ADD COLUMN energy_measured INTEGER;
+"""
+
 # A step, once released, never changes: registries out there were made by it.
 _SCHEMA_V1 = """
 CREATE TABLE devices (
@@ -103,6 +111,7 @@ MIGRATIONS: tuple[str, ...] = (
     _SCHEMA_V1,
     MONITORING_SCHEMA,  # v2: drift, live accuracy, estimates, labels and captures per report
     _RELEASE_KEYS_SCHEMA,  # v3: each device's X25519 release key, and when it was revoked
+    _ENERGY_SCHEMA,  # v4: joules per release and report, measured or estimated
 )
 
 #: The schema this code writes; ``PRAGMA user_version`` of a registry it created.

@@ -1,5 +1,8 @@
 """Reading a child's Prometheus text: which series of a kind mean items, errors, drops, latency.
 
+Every kind's child exports the same energy counter (:data:`fogline.metrics.ENERGY_JOULES`),
+read here too.
+
 The text is parsed with ``prometheus_client``'s own parser; a kind names its
 series (:class:`Series`, with the names of :mod:`fogline.metrics`) and gets
 the cumulative numbers of one scrape (:class:`~fogline.fleet.agent._telemetry.Scrape`),
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from prometheus_client.parser import text_string_to_metric_families
 
 from fogline.fleet.agent._telemetry import Scrape
+from fogline.metrics import ENERGY_JOULES, MEASURED
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,9 @@ def read_scrape(text: str, series: Series) -> Scrape:
     (8.0, 2.0)
     """
     items = errors = drops = 0.0
+    joules: float | None = None
+    energy: str | None = None
+    measured: bool | None = None
     buckets: dict[float, float] = {}
     where = series.where
     counter, bucket = f"{series.counter}_total", f"{series.histogram}_bucket"
@@ -57,9 +64,21 @@ def read_scrape(text: str, series: Series) -> Scrape:
                     errors += sample.value
                 elif outcome in series.drops:
                     drops += sample.value
+            elif sample.name == f"{ENERGY_JOULES}_total":
+                joules = (joules or 0.0) + sample.value
+                kind, detail = sample.labels.get("kind", ""), sample.labels.get("detail", "")
+                energy, measured = f"{kind} ({detail})", kind == MEASURED
             elif sample.name == bucket:
                 if where is not None and sample.labels.get(where[0]) != where[1]:
                     continue
                 bound = float(sample.labels["le"])
                 buckets[bound] = buckets.get(bound, 0.0) + sample.value
-    return Scrape(items, errors, drops, tuple(sorted(buckets.items())))
+    return Scrape(
+        items,
+        errors,
+        drops,
+        tuple(sorted(buckets.items())),
+        joules=joules,
+        energy=energy,
+        energy_measured=measured,
+    )

@@ -67,6 +67,16 @@ export function number(value) {
   return value.toFixed(2).replace(/\.?0+$/, "") || "0";
 }
 
+/** Joules as people read them: 0.00084 → "0.84 mJ", 2.5e-5 → "25 µJ", 1.5 → "1.5 J". */
+export function joules(value) {
+  if (value === null || value === undefined || Number.isNaN(value)) return "—";
+  if (value === 0) return "0 J";
+  for (const [scale, unit] of [[1, "J"], [1e-3, "mJ"], [1e-6, "µJ"]]) {
+    if (Math.abs(value) >= scale) return `${number(value / scale)} ${unit}`;
+  }
+  return `${number(value / 1e-9)} nJ`;
+}
+
 /** 0.0234 → "2.3%". */
 export function percent(fraction) {
   if (fraction === null || fraction === undefined) return "—";

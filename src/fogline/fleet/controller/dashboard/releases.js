@@ -1,28 +1,41 @@
-// The signed releases in the controller's repository.
+// The signed releases in the controller's repository, with the energy per inference each
+// version's devices reported over the last day (measured or estimated, as a badge says).
 
 import {api} from "./api.js";
 import {badge, code, empty, h, replace} from "./dom.js";
-import {bytes, compareVersions, seconds, timeAgo} from "./format.js";
+import {bytes, compareVersions, joules, seconds, timeAgo} from "./format.js";
 
 const SOON = 14 * 86400;
+const ENERGY_SINCE = 86400;
+
+/** "0.84 mJ" and a measured/estimated badge whose tooltip says how, or a dash. */
+function energyCell(figure) {
+  if (!figure || figure.joules_per_item === null) return h("span", {className: "muted"}, "—");
+  const how = `${figure.labels.join("; ")} · ${figure.reports} reports from ${figure.devices} `
+    + `device${figure.devices === 1 ? "" : "s"}, last 24 h`;
+  return [joules(figure.joules_per_item), " ", badge(figure.kind, how)];
+}
 
 export function releasesPage() {
   const table = h("div", {className: "table-wrap", id: "releases"});
   const el = h("div", {className: "page releases"}, h("h1", null, "Releases"), table);
 
   async function update(now) {
-    const [releases, devices] = await Promise.all([api("api/releases"), api("api/devices")]);
+    const [releases, devices, energy] = await Promise.all([
+      api("api/releases"), api("api/devices"), api(`api/energy?since=${now - ENERGY_SINCE}`)]);
     if (!releases.length) {
       replace(table, empty("No releases yet.", "Publish a signed one with ",
         code("fogline release create MODEL_DIR --name NAME --version VERSION --key KEY"), "."));
       return;
     }
+    const energyOf = (name, version) => energy.find((e) => e.release === name && e.version === version);
     const running = (name, version) => devices.filter((d) => d.state?.releases?.[name]?.version === version).length;
     const sorted = [...releases].sort((a, b) => (a.name === b.name ? compareVersions(b.version, a.version)
       : a.name < b.name ? -1 : 1));
     replace(table, h("table", {className: "grid-table"},
       h("thead", null, h("tr", null,
-        ["Name", "Version", "Kind", "Files", "Size", "Created", "Expires", "Running on"].map((t) => h("th", null, t)))),
+        ["Name", "Version", "Kind", "Files", "Size", "Created", "Expires", "Running on", "Energy / inference"]
+          .map((t) => h("th", null, t)))),
       h("tbody", null, sorted.map((r) => {
         const expires = seconds(r.expires);
         const files = r.files ?? [];
@@ -39,7 +52,8 @@ export function releasesPage() {
           h("td", null, timeAgo(seconds(r.created), now)),
           h("td", null, expires <= now ? badge("expired", "devices refuse an expired release")
             : expires - now < SOON ? [badge("expiring"), " ", timeAgo(expires, now)] : timeAgo(expires, now)),
-          h("td", null, count ? `${count} device${count === 1 ? "" : "s"}` : h("span", {className: "muted"}, "—")));
+          h("td", null, count ? `${count} device${count === 1 ? "" : "s"}` : h("span", {className: "muted"}, "—")),
+          h("td", {className: "energy"}, energyCell(energyOf(r.name, r.version))));
       }))));
   }
 
