@@ -18,9 +18,11 @@ def tables(path: Path) -> list[tuple[str, str]]:
 
 
 def without_release_keys(listed: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The tables with the devices' v3 columns (release key, revocation) taken out again."""
+    """The tables with the columns later steps added taken out again: the devices' v3 columns
+    (release key, revocation) and the telemetry rows' v4 energy columns."""
     v3 = ", release_key TEXT, revoked_at REAL"
-    return [(name, sql.replace(v3, "")) for name, sql in listed]
+    v4 = ", joules REAL, joules_per_item REAL, energy TEXT, energy_measured INTEGER"
+    return [(name, sql.replace(v3, "").replace(v4, "")) for name, sql in listed]
 
 
 def created_as_before(path: Path) -> None:
@@ -47,7 +49,7 @@ def test_a_new_registry_has_the_schema_the_old_code_made_and_the_monitoring_tabl
         "monitoring", "monitoring_device", "monitoring_release",
     }  # fmt: skip
     with closing(sqlite3.connect(tmp_path / "new.db")) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
