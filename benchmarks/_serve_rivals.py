@@ -131,6 +131,7 @@ def mlserver_folder(
         "http_port": ports.http,
         "grpc_port": ports.grpc,
         "metrics_port": ports.metrics,
+        "metrics_dir": str(root / ".metrics"),  # else a .metrics folder in the working directory
         "host": "127.0.0.1",
         "debug": False,
     }
