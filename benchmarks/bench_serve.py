@@ -1,6 +1,7 @@
 """``fogline serve`` against the servers users pick, measured in one run on this machine.
 
-    python benchmarks/bench_serve.py [--threads 2] [--max-batch 8] [--duration 8] [--rounds 3]
+    python benchmarks/bench_serve.py [--threads 2] [--max-batch 8] [--instances 2]
+                                     [--duration 8] [--rounds 3]
                                      [--naive threadpool|inline] [--protocol http|grpc ...]
                                      [--no-mlserver] [--no-pytriton] [--no-bentoml] [--quick]
                                      [--concurrency 1 [--concurrency 32 ...]]
@@ -22,8 +23,12 @@ Servers, each its own process on the same 2 cores as the load generator:
   repository, the same ONNX file with dynamic batching: max_batch_size
   ``--max-batch`` (8: on 2 cores a batch of 16 is slower per image than 8),
   preferred sizes 4 and 8, and a queue delay of 2 ms (``fogline 2ms``) or 0
-  (``fogline 0ms``: a batch is cut as soon as the compute thread is free, so
-  batches form only while it is busy). Both loads.
+  (``fogline 0ms``: a batch is cut as soon as a compute thread is free, so
+  batches form only while they are busy). ``instance_group`` count
+  ``--instances`` (2): two batches in flight on the version's one session,
+  with the same ``--threads`` (a second batch fills the gaps one batch's
+  threads leave on 2 cores; count 1, the earlier runs' setting, was 0.8-0.9x
+  of count 2 at concurrency 8 and 32 in A/B runs here). Both loads.
 * ``naive`` (HTTP): FastAPI + one ``InferenceSession.run`` per request, the
   server people write themselves, with just enough of the OIP infer endpoint
   (JSON header + binary tensor extension) for the same tritonclient to drive
@@ -130,7 +135,7 @@ def export_mobilenet(folder: Path) -> Path:
     return path
 
 
-def config_pbtxt(name: str, max_batch: int, delay_us: int) -> str:
+def config_pbtxt(name: str, max_batch: int, delay_us: int, instances: int) -> str:
     preferred = ", ".join(str(s) for s in (4, 8, 16) if s <= max_batch)
     return textwrap.dedent(
         f"""\
@@ -143,18 +148,22 @@ def config_pbtxt(name: str, max_batch: int, delay_us: int) -> str:
           preferred_batch_size: [ {preferred} ]
           max_queue_delay_microseconds: {delay_us}
         }}
-        instance_group [ {{ count: 1, kind: KIND_CPU }} ]
+        instance_group [ {{ count: {instances}, kind: KIND_CPU }} ]
         """
     )
 
 
-def make_repository(folder: Path, onnx: Path, max_batch: int, delays: dict[str, int]) -> Path:
+def make_repository(
+    folder: Path, onnx: Path, max_batch: int, delays: dict[str, int], instances: int
+) -> Path:
     """A Triton-style repository: one model per queue delay, all the same ONNX file."""
     root = folder / "repository"
     for name, delay_us in delays.items():
         (root / name / "1").mkdir(parents=True)
         os.link(onnx, root / name / "1" / "model.onnx")
-        (root / name / "config.pbtxt").write_text(config_pbtxt(name, max_batch, delay_us))
+        (root / name / "config.pbtxt").write_text(
+            config_pbtxt(name, max_batch, delay_us, instances)
+        )
     return root
 
 
@@ -480,6 +489,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
     parser.add_argument("--max-batch", type=int, default=8, help="max batch size of every batcher")
+    parser.add_argument(
+        "--instances",
+        type=int,
+        default=2,
+        help="fogline's instance_group count: batches in flight on the one session",
+    )
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per cell")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per concurrency")
     parser.add_argument("--naive", choices=("threadpool", "inline"), default="threadpool")
@@ -509,7 +524,8 @@ def main() -> None:
     started = time.perf_counter()
     print(
         f"onnxruntime {ort.__version__}, torch {torch.__version__}, {os.cpu_count()} cores, "
-        f"{args.threads} ORT threads per server; MobileNetV2 {SIZE}x{SIZE}, batch 1 per request; "
+        f"{args.threads} ORT threads per server (fogline: instance_group count "
+        f"{args.instances}); MobileNetV2 {SIZE}x{SIZE}, batch 1 per request; "
         f"{args.duration:g} s per cell, {args.rounds} round(s), loads: "
         + ", ".join(
             {"http": "tritonclient.http.aio binary", "grpc": "tritonclient.grpc.aio raw"}[p]
@@ -534,7 +550,7 @@ def run(folder: Path, args: argparse.Namespace) -> str:
     delays = {"fogline 2ms": 2000, "fogline 0ms": 0}
     models = {"fogline 2ms": "mobilenet_delay2ms", "fogline 0ms": "mobilenet_delay0"}
     repository = make_repository(
-        folder, onnx, args.max_batch, {models[k]: v for k, v in delays.items()}
+        folder, onnx, args.max_batch, {models[k]: v for k, v in delays.items()}, args.instances
     )
     naive_script = folder / "naive_server.py"
     naive_script.write_text(NAIVE_SERVER)

@@ -134,6 +134,7 @@ class Server:
                     log_level="warning",
                     lifespan="off",
                     access_log=False,
+                    proxy_headers=False,  # nothing reads the client's address; one layer less
                     http="auto",  # httptools when installed, else h11
                     ssl_certfile=None if self.tls_cert is None else str(self.tls_cert),
                     ssl_keyfile=None if self.tls_key is None else str(self.tls_key),
