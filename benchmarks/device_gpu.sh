@@ -62,7 +62,7 @@ say "$(python3 -c 'from fogline.model import gpu_name, tensorrt_version; print("
 # --- the tests: gpu-marked, and the engine conformance suite on every provider ---------------------
 say "== pytest (gpu-marked, conformance on CUDA/TensorRT)"
 timeout 200 python3 -m pytest -p no:cacheprovider -n 0 -q -rs --no-header \
-  tests/model/test_gpu_engines.py tests/model/test_engine_conformance.py tests/model/test_providers.py \
+  -m gpu tests/model/test_gpu_engines.py tests/model/test_engine_conformance.py \
   >"$OUT/pytest-gpu.log" 2>&1
 say "pytest exit $? ; $(tail -1 "$OUT/pytest-gpu.log")"
 grep -E "FAILED|ERROR|SKIPPED" "$OUT/pytest-gpu.log" | head -20 | tee -a "$summary"
@@ -84,7 +84,14 @@ say "== bench_serve.py --quick"
 usage=$(python3 benchmarks/bench_serve.py --help 2>/dev/null)
 extra=()
 grep -q -- "--provider" <<<"$usage" && extra+=(--provider cuda)
-grep -q -- "--no-bentoml" <<<"$usage" && extra+=(--no-bentoml)
+for flag in --no-bentoml --no-mlserver --no-pytriton; do  # their venvs need the registry
+  grep -q -- "$flag" <<<"$usage" && extra+=("$flag")
+done
+# The naive server's venv would be pip-installed; here its interpreter is this Python, which
+# has FastAPI and uvicorn from the carried wheels (bench_serve takes a venv whose probe imports).
+mkdir -p benchmarks/.venv-naive/bin
+printf '#!/bin/sh\nexec python3 "$@"\n' >benchmarks/.venv-naive/bin/python
+chmod +x benchmarks/.venv-naive/bin/python
 timeout 150 python3 benchmarks/bench_serve.py --quick "${extra[@]}" >"$OUT/serve.log" 2>&1
 say "bench_serve.py exit $?"
 sed -n '/^Summary/,$p' "$OUT/serve.log" | tee -a "$summary"

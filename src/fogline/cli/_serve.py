@@ -44,6 +44,11 @@ def serve(
     device_key: Path | None = device_key_option(
         "The device key file that opens sealed models (default: $FOGLINE_DEVICE_KEY_FILE)."
     ),
+    provider: list[str] | None = typer.Option(
+        None,
+        help="ONNX Runtime execution provider for every model: cpu, cuda, tensorrt or a full "
+        "name (repeat, best first). Default: the best this build offers.",
+    ),
 ) -> None:
     """Serve every model of a repository until Ctrl-C (SIGINT/SIGTERM drain in-flight requests)."""
     needs_extra("serve", "starlette", "uvicorn", "grpc", "tritonclient")
@@ -76,6 +81,7 @@ def serve(
         token=token,
         cors_origins=tuple(cors),
         device_key=device_key,
+        providers=tuple(provider) if provider else None,
     )
 
     async def main() -> None:

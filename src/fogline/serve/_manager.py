@@ -122,6 +122,7 @@ class ModelManager:
         spin: bool = False,
         timeout_s: float | None = None,
         read: ModelReader | None = None,
+        providers: tuple[str, ...] | None = None,
     ) -> None:
         if control not in CONTROLS:
             raise ConfigError(f"model control mode must be one of {', '.join(CONTROLS)}")
@@ -134,6 +135,8 @@ class ModelManager:
         # cores that the event loop and the other models need (measured: about half the
         # throughput on 2 busy cores), so they sleep unless asked otherwise.
         self.spin = spin
+        #: ONNX Runtime's execution providers for every model (None: the best the build offers).
+        self.providers = providers
         if read is None:  # sealed models open with the device key from the environment
             from fogline.security import SealedFiles
 
@@ -251,7 +254,9 @@ class ModelManager:
         self, name: str, version: int, path: Path, config: ModelConfig
     ) -> LoadedVersion:
         engine = load_engine(
-            path, options=EngineOptions(threads=self.threads, spin=self.spin), read=self.read
+            path,
+            options=EngineOptions(threads=self.threads, spin=self.spin, providers=self.providers),
+            read=self.read,
         )
         try:
             config = self.repository.check_against(config, engine.signature)

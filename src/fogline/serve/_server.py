@@ -70,6 +70,7 @@ class Server:
         token: str | None = None,
         cors_origins: tuple[str, ...] = (),
         device_key: Path | None = None,
+        providers: tuple[str, ...] | None = None,
     ) -> None:
         from fogline.security import KeySource, SealedFiles
         from fogline.serve._repository import Repository
@@ -100,6 +101,7 @@ class Server:
             spin=spin,
             timeout_s=timeout_s,
             read=SealedFiles(KeySource(file=device_key)),
+            providers=providers,
         )
         self.ports = Ports()
         self._stop: asyncio.Event | None = None
