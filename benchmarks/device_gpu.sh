@@ -61,7 +61,7 @@ say "$(python3 -c 'from fogline.model import gpu_name, tensorrt_version; print("
 
 # --- the tests: gpu-marked, and the engine conformance suite on every provider ---------------------
 say "== pytest (gpu-marked, conformance on CUDA/TensorRT)"
-timeout 200 python3 -m pytest -p no:cacheprovider -n 0 -q -rs --no-header \
+timeout 150 python3 -m pytest -p no:cacheprovider -n 0 -q -rs --no-header \
   -m gpu tests/model/test_gpu_engines.py tests/model/test_engine_conformance.py \
   >"$OUT/pytest-gpu.log" 2>&1
 say "pytest exit $? ; $(tail -1 "$OUT/pytest-gpu.log")"
@@ -69,12 +69,12 @@ grep -E "FAILED|ERROR|SKIPPED" "$OUT/pytest-gpu.log" | head -20 | tee -a "$summa
 
 # --- fogline optimize with the GPU variants, then fogline bench of each selection --------------
 say "== fogline optimize: MobileNetV2 and the YOLO-style detector"
-timeout 240 python3 benchmarks/device_gpu.py "$OUT" --duration 0.5 >"$OUT/optimize.log" 2>&1
+timeout 220 python3 benchmarks/device_gpu.py "$OUT" --duration 0.5 >"$OUT/optimize.log" 2>&1
 say "device_gpu.py exit $?"
 grep -vE '^\s+\[' "$OUT/optimize.log" | tail -30 | tee -a "$summary"
 for name in mobilenet_v2 yolo_style; do
   if [ -f "/tmp/fogline-gpu/$name/fogline.yaml" ]; then
-    say "$(timeout 60 python3 -m fogline bench "/tmp/fogline-gpu/$name" --batch 1,8 --duration 1 2>&1 | head -8)"
+    say "$(timeout 25 python3 -m fogline bench "/tmp/fogline-gpu/$name" --batch 1,8 --duration 1 2>&1 | head -8)"
   fi
 done
 
@@ -90,9 +90,14 @@ done
 # The naive server's venv would be pip-installed; here its interpreter is this Python, which
 # has FastAPI and uvicorn from the carried wheels (bench_serve takes a venv whose probe imports).
 mkdir -p benchmarks/.venv-naive/bin
-printf '#!/bin/sh\nexec python3 "$@"\n' >benchmarks/.venv-naive/bin/python
+cat >benchmarks/.venv-naive/bin/python <<'EOF'
+#!/bin/sh
+# no registry here: never let bench_serve pip-install into this Python
+[ "$1 $2" = "-m pip" ] && { echo "no package registry on this machine" >&2; exit 1; }
+exec python3 "$@"
+EOF
 chmod +x benchmarks/.venv-naive/bin/python
-timeout 150 python3 benchmarks/bench_serve.py --quick "${extra[@]}" >"$OUT/serve.log" 2>&1
+timeout 110 python3 benchmarks/bench_serve.py --quick "${extra[@]}" >"$OUT/serve.log" 2>&1
 say "bench_serve.py exit $?"
 sed -n '/^Summary/,$p' "$OUT/serve.log" | tee -a "$summary"
 say "== done in $(( $(date +%s) - started )) s"

@@ -182,8 +182,8 @@ def test_run_after_close_says_the_engine_is_closed(backend: str, request: pytest
 
 
 def test_onnxruntime_equals_a_bare_session(digits_onnx: Path, eval_pixels: np.ndarray):
-    # Prepare
-    engine = load_engine(digits_onnx)
+    # Prepare: both on the CPU (a GPU build's default would be CUDA, whose sums differ)
+    engine = load_engine(digits_onnx, options=EngineOptions(providers=("cpu",)))
     session = ort.InferenceSession(str(digits_onnx), providers=["CPUExecutionProvider"])
 
     # Execute
