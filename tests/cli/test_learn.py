@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 from fogline.cli import main
 from fogline.examples import digits_model_path, digits_split
 from fogline.model import Manifest
+from fogline.power import Deferral, Verdict
 
 BASE = digits_model_path().parent
 
@@ -217,7 +217,10 @@ def test_a_split_that_cannot_go_on_writes_nothing(
 
 
 def test_with_defer_it_waits_until_the_policy_allows_then_fine_tunes(
-    data: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    data: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Prepare: the grid is dirty now and gets clean in a moment
     grid = tmp_path / "grid.txt"
@@ -225,14 +228,17 @@ def test_with_defer_it_waits_until_the_policy_allows_then_fine_tunes(
     policy = tmp_path / "defer.yaml"
     policy.write_text("carbon: {file: grid.txt, max_g_per_kwh: 200}\ncheck_every_s: 0.1\n")
     args = finetune_args(data, tmp_path / "candidate", "--epochs", "1", "--defer", policy)
-    clean = threading.Timer(0.5, grid.write_text, args=("100",))
+    check = Deferral.check
+
+    def then_clean(self: Deferral, now: float | None = None) -> Verdict:
+        verdict = check(self, now)
+        grid.write_text("100")  # after the first look, whenever that comes on a loaded machine
+        return verdict
+
+    monkeypatch.setattr(Deferral, "check", then_clean)
 
     # Execute
-    clean.start()
-    try:
-        status = main([str(a) for a in args])
-    finally:
-        clean.cancel()
+    status = main([str(a) for a in args])
 
     # Assert: it said why it waited, then went on
     out = " ".join(capsys.readouterr().out.split())

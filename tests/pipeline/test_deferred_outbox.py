@@ -62,6 +62,7 @@ def test_the_outbox_waits_for_clean_power_then_delivers_everything(
         assert wait_for(lambda: pipeline.store is not None and pipeline.store.count() >= 40)
         assert live.get(10) is not None  # the urgent path sends meanwhile
         assert pipeline.store is not None
+        assert wait_for(lambda: any("412 g/kWh" in r.getMessage() for r in caplog.records))
         early = synced.get(1.0)
         held = pipeline.store.stats().pending
         publisher.publish(MqttMessage(carbon, b"150", retain=True))

@@ -266,13 +266,14 @@ def test_waiting_returns_once_allowed_and_tells_each_new_reason(tmp_path: Path) 
         DeferPolicy(carbon={"file": grid, "max_g_per_kwh": 200}, check_every_s=0.05)
     )
     heard: list[str] = []
+    clean = threading.Timer(0.3, grid.write_text, args=("100",))
 
     def told(verdict: Verdict) -> None:
         heard.append(verdict.reason)
-        grid.write_text("401")  # the same reason with another number: not told again
+        if len(heard) == 1:
+            grid.write_text("401")  # the same reason with another number: not told again
+            clean.start()  # and a moment later, a clean grid
 
-    clean = threading.Timer(0.3, grid.write_text, args=("100",))
-    clean.start()
     try:
         verdict = deferral.wait(say=told, timeout=30)
     finally:

@@ -587,7 +587,7 @@ def test_a_device_whose_deferral_policy_says_wait_declines_with_the_reason_then_
     with fleet.agent(defer=policy) as agent:
         fleet.wait_active()
         # Execute: a round while the grid is dirty, then one after it got clean
-        fleet.controller.offer(round_task(1, model, deadline=time.time() + 4), model)
+        fleet.controller.offer(round_task(1, model, deadline=time.time() + 6), model)
         dirty = fleet.controller.decline(1)
         grid.write_text('{"g_per_kwh": 120}')
         fleet.controller.offer(round_task(2, model), model)
