@@ -377,8 +377,10 @@ def _prometheus(runner: Pipeline, port: int | None) -> Iterator[None]:
 
     registry = CollectorRegistry()
     registry.register(runner.metrics.prometheus_collector(runner.spec.name))
-    # The run's energy (RAPL where readable, else estimated from CPU time): per item, per release.
-    registry.register(EnergyCollector(open_meter(), {"pipeline": runner.spec.name}))
+    # The run's energy: NVML when its model runs on an NVIDIA GPU, else RAPL where readable,
+    # else estimated from CPU time; over the items processed, the release's energy per item.
+    meter = open_meter(runner.plan.model.engine.device)
+    registry.register(EnergyCollector(meter, {"pipeline": runner.spec.name}))
     try:
         server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     except OSError as exc:
