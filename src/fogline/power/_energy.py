@@ -272,8 +272,8 @@ class RaplMeter(EnergyMeter):
     """Measured: the CPU packages' RAPL energy counters through Linux powercap.
 
     Raises :class:`~fogline.errors.ConfigError` when ``root`` holds no RAPL
-    zone or its counters cannot be read (since Linux 5.10 ``energy_uj`` is
-    readable by root only).
+    zone or its counters cannot be read (kernels patched for CVE-2020-8694 let
+    only root read ``energy_uj``).
     """
 
     source = "rapl"
