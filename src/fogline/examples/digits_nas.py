@@ -81,7 +81,7 @@ class DigitsFamily:
     """DigitsNet-shaped networks: trained like ``examples/digits/train.py`` (Adam, batch 64)."""
 
     space: Mapping[str, tuple[int, ...]] = {
-        "width": (8, 12, 16, 24, 32),
+        "width": (8, 16, 24, 32),
         "depth": (1, 2),
         "kernel": (3, 5),
         "resolution": (6, 8),

@@ -44,7 +44,12 @@ Knobs = Mapping[str, int | float]
 
 @runtime_checkable
 class Family(Protocol):
-    """A family of networks built from knobs, and how to train and score one of them."""
+    """A family of networks built from knobs, and how to train and score one of them.
+
+    >>> from fogline.examples.digits_nas import family
+    >>> isinstance(family, Family), family.metric, family.space["depth"]
+    (True, 'accuracy', (1, 2))
+    """
 
     #: Knob name → the values to try, e.g. ``{"width": (8, 16, 32), "kernel": (3, 5)}``.
     space: Mapping[str, Sequence[int | float]]

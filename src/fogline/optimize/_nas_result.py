@@ -89,7 +89,14 @@ def pareto_front(candidates: Sequence[Candidate]) -> list[Candidate]:
 
 @dataclass
 class NasResult:
-    """The search: its settings, every candidate in the order tried, and the chosen one."""
+    """The search: its settings, every candidate in the order tried, and the chosen one.
+
+    >>> result = NasResult("f", "accuracy", 1.0, 8, 2, 5, 40, 2, False, 0, [
+    ...     Candidate({"w": 1}, latency_ms=0.5, metric=90.0),
+    ...     Candidate({"w": 2}, latency_ms=2.0, metric=95.0)])
+    >>> result.decide().label, [c.label for c in result.front]  # w=2 is over the 1 ms budget
+    ('w=1', ['w=1', 'w=2'])
+    """
 
     family: str
     metric: str
