@@ -39,12 +39,12 @@ def pareto_svg(result: NasResult) -> str:
         label="Pareto front",
         zorder=3,
     )
-    for c in front:
+    for index, c in enumerate(front):  # labels staggered: front points sit close together
         ax.annotate(
-            c.label,
+            "/".join(f"{v:g}" for v in c.knobs.values()),
             (c.latency_ms, float(c.metric or 0.0)),
             textcoords="offset points",
-            xytext=(5, -12),
+            xytext=(6, -12 if index % 2 else 4),
             fontsize=7,
         )
     chosen = result.chosen
@@ -60,7 +60,10 @@ def pareto_svg(result: NasResult) -> str:
             zorder=4,
         )
     ax.axvline(result.budget_ms, color="tab:red", ls="--", lw=1, label="latency budget")
-    ax.set_xlabel(f"latency p50 at batch {result.batch} (ms), measured here")
+    ax.set_xscale("log")
+    ax.margins(x=0.12)
+    ax.set_xlabel(f"latency p50 at batch {result.batch} (ms, log scale), measured here")
+    ax.set_title("front labelled " + "/".join(result.candidates[0].knobs), fontsize=9)
     ax.set_ylabel(f"{result.metric} after {result.epochs} epoch(s)")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, alpha=0.3)
