@@ -73,7 +73,7 @@ def _feeds(data, side: int, batch: int) -> dict:
 
 def run(quick: bool) -> list[str]:
     train, evaluation = _data("train"), _data("eval")
-    options = EngineOptions(threads=THREADS)
+    options = EngineOptions(threads=THREADS, providers=("CPUExecutionProvider",))
     current = load_engine(digits_model_path(), options=options)
     labels = evaluation.labels
     assert labels is not None

@@ -37,13 +37,22 @@ import numpy as np
 
 from fogline.data import Dataset
 from fogline.errors import ConfigError, FoglineError, OptimizeError
-from fogline.model import EngineOptions, Signature, load_engine, measure, require, torch_to_onnx
+from fogline.model import (
+    EngineOptions,
+    Signature,
+    load_engine,
+    measure,
+    provider_name,
+    require,
+    torch_to_onnx,
+)
 from fogline.optimize._nas_family import DEFAULT_INPUT_NAMES, DEFAULT_OUTPUT_NAMES, Family, Knobs
 from fogline.optimize._nas_result import Candidate, NasResult
 from fogline.optimize._report import Report
 from fogline.optimize._search import OptimizeOptions, optimize
 
 Progress = Callable[[str, int, int], None]
+CPU = "CPUExecutionProvider"
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,7 @@ def load_family(spec: str) -> Family:
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"--nas {spec!r}: write the family as module:name")
+    require("torch", "train")  # every search trains and exports with it
     if "" not in sys.path:
         sys.path.insert(0, "")  # a family in the working folder imports too
     try:
@@ -154,8 +164,8 @@ def nas_search(
     """Train, export, time and score every candidate; mark the front and the choice.
 
     Latency is the p50 of ``Engine.run`` at the first of ``options.batches``
-    with ``options.threads``, timed for ``options.duration_s``: what the
-    variant search ranks by. A candidate that cannot be built, trained or
+    with ``options.threads``, timed for ``options.duration_s`` on the
+    providers of :func:`timing_options`: what the variant search ranks by. A candidate that cannot be built, trained or
     exported is reported as failed; when all fail, :class:`OptimizeError`.
     """
     require("torch", "train")
@@ -206,7 +216,7 @@ def _try(
         candidate.params = sum(int(p.numel()) for p in net.parameters())
         export_candidate(family, net, candidate.knobs, path)
         candidate.size_bytes = path.stat().st_size
-        engine = load_engine(path, options=EngineOptions(threads=options.threads))
+        engine = load_engine(path, options=timing_options(options))
         try:
             batch = options.batches[0]
             feeds = _feeds(family, evaluation, candidate.knobs, engine.signature, batch)
@@ -222,6 +232,18 @@ def _try(
             (message.strip().splitlines() or [""])[0][:300],
         )
     candidate.seconds = time.perf_counter() - began
+
+
+def timing_options(options: OptimizeOptions) -> EngineOptions:
+    """How candidates run: like the variant search's FP32 baseline (ONNX Runtime on the CPU).
+
+    With ``options.providers`` (``--provider cuda``), on those providers,
+    best first: the device the user is searching for.
+    """
+    providers = (
+        (CPU,) if options.providers is None else tuple(provider_name(p) for p in options.providers)
+    )
+    return EngineOptions(threads=options.threads, providers=providers)
 
 
 def build_trained(family: Family, knobs: Knobs, train: Dataset, epochs: int, seed: int) -> Any:
@@ -322,7 +344,7 @@ def nas_finish(
         net = build_trained(family, chosen.knobs, train, result.final_epochs, result.seed)
         stem = "-".join(f"{k}{v:g}" for k, v in chosen.knobs.items())
         path = export_candidate(family, net, chosen.knobs, Path(tmp) / f"{stem}.onnx")
-        engine = load_engine(path, options=EngineOptions(threads=options.threads))
+        engine = load_engine(path, options=timing_options(options))
         try:
             result.final_metric = float(family.score(engine, evaluation, chosen.knobs))
             signature = engine.signature
