@@ -247,7 +247,7 @@ class ShapesFamily:
 
     space: Mapping[str, Sequence[int | float]] = field(
         default_factory=lambda: {
-            "width": (8, 12, 16, 24),
+            "width": (8, 12, 16),
             "depth": (0, 1, 2, 3),
             "kernel": (3, 5),
             "resolution": (32, 48, 64),
