@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from fogline.errors import ConfigError
+from fogline.errors import ConfigError, DataError
 from fogline.power import (
     CPU_WATTS_ENV,
     DEFAULT_CPU_WATTS,
+    RAPL_PEAK_WATTS,
     CpuTimeMeter,
     Energy,
     NvmlMeter,
@@ -53,7 +54,7 @@ def test_rapl_adds_the_packages_and_skips_their_subzones(tmp_path: Path) -> None
     package0 = zone(tmp_path, "intel-rapl:0", "package-0", 1_000_000, 262_143_328_850)
     zone(tmp_path, "intel-rapl:0:0", "core", 500_000, 262_143_328_850)
     package1 = zone(tmp_path, "intel-rapl:1", "package-1", 7_000_000, 262_143_328_850)
-    meter = RaplMeter(tmp_path)
+    meter = RaplMeter(tmp_path, share=None)  # the whole packages
 
     # Execute: both packages count some microjoules, the subzone counts too (and must not add)
     with meter.span() as span:
@@ -73,7 +74,7 @@ def test_rapl_adds_back_a_counter_that_wrapped(tmp_path: Path) -> None:
     max_uj = 65_532_610_987
     near_top = max_uj - 300_000
     package = zone(tmp_path, "intel-rapl:0", "package-0", near_top, max_uj)
-    meter = RaplMeter(tmp_path)
+    meter = RaplMeter(tmp_path, share=None)
     start = meter.read()
 
     # Execute: it passes the top and starts again from zero, then goes on
@@ -86,6 +87,71 @@ def test_rapl_adds_back_a_counter_that_wrapped(tmp_path: Path) -> None:
     # Assert: the energy is what the counter went through, never negative
     assert wrapped - start == pytest.approx((max_uj - near_top + after_wrap) / 1e6)
     assert later - wrapped == pytest.approx(1_000_000 / 1e6)
+    # one wrap between reads is the limit: the interval it allows is the range at the peak power
+    assert meter.max_read_interval_s == pytest.approx(max_uj / 1e6 / RAPL_PEAK_WATTS)
+
+
+class Clock:
+    """CPU seconds that a test moves: this process's and the host's (all CPUs)."""
+
+    def __init__(self) -> None:
+        self.own, self.host = 10.0, 1000.0
+
+    def __call__(self) -> tuple[float, float]:
+        return self.own, self.host
+
+    def spend(self, own: float, host: float) -> None:
+        self.own, self.host = self.own + own, self.host + host
+
+
+def test_rapl_gives_this_process_its_cpu_time_share_of_the_package(tmp_path: Path) -> None:
+    # Prepare: a package read by two releases' processes on one device
+    package = zone(tmp_path, "intel-rapl:0", "package-0", 0, 262_143_328_850)
+    first_clock, second_clock = Clock(), Clock()
+    first = RaplMeter(tmp_path, share=first_clock)
+    second = RaplMeter(tmp_path, share=second_clock)
+
+    # Execute: 8 J over a span where the host spent 4 CPU s: 1 s the first, 2 s the second;
+    # then 2 J where the first spent nothing
+    first_clock.spend(1.0, 4.0)
+    second_clock.spend(2.0, 4.0)
+    set_counter(package, 8_000_000)
+    got_first, got_second = first.read(), second.read()
+    first_clock.spend(0.0, 4.0)
+    set_counter(package, 10_000_000)
+    idle_first = first.read()
+
+    # Assert: each its share, the two together less than the package (the rest was idle/other)
+    assert got_first == pytest.approx(8.0 * 1.0 / 4.0)
+    assert got_second == pytest.approx(8.0 * 2.0 / 4.0)
+    assert got_first + got_second < 8.0
+    assert idle_first == pytest.approx(got_first)
+    assert first.start().stop().label == (
+        "measured (RAPL package-0, this process's CPU-time share)"
+    )
+
+
+def test_rapl_share_from_the_kernel_counts_this_process_within_the_package(
+    tmp_path: Path,
+) -> None:
+    package = zone(tmp_path, "intel-rapl:0", "package-0", 0, 262_143_328_850)
+    meter = RaplMeter(tmp_path)  # psutil: /proc/self/stat over /proc/stat
+
+    with meter.span() as span:
+        burn_cpu(0.3)
+        set_counter(package, 50_000_000)
+
+    assert span.energy is not None
+    assert 0 < span.energy.joules <= 50.0
+
+
+def test_a_counter_that_cannot_be_read_later_is_a_data_error_naming_it(tmp_path: Path) -> None:
+    package = zone(tmp_path, "intel-rapl:0", "package-0", 0, 1 << 32)
+    meter = RaplMeter(tmp_path)
+    (package / "energy_uj").unlink()
+
+    with pytest.raises(DataError, match=str(package / "energy_uj")):
+        meter.read()
 
 
 def test_a_folder_without_rapl_falls_back_to_the_estimate_and_says_why(tmp_path: Path) -> None:
@@ -109,6 +175,18 @@ def test_a_readable_rapl_folder_is_chosen_for_work_on_the_cpu(tmp_path: Path) ->
     assert meter.why == ""
 
 
+def test_gpu_work_metered_on_the_host_says_host_cpu_only(tmp_path: Path) -> None:
+    zone(tmp_path, "intel-rapl:0", "package-0", 0, 1 << 32)
+
+    meter = open_meter("CUDAExecutionProvider", root=tmp_path)
+    if isinstance(meter, NvmlMeter):
+        pytest.skip("this machine has a GPU that NVML reads: nothing falls back")
+
+    assert isinstance(meter, RaplMeter)
+    assert meter.start().stop().label.endswith(", host CPU only)")
+    assert "no NVML" in meter.why
+
+
 def test_gpu_work_without_nvml_falls_back_with_a_clear_reason(tmp_path: Path) -> None:
     meter = open_meter("CUDAExecutionProvider", root=tmp_path / "no-powercap")
     if isinstance(meter, NvmlMeter):
@@ -123,6 +201,7 @@ def test_gpu_work_without_nvml_falls_back_with_a_clear_reason(tmp_path: Path) ->
         assert "no NVML" in energy.note  # installed, but no driver or no GPU here
     assert "no RAPL energy counter" in energy.note
     assert energy.label.startswith("estimated (CPU time x ")
+    assert energy.label.endswith(", host CPU only)")
 
 
 def test_the_estimate_is_the_cpu_time_spent_times_the_declared_power() -> None:

@@ -2,15 +2,22 @@
 
 The meter (a :class:`fogline.power.EnergyMeter`, which this package does not
 import: it only needs what :class:`Meter` names) is read when Prometheus
-scrapes, so metering costs nothing per item.
+scrapes, so metering costs nothing per item. A meter that cannot be read (a
+RAPL file gone, a GPU lost: :class:`~fogline.errors.FoglineError`) costs the
+scrape its energy sample only, never the process's other metrics; it is
+logged once, not on every scrape.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
+from fogline.errors import FoglineError
 from fogline.metrics._names import ENERGY_JOULES, ESTIMATED, MEASURED
+
+log = logging.getLogger(__name__)
 
 
 class Meter(Protocol):
@@ -40,6 +47,7 @@ class EnergyCollector:
     def __init__(self, meter: Meter, labels: Mapping[str, str] | None = None) -> None:
         self.meter = meter
         self.labels = dict(labels or {})
+        self._failed = False
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily
@@ -51,5 +59,13 @@ class EnergyCollector:
             labels=[*self.labels, "source", "kind", "detail"],
         )
         kind = MEASURED if meter.measured else ESTIMATED
-        family.add_metric([*self.labels.values(), meter.source, kind, meter.detail], meter.read())
+        try:
+            joules = meter.read()
+        except FoglineError as exc:
+            if not self._failed:
+                log.warning("energy not exported: %s", exc)
+            self._failed = True
+            yield family  # the family without its sample: the scrape keeps everything else
+            return
+        family.add_metric([*self.labels.values(), meter.source, kind, meter.detail], joules)
         yield family

@@ -7,7 +7,18 @@ counted since the meter opened, and ``span()`` measures a block):
   exposes through powercap (``/sys/class/powercap/intel-rapl:N/energy_uj``;
   AMD's RAPL package domains appear under the same names on recent kernels).
   A counter wraps at ``max_energy_range_uj``; the meter adds the wrap back.
-  It counts the whole package: every process on it, not this one alone.
+  The package counter counts every process on it (and idle power); the meter
+  attributes to this process its share by CPU time, as Kepler and Scaphandre
+  do: over each span between two reads, the package's joules times this
+  process's CPU time over the host's total CPU time (all CPUs, idle included,
+  from ``/proc/stat`` through psutil). Two releases on one device thus report
+  two shares, not the package twice; what no process used (idle) is in no
+  release's figure. Limit: the counter is sampled only when read (no thread),
+  so it must be read at least once per wrap (``max_energy_range_uj``, often
+  262,143 J, at the package's peak power: ~22 min at 200 W, ~11 min at 400 W;
+  ``RaplMeter.max_read_interval_s`` assumes :data:`RAPL_PEAK_WATTS`); a span
+  longer than that between reads, e.g. a server not scraped for that long,
+  undercounts by whole wraps. A Prometheus scrape every 15-60 s is far inside it.
 * :class:`NvmlMeter` reads a GPU's total energy counter through NVML
   (``nvidia-ml-py``, the ``gpu`` extra, imported only when asked for): for
   work that runs on the GPU; the host CPU is not in it.
@@ -36,13 +47,13 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fogline.errors import ConfigError
+from fogline.errors import ConfigError, DataError
 
 #: Where Linux exposes power-capping zones (RAPL among them).
 POWERCAP_ROOT = Path("/sys/class/powercap")
@@ -53,6 +64,13 @@ CPU_WATTS_ENV = "FOGLINE_CPU_WATTS"
 #: A server core draws less (280 W / 64 cores ≈ 4.4 W), an Arm edge core far less (~1-2 W):
 #: declare the device's own figure with ``FOGLINE_CPU_WATTS``.
 DEFAULT_CPU_WATTS = 10.0
+#: The peak package power assumed when a zone does not declare one, for the longest safe
+#: interval between two reads of a RAPL counter (one wrap at this power).
+RAPL_PEAK_WATTS = 400.0
+
+#: ``() -> (this process's CPU seconds, the host's total CPU seconds)``: what a RAPL
+#: reading is shared by (:func:`cpu_share_clock`; a test passes its own).
+CpuClock = Callable[[], tuple[float, float]]
 
 
 @dataclass(frozen=True)
@@ -237,14 +255,20 @@ class _Counter:
     last_uj: int
     total_uj: int = 0
 
-    def advance(self) -> None:
-        raw = int(self.path.read_text().strip())
-        # A counter below its last value wrapped at max_energy_range_uj (once: the meter is
-        # read far more often than a counter wraps, minutes at full power).
-        self.total_uj += (
-            raw - self.last_uj if raw >= self.last_uj else self.wrap_uj - self.last_uj + raw
-        )
+    def advance(self) -> int:
+        """Read the counter; the microjoules since the last read (raises DataError)."""
+        try:
+            raw = int(self.path.read_text().strip())
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else exc
+            raise DataError(f"RAPL counter {self.path} cannot be read: {reason}") from exc
+        # A counter below its last value wrapped at max_energy_range_uj. Once only: a counter
+        # that wrapped twice between two reads cannot be told from one that wrapped once
+        # (see the module's note: read at least every RaplMeter.max_read_interval_s).
+        step = raw - self.last_uj if raw >= self.last_uj else self.wrap_uj - self.last_uj + raw
+        self.total_uj += step
         self.last_uj = raw
+        return step
 
 
 def rapl_zones(root: Path = POWERCAP_ROOT) -> list[tuple[str, Path]]:
@@ -268,18 +292,40 @@ def rapl_zones(root: Path = POWERCAP_ROOT) -> list[tuple[str, Path]]:
     return packages or zones
 
 
-class RaplMeter(EnergyMeter):
-    """Measured: the CPU packages' RAPL energy counters through Linux powercap.
+def cpu_share_clock() -> tuple[float, float]:
+    """This process's CPU seconds (user + system) and the host's total CPU seconds.
 
-    Raises :class:`~fogline.errors.ConfigError` when ``root`` holds no RAPL
-    zone or its counters cannot be read (kernels patched for CVE-2020-8694 let
-    only root read ``energy_uj``).
+    Both from the kernel's clock-tick accounting through psutil (``/proc/self/stat``
+    and ``/proc/stat``: every CPU, idle and I/O wait included), so their ratio over
+    a span is this process's share of the host's CPU time.
+    """
+    import psutil
+
+    own = psutil.Process().cpu_times()
+    return own.user + own.system, sum(psutil.cpu_times())
+
+
+class RaplMeter(EnergyMeter):
+    """Measured: the CPU packages' RAPL energy, this process's share of it by CPU time.
+
+    ``share`` gives ``(process CPU s, host CPU s)`` (default :func:`cpu_share_clock`);
+    ``share=None`` counts the whole package (every process, idle included), e.g.
+    for a device-wide figure. Raises :class:`~fogline.errors.ConfigError` when
+    ``root`` holds no RAPL zone or its counters cannot be read (kernels patched
+    for CVE-2020-8694 let only root read ``energy_uj``); a counter that stops
+    being readable later raises :class:`~fogline.errors.DataError` naming it.
+
+    >>> RaplMeter.SHARE_DETAIL
+    "this process's CPU-time share"
     """
 
     source = "rapl"
     measured = True
+    SHARE_DETAIL = "this process's CPU-time share"
 
-    def __init__(self, root: Path | str = POWERCAP_ROOT) -> None:
+    def __init__(
+        self, root: Path | str = POWERCAP_ROOT, *, share: CpuClock | None = cpu_share_clock
+    ) -> None:
         super().__init__()
         root = Path(root)
         zones = rapl_zones(root)
@@ -296,12 +342,24 @@ class RaplMeter(EnergyMeter):
                 reason = exc.strerror if isinstance(exc, OSError) else exc
                 raise ConfigError(f"RAPL {name} ({folder}) cannot be read: {reason}") from exc
         self._counters = counters
+        self._share = share
+        self._cpu = share() if share is not None else (0.0, 0.0)
+        self._shared_uj = 0.0
         self.detail = "RAPL " + "+".join(name for name, _ in zones)
+        if share is not None:
+            self.detail += f", {self.SHARE_DETAIL}"
+        self.max_read_interval_s = min(c.wrap_uj for c in counters) / 1e6 / RAPL_PEAK_WATTS
 
     def _read(self) -> float:
-        for counter in self._counters:
-            counter.advance()
-        return sum(c.total_uj for c in self._counters) / 1e6
+        step_uj = sum(counter.advance() for counter in self._counters)
+        if self._share is None:
+            return sum(c.total_uj for c in self._counters) / 1e6
+        own, host = self._share()
+        own_step, host_step = own - self._cpu[0], host - self._cpu[1]
+        self._cpu = (own, host)
+        if host_step > 0:
+            self._shared_uj += step_uj * min(1.0, max(0.0, own_step / host_step))
+        return self._shared_uj / 1e6
 
 
 class NvmlMeter(EnergyMeter):
@@ -337,7 +395,12 @@ class NvmlMeter(EnergyMeter):
         self.detail = f"NVML GPU {index} {name}"
 
     def _read(self) -> float:
-        now = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle))
+        if self._nvml is None:
+            raise DataError(f"{self.detail}: the meter is closed")
+        try:
+            now = int(self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle))
+        except Exception as exc:  # pynvml.NVMLError (GPU lost, driver reset...)
+            raise DataError(f"{self.detail}: energy counter cannot be read: {exc}") from exc
         return (now - self._start_mj) / 1000.0
 
     def close(self) -> None:
@@ -366,7 +429,8 @@ def open_meter(
 
     Work on an NVIDIA GPU: NVML; else the CPU's RAPL counters under ``root``;
     else the CPU-time estimate. Each meter passed over adds its reason to
-    ``why``, e.g. ``"no RAPL energy counter: /sys/class/powercap absent"``.
+    ``why``, e.g. ``"no RAPL energy counter: /sys/class/powercap absent"``;
+    GPU work metered on the host says ``host CPU only`` in its label.
     """
     reasons: list[str] = []
     candidates: list[Any] = []
@@ -379,8 +443,11 @@ def open_meter(
         except ConfigError as exc:
             reasons.append(str(exc))
             continue
-        meter.why = "; ".join(reasons)
-        return meter
-    estimate = CpuTimeMeter(watts_per_core)
-    estimate.why = "; ".join(reasons)
-    return estimate
+        break
+    else:
+        meter = CpuTimeMeter(watts_per_core)
+    meter.why = "; ".join(reasons)
+    if runs_on_gpu(device) and not isinstance(meter, NvmlMeter):
+        # Work on the GPU metered on the host: the label must not pass it off as the whole.
+        meter.detail += ", host CPU only"
+    return meter

@@ -33,11 +33,15 @@ class Child:
         self.counter.write_text("5000000\n")
         self.registry = CollectorRegistry()
         self.items = Counter(items, "items", labels, registry=self.registry)
-        self.registry.register(EnergyCollector(RaplMeter(powercap)))
+        self.cpu = [0.0, 0.0]  # this process's and the host's CPU seconds
+        self.meter = RaplMeter(powercap, share=lambda: (self.cpu[0], self.cpu[1]))
+        self.registry.register(EnergyCollector(self.meter))
 
-    def spend(self, microjoules: int) -> None:
+    def spend(self, microjoules: int, share: float = 0.5) -> None:
+        """The package counts ``microjoules`` while the child has ``share`` of the host's CPU."""
         now = int(self.counter.read_text())
         self.counter.write_text(f"{now + microjoules}\n")
+        self.cpu = [self.cpu[0] + 4.0 * share, self.cpu[1] + 4.0]
 
     def text(self) -> str:
         return generate_latest(self.registry).decode()
@@ -60,16 +64,29 @@ def test_two_scrapes_give_the_periods_joules_per_item_and_how_they_were_measured
     child.spend(1_000_000)
     before = read(child.text())
 
-    # Execute: 40 items for 3 J
+    # Execute: 40 items while the package spends 8 J, a quarter of the host's CPU time the child's
     child.items.labels(*done).inc(40)
-    child.spend(3_000_000)
+    child.spend(8_000_000, share=0.25)
     period = metrics_between(before, read(child.text()), 10.0)
 
-    # Assert
+    # Assert: the child's share of the package, labelled as a share
     assert period.items == 40
-    assert period.joules == pytest.approx(3.0)
-    assert period.joules_per_item == pytest.approx(3.0 / 40)
-    assert (period.energy, period.energy_measured) == ("measured (RAPL package-0)", True)
+    assert period.joules == pytest.approx(8.0 * 0.25)
+    assert period.joules_per_item == pytest.approx(8.0 * 0.25 / 40)
+    assert period.energy == "measured (RAPL package-0, this process's CPU-time share)"
+    assert period.energy_measured is True
+
+
+def test_a_meter_that_fails_costs_the_scrape_its_energy_sample_only(tmp_path: Path) -> None:
+    child = Child(tmp_path / "powercap", PIPELINE_ITEMS, ["outcome"])
+    child.items.labels("processed").inc(7)
+    child.counter.unlink()  # the RAPL file is gone (a module unloaded, permissions changed)
+
+    scraped = kind_for("pipeline").scrape(child.text())
+    period = metrics_between(None, scraped, 10.0)
+
+    assert period.items == 7  # the release's other metrics still arrive
+    assert (period.joules, period.energy) == (None, None)
 
 
 def test_a_restarted_child_counts_its_energy_from_zero(tmp_path: Path) -> None:
@@ -79,7 +96,7 @@ def test_a_restarted_child_counts_its_energy_from_zero(tmp_path: Path) -> None:
     before = kind_for("pipeline").scrape(old.text())
     new = Child(tmp_path / "new", PIPELINE_ITEMS, ["outcome"])  # counters start again
     new.items.labels("processed").inc(5)
-    new.spend(500_000)
+    new.spend(500_000, share=1.0)
 
     period = metrics_between(before, kind_for("pipeline").scrape(new.text()), 10.0)
 
