@@ -179,13 +179,22 @@ class Server:
         from prometheus_client import CollectorRegistry, start_http_server
 
         from fogline.metrics import EnergyCollector
-        from fogline.power import open_meter
+        from fogline.power import open_meter, runs_on_gpu
         from fogline.serve._metrics import ServerCollector
 
         registry = CollectorRegistry()
         registry.register(ServerCollector(self.manager))
-        # The server's energy (RAPL where readable, else estimated from CPU time): per request.
-        registry.register(EnergyCollector(open_meter()))
+        # The server's energy, per request: NVML when a served model runs on an NVIDIA GPU
+        # (as a pipeline's run does), else this process's share of RAPL where readable, else
+        # estimated from CPU time; a GPU metered on the host says "host CPU only".
+        devices = [
+            loaded.engine.device
+            for versions in self.manager.loaded().values()
+            for loaded in versions.values()
+        ]
+        devices += list(self.manager.providers or ())
+        gpu = next((device for device in devices if runs_on_gpu(device)), "cpu")
+        registry.register(EnergyCollector(open_meter(gpu)))
         try:
             server, _thread = start_http_server(
                 self.metrics_port or 0, addr=self.host, registry=registry
