@@ -268,4 +268,9 @@ def test_every_variant_carries_its_energy_per_inference_and_how_it_was_obtained(
         kind = "measured" if energy["measured"] else "estimated"
         assert energy["label"].startswith(f"{kind} (")
         assert energy["label"] in report.energy_text()
-    assert "mJ/item (b1)" in html and f"Energy per inference: {report.energy_text()}" in html
+    first = data["settings"]["batches"][0]
+    assert f"<th>mJ/item (b{first})</th>" in html
+    assert f"Energy per inference: {report.energy_text()}" in html
+    for v in report.variants:  # each row says how its own figure was obtained
+        row = html.split(f"<td>{v.name}", 1)[1].split("</tr>", 1)[0]
+        assert f"{1000 * v.joules_per_item:.3f} ({v.energy_kind})" in row

@@ -88,6 +88,14 @@ class VariantResult:
         """``measured (RAPL package-0)`` or ``estimated (CPU time x 10 W per core)``; or empty."""
         return str(self.timings.get("energy", {}).get("label", ""))
 
+    @property
+    def energy_kind(self) -> str:
+        """``measured`` or ``estimated``; empty when not metered."""
+        energy = self.timings.get("energy") or {}
+        if "measured" not in energy:
+            return ""
+        return "measured" if energy["measured"] else "estimated"
+
     def judge(self, baseline: VariantResult | None, budget: Budget) -> None:
         """Decide whether this variant stays inside the accuracy budget."""
         if baseline is None or baseline is self:
@@ -365,7 +373,10 @@ def render_html(report: Report) -> str:
             f"{v.p50:.3f}" if v.status == "ok" else "",
             f"{v.p99:.3f}" if v.status == "ok" else "",
             f"{v.throughput:.1f}" if v.status == "ok" else "",
-            "" if v.joules_per_item is None else f"{1000 * v.joules_per_item:.3f}",
+            # NVML and the CPU-time estimate can share this column: each row says which it is
+            ""
+            if v.joules_per_item is None
+            else f"{1000 * v.joules_per_item:.3f} ({v.energy_kind or 'unlabelled'})",
             f"{v.peak_memory_mb:.0f}",
             "" if v.accuracy is None else f"{v.accuracy:.2f}",
             str(agree.get("top1", "")),
@@ -378,16 +389,18 @@ def render_html(report: Report) -> str:
             + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells)
             + "</tr>"
         )
+    # The latency and energy columns hold the first batch size's figures (items/s the last's)
+    first = (report.settings.get("batches") or [1])[0]
     heads = [
         "variant",
         "engine",
         "precision",
         "status",
         "size",
-        "p50 ms (b1)",
-        "p99 ms (b1)",
+        f"p50 ms (b{first})",
+        f"p99 ms (b{first})",
         "items/s",
-        "mJ/item (b1)",
+        f"mJ/item (b{first})",
         "peak MiB",
         "accuracy %",
         "top-1 agree %",
