@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,7 +26,7 @@ page = dashboard.page
 shots = dashboard.shots
 TOKEN = dashboard.TOKEN
 ESTIMATED = "estimated (CPU time x 10 W per core)"
-MEASURED = "measured (RAPL package-0)"
+MEASURED = "measured (RAPL package-0, this process's CPU-time share)"
 
 #: (device, release, version, items, joules, label) of each report.
 REPORTS = [
@@ -35,6 +36,27 @@ REPORTS = [
     ("cam-2", "vad", "2.0.0", 300, 0.9, MEASURED),
     ("cam-2", "vad", "2.0.0", 500, 1.6, MEASURED),
 ]
+
+
+def report(device: str, at: float, sequence: int, row: tuple[str, str, int, float, str]) -> Any:
+    """One device's telemetry carrying one release's energy at ``at``."""
+    release, version, items, joules, label = row
+    metrics = ReleaseMetrics(
+        items=items,
+        items_per_second=items / 10,
+        joules=joules,
+        joules_per_item=joules / items,
+        energy=label,
+        energy_measured=label.startswith("measured"),
+    )
+    body = Telemetry(
+        device_id=device,
+        time=at,
+        sequence=sequence,
+        versions={release: version},
+        metrics={release: metrics},
+    )
+    return (f"{device}:{sequence}", body)
 
 
 def fill(registry: Registry) -> None:
@@ -49,24 +71,10 @@ def fill(registry: Registry) -> None:
         )
     )
     now = time.time()
-    reports = []
-    for sequence, (device, release, version, items, joules, label) in enumerate(REPORTS):
-        metrics = ReleaseMetrics(
-            items=items,
-            items_per_second=items / 10,
-            joules=joules,
-            joules_per_item=joules / items,
-            energy=label,
-            energy_measured=label.startswith("measured"),
-        )
-        body = Telemetry(
-            device_id=device,
-            time=now - 600 + 10 * sequence,
-            sequence=sequence,
-            versions={release: version},
-            metrics={release: metrics},
-        )
-        reports.append((f"{device}:{sequence}", body))
+    reports = [
+        report(device, now - 600 + 10 * sequence, sequence, tuple(rest))
+        for sequence, (device, *rest) in enumerate(REPORTS)
+    ]
     registry.ingest(Inbox(telemetry=reports))
 
 
@@ -95,6 +103,39 @@ def test_the_controller_keeps_each_reports_energy_and_sums_it_per_release(tmp_pa
     assert (vad["kind"], vad["labels"], vad["devices"]) == ("measured", [MEASURED], 1)
 
 
+def test_the_energy_api_sums_every_report_of_its_window_and_only_those(tmp_path: Path) -> None:
+    # Prepare: besides the last ten minutes' reports, one from two hours ago, and a mixed version
+    with dashboard.serve_registry(tmp_path, dashboard.releases) as (url, registry):
+        fill(registry)
+        old = ("vad", "2.0.0", 1000, 50.0, MEASURED)
+        late = ("digits", "1.0.0", 100, 3.0, MEASURED)
+        now = time.time()
+        registry.ingest(
+            Inbox(telemetry=[report("cam-3", now - 7200, 0, old), report("cam-3", now, 1, late)])
+        )
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+
+        # Execute: the default window (an hour), then one that reaches the old report
+        hour = httpx.get(f"{url}/api/energy", headers=auth).json()
+        day = httpx.get(f"{url}/api/energy", params={"since": now - 86400}, headers=auth).json()
+        one = httpx.get(f"{url}/api/energy", params={"release": "vad"}, headers=auth).json()
+
+    # Assert
+    in_hour = {(e["release"], e["version"]): e for e in hour}
+    in_day = {(e["release"], e["version"]): e for e in day}
+    vad_rows = [r for r in REPORTS if r[1] == "vad"]
+    assert in_hour["vad", "2.0.0"]["items"] == sum(r[3] for r in vad_rows)
+    assert in_day["vad", "2.0.0"]["items"] == sum(r[3] for r in vad_rows) + 1000
+    assert in_day["vad", "2.0.0"]["joules"] == pytest.approx(sum(r[4] for r in vad_rows) + 50.0)
+    digits = in_hour["digits", "1.0.0"]
+    assert (digits["kind"], digits["labels"], digits["devices"]) == (
+        "mixed",
+        sorted([ESTIMATED, MEASURED]),
+        3,
+    )
+    assert [(e["release"], e["version"]) for e in one] == [("vad", "2.0.0")]
+
+
 def test_the_releases_page_shows_energy_per_inference_labelled(
     page: Page, tmp_path: Path, shots: Path
 ) -> None:
@@ -113,4 +154,15 @@ def test_the_releases_page_shows_energy_per_inference_labelled(
         expect(vad.locator(".badge")).to_have_attribute("title", f"{MEASURED} · 2 reports from "
                                                         "1 device, last 24 h")  # fmt: skip
         expect(page.locator('tr[data-release="digits@1.1.0"] td.energy')).to_have_text("—")
+        # the chart: a bar per release version that reported energy, each saying its kind
+        chart = page.locator("#energy-chart")
+        expect(chart.locator(".bar-row")).to_have_count(2)
+        digits_bar = chart.locator('.bar-row[data-label="digits 1.0.0"]')
+        expect(digits_bar.locator(".bar-value")).to_have_text(
+            f"{1000 * per_item('digits', '1.0.0'):.1f} mJ estimated"
+        )
+        expect(digits_bar.locator(".bar-fill.kind-estimated")).to_be_visible()
+        vad_bar = chart.locator('.bar-row[data-label="vad 2.0.0"]')
+        expect(vad_bar.locator(".bar-value")).to_contain_text("mJ measured")
+        expect(vad_bar.locator(".bar-fill.kind-measured")).to_be_visible()
         dashboard.screenshot(page, shots, "releases-energy")

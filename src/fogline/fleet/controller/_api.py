@@ -283,12 +283,12 @@ def routes(ctx: ApiContext) -> list[BaseRoute]:
         return JSONResponse(fleet_series(rows, step))
 
     async def energy(request: Request) -> Response:
-        rows = ctx.registry.metrics(
-            release=request.query_params.get("release"),
+        found = energy_by_release(
+            ctx.registry.query,
             since=_float(request, "since", time.time() - 3600),
-            limit=200000,
+            release=request.query_params.get("release"),
         )
-        return JSONResponse(energy_by_release(rows))
+        return JSONResponse(found)
 
     async def monitoring(request: Request) -> Response:
         kinds = request.query_params.getlist("kind") or None

@@ -1,7 +1,9 @@
 // The signed releases in the controller's repository, with the energy per inference each
-// version's devices reported over the last day (measured or estimated, as a badge says).
+// version's devices reported over the last day (measured or estimated, as a badge says),
+// drawn as one bar per release version above the table.
 
 import {api} from "./api.js";
+import {bars} from "./charts.js";
 import {badge, code, empty, h, replace} from "./dom.js";
 import {bytes, compareVersions, joules, seconds, timeAgo} from "./format.js";
 
@@ -16,13 +18,32 @@ function energyCell(figure) {
   return [joules(figure.joules_per_item), " ", badge(figure.kind, how)];
 }
 
+/** Joules per inference of each release version that reported energy: a bar each, its kind said. */
+function energyChart(energy) {
+  const figures = energy.filter((e) => e.joules_per_item !== null)
+    .sort((a, b) => (a.release === b.release ? compareVersions(b.version, a.version)
+      : a.release < b.release ? -1 : 1));
+  const figure = h("figure", {className: "chart energy-bars", id: "energy-chart"},
+    h("figcaption", null, h("span", {className: "chart-title"}, "Energy per inference, last 24 h")));
+  if (!figures.length) {
+    figure.append(h("div", {className: "chart-empty"}, "no release reported energy in this period"));
+    return figure;
+  }
+  const top = Math.max(...figures.map((e) => e.joules_per_item));
+  figure.append(bars(figures.map((e) => ({label: `${e.release} ${e.version}`, value: e.joules_per_item,
+    className: `kind-${e.kind}`, text: `${joules(e.joules_per_item)} ${e.kind}`})), top));
+  return figure;
+}
+
 export function releasesPage() {
+  const chart = h("div", {id: "releases-energy"});
   const table = h("div", {className: "table-wrap", id: "releases"});
-  const el = h("div", {className: "page releases"}, h("h1", null, "Releases"), table);
+  const el = h("div", {className: "page releases"}, h("h1", null, "Releases"), chart, table);
 
   async function update(now) {
     const [releases, devices, energy] = await Promise.all([
       api("api/releases"), api("api/devices"), api(`api/energy?since=${now - ENERGY_SINCE}`)]);
+    replace(chart, releases.length ? energyChart(energy) : null);
     if (!releases.length) {
       replace(table, empty("No releases yet.", "Publish a signed one with ",
         code("fogline release create MODEL_DIR --name NAME --version VERSION --key KEY"), "."));
