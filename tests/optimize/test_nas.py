@@ -25,7 +25,8 @@ from fogline.optimize import (
     nas_search,
     pareto_front,
 )
-from fogline.optimize._nas import build_trained, grid, pick, prepared
+from fogline.optimize._compress import load_torch_factory
+from fogline.optimize._nas import build_trained, grid, holdout, pick, prepared
 
 FAST = OptimizeOptions(threads=1, batches=(8,), duration_s=0.05, sensitivity=False)
 
@@ -64,7 +65,7 @@ def searched():
     result = nas_search(
         family,
         digits("train"),
-        digits("eval"),
+        None,  # ranked on a seeded fifth of the training data, never on the eval data
         NasOptions(latency_budget_ms=1e6, epochs=2),
         FAST,
         name="tiny",
@@ -103,6 +104,9 @@ def test_the_search_times_and_scores_every_candidate(searched):
     _, result = searched
     assert [c.knobs for c in result.candidates] == grid(TinyDigits.space)
     assert result.grid_size == 2 and not result.sampled
+    train = digits("train")
+    assert result.val_items == round(0.2 * train.size)
+    assert result.train_items + result.val_items == train.size
     for c in result.candidates:
         assert c.status == "ok", c.error
         assert c.latency_ms > 0 and c.p99_ms >= c.latency_ms
@@ -196,3 +200,50 @@ def test_nas_options_are_checked():
         NasOptions(latency_budget_ms=-1)
     with pytest.raises(ConfigError, match="sample"):
         NasOptions(latency_budget_ms=1, sample=0)
+
+
+def test_the_validation_split_is_seeded_disjoint_and_covers_the_training_data():
+    train = digits("train")
+    rest, held = holdout(train, 0.2, seed=3)
+    again_rest, again_held = holdout(train, 0.2, seed=3)
+    _, other = holdout(train, 0.2, seed=4)
+    assert np.array_equal(held.array("pixels"), again_held.array("pixels"))
+    assert np.array_equal(rest.labels, again_rest.labels)
+    assert not np.array_equal(held.array("pixels"), other.array("pixels"))
+    assert rest.size + held.size == train.size and held.size == round(0.2 * train.size)
+    rows = {p.tobytes() for p in train.array("pixels")}
+    rest_rows = {p.tobytes() for p in rest.array("pixels")}
+    held_rows = {p.tobytes() for p in held.array("pixels")}
+    assert rest_rows | held_rows == rows and not rest_rows & held_rows
+    with pytest.raises(ConfigError, match="cannot be split"):
+        holdout(train.limit(2), 0.1, seed=0)
+    with pytest.raises(ConfigError, match="validation fraction"):
+        NasOptions(latency_budget_ms=1, val_fraction=1.0)
+
+
+BROKEN = "import numpy\n\ndef family(:\n    pass\n"
+UNDEFINED = "x = 1\nfamily = NoSuchName()\n"
+
+
+@pytest.mark.parametrize(
+    "source, fragments",
+    [
+        (BROKEN, ["SyntaxError in", "line 3"]),
+        (UNDEFINED, ["NameError", "line 2"]),
+    ],
+    ids=["syntax", "name"],
+)
+def test_a_broken_user_module_is_a_config_error_naming_its_file_and_line(
+    tmp_path, monkeypatch, request, source, fragments
+):
+    module = f"broken_{request.node.callspec.id}_mod"
+    (tmp_path / f"{module}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for load, what in ((load_family, "--nas "), (load_torch_factory, "")):
+        with pytest.raises(ConfigError) as caught:
+            load(f"{module}:family")
+        message = str(caught.value)
+        assert message.startswith(f"{what}{module}:family: cannot import {module!r}")
+        assert str(tmp_path / f"{module}.py") in message
+        for fragment in fragments:
+            assert fragment in message, message

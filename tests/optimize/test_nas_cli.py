@@ -1,4 +1,8 @@
-"""``fogline optimize --nas`` as a user runs it: a family file in the working folder, real processes."""
+"""``fogline optimize --nas`` as a user runs it: a family file in the working folder.
+
+One real process for the whole run; the refusals run in-process through
+``fogline.cli.main`` (the "nothing fits the budget" case is test_nas.py's).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from fogline.cli import main
 
 DATA = [
     "--train",
@@ -56,13 +62,6 @@ def workdir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def assert_clean_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    for fragment in fragments:
-        assert fragment in result.stderr, result.stderr
-
-
 def test_nas_searches_trains_the_chosen_and_reports_the_front(workdir):
     result = fogline(
         "optimize",
@@ -84,9 +83,12 @@ def test_nas_searches_trains_the_chosen_and_reports_the_front(workdir):
     )
     assert result.returncode == 0, result.stderr
     assert "architecture search" in result.stdout and "chosen" in result.stdout
+    assert "val accuracy" in result.stdout and "on the eval data" in result.stdout
     report = json.loads((workdir / "out" / "report.json").read_text())
     nas = report["nas"]
     assert nas["family"] == "tinyfamily:family" and nas["latency_budget_ms"] == 1000
+    # ranked on a fifth of --train held out; --eval only judged the chosen network
+    assert nas["val_items"] > 0 and nas["train_items"] > 4 * nas["val_items"] - 4
     assert len(nas["candidates"]) == 2 and nas["batch"] == 8
     assert all(c["status"] == "ok" and c["latency_ms"]["p50"] > 0 for c in nas["candidates"])
     assert nas["chosen"] in [c["knobs"] for c in nas["candidates"]]
@@ -105,46 +107,60 @@ def test_nas_searches_trains_the_chosen_and_reports_the_front(workdir):
     assert "Architecture search" in page and page.count("<svg") == 2
 
 
-def test_nas_without_a_candidate_inside_the_budget_names_the_fastest(workdir):
-    result = fogline(
-        "optimize",
-        "--nas",
-        "tinyfamily:one",
-        *DATA,
-        "--latency-budget-ms",
-        "0.000001",
-        "--search-epochs",
-        "1",
-        "--out",
-        "out",
-        *FAST,
-        cwd=workdir,
-    )
-    assert_clean_error(result, "no candidate runs within 1e-06 ms at batch 8", "the fastest")
-    assert "architecture search" in result.stdout  # the candidates are shown before the error
-    assert not (workdir / "out").exists()
+@pytest.fixture
+def inside(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """In-process runs from the working folder that holds the family file."""
+    monkeypatch.chdir(workdir)
+    monkeypatch.syspath_prepend(str(workdir))
+    monkeypatch.setenv("COLUMNS", "200")
+    return workdir
 
 
-def test_an_object_that_is_not_a_family_is_one_line_and_exit_2(workdir):
+def refused(capsys: pytest.CaptureFixture[str], *args: str, fragments: tuple[str, ...]) -> None:
+    assert main(["optimize", *args]) == 2
+    captured = capsys.readouterr()
+    err = " ".join(captured.err.split())  # a long message may wrap
+    assert "Traceback" not in captured.err + captured.out
+    assert captured.err.strip().startswith("error:") and len(captured.err.strip().splitlines()) <= 3
+    for fragment in fragments:
+        assert fragment in err, captured.err
+
+
+def test_an_object_that_is_not_a_family_is_one_line_and_exit_2(inside, capsys):
     # the other bad specs (no colon, no such module) are test_nas.py's load_family test
-    result = fogline(
-        "optimize",
-        "--nas",
-        "tinyfamily:not_a_family",
-        *DATA,
-        "--latency-budget-ms",
-        "1",
-        "-o",
-        "out",
-        cwd=workdir,
+    refused(
+        capsys,
+        *("--nas", "tinyfamily:not_a_family", *DATA, "--latency-budget-ms", "1", "-o", "out"),
+        fragments=("int is not a fogline.optimize.Family (it lacks space",),
     )
-    assert_clean_error(result, "int is not a fogline.optimize.Family (it lacks space")
 
 
-def test_nas_needs_its_data_and_budget_and_no_model(workdir):
-    missing = fogline("optimize", "--nas", "tinyfamily:family", *DATA, "-o", "o", cwd=workdir)
-    assert_clean_error(missing, "--latency-budget-ms")
-    both = fogline(
-        "optimize", "m.onnx", "--nas", "tinyfamily:family", *DATA, "-o", "o", cwd=workdir
+def test_a_family_file_with_a_syntax_error_is_one_line_and_exit_2(inside, capsys):
+    (inside / "typo_family.py").write_text("family = [\n")
+    refused(
+        capsys,
+        *("--nas", "typo_family:family", *DATA, "--latency-budget-ms", "1", "-o", "out"),
+        fragments=("cannot import 'typo_family'", "SyntaxError", "typo_family.py, line 1"),
     )
-    assert_clean_error(both, "give no MODEL")
+    assert not (inside / "out").exists()
+
+
+def test_a_torch_factory_with_a_syntax_error_is_one_line_and_exit_2(inside, capsys):
+    (inside / "typo_model.py").write_text("def build(:\n    pass\n")
+    refused(
+        capsys,
+        *("--from-torch", "typo_model:build", "-c", "fogline.examples:digits_calibration"),
+        *("-o", "out"),
+        fragments=("cannot import 'typo_model'", "typo_model.py, line 1"),
+    )
+
+
+def test_nas_needs_its_data_and_budget_and_no_model(inside, capsys):
+    refused(
+        capsys, "--nas", "tinyfamily:family", *DATA, "-o", "o", fragments=("--latency-budget-ms",)
+    )
+    refused(
+        capsys,
+        *("m.onnx", "--nas", "tinyfamily:family", *DATA, "-o", "o"),
+        fragments=("give no MODEL",),
+    )

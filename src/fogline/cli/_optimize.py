@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from fogline.cli._app import app, console, counted_progress, parse_batches
+from fogline.cli._app import app, console, parse_batches
 from fogline.errors import ConfigError
 from fogline.model import Signature, TensorSpec, load_onnx, onnx_signature
 from fogline.optimize import (
@@ -23,17 +23,12 @@ from fogline.optimize import (
     Dataset,
     FitOptions,
     NasOptions,
-    NasResult,
     OptimizeOptions,
     Report,
     VariantPlan,
     export,
-    family_names,
     load_dataset,
-    load_family,
     load_torch_factory,
-    nas_finish,
-    nas_search,
     optimize,
     parse_prune,
     prune_plan,
@@ -257,7 +252,16 @@ def optimize_command(
     sample: int | None = typer.Option(
         None, min=1, help="With --nas: try this many candidates drawn from the grid (default: all)."
     ),
-    seed: int = typer.Option(0, help="With --nas: seed of the sample and of every training."),
+    seed: int = typer.Option(
+        0, help="With --nas: seed of the sample, of the validation split and of every training."
+    ),
+    val_fraction: float = typer.Option(
+        0.2,
+        min=0.0,
+        max=1.0,
+        help="With --nas: share of --train held out to rank the candidates on "
+        "(--eval only judges the chosen network).",
+    ),
     provider: list[str] | None = typer.Option(
         None,
         help="Only these ONNX Runtime execution providers (cpu, cuda, tensorrt; repeat). "
@@ -303,7 +307,11 @@ def optimize_command(
     if nas is not None:
         if train is None or evaluation is None or latency_budget_ms is None:
             raise ConfigError("--nas needs --train DATA, --eval DATA and --latency-budget-ms B")
-        search = NasOptions(latency_budget_ms, search_epochs, final_epochs, sample, seed)
+        from fogline.cli._optimize_nas import run_nas
+
+        search = NasOptions(
+            latency_budget_ms, search_epochs, final_epochs, sample, seed, val_fraction
+        )
         run_nas(nas, train, evaluation, out, search, options)
         return
     assert calibration is not None
@@ -324,65 +332,6 @@ def optimize_command(
         if options.name is None:
             options.name = from_torch.partition(":")[2]
         run_optimize(path, calibration, evaluation, out, options, train=train, extra_plans=plans)
-
-
-def run_nas(
-    spec: str, train: str, evaluation: str, out: Path, search: NasOptions, options: OptimizeOptions
-) -> Report:
-    """Search the family with a counted bar, print its table, then the usual variant search."""
-    family = load_family(spec)
-    signature = _loose_signature(family_names(family)[0])
-    train_data, eval_data = load_dataset(train, signature), load_dataset(evaluation, signature)
-    with counted_progress("candidate") as bar:
-        task = bar.add_task("building", total=None)
-
-        def on_candidate(label: str, done: int, total: int) -> None:
-            bar.update(task, description=escape(label), completed=done, total=total)
-
-        result = nas_search(
-            family, train_data, eval_data, search, options, name=spec, progress=on_candidate
-        )
-    console.print(nas_table(result))
-    if options.name is None:
-        options.name = spec.partition(":")[2]
-    report = with_bar(
-        lambda step: nas_finish(family, result, train_data, eval_data, out, options, step)
-    )
-    chosen = result.chosen
-    assert chosen is not None and result.final_metric is not None
-    console.print(
-        f"chosen {chosen.label}: {result.metric} {result.final_metric:.2f} after "
-        f"{result.final_epochs} epochs; search {result.search_seconds:.0f} s"
-    )
-    print_report(report, out)
-    return report
-
-
-def nas_table(result: NasResult) -> Table:
-    """Every candidate, fastest first: knobs, latency, metric, on the front or not."""
-    table = Table(title=f"architecture search: {escape(result.describe())}")
-    for column in ("candidate", "params", f"p50 ms b{result.batch}", result.metric, "front"):
-        table.add_column(column, justify="left" if column == "candidate" else "right")
-    table.add_column("verdict")
-    for c in sorted(result.candidates, key=lambda c: (not c.ok, c.latency_ms)):
-        if not c.ok:
-            table.add_row(c.label, "", "", "", "", f"[red]failed: {escape(c.error or '')}[/]")
-            continue
-        if c.chosen:
-            verdict = "[bold green]chosen[/]"
-        elif c.within_budget:
-            verdict = "inside the budget"
-        else:
-            verdict = f"[dim]over {result.budget_ms:g} ms[/]"
-        table.add_row(
-            c.label,
-            f"{c.params:,}",
-            f"{c.latency_ms:.4f}",
-            f"{c.metric:.2f}",
-            "●" if c.on_front else "",
-            verdict,
-        )
-    return table
 
 
 def _with_cpu(providers: list[str] | None) -> tuple[str, ...] | None:

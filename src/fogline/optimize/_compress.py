@@ -20,9 +20,7 @@ thread.
 from __future__ import annotations
 
 import copy
-import importlib
 import shutil
-import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ import numpy as np
 from fogline.data import Dataset
 from fogline.errors import ConfigError, DataError
 from fogline.model import Signature, require, torch_to_onnx
+from fogline.optimize._spec import import_spec
 from fogline.optimize._variants import BuildContext, VariantPlan
 
 PRUNE_METHODS = ("magnitude", "structured")
@@ -63,17 +62,7 @@ def load_torch_factory(spec: str) -> Any:
     require("torch", "train")
     import torch
 
-    module_name, sep, func_name = spec.partition(":")
-    if not sep or not module_name or not func_name:
-        raise ConfigError(f"{spec!r}: write a model factory as module:function")
-    if "" not in sys.path:
-        sys.path.insert(0, "")
-    try:
-        factory = getattr(importlib.import_module(module_name), func_name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            f"{spec}: cannot import {func_name!r} from {module_name!r}: {exc}"
-        ) from exc
+    factory = import_spec(spec, what="a model factory")
     model = factory()
     if not isinstance(model, torch.nn.Module):
         raise ConfigError(f"{spec}: returned {type(model).__name__}, not a torch.nn.Module")

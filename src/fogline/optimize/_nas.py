@@ -22,10 +22,8 @@ candidate is never timed while another one trains.
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import random
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -50,6 +48,7 @@ from fogline.optimize._nas_family import DEFAULT_INPUT_NAMES, DEFAULT_OUTPUT_NAM
 from fogline.optimize._nas_result import Candidate, NasResult
 from fogline.optimize._report import Report
 from fogline.optimize._search import OptimizeOptions, optimize
+from fogline.optimize._spec import import_spec
 
 Progress = Callable[[str, int, int], None]
 CPU = "CPUExecutionProvider"
@@ -74,6 +73,8 @@ class NasOptions:
     #: Try this many candidates drawn from the grid with ``seed``; ``None``: the whole grid.
     sample: int | None = None
     seed: int = 0
+    #: The share of the training data held out (seeded) to rank the candidates on.
+    val_fraction: float = 0.2
 
     def __post_init__(self) -> None:
         if not self.latency_budget_ms > 0:
@@ -84,22 +85,19 @@ class NasOptions:
             raise ConfigError("search and final epochs must be at least 1")
         if self.sample is not None and self.sample < 1:
             raise ConfigError(f"sample must be at least 1 candidate, got {self.sample}")
+        if not 0 < self.val_fraction < 1:
+            raise ConfigError(
+                f"the validation fraction must be between 0 and 1, got {self.val_fraction:g}"
+            )
 
 
 def load_family(spec: str) -> Family:
     """The family named ``module:name``: an instance, or a class or function that makes one."""
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise ConfigError(f"--nas {spec!r}: write the family as module:name")
     require("torch", "train")  # every search trains and exports with it
-    if "" not in sys.path:
-        sys.path.insert(0, "")  # a family in the working folder imports too
     try:
-        found = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(
-            f"--nas {spec}: cannot import {attr!r} from {module_name!r}: {exc}"
-        ) from exc
+        found = import_spec(spec, what="a fogline.optimize.Family")
+    except ConfigError as exc:
+        raise ConfigError(f"--nas {exc}") from exc
     if isinstance(found, type) or (callable(found) and not isinstance(found, Family)):
         try:
             found = found()
@@ -151,10 +149,42 @@ def pick(
     return [everything[i] for i in drawn]
 
 
+def holdout(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """``data`` split at random (``seed``) into (the rest, ``fraction`` of it), order kept.
+
+    >>> import numpy as np
+    >>> data = Dataset("d", ({"x": np.arange(10.0)},), labels=np.arange(10))
+    >>> rest, held = holdout(data, 0.2, seed=0)
+    >>> rest.size, held.size, sorted([*rest.labels, *held.labels]) == list(range(10))
+    (8, 2, True)
+    """
+    size = data.size
+    count = round(size * fraction)
+    if not 0 < count < size:
+        raise ConfigError(
+            f"{data.source}: {size} items cannot be split {1 - fraction:.0%}/{fraction:.0%} "
+            "into training and validation data"
+        )
+    order = np.random.default_rng(seed).permutation(size)
+    batch = len(next(iter(data.batches[0].values())))
+    arrays = {name: data.array(name) for name in data.batches[0]}
+
+    def subset(indices: np.ndarray, what: str) -> Dataset:
+        indices = np.sort(indices)
+        batches = tuple(
+            {k: np.ascontiguousarray(v[indices[i : i + batch]]) for k, v in arrays.items()}
+            for i in range(0, len(indices), batch)
+        )
+        labels = None if data.labels is None else data.labels[indices]
+        return Dataset(f"{data.source} ({what})", batches, labels)
+
+    return subset(order[count:], "training part"), subset(order[:count], "validation part")
+
+
 def nas_search(
     family: Family,
     train: Dataset,
-    evaluation: Dataset,
+    validation: Dataset | None,
     nas: NasOptions,
     options: OptimizeOptions | None = None,
     *,
@@ -163,6 +193,10 @@ def nas_search(
 ) -> NasResult:
     """Train, export, time and score every candidate; mark the front and the choice.
 
+    Candidates are ranked on ``validation``; without it (the CLI), on
+    ``nas.val_fraction`` of ``train`` held out with ``nas.seed``, and trained
+    on the rest. The eval data is never seen here: it judges only the chosen
+    network (:func:`nas_finish`), so its score is not the best of many tries.
     Latency is the p50 of ``Engine.run`` at the first of ``options.batches``
     with ``options.threads``, timed for ``options.duration_s`` on the
     providers of :func:`timing_options`: what the variant search ranks by. A candidate that cannot be built, trained or
@@ -171,6 +205,8 @@ def nas_search(
     require("torch", "train")
     options = options or OptimizeOptions()
     progress = progress or (lambda _s, _d, _t: None)
+    if validation is None:
+        train, validation = holdout(train, nas.val_fraction, nas.seed)
     everything = grid(family.space)
     chosen = pick(everything, nas.sample, nas.seed)
     result = NasResult(
@@ -184,13 +220,15 @@ def nas_search(
         grid_size=len(everything),
         sampled=len(chosen) < len(everything),
         seed=nas.seed,
+        train_items=train.size,
+        val_items=validation.size,
     )
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fogline-nas-") as tmp:
         for index, knobs in enumerate(chosen):
             candidate = Candidate(knobs, epochs=nas.epochs)
             progress(candidate.label, index, len(chosen))
-            _try(family, candidate, train, evaluation, nas, options, Path(tmp) / f"{index}.onnx")
+            _try(family, candidate, train, validation, nas, options, Path(tmp) / f"{index}.onnx")
             result.candidates.append(candidate)
     progress("done", len(chosen), len(chosen))
     result.search_seconds = time.perf_counter() - started
@@ -205,7 +243,7 @@ def _try(
     family: Family,
     candidate: Candidate,
     train: Dataset,
-    evaluation: Dataset,
+    validation: Dataset,
     nas: NasOptions,
     options: OptimizeOptions,
     path: Path,
@@ -219,10 +257,10 @@ def _try(
         engine = load_engine(path, options=timing_options(options))
         try:
             batch = options.batches[0]
-            feeds = _feeds(family, evaluation, candidate.knobs, engine.signature, batch)
+            feeds = _feeds(family, validation, candidate.knobs, engine.signature, batch)
             stats = measure(engine, feeds, batch=batch, duration_s=options.duration_s)
             candidate.latency_ms, candidate.p99_ms = stats.p50, stats.p99
-            candidate.metric = float(family.score(engine, evaluation, candidate.knobs))
+            candidate.metric = float(family.score(engine, validation, candidate.knobs))
         finally:
             engine.close()
     except Exception as exc:  # the user's factory, trainer or scorer: reported per candidate
@@ -329,7 +367,10 @@ def nas_finish(
     options: OptimizeOptions | None = None,
     progress: Progress | None = None,
 ) -> Report:
-    """Train the chosen network fully, export it, and run the variant search from it.
+    """Train the chosen network fully on all of ``train``, export it, and run the variant search.
+
+    ``evaluation`` (which the search never saw) gives the chosen network's
+    metric (``result.final_metric``) and judges the variants.
 
     Calibration data for the variants is the training data as the chosen
     network takes it. The report carries the search (``report.nas``).

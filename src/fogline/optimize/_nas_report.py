@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import html
-import io
 
 from fogline.optimize._nas_result import NasResult
+from fogline.optimize._svg import svg_of
 
 
 def pareto_svg(result: NasResult) -> str:
@@ -67,12 +67,7 @@ def pareto_svg(result: NasResult) -> str:
     ax.set_ylabel(f"{result.metric} after {result.epochs} epoch(s)")
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg")
-    plt.close(fig)
-    svg = buffer.getvalue()
-    return svg[svg.find("<svg") :]
+    return svg_of(fig)
 
 
 def nas_html(result: NasResult) -> str:

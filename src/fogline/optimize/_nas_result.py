@@ -110,7 +110,10 @@ class NasResult:
     seed: int
     candidates: list[Candidate] = field(default_factory=list)
     search_seconds: float = 0.0
-    #: The chosen network's metric on the eval data after the full schedule.
+    #: Items the candidates were trained on, and held out of the training data to rank them on.
+    train_items: int = 0
+    val_items: int = 0
+    #: The chosen network's metric on the eval data (unseen by the search) after the full schedule.
     final_metric: float | None = None
 
     @property
@@ -152,6 +155,7 @@ class NasResult:
             f"{tried} of {self.grid_size} candidates ({how}, seed {self.seed}), "
             f"{self.epochs} epoch(s) each, latency p50 at batch {self.batch}"
             + (f", {self.threads} thread(s)" if self.threads else "")
+            + (f", ranked on {self.val_items} validation items" if self.val_items else "")
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,6 +172,8 @@ class NasResult:
             "sampled": self.sampled,
             "seed": self.seed,
             "search_seconds": round(self.search_seconds, 1),
+            "train_items": self.train_items,
+            "val_items": self.val_items,
             "chosen": None if chosen is None else dict(chosen.knobs),
             "final_metric": None if self.final_metric is None else round(self.final_metric, 4),
             "front": [dict(c.knobs) for c in self.front],

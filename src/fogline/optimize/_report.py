@@ -8,7 +8,6 @@ after an architecture search, also every candidate and the Pareto front.
 from __future__ import annotations
 
 import html
-import io
 import json
 import os
 import platform
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from fogline.optimize._measure import Agreement, Budget
 from fogline.optimize._nas_report import nas_html
 from fogline.optimize._nas_result import NasResult
+from fogline.optimize._svg import svg_of
 
 if TYPE_CHECKING:
     from fogline.optimize._search import OptimizeOptions
@@ -350,12 +350,7 @@ def _plot_svg(report: Report) -> str:
     ax.set_ylabel("accuracy (%)" if use_accuracy else "top-1 agreement with FP32 (%)")
     ax.set_title("green: selected · blue: within budget · red: outside budget", fontsize=9)
     ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    buffer = io.StringIO()
-    fig.savefig(buffer, format="svg")
-    plt.close(fig)
-    svg = buffer.getvalue()
-    return svg[svg.find("<svg") :]
+    return svg_of(fig)
 
 
 def render_html(report: Report) -> str:
