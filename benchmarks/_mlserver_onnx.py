@@ -6,7 +6,8 @@ its PYTHONPATH). MLServer 1.7 ships no ONNX runtime of its own, so this is
 the few lines its docs show for a custom runtime: load the session in
 ``load``, decode the request with the numpy codec, ``session.run``, encode.
 Threads as every other server in the benchmark (``ONNX_THREADS`` intra-op,
-inter-op 1, ONNX Runtime's default spinning); MLServer's adaptive batching
+inter-op 1, ONNX Runtime's default spinning) and providers (``ONNX_PROVIDERS``,
+bench_serve's ``--provider``); MLServer's adaptive batching
 (``max_batch_size`` / ``max_batch_time`` in model-settings.json) hands
 ``predict`` the stacked batch.
 """
@@ -27,7 +28,8 @@ class OnnxRuntimeModel(MLModel):
         options.intra_op_num_threads = int(os.environ["ONNX_THREADS"])
         options.inter_op_num_threads = 1
         uri = self.settings.parameters.uri
-        self.session = ort.InferenceSession(uri, options, providers=["CPUExecutionProvider"])
+        providers = os.environ["ONNX_PROVIDERS"].split(",")
+        self.session = ort.InferenceSession(uri, options, providers=providers)
         self.output_names = [o.name for o in self.session.get_outputs()]
         return True
 

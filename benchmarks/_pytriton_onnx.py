@@ -7,7 +7,8 @@ than fogline's when one is found: PyTriton's stub failed under Python
 3.11.7). The function is what PyTriton's docs show: ``@batch`` hands it the
 stacked batch of Triton's dynamic batcher (max batch ``MAX_BATCH``, queue
 delay ``DELAY_US``), it calls ``session.run`` with the benchmark's threads
-(``ONNX_THREADS`` intra-op, inter-op 1, ONNX Runtime's default spinning).
+(``ONNX_THREADS`` intra-op, inter-op 1, ONNX Runtime's default spinning;
+``ONNX_PROVIDERS``, bench_serve's ``--provider``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from pytriton.triton import Triton, TritonConfig
 options = ort.SessionOptions()
 options.intra_op_num_threads = int(os.environ["ONNX_THREADS"])
 options.inter_op_num_threads = 1
-session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+providers = os.environ["ONNX_PROVIDERS"].split(",")  # bench_serve's --provider, CPU last
+session = ort.InferenceSession(sys.argv[1], options, providers=providers)
 (given,) = session.get_inputs()
 (answer,) = session.get_outputs()
 

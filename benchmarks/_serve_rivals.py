@@ -106,6 +106,136 @@ def other_pythons() -> list[str]:
 
 # --- the naive server ----------------------------------------------------------------------------
 
+NAIVE_SERVER = '''\
+"""FastAPI + one InferenceSession.run per request, speaking just enough OIP for tritonclient."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import uvicorn
+from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+options = ort.SessionOptions()
+options.intra_op_num_threads = int(os.environ["NAIVE_THREADS"])
+options.inter_op_num_threads = 1
+providers = os.environ["ONNX_PROVIDERS"].split(",")  # bench_serve's --provider, CPU last
+session = ort.InferenceSession(sys.argv[1], options, providers=providers)
+output_names = [o.name for o in session.get_outputs()]
+inline = os.environ["NAIVE_MODE"] == "inline"
+app = FastAPI()
+
+
+@app.get("/v2/health/ready")
+def ready() -> Response:
+    return Response(status_code=200)
+
+
+@app.post("/v2/models/{name}/infer")
+async def infer(name: str, request: Request) -> Response:
+    body = await request.body()
+    length = int(request.headers.get("inference-header-content-length", len(body)))
+    header = json.loads(body[:length])
+    feeds, offset = {}, length
+    for spec in header["inputs"]:
+        size = spec["parameters"]["binary_data_size"]
+        array = np.frombuffer(body, np.float32, size // 4, offset)
+        feeds[spec["name"]] = array.reshape(spec["shape"])
+        offset += size
+    if inline:
+        outputs = session.run(None, feeds)
+    else:
+        outputs = await run_in_threadpool(session.run, None, feeds)
+    blobs = [np.ascontiguousarray(o, np.float32).tobytes() for o in outputs]
+    answer = {
+        "model_name": name,
+        "outputs": [
+            {
+                "name": n,
+                "datatype": "FP32",
+                "shape": list(o.shape),
+                "parameters": {"binary_data_size": len(b)},
+            }
+            for n, o, b in zip(output_names, outputs, blobs)
+        ],
+    }
+    text = json.dumps(answer).encode()
+    return Response(
+        text + b"".join(blobs),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(text))},
+    )
+
+
+if __name__ == "__main__":
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
+'''
+
+
+# --- the floor (a reference, not a rival: the round trip with no server work) --------------------
+
+FLOOR_SERVER = '''\
+"""The round trip's floor: read each request whole, send a canned OIP answer; no model."""
+
+import asyncio
+import json
+import sys
+
+import httptools
+import uvloop
+
+logits = bytes(4000)  # [1, 1000] FP32, the size of the real answer
+header = json.dumps(
+    {
+        "model_name": "floor",
+        "outputs": [
+            {
+                "name": "logits",
+                "datatype": "FP32",
+                "shape": [1, 1000],
+                "parameters": {"binary_data_size": len(logits)},
+            }
+        ],
+    }
+).encode()
+ANSWER = (
+    b"HTTP/1.1 200 OK\\r\\ncontent-type: application/octet-stream\\r\\n"
+    b"inference-header-content-length: %d\\r\\ncontent-length: %d\\r\\n\\r\\n"
+    % (len(header), len(header) + len(logits))
+) + header + logits
+EMPTY = b"HTTP/1.1 200 OK\\r\\ncontent-length: 0\\r\\n\\r\\n"
+
+
+class Floor(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport = transport
+        self.parser = httptools.HttpRequestParser(self)
+        self.body = []
+
+    def data_received(self, data):
+        self.parser.feed_data(data)
+
+    def on_body(self, body):
+        self.body.append(body)
+
+    def on_message_complete(self):
+        whole = b"".join(self.body)  # what any server that uses the body must do
+        self.body = []
+        self.transport.write(ANSWER if whole else EMPTY)
+
+
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Floor, "127.0.0.1", int(sys.argv[1]))
+    await server.serve_forever()
+
+
+uvloop.run(main())
+'''
+
 
 def naive_command(script: Path, onnx: Path, port: int) -> list[str]:
     return [str(ensure(NAIVE)), str(script), str(onnx), str(port)]

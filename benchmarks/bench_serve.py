@@ -4,6 +4,7 @@
                                      [--duration 8] [--rounds 3]
                                      [--naive threadpool|inline] [--protocol http|grpc ...]
                                      [--no-mlserver] [--no-pytriton] [--no-bentoml] [--quick]
+                                     [--provider cpu|cuda|tensorrt]
                                      [--concurrency 1 [--concurrency 32 ...]]
 
 MobileNetV2 (224x224, 1000 classes, random weights, settled batch norm) is
@@ -56,7 +57,9 @@ Servers, each its own process on the same 2 cores as the load generator:
   work.
 
 Every server gets the same ONNX Runtime threads (``--threads``, intra-op;
-inter-op 1) and is warmed up before its first cell and briefly before each
+inter-op 1) and the same execution provider (``--provider``, default cpu;
+``cuda`` puts fogline, the naive server, MLServer, PyTriton and the bare
+session all on the GPU, the CPU as each one's fallback) and is warmed up before its first cell and briefly before each
 cell. Cells are interleaved (per load and concurrency: A B C, C B A, ... for
 ``--rounds`` rounds) and each figure is the median over rounds.
 
@@ -74,7 +77,6 @@ import asyncio
 import logging
 import os
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,7 +93,10 @@ import onnxruntime as ort
 import torch
 import tritonclient.grpc.aio as grpc_aio
 import tritonclient.http.aio as http_aio
+from _serve_report import Cell, Target, bentoml_line, report
 from _serve_rivals import (
+    FLOOR_SERVER,
+    NAIVE_SERVER,
     MLServerPorts,
     Unavailable,
     mlserver_command,
@@ -103,16 +108,12 @@ from _serve_rivals import (
 )
 from models import mobilenet_v2, photo_crops, settle_batchnorm
 
-from fogline.model import time_calls, torch_to_onnx
+from fogline.model import provider_name, time_calls, torch_to_onnx
 
 SIZE = 224
 INPUT, OUTPUT = "images", "logits"
 CONCURRENCIES = (1, 8, 32)
 PROTOCOLS = ("http", "grpc")
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def log(message: str) -> None:
@@ -165,136 +166,6 @@ def make_repository(
             config_pbtxt(name, max_batch, delay_us, instances)
         )
     return root
-
-
-# --- the naive server ----------------------------------------------------------------------------
-
-NAIVE_SERVER = '''\
-"""FastAPI + one InferenceSession.run per request, speaking just enough OIP for tritonclient."""
-
-import json
-import os
-import sys
-
-import numpy as np
-import onnxruntime as ort
-import uvicorn
-from fastapi import FastAPI, Request, Response
-from starlette.concurrency import run_in_threadpool
-
-options = ort.SessionOptions()
-options.intra_op_num_threads = int(os.environ["NAIVE_THREADS"])
-options.inter_op_num_threads = 1
-session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
-output_names = [o.name for o in session.get_outputs()]
-inline = os.environ["NAIVE_MODE"] == "inline"
-app = FastAPI()
-
-
-@app.get("/v2/health/ready")
-def ready() -> Response:
-    return Response(status_code=200)
-
-
-@app.post("/v2/models/{name}/infer")
-async def infer(name: str, request: Request) -> Response:
-    body = await request.body()
-    length = int(request.headers.get("inference-header-content-length", len(body)))
-    header = json.loads(body[:length])
-    feeds, offset = {}, length
-    for spec in header["inputs"]:
-        size = spec["parameters"]["binary_data_size"]
-        array = np.frombuffer(body, np.float32, size // 4, offset)
-        feeds[spec["name"]] = array.reshape(spec["shape"])
-        offset += size
-    if inline:
-        outputs = session.run(None, feeds)
-    else:
-        outputs = await run_in_threadpool(session.run, None, feeds)
-    blobs = [np.ascontiguousarray(o, np.float32).tobytes() for o in outputs]
-    answer = {
-        "model_name": name,
-        "outputs": [
-            {
-                "name": n,
-                "datatype": "FP32",
-                "shape": list(o.shape),
-                "parameters": {"binary_data_size": len(b)},
-            }
-            for n, o, b in zip(output_names, outputs, blobs)
-        ],
-    }
-    text = json.dumps(answer).encode()
-    return Response(
-        text + b"".join(blobs),
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(text))},
-    )
-
-
-if __name__ == "__main__":
-    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning", access_log=False)
-'''
-
-
-FLOOR_SERVER = '''\
-"""The round trip's floor: read each request whole, send a canned OIP answer; no model."""
-
-import asyncio
-import json
-import sys
-
-import httptools
-import uvloop
-
-logits = bytes(4000)  # [1, 1000] FP32, the size of the real answer
-header = json.dumps(
-    {
-        "model_name": "floor",
-        "outputs": [
-            {
-                "name": "logits",
-                "datatype": "FP32",
-                "shape": [1, 1000],
-                "parameters": {"binary_data_size": len(logits)},
-            }
-        ],
-    }
-).encode()
-ANSWER = (
-    b"HTTP/1.1 200 OK\\r\\ncontent-type: application/octet-stream\\r\\n"
-    b"inference-header-content-length: %d\\r\\ncontent-length: %d\\r\\n\\r\\n"
-    % (len(header), len(header) + len(logits))
-) + header + logits
-EMPTY = b"HTTP/1.1 200 OK\\r\\ncontent-length: 0\\r\\n\\r\\n"
-
-
-class Floor(asyncio.Protocol):
-    def connection_made(self, transport):
-        self.transport = transport
-        self.parser = httptools.HttpRequestParser(self)
-        self.body = []
-
-    def data_received(self, data):
-        self.parser.feed_data(data)
-
-    def on_body(self, body):
-        self.body.append(body)
-
-    def on_message_complete(self):
-        whole = b"".join(self.body)  # what any server that uses the body must do
-        self.body = []
-        self.transport.write(ANSWER if whole else EMPTY)
-
-
-async def main():
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(Floor, "127.0.0.1", int(sys.argv[1]))
-    await server.serve_forever()
-
-
-uvloop.run(main())
-'''
 
 
 # --- processes -----------------------------------------------------------------------------------
@@ -351,23 +222,6 @@ def launch(name: str, command: list[str], folder: Path, env: dict[str, str], por
 
 
 # --- the load generator --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """One server row: where to send, which model, over which load."""
-
-    url: str
-    model: str
-    protocol: str  # "http" or "grpc"
-
-
-@dataclass
-class Cell:
-    rate: float
-    p50: float
-    p99: float
-    requests: int
 
 
 class Client:
@@ -431,41 +285,23 @@ async def answer(target: Target, image: np.ndarray) -> np.ndarray:
         await client.close()
 
 
-def bare_session(path: Path, threads: int) -> ort.InferenceSession:
+def bare_session(path: Path, threads: int, providers: list[str]) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=providers)
 
 
-# --- BentoML, and MLServer's REST ----------------------------------------------------------------
+def providers_of(provider: str) -> list[str]:
+    """``--provider`` as the list every server's session is made with (the CPU last, a fallback).
 
-BENTOML_WHY = (
-    "its HTTP API takes JSON or multipart bodies, not the OIP binary tensor extension that this "
-    "tritonclient load generator speaks (its pickle format is refused from outside clients), and "
-    "one 3x224x224 FP32 image as a JSON list is over 1 MB of text per request, which on these 2 "
-    "cores would measure JSON parsing rather than serving"
-)
+    >>> providers_of("cuda")
+    ['CUDAExecutionProvider', 'CPUExecutionProvider']
+    """
+    return list(dict.fromkeys([provider_name(provider), "CPUExecutionProvider"]))
 
 
-def bentoml_line(args: argparse.Namespace) -> str:
-    """Why BentoML has no row: whether it can be fetched here, and why it is not driven."""
-    if args.no_bentoml:
-        return "BentoML: not measured (--no-bentoml)"
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp, "bentoml"],
-                check=True,
-                capture_output=True,
-                timeout=120,
-            )
-        except (subprocess.TimeoutExpired, subprocess.CalledProcessError) as exc:
-            return f"BentoML: not measured (pip could not fetch it here: {type(exc).__name__})"
-        wheels = sorted(p.name for p in Path(tmp).glob("bentoml-*"))
-    version = wheels[0].split("-")[1] if wheels else "?"
-    fetched = f"bentoml {version} is fetched from the registry here (and installs)"
-    return f"BentoML: not measured ({fetched}, but {BENTOML_WHY})"
+# --- MLServer's REST --------------------------------------------------------------------------
 
 
 def mlserver_rest_line(http_url: str, image: np.ndarray) -> str:
@@ -504,6 +340,12 @@ def main() -> None:
         choices=PROTOCOLS,
         help="measure only this load (repeatable; default: both)",
     )
+    parser.add_argument(
+        "--provider",
+        default="cpu",
+        help="ONNX Runtime execution provider of every server and of the bare session "
+        "(cpu, cuda, tensorrt; the CPU is the fallback of each)",
+    )
     parser.add_argument("--no-mlserver", action="store_true", help="skip MLServer")
     parser.add_argument("--no-pytriton", action="store_true", help="skip PyTriton")
     parser.add_argument("--no-bentoml", action="store_true", help="skip the BentoML check")
@@ -532,6 +374,7 @@ def main() -> None:
             for p in args.protocol
         )
         + (" (--quick)" if args.quick else "")
+        + ("" if args.provider == "cpu" else f"; provider {args.provider} for every server")
         + f"; load average at the start {', '.join(f'{v:.1f}' for v in os.getloadavg())}"
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -556,7 +399,11 @@ def run(folder: Path, args: argparse.Namespace) -> str:
     naive_script.write_text(NAIVE_SERVER)
     floor_script = folder / "floor_server.py"
     floor_script.write_text(FLOOR_SERVER)
-    threads = {"ONNX_THREADS": str(args.threads)}
+    # every server's ONNX Runtime: the same threads and the same providers
+    threads = {
+        "ONNX_THREADS": str(args.threads),
+        "ONNX_PROVIDERS": ",".join(providers_of(args.provider)),
+    }
     http, grpc = "http" in args.protocol, "grpc" in args.protocol
     image = photo_crops(1, SIZE, seed=1).numpy()
 
@@ -570,7 +417,7 @@ def run(folder: Path, args: argparse.Namespace) -> str:
             [
                 *(sys.executable, "-m", "fogline", "serve", "--repository", str(repository)),
                 *("--http-port", str(fogline_http), "--grpc-port", str(fogline_grpc)),
-                *("--threads", str(args.threads)),
+                *("--threads", str(args.threads), "--provider", args.provider),
             ],
             folder,
             {},
@@ -586,7 +433,7 @@ def run(folder: Path, args: argparse.Namespace) -> str:
                 "naive",
                 naive_command(naive_script, onnx, naive_port),
                 folder,
-                {"NAIVE_THREADS": str(args.threads), "NAIVE_MODE": args.naive},
+                {**threads, "NAIVE_THREADS": str(args.threads), "NAIVE_MODE": args.naive},
                 naive_port,
             )
             processes.append(naive)
@@ -676,7 +523,7 @@ def measure(
     image: np.ndarray,
     args: argparse.Namespace,
 ) -> str:
-    session = bare_session(onnx, args.threads)
+    session = bare_session(onnx, args.threads, providers_of(args.provider))
     reference = session.run(None, {INPUT: image})[0]
 
     # Warm-up, and a check that every server computes what the bare session computes.
@@ -715,106 +562,6 @@ def measure(
                         f"({cell.requests} runs)"
                     )
     return report(cells, targets, args, bare1, bare_full, floor)
-
-
-def report(
-    cells: dict[tuple[str, int], list[Cell]],
-    targets: dict[str, Target],
-    args: argparse.Namespace,
-    bare1: str,
-    bare_full: str,
-    floor: str,
-) -> str:
-    def median(name: str, concurrency: int, field: str) -> float:
-        return statistics.median(getattr(c, field) for c in cells[(name, concurrency)])
-
-    header = [
-        "| server | load | concurrency | req/s | p50 ms | p99 ms |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
-    ]
-    print()
-    print("\n".join(header))
-    table = []
-    for name, target in targets.items():
-        for concurrency in args.concurrency:
-            rate, p50, p99 = (median(name, concurrency, f) for f in ("rate", "p50", "p99"))
-            spread = [c.rate for c in cells[(name, concurrency)]]
-            row = (
-                f"| {name} | {target.protocol} | {concurrency} | {rate:.1f} | {p50:.2f} | "
-                f"{p99:.2f} |"
-            )
-            table.append(row)
-            print(f"{row}  (req/s range {min(spread):.1f}..{max(spread):.1f})")
-    lines = [*header, *table]
-
-    # The targets: each fogline row against each rival on the same load.
-    for protocol, want in (("http", 1.1), ("grpc", 1.0)):
-        ours = [n for n, t in targets.items() if t.protocol == protocol and n.startswith("fogline")]
-        rivals = [n for n, t in targets.items() if t.protocol == protocol and n not in ours]
-        for rival in rivals:
-            wanted = want if rival.startswith("naive") or rival.startswith("MLServer") else None
-            for concurrency in args.concurrency:
-                theirs, their_p99 = (
-                    median(rival, concurrency, "rate"),
-                    median(rival, concurrency, "p99"),
-                )
-                for name in ours:
-                    rate, p99 = median(name, concurrency, "rate"), median(name, concurrency, "p99")
-                    ratio = rate / theirs
-                    goal = (
-                        ""
-                        if wanted is None
-                        else f" (target >= {wanted:g}x: {verdict(ratio >= wanted)})"
-                    )
-                    p99_goal = (
-                        "" if wanted is None else f" (target lower: {verdict(p99 < their_p99)})"
-                    )
-                    lines.append(
-                        f"{protocol} c={concurrency} {name} vs {rival}: {rate:.1f} vs {theirs:.1f} "
-                        f"req/s = {ratio:.2f}x{goal}; p99 {p99:.1f} vs {their_p99:.1f} ms{p99_goal}"
-                    )
-    if (bare_full, 32) in cells:
-        naive = next(n for n in targets if n.startswith("naive"))
-        full_rate, naive_rate = median(bare_full, 32, "rate"), median(naive, 32, "rate")
-        lines.append(
-            f"in-process reference, {args.threads} threads: bare session.run batch "
-            f"{args.max_batch}, one batch at a time, {full_rate:.1f} items/s = "
-            f"{full_rate / naive_rate:.2f}x the naive server's c=32 rate: what batching alone "
-            "buys on these cores, with no server work at all"
-        )
-    if (bare1, 1) in cells:
-        b1_rate, b1_p50 = median(bare1, 1, "rate"), median(bare1, 1, "p50")
-        floor_p50 = median(floor, 1, "p50")
-        lines.append(
-            f"in-process reference, {args.threads} threads: bare session.run batch 1 p50 "
-            f"{b1_p50:.2f} ms ({b1_rate:.1f} items/s)"
-        )
-        lines.append(
-            f"c=1 floor (uvloop + httptools, no framework, no model, a canned answer): p50 "
-            f"round trip {floor_p50:.2f} ms, p99 {median(floor, 1, 'p99'):.2f} ms: "
-            "what this client and loopback cost before any server work"
-        )
-        for name, target in targets.items():
-            if target.protocol != "http":
-                continue
-            # The difference within each round (adjacent cells), then the median over rounds.
-            extras = [
-                served.p50 - bare.p50
-                for served, bare in zip(cells[(name, 1)], cells[(bare1, 1)], strict=True)
-            ]
-            extra = statistics.median(extras)
-            bound = 1.5 * floor_p50
-            target_text = (
-                f" (target <= 1.5x the floor = {bound:.2f} ms: {verdict(extra <= bound)})"
-                if name.startswith("fogline")
-                else ""
-            )
-            lines.append(
-                f"c=1 {name}: p50 round trip {median(name, 1, 'p50'):.2f} ms, bare run p50 "
-                f"{b1_p50:.2f} ms; added {extra:+.2f} ms (median of per-round differences)"
-                f"{target_text}"
-            )
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
