@@ -372,19 +372,7 @@ class BearerToken:
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
+    """A Starlette request's whole body, with the same limits as the infer route's."""
     declared = request.headers.get("content-length")
-    if declared is not None:
-        try:
-            size = int(declared)
-        except ValueError:
-            raise BadRequest(f"Content-Length {declared!r} is not a number") from None
-        if size > limit:
-            raise BadRequest(f"the request body of {size} bytes is over the limit of {limit}", 413)
-    chunks = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise BadRequest(f"the request body is over the limit of {limit} bytes", 413)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    size = None if declared is None else declared.encode("latin-1")
+    return await _receive_body(request.receive, size, limit)
