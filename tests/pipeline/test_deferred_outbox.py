@@ -37,7 +37,8 @@ def test_the_outbox_waits_for_clean_power_then_delivers_everything(
     caplog.set_level(logging.INFO, logger="fogline.pipeline")
     publisher = MqttPublisher(mosquitto.url)
     carbon = Topic("site/grid/carbon")
-    publisher.publish(MqttMessage(carbon, b'{"g_per_kwh": 412}', retain=True))
+    dirty = json.dumps({"g_per_kwh": 412, "at": time.time()}).encode()  # retained: with `at`
+    publisher.publish(MqttMessage(carbon, dirty, retain=True))
     live = subscribe("live/#")
     synced = subscribe("sync/#")
     spec = digits_spec(

@@ -56,7 +56,13 @@ class CarbonSubscription:
     """Subscribe to a carbon-intensity topic and hand each message to a :class:`CarbonFeed`.
 
     Retained messages arrive on subscribing, so a device that starts late
-    gets the last value at once (publish it retained).
+    gets the last value at once (publish it retained). The broker replays a
+    retained message on every subscribe and reconnect, so its arrival says
+    nothing of its age: one without ``at`` counts as of unknown age, unless
+    it carries an MQTT 5 message expiry (the broker drops it once expired,
+    so one still handed out is within the age its publisher allowed). A
+    refusal the subscriber cannot retry past (an ACL) goes to the feed's
+    ``error``, so the verdict names it.
     """
 
     def __init__(self, url: MqttUrl, topic: str, feed: CarbonFeed) -> None:
@@ -70,10 +76,16 @@ class CarbonSubscription:
         return self._subscriber.wait_subscribed(timeout)
 
     def _pump(self) -> None:
+        told: str | None = None
         while not self._stop.is_set():
             message = self._subscriber.get(timeout=0.25)
             if message is not None:
-                self.feed.offer(message.payload, received_at=time.time())
+                replayed = message.retain and message.expiry_s is None
+                self.feed.offer(message.payload, received_at=time.time(), retained=replayed)
+            error = self._subscriber.error
+            if error is not None and error != told:
+                told = error
+                self.feed.refused(error)
 
     def close(self) -> None:
         self._stop.set()

@@ -10,7 +10,11 @@ value where the device can read it. Both ways take the same text:
   ``carbonIntensity`` and ``datetime``, are read too).
 
 The value's age counts from ``at`` when given, else from the file's
-modification time or the message's arrival. An MQTT topic is subscribed
+modification time or the message's arrival. A *retained* MQTT message
+without ``at`` has no known age: the broker hands it out again on every
+subscribe and reconnect, so its arrival says nothing (a week-old value
+would look new after each restart); publish it with ``at``, or with an MQTT 5
+message expiry, which makes the broker drop it once it is too old. An MQTT topic is subscribed
 where the transport may be imported (the pipeline, the agent); this
 package only keeps the latest reading (:class:`CarbonFeed`).
 """
@@ -36,21 +40,24 @@ _TIME_KEYS = ("at", "datetime")
 
 @dataclass(frozen=True)
 class CarbonReading:
-    """A carbon intensity (g CO2/kWh), the Unix time it is for, and where it came from.
+    """A carbon intensity (g CO2/kWh), the Unix time it is for (None: unknown), and its origin.
 
     >>> r = parse_carbon(b'{"g_per_kwh": 180, "at": 1700000000}', received_at=0.0, origin="f")
     >>> r.g_per_kwh, r.at, r.age(1700000240.0)
     (180.0, 1700000000.0, 240.0)
+    >>> parse_carbon(b"180", received_at=None, origin="f").age(1700000240.0) is None
+    True
     """
 
     g_per_kwh: float
-    at: float
+    #: None when nothing tells the value's time (a retained message without ``at``).
+    at: float | None
     #: Where it came from, as a person reads it: ``grid.json``, ``mqtt topic grid/carbon``.
     origin: str
 
-    def age(self, now: float) -> float:
-        """Seconds since the value was for (0 for a value stamped in the future: clock skew)."""
-        return max(0.0, now - self.at)
+    def age(self, now: float) -> float | None:
+        """Seconds since the value was for (0 if stamped in the future: clock skew); None: unknown."""
+        return None if self.at is None else max(0.0, now - self.at)
 
 
 def _number(value: Any, what: str) -> float:
@@ -77,8 +84,11 @@ def _time(value: Any, origin: str) -> float:
     return _number(value, f"{origin}: `at`")
 
 
-def parse_carbon(data: bytes, *, received_at: float, origin: str) -> CarbonReading:
+def parse_carbon(data: bytes, *, received_at: float | None, origin: str) -> CarbonReading:
     """Read a carbon-intensity value (a number, or JSON) that arrived at ``received_at``.
+
+    ``received_at`` None: the arrival says nothing of the value's time, so
+    without ``at`` in it its age is unknown.
 
     Raises :class:`~fogline.errors.DataError` with ``origin`` for anything else.
     """
@@ -144,9 +154,19 @@ class CarbonFeed:
         self._lock = threading.Lock()
         self._latest: CarbonReading | None = None
 
-    def offer(self, payload: bytes, *, received_at: float | None = None) -> None:
-        """Take one payload; an empty one (a cleared retained message) forgets the value."""
-        at = time.time() if received_at is None else received_at
+    def offer(
+        self,
+        payload: bytes,
+        *,
+        received_at: float | None = None,
+        retained: bool = False,
+    ) -> None:
+        """Take one payload; an empty one (a cleared retained message) forgets the value.
+
+        ``retained``: a retained message replayed by the broker, whose arrival
+        says nothing of its age (unknown unless it carries ``at``).
+        """
+        at = None if retained else time.time() if received_at is None else received_at
         with self._lock:
             if not payload:
                 self._latest, self.error = None, None
@@ -156,6 +176,11 @@ class CarbonFeed:
                 self.error = None
             except DataError as exc:
                 self.error = str(exc)
+
+    def refused(self, error: str) -> None:
+        """Why no value can come (the broker refused the subscription: an ACL); kept as :attr:`error`."""
+        with self._lock:
+            self.error = error
 
     def latest(self) -> CarbonReading | None:
         with self._lock:

@@ -6,8 +6,8 @@ whose ``reason`` is a sentence a person reads in a log line or a telemetry
 event: ``waiting: on battery (38 % < 40 %)``, ``waiting: carbon intensity
 312 g/kWh > 200 (from grid.json, 4 min old)``, ``allowed: on mains power``.
 
-A carbon value that is missing, unreadable or older than ``stale_after_s``
-is unknown: the work waits (the safe side: nothing is lost by waiting, and
+A carbon value that is missing, unreadable, of no known age (a retained
+MQTT message without ``at``) or older than ``stale_after_s`` is unknown: the work waits (the safe side: nothing is lost by waiting, and
 the user asked for it to run on clean power) unless ``if_unknown: run``.
 
 Concurrency: a :class:`Deferral` holds no lock of its own; its
@@ -245,8 +245,18 @@ class Deferral:
                     unknown += f" ({feed.error})"
         if reading is not None:
             age = reading.age(now)
-            where = f"from {reading.origin}, {describe_age(age)} old"
-            if age > rule.stale_after_s:
+            where = (
+                f"from {reading.origin}, {describe_age(age)} old"
+                if age is not None
+                else f"from {reading.origin}"
+            )
+            if age is None:
+                unknown = (
+                    f"the carbon intensity {reading.g_per_kwh:g} g/kWh has no known age ({where}: "
+                    "a retained message without `at`, which the broker replays on every "
+                    "subscribe; publish it with `at` or a message expiry)"
+                )
+            elif age > rule.stale_after_s:
                 unknown = (
                     f"the carbon intensity {reading.g_per_kwh:g} g/kWh is stale ({where}; "
                     f"stale after {describe_age(rule.stale_after_s)})"

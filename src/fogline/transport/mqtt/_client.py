@@ -166,9 +166,16 @@ def received(message: paho.MQTTMessage) -> MqttMessage:
         topic = Topic(message.topic)
     except UnicodeDecodeError as exc:
         raise ValueError(f"a topic that is not UTF-8: {exc}") from exc
-    user = getattr(message.properties, "UserProperty", None) if message.properties else None
+    props = message.properties
+    user = getattr(props, "UserProperty", None) if props else None
+    expiry = getattr(props, "MessageExpiryInterval", None) if props else None
     return MqttMessage(
-        topic, bytes(message.payload), message.qos, bool(message.retain), tuple(user or ())
+        topic,
+        bytes(message.payload),
+        message.qos,
+        bool(message.retain),
+        tuple(user or ()),
+        None if expiry is None else int(expiry),
     )
 
 
@@ -252,8 +259,11 @@ def publish_acknowledged(
 
 
 def _publish_properties(message: MqttMessage) -> Properties | None:
-    if not message.user_properties:
+    if not message.user_properties and message.expiry_s is None:
         return None
     props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    props.UserProperty = list(message.user_properties)
+    if message.user_properties:
+        props.UserProperty = list(message.user_properties)
+    if message.expiry_s is not None:
+        props.MessageExpiryInterval = message.expiry_s
     return props

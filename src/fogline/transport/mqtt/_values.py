@@ -260,6 +260,10 @@ def _level(value: object) -> str:
 class MqttMessage:
     """One message to publish, or one received: topic, payload, QoS, retain, user properties.
 
+    ``expiry_s`` is the MQTT 5 message expiry interval: published, the broker
+    discards the message (a retained one too) after that many seconds;
+    received, the seconds it had left when the broker sent it (None: none set).
+
     >>> MqttMessage(Topic("a/b"), b"{}", user_properties=(("key", "k-1"),)).qos
     1
     """
@@ -269,8 +273,11 @@ class MqttMessage:
     qos: int = 1
     retain: bool = False
     user_properties: tuple[tuple[str, str], ...] = ()
+    expiry_s: int | None = None
 
     def __post_init__(self) -> None:
+        if self.expiry_s is not None and self.expiry_s < 0:
+            raise ValueError(f"a message expiry is at least 0 s, got {self.expiry_s!r}")
         if self.qos not in (0, 1, 2):
             raise ValueError(f"QoS is 0, 1 or 2, got {self.qos!r}")
         if not isinstance(self.payload, bytes):
