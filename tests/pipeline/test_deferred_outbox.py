@@ -164,3 +164,40 @@ def test_fogline_check_says_what_the_policy_says_now(
         "".join(f"outbox defer waiting: carbon intensity 312 g/kWh > 200 (from {grid}, ".split())
         in said
     )
+
+
+def test_under_defer_a_full_outbox_keeps_what_it_stores_and_check_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fogline.cli import main
+
+    # Prepare: the same outbox with defer (no policy given), without, and with drop-oldest
+    outbox = {"transport": {"type": "jsonl", "path": "sent.jsonl"}, "limit": 36_000}
+    deferred = {**outbox, "defer": {"windows": ["22:00-06:00"]}}
+    sources = [{"type": "synthetic", "name": "cam", "shape": [1, 8, 8], "rate": 10}]
+
+    for name in ("plain", "deferred", "chosen"):
+        (tmp_path / name).mkdir()
+
+    # Execute
+    specs = {
+        name: load_spec(write_spec(tmp_path / name, digits_spec(sources=sources, outbox=box)))
+        for name, box in {
+            "plain": outbox,
+            "deferred": deferred,
+            "chosen": {**deferred, "policy": "drop-oldest"},
+        }.items()
+    }
+    status = main(["check", str(tmp_path / "deferred" / "pipeline.yaml")])
+    kept = "".join(capsys.readouterr().out.split())
+    chosen = main(["check", str(tmp_path / "chosen" / "pipeline.yaml")])
+    dropping = " ".join(capsys.readouterr().out.split())
+
+    # Verify: defer makes the default reject; a chosen policy stays; check says what a wait does
+    policies = {name: spec.outbox.policy for name, spec in specs.items() if spec.outbox}
+    assert policies == {"plain": "drop-oldest", "deferred": "reject", "chosen": "drop-oldest"}
+    assert status == 0 and chosen == 0
+    assert "outboxlimit36,000unsent(policyreject:afulloutboxrefusesnewresults," in kept
+    assert "at the sources' 10 items/s a wait fills it in 1 h at the soonest" in dropping
+    assert "warning: outbox: defer with policy drop-oldest" in dropping
+    assert "warning" not in kept

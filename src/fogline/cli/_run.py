@@ -28,6 +28,7 @@ from fogline.pipeline import (
     LabelBoard,
     OffloadReading,
     Pipeline,
+    PipelineSpec,
     Plan,
     Snapshot,
     VariantBoard,
@@ -46,6 +47,32 @@ def _keys(device_key: Path | None) -> KeySource:
     return KeySource(file=device_key)
 
 
+def _backlog(spec: PipelineSpec) -> str:
+    """How soon a wait fills the outbox, when every source has a ``rate`` (else nothing known)."""
+    rates = [source.rate for source in spec.sources]
+    if spec.outbox is None or not rates or any(rate is None for rate in rates):
+        return ""
+    from fogline.power import describe_age
+
+    total = sum(rate for rate in rates if rate is not None)
+    return (
+        f"; at the sources' {total:g} items/s a wait fills it in "
+        f"{describe_age(spec.outbox.limit / total)} at the soonest"
+    )
+
+
+def _defer_warnings(spec: PipelineSpec) -> list[str]:
+    """``outbox.defer`` with ``policy: drop-oldest``: a long wait loses unsent results."""
+    outbox = spec.outbox
+    if outbox is None or outbox.defer is None or outbox.policy != "drop-oldest":
+        return []
+    return [
+        f"outbox: defer with policy drop-oldest: a wait that fills the outbox "
+        f"({outbox.limit:,} unsent){_backlog(spec)} throws away the oldest unsent results "
+        "(policy reject keeps them and refuses new ones)"
+    ]
+
+
 @app.command()
 def check(
     pipeline: Path = typer.Argument(..., help="The pipeline YAML file."),
@@ -55,7 +82,9 @@ def check(
     checked = plan(load_spec(pipeline), keys=_keys(device_key))
     try:
         console.print(describe(checked), highlight=False)
-        for warning in checked.egress.warnings() if checked.egress is not None else ():
+        warnings = list(checked.egress.warnings() if checked.egress is not None else ())
+        warnings += _defer_warnings(checked.spec)
+        for warning in warnings:
             console.print(f"[yellow]warning[/]: {escape(warning)}", highlight=False)
         console.print(
             f"[green]ok[/]: {escape(str(pipeline))} is ready to run",
@@ -176,6 +205,16 @@ def describe(checked: Plan) -> Group:
         if carbon is not None and carbon.topic is not None:
             now += " (the topic is followed once the pipeline runs)"
         lines.append(f"outbox defer {now}")
+        full = (
+            "refuses new results, keeps every stored one"
+            if spec.outbox.policy == "reject"
+            else "drops the oldest unsent"
+        )
+        backlog = _backlog(spec)
+        lines.append(
+            f"outbox limit {spec.outbox.limit:,} unsent (policy {spec.outbox.policy}: a full "
+            f"outbox {full}){backlog}"
+        )
     if spec.model.variants is not None and spec.model.policy is not None:
         names = " → ".join(v.label for v in spec.model.variants)
         lines.append(f"variants     {names} (all loaded), {variant_policy(spec.model.policy)}")

@@ -195,7 +195,10 @@ class OutboxSpec(Spec):
     """Where the store's outbox delivers, and what a full outbox does.
 
     ``defer`` marks what the outbox carries as non-urgent: it is sent only
-    while that policy allows (see :mod:`fogline.pipeline._deferred`).
+    while that policy allows (see :mod:`fogline.pipeline._deferred`). A wait
+    fills the outbox, so under ``defer`` the ``policy`` a user leaves out is
+    ``reject`` (a full outbox keeps every stored message and refuses new
+    results) rather than ``drop-oldest`` (which would throw unsent ones away).
     """
 
     transport: TransportUnion
@@ -204,6 +207,13 @@ class OutboxSpec(Spec):
     retry_initial_s: float = Field(default=0.5, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)
     defer: DeferPolicy | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_what_waits(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("defer") is not None and "policy" not in data:
+            return {**data, "policy": "reject"}
+        return data
 
     @model_validator(mode="after")
     def _carbon_broker(self) -> OutboxSpec:
