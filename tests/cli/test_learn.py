@@ -260,3 +260,39 @@ def test_a_bad_defer_policy_exits_2_with_the_key(
     assert status == 2 and "Traceback" not in stderr
     assert f"{policy}: min_battery_percent: Input should be less than or equal to 100" in stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", ["out exists", "unlabelled", "no data"])
+def test_with_defer_bad_inputs_exit_2_before_any_wait(
+    data: dict[str, Path],
+    tmp_path: Path,
+    case: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Prepare: a policy that would wait (a dirty grid), and one bad input each
+    grid = tmp_path / "grid.txt"
+    grid.write_text("400")
+    policy = tmp_path / "defer.yaml"
+    policy.write_text("carbon: {file: grid.txt, max_g_per_kwh: 200}\n")
+    out = tmp_path / "out"
+    if case == "out exists":
+        out.mkdir()
+    captured = {"unlabelled": data["unlabelled"], "no data": tmp_path / "missing.npz"}
+    looked: list[str] = []
+
+    def waited(self: Deferral, **kwargs: object) -> Verdict:
+        looked.append("wait")
+        raise AssertionError("it waited before checking its inputs")
+
+    monkeypatch.setattr(Deferral, "wait", waited)
+    args = ["learn", "finetune", BASE, "--data", captured.get(case, data["captured"])]
+
+    # Execute
+    args += ["--original", data["original"], "--out", out, "--defer", policy]
+    status = main([str(a) for a in args])
+
+    # Assert: a one-line error at once, no wait
+    stderr = " ".join(capsys.readouterr().err.split())
+    assert status == 2 and "Traceback" not in stderr, stderr
+    assert looked == []

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import numpy as np
 
     from fogline.data import Arrays
+    from fogline.power import Deferral
 
 learn = typer.Typer(
     help="Learning on this device: fine-tune a model on captured data, behind a gate.",
@@ -134,14 +135,16 @@ def finetune(
         threads=threads,
     )
     gate = GateOptions(min_gain=min_gain, max_forgetting=max_forgetting, min_items=min_holdout)
-    if defer is not None:
-        _wait_for(defer)
+    deferral = None if defer is None else _deferral(defer)
+    # the inputs are checked (and the split written) before any wait: a mistake shows at once
+    if out.exists():
+        raise ConfigError(f"{out}: already exists; give a new --out folder or remove it")
     if holdout is None:
-        if out.exists():  # before the split writes anything
-            raise ConfigError(f"{out}: already exists; give a new --out folder or remove it")
         split = _split(Path(data), holdout_share, seed)
     else:
         split = _opened(data, "--data"), _opened(holdout, "--eval")
+    if deferral is not None:
+        _wait_for(deferral)
     what = "the last layer" if layers == "last" else "the whole network"
     with counted_progress(f"fine-tuning {what}: epoch") as progress:
         bar = progress.add_task("", total=epochs)
@@ -191,13 +194,18 @@ def finetune(
     raise typer.Exit(GATE_FAILED)
 
 
-def _wait_for(policy_file: Path) -> None:
-    """Wait until the deferral policy in ``policy_file`` allows, one line per new reason."""
+def _deferral(policy_file: Path) -> Deferral:
+    """The deferral policy in ``policy_file``; a bad one is a :class:`ConfigError`."""
+    from fogline.power import Deferral, load_defer_policy
+
+    return Deferral(load_defer_policy(policy_file))
+
+
+def _wait_for(deferral: Deferral) -> None:
+    """Wait until ``deferral`` allows, one line per new reason."""
     import time
 
-    from fogline.power import Deferral, Verdict, load_defer_policy
-
-    deferral = Deferral(load_defer_policy(policy_file))
+    from fogline.power import Verdict
 
     def say(verdict: Verdict) -> None:
         stamp = time.strftime("%H:%M:%S")
