@@ -259,6 +259,13 @@ def test_a_feed_keeps_the_last_good_value_and_forgets_on_an_empty_payload() -> N
     assert feed.latest() is None
 
 
+def replace_text(path: Path, text: str) -> None:
+    """Write ``text`` whole into ``path`` at once (a reader never sees it empty or half written)."""
+    fresh = path.with_name(path.name + ".new")
+    fresh.write_text(text)
+    os.replace(fresh, path)
+
+
 def test_waiting_returns_once_allowed_and_tells_each_new_reason(tmp_path: Path) -> None:
     grid = tmp_path / "grid.txt"
     grid.write_text("400")
@@ -266,7 +273,7 @@ def test_waiting_returns_once_allowed_and_tells_each_new_reason(tmp_path: Path) 
         DeferPolicy(carbon={"file": grid, "max_g_per_kwh": 200}, check_every_s=0.05)
     )
     heard: list[str] = []
-    clean = threading.Timer(0.3, grid.write_text, args=("100",))
+    clean = threading.Timer(0.3, replace_text, args=(grid, "100"))
 
     def told(verdict: Verdict) -> None:
         heard.append(verdict.reason)

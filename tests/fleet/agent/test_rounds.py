@@ -586,8 +586,11 @@ def test_a_device_whose_deferral_policy_says_wait_declines_with_the_reason_then_
     _, model = global_model()
     with fleet.agent(defer=policy) as agent:
         fleet.wait_active()
-        # Execute: a round while the grid is dirty, then one after it got clean
-        fleet.controller.offer(round_task(1, model, deadline=time.time() + 6), model)
+        # Execute: a round while the grid is dirty, then one after it got clean. The device
+        # declines a round it waits for in the last quarter of its time, so the deadline is
+        # the decline's wait: 16 s leaves a loaded machine 12 s to take the offer (a round
+        # seen after its deadline is dropped without a word) and the test ~12 s long
+        fleet.controller.offer(round_task(1, model, deadline=time.time() + 16), model)
         dirty = fleet.controller.decline(1)
         grid.write_text('{"g_per_kwh": 120}')
         fleet.controller.offer(round_task(2, model), model)
