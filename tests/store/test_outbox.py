@@ -165,6 +165,34 @@ def test_sender_delivers_in_order(store: ResultStore, make_result: Any) -> None:
     assert isinstance(transport, OutboxTransport)
 
 
+def test_a_gate_that_says_no_keeps_everything_pending_in_order(
+    store: ResultStore, make_result: Any
+) -> None:
+    # Prepare: a gate (a deferral policy, say) that says no, then yes
+    ids = store.add([make_result(sync=True) for _ in range(5)])
+    transport = ListTransport()
+    asked: list[bool] = []
+    allowed = False
+
+    def gate() -> tuple[bool, str]:
+        asked.append(allowed)
+        return allowed, "allowed: now" if allowed else "waiting: not yet"
+
+    sender = OutboxSender(store, transport, batch=3, gate=gate)
+
+    # Execute
+    held = [sender.deliver_once() for _ in range(2)]
+    pending, calls = store.stats().pending, transport.calls
+    allowed = True
+    rounds = [sender.deliver_once() for _ in range(3)]
+
+    # Assert
+    assert held == [0, 0] and pending == 5 and calls == 0
+    assert rounds == [3, 2, 0]
+    assert [result_id(m) for m in transport.sent] == ids
+    assert asked == [False, False, True, True, True]
+
+
 def test_sender_backs_off_exponentially(store: ResultStore, make_result: Any) -> None:
     # Prepare
     ids = store.add([make_result(sync=True) for _ in range(3)])

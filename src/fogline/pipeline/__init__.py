@@ -32,7 +32,7 @@ from fogline.pipeline._base import (
     Stage,
     TransportSpec,
 )
-from fogline.pipeline._deferred import CarbonSubscription, DeferredSender, carbon_broker
+from fogline.pipeline._deferred import CarbonSubscription, DeferralGate, carbon_broker
 from fogline.pipeline._egress import LEAVING_SINKS, Egress, check_export, redact_dataset
 from fogline.pipeline._faces import FaceBlur
 from fogline.pipeline._item import Corrupt, Item
@@ -54,7 +54,7 @@ __all__ = [
     "CarbonSubscription",
     "Condition",
     "Corrupt",
-    "DeferredSender",
+    "DeferralGate",
     "Egress",
     "FaceBlur",
     "Item",

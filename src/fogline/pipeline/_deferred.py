@@ -2,7 +2,7 @@
 
 ``outbox.defer`` (a :class:`~fogline.power.DeferPolicy`) marks the outbox as
 carrying results that can wait: they are durable in the store as always (the
-outbox is the store's), and :class:`DeferredSender` hands them to the
+outbox is the store's), and :class:`DeferralGate` lets the outbox's sender hand them to the
 transport only while the policy allows (on mains, in a window, on clean
 power). Urgent results take a sink (``mqtt``, ``http``...), which sends at
 once as before. While the policy says wait, the outbox grows up to its
@@ -12,8 +12,9 @@ outbox does).
 A ``carbon.topic`` is subscribed here, where the transport may be imported
 (:class:`CarbonSubscription`); :mod:`fogline.power` only keeps the latest value.
 
-Concurrency: the sender's one thread checks the policy (every
-``check_every_s``) and delivers; the subscription has its own thread.
+Concurrency: the sender's one thread asks its :class:`DeferralGate` (which
+looks at the policy every ``check_every_s``) and delivers; the subscription
+has its own thread.
 """
 
 from __future__ import annotations
@@ -21,15 +22,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from fogline.errors import ConfigError
 from fogline.power import CarbonFeed, DeferPolicy, Deferral, Verdict
-from fogline.store import OutboxSender
 from fogline.transport.mqtt import MqttSubscriber, MqttUrl, Topic, to_url
 
 log = logging.getLogger("fogline.pipeline")
 
-__all__ = ["CarbonSubscription", "DeferredSender", "carbon_broker"]
+__all__ = ["CarbonSubscription", "DeferralGate", "carbon_broker"]
 
 
 def carbon_broker(policy: DeferPolicy, fallback: MqttUrl | str | None) -> MqttUrl | None:
@@ -93,48 +94,46 @@ class CarbonSubscription:
         self._subscriber.close()
 
 
-class DeferredSender:
-    """Run an :class:`~fogline.store.OutboxSender` only while ``deferral`` allows; log each new reason."""
+class DeferralGate:
+    """An :class:`~fogline.store.OutboxSender` ``gate``: may the outbox send now, under ``deferral``?
 
-    def __init__(self, sender: OutboxSender, deferral: Deferral, what: str = "outbox") -> None:
-        self.sender = sender
+    Looks at the policy again every ``check_every_s`` of ``clock`` (the
+    sender's), and logs each new reason (beyond its numbers) with how many
+    messages wait.
+
+    >>> from fogline.power import DeferPolicy, Deferral
+    >>> gate = DeferralGate(Deferral(DeferPolicy()), pending=lambda: 0)
+    >>> gate()
+    (True, 'allowed: no condition set')
+    """
+
+    def __init__(
+        self,
+        deferral: Deferral,
+        *,
+        pending: Callable[[], int],
+        clock: Callable[[], float] = time.monotonic,
+        what: str = "outbox",
+    ) -> None:
         self.deferral = deferral
         self.what = what
         self.verdict: Verdict | None = None
+        self._pending = pending
+        self._clock = clock
         self._checked_at = float("-inf")
+
+    def __call__(self) -> tuple[bool, str]:
+        verdict = self.check()
+        return verdict.allowed, verdict.reason
 
     def check(self, *, force: bool = False) -> Verdict:
         """The current verdict, looked at again every ``check_every_s`` (or now, ``force``)."""
-        now = time.monotonic()
-        if (
-            force
-            or self.verdict is None
-            or now - self._checked_at >= self.deferral.policy.check_every_s
-        ):
-            verdict = self.deferral.check()
-            if self.verdict is None or verdict.gist != self.verdict.gist:
-                pending = self.sender.store.stats().pending
-                log.info("%s (%d message(s) pending): %s", self.what, pending, verdict.reason)
-            self.verdict, self._checked_at = verdict, now
-        assert self.verdict is not None
-        return self.verdict
-
-    def run(self, stop: threading.Event) -> None:
-        """Deliver while allowed, until ``stop`` is set; while waiting, look again now and then."""
-        sender = self.sender
-        while not stop.is_set():
-            if not self.check().allowed:
-                left = self.deferral.policy.check_every_s - (time.monotonic() - self._checked_at)
-                stop.wait(max(min(left, sender.poll_interval * 5), 0.01))
-                continue
-            if sender.deliver_once() < sender.batch:
-                wait = sender.poll_interval
-                if sender.next_attempt > time.monotonic():
-                    wait = min(wait, sender.next_attempt - time.monotonic())
-                stop.wait(max(wait, 0.001))
-
-    def deliver_once(self) -> int:
-        """One round of delivery if the policy allows now (checked afresh), else nothing."""
-        if not self.check(force=True).allowed:
-            return 0
-        return self.sender.deliver_once()
+        now = self._clock()
+        verdict = self.verdict
+        if force or verdict is None or now - self._checked_at >= self.deferral.policy.check_every_s:
+            fresh = self.deferral.check()
+            if verdict is None or fresh.gist != verdict.gist:
+                log.info("%s (%d message(s) pending): %s", self.what, self._pending(), fresh.reason)
+            self.verdict, self._checked_at = fresh, now
+            return fresh
+        return verdict

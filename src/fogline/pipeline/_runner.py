@@ -47,7 +47,7 @@ from fogline.errors import (
 from fogline.model import BatchPolicy, Lane, MicroBatcher
 from fogline.pipeline._base import Source, Stage
 from fogline.pipeline._capture import Capturer
-from fogline.pipeline._deferred import CarbonSubscription, DeferredSender, carbon_broker
+from fogline.pipeline._deferred import CarbonSubscription, DeferralGate, carbon_broker
 from fogline.pipeline._delivery import DONE as _DONE
 from fogline.pipeline._delivery import LOG_FIRST as _LOG_FIRST
 from fogline.pipeline._delivery import Delivery, SinkWorker, take_batch
@@ -144,7 +144,7 @@ class Pipeline:
         #: Seconds the outbox may keep delivering after the sources have stopped.
         self.drain_outbox_s = 5.0
         #: The outbox's sender under its deferral policy (``outbox.defer``), once started.
-        self._deferred: DeferredSender | None = None
+        self._deferred: DeferralGate | None = None
         self._carbon: CarbonSubscription | None = None
 
     # --- control --------------------------------------------------------------------------
@@ -652,8 +652,9 @@ class Pipeline:
         if outbox is None or self.store is None:
             return None, None
         transport = outbox.transport.build()
+        store = self.store
         sender = OutboxSender(
-            self.store,
+            store,
             transport,
             backoff_initial=outbox.retry_initial_s,
             backoff_max=outbox.retry_max_s,
@@ -661,7 +662,6 @@ class Pipeline:
         )
         self.sender = sender
         self.metrics.watch_queue("outbox", lambda: self.store.stats().pending if self.store else 0)
-        run = sender.run
         if outbox.defer is not None:  # non-urgent results: sent only when the policy allows
             deferral = Deferral(outbox.defer)
             transport_url = getattr(outbox.transport, "url", None)
@@ -671,8 +671,11 @@ class Pipeline:
             if url is not None and deferral.feed is not None and outbox.defer.carbon is not None:
                 assert outbox.defer.carbon.topic is not None
                 self._carbon = CarbonSubscription(url, outbox.defer.carbon.topic, deferral.feed)
-            self._deferred = DeferredSender(sender, deferral)
-            run = self._deferred.run
+            pending = lambda: store.stats().pending  # noqa: E731
+            sender.gate = self._deferred = DeferralGate(
+                deferral, pending=pending, clock=sender.clock
+            )
+        run = sender.run
         thread = threading.Thread(target=run, args=(stop,), name="fogline-outbox", daemon=True)
         thread.start()
         return thread, transport
@@ -686,9 +689,9 @@ class Pipeline:
         thread.join()
         # Deliver what the last results queued, while the transport keeps accepting (and,
         # for non-urgent results, while the policy allows; what waits stays for the next run).
-        deliver = (
-            self.sender.deliver_once if self._deferred is None else self._deferred.deliver_once
-        )
+        if self._deferred is not None:
+            self._deferred.check(force=True)  # the policy now, not as of check_every_s ago
+        deliver = self.sender.deliver_once
         give_up = time.monotonic() + self.drain_outbox_s
         try:
             while time.monotonic() < give_up and deliver() > 0:

@@ -46,7 +46,9 @@ class OutboxSender:
     clock is monotonic and means nothing after a reboot, so a sender made
     after a restart tries at once and resumes with whatever is still pending.
     A message that always fails blocks the ones behind it; that is the price
-    of ordered delivery.
+    of ordered delivery. ``gate``, when given, is asked before each round
+    whether it may send now (``(allowed, reason)``); while it says no,
+    nothing is sent and the messages wait in the store (a deferral policy).
 
     >>> import json, pathlib, tempfile
     >>> from fogline.store import ResultStore, Result
@@ -74,6 +76,7 @@ class OutboxSender:
         backoff_max: float = 60.0,
         poll_interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
+        gate: Callable[[], tuple[bool, str]] | None = None,
     ) -> None:
         if batch < 1:
             raise ConfigError(f"batch must be at least 1, got {batch}")
@@ -90,7 +93,8 @@ class OutboxSender:
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
         self.poll_interval = poll_interval
-        self._clock = clock
+        self.clock = clock
+        self.gate = gate
         self._next_attempt = float("-inf")
         self.last_error: BaseException | None = None
 
@@ -111,9 +115,11 @@ class OutboxSender:
     def deliver_once(self) -> int:
         """Send up to ``batch`` pending messages; return how many were delivered.
 
-        Does nothing while backing off. Stops at the first failure.
+        Does nothing while backing off, or while the ``gate`` says no. Stops at the first failure.
         """
-        if self._clock() < self._next_attempt:
+        if self.clock() < self._next_attempt:
+            return 0
+        if self.gate is not None and not self.gate()[0]:
             return 0
         delivered: list[int] = []
         try:
@@ -145,13 +151,13 @@ class OutboxSender:
     def _failed(self, message: OutboxMessage, exc: Exception) -> None:
         self.last_error = exc
         attempts = self.store.record_failure(message.id, f"{type(exc).__name__}: {exc}")
-        self._next_attempt = self._clock() + self.backoff(max(attempts, 1))
+        self._next_attempt = self.clock() + self.backoff(max(attempts, 1))
 
     def run(self, stop: threading.Event) -> None:
         """Deliver until ``stop`` is set, waiting ``poll_interval`` when idle or backing off."""
         while not stop.is_set():
             if self.deliver_once() < self.batch:
                 wait = self.poll_interval
-                if self._next_attempt > self._clock():
-                    wait = min(wait, self._next_attempt - self._clock())
+                if self._next_attempt > self.clock():
+                    wait = min(wait, self._next_attempt - self.clock())
                 stop.wait(max(wait, 0.001))
