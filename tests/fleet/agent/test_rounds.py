@@ -50,8 +50,9 @@ from fogline.federated._secagg_wire import (
 )
 from fogline.federated.strategy import Weights
 from fogline.fleet.agent._agent import Agent, AgentConfig
-from fogline.fleet.agent._eligibility import deferred
+from fogline.fleet.agent._eligibility import CpuMeter, deferred, ineligible
 from fogline.fleet.agent._enrol import DeviceLogin
+from fogline.fleet.agent.kinds import Eligibility
 from fogline.power import DeferPolicy, Deferral
 from fogline.protocol import (
     DesiredState,
@@ -624,3 +625,26 @@ def test_a_round_due_before_the_policys_next_window_is_declined_at_once() -> Non
     assert soon.startswith(f"deferred: outside the window {window} (now ")
     assert soon.endswith(f"; no window opens before the deadline (next at {window[:5]} local time)")
     assert not waits and later is not None and "no window opens" not in later
+
+
+def test_require_mains_and_a_mains_policy_read_the_power_supply_alike(tmp_path: Path) -> None:
+    # Prepare: a laptop unplugged, then plugged in (a folder laid out like /sys/class/power_supply)
+    power = tmp_path / "power_supply"
+    for name, files in {
+        "AC": {"type": "Mains", "online": "0"},
+        "BAT0": {"type": "Battery", "capacity": "38", "status": "Discharging"},
+    }.items():
+        (power / name).mkdir(parents=True)
+        for key, value in files.items():
+            (power / name / key).write_text(value + "\n")
+    rule, cpu = Eligibility(max_cpu_percent=100, require_mains=True), CpuMeter()
+    deferral = Deferral(DeferPolicy(mains=True, power_supply=power))
+
+    # Execute
+    unplugged = ineligible(rule, cpu, power), deferral.check().allowed
+    (power / "AC" / "online").write_text("1\n")
+    plugged = ineligible(rule, cpu, power), deferral.check().allowed
+
+    # Assert: the learner's rule and the policy agree, both times
+    assert unplugged == ("on battery (38 %)", False)
+    assert plugged == (None, True)

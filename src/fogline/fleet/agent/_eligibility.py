@@ -1,7 +1,8 @@
 """When a device may train: eligibility (power, CPU) and a round that waits for it.
 
 A learner release says when its device may take part (``eligibility`` in
-``learner.yaml``): not on battery (``require_mains``) and not while the CPU
+``learner.yaml``): not on battery (``require_mains``, read by the rule of
+:func:`fogline.power.read_power_supply`, as ``--defer`` reads it) and not while the CPU
 is busier than ``max_cpu_percent`` over the last second. The device's own
 deferral policy (:func:`deferred`, ``fogline agent --defer FILE``) adds its
 conditions. All of them pass, so a round the device is not eligible for yet
@@ -14,11 +15,12 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 
 import psutil
 
 from fogline.fleet.agent.kinds import Eligibility
-from fogline.power import Deferral
+from fogline.power import POWER_SUPPLY, Deferral, read_power_supply
 from fogline.protocol import RoundTask
 
 __all__ = ["CPU_WINDOW", "CpuMeter", "Waiting", "deferred", "ineligible"]
@@ -78,15 +80,15 @@ class CpuMeter:
         return 0.0 if spent <= 0 else max(0.0, min(100.0, 100.0 * (latest[1] - base[1]) / spent))
 
 
-def ineligible(rule: Eligibility, cpu: CpuMeter) -> str | None:
-    """Why the device may not train now under ``rule``, or None when it may."""
-    if rule.require_mains:
-        try:
-            battery = psutil.sensors_battery()
-        except (AttributeError, NotImplementedError, OSError):
-            battery = None  # the platform cannot tell: counted as mains
-        if battery is not None and battery.power_plugged is False:
-            return f"on battery ({battery.percent:.0f}%)"
+def ineligible(rule: Eligibility, cpu: CpuMeter, power_supply: Path = POWER_SUPPLY) -> str | None:
+    """Why the device may not train now under ``rule``, or None when it may.
+
+    ``power_supply``: where Linux lists the power supplies (a stand-in folder in tests).
+    """
+    if rule.require_mains:  # the one rule of fogline.power, as `--defer` with `mains: true`
+        power = read_power_supply(power_supply)
+        if not power.on_mains:
+            return power.describe()
     if rule.max_cpu_percent < 100:
         busy = cpu.percent()
         if busy > rule.max_cpu_percent:
