@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from fogline.errors import ConfigError
 from fogline.model import (
+    EngineOptions,
     Manifest,
     TensorRtCache,
     VariantEngine,
@@ -35,6 +36,9 @@ from fogline.model._providers import (
     TENSORRT,
     choose_providers,
     fallback_of,
+    missing_provider_message,
+    onnxruntime_wheels,
+    prefer_providers,
     provider_options,
     tensorrt_mode,
 )
@@ -232,13 +236,20 @@ def test_an_engine_on_the_cpu_says_so_and_did_not_fall_back(digits_onnx: Path):
     assert engine_fallback(VariantEngine([("only", engine)])) is None
 
 
+@pytest.mark.parametrize("asked", ["fp16", "int8"])
+def test_a_tensorrt_precision_is_reported_only_where_tensorrt_runs(digits_onnx: Path, asked: str):
+    # the tensorrt-fp16/-int8 variants ship the FP32 file; on the CPU it runs as FP32
+    engine = load_engine(digits_onnx, options=EngineOptions(precision=asked, providers=("cpu",)))
+    assert engine.device == CPU and engine.precision == "fp32"
+
+
 def test_the_manifest_records_the_providers_and_what_ran(digits_copy: Path):
     # Prepare
     engine = load_engine(digits_copy)
     manifest = Manifest.for_model(
         digits_copy, engine.signature, name="digits", backend="onnxruntime", precision="fp32"
     )
-    ran_on = {"providers": [CPU], "device": engine.device, "fallback": None}
+    ran_on = {"providers": [CUDA, CPU], "device": CUDA, "fallback": None}
     manifest.engine = manifest.engine.model_copy(update=ran_on)
 
     # Execute
@@ -247,23 +258,89 @@ def test_the_manifest_records_the_providers_and_what_ran(digits_copy: Path):
     opened = open_model(digits_copy.parent)
 
     # Assert
-    assert text["engine"]["providers"] == [CPU] and text["engine"]["device"] == engine.device
+    assert text["engine"]["providers"] == [CUDA, CPU] and text["engine"]["device"] == CUDA
     assert "fallback" not in text["engine"]  # unset fields are left out, as before
-    assert Manifest.read(digits_copy.parent).engine.device == engine.device
-    assert opened.engine.device == CPU
+    assert Manifest.read(digits_copy.parent).engine.device == CUDA
+    assert opened.engine.device == (CUDA if HAS_CUDA else CPU)
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="this onnxruntime build has the CUDA provider")
-def test_a_manifest_made_for_a_gpu_refuses_to_open_on_a_build_without_one(digits_copy: Path):
+def test_a_manifest_made_for_a_gpu_opens_on_a_cpu_build_with_the_fallback_recorded(
+    digits_copy: Path, caplog: pytest.LogCaptureFixture
+):
+    # Prepare: the manifest optimize writes for a TensorRT variant
+    engine = load_engine(digits_copy)
+    manifest = Manifest.for_model(
+        digits_copy, engine.signature, name="digits", backend="onnxruntime", precision="fp16"
+    )
+    manifest.engine = manifest.engine.model_copy(update={"providers": [TENSORRT, CUDA, CPU]})
+    manifest.write(digits_copy.parent)
+
+    # Execute
+    opened = open_model(digits_copy.parent)
+
+    # Assert: it runs on what this build has, and says what it could not have
+    assert opened.engine.device == CPU
+    assert engine_fallback(opened.engine) == TENSORRT
+    assert "TensorrtExecutionProvider" in caplog.text
+    assert opened.engine.precision == "fp32"  # the file's: TensorRT did not run
+    feeds = opened.engine.signature.sample_feeds(batch=2)
+    assert opened.engine.run(feeds)["logits"].shape == (2, 10)
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this onnxruntime build has the CUDA provider")
+def test_an_explicit_provider_still_wins_over_the_manifest_and_fails_when_missing(
+    digits_copy: Path,
+):
     engine = load_engine(digits_copy)
     manifest = Manifest.for_model(
         digits_copy, engine.signature, name="digits", backend="onnxruntime", precision="fp32"
     )
-    manifest.engine = manifest.engine.model_copy(update={"providers": [TENSORRT, CUDA]})
+    manifest.engine = manifest.engine.model_copy(update={"providers": [CUDA, CPU]})
     manifest.write(digits_copy.parent)
-    with pytest.raises(ConfigError, match="TensorrtExecutionProvider"):
-        open_model(digits_copy.parent)
-    assert open_model(digits_copy.parent, providers=("cpu",)).engine.device == CPU
+    with pytest.raises(ConfigError, match=r"CUDAExecutionProvider.*onnxruntime-gpu"):
+        open_model(digits_copy.parent, providers=("tensorrt", "cuda"))
+    pinned = open_model(digits_copy.parent, providers=("cpu",)).engine
+    assert pinned.device == CPU and engine_fallback(pinned) is None
+
+
+@pytest.mark.parametrize(
+    ("preferred", "available", "chosen", "fallback"),
+    [
+        ([TENSORRT, CUDA, CPU], CPU_BUILD, [CPU], TENSORRT),
+        ([CUDA, CPU], GPU_BUILD, [CUDA, CPU], None),
+        (["trt"], [CUDA, CPU], [CPU], TENSORRT),
+        (["trt", "cuda"], [CUDA, CPU], [CUDA, CPU], TENSORRT),
+        ([CPU], GPU_BUILD, [CPU], None),
+        (["CoreMLExecutionProvider", CUDA], GPU_BUILD, [CUDA, CPU], "CoreMLExecutionProvider"),
+    ],
+)
+def test_a_preference_keeps_what_the_build_offers_in_order_and_names_the_first_it_lacks(
+    preferred: list[str], available: list[str], chosen: list[str], fallback: str | None
+):
+    assert prefer_providers(preferred, available) == (chosen, fallback)
+
+
+def test_a_preference_leaves_tensorrt_out_without_its_libraries():
+    assert prefer_providers([TENSORRT, CUDA, CPU], GPU_BUILD, tensorrt_installed=False) == (
+        [CUDA, CPU],
+        TENSORRT,
+    )
+
+
+def test_both_onnxruntime_wheels_installed_is_named_with_the_recipe():
+    wheels = {"onnxruntime": "1.32.0", "onnxruntime-gpu": "1.31.1"}
+    message = missing_provider_message([CUDA], CPU_BUILD, wheels)
+    assert "both onnxruntime 1.32.0 and onnxruntime-gpu 1.31.1 are installed" in message
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu" in message
+    assert "--force-reinstall --no-deps onnxruntime-gpu==1.31.1" in message
+    alone = missing_provider_message([CUDA], CPU_BUILD, {"onnxruntime": "1.32.0"})
+    assert "both" not in alone and "pip install 'fogline[gpu]'" in alone
+
+
+def test_the_installed_onnxruntime_wheel_is_found():
+    assert onnxruntime_wheels().get("onnxruntime", onnxruntime_wheels().get("onnxruntime-gpu"))
+    assert ort.__version__ in onnxruntime_wheels().values()
 
 
 def test_a_manifest_without_provider_fields_writes_as_before(digits_copy: Path):

@@ -61,7 +61,10 @@ class EngineOptions:
 
     ``providers`` are ONNX Runtime's execution providers, best first (short
     names such as ``cuda`` and ``tensorrt`` are accepted; None: the best this
-    build offers). On a GPU, ``device_id`` picks the GPU; with TensorRT,
+    build offers); asking for one the build lacks is an error.
+    ``preferred_providers`` are a softer wish, a model manifest's: those this
+    build offers are used, in order, the CPU last, and the first one left out
+    is recorded as the engine's ``fallback`` (``providers`` wins over them). On a GPU, ``device_id`` picks the GPU; with TensorRT,
     ``precision`` ``fp16`` or ``int8`` builds FP16 or INT8 engines, an INT8
     engine of a float model reads ``calibration_table`` (default: the
     ``<model>.calibration.flatbuffers`` beside it), and engines are cached
@@ -81,6 +84,7 @@ class EngineOptions:
     threads: int | None = None
     graph_optimization: str = "all"
     providers: tuple[str, ...] | None = None
+    preferred_providers: tuple[str, ...] | None = None
     precision: str | None = None
     #: Let idle compute threads spin (ONNX Runtime's default). Spinning wins on a
     #: quiet machine and loses badly when other processes want the same cores.

@@ -32,6 +32,7 @@ from fogline.model._providers import (
     default_cache_root,
     fallback_of,
     gpu_name,
+    prefer_providers,
     provider_options,
     tensorrt_mode,
     tensorrt_version,
@@ -66,6 +67,15 @@ def choose_providers(requested: tuple[str, ...] | None = None) -> list[str]:
     if requested or TENSORRT not in available:
         return _choose(requested, available)
     return _choose(requested, available, tensorrt_installed=tensorrt_version() != "unknown")
+
+
+def _providers_for(options: EngineOptions) -> tuple[list[str], str | None]:
+    """The providers to ask for, and a preferred one this build cannot give (None: none)."""
+    if options.providers or not options.preferred_providers:
+        return choose_providers(options.providers), None
+    available = ort.get_available_providers()
+    installed = TENSORRT not in available or tensorrt_version() != "unknown"
+    return prefer_providers(options.preferred_providers, available, tensorrt_installed=installed)
 
 
 def model_precision(model: onnx.ModelProto) -> str:
@@ -106,8 +116,10 @@ class OnnxRuntimeEngine:
         else:
             model = parse_onnx(data, self.path)
         self._signature = onnx_signature(model, self.path)
-        self.precision = options.precision or model_precision(model)
-        quantized = model_precision(model) == "int8"
+        file_precision = model_precision(model)
+        #: What TensorRT is asked to build (``precision``); reported only if TensorRT runs.
+        self.precision = options.precision or file_precision
+        quantized = file_precision == "int8"
         has_external = uses_external_data(model)
         del model
         session_options = ort.SessionOptions()
@@ -118,7 +130,7 @@ class OnnxRuntimeEngine:
         if options.spin is not None:
             flag = "1" if options.spin else "0"
             session_options.add_session_config_entry("session.intra_op.allow_spinning", flag)
-        providers = choose_providers(options.providers)
+        providers, unavailable = _providers_for(options)
         # ONNX Runtime cannot read some small tensors (e.g. a Reshape's shape) from
         # external data through a path; a model with external data is handed over whole.
         source: str | bytes = str(self.path) if data is None else data
@@ -134,8 +146,18 @@ class OnnxRuntimeEngine:
         ran = self._session.get_providers()
         #: The provider that runs the model, and the one asked for that did not start.
         self.device: str = ran[0]
-        self.fallback: str | None = fallback_of(providers, ran)
-        if self.fallback is not None:
+        if self.device != TENSORRT:
+            self.precision = file_precision  # the CPU and CUDA run the file as it is
+        self.fallback: str | None = unavailable or fallback_of(providers, ran)
+        if unavailable is not None:
+            log.warning(
+                "%s: the manifest prefers %s, which this onnxruntime build does not offer; "
+                "running on %s",
+                self.path.name,
+                unavailable,
+                self.device,
+            )
+        elif self.fallback is not None:
             log.warning(
                 "%s: %s did not start; ONNX Runtime runs the model on %s",
                 self.path.name,

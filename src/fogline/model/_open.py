@@ -7,6 +7,7 @@ from pathlib import Path
 
 from fogline.model._engine import Engine, EngineOptions, ModelReader, load_engine
 from fogline.model._manifest import MANIFEST_NAME, Manifest
+from fogline.model._providers import CPU, provider_name
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,11 @@ def open_model(
 ) -> OpenedModel:
     """Load a model file, or the model a manifest folder describes (its hash checked).
 
-    Options given here win over what the manifest says. Without a manifest
+    Options given here win over what the manifest says. The manifest's
+    ``engine.providers`` are a preference, not a demand: those this build
+    offers are used and the first one it lacks is recorded as the engine's
+    fallback (see :func:`~fogline.model.engine_fallback`), while ``providers``
+    given here must all be offered. Without a manifest
     the name is the file's stem and the version ``"0"``. ``read`` hands over
     the model's bytes when they are to be loaded from memory (see
     :data:`~fogline.model.ModelReader`: a sealed file, opened by the caller);
@@ -55,7 +60,8 @@ def open_model(
             threads=threads or manifest.engine.threads,
             precision=precision or manifest.engine.precision,
             graph_optimization=graph_optimization or manifest.engine.graph_optimization,
-            providers=providers or _tuple(manifest.engine.providers),
+            providers=providers,
+            preferred_providers=_preference(manifest.engine.providers),
             spin=spin,
         )
         chosen = manifest.engine.backend if backend == "auto" else backend
@@ -72,8 +78,12 @@ def open_model(
     return OpenedModel(engine, path.stem, "0", path)
 
 
-def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
-    return tuple(values) if values else None
+def _preference(values: list[str] | None) -> tuple[str, ...] | None:
+    """A manifest's providers as a preference; one that is only the CPU says nothing
+    (earlier optimize runs wrote it for every CPU variant), so the build's best is used."""
+    if not values or all(provider_name(v) == CPU for v in values):
+        return None
+    return tuple(values)
 
 
 def _once(read: ModelReader | None, data: bytes | None) -> ModelReader | None:

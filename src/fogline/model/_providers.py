@@ -94,18 +94,90 @@ def choose_providers(
     return [p for p in dict.fromkeys(chosen) if p != CPU] + [CPU]
 
 
-def missing_provider_message(missing: Sequence[str], available: Sequence[str]) -> str:
-    """Why a provider cannot be used: what this build offers, and how to get a GPU one."""
+def prefer_providers(
+    preferred: Sequence[str], available: Sequence[str], *, tensorrt_installed: bool = True
+) -> tuple[list[str], str | None]:
+    """The providers to ask for when a model's manifest prefers ``preferred``, and the
+    fallback: the first preferred one this build cannot give, else None.
+
+    A manifest's providers say where the model was measured, not where it must
+    run: those this build offers are kept, in order (TensorRT only when its
+    libraries are installed, followed by CUDA), the CPU last, and what is left
+    out is recorded rather than refused, so a model optimized on a GPU still
+    opens on a CPU-only device. An explicit request (``--provider``) goes
+    through :func:`choose_providers` and fails instead.
+
+    >>> prefer_providers([TENSORRT, CUDA, CPU], ["AzureExecutionProvider", CPU])
+    (['CPUExecutionProvider'], 'TensorrtExecutionProvider')
+    >>> prefer_providers(["cuda"], [TENSORRT, CUDA, CPU])
+    (['CUDAExecutionProvider', 'CPUExecutionProvider'], None)
+    """
+    wanted = [provider_name(p) for p in preferred]
+    kept = [p for p in wanted if p in available and (p != TENSORRT or tensorrt_installed)]
+    if TENSORRT in kept and CUDA in available and CUDA not in kept:
+        kept.insert(kept.index(TENSORRT) + 1, CUDA)
+    chosen = [p for p in dict.fromkeys(kept) if p != CPU] + [CPU]
+    fallback = wanted[0] if wanted and wanted[0] != chosen[0] else None
+    return chosen, fallback
+
+
+def onnxruntime_wheels() -> dict[str, str]:
+    """The installed distributions that provide the ``onnxruntime`` module, with versions.
+
+    ``onnxruntime`` and ``onnxruntime-gpu`` both install the same files; with
+    both installed, whichever was installed last won, often the CPU one.
+    """
+    found: dict[str, str] = {}
+    for dist in ("onnxruntime", "onnxruntime-gpu"):
+        try:
+            found[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def gpu_wheel_recipe(version: str | None = None) -> str:
+    """The commands that leave ``onnxruntime-gpu`` alone owning the ``onnxruntime`` module."""
+    pin = f"=={version}" if version else ""
+    return (
+        "pip uninstall -y onnxruntime onnxruntime-gpu && "
+        f"pip install --force-reinstall --no-deps onnxruntime-gpu{pin}"
+    )
+
+
+def missing_provider_message(
+    missing: Sequence[str], available: Sequence[str], wheels: dict[str, str] | None = None
+) -> str:
+    """Why a provider cannot be used: what this build offers, and how to get a GPU one.
+
+    ``wheels`` are the installed onnxruntime distributions (default:
+    :func:`onnxruntime_wheels`); with both the CPU and the GPU one installed,
+    the message says so, since that is the usual reason the GPU providers vanish.
+
+    >>> print(missing_provider_message([CUDA], [CPU], {"onnxruntime": "1.32.0"}))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    execution provider(s) CUDAExecutionProvider are not available in this onnxruntime build;
+    available: CPUExecutionProvider (the CUDA and TensorRT providers come with onnxruntime-gpu:
+    pip install 'fogline[gpu]', then pip uninstall -y onnxruntime onnxruntime-gpu && pip install
+    --force-reinstall --no-deps onnxruntime-gpu; see docs/gpu.md)
+    """
     text = (
         f"execution provider(s) {', '.join(missing)} are not available in this onnxruntime "
         f"build; available: {', '.join(available)}"
     )
-    if any(p in GPU_PROVIDERS for p in missing):
-        text += (
-            " (the CUDA and TensorRT providers come with onnxruntime-gpu: "
-            "pip uninstall onnxruntime, then pip install 'fogline[gpu]'; see docs/gpu.md)"
+    if not any(p in GPU_PROVIDERS for p in missing):
+        return text
+    wheels = onnxruntime_wheels() if wheels is None else wheels
+    if "onnxruntime" in wheels and "onnxruntime-gpu" in wheels:
+        return text + (
+            f" (both onnxruntime {wheels['onnxruntime']} and onnxruntime-gpu "
+            f"{wheels['onnxruntime-gpu']} are installed and share one module, and the CPU "
+            f"wheel's files won: {gpu_wheel_recipe(wheels['onnxruntime-gpu'])}; see docs/gpu.md)"
         )
-    return text
+    return text + (
+        " (the CUDA and TensorRT providers come with onnxruntime-gpu: pip install "
+        f"'fogline[gpu]', then {gpu_wheel_recipe()}; see docs/gpu.md)"
+    )
 
 
 def calibration_table_path(model: Path) -> Path:
