@@ -17,10 +17,14 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import yaml
 from onnxruntime.quantization.CalTableFlatBuffers.TrtTable import TrtTable
+from pydantic import BaseModel, ConfigDict
 
 from fogline.model import Manifest, calibration_table_path
 from fogline.optimize import OptimizeOptions, optimize
+from fogline.optimize._report import VariantResult
+from fogline.optimize._search import _ran_on
 from fogline.optimize._variants import (
     CPU,
     CUDA,
@@ -30,6 +34,18 @@ from fogline.optimize._variants import (
     gpu_plans,
 )
 
+
+#: The engine entry of fogline.yaml before execution providers were recorded (extra keys
+#: forbidden): a manifest of a CPU variant must still validate against it.
+class OldEngineEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    backend: str
+    precision: str
+    threads: int | None = None
+    graph_optimization: str = "all"
+
+
+OLD_ENGINE_KEYS = set(OldEngineEntry.model_fields)
 FAST = {"duration_s": 0.05, "threads": 1, "sensitivity": False}
 HAS_CUDA = CUDA in ort.get_available_providers()
 
@@ -113,8 +129,8 @@ def test_a_gpu_variant_the_build_cannot_run_fails_alone_and_the_search_goes_on(
     assert baseline["device"] == CPU and baseline["providers"] == [CPU]
     assert baseline["fallback"] is None
     assert data["machine"]["providers"] == ort.get_available_providers()
-    manifest = Manifest.read(out)
-    assert manifest.engine.providers == [CPU] and manifest.engine.device == CPU
+    engine = yaml.safe_load((out / "fogline.yaml").read_text())["engine"]
+    assert set(engine) <= OLD_ENGINE_KEYS  # a CPU selection pins no provider
 
 
 def test_a_search_limited_to_the_cpu_says_in_one_line_that_it_has_no_gpu_variants(
@@ -125,6 +141,32 @@ def test_a_search_limited_to_the_cpu_says_in_one_line_that_it_has_no_gpu_variant
     assert "onnxruntime-gpu" in report.skipped["gpu"]
     assert [v.name for v in report.variants] == ["ort-fp32", "ort-fp16"]
     assert {v.device for v in report.variants} == {CPU}
+    # the manifest of the CPU selection reads the same to a fogline from before providers
+    # were recorded: its engine entry has only the old fields (which forbade others)
+    written = yaml.safe_load((tmp_path / "out" / "fogline.yaml").read_text())
+    assert written["schema_version"] == 1
+    OldEngineEntry.model_validate(written["engine"])
+    Manifest.read(tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    ("providers", "device", "fallback", "written"),
+    [
+        ([CPU], CPU, None, {}),
+        (
+            [TENSORRT, CUDA],
+            TENSORRT,
+            None,
+            {"providers": [TENSORRT, CUDA, CPU], "device": TENSORRT},
+        ),
+        ([CUDA], CPU, CUDA, {"providers": [CUDA, CPU], "device": CPU, "fallback": CUDA}),
+    ],
+)
+def test_the_manifest_records_providers_only_where_they_say_something(
+    providers: list[str], device: str, fallback: str | None, written: dict[str, object]
+):
+    selected = VariantResult("v", "onnxruntime", "fp32", providers=providers)
+    assert _ran_on(selected, device, fallback) == written
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="this onnxruntime build has the CUDA provider")

@@ -534,14 +534,27 @@ def _write_selected(
         metrics=metrics,
         **extra,
     )
-    ran_on: dict[str, Any] = {"device": engine.device, "fallback": engine_fallback(engine)}
-    if selected.engine == "onnxruntime":
-        ran_on["providers"] = list(selected.providers)
+    ran_on = _ran_on(selected, engine.device, engine_fallback(engine))
     engine.close()
     manifest.engine = manifest.engine.model_copy(update=ran_on)
     if options.threads is not None:
         manifest.engine = manifest.engine.model_copy(update={"threads": options.threads})
     manifest.write(staging)
+
+
+def _ran_on(selected: VariantResult, device: str, fallback: str | None) -> dict[str, Any]:
+    """The manifest's ``engine.providers``/``device``/``fallback``, only where they say
+    something: a variant on the CPU writes none of them, so its manifest reads
+    the same to a fogline from before providers were recorded (schema_version 1)."""
+    ran_on: dict[str, Any] = {}
+    providers = [p for p in selected.providers if p != CPU]
+    if selected.engine == "onnxruntime" and providers:
+        ran_on["providers"] = [*providers, CPU]
+    if device not in (CPU, "CPU") or fallback is not None:  # OpenVINO and LiteRT say "CPU"
+        ran_on["device"] = device
+    if fallback is not None:
+        ran_on["fallback"] = fallback
+    return ran_on
 
 
 def _source_manifest(model: Path) -> Manifest | None:
