@@ -85,6 +85,20 @@ def test_run_prints_a_summary_with_throughput_latency_and_accuracy(tmp_path: Pat
     assert stored(tmp_path / "results.db") == 200
 
 
+def test_run_provider_asks_for_it_and_a_missing_one_is_one_line_and_exit_2(tmp_path: Path):
+    path = write_spec(tmp_path, digits_spec())
+    done = fogline(
+        "run", str(path), "--max-items", "20", "--no-live", "--provider", "cpu", cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    missing = fogline(
+        "run", str(path), "--max-items", "20", "--no-live", "--provider", "migraphx", cwd=tmp_path
+    )
+    assert missing.returncode == 2
+    assert "migraphx are not available in this onnxruntime build" in missing.stderr
+    assert "Traceback" not in missing.stderr + missing.stdout
+
+
 def test_sigterm_drains_stores_what_was_read_and_prints_the_summary(tmp_path: Path):
     spec = digits_spec(
         sources=[{"type": "synthetic", "name": "s", "shape": [1, 8, 8], "rate": 300}]

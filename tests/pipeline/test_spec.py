@@ -64,6 +64,14 @@ BAD = {
         {"model": {"path": "m.onnx", "batch": 4}},
         "model.batch: unknown key 'batch'",
     ),
+    "unknown execution provider": (
+        {"model": {"path": "__MODEL__", "providers": ["gpu"]}},
+        "model.providers[0]: unknown execution provider 'gpu'",
+    ),
+    "a provider the build lacks": (
+        {"model": {"path": "__MODEL__", "providers": ["cpu", "MIGraphXExecutionProvider"]}},
+        "model.path: execution provider(s) MIGraphXExecutionProvider are not available",
+    ),
     "missing model file": ({"model": {"path": "nowhere/m.onnx"}}, "model.path: no such model file"),
     "negative max wait": (
         {"model": {"path": "__MODEL__", "max_wait_ms": -1}},
@@ -140,6 +148,18 @@ def test_a_bad_file_is_refused_with_the_path_to_the_problem(
         plan(load_spec(path)).model.engine.close()
 
     assert message in str(caught.value)
+
+
+def test_the_model_providers_are_written_out_and_asked_for(tmp_path: Path):
+    spec = digits_spec()
+    spec["model"]["providers"] = ["cpu"]
+    loaded = load_spec(write_spec(tmp_path, spec))
+    assert loaded.model.providers == ["CPUExecutionProvider"]
+    checked = plan(loaded)
+    try:
+        assert checked.model.engine.device == "CPUExecutionProvider"
+    finally:
+        checked.model.engine.close()
 
 
 def test_yaml_syntax_errors_name_the_line(tmp_path: Path):

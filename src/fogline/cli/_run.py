@@ -22,6 +22,7 @@ from fogline.cli._app import app, console, console_err
 from fogline.cli._bench import gpu_text
 from fogline.cli._options import KEY_FROM_ENV, device_key_option
 from fogline.errors import ConfigError
+from fogline.model import provider_name
 from fogline.monitor import OnlineEngine
 from fogline.pipeline import (
     OUTCOMES,
@@ -115,12 +116,21 @@ def run(
         "--output-dir",
         help="Write relative outputs (store, files) here, not beside the pipeline file.",
     ),
+    provider: list[str] | None = typer.Option(
+        None,
+        help="ONNX Runtime execution provider: cpu, cuda, tensorrt or a full name (repeat for "
+        "several, best first; CPU is always last); replaces the spec's model.providers. "
+        "Default: those, else the model manifest's preference, else the best this build offers.",
+    ),
     device_key: Path | None = _DEVICE_KEY,
 ) -> None:
     """Run a pipeline until its sources end, --duration passes, or Ctrl-C; then drain and sum up."""
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
-    checked = plan(load_spec(pipeline, outputs=output_dir), keys=_keys(device_key))
+    spec = load_spec(pipeline, outputs=output_dir)
+    if provider:
+        spec = with_providers(spec, provider)
+    checked = plan(spec, keys=_keys(device_key))
     runner = Pipeline(checked)
     try:
         with _logging(), _signals(runner), _prometheus(runner, metrics_port):
@@ -137,6 +147,15 @@ def run(
             highlight=False,
         )
         raise typer.Exit(2)
+
+
+def with_providers(spec: PipelineSpec, providers: list[str]) -> PipelineSpec:
+    """``spec`` with its model's execution providers replaced by ``providers`` (``--provider``);
+    the engine refuses, saying what the build offers, any that this build lacks."""
+    if spec.model.online is not None:
+        raise ConfigError("--provider is for a model file run by ONNX Runtime, not `online`")
+    names = [provider_name(p) for p in providers]
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"providers": names})})
 
 
 def live_run(

@@ -27,7 +27,7 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic.functional_validators import AfterValidator, BeforeValidator
 
 from fogline.errors import ConfigError, FoglineError
-from fogline.model import ModelReader, OpenedModel, TensorSpec, open_model
+from fogline.model import ModelReader, OpenedModel, TensorSpec, open_model, provider_name
 from fogline.pipeline import sinks, sources, stages
 from fogline.pipeline._base import (
     ArraySpec,
@@ -90,6 +90,20 @@ def _texts(value: Any) -> Any:
     return value
 
 
+def _provider(value: str) -> str:
+    """An execution provider's full name, from a short one (``cuda``) or a full one."""
+    full = provider_name(value)
+    if not full.endswith("ExecutionProvider"):
+        raise ValueError(
+            f"unknown execution provider {value!r}: cpu, cuda, tensorrt, coreml or a full "
+            "name such as CUDAExecutionProvider"
+        )
+    return full
+
+
+#: An ONNX Runtime execution provider, checked and written out in full.
+ProviderText = Annotated[str, AfterValidator(_provider)]
+
 #: Keys only an online model takes.
 ONLINE_KEYS = frozenset({"params", "classes", "checkpoint", "checkpoint_every_s", "remember"})
 
@@ -123,6 +137,10 @@ class ModelSpec(Spec):
     version: str | None = Field(default=None, min_length=1)
     backend: str = "auto"
     threads: int | None = Field(default=None, ge=1)
+    #: ONNX Runtime's execution providers, best first (``cuda``, ``tensorrt``, ``cpu`` or full
+    #: names); every one must be in this build. Default: the manifest's preference, else the
+    #: build's best.
+    providers: list[ProviderText] | None = Field(default=None, min_length=1)
     max_batch: int = Field(default=8, ge=1)
     max_wait_ms: float = Field(default=5.0, ge=0)
     queue_size: int = Field(default=64, ge=1)
@@ -143,6 +161,8 @@ class ModelSpec(Spec):
                 if self.path is not None
                 else "needs `path` (a model file or folder) or `online` (a River estimator)"
             )
+        if self.online is not None and self.providers is not None:
+            raise ValueError("`providers` are for a model file run by ONNX Runtime, not `online`")
         extra = sorted(ONLINE_KEYS & self.model_fields_set) if self.path is not None else []
         if extra:
             raise ValueError(f"`{extra[0]}` is for an online model (`online:`), not a model file")
@@ -408,11 +428,23 @@ def plan(
     elif m.variants is not None:
         assert m.policy is not None  # the spec has both or neither
         check_policy(m.policy)
-        opened = open_variants(m.variants, backend=m.backend, threads=m.threads, read=read)
+        opened = open_variants(
+            m.variants,
+            backend=m.backend,
+            threads=m.threads,
+            providers=_tuple(m.providers),
+            read=read,
+        )
     else:
         assert m.path is not None  # the spec has one of the two
         try:
-            opened = open_model(m.path, backend=m.backend, threads=m.threads, read=read)
+            opened = open_model(
+                m.path,
+                backend=m.backend,
+                threads=m.threads,
+                providers=_tuple(m.providers),
+                read=read,
+            )
         except FoglineError as exc:
             raise ConfigError(f"model.path: {exc}") from exc
     if m.name is not None or m.version is not None:
@@ -564,3 +596,7 @@ def _fits(data: ArraySpec, wanted: TensorSpec, where: str, has_steps: bool) -> N
 def _channels_first(item: TensorSpec) -> bool:
     first, last = item.shape[0], item.shape[-1]
     return first in (1, 3, 4) and last not in (1, 3, 4)
+
+
+def _tuple(values: list[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)

@@ -167,6 +167,7 @@ def open_variants(
     *,
     backend: str,
     threads: int | None,
+    providers: tuple[str, ...] | None = None,
     read: ModelReader | None = None,
 ) -> OpenedModel:
     """Load every variant (each one's errors under ``model.variants[i]``) behind one engine.
@@ -177,7 +178,15 @@ def open_variants(
     try:
         for index, variant in enumerate(variants):
             try:
-                opened.append(open_model(variant.path, backend=backend, threads=threads, read=read))
+                opened.append(
+                    open_model(
+                        variant.path,
+                        backend=backend,
+                        threads=threads,
+                        providers=providers,
+                        read=read,
+                    )
+                )
             except FoglineError as exc:
                 raise ConfigError(f"model.variants[{index}].path: {exc}") from exc
         named = [(v.label, o.engine) for v, o in zip(variants, opened, strict=True)]
