@@ -51,7 +51,7 @@ def run_nas(
     chosen = result.chosen
     assert chosen is not None and result.final_metric is not None
     console.print(
-        f"chosen {chosen.label}: {result.metric} {result.final_metric:.2f} on the eval data after "
+        f"chosen {chosen.label}: {result.metric} {result.final_metric:.4g} on the eval data after "
         f"{result.final_epochs} epochs; search {result.search_seconds:.0f} s"
     )
     print_report(report, out)
@@ -84,7 +84,7 @@ def nas_table(result: NasResult) -> Table:
             c.label,
             f"{c.params:,}",
             f"{c.latency_ms:.4f}",
-            f"{c.metric:.2f}",
+            f"{c.metric:.4g}",  # accuracy in % or mAP in [0, 1]: four figures either way
             "●" if c.on_front else "",
             verdict,
         )
