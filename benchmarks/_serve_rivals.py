@@ -89,16 +89,18 @@ def ensure(venv: Venv, interpreter: str = "python3") -> Path:
 
 
 def other_pythons() -> list[str]:
-    """Interpreters of another minor version than this one (PATH, then pyenv's), newest first."""
+    """Interpreters of another minor version than this one (pyenv's, then PATH), 3.12 first."""
     mine = f"{sys.version_info.major}.{sys.version_info.minor}"
     found: dict[str, str] = {}
-    for minor in ("3.13", "3.12", "3.10"):
+    for minor in ("3.12", "3.13", "3.10"):  # 3.12: the one PyTriton's stub was seen to run on
         if minor == mine:
             continue
         on_path = shutil.which(f"python{minor}")
-        candidates = ([on_path] if on_path else []) + sorted(
+        # pyenv's shim on PATH answers "command not found" for a version not enabled globally:
+        # its real interpreters come first, and a shim is never taken.
+        candidates = sorted(
             glob.glob(os.path.expanduser(f"~/.pyenv/versions/{minor}.*/bin/python{minor}"))
-        )
+        ) + ([on_path] if on_path and "/shims/" not in on_path else [])
         if candidates:
             found[minor] = candidates[0]
     return list(found.values())
