@@ -311,15 +311,19 @@ class ZmqSocket:
         self._teardown()
 
     def _teardown(self) -> None:
-        for part in ("_monitor", "_socket"):
-            sock = getattr(self, part, None)
-            if sock is not None:
-                if part == "_socket":
-                    with contextlib.suppress(zmq.ZMQError):
-                        sock.disable_monitor()
-                    sock.close()
-                else:
-                    sock.close(0)
+        socket = getattr(self, "_socket", None)
+        monitor = getattr(self, "_monitor", None)
+        # The monitor is stopped while its reading end is still open. libzmq's I/O thread
+        # sends each event with a blocking send on a PAIR socket, holding the lock that
+        # disable_monitor() takes; an event sent after the reading end closed has no peer and
+        # waits forever, and so did disable_monitor() (a hang seen at a feed's exit).
+        if socket is not None and monitor is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                socket.disable_monitor()
+        if monitor is not None:
+            monitor.close(0)
+        if socket is not None:
+            socket.close()
         if self._auth is not None:
             self._auth.stop()
         self._context.term()
