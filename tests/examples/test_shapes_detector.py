@@ -11,7 +11,9 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
+import fogline.examples.shapes_torch as shapes_torch
 from fogline.data import Dataset, load_dataset
 from fogline.errors import DataError
 from fogline.examples import (
@@ -26,10 +28,6 @@ from fogline.examples import (
 from fogline.model import Signature, TensorSpec, load_engine, torch_to_onnx
 from fogline.optimize import Family
 from fogline.pipeline.stages import nms
-
-torch = pytest.importorskip("torch")
-shapes_torch = pytest.importorskip("fogline.examples.shapes_torch")
-
 
 # --- the scenes -----------------------------------------------------------------------------------
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+import fogline.examples.shapes_torch as shapes_torch
 from fogline.examples import Detections, shapes_map50, shapes_model_path, shapes_split
 from fogline.model import Manifest, load_engine
-
-torch = pytest.importorskip("torch")
-shapes_torch = pytest.importorskip("fogline.examples.shapes_torch")
 
 
 def test_the_bundled_detector_finds_the_held_out_shapes_as_its_manifest_says() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import threading
@@ -293,9 +294,9 @@ def test_waiting_returns_once_allowed_and_tells_each_new_reason(tmp_path: Path) 
 
 
 def test_a_wait_gives_up_at_its_timeout_with_the_reason(tmp_path: Path) -> None:
-    deferral = Deferral(DeferPolicy(windows=["00:00-00:01"], tz="UTC", check_every_s=0.05))
-    if deferral.check().allowed:  # the one minute it is open
-        pytest.skip("run at 00:00 UTC, when the window is open")
+    opens = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=2)  # a window shut now
+    window = f"{opens:%H:%M}-{opens + dt.timedelta(minutes=1):%H:%M}"
+    deferral = Deferral(DeferPolicy(windows=[window], tz="UTC", check_every_s=0.05))
 
     verdict = deferral.wait(timeout=0.2)
 
